@@ -1,0 +1,1 @@
+//! Partition storage: segmented append-only logs with sparse indexes.

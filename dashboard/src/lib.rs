@@ -1,0 +1,3 @@
+//! Web console: cluster, topics, lag, live aggregates, SQL.
+//!
+//! Not built yet: see the open issues. This crate exists so the workspace has its final shape.

@@ -1,0 +1,3 @@
+//! The `millrace` command line.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Stream jobs: event-time windows, keyed state, operators.
+//!
+//! Not built yet: see the open issues. This crate exists so the workspace has its final shape.
