@@ -1,3 +1,92 @@
-//! The `millrace` command line.
+//! The `millrace` command line: thin glue over the crates.
 
-fn main() {}
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use millrace_broker::config::{parse_overrides, read_settings_file};
+use millrace_broker::BrokerConfig;
+
+/// Millrace: a real-time analytics pipeline platform that speaks the Kafka protocol.
+#[derive(Parser)]
+#[command(name = "millrace", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a Kafka-protocol broker.
+    Broker(BrokerArgs),
+}
+
+#[derive(clap::Args)]
+struct BrokerArgs {
+    /// Address to listen on [default: 127.0.0.1:9092].
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<std::net::SocketAddr>,
+    /// Directory for partition logs and metadata [default: ./millrace-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML file of settings with Kafka's names (`num.partitions = 3`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A setting that wins over the file, with Kafka's name (`-o log.retention.ms=60000`).
+    #[arg(short = 'o', long = "override", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Broker(args) => run_broker(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
+    let mut settings = match &args.config {
+        Some(path) => read_settings_file(path)?,
+        None => Default::default(),
+    };
+    settings.extend(parse_overrides(&args.overrides)?);
+    let config = BrokerConfig::from_settings(&settings, args.listen, args.data_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let broker = millrace_broker::start(config).await?;
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        broker.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

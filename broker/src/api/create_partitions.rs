@@ -1,0 +1,53 @@
+//! CreatePartitions: grow a topic.
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+
+use super::{str_bytes, RequestContext, RequestError};
+use crate::server::Broker;
+
+/// Answers a CreatePartitions request.
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+) -> Result<Bytes, RequestError> {
+    let request: CreatePartitionsRequest = ctx.decode(&mut body)?;
+    let results = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let current = broker
+                .controller
+                .topic(&topic.name)
+                .map_or(0, |t| t.partitions);
+            let assignments: Vec<(i32, Vec<i32>)> = topic
+                .assignments
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let index = current + i32::try_from(i).unwrap_or(i32::MAX);
+                    (index, a.broker_ids.iter().map(|b| b.0).collect())
+                })
+                .collect();
+            let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+            match broker.controller.create_partitions(
+                &topic.name,
+                topic.count,
+                &assignments,
+                request.validate_only,
+            ) {
+                Ok(()) => result.with_error_code(0),
+                Err(error) => result
+                    .with_error_code(error.code())
+                    .with_error_message(Some(str_bytes(error.to_string()))),
+            }
+        })
+        .collect();
+    let response = CreatePartitionsResponse::default()
+        .with_throttle_time_ms(0)
+        .with_results(results);
+    ctx.respond(&response)
+}

@@ -1,0 +1,63 @@
+//! DeleteRecords: raise a partition's log start offset.
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+
+use super::{RequestContext, RequestError};
+use crate::server::Broker;
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+
+/// Answers a DeleteRecords request.
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+) -> Result<Bytes, RequestError> {
+    let request: DeleteRecordsRequest = ctx.decode(&mut body)?;
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let result = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_low_watermark(-1);
+                    let Some(log) = broker.replicas.partition(&topic.name, p.partition_index)
+                    else {
+                        return result.with_error_code(UNKNOWN_TOPIC_OR_PARTITION);
+                    };
+                    // -1 means "up to the high watermark".
+                    let offset = if p.offset == -1 {
+                        log.log_end_offset()
+                    } else {
+                        p.offset
+                    };
+                    if offset < 0 {
+                        return result.with_error_code(OFFSET_OUT_OF_RANGE);
+                    }
+                    match log.delete_records_before(offset) {
+                        Ok(low_watermark) => {
+                            result.with_error_code(0).with_low_watermark(low_watermark)
+                        }
+                        Err(error) => result.with_error_code(error.error_code()),
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    let response = DeleteRecordsResponse::default()
+        .with_throttle_time_ms(0)
+        .with_topics(topics);
+    ctx.respond(&response)
+}

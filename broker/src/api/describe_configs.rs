@@ -1,0 +1,192 @@
+//! DescribeConfigs: topic settings with their sources and synonyms, and the broker's settings.
+
+use bytes::Bytes;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+
+use super::{str_bytes, RequestContext, RequestError};
+use crate::server::Broker;
+use crate::topic_config::{self, ConfigSource};
+
+/// Resource type codes of the protocol.
+pub const RESOURCE_TOPIC: i8 = 2;
+/// The broker resource type.
+pub const RESOURCE_BROKER: i8 = 4;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const INVALID_REQUEST: i16 = 42;
+
+/// Answers a DescribeConfigs request.
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+) -> Result<Bytes, RequestError> {
+    let request: DescribeConfigsRequest = ctx.decode(&mut body)?;
+    let with_docs = ctx.version >= 3 && request.include_documentation;
+    let results = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            let wanted = |name: &str| {
+                resource
+                    .configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+            };
+            match resource.resource_type {
+                RESOURCE_TOPIC => {
+                    let Some(topic) = broker.controller.topic(&resource.resource_name) else {
+                        return result
+                            .with_error_code(UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_error_message(Some(str_bytes(format!(
+                                "unknown topic `{}`",
+                                resource.resource_name
+                            ))));
+                    };
+                    let configs = topic_config::TOPIC_CONFIGS
+                        .iter()
+                        .filter(|def| wanted(def.name))
+                        .map(|def| {
+                            let (value, source) = topic_config::effective(
+                                def,
+                                &broker.config.log_defaults,
+                                &topic.configs,
+                            );
+                            let mut synonyms = Vec::new();
+                            if request.include_synonyms {
+                                if let Some(v) = topic.configs.get(def.name) {
+                                    synonyms.push(synonym(def.name, v, ConfigSource::Topic));
+                                }
+                                if let Some(v) = broker.config.log_defaults.get(def.name) {
+                                    synonyms.push(synonym(
+                                        def.broker_name,
+                                        v,
+                                        ConfigSource::StaticBroker,
+                                    ));
+                                }
+                                synonyms.push(synonym(
+                                    def.broker_name,
+                                    def.default,
+                                    ConfigSource::Default,
+                                ));
+                            }
+                            DescribeConfigsResourceResult::default()
+                                .with_name(str_bytes(def.name))
+                                .with_value(Some(str_bytes(value)))
+                                .with_read_only(false)
+                                .with_config_source(source.code())
+                                .with_is_sensitive(false)
+                                .with_synonyms(synonyms)
+                                .with_config_type(def.kind.type_code())
+                                .with_documentation(with_docs.then(|| str_bytes(def.doc)))
+                        })
+                        .collect();
+                    result.with_error_code(0).with_configs(configs)
+                }
+                RESOURCE_BROKER => {
+                    let ours = broker.config.node_id.to_string();
+                    if !resource.resource_name.is_empty() && resource.resource_name.as_str() != ours
+                    {
+                        return result
+                            .with_error_code(INVALID_REQUEST)
+                            .with_error_message(Some(str_bytes(format!(
+                                "this is broker {ours}, not `{}`",
+                                resource.resource_name
+                            ))));
+                    }
+                    let configs = broker_settings(broker)
+                        .into_iter()
+                        .filter(|(name, _, _)| wanted(name))
+                        .map(|(name, value, type_code)| {
+                            DescribeConfigsResourceResult::default()
+                                .with_name(str_bytes(name))
+                                .with_value(Some(str_bytes(value)))
+                                .with_read_only(true)
+                                .with_config_source(ConfigSource::StaticBroker.code())
+                                .with_is_sensitive(false)
+                                .with_config_type(type_code)
+                        })
+                        .collect();
+                    result.with_error_code(0).with_configs(configs)
+                }
+                other => result
+                    .with_error_code(INVALID_REQUEST)
+                    .with_error_message(Some(str_bytes(format!(
+                        "resource type {other} is not supported; use 2 (topic) or 4 (broker)"
+                    )))),
+            }
+        })
+        .collect();
+    let response = DescribeConfigsResponse::default()
+        .with_throttle_time_ms(0)
+        .with_results(results);
+    ctx.respond(&response)
+}
+
+fn synonym(name: &str, value: &str, source: ConfigSource) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym::default()
+        .with_name(str_bytes(name))
+        .with_value(Some(str_bytes(value)))
+        .with_source(source.code())
+}
+
+/// The broker's effective settings as (name, value, config type code).
+fn broker_settings(broker: &Broker) -> Vec<(String, String, i8)> {
+    let c = &broker.config;
+    let mut out = vec![
+        ("node.id".to_string(), c.node_id.to_string(), 3),
+        (
+            "num.partitions".to_string(),
+            c.num_partitions.to_string(),
+            3,
+        ),
+        (
+            "default.replication.factor".to_string(),
+            c.default_replication_factor.to_string(),
+            4,
+        ),
+        (
+            "auto.create.topics.enable".to_string(),
+            c.auto_create_topics_enable.to_string(),
+            1,
+        ),
+        (
+            "delete.topic.enable".to_string(),
+            c.delete_topic_enable.to_string(),
+            1,
+        ),
+        (
+            "socket.request.max.bytes".to_string(),
+            c.socket_request_max_bytes.to_string(),
+            3,
+        ),
+        (
+            "log.retention.check.interval.ms".to_string(),
+            c.log_retention_check_interval_ms.to_string(),
+            5,
+        ),
+        ("log.dirs".to_string(), c.data_dir.display().to_string(), 2),
+        (
+            "advertised.listeners".to_string(),
+            format!("PLAINTEXT://{}:{}", c.advertised_host, c.advertised_port),
+            2,
+        ),
+    ];
+    for def in topic_config::TOPIC_CONFIGS {
+        let value = c
+            .log_defaults
+            .get(def.name)
+            .map_or(def.default, String::as_str);
+        out.push((
+            def.broker_name.to_string(),
+            value.to_string(),
+            def.kind.type_code(),
+        ));
+    }
+    out
+}

@@ -1,0 +1,76 @@
+//! ListOffsets: earliest, latest, max-timestamp, or the first offset at or after a time.
+
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::{RequestContext, RequestError};
+use crate::server::Broker;
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const INVALID_REQUEST: i16 = 42;
+/// Special timestamps of the protocol.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+/// Answers a ListOffsets request.
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+) -> Result<Bytes, RequestError> {
+    let request: ListOffsetsRequest = ctx.decode(&mut body)?;
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let response = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1)
+                        .with_leader_epoch(0);
+                    let Some(log) = broker.replicas.partition(&topic.name, p.partition_index) else {
+                        return response
+                            .with_error_code(UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_leader_epoch(-1);
+                    };
+                    let found = match p.timestamp {
+                        LATEST => Ok(Some((log.log_end_offset(), -1))),
+                        EARLIEST => Ok(Some((log.log_start_offset(), -1))),
+                        MAX_TIMESTAMP if ctx.version >= 7 => log.max_timestamp(),
+                        ts if ts < 0 => {
+                            return response.with_error_code(INVALID_REQUEST);
+                        }
+                        ts => log.offset_for_timestamp(ts),
+                    };
+                    match found {
+                        Ok(Some((offset, timestamp))) => response
+                            .with_error_code(0)
+                            .with_offset(offset)
+                            .with_timestamp(timestamp),
+                        // No record at or after the time: offset -1, as Kafka answers.
+                        Ok(None) => response.with_error_code(0),
+                        Err(error) => {
+                            tracing::warn!(topic = %topic.name.0, partition = p.partition_index, %error, "list offsets failed");
+                            response.with_error_code(error.error_code())
+                        }
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    let response = ListOffsetsResponse::default()
+        .with_throttle_time_ms(0)
+        .with_topics(topics);
+    ctx.respond(&response)
+}

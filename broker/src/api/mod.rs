@@ -1,0 +1,250 @@
+//! The Kafka APIs: request dispatch, the advertised versions, and one module per API.
+//!
+//! A request is decoded with the `kafka-protocol` crate, handled, and answered with a response
+//! encoded at the request's version. Handlers do their ordered work (appends, topic changes)
+//! before returning, and may leave waiting (fsync, long poll) to the returned future, so that
+//! a connection can pipeline requests while answering them in order.
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod describe_log_dirs;
+pub mod fetch;
+pub mod incremental_alter_configs;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::server::Broker;
+
+/// A response still being produced (waiting for fsync or new data). `None` closes the
+/// connection.
+pub type PendingResponse = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+
+/// What a handler gives back.
+pub enum Reply {
+    /// The response frame, ready to send.
+    Now(Bytes),
+    /// A response that completes later.
+    Later(PendingResponse),
+    /// No response at all (acks=0 produce).
+    Nothing,
+}
+
+/// A request that ends its connection: the protocol gives no way to answer it.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Shorter than a request header.
+    #[error("frame of {0} bytes is too short for a request header")]
+    Truncated(usize),
+    /// An API key Kafka does not define.
+    #[error("unknown API key {0}")]
+    UnknownApiKey(i16),
+    /// An API or version we do not implement.
+    #[error("{api:?} v{version} is not supported")]
+    UnsupportedVersion {
+        /// The API.
+        api: ApiKey,
+        /// The version asked for.
+        version: i16,
+    },
+    /// The request did not decode.
+    #[error("malformed {api:?} v{version} request: {reason}")]
+    Malformed {
+        /// The API.
+        api: ApiKey,
+        /// Its version.
+        version: i16,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// The response could not be encoded (a bug: a field set that the version lacks).
+    #[error("cannot encode {api:?} v{version} response: {reason}")]
+    Encode {
+        /// The API.
+        api: ApiKey,
+        /// Its version.
+        version: i16,
+        /// The encoder's complaint.
+        reason: String,
+    },
+}
+
+/// The versions we advertise and implement, per API. Minimums follow librdkafka's feature
+/// checks (see shared/KAFKA-NOTES.md); maximums stop before versions whose semantics we do
+/// not implement (Produce/Fetch with topic ids, tiered-storage ListOffsets).
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The advertised `[min, max]` versions of an API, if we implement it.
+pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(key, _, _)| *key == api)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// What every handler knows about its request.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    /// The API.
+    pub api_key: ApiKey,
+    /// The request's version; the response is encoded at it.
+    pub version: i16,
+    /// Echoed in the response header.
+    pub correlation_id: i32,
+    /// The client's self-reported id, for logs.
+    pub client_id: Option<String>,
+}
+
+impl RequestContext {
+    /// Decodes the request body.
+    pub fn decode<T: Decodable>(&self, body: &mut Bytes) -> Result<T, RequestError> {
+        T::decode(body, self.version).map_err(|e| RequestError::Malformed {
+            api: self.api_key,
+            version: self.version,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Encodes a response frame: size, header, body.
+    pub fn respond<T: Encodable>(&self, body: &T) -> Result<Bytes, RequestError> {
+        encode_frame(self.api_key, self.version, self.correlation_id, body)
+    }
+}
+
+/// Encodes a full response frame at `version`.
+pub fn encode_frame<T: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Result<Bytes, RequestError> {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header
+        .encode(&mut buf, api_key.response_header_version(version))
+        .map_err(|e| RequestError::Encode {
+            api: api_key,
+            version,
+            reason: e.to_string(),
+        })?;
+    body.encode(&mut buf, version)
+        .map_err(|e| RequestError::Encode {
+            api: api_key,
+            version,
+            reason: e.to_string(),
+        })?;
+    let size = i32::try_from(buf.len() - 4).map_err(|_| RequestError::Encode {
+        api: api_key,
+        version,
+        reason: "response larger than 2 GiB".into(),
+    })?;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Handles one request frame (without its 4-byte size).
+pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, RequestError> {
+    let (Some(key), Some(ver), Some(corr)) = (frame.get(0..2), frame.get(2..4), frame.get(4..8))
+    else {
+        return Err(RequestError::Truncated(frame.len()));
+    };
+    let api_key_raw = i16::from_be_bytes([key[0], key[1]]);
+    let version = i16::from_be_bytes([ver[0], ver[1]]);
+    let correlation_id = i32::from_be_bytes([corr[0], corr[1], corr[2], corr[3]]);
+
+    let api_key =
+        ApiKey::try_from(api_key_raw).map_err(|_| RequestError::UnknownApiKey(api_key_raw))?;
+    let supported = supported_versions(api_key);
+    let in_range = supported.is_some_and(|(min, max)| version >= min && version <= max);
+    if !in_range {
+        if api_key == ApiKey::ApiVersions {
+            // KIP-511: answer in the v0 format with UNSUPPORTED_VERSION and our versions, so
+            // the client can retry with one we know.
+            return Ok(Reply::Now(api_versions::unsupported_version_response(
+                correlation_id,
+            )?));
+        }
+        return Err(RequestError::UnsupportedVersion {
+            api: api_key,
+            version,
+        });
+    }
+
+    let mut body = frame;
+    let header = RequestHeader::decode(&mut body, api_key.request_header_version(version))
+        .map_err(|e| RequestError::Malformed {
+            api: api_key,
+            version,
+            reason: e.to_string(),
+        })?;
+    let ctx = RequestContext {
+        api_key,
+        version,
+        correlation_id,
+        client_id: header.client_id.as_ref().map(|s| s.to_string()),
+    };
+    tracing::trace!(api = ?api_key, version, correlation_id, client_id = ?ctx.client_id, "request");
+
+    match api_key {
+        ApiKey::ApiVersions => api_versions::handle(&ctx, body).map(Reply::Now),
+        ApiKey::Metadata => metadata::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::Produce => produce::handle(broker, &ctx, body),
+        ApiKey::Fetch => fetch::handle(broker, &ctx, body),
+        ApiKey::ListOffsets => list_offsets::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::CreateTopics => create_topics::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::DeleteTopics => delete_topics::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::CreatePartitions => create_partitions::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::DescribeConfigs => describe_configs::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::IncrementalAlterConfigs => {
+            incremental_alter_configs::handle(broker, &ctx, body).map(Reply::Now)
+        }
+        ApiKey::DescribeCluster => describe_cluster::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::DescribeLogDirs => describe_log_dirs::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::DeleteRecords => delete_records::handle(broker, &ctx, body).map(Reply::Now),
+        other => Err(RequestError::UnsupportedVersion {
+            api: other,
+            version,
+        }),
+    }
+}
+
+/// A `StrBytes` from a string.
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// The current wall-clock time in ms since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,159 @@
+//! Produce: validate and append record batches, then answer once they are durable.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+
+use super::{now_ms, str_bytes, Reply, RequestContext, RequestError};
+use crate::log::{AppendInfo, PartitionLog};
+use crate::server::Broker;
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const INVALID_REQUIRED_ACKS: i16 = 21;
+const INVALID_TXN_STATE: i16 = 48;
+const INVALID_RECORD: i16 = 87;
+
+/// One partition's outcome before durability.
+struct Appended {
+    partition: i32,
+    outcome: Result<(Arc<PartitionLog>, AppendInfo), (i16, String)>,
+}
+
+/// Handles a Produce request: appends happen now, in request order; the answer waits for
+/// fsync (group commit) unless acks=0.
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    mut body: Bytes,
+) -> Result<Reply, RequestError> {
+    let request: ProduceRequest = ctx.decode(&mut body)?;
+    let acks = request.acks;
+    let now = now_ms();
+
+    let refuse_all: Option<(i16, String)> = if !(-1..=1).contains(&acks) {
+        Some((
+            INVALID_REQUIRED_ACKS,
+            format!("acks must be -1, 0 or 1, got {acks}"),
+        ))
+    } else if request.transactional_id.is_some() {
+        Some((
+            INVALID_TXN_STATE,
+            "transactions are not supported yet".to_string(),
+        ))
+    } else {
+        None
+    };
+
+    let mut topics: Vec<(TopicName, Vec<Appended>)> = Vec::with_capacity(request.topic_data.len());
+    let mut failures = 0usize;
+    for topic in request.topic_data {
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for data in topic.partition_data {
+            let outcome = match (
+                &refuse_all,
+                broker.replicas.partition(&topic.name, data.index),
+            ) {
+                (Some(refusal), _) => Err(refusal.clone()),
+                (None, None) => Err((
+                    UNKNOWN_TOPIC_OR_PARTITION,
+                    format!(
+                        "this broker has no partition {}-{}",
+                        topic.name.0, data.index
+                    ),
+                )),
+                (None, Some(log)) => match data.records {
+                    None => Err((INVALID_RECORD, "records are null".to_string())),
+                    Some(records) => match log.append(records, now) {
+                        Ok(info) => Ok((log, info)),
+                        Err(error) => {
+                            tracing::warn!(
+                                topic = %topic.name.0,
+                                partition = data.index,
+                                client_id = ?ctx.client_id,
+                                %error,
+                                "produce rejected"
+                            );
+                            Err((error.error_code(), error.to_string()))
+                        }
+                    },
+                },
+            };
+            if outcome.is_err() {
+                failures += 1;
+            }
+            partitions.push(Appended {
+                partition: data.index,
+                outcome,
+            });
+        }
+        topics.push((topic.name, partitions));
+    }
+
+    if acks == 0 {
+        // With acks=0 there is no answer; Kafka closes the connection so the producer notices.
+        if failures > 0 {
+            return Err(RequestError::Malformed {
+                api: ctx.api_key,
+                version: ctx.version,
+                reason: format!("acks=0 produce failed for {failures} partition(s)"),
+            });
+        }
+        return Ok(Reply::Nothing);
+    }
+
+    let ctx = ctx.clone();
+    Ok(Reply::Later(Box::pin(async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, partitions) in topics {
+            let waits = partitions.into_iter().map(|appended| async move {
+                let response = PartitionProduceResponse::default().with_index(appended.partition);
+                match appended.outcome {
+                    Ok((log, info)) => match log.wait_durable(info.last_offset).await {
+                        Ok(()) => response
+                            .with_error_code(0)
+                            .with_base_offset(info.base_offset)
+                            .with_log_append_time_ms(info.log_append_time_ms)
+                            .with_log_start_offset(info.log_start_offset),
+                        Err(error) => {
+                            tracing::error!(%error, "fsync failed; produce not acknowledged");
+                            failed(response, error.error_code(), error.to_string())
+                        }
+                    },
+                    Err((code, message)) => failed(response, code, message),
+                }
+            });
+            let partition_responses = join_all(waits).await;
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        let response = ProduceResponse::default()
+            .with_responses(responses)
+            .with_throttle_time_ms(0);
+        match ctx.respond(&response) {
+            Ok(frame) => Some(frame),
+            Err(error) => {
+                tracing::error!(%error, "cannot encode produce response");
+                None
+            }
+        }
+    })))
+}
+
+fn failed(
+    response: PartitionProduceResponse,
+    code: i16,
+    message: String,
+) -> PartitionProduceResponse {
+    response
+        .with_error_code(code)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(Some(str_bytes(message)))
+}

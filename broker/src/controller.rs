@@ -1,0 +1,531 @@
+//! The controller: the one place topics are created, grown, reconfigured and deleted.
+//!
+//! Every change is first committed as metadata records, then applied to the hosted
+//! partitions. On start-up the records are replayed and the partitions they describe are
+//! opened, so what the metadata says and what is on disk always agree.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::metadata::{MetadataImage, MetadataRecord, MetadataStore, TopicImage};
+use crate::replica_manager::ReplicaManager;
+use crate::topic_config;
+
+/// Why a topic operation was refused; each maps to the Kafka error code clients expect.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// Illegal topic name (17, INVALID_TOPIC_EXCEPTION).
+    #[error("{0}")]
+    InvalidTopic(String),
+    /// The topic exists (36, TOPIC_ALREADY_EXISTS).
+    #[error("topic `{0}` already exists")]
+    AlreadyExists(String),
+    /// No such topic (3, UNKNOWN_TOPIC_OR_PARTITION).
+    #[error("unknown topic `{0}`")]
+    UnknownTopic(String),
+    /// No topic with this id (100, UNKNOWN_TOPIC_ID).
+    #[error("unknown topic id {0}")]
+    UnknownTopicId(Uuid),
+    /// Bad partition count (37, INVALID_PARTITIONS).
+    #[error("{0}")]
+    InvalidPartitions(String),
+    /// Bad replication factor (38, INVALID_REPLICATION_FACTOR).
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    /// Bad replica assignment (39, INVALID_REPLICA_ASSIGNMENT).
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// Bad topic setting (40, INVALID_CONFIG).
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// DeleteTopics while `delete.topic.enable=false` (73, TOPIC_DELETION_DISABLED).
+    #[error("topic deletion is disabled on this broker (delete.topic.enable=false)")]
+    DeletionDisabled,
+    /// Disk trouble (56, KAFKA_STORAGE_ERROR).
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl TopicError {
+    /// The Kafka error code.
+    pub fn code(&self) -> i16 {
+        match self {
+            TopicError::InvalidTopic(_) => 17,
+            TopicError::AlreadyExists(_) => 36,
+            TopicError::UnknownTopic(_) => 3,
+            TopicError::UnknownTopicId(_) => 100,
+            TopicError::InvalidPartitions(_) => 37,
+            TopicError::InvalidReplicationFactor(_) => 38,
+            TopicError::InvalidReplicaAssignment(_) => 39,
+            TopicError::InvalidConfig(_) => 40,
+            TopicError::DeletionDisabled => 73,
+            TopicError::Storage(_) => 56,
+        }
+    }
+}
+
+/// A CreateTopics entry.
+#[derive(Clone, Debug, Default)]
+pub struct NewTopic {
+    /// Name.
+    pub name: String,
+    /// Partition count; `None` for the broker default.
+    pub partitions: Option<i32>,
+    /// Replication factor; `None` for the broker default.
+    pub replication_factor: Option<i16>,
+    /// Explicit replica assignment: partition -> broker ids.
+    pub assignments: Vec<(i32, Vec<i32>)>,
+    /// Topic-level overrides.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// How IncrementalAlterConfigs changes one setting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigOp {
+    /// Set to a value (0).
+    Set(String),
+    /// Revert to the default (1).
+    Delete,
+    /// Add items to a list setting (2).
+    Append(String),
+    /// Remove items from a list setting (3).
+    Subtract(String),
+}
+
+/// Longest legal topic name (Kafka's limit).
+const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Checks a topic name the way Kafka does: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or
+/// `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    if name.is_empty() {
+        return Err(TopicError::InvalidTopic("topic name is empty".into()));
+    }
+    if name == "." || name == ".." {
+        return Err(TopicError::InvalidTopic(format!(
+            "topic name cannot be `{name}`"
+        )));
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err(TopicError::InvalidTopic(format!(
+            "topic name is {} characters long; the limit is {MAX_TOPIC_NAME_LEN}",
+            name.len()
+        )));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(TopicError::InvalidTopic(format!(
+            "topic name `{name}` contains `{bad}`; legal characters are ASCII letters, digits, `.`, `_` and `-`"
+        )));
+    }
+    Ok(())
+}
+
+/// Owns the metadata store and applies its changes to the hosted partitions.
+pub struct Controller {
+    config: Arc<BrokerConfig>,
+    store: Mutex<MetadataStore>,
+    replicas: Arc<ReplicaManager>,
+    cluster_id: String,
+}
+
+impl Controller {
+    /// Replays the metadata log, writes the cluster id on first use, opens every partition the
+    /// metadata names, and removes directories of deleted topics.
+    pub fn open(
+        config: Arc<BrokerConfig>,
+        replicas: Arc<ReplicaManager>,
+    ) -> Result<Self, BrokerError> {
+        let meta_dir = config.data_dir.join("__cluster_metadata-0");
+        let mut store = MetadataStore::open(&meta_dir)?;
+        let cluster_id = match store.image().cluster_id() {
+            Some(id) => id.to_string(),
+            None => {
+                let id = new_cluster_id();
+                store.commit(&[MetadataRecord::Cluster {
+                    cluster_id: id.clone(),
+                }])?;
+                id
+            }
+        };
+        let topics: Vec<TopicImage> = store.image().topics().cloned().collect();
+        {
+            let image = store.image();
+            replicas.remove_stray_dirs(|topic, partition| {
+                image.topic(topic).is_some_and(|t| partition < t.partitions)
+            });
+        }
+        for topic in &topics {
+            let log_config = topic_config::log_config(&config.log_defaults, &topic.configs);
+            replicas
+                .open_partitions(
+                    &topic.name,
+                    topic.topic_id,
+                    0,
+                    topic.partitions,
+                    &log_config,
+                )
+                .map_err(|e| BrokerError::Storage(format!("topic {}: {e}", topic.name)))?;
+        }
+        tracing::info!(%cluster_id, topics = topics.len(), "metadata replayed");
+        Ok(Controller {
+            config,
+            store: Mutex::new(store),
+            replicas,
+            cluster_id,
+        })
+    }
+
+    /// The cluster id.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MetadataStore> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the current metadata.
+    pub fn with_image<T>(&self, f: impl FnOnce(&MetadataImage) -> T) -> T {
+        f(self.lock().image())
+    }
+
+    /// A topic's metadata.
+    pub fn topic(&self, name: &str) -> Option<TopicImage> {
+        self.lock().image().topic(name).cloned()
+    }
+
+    /// Creates a topic (or, with `validate_only`, only checks that it could be created).
+    pub fn create_topic(
+        &self,
+        new: NewTopic,
+        validate_only: bool,
+    ) -> Result<TopicImage, TopicError> {
+        validate_topic_name(&new.name)?;
+        let partitions = match new.partitions {
+            None => {
+                if new.assignments.is_empty() {
+                    self.config.num_partitions
+                } else {
+                    i32::try_from(new.assignments.len()).unwrap_or(i32::MAX)
+                }
+            }
+            Some(n) if n <= 0 => {
+                return Err(TopicError::InvalidPartitions(format!(
+                    "number of partitions must be positive, got {n}"
+                )))
+            }
+            Some(n) => n,
+        };
+        let replication_factor = new
+            .replication_factor
+            .unwrap_or(self.config.default_replication_factor);
+        if replication_factor <= 0 {
+            return Err(TopicError::InvalidReplicationFactor(format!(
+                "replication factor must be positive, got {replication_factor}"
+            )));
+        }
+        if replication_factor > 1 {
+            return Err(TopicError::InvalidReplicationFactor(format!(
+                "replication factor {replication_factor} is larger than the number of brokers (1)"
+            )));
+        }
+        self.check_assignments(&new.assignments, partitions, 0)?;
+        for (name, value) in &new.configs {
+            topic_config::validate(name, value).map_err(TopicError::InvalidConfig)?;
+        }
+
+        let mut store = self.lock();
+        if store.image().topic(&new.name).is_some() {
+            return Err(TopicError::AlreadyExists(new.name));
+        }
+        let collides = store
+            .image()
+            .topics()
+            .find(|t| t.name.replace('.', "_") == new.name.replace('.', "_"));
+        if let Some(other) = collides {
+            return Err(TopicError::InvalidTopic(format!(
+                "topic `{}` collides with existing topic `{}` (`.` and `_` are interchangeable in metric names)",
+                new.name, other.name
+            )));
+        }
+        let topic = TopicImage {
+            name: new.name.clone(),
+            topic_id: Uuid::new_v4(),
+            partitions,
+            configs: new.configs.clone(),
+        };
+        if validate_only {
+            return Ok(topic);
+        }
+        store
+            .commit(&[MetadataRecord::Topic {
+                name: topic.name.clone(),
+                topic_id: topic.topic_id,
+                partitions,
+                configs: topic.configs.clone(),
+            }])
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
+        let log_config = topic_config::log_config(&self.config.log_defaults, &topic.configs);
+        self.replicas
+            .open_partitions(&topic.name, topic.topic_id, 0, partitions, &log_config)
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
+        tracing::info!(topic = %topic.name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Creates a topic with broker defaults because a client asked for it
+    /// (`auto.create.topics.enable`). Returns the existing topic if another request won the race.
+    pub fn auto_create(&self, name: &str) -> Result<TopicImage, TopicError> {
+        let new = NewTopic {
+            name: name.to_string(),
+            ..NewTopic::default()
+        };
+        match self.create_topic(new, false) {
+            Err(TopicError::AlreadyExists(_)) => self
+                .topic(name)
+                .ok_or_else(|| TopicError::UnknownTopic(name.to_string())),
+            other => other,
+        }
+    }
+
+    fn check_assignments(
+        &self,
+        assignments: &[(i32, Vec<i32>)],
+        expected: i32,
+        first_partition: i32,
+    ) -> Result<(), TopicError> {
+        if assignments.is_empty() {
+            return Ok(());
+        }
+        if i32::try_from(assignments.len()).ok() != Some(expected) {
+            return Err(TopicError::InvalidReplicaAssignment(format!(
+                "{} assignments for {expected} partitions",
+                assignments.len()
+            )));
+        }
+        for (offset, (partition, brokers)) in assignments.iter().enumerate() {
+            let wanted = first_partition + i32::try_from(offset).unwrap_or(i32::MAX);
+            if *partition != wanted {
+                return Err(TopicError::InvalidReplicaAssignment(format!(
+                    "assignments must cover partitions in order; expected {wanted}, got {partition}"
+                )));
+            }
+            if brokers.len() != 1 || brokers[0] != self.config.node_id {
+                return Err(TopicError::InvalidReplicaAssignment(format!(
+                    "partition {partition}: replicas {brokers:?}; the only broker is {}",
+                    self.config.node_id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a topic by name; returns its id.
+    pub fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
+        if !self.config.delete_topic_enable {
+            return Err(TopicError::DeletionDisabled);
+        }
+        let mut store = self.lock();
+        let Some(topic) = store.image().topic(name).cloned() else {
+            return Err(TopicError::UnknownTopic(name.to_string()));
+        };
+        store
+            .commit(&[MetadataRecord::RemoveTopic {
+                topic_id: topic.topic_id,
+            }])
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
+        self.replicas.remove_topic(name);
+        tracing::info!(topic = %name, "deleted topic");
+        Ok(topic.topic_id)
+    }
+
+    /// Deletes a topic by id; returns its name.
+    pub fn delete_topic_by_id(&self, topic_id: Uuid) -> Result<String, TopicError> {
+        let name = self
+            .lock()
+            .image()
+            .topic_by_id(&topic_id)
+            .map(|t| t.name.clone())
+            .ok_or(TopicError::UnknownTopicId(topic_id))?;
+        self.delete_topic(&name)?;
+        Ok(name)
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: &[(i32, Vec<i32>)],
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let mut store = self.lock();
+        let Some(topic) = store.image().topic(name).cloned() else {
+            return Err(TopicError::UnknownTopic(name.to_string()));
+        };
+        if count <= topic.partitions {
+            return Err(TopicError::InvalidPartitions(format!(
+                "topic `{name}` has {} partitions; the new count must be larger, got {count}",
+                topic.partitions
+            )));
+        }
+        self.check_assignments(assignments, count - topic.partitions, topic.partitions)?;
+        if validate_only {
+            return Ok(());
+        }
+        store
+            .commit(&[MetadataRecord::PartitionCount {
+                topic_id: topic.topic_id,
+                count,
+            }])
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
+        let log_config = topic_config::log_config(&self.config.log_defaults, &topic.configs);
+        self.replicas
+            .open_partitions(name, topic.topic_id, topic.partitions, count, &log_config)
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
+        tracing::info!(topic = %name, from = topic.partitions, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// Changes topic settings (IncrementalAlterConfigs).
+    pub fn alter_topic_configs(
+        &self,
+        name: &str,
+        ops: &[(String, ConfigOp)],
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let mut store = self.lock();
+        let Some(topic) = store.image().topic(name).cloned() else {
+            return Err(TopicError::UnknownTopic(name.to_string()));
+        };
+        let mut configs = topic.configs.clone();
+        for (key, op) in ops {
+            let Some(def) = topic_config::def(key) else {
+                return Err(TopicError::InvalidConfig(format!(
+                    "unknown topic config `{key}`"
+                )));
+            };
+            let is_list = matches!(def.kind, topic_config::ConfigKind::List(_));
+            let current = || topic_config::effective(def, &self.config.log_defaults, &configs).0;
+            let new_value = match op {
+                ConfigOp::Set(value) => Some(value.clone()),
+                ConfigOp::Delete => None,
+                ConfigOp::Append(value) | ConfigOp::Subtract(value) if !is_list => {
+                    return Err(TopicError::InvalidConfig(format!(
+                        "`{key}` is not a list; APPEND and SUBTRACT apply to list settings only (value `{value}`)"
+                    )))
+                }
+                ConfigOp::Append(value) => {
+                    let mut items: Vec<String> =
+                        current().split(',').map(|s| s.trim().to_string()).collect();
+                    for item in value.split(',').map(str::trim) {
+                        if !items.iter().any(|i| i == item) {
+                            items.push(item.to_string());
+                        }
+                    }
+                    Some(items.join(","))
+                }
+                ConfigOp::Subtract(value) => {
+                    let remove: Vec<&str> = value.split(',').map(str::trim).collect();
+                    let items: Vec<String> = current()
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|i| !remove.contains(&i.as_str()))
+                        .collect();
+                    Some(items.join(","))
+                }
+            };
+            match new_value {
+                Some(value) => {
+                    topic_config::validate(key, &value).map_err(TopicError::InvalidConfig)?;
+                    configs.insert(key.clone(), value);
+                }
+                None => {
+                    configs.remove(key);
+                }
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let set: BTreeMap<String, String> = configs
+            .iter()
+            .filter(|(k, v)| topic.configs.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let removed: Vec<String> = topic
+            .configs
+            .keys()
+            .filter(|k| !configs.contains_key(*k))
+            .cloned()
+            .collect();
+        if set.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        store
+            .commit(&[MetadataRecord::TopicConfig {
+                topic_id: topic.topic_id,
+                set,
+                removed,
+            }])
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
+        let log_config = topic_config::log_config(&self.config.log_defaults, &configs);
+        self.replicas.set_config(name, &log_config);
+        tracing::info!(topic = %name, "altered topic configs");
+        Ok(())
+    }
+}
+
+/// A Kafka-style cluster id: a random UUID in URL-safe base64 without padding (22 chars).
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = Uuid::new_v4().into_bytes();
+    let mut out = String::with_capacity(22);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for byte in bytes {
+        acc = (acc << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(char::from(ALPHABET[((acc >> bits) & 63) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((acc << (6 - bits)) & 63) as usize]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("page-views_v1.2").is_ok());
+        for bad in ["", ".", "..", "bad topic", "naïve", &"x".repeat(250)] {
+            assert!(
+                matches!(validate_topic_name(bad), Err(TopicError::InvalidTopic(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn cluster_ids_are_22_url_safe_characters() {
+        let id = new_cluster_id();
+        assert_eq!(id.len(), 22);
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_ne!(id, new_cluster_id());
+    }
+}
