@@ -1,0 +1,304 @@
+"""Fixtures that run a real `millrace broker` process for the interop tests.
+
+Every test gets its own broker on a free port with a fresh data directory under pytest's
+`tmp_path`. The broker's stderr (tracing logs) goes to `broker.log` in that directory and is
+attached to the report of a failing test. Brokers are always stopped at teardown, and any that
+survive an interrupted run are killed when the Python process exits.
+
+The binary is `$MILLRACE_BIN` if set, else `<target dir>/release/millrace`, where the target
+dir is `$CARGO_TARGET_DIR` if set, else `target/` in the repository root.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: How long to wait for a started broker to accept TCP connections.
+READY_DEADLINE_S = 30.0
+#: How long `stop()` waits after SIGTERM before it sends SIGKILL.
+STOP_GRACE_S = 10.0
+#: How many trailing lines of broker log to attach to a failing test's report.
+LOG_TAIL_LINES = 400
+
+_LIVE_BROKERS: set["BrokerProcess"] = set()
+
+
+def millrace_bin() -> Path:
+    """Where the broker binary is, following the rules in the module doc."""
+    explicit = os.environ.get("MILLRACE_BIN")
+    if explicit:
+        return Path(explicit).resolve()
+    target = os.environ.get("CARGO_TARGET_DIR")
+    target_dir = Path(target) if target else REPO_ROOT / "target"
+    if not target_dir.is_absolute():
+        # cargo resolves a relative CARGO_TARGET_DIR against its working directory; the
+        # test command runs cargo from the repository root.
+        target_dir = REPO_ROOT / target_dir
+    return target_dir / "release" / "millrace"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class BrokerStartError(AssertionError):
+    """The broker process exited or never listened; the message carries its log."""
+
+
+class BrokerProcess:
+    """One `millrace broker` process, restartable on the same port and data directory."""
+
+    def __init__(
+        self,
+        binary: Path,
+        workdir: Path,
+        port: int | None = None,
+        overrides: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        config_file: Path | None = None,
+        data_dir: Path | None = None,
+        name: str = "broker",
+    ):
+        self.binary = binary
+        self.port = port if port is not None else free_port()
+        self.data_dir = data_dir if data_dir is not None else workdir / f"{name}-data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"{name}.log"
+        items = overrides.items() if isinstance(overrides, Mapping) else overrides
+        self.overrides = [(str(k), str(v)) for k, v in items]
+        self.config_file = config_file
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.last_exit_code: int | None = None
+
+    # -- addresses -------------------------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        cmd = [
+            str(self.binary),
+            "broker",
+            "--listen",
+            self.bootstrap,
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        if self.config_file is not None:
+            cmd += ["--config", str(self.config_file)]
+        for key, value in self.overrides:
+            cmd += ["--override", f"{key}={value}"]
+        return cmd
+
+    def spawn(self) -> subprocess.Popen:
+        """Start the process without waiting for it to listen (see `start`)."""
+        if not self.binary.exists():
+            raise BrokerStartError(
+                f"millrace binary not found at {self.binary}; build it with "
+                "`cargo build --release --bin millrace` or set MILLRACE_BIN"
+            )
+        assert not self.running, "broker already running"
+        self.starts += 1
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        env.setdefault("RUST_BACKTRACE", "1")
+        env.setdefault("NO_COLOR", "1")  # plain log text in reports
+        with open(self.log_path, "ab") as log:
+            log.write(
+                f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode()
+            )
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=self.data_dir.parent,
+            )
+        _LIVE_BROKERS.add(self)
+        return self.proc
+
+    def start(self) -> "BrokerProcess":
+        """Start the process and wait until its port accepts TCP connections."""
+        proc = self.spawn()
+        deadline = time.monotonic() + READY_DEADLINE_S
+        while True:
+            code = proc.poll()
+            if code is not None:
+                self._reaped(code)
+                raise BrokerStartError(
+                    f"millrace broker exited with code {code} before listening on "
+                    f"{self.bootstrap}\n--- broker log ---\n{self.log_tail()}"
+                )
+            if port_accepts(self.port):
+                return self
+            if time.monotonic() > deadline:
+                self.kill9()
+                raise BrokerStartError(
+                    f"millrace broker did not accept connections on {self.bootstrap} "
+                    f"within {READY_DEADLINE_S:.0f}s\n--- broker log ---\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace: float = STOP_GRACE_S) -> int | None:
+        """SIGTERM, wait up to `grace` seconds, then SIGKILL. Returns the exit code
+        (negative for a signal, as in `subprocess`), or None if nothing was running."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self._note(f"did not exit {grace:.0f}s after SIGTERM; sending SIGKILL")
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        return self._reaped(self.proc.returncode)
+
+    def kill9(self) -> int | None:
+        """SIGKILL the process (a crash: no chance to flush or clean up) and reap it."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        return self._reaped(self.proc.returncode)
+
+    def restart(self, graceful: bool = True) -> "BrokerProcess":
+        """Stop (SIGTERM, or SIGKILL if not `graceful`) and start again on the same port and
+        data directory."""
+        if self.running:
+            if graceful:
+                self.stop()
+            else:
+                self.kill9()
+        return self.start()
+
+    def _reaped(self, code: int) -> int:
+        self.last_exit_code = code
+        self._note(f"exited with code {code}")
+        self.proc = None
+        _LIVE_BROKERS.discard(self)
+        return code
+
+    def _note(self, text: str) -> None:
+        with open(self.log_path, "ab") as log:
+            log.write(f"===== [test harness] broker {text}\n".encode())
+
+    # -- logs ------------------------------------------------------------------------------
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        text = self.log_text().splitlines()
+        if len(text) > lines:
+            return f"[... {len(text) - lines} earlier lines in {self.log_path}]\n" + "\n".join(
+                text[-lines:]
+            )
+        return "\n".join(text)
+
+    def __repr__(self) -> str:
+        return f"BrokerProcess({self.bootstrap}, data_dir={self.data_dir}, pid={self.pid})"
+
+
+@atexit.register
+def _kill_leftover_brokers() -> None:
+    for broker in list(_LIVE_BROKERS):
+        try:
+            broker.kill9()
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+_BROKERS_KEY = pytest.StashKey[list]()
+
+
+def _register(request: pytest.FixtureRequest, broker: BrokerProcess) -> None:
+    request.node.stash.setdefault(_BROKERS_KEY, []).append(broker)
+
+
+@pytest.fixture
+def broker_factory(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Callable[..., BrokerProcess]:
+    """Start brokers with settings: `broker_factory({"auto.create.topics.enable": "false"})`.
+
+    Keyword arguments go to `BrokerProcess` (`port=`, `data_dir=`, `config_file=`, `name=`);
+    pass `start=False` to get an unstarted broker. Every broker is stopped at teardown.
+    """
+    binary = millrace_bin()
+    started: list[BrokerProcess] = []
+
+    def make(overrides=(), *, start: bool = True, name: str | None = None, **kwargs):
+        broker = BrokerProcess(
+            binary, tmp_path, overrides=overrides, name=name or f"broker{len(started)}", **kwargs
+        )
+        started.append(broker)
+        _register(request, broker)
+        return broker.start() if start else broker
+
+    yield make
+
+    for broker in started:
+        code = broker.stop()
+        if code not in (None, 0):
+            # Surfaced in the report (not an error: a test may have killed it on purpose).
+            print(f"{broker!r} exit code at teardown: {code}")
+
+
+@pytest.fixture
+def broker(broker_factory) -> BrokerProcess:
+    """A broker with default settings (auto-create on, 1 partition per new topic)."""
+    return broker_factory(name="broker")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    brokers = item.stash.get(_BROKERS_KEY, [])
+    if report.failed and brokers:
+        for broker in brokers:
+            report.sections.append(
+                (f"millrace broker log ({broker.log_path})", broker.log_tail())
+            )
