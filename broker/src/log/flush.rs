@@ -1,0 +1,177 @@
+//! Group commit: one background task fsyncs the active segment on behalf of every waiter.
+//!
+//! A produce handler calls `wait_durable(last_offset)`. If that offset is not yet durable it
+//! records the request and wakes the flusher task; while an fsync is running, further requests
+//! just queue up, and the next fsync (which covers everything appended so far) answers all of
+//! them at once. Under load that is one fsync per fsync-duration, not one per produce.
+
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use tokio::sync::{watch, Notify};
+use tracing::error;
+
+use super::error::LogError;
+
+/// Where durability stands, published to waiters.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Durability {
+    /// Every offset below this is on disk.
+    pub durable_end: i64,
+    /// Set (for good) when an fsync failed: the log's data on disk is in doubt.
+    pub failed: Option<String>,
+    /// The log was closed; nothing further will become durable.
+    pub closed: bool,
+}
+
+/// Something whose appended data the flusher can make durable.
+pub(crate) trait FlushTarget: Send + Sync + 'static {
+    /// The active segment's file and the log end offset it holds everything below, or `None`
+    /// once the log is closed.
+    fn flush_target(&self) -> Option<(Arc<File>, i64)>;
+}
+
+/// The shared state between waiters and the flusher task of one partition.
+#[derive(Debug)]
+pub(crate) struct Flusher {
+    /// Highest offset any waiter asked for.
+    requested: Mutex<i64>,
+    durability: watch::Sender<Durability>,
+    wake: Arc<Notify>,
+    started: AtomicBool,
+}
+
+impl Flusher {
+    /// A flusher for a log whose offsets below `durable_end` are already on disk.
+    pub(crate) fn new(durable_end: i64) -> Self {
+        let (durability, _) = watch::channel(Durability {
+            durable_end,
+            ..Durability::default()
+        });
+        Flusher {
+            requested: Mutex::new(-1),
+            durability,
+            wake: Arc::new(Notify::new()),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    /// Waits until `last_offset` is durable. Spawns the flusher task on first use, so logs
+    /// that never need fsync (or are opened outside a runtime) never start one.
+    pub(crate) async fn wait_durable<T: FlushTarget>(
+        self: &Arc<Self>,
+        target: Weak<T>,
+        last_offset: i64,
+    ) -> Result<(), LogError> {
+        let mut rx = self.durability.subscribe();
+        if let Some(done) = Self::check(&rx.borrow_and_update(), last_offset) {
+            return done;
+        }
+        {
+            let mut requested = self
+                .requested
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *requested = (*requested).max(last_offset);
+        }
+        if !self.started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(run(Arc::clone(self), target));
+        }
+        self.wake.notify_one();
+        loop {
+            if let Some(done) = Self::check(&rx.borrow_and_update(), last_offset) {
+                return done;
+            }
+            if rx.changed().await.is_err() {
+                return Err(LogError::Closed);
+            }
+        }
+    }
+
+    fn check(d: &Durability, last_offset: i64) -> Option<Result<(), LogError>> {
+        if d.durable_end > last_offset {
+            Some(Ok(()))
+        } else if let Some(e) = &d.failed {
+            Some(Err(LogError::Io(std::io::Error::other(e.clone()))))
+        } else if d.closed {
+            Some(Err(LogError::Closed))
+        } else {
+            None
+        }
+    }
+
+    /// Records that everything below `end` is durable (a roll or close fsynced it).
+    pub(crate) fn mark_durable(&self, end: i64) {
+        self.durability.send_if_modified(|d| {
+            let grew = end > d.durable_end;
+            d.durable_end = d.durable_end.max(end);
+            grew
+        });
+    }
+
+    /// Marks the log closed: waiters beyond the durable end fail, the task exits.
+    pub(crate) fn mark_closed(&self, durable_end: i64) {
+        self.durability.send_modify(|d| {
+            d.durable_end = d.durable_end.max(durable_end);
+            d.closed = true;
+        });
+        self.wake.notify_one();
+    }
+
+    /// Wakes the task so it notices the log is gone (called when the log is dropped).
+    pub(crate) fn shutdown(&self) {
+        self.durability.send_modify(|d| d.closed = true);
+        self.wake.notify_one();
+    }
+
+    fn requested(&self) -> i64 {
+        *self
+            .requested
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The flusher task: sleeps until woken, then fsyncs until no waiter is left behind.
+async fn run<T: FlushTarget>(flusher: Arc<Flusher>, target: Weak<T>) {
+    loop {
+        flusher.wake.notified().await;
+        loop {
+            let (durable_end, closed) = {
+                let d = flusher.durability.borrow();
+                (d.durable_end, d.closed || d.failed.is_some())
+            };
+            if closed {
+                return;
+            }
+            if flusher.requested() < durable_end {
+                break; // everyone asking is already served
+            }
+            // Hold the log only to find what to sync, so dropping it is never delayed.
+            let Some((file, end)) = target.upgrade().and_then(|t| t.flush_target()) else {
+                return;
+            };
+            if end <= durable_end {
+                break; // the requested offsets are not appended yet; a later wake will do
+            }
+            let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
+            match synced {
+                Ok(Ok(())) => flusher.mark_durable(end),
+                Ok(Err(e)) => {
+                    error!(error = %e, "fsync of log segment failed");
+                    flusher
+                        .durability
+                        .send_modify(|d| d.failed = Some(format!("fsync failed: {e}")));
+                    return;
+                }
+                Err(e) => {
+                    flusher
+                        .durability
+                        .send_modify(|d| d.failed = Some(format!("fsync task failed: {e}")));
+                    return;
+                }
+            }
+        }
+    }
+}
