@@ -35,7 +35,8 @@ pub fn handle(
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1)
-                        .with_leader_epoch(0);
+                        // The field exists from v4; setting it earlier fails the encoding.
+                        .with_leader_epoch(if ctx.version >= 4 { 0 } else { -1 });
                     let Some(log) = broker.replicas.partition(&topic.name, p.partition_index) else {
                         return response
                             .with_error_code(UNKNOWN_TOPIC_OR_PARTITION)
