@@ -69,6 +69,17 @@ pub struct BrokerConfig {
     /// How often retention, compaction and age-based rolling run
     /// (`log.retention.check.interval.ms`).
     pub log_retention_check_interval_ms: u64,
+    /// How long the first rebalance of an empty group waits for more members
+    /// (`group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Smallest session timeout a consumer may ask for (`group.min.session.timeout.ms`).
+    pub group_min_session_timeout_ms: i32,
+    /// Largest session timeout a consumer may ask for (`group.max.session.timeout.ms`).
+    pub group_max_session_timeout_ms: i32,
+    /// Partitions of `__consumer_offsets` (`offsets.topic.num.partitions`).
+    pub offsets_topic_num_partitions: i32,
+    /// Longest commit metadata string accepted (`offset.metadata.max.bytes`).
+    pub offset_metadata_max_bytes: usize,
     /// Broker-wide defaults of topic-level settings, keyed by the topic-level name
     /// (`segment.bytes`, `retention.ms`, ...), with the broker name it came from.
     pub log_defaults: BTreeMap<String, String>,
@@ -88,6 +99,11 @@ const BROKER_SETTINGS: &[&str] = &[
     "delete.topic.enable",
     "socket.request.max.bytes",
     "log.retention.check.interval.ms",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "offsets.topic.num.partitions",
+    "offset.metadata.max.bytes",
 ];
 
 impl BrokerConfig {
@@ -151,6 +167,34 @@ impl BrokerConfig {
             None => 300_000,
         };
 
+        let group_initial_rebalance_delay_ms = match get("group.initial.rebalance.delay.ms") {
+            Some(v) => parse_num::<u64>("group.initial.rebalance.delay.ms", v)?,
+            None => 3_000,
+        };
+        let group_min_session_timeout_ms = match get("group.min.session.timeout.ms") {
+            Some(v) => parse_positive::<i32>("group.min.session.timeout.ms", v)?,
+            None => 6_000,
+        };
+        let group_max_session_timeout_ms = match get("group.max.session.timeout.ms") {
+            Some(v) => parse_positive::<i32>("group.max.session.timeout.ms", v)?,
+            None => 1_800_000,
+        };
+        if group_min_session_timeout_ms > group_max_session_timeout_ms {
+            return Err(invalid(
+                "group.min.session.timeout.ms",
+                &group_min_session_timeout_ms.to_string(),
+                "larger than group.max.session.timeout.ms",
+            ));
+        }
+        let offsets_topic_num_partitions = match get("offsets.topic.num.partitions") {
+            Some(v) => parse_positive::<i32>("offsets.topic.num.partitions", v)?,
+            None => 50,
+        };
+        let offset_metadata_max_bytes = match get("offset.metadata.max.bytes") {
+            Some(v) => parse_positive::<usize>("offset.metadata.max.bytes", v)?,
+            None => 4096,
+        };
+
         let mut log_defaults = BTreeMap::new();
         for (name, value) in settings {
             if let Some((topic_name, normalized)) = topic_config::broker_setting(name) {
@@ -182,6 +226,11 @@ impl BrokerConfig {
             delete_topic_enable,
             socket_request_max_bytes,
             log_retention_check_interval_ms,
+            group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms,
+            group_max_session_timeout_ms,
+            offsets_topic_num_partitions,
+            offset_metadata_max_bytes,
             log_defaults,
         })
     }

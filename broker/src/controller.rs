@@ -327,6 +327,19 @@ impl Controller {
         Ok(())
     }
 
+    /// Reserves `size` producer ids durably; returns the first. Ids are never reused, even
+    /// across restarts, because the reservation is in the metadata log.
+    pub fn allocate_producer_ids(&self, size: i64) -> Result<i64, TopicError> {
+        let mut store = self.lock();
+        let start = store.image().next_producer_id_block();
+        store
+            .commit(&[MetadataRecord::ProducerIds {
+                next_block_start: start + size,
+            }])
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
+        Ok(start)
+    }
+
     /// Deletes a topic by name; returns its id.
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
         if !self.config.delete_topic_enable {

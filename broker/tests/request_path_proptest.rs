@@ -41,7 +41,7 @@ fn fixture() -> &'static Fixture {
 fn exercise(frame: Bytes) {
     let f = fixture();
     f.runtime.block_on(async {
-        if let Ok(api::Reply::Later(pending)) = api::handle(&f.broker, frame).await {
+        if let Ok(api::Reply::Later(pending)) = api::handle(&f.broker, frame, "/127.0.0.1").await {
             let _ = tokio::time::timeout(std::time::Duration::from_millis(200), pending).await;
         }
     });

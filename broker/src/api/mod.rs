@@ -8,16 +8,28 @@
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
+pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -90,14 +102,26 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeCluster, 0, 1),
 ];
 
@@ -120,6 +144,8 @@ pub struct RequestContext {
     pub correlation_id: i32,
     /// The client's self-reported id, for logs.
     pub client_id: Option<String>,
+    /// The client's address (DescribeGroups shows it).
+    pub client_host: String,
 }
 
 impl RequestContext {
@@ -171,7 +197,11 @@ pub fn encode_frame<T: Encodable>(
 }
 
 /// Handles one request frame (without its 4-byte size).
-pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, RequestError> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    client_host: &str,
+) -> Result<Reply, RequestError> {
     let (Some(key), Some(ver), Some(corr)) = (frame.get(0..2), frame.get(2..4), frame.get(4..8))
     else {
         return Err(RequestError::Truncated(frame.len()));
@@ -210,6 +240,7 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, Request
         version,
         correlation_id,
         client_id: header.client_id.as_ref().map(|s| s.to_string()),
+        client_host: client_host.to_string(),
     };
     tracing::trace!(api = ?api_key, version, correlation_id, client_id = ?ctx.client_id, "request");
 
@@ -229,6 +260,18 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, Request
         ApiKey::DescribeCluster => describe_cluster::handle(broker, &ctx, body).map(Reply::Now),
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(broker, &ctx, body).map(Reply::Now),
         ApiKey::DeleteRecords => delete_records::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::FindCoordinator => find_coordinator::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::JoinGroup => join_group::handle(broker, &ctx, body),
+        ApiKey::SyncGroup => sync_group::handle(broker, &ctx, body),
+        ApiKey::Heartbeat => heartbeat::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::LeaveGroup => leave_group::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::OffsetCommit => offset_commit::handle(broker, &ctx, body),
+        ApiKey::OffsetFetch => offset_fetch::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::ListGroups => list_groups::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::DescribeGroups => describe_groups::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::DeleteGroups => delete_groups::handle(broker, &ctx, body),
+        ApiKey::OffsetDelete => offset_delete::handle(broker, &ctx, body),
+        ApiKey::InitProducerId => init_producer_id::handle(broker, &ctx, body).map(Reply::Now),
         other => Err(RequestError::UnsupportedVersion {
             api: other,
             version,

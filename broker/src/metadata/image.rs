@@ -25,6 +25,7 @@ pub struct MetadataImage {
     cluster_id: Option<String>,
     topics: BTreeMap<String, TopicImage>,
     names_by_id: HashMap<Uuid, String>,
+    next_producer_id_block: i64,
 }
 
 impl MetadataImage {
@@ -71,6 +72,9 @@ impl MetadataImage {
                     }
                 }
             }
+            MetadataRecord::ProducerIds { next_block_start } => {
+                self.next_producer_id_block = self.next_producer_id_block.max(*next_block_start);
+            }
             MetadataRecord::RemoveTopic { topic_id } => {
                 if let Some(name) = self.names_by_id.remove(topic_id) {
                     self.topics.remove(&name);
@@ -87,6 +91,11 @@ impl MetadataImage {
     /// The cluster id, once written.
     pub fn cluster_id(&self) -> Option<&str> {
         self.cluster_id.as_deref()
+    }
+
+    /// First producer id not yet handed out in any block.
+    pub fn next_producer_id_block(&self) -> i64 {
+        self.next_producer_id_block
     }
 
     /// A topic by name.

@@ -45,6 +45,11 @@ pub enum MetadataRecord {
         /// Settings removed.
         removed: Vec<String>,
     },
+    /// A block of producer ids was handed out: ids below `next_block_start` are used.
+    ProducerIds {
+        /// First id of the next block.
+        next_block_start: i64,
+    },
     /// A topic was deleted.
     RemoveTopic {
         /// Topic id.

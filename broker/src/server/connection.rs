@@ -48,6 +48,7 @@ pub async fn serve_connection(
     let writer = tokio::spawn(write_responses(write_half, pending, peer));
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let max = broker.config.socket_request_max_bytes;
+    let client_host = format!("/{}", peer.ip());
 
     loop {
         let frame = tokio::select! {
@@ -63,7 +64,7 @@ pub async fn serve_connection(
                 break;
             }
         };
-        match api::handle(&broker, frame).await {
+        match api::handle(&broker, frame, &client_host).await {
             Ok(Reply::Now(bytes)) => {
                 if queue
                     .send(Box::pin(async move { Some(bytes) }))

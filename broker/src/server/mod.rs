@@ -18,6 +18,8 @@ use tokio::task::JoinSet;
 use crate::config::BrokerConfig;
 use crate::controller::Controller;
 use crate::error::BrokerError;
+use crate::group::GroupCoordinator;
+use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
 
 /// Everything request handlers share.
@@ -28,6 +30,10 @@ pub struct Broker {
     pub controller: Controller,
     /// Hosted partition logs.
     pub replicas: Arc<ReplicaManager>,
+    /// Consumer groups.
+    pub groups: GroupCoordinator,
+    /// Producer ids handed out by InitProducerId.
+    pub producer_ids: ProducerIdManager,
     /// Held for the broker's life: the OS releases it if the process dies.
     _data_dir_lock: File,
 }
@@ -45,12 +51,18 @@ impl Broker {
         let lock = lock_data_dir(&config.data_dir)?;
         let replicas = Arc::new(ReplicaManager::new(config.data_dir.clone()));
         let controller = Controller::open(config.clone(), replicas.clone())?;
-        Ok(Arc::new(Broker {
+        let groups = GroupCoordinator::new(&config);
+        let producer_ids = ProducerIdManager::new(&controller);
+        let broker = Arc::new(Broker {
             config,
             controller,
             replicas,
+            groups,
+            producer_ids,
             _data_dir_lock: lock,
-        }))
+        });
+        crate::group::load_offsets(&broker);
+        Ok(broker)
     }
 }
 
@@ -142,6 +154,7 @@ const CONNECTION_DRAIN: Duration = Duration::from_secs(10);
 async fn serve(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let mut connections = JoinSet::new();
     let maintenance = tokio::spawn(run_maintenance(broker.clone(), shutdown.clone()));
+    let group_timer = tokio::spawn(run_group_timer(broker.clone(), shutdown.clone()));
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -174,6 +187,21 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::
         connections.abort_all();
     }
     maintenance.abort();
+    group_timer.abort();
+}
+
+/// How often group session timeouts and rebalance deadlines are checked.
+const GROUP_TICK: Duration = Duration::from_millis(50);
+
+async fn run_group_timer(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(GROUP_TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            now = interval.tick() => broker.groups.tick(now),
+        }
+    }
 }
 
 /// Retention, compaction and age-based rolling, every `log.retention.check.interval.ms`.

@@ -1,0 +1,51 @@
+//! DeleteGroups: only empty groups; their committed offsets are tombstoned.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
+
+use super::{now_ms, Reply, RequestContext, RequestError};
+use crate::server::Broker;
+
+/// Handles a DeleteGroups request.
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    mut body: Bytes,
+) -> Result<Reply, RequestError> {
+    let request: DeleteGroupsRequest = ctx.decode(&mut body)?;
+    let broker = broker.clone();
+    let ctx = ctx.clone();
+    Ok(Reply::Later(Box::pin(async move {
+        let mut results = Vec::with_capacity(request.groups_names.len());
+        for group_id in request.groups_names {
+            let code = match broker.groups.prepare_delete(&group_id) {
+                Err(code) => code,
+                Ok(partitions) => {
+                    let tombstones = partitions.into_iter().map(|tp| (tp, None)).collect();
+                    match crate::group::store_offsets(&broker, &group_id, tombstones, now_ms())
+                        .await
+                    {
+                        Ok(()) => {
+                            broker.groups.finish_delete(&group_id);
+                            tracing::info!(group = %group_id.0, "deleted group");
+                            0
+                        }
+                        Err(code) => code,
+                    }
+                }
+            };
+            results.push(
+                DeletableGroupResult::default()
+                    .with_group_id(group_id)
+                    .with_error_code(code),
+            );
+        }
+        let response = DeleteGroupsResponse::default()
+            .with_throttle_time_ms(0)
+            .with_results(results);
+        ctx.respond(&response).ok()
+    })))
+}

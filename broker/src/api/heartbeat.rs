@@ -1,0 +1,27 @@
+//! Heartbeat: keeps a member's session alive and tells it when to rejoin.
+
+use bytes::Bytes;
+use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+
+use super::{RequestContext, RequestError};
+use crate::server::Broker;
+
+/// Answers a Heartbeat request.
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+) -> Result<Bytes, RequestError> {
+    let request: HeartbeatRequest = ctx.decode(&mut body)?;
+    let code = broker.groups.heartbeat(
+        &request.group_id,
+        request.generation_id,
+        &request.member_id,
+        request.group_instance_id.as_deref(),
+    );
+    ctx.respond(
+        &HeartbeatResponse::default()
+            .with_throttle_time_ms(0)
+            .with_error_code(code),
+    )
+}

@@ -1,0 +1,55 @@
+//! InitProducerId: a producer id and epoch for an idempotent producer. Transactional ids are
+//! refused until transactions exist.
+
+use bytes::Bytes;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use super::{RequestContext, RequestError};
+use crate::server::Broker;
+
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+
+/// Answers an InitProducerId request.
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+) -> Result<Bytes, RequestError> {
+    let request: InitProducerIdRequest = ctx.decode(&mut body)?;
+    let response = InitProducerIdResponse::default().with_throttle_time_ms(0);
+    let response = if request.transactional_id.is_some() {
+        response
+            .with_error_code(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    } else if request.producer_id.0 >= 0 && request.producer_epoch >= 0 {
+        // KIP-360: an idempotent producer that lost track of its sequences bumps its epoch.
+        match request.producer_epoch.checked_add(1) {
+            Some(epoch) => response
+                .with_error_code(0)
+                .with_producer_id(request.producer_id)
+                .with_producer_epoch(epoch),
+            None => fresh(broker, response),
+        }
+    } else {
+        fresh(broker, response)
+    };
+    ctx.respond(&response)
+}
+
+fn fresh(broker: &Broker, response: InitProducerIdResponse) -> InitProducerIdResponse {
+    match broker.producer_ids.next_id(&broker.controller) {
+        Ok(id) => response
+            .with_error_code(0)
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(error) => {
+            tracing::error!(%error, "cannot allocate a producer id");
+            response
+                .with_error_code(COORDINATOR_NOT_AVAILABLE)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! LeaveGroup: one member (v0-2) or a batch of members (v3+).
+
+use bytes::Bytes;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
+
+use super::{str_bytes, RequestContext, RequestError};
+use crate::server::Broker;
+
+/// Answers a LeaveGroup request.
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut body: Bytes,
+) -> Result<Bytes, RequestError> {
+    let request: LeaveGroupRequest = ctx.decode(&mut body)?;
+    let members: Vec<(String, Option<String>)> = if ctx.version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|s| s.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(request.member_id.to_string(), None)]
+    };
+    let response = match broker.groups.leave(&request.group_id, &members) {
+        Err(code) => LeaveGroupResponse::default().with_error_code(code),
+        Ok(codes) if ctx.version >= 3 => {
+            let responses = members
+                .iter()
+                .zip(codes)
+                .map(|((member_id, instance), code)| {
+                    MemberResponse::default()
+                        .with_member_id(str_bytes(member_id.clone()))
+                        .with_group_instance_id(instance.clone().map(str_bytes))
+                        .with_error_code(code)
+                })
+                .collect();
+            LeaveGroupResponse::default()
+                .with_error_code(0)
+                .with_members(responses)
+        }
+        Ok(codes) => {
+            LeaveGroupResponse::default().with_error_code(codes.first().copied().unwrap_or(0))
+        }
+    };
+    ctx.respond(&response.with_throttle_time_ms(0))
+}

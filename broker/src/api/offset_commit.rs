@@ -1,0 +1,108 @@
+//! OffsetCommit: validate membership, write the offsets to `__consumer_offsets`, answer once
+//! fsynced.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+
+use super::{now_ms, Reply, RequestContext, RequestError};
+use crate::server::Broker;
+
+const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+
+/// Handles an OffsetCommit request.
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    mut body: Bytes,
+) -> Result<Reply, RequestError> {
+    let request: OffsetCommitRequest = ctx.decode(&mut body)?;
+    let group_id = request.group_id.0.to_string();
+    let membership = broker.groups.check_commit(
+        &group_id,
+        request.generation_id_or_member_epoch,
+        &request.member_id,
+        request.group_instance_id.as_deref(),
+    );
+
+    // Per topic, per partition: Ok(value to store) or Err(code).
+    type Decision = Result<(i64, i32, String), i16>;
+    let mut decisions: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Decision)>)> =
+        Vec::new();
+    let mut to_store = Vec::new();
+    for topic in &request.topics {
+        let partitions = broker.controller.topic(&topic.name).map(|t| t.partitions);
+        let mut list = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            let decision = match &membership {
+                Err(code) => Err(*code),
+                Ok(())
+                    if partitions
+                        .is_none_or(|n| p.partition_index < 0 || p.partition_index >= n) =>
+                {
+                    Err(UNKNOWN_TOPIC_OR_PARTITION)
+                }
+                Ok(()) if metadata.len() > broker.config.offset_metadata_max_bytes => {
+                    Err(OFFSET_METADATA_TOO_LARGE)
+                }
+                Ok(()) => {
+                    let value = (p.committed_offset, p.committed_leader_epoch, metadata);
+                    to_store.push((
+                        (topic.name.0.to_string(), p.partition_index),
+                        Some(value.clone()),
+                    ));
+                    Ok(value)
+                }
+            };
+            list.push((p.partition_index, decision));
+        }
+        decisions.push((topic.name.clone(), list));
+    }
+
+    let broker = broker.clone();
+    let ctx = ctx.clone();
+    Ok(Reply::Later(Box::pin(async move {
+        let stored = crate::group::store_offsets(&broker, &group_id, to_store, now_ms()).await;
+        let topics = decisions
+            .into_iter()
+            .map(|(name, partitions)| {
+                let partitions = partitions
+                    .into_iter()
+                    .map(|(index, decision)| {
+                        let code = match (&decision, &stored) {
+                            (Err(code), _) => *code,
+                            (Ok(_), Err(code)) => *code,
+                            (Ok(_), Ok(())) => 0,
+                        };
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(index)
+                            .with_error_code(code)
+                    })
+                    .collect();
+                OffsetCommitResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        let response = OffsetCommitResponse::default()
+            .with_throttle_time_ms(0)
+            .with_topics(topics);
+        match ctx.respond(&response) {
+            Ok(frame) => Some(frame),
+            Err(error) => {
+                tracing::error!(%error, "cannot encode OffsetCommit response");
+                None
+            }
+        }
+    })))
+}

@@ -1,0 +1,56 @@
+//! SyncGroup: the leader hands in the assignment; every member gets its part.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
+
+use super::{str_bytes, Reply, RequestContext, RequestError};
+use crate::group::SyncRequest;
+use crate::server::Broker;
+
+/// Handles a SyncGroup request.
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    mut body: Bytes,
+) -> Result<Reply, RequestError> {
+    let request: SyncGroupRequest = ctx.decode(&mut body)?;
+    let sync = SyncRequest {
+        group_id: request.group_id.0.to_string(),
+        generation_id: request.generation_id,
+        member_id: request.member_id.to_string(),
+        group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+        protocol_type: request.protocol_type.as_ref().map(|s| s.to_string()),
+        protocol_name: request.protocol_name.as_ref().map(|s| s.to_string()),
+        assignments: request
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .collect(),
+    };
+    let outcome = broker.groups.sync(sync);
+    let ctx = ctx.clone();
+    Ok(Reply::Later(Box::pin(async move {
+        let outcome = outcome
+            .await
+            .unwrap_or_else(|_| crate::group::state::SyncOutcome {
+                error_code: crate::group::coordinator::codes::REBALANCE_IN_PROGRESS,
+                ..Default::default()
+            });
+        // Always a well-formed (possibly empty) assignment blob: some clients fail on null.
+        let response = SyncGroupResponse::default()
+            .with_throttle_time_ms(0)
+            .with_error_code(outcome.error_code)
+            .with_protocol_type(outcome.protocol_type.map(str_bytes))
+            .with_protocol_name(outcome.protocol_name.map(str_bytes))
+            .with_assignment(outcome.assignment);
+        match ctx.respond(&response) {
+            Ok(frame) => Some(frame),
+            Err(error) => {
+                tracing::error!(%error, "cannot encode SyncGroup response");
+                None
+            }
+        }
+    })))
+}
