@@ -6,7 +6,7 @@
 //! them at once. Under load that is one fsync per fsync-duration, not one per produce.
 
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use tokio::sync::{watch, Notify};
@@ -40,6 +40,8 @@ pub(crate) struct Flusher {
     durability: watch::Sender<Durability>,
     wake: Arc<Notify>,
     started: AtomicBool,
+    /// fsyncs issued by the task, for observing group commit.
+    fsyncs: AtomicU64,
 }
 
 impl Flusher {
@@ -54,6 +56,7 @@ impl Flusher {
             durability,
             wake: Arc::new(Notify::new()),
             started: AtomicBool::new(false),
+            fsyncs: AtomicU64::new(0),
         }
     }
 
@@ -125,6 +128,12 @@ impl Flusher {
         self.wake.notify_one();
     }
 
+    /// Number of fsyncs the flusher task has issued.
+    pub(crate) fn fsync_count(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// Highest offset any waiter asked for.
     fn requested(&self) -> i64 {
         *self
             .requested
@@ -133,8 +142,19 @@ impl Flusher {
     }
 }
 
+/// Lets a later waiter start a new flusher task if this one ends, including when its runtime
+/// shuts down under it (tests and embedded brokers create and drop runtimes).
+struct RunningGuard(Arc<Flusher>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.started.store(false, Ordering::Release);
+    }
+}
+
 /// The flusher task: sleeps until woken, then fsyncs until no waiter is left behind.
 async fn run<T: FlushTarget>(flusher: Arc<Flusher>, target: Weak<T>) {
+    let _running = RunningGuard(Arc::clone(&flusher));
     loop {
         flusher.wake.notified().await;
         loop {
@@ -155,6 +175,7 @@ async fn run<T: FlushTarget>(flusher: Arc<Flusher>, target: Weak<T>) {
             if end <= durable_end {
                 break; // the requested offsets are not appended yet; a later wake will do
             }
+            flusher.fsyncs.fetch_add(1, Ordering::Relaxed);
             let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
             match synced {
                 Ok(Ok(())) => flusher.mark_durable(end),

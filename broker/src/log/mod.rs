@@ -4,18 +4,19 @@
 //! `.timeindex`) holding record batches byte for byte as producers sent them, with offsets
 //! assigned on append. Start reading at `partition_log.rs`, then `segment.rs` and `batch.rs`.
 
-// Stage 1: helpers for maintenance and timestamp lookups land in the next commit.
-#![allow(dead_code)]
-
 mod batch;
 mod checkpoint;
+mod cleaner;
 mod config;
 mod error;
 mod flush;
 mod index;
 mod partition_log;
+mod records;
+mod retention;
 mod segment;
 mod time_index;
+mod timestamp_lookup;
 
 #[cfg(test)]
 mod test_util;

@@ -41,6 +41,8 @@ pub(crate) const NO_TIMESTAMP: i64 = i64::MIN;
 pub(crate) struct LogSegment {
     base_offset: i64,
     dir: PathBuf,
+    /// Appended to every file name: empty, or `.cleaned` while the cleaner builds a replacement.
+    suffix: &'static str,
     /// Shared with readers and the flusher, which use it without holding the log's locks.
     log: Arc<File>,
     offset_index: SparseIndex<OffsetEntry>,
@@ -68,8 +70,9 @@ struct ScanOutcome {
 impl LogSegment {
     /// Path of this segment's file with `extension` (`log`, `index`, `timeindex`).
     pub(crate) fn path(&self, extension: &str) -> PathBuf {
-        self.dir
-            .join(segment_file_name(self.base_offset, extension))
+        let mut name = segment_file_name(self.base_offset, extension);
+        name.push_str(self.suffix);
+        self.dir.join(name)
     }
 
     /// Creates a new, empty active segment.
@@ -88,6 +91,7 @@ impl LogSegment {
         Ok(LogSegment {
             base_offset,
             dir: dir.to_path_buf(),
+            suffix: "",
             log: Arc::new(file),
             offset_index: SparseIndex::memory(),
             time_index: SparseIndex::memory(),
@@ -100,11 +104,14 @@ impl LogSegment {
         })
     }
 
-    fn open_log(dir: &Path, base_offset: i64) -> io::Result<File> {
+    /// Opens an existing `.log` file (with `suffix`) for reading and writing.
+    fn open_log(dir: &Path, base_offset: i64, suffix: &str) -> io::Result<File> {
+        let mut name = segment_file_name(base_offset, "log");
+        name.push_str(suffix);
         OpenOptions::new()
             .read(true)
             .write(true)
-            .open(dir.join(segment_file_name(base_offset, "log")))
+            .open(dir.join(name))
     }
 
     /// Recovers a segment by scanning every batch: validates length, magic, CRC and offsets,
@@ -116,12 +123,23 @@ impl LogSegment {
         base_offset: i64,
         index_interval: u64,
     ) -> io::Result<LogSegment> {
-        let file = Self::open_log(dir, base_offset)?;
+        Self::recover_with_suffix(dir, base_offset, index_interval, "")
+    }
+
+    /// [`Self::recover`] for a segment whose files carry `suffix` (the cleaner's output).
+    pub(crate) fn recover_with_suffix(
+        dir: &Path,
+        base_offset: i64,
+        index_interval: u64,
+        suffix: &'static str,
+    ) -> io::Result<LogSegment> {
+        let file = Self::open_log(dir, base_offset, suffix)?;
         let meta = file.metadata()?;
         let file_len = meta.len();
         let mut seg = LogSegment {
             base_offset,
             dir: dir.to_path_buf(),
+            suffix,
             log: Arc::new(file),
             offset_index: SparseIndex::memory(),
             time_index: SparseIndex::memory(),
@@ -147,7 +165,9 @@ impl LogSegment {
             log.set_len(outcome.valid_size)?;
             log.sync_all()?;
         }
-        if let Some(ts) = first_batch_ts {
+        // Age counts from the first batch's timestamp, as Kafka's roll does; the file's
+        // mtime when there is no usable one.
+        if let Some(ts) = first_batch_ts.filter(|&ts| ts >= 0) {
             seg.created_ms = ts;
         }
         debug!(
@@ -179,7 +199,7 @@ impl LogSegment {
 
     /// Opens a closed segment from its index files; `None` if they are missing or inconsistent.
     fn try_open_closed(dir: &Path, base_offset: i64) -> io::Result<Option<LogSegment>> {
-        let file = Self::open_log(dir, base_offset)?;
+        let file = Self::open_log(dir, base_offset, "")?;
         let meta = file.metadata()?;
         let size = meta.len();
         let open_index = |ext: &str| -> io::Result<Option<File>> {
@@ -241,6 +261,7 @@ impl LogSegment {
         Ok(Some(LogSegment {
             base_offset,
             dir: dir.to_path_buf(),
+            suffix: "",
             log: Arc::new(file),
             offset_index,
             time_index,
@@ -280,10 +301,12 @@ impl LogSegment {
         self.next_offset = header.next_offset();
     }
 
+    /// `offset` relative to the base offset, as index entries store it.
     fn relative(&self, offset: i64) -> u32 {
         (offset - self.base_offset) as u32
     }
 
+    /// Adds a time index entry for the current max timestamp if it grew since the last one.
     fn maybe_push_time_entry(&mut self) {
         if self.max_timestamp == NO_TIMESTAMP {
             return;
@@ -423,6 +446,7 @@ impl LogSegment {
     }
 }
 
+/// Removes a file, treating "already gone" as success.
 fn remove_if_exists(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -430,6 +454,7 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
+/// A file's modification time in ms since the epoch (0 if unavailable).
 fn mtime_ms(meta: &std::fs::Metadata) -> i64 {
     meta.modified()
         .ok()
@@ -437,7 +462,8 @@ fn mtime_ms(meta: &std::fs::Metadata) -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn invalid_data(msg: String) -> io::Error {
+/// An I/O error for malformed data found where only valid batches should be.
+pub(crate) fn invalid_data(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
@@ -521,6 +547,20 @@ fn scan_batches(
         pos += size as u64;
     }
     Ok(ScanOutcome { valid_size: pos })
+}
+
+/// Reads the whole batch at `pos` (header and records) from a range ending at `end`.
+pub(crate) fn read_batch_at(
+    file: &File,
+    pos: u64,
+    end: u64,
+) -> io::Result<Option<(BatchHeader, Bytes)>> {
+    let Some((h, size)) = read_header_at(file, pos, end)? else {
+        return Ok(None);
+    };
+    let mut buf = vec![0u8; size as usize];
+    file.read_exact_at(&mut buf, pos)?;
+    Ok(Some((h, Bytes::from(buf))))
 }
 
 /// Visits the batch headers of `file` from `start` to `end` (no CRC checks, header reads only).

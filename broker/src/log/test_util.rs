@@ -64,3 +64,39 @@ pub(crate) fn batch_of(n: i64, value_len: usize, ts0: i64) -> Bytes {
         .collect();
     encode_batch(&recs, Compression::None)
 }
+
+/// Every record from the log start to the end, fetching chunk by chunk as a consumer would.
+pub(crate) fn read_all_records(log: &crate::log::PartitionLog) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let mut chunk = log.read(offset, 1 << 30).unwrap();
+        assert!(!chunk.is_empty(), "empty read at {offset}");
+        // Advance past the last batch, whose lastOffsetDelta may cover compacted-away records.
+        let mut pos = 0;
+        while pos < chunk.len() {
+            let h = crate::log::batch::BatchHeader::parse(&chunk[pos..]).unwrap();
+            offset = h.last_offset() + 1;
+            pos += h.total_size().unwrap();
+        }
+        for set in kafka_protocol::records::RecordBatchDecoder::decode_all(&mut chunk).unwrap() {
+            out.extend(set.records);
+        }
+    }
+    out
+}
+
+/// (offset, key, value) of records as strings, for compact assertions.
+pub(crate) fn kv(records: &[Record]) -> Vec<(i64, String, Option<String>)> {
+    records
+        .iter()
+        .map(|r| {
+            let s = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+            (
+                r.offset,
+                r.key.as_ref().map(s).unwrap_or_default(),
+                r.value.as_ref().map(s),
+            )
+        })
+        .collect()
+}
