@@ -124,9 +124,8 @@ impl RunningBroker {
 }
 
 /// Opens the broker described by `config`, binds its listener and starts serving.
-pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
+pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
     let listen = config.listen;
-    let broker = Broker::open(config)?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| BrokerError::Io {
@@ -137,6 +136,11 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
         context: "reading the bound address".into(),
         source,
     })?;
+    // Listening on port 0 (tests, embedding): clients must be told the port actually bound.
+    if config.advertised_port == 0 {
+        config.advertised_port = local_addr.port();
+    }
+    let broker = Broker::open(config)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(serve(broker.clone(), listener, shutdown_rx));
     tracing::info!(%local_addr, data_dir = %broker.config.data_dir.display(), cluster_id = %broker.controller.cluster_id(), "broker listening");
