@@ -70,6 +70,28 @@ impl TestClient {
         R::Response::decode(&mut frame, version).unwrap()
     }
 
+    /// Like [`TestClient::call`], but `None` if the connection fails (the broker died).
+    pub async fn try_call<R: Request>(&mut self, version: i16, request: &R) -> Option<R::Response> {
+        let api = ApiKey::try_from(R::KEY).ok()?;
+        self.correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id);
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, api.request_header_version(version))
+            .ok()?;
+        request.encode(&mut body, version).ok()?;
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_i32(body.len() as i32);
+        frame.put_slice(&body);
+        self.stream.write_all(&frame).await.ok()?;
+        let mut frame = self.read_frame().await?;
+        ResponseHeader::decode(&mut frame, api.response_header_version(version)).ok()?;
+        R::Response::decode(&mut frame, version).ok()
+    }
+
     /// Writes a size-prefixed frame.
     pub async fn send_raw(&mut self, body: &[u8]) {
         let mut frame = BytesMut::with_capacity(body.len() + 4);
