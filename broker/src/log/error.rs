@@ -36,6 +36,32 @@ pub enum LogError {
     /// The log was closed or deleted.
     #[error("log is closed")]
     Closed,
+    /// An idempotent producer's batch carries an epoch older than the one the log has seen for
+    /// its producer id: a newer instance of the producer has taken over (fenced).
+    #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        /// The producer id of the batch.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The epoch the log knows for the producer id.
+        current: i16,
+    },
+    /// An idempotent producer's batch does not continue its sequence: batches were lost or
+    /// reordered, or a new epoch did not start at 0.
+    #[error(
+        "out of order sequence {sequence} from producer {producer_id} epoch {epoch}: {detail}"
+    )]
+    OutOfOrderSequence {
+        /// The producer id of the batch.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The batch's base sequence.
+        sequence: i32,
+        /// What was expected instead.
+        detail: String,
+    },
 }
 
 impl LogError {
@@ -48,6 +74,8 @@ impl LogError {
             LogError::OffsetOutOfRange { .. } => 1,
             LogError::Io(_) => 56,
             LogError::Closed => 3,
+            LogError::InvalidProducerEpoch { .. } => 47,
+            LogError::OutOfOrderSequence { .. } => 45,
         }
     }
 }
@@ -72,5 +100,18 @@ mod tests {
         assert_eq!(oor.error_code(), 1);
         assert_eq!(LogError::Io(std::io::Error::other("x")).error_code(), 56);
         assert_eq!(LogError::Closed.error_code(), 3);
+        let fenced = LogError::InvalidProducerEpoch {
+            producer_id: 1,
+            epoch: 0,
+            current: 1,
+        };
+        assert_eq!(fenced.error_code(), 47);
+        let gap = LogError::OutOfOrderSequence {
+            producer_id: 1,
+            epoch: 0,
+            sequence: 7,
+            detail: String::new(),
+        };
+        assert_eq!(gap.error_code(), 45);
     }
 }

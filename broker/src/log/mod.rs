@@ -12,6 +12,7 @@ mod error;
 mod flush;
 mod index;
 mod partition_log;
+mod producer_state;
 mod records;
 mod retention;
 mod segment;

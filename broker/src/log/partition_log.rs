@@ -23,6 +23,9 @@ use super::checkpoint::{read_log_start, sync_dir, write_log_start};
 use super::config::{FlushPolicy, LogConfig, TimestampType};
 use super::error::LogError;
 use super::flush::{FlushTarget, Flusher};
+use super::producer_state::{
+    AppendCheck, IncomingBatch, ProducerStateManager, PRODUCER_ID_EXPIRATION_MS,
+};
 use super::segment::{parse_segment_name, read_batches, LogSegment, NO_TIMESTAMP};
 
 /// What one `append` wrote.
@@ -36,8 +39,11 @@ pub struct AppendInfo {
     pub log_append_time_ms: i64,
     /// The log start offset after the append.
     pub log_start_offset: i64,
-    /// Number of records appended.
+    /// Number of records appended (for a duplicate, the records the original append wrote).
     pub record_count: i64,
+    /// True when the batches repeat ones already in the log (an idempotent producer's retry):
+    /// nothing was written and the offsets are those of the original append.
+    pub duplicate: bool,
 }
 
 /// What one `run_maintenance` did.
@@ -51,6 +57,8 @@ pub struct MaintenanceReport {
     pub bytes_deleted: u64,
     /// Closed segments rewritten by compaction.
     pub segments_compacted: usize,
+    /// Idempotent producers forgotten after `producer.id.expiration.ms` without a batch.
+    pub producers_expired: usize,
 }
 
 /// Everything readers need, behind the `state` lock.
@@ -95,6 +103,9 @@ pub struct PartitionLog {
     /// (log end, closed segments, delete.retention.ms, min.compaction.lag.ms) after the last
     /// compaction pass that left nothing for later, so an idle log is not rescanned.
     compaction_memo: Mutex<Option<CompactionMemo>>,
+    /// Idempotent producer state; changed only under the writer lock, so that it always
+    /// describes the log up to its end when a snapshot is taken.
+    producers: Mutex<ProducerStateManager>,
 }
 
 /// See `PartitionLog::compaction_memo`.
@@ -178,6 +189,7 @@ impl PartitionLog {
         // machine did not); make it durable so the flusher may treat it as such.
         state.active.file().sync_data()?;
         sync_dir(&dir)?;
+        let producers = ProducerStateManager::rebuild(&dir, &state)?;
         let log_end = state.log_end_offset();
         info!(dir = %dir.display(), log_start = state.log_start_offset, log_end, segments = state.closed.len() + 1, "opened partition log");
         let (end_tx, _) = watch::channel(log_end);
@@ -192,6 +204,7 @@ impl PartitionLog {
             flusher: Arc::new(Flusher::new(log_end)),
             maintenance: Mutex::new(()),
             compaction_memo: Mutex::new(None),
+            producers: Mutex::new(producers),
         }))
     }
 
@@ -215,6 +228,11 @@ impl PartitionLog {
         lock(&self.maintenance)
     }
 
+    /// Idempotent producer state; change it only under the writer lock.
+    pub(crate) fn producers(&self) -> MutexGuard<'_, ProducerStateManager> {
+        lock(&self.producers)
+    }
+
     /// The cleaner's note of a pass that left nothing for later.
     pub(crate) fn compaction_memo(&self) -> MutexGuard<'_, Option<CompactionMemo>> {
         lock(&self.compaction_memo)
@@ -226,9 +244,22 @@ impl PartitionLog {
     /// attribute bit and max timestamp (= now_ms) and recomputes the CRC. Appends to the active
     /// segment (rolling first when the batch would exceed segment_bytes or the segment is older
     /// than segment_ms). Returns before fsync.
+    ///
+    /// Batches with a producer id (idempotent producers) are checked against the producer
+    /// state first: an older epoch fails with InvalidProducerEpoch, a sequence gap with
+    /// OutOfOrderSequence. If every batch repeats one of the last five of its producer (a
+    /// retry), nothing is written and the original offsets come back with `duplicate` set; a
+    /// call mixing such repeats with new batches fails with OutOfOrderSequence.
     pub fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, LogError> {
         let config = self.config();
         let batches = batch::validate_produce(&records, config.max_message_bytes as usize)?;
+        let headers = batches
+            .iter()
+            .map(|b| {
+                BatchHeader::parse(&records[b.position..])
+                    .ok_or_else(|| LogError::CorruptRecord("batch header vanished".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let record_count: i64 = batches.iter().map(|b| i64::from(b.record_count)).sum();
         let log_append_time = config.message_timestamp_type == TimestampType::LogAppendTime;
         // The only copy on the append path, and only if the caller still shares the buffer.
@@ -236,9 +267,45 @@ impl PartitionLog {
         let interval = u64::from(config.index_interval_bytes.max(1));
 
         let _writer = self.writer_lock();
-        let needs_roll = {
+        let (log_end, log_start) = {
             let st = self.read_state();
             st.check_open()?;
+            (st.log_end_offset(), st.log_start_offset)
+        };
+        // Producer checks come before the roll: a refused or repeated batch changes nothing.
+        let mut next = log_end;
+        let incoming: Vec<IncomingBatch> = headers
+            .iter()
+            .map(|h| {
+                let max_ts = if log_append_time {
+                    now_ms
+                } else {
+                    h.max_timestamp
+                };
+                let b = IncomingBatch::new(h, next, max_ts);
+                next += i64::from(h.record_count);
+                b
+            })
+            .collect();
+        let pending = match self.producers().check(&incoming)? {
+            AppendCheck::Append(pending) => pending,
+            AppendCheck::Duplicate {
+                base_offset,
+                last_offset,
+                max_timestamp,
+            } => {
+                return Ok(AppendInfo {
+                    base_offset,
+                    last_offset,
+                    log_append_time_ms: if log_append_time { max_timestamp } else { -1 },
+                    log_start_offset: log_start,
+                    record_count,
+                    duplicate: true,
+                });
+            }
+        };
+        let needs_roll = {
+            let st = self.read_state();
             let a = &st.active;
             a.size() > 0
                 && (a.size() + buf.len() as u64 > config.effective_segment_bytes()
@@ -287,6 +354,7 @@ impl PartitionLog {
             }
             st.log_start_offset
         };
+        self.producers().commit(pending);
         self.end_tx.send_replace(next);
         Ok(AppendInfo {
             base_offset,
@@ -294,6 +362,7 @@ impl PartitionLog {
             log_append_time_ms: if log_append_time { now_ms } else { -1 },
             log_start_offset,
             record_count,
+            duplicate: false,
         })
     }
 
@@ -320,6 +389,11 @@ impl PartitionLog {
         // Everything in the old segment is on disk now.
         self.flusher.mark_durable(new_base);
         info!(dir = %self.dir.display(), new_base, "rolled log segment");
+        // The roll has happened whatever the snapshot does; without this snapshot, open
+        // replays from an older one, which is slower but gives the same state.
+        if let Err(error) = self.producers().write_snapshot(&self.dir, new_base) {
+            warn!(dir = %self.dir.display(), new_base, %error, "could not write producer snapshot");
+        }
         Ok(())
     }
 
@@ -518,6 +592,9 @@ impl PartitionLog {
                 self.roll_locked(now_ms)?;
                 report.segments_rolled += 1;
             }
+            report.producers_expired = self
+                .producers()
+                .remove_expired(now_ms, PRODUCER_ID_EXPIRATION_MS);
         }
         if config.cleanup_policy.deletes() {
             let (segments, bytes) = self.apply_retention(now_ms, &config)?;
@@ -530,8 +607,8 @@ impl PartitionLog {
         Ok(report)
     }
 
-    /// Flushes and fsyncs everything, writes index files; afterwards append/read return
-    /// LogError::Closed.
+    /// Flushes and fsyncs everything, writes index files and a producer snapshot at the log
+    /// end; afterwards append/read return LogError::Closed.
     pub fn close(&self) -> Result<(), LogError> {
         let _writer = self.writer_lock();
         let end = {
@@ -542,6 +619,7 @@ impl PartitionLog {
             st.active.seal_files()?;
             st.log_end_offset()
         };
+        self.producers().write_snapshot(&self.dir, end)?;
         {
             let mut st = self.write_state();
             st.active.switch_to_index_files()?;
