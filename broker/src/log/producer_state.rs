@@ -523,3 +523,470 @@ impl Reader<'_> {
         Ok(i64::from_be_bytes(self.take()?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::log::test_util::{producer_batch, read_all_records};
+    use crate::log::{CleanupPolicy, LogConfig, PartitionLog, TimestampType};
+    use bytes::{Bytes, BytesMut};
+    use std::sync::Arc;
+
+    const PID: i64 = 1000;
+    const DAY: i64 = PRODUCER_ID_EXPIRATION_MS;
+
+    fn config() -> LogConfig {
+        LogConfig {
+            index_interval_bytes: 256,
+            ..LogConfig::default()
+        }
+    }
+
+    fn open(dir: &Path, config: LogConfig) -> Arc<PartitionLog> {
+        PartitionLog::open(dir.to_path_buf(), config).unwrap()
+    }
+
+    /// Appends batches of 5 records with sequences 0-4, 5-9, ... from offset 0; returns them.
+    fn append_sequence(log: &PartitionLog, batches: i32) -> Vec<Bytes> {
+        (0..batches)
+            .map(|i| {
+                let b = producer_batch(PID, 0, i * 5, 5, 100);
+                let info = log.append(b.clone(), 100).unwrap();
+                assert!(!info.duplicate);
+                b
+            })
+            .collect()
+    }
+
+    fn concat(batches: &[Bytes]) -> Bytes {
+        let mut buf = BytesMut::new();
+        for b in batches {
+            buf.extend_from_slice(b);
+        }
+        buf.freeze()
+    }
+
+    fn is_out_of_order(r: Result<crate::log::AppendInfo, LogError>) -> bool {
+        matches!(r, Err(ref e @ LogError::OutOfOrderSequence { .. }) if e.error_code() == 45)
+    }
+
+    #[test]
+    fn sequences_wrap_to_zero_after_i32_max() {
+        assert_eq!(increment_sequence(5, 1), 6);
+        assert_eq!(increment_sequence(i32::MAX, 1), 0);
+        assert_eq!(increment_sequence(i32::MAX - 1, 4), 2);
+        let meta = |first_seq, last_seq| BatchMetadata {
+            first_seq,
+            last_seq,
+            base_offset: 0,
+            last_offset: 0,
+            max_timestamp: 0,
+        };
+        let mut m = ProducerStateManager::default();
+        let mut entry = ProducerStateEntry::new(PID, 0);
+        entry.add_batch(0, meta(i32::MAX - 2, i32::MAX));
+        m.entries.insert(PID, entry);
+        let next = |first_seq| IncomingBatch {
+            producer_id: PID,
+            producer_epoch: 0,
+            metadata: meta(first_seq, first_seq),
+        };
+        assert!(matches!(m.check(&[next(0)]), Ok(AppendCheck::Append(_))));
+        assert!(matches!(
+            m.check(&[next(i32::MAX)]),
+            Err(LogError::OutOfOrderSequence { .. })
+        ));
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_rejects_damage() {
+        let mut m = ProducerStateManager::default();
+        for pid in 0..3 {
+            for seq in 0..7 {
+                let h = BatchHeader::parse(&producer_batch(pid, 2, seq * 2, 2, 50)).unwrap();
+                let b = IncomingBatch::new(&h, i64::from(seq) * 2, 50 + i64::from(seq));
+                m.entries
+                    .entry(pid)
+                    .or_insert_with(|| ProducerStateEntry::new(pid, 2))
+                    .add_batch(2, b.metadata);
+            }
+        }
+        let bytes = m.encode();
+        assert_eq!(ProducerStateManager::decode(&bytes).unwrap(), m);
+        assert_eq!(m.entry(1).unwrap().batches.len(), MAX_CACHED_BATCHES);
+        for i in [0, 3, 7, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(ProducerStateManager::decode(&bad).is_err(), "flip at {i}");
+        }
+        assert!(ProducerStateManager::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert_eq!(
+            ProducerStateManager::decode(&ProducerStateManager::default().encode()).unwrap(),
+            ProducerStateManager::default()
+        );
+    }
+
+    #[test]
+    fn sequences_in_order_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config());
+        append_sequence(&log, 8);
+        assert_eq!(log.log_end_offset(), 40);
+        let entry = log.producers().entry(PID).cloned().unwrap();
+        assert_eq!(entry.batches.len(), MAX_CACHED_BATCHES);
+        assert_eq!(entry.last_seq(), Some(39));
+        // Non-idempotent batches are not tracked and never checked.
+        let plain = crate::log::test_util::batch_of(3, 5, 0);
+        log.append(plain.clone(), 0).unwrap();
+        assert!(!log.append(plain, 0).unwrap().duplicate);
+        assert_eq!(log.producers().len(), 1);
+    }
+
+    #[test]
+    fn retry_of_any_of_the_last_five_batches_returns_the_original_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config());
+        let sent = append_sequence(&log, 7);
+        let end = log.log_end_offset();
+        let size = log.size_bytes();
+        for (i, b) in sent.iter().enumerate().skip(2) {
+            let info = log.append(b.clone(), 999).unwrap();
+            let base = i as i64 * 5;
+            assert!(info.duplicate);
+            assert_eq!((info.base_offset, info.last_offset), (base, base + 4));
+            assert_eq!((info.record_count, info.log_append_time_ms), (5, -1));
+        }
+        assert_eq!((log.log_end_offset(), log.size_bytes()), (end, size));
+        // The sixth newest is no longer remembered: it reads as a sequence gap.
+        assert!(is_out_of_order(log.append(sent[1].clone(), 999)));
+        // A retry of a whole multi-batch request is a duplicate too.
+        let info = log.append(concat(&sent[4..6]), 999).unwrap();
+        assert!(info.duplicate);
+        assert_eq!((info.base_offset, info.last_offset), (20, 29));
+        assert_eq!(read_all_records(&log).len(), 35);
+    }
+
+    #[test]
+    fn a_duplicate_on_a_log_append_time_topic_returns_the_original_append_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(
+            dir.path(),
+            LogConfig {
+                message_timestamp_type: TimestampType::LogAppendTime,
+                ..config()
+            },
+        );
+        let b = producer_batch(PID, 0, 0, 3, 1);
+        assert_eq!(
+            log.append(b.clone(), 5_000).unwrap().log_append_time_ms,
+            5_000
+        );
+        let info = log.append(b, 9_000).unwrap();
+        assert!(info.duplicate);
+        assert_eq!(info.log_append_time_ms, 5_000);
+    }
+
+    #[test]
+    fn a_sequence_gap_is_out_of_order_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config());
+        append_sequence(&log, 2);
+        assert!(is_out_of_order(
+            log.append(producer_batch(PID, 0, 11, 5, 0), 0)
+        ));
+        assert_eq!(log.log_end_offset(), 10);
+        // Overlapping but not identical to a cached batch: also out of order.
+        assert!(is_out_of_order(
+            log.append(producer_batch(PID, 0, 7, 3, 0), 0)
+        ));
+        let info = log.append(producer_batch(PID, 0, 10, 5, 0), 0).unwrap();
+        assert_eq!((info.base_offset, info.duplicate), (10, false));
+    }
+
+    #[test]
+    fn batches_of_one_call_are_checked_in_order_and_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config());
+        let two = concat(&[
+            producer_batch(PID, 0, 0, 3, 0),
+            producer_batch(PID, 0, 3, 3, 0),
+        ]);
+        assert_eq!(log.append(two, 0).unwrap().last_offset, 5);
+        let gap = concat(&[
+            producer_batch(PID, 0, 6, 3, 0),
+            producer_batch(PID, 0, 10, 3, 0),
+        ]);
+        assert!(is_out_of_order(log.append(gap, 0)));
+        assert_eq!(log.log_end_offset(), 6);
+        // A retried batch next to a new one: refused as a whole (see `check`).
+        let mixed = concat(&[
+            producer_batch(PID, 0, 3, 3, 0),
+            producer_batch(PID, 0, 6, 3, 0),
+        ]);
+        assert!(is_out_of_order(log.append(mixed, 0)));
+        let mixed = concat(&[
+            producer_batch(PID, 0, 3, 3, 0),
+            crate::log::test_util::batch_of(2, 5, 0),
+        ]);
+        assert!(is_out_of_order(log.append(mixed, 0)));
+        assert_eq!(log.log_end_offset(), 6);
+        assert_eq!(log.producers().entry(PID).unwrap().last_seq(), Some(5));
+        // Two producers in one call are tracked separately.
+        let both = concat(&[
+            producer_batch(PID, 0, 6, 1, 0),
+            producer_batch(PID + 1, 0, 42, 1, 0),
+        ]);
+        assert_eq!(log.append(both, 0).unwrap().last_offset, 7);
+        assert_eq!(log.producers().entry(PID + 1).unwrap().last_seq(), Some(42));
+    }
+
+    #[test]
+    fn an_older_epoch_is_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config());
+        log.append(producer_batch(PID, 3, 0, 2, 0), 0).unwrap();
+        let err = log.append(producer_batch(PID, 2, 2, 2, 0), 0).unwrap_err();
+        assert_eq!(err.error_code(), 47);
+        assert!(matches!(
+            err,
+            LogError::InvalidProducerEpoch {
+                producer_id: PID,
+                epoch: 2,
+                current: 3
+            }
+        ));
+        assert_eq!(log.log_end_offset(), 2);
+    }
+
+    #[test]
+    fn a_newer_epoch_must_start_at_sequence_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config());
+        log.append(producer_batch(PID, 0, 0, 4, 0), 0).unwrap();
+        assert!(is_out_of_order(
+            log.append(producer_batch(PID, 1, 4, 2, 0), 0)
+        ));
+        let info = log.append(producer_batch(PID, 1, 0, 2, 0), 0).unwrap();
+        assert_eq!((info.base_offset, info.duplicate), (4, false));
+        let entry = log.producers().entry(PID).cloned().unwrap();
+        assert_eq!((entry.producer_epoch, entry.batches.len()), (1, 1));
+        // The old epoch is fenced now, and the new one continues from its own sequence.
+        assert_eq!(
+            log.append(producer_batch(PID, 0, 4, 1, 0), 0)
+                .unwrap_err()
+                .error_code(),
+            47
+        );
+        log.append(producer_batch(PID, 1, 2, 1, 0), 0).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_producer_may_start_at_any_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config());
+        let info = log.append(producer_batch(PID, 7, 1234, 3, 0), 0).unwrap();
+        assert!(!info.duplicate);
+        log.append(producer_batch(PID, 7, 1237, 1, 0), 0).unwrap();
+        // Sequences wrap to 0 after i32::MAX.
+        log.append(producer_batch(PID + 1, 0, i32::MAX, 1, 0), 0)
+            .unwrap();
+        log.append(producer_batch(PID + 1, 0, 0, 1, 0), 0).unwrap();
+        // Negative producer fields with a producer id are malformed.
+        let err = log.append(producer_batch(PID + 2, -1, 0, 1, 0), 0);
+        assert_eq!(err.unwrap_err().error_code(), 87);
+    }
+
+    #[test]
+    fn state_survives_a_clean_close_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let sent = {
+            let log = open(dir.path(), config());
+            let sent = append_sequence(&log, 3);
+            log.close().unwrap();
+            sent
+        };
+        assert_eq!(list_snapshots(dir.path()).unwrap(), vec![15]);
+        let log = open(dir.path(), config());
+        let info = log.append(sent[1].clone(), 0).unwrap();
+        assert!(info.duplicate);
+        assert_eq!((info.base_offset, info.last_offset), (5, 9));
+        assert!(is_out_of_order(
+            log.append(producer_batch(PID, 0, 16, 1, 0), 0)
+        ));
+        log.append(producer_batch(PID, 0, 15, 1, 0), 0).unwrap();
+        assert_eq!(log.log_end_offset(), 16);
+    }
+
+    #[test]
+    fn state_survives_a_crash_from_the_last_roll_snapshot_and_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = producer_batch(PID, 0, 0, 5, 0);
+        // Two batches per segment.
+        let config = LogConfig {
+            segment_bytes: one.len() as u64 * 2,
+            ..config()
+        };
+        let sent = {
+            let log = open(dir.path(), config.clone());
+            let sent = append_sequence(&log, 7);
+            // Rolls at 10, 20 and 30; the newest two snapshots are kept.
+            assert_eq!(list_snapshots(dir.path()).unwrap(), vec![20, 30]);
+            // Dropped without close: the batch at 30 is only in the tail after the snapshot.
+            sent
+        };
+        let log = open(dir.path(), config.clone());
+        assert_eq!(log.log_end_offset(), 35);
+        for (i, b) in sent.iter().enumerate().skip(2) {
+            let info = log.append(b.clone(), 0).unwrap();
+            assert!(info.duplicate, "batch {i}");
+            assert_eq!(info.base_offset, i as i64 * 5);
+        }
+        assert_eq!(log.log_end_offset(), 35);
+        log.append(producer_batch(PID, 0, 35, 5, 0), 0).unwrap();
+        drop(log);
+        // Replaying wrote a snapshot at the recovered end; still only two are kept.
+        assert_eq!(list_snapshots(dir.path()).unwrap(), vec![30, 35]);
+        let log = open(dir.path(), config);
+        assert!(
+            log.append(producer_batch(PID, 0, 35, 5, 0), 0)
+                .unwrap()
+                .duplicate
+        );
+        assert_eq!(log.log_end_offset(), 40);
+    }
+
+    #[test]
+    fn without_snapshots_the_state_is_rebuilt_from_all_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = producer_batch(PID, 0, 0, 5, 0);
+        let config = LogConfig {
+            segment_bytes: one.len() as u64 * 2,
+            ..config()
+        };
+        let sent = {
+            let log = open(dir.path(), config.clone());
+            let sent = append_sequence(&log, 6);
+            log.close().unwrap();
+            sent
+        };
+        for offset in list_snapshots(dir.path()).unwrap() {
+            std::fs::remove_file(snapshot_path(dir.path(), offset)).unwrap();
+        }
+        let log = open(dir.path(), config);
+        let state = log.producers().entry(PID).cloned().unwrap();
+        assert_eq!(state.batches.len(), MAX_CACHED_BATCHES);
+        assert_eq!(state.batches.front().unwrap().base_offset, 5);
+        assert!(log.append(sent[5].clone(), 0).unwrap().duplicate);
+    }
+
+    #[test]
+    fn an_unreadable_snapshot_falls_back_to_the_older_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = producer_batch(PID, 0, 0, 5, 0);
+        let config = LogConfig {
+            segment_bytes: one.len() as u64,
+            ..config()
+        };
+        let sent = {
+            let log = open(dir.path(), config.clone());
+            append_sequence(&log, 4)
+        };
+        assert_eq!(list_snapshots(dir.path()).unwrap(), vec![10, 15]);
+        std::fs::write(snapshot_path(dir.path(), 15), b"garbage").unwrap();
+        let log = open(dir.path(), config);
+        for b in &sent[1..] {
+            assert!(log.append(b.clone(), 0).unwrap().duplicate);
+        }
+        assert_eq!(log.log_end_offset(), 20);
+    }
+
+    #[test]
+    fn snapshots_beyond_a_truncated_tail_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let sent = {
+            let log = open(dir.path(), config());
+            let sent = append_sequence(&log, 3);
+            log.close().unwrap();
+            sent
+        };
+        assert_eq!(list_snapshots(dir.path()).unwrap(), vec![15]);
+        // Tear the last batch: the snapshot at 15 now describes data that is gone.
+        let path = dir.path().join("00000000000000000000.log");
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - sent[2].len() as u64 / 2).unwrap();
+        drop(f);
+        let log = open(dir.path(), config());
+        assert_eq!(log.log_end_offset(), 10);
+        assert!(!snapshot_path(dir.path(), 15).exists());
+        // The lost batch is new again, not a duplicate of something that no longer exists.
+        let info = log.append(sent[2].clone(), 0).unwrap();
+        assert_eq!((info.base_offset, info.duplicate), (10, false));
+        assert!(log.append(sent[1].clone(), 0).unwrap().duplicate);
+    }
+
+    #[test]
+    fn silent_producers_expire_in_maintenance() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), config());
+        let t0 = 1_700_000_000_000;
+        log.append(producer_batch(PID, 0, 0, 2, t0), t0).unwrap();
+        log.append(producer_batch(PID + 1, 0, 0, 2, t0 + DAY), t0 + DAY)
+            .unwrap();
+        // The newest record of PID has timestamp t0 + 1.
+        let report = log.run_maintenance(t0 + DAY).unwrap();
+        assert_eq!(report.producers_expired, 0);
+        let report = log.run_maintenance(t0 + 1 + DAY).unwrap();
+        assert_eq!(report.producers_expired, 1);
+        assert!(log.producers().entry(PID).is_none());
+        assert!(log.producers().entry(PID + 1).is_some());
+        // Forgotten: any sequence is accepted, and an old retry is written again.
+        let info = log
+            .append(producer_batch(PID, 0, 0, 2, t0), t0 + DAY)
+            .unwrap();
+        assert!(!info.duplicate);
+    }
+
+    #[test]
+    fn delete_records_and_retention_leave_the_state_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let sent = {
+            let log = open(dir.path(), config());
+            let sent = append_sequence(&log, 3);
+            // Rolls (snapshot at 15) and deletes every segment holding these batches.
+            assert_eq!(log.delete_records_before(15).unwrap(), 15);
+            assert_eq!(log.size_bytes(), 0);
+            assert!(log.append(sent[2].clone(), 0).unwrap().duplicate);
+            sent
+        };
+        let log = open(dir.path(), config());
+        let info = log.append(sent[2].clone(), 0).unwrap();
+        assert!(info.duplicate);
+        assert_eq!(info.log_start_offset, 15);
+        log.append(producer_batch(PID, 0, 15, 1, 0), 0).unwrap();
+    }
+
+    #[test]
+    fn compaction_leaves_the_state_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = producer_batch(PID, 0, 0, 5, 0);
+        let config = LogConfig {
+            segment_bytes: one.len() as u64,
+            cleanup_policy: CleanupPolicy::Compact,
+            ..config()
+        };
+        // Every batch has keys k0..k4, so compaction empties all closed segments but the last.
+        let sent = {
+            let log = open(dir.path(), config.clone());
+            let sent = append_sequence(&log, 4);
+            assert!(log.run_maintenance(100).unwrap().segments_compacted > 0);
+            assert!(log.append(sent[3].clone(), 0).unwrap().duplicate);
+            sent
+        };
+        let log = open(dir.path(), config);
+        assert!(log.append(sent[3].clone(), 0).unwrap().duplicate);
+        assert!(log.append(sent[1].clone(), 0).unwrap().duplicate);
+        log.append(producer_batch(PID, 0, 20, 1, 0), 0).unwrap();
+    }
+}

@@ -100,3 +100,23 @@ pub(crate) fn kv(records: &[Record]) -> Vec<(i64, String, Option<String>)> {
         })
         .collect()
 }
+
+/// One uncompressed batch of an idempotent producer: `n` records with sequences
+/// `base_seq..base_seq+n` and timestamps `ts0 + i`.
+pub(crate) fn producer_batch(
+    producer_id: i64,
+    epoch: i16,
+    base_seq: i32,
+    n: i64,
+    ts0: i64,
+) -> Bytes {
+    let recs: Vec<Record> = (0..n)
+        .map(|i| Record {
+            producer_id,
+            producer_epoch: epoch,
+            sequence: base_seq.wrapping_add(i as i32),
+            ..record(i, ts0 + i, Some(&format!("k{i}")), Some("v"))
+        })
+        .collect();
+    encode_batch(&recs, Compression::None)
+}
