@@ -3,6 +3,8 @@
 //! A [`PartitionLog`] is one directory of segments (`<base offset>.log`, `.index`,
 //! `.timeindex`) holding record batches byte for byte as producers sent them, with offsets
 //! assigned on append. Start reading at `partition_log.rs`, then `segment.rs` and `batch.rs`.
+//! Idempotent producers' epochs and sequences live in `producer_state.rs`, persisted as
+//! `<offset>.snapshot` files and rebuilt from batch headers on open.
 
 mod batch;
 mod checkpoint;
