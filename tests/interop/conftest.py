@@ -279,11 +279,19 @@ def broker_factory(
 
     yield make
 
+    # A broker must survive the test (unless the test stopped or killed it itself) and exit
+    # with code 0 on SIGTERM; anything else is a broker bug worth an error here.
+    problems = []
     for broker in started:
+        crashed = broker.proc is not None and broker.proc.poll() is not None
+        was_running = broker.running
         code = broker.stop()
-        if code not in (None, 0):
-            # Surfaced in the report (not an error: a test may have killed it on purpose).
-            print(f"{broker!r} exit code at teardown: {code}")
+        if crashed:
+            problems.append(f"{broker!r} exited on its own during the test with code {code}")
+        elif was_running and code != 0:
+            problems.append(f"{broker!r} exited with code {code} on SIGTERM at teardown")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
