@@ -1,6 +1,10 @@
 //! The `millrace` binary itself: argument errors, the data-dir lock, clean shutdown.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::BrokerProcess;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -15,37 +19,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Starts `millrace broker` and waits for its "broker listening" log line; the rest of its
-/// stderr is collected by a thread and returned by the handle's join.
-fn spawn_broker(
-    dir: &std::path::Path,
-    port: u16,
-) -> (std::process::Child, std::thread::JoinHandle<Vec<String>>) {
-    let mut child = millrace()
-        .args([
-            "broker",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("broker exited before listening")
-            .unwrap();
-        if line.contains("broker listening") {
-            break;
-        }
-    }
-    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect());
-    (child, rest)
 }
 
 #[test]
@@ -96,7 +69,7 @@ fn bad_value_and_bad_config_file_exit_non_zero() {
 #[test]
 fn second_broker_on_the_same_data_dir_is_refused_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut first, first_stderr) = spawn_broker(dir.path(), free_port());
+    let first = BrokerProcess::start(dir.path(), 0, &[]);
 
     let output = millrace()
         .args([
@@ -111,15 +84,8 @@ fn second_broker_on_the_same_data_dir_is_refused_and_sigterm_stops_cleanly() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("locked by another running broker"));
 
-    let pid = first.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = first.wait().unwrap();
+    let (status, lines) = first.terminate();
     assert!(status.success(), "clean exit on SIGTERM, got {status}");
-    let lines = first_stderr.join().unwrap();
     assert!(
         lines.iter().any(|l| l.contains("broker stopped")),
         "{lines:?}"

@@ -3,12 +3,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-
 use bytes::Bytes;
-use common::{batch, decode_records, record, TestClient};
+use common::{batch, decode_records, record, BrokerProcess, TestClient};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_commit_request::{
@@ -24,55 +20,6 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-/// A `millrace broker` process; killed with SIGKILL when dropped.
-struct BrokerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl BrokerProcess {
-    /// Starts the binary on `port` (0 picks one) and waits for its "broker listening" line.
-    fn start(dir: &std::path::Path, port: u16) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_millrace"))
-            .args([
-                "broker",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(dir)
-            .args(["-o", "offsets.topic.num.partitions=2"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let line = lines
-            .find(|l| l.as_ref().is_ok_and(|l| l.contains("broker listening")))
-            .expect("broker exited before listening")
-            .unwrap();
-        let addr = line
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("local_addr="))
-            .unwrap()
-            .parse()
-            .unwrap();
-        std::thread::spawn(move || lines.for_each(drop));
-        BrokerProcess { child, addr }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn create_topic(c: &mut TestClient, name: &str) {
     let request = CreateTopicsRequest::default()
         .with_topics(vec![CreatableTopic::default()
@@ -86,7 +33,7 @@ async fn create_topic(c: &mut TestClient, name: &str) {
 #[tokio::test]
 async fn committed_offsets_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path(), 0);
+    let broker = BrokerProcess::start(dir.path(), 0, &["-o", "offsets.topic.num.partitions=2"]);
     let mut c = TestClient::connect(broker.addr).await;
     create_topic(&mut c, "events").await;
     for offset in [10, 20, 30] {
@@ -105,7 +52,7 @@ async fn committed_offsets_survive_kill_9() {
     }
     broker.kill9();
 
-    let broker = BrokerProcess::start(dir.path(), 0);
+    let broker = BrokerProcess::start(dir.path(), 0, &["-o", "offsets.topic.num.partitions=2"]);
     let mut c = TestClient::connect(broker.addr).await;
     let fetch = OffsetFetchRequest::default()
         .with_group_id(GroupId(s("crashy")))
@@ -119,7 +66,7 @@ async fn committed_offsets_survive_kill_9() {
 #[tokio::test]
 async fn acknowledged_produces_survive_kill_9_in_mid_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path(), 0);
+    let broker = BrokerProcess::start(dir.path(), 0, &["-o", "offsets.topic.num.partitions=2"]);
     let addr = broker.addr;
     let mut c = TestClient::connect(addr).await;
     create_topic(&mut c, "ledger").await;
@@ -173,7 +120,7 @@ async fn acknowledged_produces_survive_kill_9_in_mid_stream() {
     let acked = producer.await.unwrap();
     assert!(acked.len() >= 250, "only {} acknowledged", acked.len());
 
-    let broker = BrokerProcess::start(dir.path(), 0);
+    let broker = BrokerProcess::start(dir.path(), 0, &["-o", "offsets.topic.num.partitions=2"]);
     let mut c = TestClient::connect(broker.addr).await;
     let mut stored: Vec<(i64, Bytes)> = Vec::new();
     let mut offset = 0;

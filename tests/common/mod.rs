@@ -11,6 +11,8 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use millrace_broker::{BrokerConfig, RunningBroker};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -181,4 +183,80 @@ pub fn decode_records(mut bytes: Bytes) -> Vec<Record> {
         out.extend(set.records);
     }
     out
+}
+
+/// A `millrace broker` process (the real binary); killed with SIGKILL when dropped.
+pub struct BrokerProcess {
+    /// The process.
+    pub child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its remaining stderr lines, collected until it exits.
+    pub stderr: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl BrokerProcess {
+    /// Starts the binary on `port` (0 picks one) with extra arguments and waits for its
+    /// "broker listening" log line.
+    pub fn start(dir: &std::path::Path, port: u16, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_millrace"))
+            .args([
+                "broker",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let line = lines
+            .find(|l| l.as_ref().is_ok_and(|l| l.contains("broker listening")))
+            .expect("broker exited before listening")
+            .unwrap();
+        let addr = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("local_addr="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let stderr = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+        BrokerProcess {
+            child,
+            addr,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// SIGKILL: a crash, with no chance to flush.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status and the log lines written until exit.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = self.child.wait().unwrap();
+        let lines = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default();
+        (status, lines)
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
