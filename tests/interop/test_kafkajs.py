@@ -1,8 +1,9 @@
 """kafkajs (pure JavaScript client) against a real Millrace broker.
 
 `node/roundtrip.js` creates a topic, produces keyed messages with headers and reads offsets
-with the admin client; it prints JSON. kafkajs consumers require consumer groups (not in the
-broker yet), so this test reads the records back with confluent-kafka using assign.
+with the admin client; it prints JSON, and the test reads the records back with confluent-kafka.
+`node/group.js` produces with kafkajs's idempotent producer and consumes in a consumer group,
+committing on disconnect.
 """
 
 from __future__ import annotations
@@ -85,3 +86,30 @@ def test_kafkajs_creates_topic_and_produces_keyed_messages_with_headers(broker):
         seqs = [int(dict(r.headers)["seq"]) for r in records]
         assert seqs == sorted(seqs), f"partition {p} out of order"
         assert [r.offset for r in records] == list(range(len(records)))
+
+
+def test_kafkajs_idempotent_producer_and_consumer_group_round_trip(broker):
+    topic = unique_topic("kafkajs-group")
+    group = unique_topic("kafkajs-g")
+    count = 40
+    proc = subprocess.run(
+        [NODE, str(NODE_DIR / "group.js"), broker.bootstrap, topic, group, str(count)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=NODE_DIR,
+    )
+    assert proc.returncode == 0, f"group.js exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    consumed = result["consumed"]
+    assert sorted(m["value"] for m in consumed) == sorted(result["sent"]), "every record once"
+    by_partition = defaultdict(list)
+    for m in consumed:
+        by_partition[m["partition"]].append(m["offset"])
+    for partition, offsets in by_partition.items():
+        assert offsets == list(range(len(offsets))), f"partition {partition} in order, no gaps"
+    committed = {c["partition"]: c["offset"] for c in result["committed"]}
+    for partition, offsets in by_partition.items():
+        assert committed[partition] == len(offsets), "committed = next offset to read"
+    assert result["groupState"] == "Empty", "the consumer left the group on disconnect"
