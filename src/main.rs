@@ -1,5 +1,7 @@
 //! The `millrace` command line: thin glue over the crates.
 
+mod commands;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -19,6 +21,20 @@ struct Cli {
 enum Command {
     /// Run a Kafka-protocol broker.
     Broker(BrokerArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topics {
+        #[command(flatten)]
+        connect: commands::ConnectArgs,
+        #[command(subcommand)]
+        command: commands::topics::TopicsCommand,
+    },
+    /// List and describe consumer groups, show lag, reset offsets.
+    Groups {
+        #[command(flatten)]
+        connect: commands::ConnectArgs,
+        #[command(subcommand)]
+        command: commands::groups::GroupsCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -39,9 +55,19 @@ struct BrokerArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(if matches!(cli.command, Command::Broker(_)) {
+        "info"
+    } else {
+        "warn"
+    });
     let result = match cli.command {
         Command::Broker(args) => run_broker(args),
+        Command::Topics { connect, command } => {
+            run_client(async move { commands::topics::run(&connect, command).await })
+        }
+        Command::Groups { connect, command } => {
+            run_client(async move { commands::groups::run(&connect, command).await })
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -52,9 +78,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Runs a client command on a small runtime.
+fn run_client(job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(job)
+}
+
+fn init_tracing(default_level: &str) {
+    // Client commands print results on stdout; their logs stay quiet unless asked for.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,3 +1,17 @@
 //! Async Rust Kafka client: producer, consumer, admin.
-//!
-//! Not built yet: see the open issues. This crate exists so the workspace has its final shape.
+#![allow(dead_code)]
+
+pub mod config;
+pub mod error;
+pub mod network;
+
+pub use config::{ClientConfig, ClientConfigBuilder};
+pub use error::{ClientError, ResponseError, Result};
+mod coordinator;
+mod offsets;
+mod retry;
+pub mod types;
+pub use types::{IsolationLevel, ListedOffset, OffsetSpec, TopicPartition};
+pub mod admin;
+pub mod consumer;
+pub use admin::Admin;

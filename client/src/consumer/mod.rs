@@ -1,0 +1,3 @@
+//! The consumer.
+
+pub(crate) mod protocol;

@@ -1,0 +1,184 @@
+//! The client's picture of the cluster: brokers, topics, partitions and their leaders.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use kafka_protocol::messages::MetadataResponse;
+
+/// A broker as metadata names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    /// The broker's node id.
+    pub id: i32,
+    /// Host name or address clients connect to.
+    pub host: String,
+    /// Port clients connect to.
+    pub port: i32,
+    /// Rack, if configured.
+    pub rack: Option<String>,
+}
+
+impl BrokerInfo {
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// One partition's placement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Partition index.
+    pub id: i32,
+    /// Node id of the leader, or -1 while there is none.
+    pub leader: i32,
+    /// The leader's epoch (-1 if the broker did not say).
+    pub leader_epoch: i32,
+    /// Node ids of all replicas.
+    pub replicas: Vec<i32>,
+    /// Node ids of the in-sync replicas.
+    pub isr: Vec<i32>,
+    /// Kafka error code for this partition (0 when fine).
+    pub error_code: i16,
+}
+
+/// One topic's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: String,
+    /// Topic id (nil when the broker predates topic ids).
+    pub id: [u8; 16],
+    /// Whether this is an internal topic such as `__consumer_offsets`.
+    pub internal: bool,
+    /// Partitions sorted by index.
+    pub partitions: Vec<PartitionInfo>,
+    /// Kafka error code for this topic (0 when fine).
+    pub error_code: i16,
+}
+
+/// A snapshot of cluster metadata. Replaced whole on refresh, so readers hold an `Arc` to a
+/// consistent picture without locks.
+#[derive(Debug, Clone)]
+pub(crate) struct Metadata {
+    pub(crate) cluster_id: Option<String>,
+    pub(crate) controller_id: i32,
+    pub(crate) brokers: HashMap<i32, BrokerInfo>,
+    pub(crate) topics: HashMap<String, TopicInfo>,
+    /// When each topic was last refreshed, for `metadata_max_age`.
+    pub(crate) refreshed_at: Option<Instant>,
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Metadata {
+            cluster_id: None,
+            controller_id: -1,
+            brokers: HashMap::new(),
+            topics: HashMap::new(),
+            refreshed_at: None,
+        }
+    }
+}
+
+impl Metadata {
+    /// Merges a Metadata response into a copy of this snapshot. A response for all topics
+    /// (`all = true`) replaces the topic list; otherwise only the topics it names change.
+    pub(crate) fn merged(&self, response: &MetadataResponse, all: bool) -> Metadata {
+        let brokers = response
+            .brokers
+            .iter()
+            .map(|b| {
+                (
+                    b.node_id.0,
+                    BrokerInfo {
+                        id: b.node_id.0,
+                        host: b.host.as_str().to_string(),
+                        port: b.port,
+                        rack: b.rack.as_ref().map(|r| r.as_str().to_string()),
+                    },
+                )
+            })
+            .collect();
+        let mut topics = if all {
+            HashMap::new()
+        } else {
+            self.topics.clone()
+        };
+        for topic in &response.topics {
+            let Some(name) = topic.name.as_ref().map(|n| n.0.as_str().to_string()) else {
+                continue;
+            };
+            if topic.error_code != 0 && topic.partitions.is_empty() {
+                // UNKNOWN_TOPIC_OR_PARTITION and friends: forget what we knew, keep the error.
+                topics.insert(
+                    name.clone(),
+                    TopicInfo {
+                        name,
+                        id: *topic.topic_id.as_bytes(),
+                        internal: topic.is_internal,
+                        partitions: Vec::new(),
+                        error_code: topic.error_code,
+                    },
+                );
+                continue;
+            }
+            let mut partitions: Vec<PartitionInfo> = topic
+                .partitions
+                .iter()
+                .map(|p| PartitionInfo {
+                    id: p.partition_index,
+                    leader: p.leader_id.0,
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replica_nodes.iter().map(|r| r.0).collect(),
+                    isr: p.isr_nodes.iter().map(|r| r.0).collect(),
+                    error_code: p.error_code,
+                })
+                .collect();
+            partitions.sort_by_key(|p| p.id);
+            topics.insert(
+                name.clone(),
+                TopicInfo {
+                    name,
+                    id: *topic.topic_id.as_bytes(),
+                    internal: topic.is_internal,
+                    partitions,
+                    error_code: topic.error_code,
+                },
+            );
+        }
+        Metadata {
+            cluster_id: response.cluster_id.as_ref().map(|c| c.as_str().to_string()),
+            controller_id: response.controller_id.0,
+            brokers,
+            topics,
+            refreshed_at: Some(Instant::now()),
+        }
+    }
+
+    /// The leader's node id of a partition, if known.
+    pub(crate) fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
+        self.topics
+            .get(topic)?
+            .partitions
+            .get(partition as usize)
+            .filter(|p| p.id == partition)
+            .or_else(|| {
+                self.topics
+                    .get(topic)?
+                    .partitions
+                    .iter()
+                    .find(|p| p.id == partition)
+            })
+            .map(|p| p.leader)
+            .filter(|leader| *leader >= 0 && self.brokers.contains_key(leader))
+    }
+
+    /// The number of partitions of a topic, if known.
+    pub(crate) fn partition_count(&self, topic: &str) -> Option<usize> {
+        self.topics
+            .get(topic)
+            .map(|t| t.partitions.len())
+            .filter(|n| *n > 0)
+    }
+}

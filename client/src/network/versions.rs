@@ -1,0 +1,163 @@
+//! Which version of each API to speak with a broker.
+//!
+//! The client lists the versions its code handles; the broker lists its own in ApiVersions; per
+//! API the highest version in both wins. Capping the client's maximum matters: newer versions
+//! change meaning (Fetch 13 and Produce 13 name topics by id), so a version is listed here only
+//! once the code that builds and reads it handles every field it has.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::ApiKey;
+
+use crate::error::{ClientError, Result};
+
+/// The versions this client can speak: (API, lowest, highest).
+pub(crate) const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 1, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeLogDirs, 1, 4),
+];
+
+/// The version chosen per API for one broker, or the reason none could be.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiVersions {
+    /// Indexed by API key; `None` where the broker or the client lacks the API.
+    chosen: Vec<Option<i16>>,
+    /// The broker's own ranges, for error messages.
+    offered: Vec<Option<(i16, i16)>>,
+}
+
+impl ApiVersions {
+    /// Intersects the broker's advertised ranges with [`CLIENT_VERSIONS`].
+    pub(crate) fn negotiate(broker: &[ApiVersion]) -> Self {
+        let size = CLIENT_VERSIONS
+            .iter()
+            .map(|(key, _, _)| *key as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut chosen = vec![None; size];
+        let mut offered = vec![None; size];
+        for advertised in broker {
+            let Ok(key) = ApiKey::try_from(advertised.api_key) else {
+                continue;
+            };
+            let Some((_, min, max)) = CLIENT_VERSIONS.iter().find(|(k, _, _)| *k == key) else {
+                continue;
+            };
+            let index = key as usize;
+            offered[index] = Some((advertised.min_version, advertised.max_version));
+            let high = (*max).min(advertised.max_version);
+            let low = (*min).max(advertised.min_version);
+            if high >= low {
+                chosen[index] = Some(high);
+            }
+        }
+        ApiVersions { chosen, offered }
+    }
+
+    /// The version to use for `api` with this broker.
+    pub(crate) fn version(&self, api: ApiKey, broker: &str) -> Result<i16> {
+        if let Some(Some(version)) = self.chosen.get(api as usize) {
+            return Ok(*version);
+        }
+        let needed = CLIENT_VERSIONS
+            .iter()
+            .find(|(k, _, _)| *k == api)
+            .map(|(_, min, max)| format!("v{min}-v{max}"))
+            .unwrap_or_else(|| "(not implemented by this client)".to_string());
+        let offered = match self.offered.get(api as usize) {
+            Some(Some((min, max))) => format!("v{min}-v{max}"),
+            _ => "none".to_string(),
+        };
+        Err(ClientError::UnsupportedVersion {
+            api: api_name(api),
+            broker: broker.to_string(),
+            needed,
+            offered,
+        })
+    }
+}
+
+/// The API's name as Kafka writes it, for errors and logs.
+pub(crate) fn api_name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::DescribeLogDirs => "DescribeLogDirs",
+        _ => "other API",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn offer(key: ApiKey, min: i16, max: i16) -> ApiVersion {
+        ApiVersion::default()
+            .with_api_key(key as i16)
+            .with_min_version(min)
+            .with_max_version(max)
+    }
+
+    #[test]
+    fn picks_the_highest_version_both_sides_speak() {
+        let versions =
+            ApiVersions::negotiate(&[offer(ApiKey::Fetch, 0, 17), offer(ApiKey::Produce, 3, 7)]);
+        assert_eq!(versions.version(ApiKey::Fetch, "b").ok(), Some(12));
+        assert_eq!(versions.version(ApiKey::Produce, "b").ok(), Some(7));
+    }
+
+    #[test]
+    fn disjoint_ranges_are_unsupported() {
+        let versions = ApiVersions::negotiate(&[offer(ApiKey::Produce, 0, 2)]);
+        let error = versions.version(ApiKey::Produce, "b").unwrap_err();
+        assert!(
+            matches!(error, ClientError::UnsupportedVersion { .. }),
+            "{error}"
+        );
+    }
+}

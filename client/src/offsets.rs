@@ -1,0 +1,316 @@
+//! Offset look-ups and commits shared by the consumer and the admin client: ListOffsets,
+//! OffsetFetch and OffsetCommit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, GroupId, ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::coordinator::find_group_coordinator;
+use crate::error::{ClientError, Result};
+use crate::network::cluster::Cluster;
+use crate::retry::with_retries;
+use crate::types::{IsolationLevel, ListedOffset, OffsetSpec, TopicPartition};
+
+pub(crate) fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+pub(crate) fn group_id(name: &str) -> GroupId {
+    GroupId(StrBytes::from_string(name.to_string()))
+}
+
+/// Looks up offsets with ListOffsets, one request per partition leader, retrying partitions
+/// whose leader moved.
+pub(crate) async fn list_offsets(
+    cluster: &Cluster,
+    specs: &[(TopicPartition, OffsetSpec)],
+    isolation: IsolationLevel,
+) -> Result<HashMap<TopicPartition, ListedOffset>> {
+    cluster.add_interest(specs.iter().map(|(tp, _)| tp.topic.as_str()));
+    let mut found = HashMap::with_capacity(specs.len());
+    let mut pending: Vec<(TopicPartition, OffsetSpec)> = specs.to_vec();
+    let deadline = Instant::now() + cluster.config.request_timeout;
+    loop {
+        let mut retry_error = None;
+        let metadata = cluster.fresh_metadata().await?;
+        let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, OffsetSpec)>> = BTreeMap::new();
+        for (tp, spec) in std::mem::take(&mut pending) {
+            match metadata.leader(&tp.topic, tp.partition) {
+                Some(leader) => by_leader.entry(leader).or_default().push((tp, spec)),
+                None => {
+                    let code = match metadata.topics.get(&tp.topic) {
+                        Some(topic) if topic.error_code != 0 => topic.error_code,
+                        Some(topic) if !topic.partitions.iter().any(|p| p.id == tp.partition) => 3,
+                        _ => 5,
+                    };
+                    retry_error.get_or_insert_with(|| {
+                        ClientError::kafka("ListOffsets", tp.to_string(), code, None)
+                    });
+                    pending.push((tp, spec));
+                }
+            }
+        }
+        let requests = by_leader
+            .into_iter()
+            .map(|(leader, partitions)| async move {
+                let result = list_offsets_from(cluster, leader, &partitions, isolation).await;
+                (partitions, result)
+            });
+        for (partitions, result) in futures_util::future::join_all(requests).await {
+            match result {
+                Ok(results) => {
+                    for ((tp, spec), outcome) in partitions.into_iter().zip(results) {
+                        match outcome {
+                            Ok(offset) => {
+                                found.insert(tp, offset);
+                            }
+                            Err(error) if error.is_retriable() => {
+                                retry_error.get_or_insert(error);
+                                pending.push((tp, spec));
+                            }
+                            Err(error) => return Err(error),
+                        }
+                    }
+                }
+                Err(error) if error.is_retriable() => {
+                    retry_error.get_or_insert(error);
+                    pending.extend(partitions);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        match retry_error {
+            None => return Ok(found),
+            Some(error) if Instant::now() >= deadline => return Err(error),
+            Some(error) => {
+                tracing::debug!(%error, "retrying ListOffsets");
+                tokio::time::sleep(cluster.config.retry_backoff).await;
+                cluster.refresh_interest().await?;
+            }
+        }
+    }
+}
+
+/// One ListOffsets request to one leader; results in the order of `partitions`.
+async fn list_offsets_from(
+    cluster: &Cluster,
+    leader: i32,
+    partitions: &[(TopicPartition, OffsetSpec)],
+    isolation: IsolationLevel,
+) -> Result<Vec<Result<ListedOffset>>> {
+    let connection = cluster.connection(leader).await?;
+    let version = connection.version(ApiKey::ListOffsets)?;
+    let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
+    for (tp, spec) in partitions {
+        topics.entry(tp.topic.as_str()).or_default().push(
+            ListOffsetsPartition::default()
+                .with_partition_index(tp.partition)
+                .with_current_leader_epoch(-1)
+                .with_timestamp(spec.wire_timestamp()),
+        );
+    }
+    let mut request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    ListOffsetsTopic::default()
+                        .with_name(topic_name(name))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        );
+    if version >= 2 {
+        request = request.with_isolation_level(isolation.wire());
+    }
+    let response = connection
+        .send_at(&request, version, cluster.config.request_timeout)
+        .await?;
+    let mut answers: HashMap<(String, i32), Result<ListedOffset>> = HashMap::new();
+    for topic in response.topics {
+        for partition in topic.partitions {
+            let tp = TopicPartition::new(topic.name.0.as_str(), partition.partition_index);
+            let answer = if partition.error_code != 0 {
+                Err(ClientError::kafka(
+                    "ListOffsets",
+                    tp.to_string(),
+                    partition.error_code,
+                    None,
+                ))
+            } else {
+                Ok(ListedOffset {
+                    offset: partition.offset,
+                    timestamp: partition.timestamp,
+                })
+            };
+            answers.insert((tp.topic, tp.partition), answer);
+        }
+    }
+    Ok(partitions
+        .iter()
+        .map(|(tp, _)| {
+            answers
+                .remove(&(tp.topic.clone(), tp.partition))
+                .unwrap_or_else(|| {
+                    Err(ClientError::Protocol {
+                        api: "ListOffsets",
+                        reason: format!("the broker did not answer for {tp}"),
+                    })
+                })
+        })
+        .collect())
+}
+
+/// The committed offsets of `group` (all partitions it has offsets for when `partitions` is
+/// `None`). Partitions without a committed offset are left out.
+pub(crate) async fn fetch_committed(
+    cluster: &Cluster,
+    group: &str,
+    partitions: Option<&[TopicPartition]>,
+) -> Result<HashMap<TopicPartition, i64>> {
+    with_retries(cluster, "OffsetFetch", || async {
+        let coordinator = find_group_coordinator(cluster, group).await?;
+        let connection = cluster.connection(coordinator).await?;
+        let version = connection.version(ApiKey::OffsetFetch)?;
+        let topics = partitions.map(|partitions| {
+            let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+            for tp in partitions {
+                by_topic
+                    .entry(tp.topic.as_str())
+                    .or_default()
+                    .push(tp.partition);
+            }
+            by_topic
+                .into_iter()
+                .map(|(name, indexes)| {
+                    OffsetFetchRequestTopic::default()
+                        .with_name(topic_name(name))
+                        .with_partition_indexes(indexes)
+                })
+                .collect()
+        });
+        if topics.is_none() && version < 2 {
+            return Err(ClientError::UnsupportedVersion {
+                api: "OffsetFetch",
+                broker: connection.addr().to_string(),
+                needed: "v2 (fetching all of a group's offsets)".to_string(),
+                offered: format!("v{version}"),
+            });
+        }
+        let request = OffsetFetchRequest::default()
+            .with_group_id(group_id(group))
+            .with_topics(topics);
+        let response = connection
+            .send_at(&request, version, cluster.config.request_timeout)
+            .await?;
+        if response.error_code != 0 {
+            return Err(ClientError::kafka(
+                "OffsetFetch",
+                format!("group {group}"),
+                response.error_code,
+                None,
+            ));
+        }
+        let mut committed = HashMap::new();
+        for topic in response.topics {
+            for partition in topic.partitions {
+                let tp = TopicPartition::new(topic.name.0.as_str(), partition.partition_index);
+                if partition.error_code != 0 {
+                    return Err(ClientError::kafka(
+                        "OffsetFetch",
+                        tp.to_string(),
+                        partition.error_code,
+                        None,
+                    ));
+                }
+                if partition.committed_offset >= 0 {
+                    committed.insert(tp, partition.committed_offset);
+                }
+            }
+        }
+        Ok(committed)
+    })
+    .await
+}
+
+/// Commits `offsets` for `group`. `generation` and `member_id` identify the member (-1 and ""
+/// for a commit from outside the group, which the coordinator accepts only while the group has
+/// no members).
+pub(crate) async fn commit_offsets(
+    cluster: &Cluster,
+    group: &str,
+    generation: i32,
+    member_id: &str,
+    group_instance_id: Option<&str>,
+    offsets: &HashMap<TopicPartition, i64>,
+) -> Result<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let coordinator = find_group_coordinator(cluster, group).await?;
+    let connection = cluster.connection(coordinator).await?;
+    let version = connection.version(ApiKey::OffsetCommit)?;
+    let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+    for (tp, offset) in offsets {
+        by_topic.entry(tp.topic.as_str()).or_default().push(
+            OffsetCommitRequestPartition::default()
+                .with_partition_index(tp.partition)
+                .with_committed_offset(*offset)
+                .with_committed_metadata(Some(StrBytes::new())),
+        );
+    }
+    let mut request = OffsetCommitRequest::default()
+        .with_group_id(group_id(group))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(StrBytes::from_string(member_id.to_string()))
+        .with_topics(
+            by_topic
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetCommitRequestTopic::default()
+                        .with_name(topic_name(name))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        );
+    if version >= 7 {
+        request = request.with_group_instance_id(
+            group_instance_id.map(|id| StrBytes::from_string(id.to_string())),
+        );
+    }
+    let response = connection
+        .send_at(&request, version, cluster.config.request_timeout)
+        .await?;
+    for topic in response.topics {
+        for partition in topic.partitions {
+            if partition.error_code != 0 {
+                if (14..=16).contains(&partition.error_code) {
+                    // The coordinator moved or is loading: look it up again next time.
+                    cluster.invalidate_metadata();
+                }
+                return Err(ClientError::kafka(
+                    "OffsetCommit",
+                    format!(
+                        "{}-{} (group {group})",
+                        topic.name.0.as_str(),
+                        partition.partition_index
+                    ),
+                    partition.error_code,
+                    None,
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! One module per `millrace` subcommand. Each parses nothing itself (clap does) and holds no
+//! logic beyond calling the crates and printing their results.
+
+pub mod groups;
+pub mod topics;
+
+use std::collections::BTreeMap;
+
+use millrace_client::{Admin, ClientConfig, OffsetSpec, TopicPartition};
+
+/// Options every client command takes.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ConnectArgs {
+    /// Broker to bootstrap from (a comma-separated list is fine).
+    #[arg(
+        long,
+        short = 'b',
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
+    pub bootstrap: String,
+}
+
+impl ConnectArgs {
+    /// The client configuration for these options.
+    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        let config = ClientConfig::builder(self.bootstrap.split(',').map(str::trim))
+            .client_id("millrace-cli")
+            .build()?;
+        Ok(config)
+    }
+
+    /// An admin client.
+    pub async fn admin(&self) -> anyhow::Result<Admin> {
+        Ok(Admin::connect(self.client_config()?).await?)
+    }
+}
+
+/// Parses `KEY=VALUE`.
+pub fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+/// The offsets `spec` names for each partition (-1 where the broker had none).
+pub async fn list_offsets(
+    admin: &Admin,
+    partitions: &[TopicPartition],
+    spec: OffsetSpec,
+) -> anyhow::Result<BTreeMap<TopicPartition, i64>> {
+    let specs: Vec<(TopicPartition, OffsetSpec)> =
+        partitions.iter().map(|tp| (tp.clone(), spec)).collect();
+    Ok(admin
+        .list_offsets(&specs)
+        .await?
+        .into_iter()
+        .map(|(tp, o)| (tp, o.offset))
+        .collect())
+}
