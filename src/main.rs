@@ -28,6 +28,20 @@ enum Command {
         #[command(subcommand)]
         command: commands::topics::TopicsCommand,
     },
+    /// Produce one record per line of stdin.
+    Produce {
+        #[command(flatten)]
+        connect: commands::ConnectArgs,
+        #[command(flatten)]
+        args: commands::produce::ProduceArgs,
+    },
+    /// Measure throughput and latency against a broker.
+    Bench {
+        #[command(flatten)]
+        connect: commands::ConnectArgs,
+        #[command(subcommand)]
+        command: commands::bench::BenchCommand,
+    },
     /// List and describe consumer groups, show lag, reset offsets.
     Groups {
         #[command(flatten)]
@@ -64,6 +78,12 @@ fn main() -> std::process::ExitCode {
         Command::Broker(args) => run_broker(args),
         Command::Topics { connect, command } => {
             run_client(async move { commands::topics::run(&connect, command).await })
+        }
+        Command::Produce { connect, args } => {
+            run_client(async move { commands::produce::run(&connect, args).await })
+        }
+        Command::Bench { connect, command } => {
+            run_client(async move { commands::bench::run(&connect, command).await })
         }
         Command::Groups { connect, command } => {
             run_client(async move { commands::groups::run(&connect, command).await })

@@ -15,3 +15,9 @@ pub use types::{IsolationLevel, ListedOffset, OffsetSpec, TopicPartition};
 pub mod admin;
 pub mod consumer;
 pub use admin::Admin;
+pub mod producer;
+pub use producer::{
+    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
+pub use record::Compression;
+pub mod record;

@@ -295,7 +295,7 @@ pub(crate) async fn commit_offsets(
     for topic in response.topics {
         for partition in topic.partitions {
             if partition.error_code != 0 {
-                if (14..=16).contains(&partition.error_code) {
+                if matches!(partition.error_code, 14..=16) {
                     // The coordinator moved or is loading: look it up again next time.
                     cluster.invalidate_metadata();
                 }

@@ -1,7 +1,9 @@
 //! One module per `millrace` subcommand. Each parses nothing itself (clap does) and holds no
 //! logic beyond calling the crates and printing their results.
 
+pub mod bench;
 pub mod groups;
+pub mod produce;
 pub mod topics;
 
 use std::collections::BTreeMap;

@@ -167,7 +167,6 @@ fn protocol_error(reason: String) -> ClientError {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

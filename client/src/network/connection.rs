@@ -240,6 +240,59 @@ impl BrokerConnection {
         })
     }
 
+    /// Queues `request` at `version` right away (so requests queued one after another go out
+    /// in that order) and returns the slot its response will arrive in; see
+    /// [`BrokerConnection::await_response`].
+    pub(crate) fn queue_request<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<oneshot::Receiver<Result<Bytes>>> {
+        let (correlation_id, frame) = self.encode(request, version, api_key::<R>())?;
+        let (reply, response) = oneshot::channel();
+        self.queue(Outgoing {
+            correlation_id,
+            frame,
+            reply: Some(reply),
+        })?;
+        Ok(response)
+    }
+
+    /// Waits for the response of a request queued with [`BrokerConnection::queue_request`].
+    pub(crate) async fn await_response<R: Request>(
+        &self,
+        response: oneshot::Receiver<Result<Bytes>>,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response> {
+        let api = api_key::<R>();
+        let frame = self.wait(api, response, timeout).await?;
+        decode_response::<R::Response>(frame, api, version)
+    }
+
+    async fn wait(
+        &self,
+        api: ApiKey,
+        response: oneshot::Receiver<Result<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Bytes> {
+        match tokio::time::timeout(timeout, response).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.closed_error()),
+            Err(_) => {
+                // The answer may still come, but every later answer on this connection would
+                // queue behind it; Kafka's clients close the connection here, and so do we.
+                tracing::warn!(broker = %self.addr, api = api_name(api), ?timeout, "request timed out; closing connection");
+                self.close();
+                Err(ClientError::Timeout {
+                    api: api_name(api),
+                    broker: self.addr.clone(),
+                    timeout,
+                })
+            }
+        }
+    }
+
     fn encode<R: Request>(&self, request: &R, version: i16, api: ApiKey) -> Result<(i32, Bytes)> {
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let header = RequestHeader::default()
@@ -297,21 +350,7 @@ impl BrokerConnection {
             frame,
             reply: Some(reply),
         })?;
-        match tokio::time::timeout(timeout, response).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(self.closed_error()),
-            Err(_) => {
-                // The answer may still come, but every later answer on this connection would
-                // queue behind it; Kafka's clients close the connection here, and so do we.
-                tracing::warn!(broker = %self.addr, api = api_name(api), ?timeout, "request timed out; closing connection");
-                self.close();
-                Err(ClientError::Timeout {
-                    api: api_name(api),
-                    broker: self.addr.clone(),
-                    timeout,
-                })
-            }
-        }
+        self.wait(api, response, timeout).await
     }
 }
 

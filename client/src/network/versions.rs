@@ -133,7 +133,6 @@ pub(crate) fn api_name(api: ApiKey) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn offer(key: ApiKey, min: i16, max: i16) -> ApiVersion {

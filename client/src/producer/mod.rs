@@ -1,0 +1,386 @@
+//! The producer: batches records per partition and sends them to partition leaders.
+//!
+//! [`Producer::send`] picks the partition (the Java client's murmur2 of the key, or sticky
+//! partitioning for records without a key), appends the record to that partition's open batch
+//! in the accumulator, and returns a [`DeliveryFuture`]. A sender task drains full or lingered
+//! batches into one Produce request per broker, keeps up to
+//! `max_in_flight_requests_per_connection` requests in flight per broker, retries what failed
+//! in sequence order, and completes the futures. Memory is bounded by `buffer_memory`: `send`
+//! waits for acknowledgements to free space rather than growing.
+
+mod accumulator;
+pub mod config;
+pub mod murmur2;
+mod record;
+mod sender;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, ProducerId};
+use tokio::sync::{Notify, Semaphore};
+
+pub use config::{Acks, ProducerConfig, ProducerConfigBuilder};
+pub use record::{DeliveryFuture, ProducerRecord, RecordMetadata};
+
+use crate::error::{check, ClientError, Result};
+use crate::network::cluster::Cluster;
+use crate::record::batch::{max_record_len, BATCH_HEADER_LEN};
+use crate::retry::with_retries;
+use accumulator::{ProducerBatch, TopicQueues};
+
+/// State shared by the producer handles and the sender task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) config: ProducerConfig,
+    pub(crate) topics: RwLock<HashMap<String, Arc<TopicQueues>>>,
+    /// `buffer_memory` in bytes, as permits.
+    pub(crate) memory: Semaphore,
+    /// Wakes the sender: a batch filled up, a new batch started its linger, a flush began.
+    pub(crate) wake: Notify,
+    /// Batches created and not yet completed.
+    pub(crate) incomplete: AtomicUsize,
+    /// Signalled whenever a batch completes (flush waits on it).
+    pub(crate) batch_done: Notify,
+    /// Flushes in progress: while non-zero, batches are sent without lingering.
+    pub(crate) flushing: AtomicUsize,
+    /// No more sends accepted.
+    pub(crate) closed: AtomicBool,
+    /// The sender stops once everything is sent.
+    pub(crate) closing: AtomicBool,
+    /// Producer id and epoch when idempotent.
+    pub(crate) producer_id: i64,
+    pub(crate) producer_epoch: i16,
+}
+
+/// An async Kafka producer. Cheap to clone; clones share batches and connections.
+///
+/// ```no_run
+/// # async fn run() -> millrace_client::Result<()> {
+/// use millrace_client::producer::{Producer, ProducerConfig, ProducerRecord};
+/// use millrace_client::ClientConfig;
+///
+/// let producer = Producer::connect(ProducerConfig::new(ClientConfig::new("localhost:9092"))).await?;
+/// let delivery = producer.send(ProducerRecord::new("events", "hello").key("user-1")).await?;
+/// let metadata = delivery.await?;
+/// println!("written to partition {} at offset {}", metadata.partition, metadata.offset);
+/// producer.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    sender: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The sender finishes what was accepted and then stops.
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Producer {
+    /// Connects to the cluster and, with idempotence, gets a producer id (InitProducerId).
+    pub async fn connect(config: ProducerConfig) -> Result<Producer> {
+        config.validate()?;
+        let cluster = Cluster::connect(config.client.clone(), true).await?;
+        let (producer_id, producer_epoch) = if config.enable_idempotence {
+            init_producer_id(&cluster).await?
+        } else {
+            (-1, -1)
+        };
+        let shared = Arc::new(Shared {
+            cluster,
+            memory: Semaphore::new(config.buffer_memory.min(Semaphore::MAX_PERMITS)),
+            config,
+            topics: RwLock::new(HashMap::new()),
+            wake: Notify::new(),
+            incomplete: AtomicUsize::new(0),
+            batch_done: Notify::new(),
+            flushing: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            producer_id,
+            producer_epoch,
+        });
+        let sender = tokio::spawn(sender::Sender::new(shared.clone()).run());
+        Ok(Producer {
+            inner: Arc::new(Inner {
+                shared,
+                sender: Mutex::new(Some(sender)),
+            }),
+        })
+    }
+
+    /// Queues a record for sending and returns a future of its acknowledgement.
+    ///
+    /// Waits only when the topic's metadata is not known yet (up to `max_block`) or when
+    /// `buffer_memory` is used up (until acknowledgements free enough of it). Fails at once
+    /// for a record larger than `max_request_size` or `buffer_memory`, an unknown partition, or
+    /// a closed producer.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let shared = &self.inner.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Closed("producer"));
+        }
+        let key = record.key.as_deref();
+        let value = record.value.as_deref();
+        let size = max_record_len(key, value, &record.headers);
+        let limit = shared
+            .config
+            .max_request_size
+            .min(shared.config.buffer_memory);
+        if size + BATCH_HEADER_LEN > limit {
+            return Err(ClientError::InvalidArgument(format!(
+                "record of {size} bytes is larger than max_request_size/buffer_memory ({limit} bytes)"
+            )));
+        }
+        let topic = self.topic_queues(&record.topic).await?;
+        let partition_count = topic.partitions.len();
+        let explicit = record.partition;
+        let partition = match (explicit, key) {
+            (Some(p), _) => {
+                if p < 0 || p as usize >= partition_count {
+                    return Err(ClientError::InvalidArgument(format!(
+                        "partition {p} of {} does not exist (it has {partition_count})",
+                        record.topic
+                    )));
+                }
+                p as usize
+            }
+            (None, Some(key)) => murmur2::partition_for_key(key, partition_count) as usize,
+            (None, None) => topic.sticky.load(Ordering::Relaxed) % partition_count,
+        };
+        // Back-pressure: memory first, so a full buffer makes the caller wait here.
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        match shared.memory.try_acquire_many(permits) {
+            Ok(permit) => permit.forget(),
+            Err(_) => shared
+                .memory
+                .acquire_many(permits)
+                .await
+                .map_err(|_| ClientError::Closed("producer"))?
+                .forget(),
+        }
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        // A batch must fit in a request with room for the request's own headers.
+        let batch_size = shared.config.batch_size.min(
+            shared
+                .config
+                .max_request_size
+                .saturating_sub(256)
+                .max(BATCH_HEADER_LEN + 64),
+        );
+        let mut wake = false;
+        let mut closed_batch = false;
+        let future = {
+            let mut queue = topic.partitions[partition]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let record_len = queue
+                .open
+                .as_ref()
+                .and_then(|b| b.builder.as_ref())
+                .map(|b| {
+                    (
+                        b.size(),
+                        b.size_of(timestamp, key, value, &record.headers),
+                        b.count(),
+                    )
+                });
+            let start_new = match record_len {
+                None => true,
+                Some((current, add, count)) => {
+                    count > 0 && current + add > batch_size.max(BATCH_HEADER_LEN + add)
+                }
+            };
+            if start_new {
+                if let Some(full) = queue.open.take() {
+                    queue.ready.push_back(full);
+                    closed_batch = true;
+                }
+                // Start small and grow: a quiet partition should not hold a full batch_size.
+                let capacity = batch_size.min(16 * 1024).max(size + BATCH_HEADER_LEN);
+                queue.open = Some(ProducerBatch::new(
+                    topic.name.clone(),
+                    partition as i32,
+                    capacity,
+                ));
+                shared.incomplete.fetch_add(1, Ordering::AcqRel);
+                wake = true;
+            }
+            let batch = match queue.open.as_mut() {
+                Some(batch) => batch,
+                None => return Err(ClientError::Closed("producer")),
+            };
+            let builder = match batch.builder.as_mut() {
+                Some(builder) => builder,
+                None => return Err(ClientError::Closed("producer")),
+            };
+            let offset_delta = builder.append(timestamp, key, value, &record.headers);
+            let full = builder.size() >= batch_size;
+            batch.record_count += 1;
+            batch.memory += size;
+            let future = DeliveryFuture {
+                completion: batch.completion.clone(),
+                partition: partition as i32,
+                offset_delta,
+                timestamp,
+                waker_slot: None,
+            };
+            if full {
+                if let Some(batch) = queue.open.take() {
+                    queue.ready.push_back(batch);
+                }
+                closed_batch = true;
+                wake = true;
+            }
+            future
+        };
+        if closed_batch && explicit.is_none() && key.is_none() {
+            topic.switch_sticky(partition);
+        }
+        if wake {
+            shared.wake.notify_one();
+        }
+        Ok(future)
+    }
+
+    /// Sends everything queued now, without waiting for `linger`, and waits until every batch
+    /// created before it returns is acknowledged or has failed. (Records sent concurrently
+    /// with a flush may extend the wait.)
+    pub async fn flush(&self) {
+        let shared = &self.inner.shared;
+        shared.flushing.fetch_add(1, Ordering::AcqRel);
+        shared.wake.notify_one();
+        loop {
+            let done = shared.batch_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if shared.incomplete.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            done.await;
+        }
+        shared.flushing.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Stops accepting records, sends and waits for everything queued, and stops the sender.
+    pub async fn close(&self) {
+        let shared = &self.inner.shared;
+        shared.closed.store(true, Ordering::Release);
+        self.flush().await;
+        shared.closing.store(true, Ordering::Release);
+        shared.wake.notify_one();
+        let sender = self
+            .inner
+            .sender
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(sender) = sender {
+            let _ = sender.await;
+        }
+        shared.cluster.close();
+    }
+
+    /// The number of partitions of `topic` (fetching its metadata if needed).
+    pub async fn partition_count(&self, topic: &str) -> Result<usize> {
+        Ok(self.topic_queues(topic).await?.partitions.len())
+    }
+
+    /// The producer id from InitProducerId (-1 without idempotence).
+    pub fn producer_id(&self) -> i64 {
+        self.inner.shared.producer_id
+    }
+
+    async fn topic_queues(&self, topic: &str) -> Result<Arc<TopicQueues>> {
+        let shared = &self.inner.shared;
+        if let Some(queues) = shared
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
+            return Ok(queues.clone());
+        }
+        if topic.is_empty() {
+            return Err(ClientError::InvalidArgument("empty topic name".to_string()));
+        }
+        // First record for this topic: learn its partitions (the broker may create it).
+        shared.cluster.add_interest([topic]);
+        let deadline = Instant::now() + shared.config.max_block;
+        let names = [topic.to_string()];
+        let partitions = loop {
+            let metadata = shared.cluster.refresh_metadata(Some(&names)).await;
+            let last_error = match metadata {
+                Ok(metadata) => match metadata.topics.get(topic) {
+                    Some(t) if t.error_code == 0 && !t.partitions.is_empty() => {
+                        break t.partitions.len()
+                    }
+                    Some(t) => ClientError::kafka("Metadata", topic, t.error_code.max(5), None),
+                    None => ClientError::kafka("Metadata", topic, 3, None),
+                },
+                Err(error) => error,
+            };
+            if !last_error.is_retriable() || Instant::now() >= deadline {
+                return Err(last_error);
+            }
+            tokio::time::sleep(shared.config.client.retry_backoff).await;
+        };
+        let mut topics = shared.topics.write().unwrap_or_else(|p| p.into_inner());
+        Ok(topics
+            .entry(topic.to_string())
+            .or_insert_with(|| Arc::new(TopicQueues::new(topic, partitions)))
+            .clone())
+    }
+}
+
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Gets a producer id and epoch for an idempotent producer.
+async fn init_producer_id(cluster: &Cluster) -> Result<(i64, i16)> {
+    with_retries(cluster, "InitProducerId", || async {
+        let connection = cluster.any_connection().await?;
+        let version = connection.version(ApiKey::InitProducerId)?;
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            // Not transactional: Kafka's clients send the largest timeout.
+            .with_transaction_timeout_ms(i32::MAX)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let response = connection
+            .send_at(&request, version, cluster.config.request_timeout)
+            .await?;
+        check(
+            "InitProducerId",
+            || "idempotent producer".to_string(),
+            response.error_code,
+            None,
+        )?;
+        tracing::debug!(
+            producer_id = response.producer_id.0,
+            epoch = response.producer_epoch,
+            "idempotent producer initialised"
+        );
+        Ok((response.producer_id.0, response.producer_epoch))
+    })
+    .await
+}
