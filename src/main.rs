@@ -131,20 +131,36 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        // Handlers first: a signal that arrives while the broker starts must still mean a
+        // clean stop, not the default (immediate) death.
+        let mut stop = StopSignals::install()?;
         let broker = millrace_broker::start(config).await?;
-        wait_for_signal().await?;
+        stop.wait().await;
         tracing::info!("shutting down");
         broker.shutdown().await;
         anyhow::Ok(())
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
-        _ = terminate.recv() => {}
+/// SIGINT and SIGTERM, registered before they are awaited.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
