@@ -1,3 +1,1142 @@
-//! The consumer.
+//! The consumer: group membership (classic protocol), assignment strategies, committed
+//! offsets, seeking, pausing, and pipelined fetches.
+//!
+//! ```no_run
+//! # async fn run() -> millrace_client::Result<()> {
+//! use std::time::Duration;
+//! use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
+//! use millrace_client::ClientConfig;
+//!
+//! let config = ConsumerConfig::builder(ClientConfig::new("localhost:9092"))
+//!     .group_id("page-view-counter")
+//!     .auto_offset_reset(AutoOffsetReset::Earliest)
+//!     .build()?;
+//! let mut consumer = Consumer::connect(config).await?;
+//! consumer.subscribe(&["page-views"])?;
+//! loop {
+//!     for record in consumer.poll(Duration::from_secs(1)).await? {
+//!         println!("{}-{}@{}: {:?}", record.topic, record.partition, record.offset, record.value);
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! Everything happens inside [`Consumer::poll`] (or [`Consumer::poll_event`]): joining the
+//! group when needed, looking up start positions, sending fetches and handing out what they
+//! brought. A background task only sends heartbeats, so a consumer that processes a batch
+//! for a while stays in its group (up to `max_poll_interval`).
+//!
+//! Rebalances are visible two ways: a [`RebalanceListener`] called from within `poll`, and
+//! [`Consumer::poll_event`], which returns [`ConsumerEvent::Revoked`] *before* the partitions
+//! are given up, so the application can flush its work and [`Consumer::commit`] them, the
+//! way Kafka's `onPartitionsRevoked` callback is used.
 
+mod assignor;
+mod config;
+mod fetcher;
+mod group;
 pub(crate) mod protocol;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::ResponseError;
+use tokio::task::JoinSet;
+
+pub use assignor::AssignmentStrategy;
+pub use config::{AutoOffsetReset, ConsumerConfig, ConsumerConfigBuilder};
+pub use protocol::Subscription;
+
+use crate::error::{ClientError, Result};
+use crate::network::cluster::Cluster;
+use crate::offsets::{commit_offsets, fetch_committed, list_offsets};
+use crate::record::ConsumerRecord;
+use crate::types::{ListedOffset, OffsetSpec, TopicPartition};
+
+use fetcher::{FetchLimits, FetchOutcome, FetchTarget, PartitionFetch};
+use group::GroupMembership;
+
+/// What [`Consumer::poll_event`] returns.
+#[derive(Debug)]
+pub enum ConsumerEvent {
+    /// Records, in offset order per partition.
+    Records(Vec<ConsumerRecord>),
+    /// These partitions are about to be taken away in a rebalance. They stay assigned until
+    /// the next poll, so the application can finish its work on them and commit.
+    Revoked(Vec<TopicPartition>),
+    /// These partitions were added to the assignment.
+    Assigned(Vec<TopicPartition>),
+    /// These partitions were lost without a chance to commit (the member was removed from its
+    /// generation, for example after missing heartbeats); another member may own them already.
+    Lost(Vec<TopicPartition>),
+}
+
+/// Callbacks on assignment changes, called from within `poll`.
+///
+/// Every method has a default that does nothing, so an implementation states only what it
+/// needs. With auto commit on, the consumer has already committed the revoked partitions'
+/// positions when `on_partitions_revoked` runs; applications that commit themselves use
+/// [`Consumer::poll_event`] instead, which lets them commit before the partitions go.
+pub trait RebalanceListener: Send {
+    /// Partitions about to be revoked.
+    fn on_partitions_revoked(&mut self, _partitions: &[TopicPartition]) {}
+    /// Partitions newly assigned.
+    fn on_partitions_assigned(&mut self, _partitions: &[TopicPartition]) {}
+    /// Partitions lost without a clean revocation (defaults to `on_partitions_revoked`).
+    fn on_partitions_lost(&mut self, partitions: &[TopicPartition]) {
+        self.on_partitions_revoked(partitions);
+    }
+}
+
+/// How partitions got to this consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    None,
+    /// Through the group: the subscribed topics, sorted.
+    Subscribed(Vec<String>),
+    /// Chosen by the application with [`Consumer::assign`].
+    Assigned,
+}
+
+/// Where a partition's position comes from when it is not known yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PositionSource {
+    /// The group's committed offset, else `auto_offset_reset`.
+    Committed,
+    /// `auto_offset_reset` only (the committed offset is out of range).
+    ResetPolicy,
+    /// An explicit ListOffsets lookup (seek to beginning, end or time).
+    Lookup(OffsetSpec),
+}
+
+/// One assigned partition.
+#[derive(Debug)]
+struct PartitionState {
+    topic: Arc<str>,
+    /// The offset of the next record to hand to the application; `None` until looked up.
+    position: Option<i64>,
+    /// How to find the position when it is `None`.
+    source: PositionSource,
+    /// The offset the next fetch starts at (after what is buffered).
+    next_fetch: i64,
+    /// Records fetched but not handed out yet.
+    buffered: VecDeque<ConsumerRecord>,
+    buffered_bytes: usize,
+    paused: bool,
+    /// Bumped by every seek; fetch answers for an older epoch are dropped.
+    epoch: u64,
+    in_flight: bool,
+    /// No fetch before this (after an error).
+    retry_at: Option<Instant>,
+    high_watermark: i64,
+    log_start_offset: i64,
+}
+
+impl PartitionState {
+    fn new(topic: Arc<str>) -> Self {
+        PartitionState {
+            topic,
+            position: None,
+            source: PositionSource::Committed,
+            next_fetch: 0,
+            buffered: VecDeque::new(),
+            buffered_bytes: 0,
+            paused: false,
+            epoch: 0,
+            in_flight: false,
+            retry_at: None,
+            high_watermark: -1,
+            log_start_offset: -1,
+        }
+    }
+
+    fn reset_to(&mut self, source: PositionSource) {
+        self.position = None;
+        self.source = source;
+        self.clear_buffer();
+        self.epoch += 1;
+    }
+
+    fn seek(&mut self, offset: i64) {
+        self.position = Some(offset);
+        self.next_fetch = offset;
+        self.clear_buffer();
+        self.epoch += 1;
+    }
+
+    fn clear_buffer(&mut self) {
+        self.buffered.clear();
+        self.buffered_bytes = 0;
+    }
+}
+
+fn record_size(record: &ConsumerRecord) -> usize {
+    record.key.as_ref().map_or(0, |k| k.len()) + record.value.as_ref().map_or(0, |v| v.len()) + 32
+}
+
+/// A Kafka consumer. See the [module documentation](self) for an example.
+pub struct Consumer {
+    cluster: Arc<Cluster>,
+    config: ConsumerConfig,
+    group: Option<GroupMembership>,
+    mode: Mode,
+    partitions: BTreeMap<TopicPartition, PartitionState>,
+    fetches: JoinSet<FetchOutcome>,
+    nodes_in_flight: HashSet<i32>,
+    events: VecDeque<ConsumerEvent>,
+    /// Partitions announced as revoked and given up at the start of the next poll.
+    revoking: Option<Vec<TopicPartition>>,
+    listener: Option<Box<dyn RebalanceListener>>,
+    next_auto_commit: Instant,
+    /// An error from a fetch to report from the next poll.
+    pending_error: Option<ClientError>,
+    /// Where the next poll starts handing out records, so no partition starves.
+    rotation: usize,
+    topic_names: HashMap<String, Arc<str>>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group", &self.config.group_id)
+            .field("mode", &self.mode)
+            .field("partitions", &self.partitions.len())
+            .finish()
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.fetches.abort_all();
+        self.cluster.close();
+    }
+}
+
+impl Consumer {
+    /// Connects to the cluster. Nothing is read until [`Consumer::subscribe`] or
+    /// [`Consumer::assign`] and then [`Consumer::poll`].
+    pub async fn connect(config: ConsumerConfig) -> Result<Consumer> {
+        config.validate()?;
+        let cluster = Cluster::connect(config.client.clone(), false).await?;
+        let group = config
+            .group_id
+            .clone()
+            .map(|group| GroupMembership::new(cluster.clone(), config.clone(), group));
+        Ok(Consumer {
+            next_auto_commit: Instant::now() + config.auto_commit_interval,
+            cluster,
+            config,
+            group,
+            mode: Mode::None,
+            partitions: BTreeMap::new(),
+            fetches: JoinSet::new(),
+            nodes_in_flight: HashSet::new(),
+            events: VecDeque::new(),
+            revoking: None,
+            listener: None,
+            pending_error: None,
+            rotation: 0,
+            topic_names: HashMap::new(),
+            closed: false,
+        })
+    }
+
+    /// The settings this consumer runs with.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    /// Sets the callbacks for assignment changes.
+    pub fn set_rebalance_listener(&mut self, listener: impl RebalanceListener + 'static) {
+        self.listener = Some(Box::new(listener));
+    }
+
+    /// Subscribes to `topics` through the consumer group (replacing any earlier subscription);
+    /// partitions arrive with the next polls. Needs a `group_id`.
+    pub fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
+        self.check_open()?;
+        let Some(group) = &self.group else {
+            return Err(ClientError::InvalidArgument(
+                "subscribe needs a group_id; use assign to read without a group".to_string(),
+            ));
+        };
+        if topics.is_empty() || topics.iter().any(|t| t.is_empty()) {
+            return Err(ClientError::InvalidArgument(
+                "subscribe needs at least one non-empty topic name".to_string(),
+            ));
+        }
+        if self.mode == Mode::Assigned {
+            return Err(ClientError::InvalidArgument(
+                "this consumer uses assign; call unsubscribe first".to_string(),
+            ));
+        }
+        let mut sorted: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        sorted.sort();
+        sorted.dedup();
+        self.cluster.add_interest(sorted.iter().map(String::as_str));
+        if self.mode != Mode::Subscribed(sorted.clone()) {
+            self.mode = Mode::Subscribed(sorted);
+            group.request_rejoin();
+        }
+        Ok(())
+    }
+
+    /// Reads exactly these partitions, without group membership (offsets can still be
+    /// committed to the `group_id`, if one is set). Replaces any earlier assignment; positions
+    /// of partitions kept are kept.
+    pub fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.check_open()?;
+        if matches!(self.mode, Mode::Subscribed(_)) {
+            return Err(ClientError::InvalidArgument(
+                "this consumer is subscribed; call unsubscribe first".to_string(),
+            ));
+        }
+        self.mode = Mode::Assigned;
+        let wanted: HashSet<&TopicPartition> = partitions.iter().collect();
+        self.partitions.retain(|tp, _| wanted.contains(tp));
+        for tp in partitions {
+            self.add_partition(tp.clone());
+        }
+        self.cluster
+            .add_interest(partitions.iter().map(|tp| tp.topic.as_str()));
+        Ok(())
+    }
+
+    /// Stops reading: leaves the group (after an auto commit) or drops the manual assignment.
+    pub async fn unsubscribe(&mut self) -> Result<()> {
+        self.check_open()?;
+        if let Mode::Subscribed(_) = self.mode {
+            if self.config.enable_auto_commit {
+                self.commit_positions_quietly().await;
+            }
+            let revoked: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+            if !revoked.is_empty() {
+                if let Some(listener) = self.listener.as_mut() {
+                    listener.on_partitions_revoked(&revoked);
+                }
+            }
+            if let Some(group) = &self.group {
+                group.leave().await;
+                // A fresh membership for a later subscribe.
+                let group_id = self.config.group_id.clone().unwrap_or_default();
+                self.group = Some(GroupMembership::new(
+                    self.cluster.clone(),
+                    self.config.clone(),
+                    group_id,
+                ));
+            }
+        }
+        self.mode = Mode::None;
+        self.partitions.clear();
+        self.revoking = None;
+        self.events.clear();
+        Ok(())
+    }
+
+    /// The partitions assigned now.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.partitions.keys().cloned().collect()
+    }
+
+    /// The subscribed topics (empty without a subscription).
+    pub fn subscription(&self) -> Vec<String> {
+        match &self.mode {
+            Mode::Subscribed(topics) => topics.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// This member's id and generation in the group (`None` outside a generation).
+    pub fn group_generation(&self) -> Option<(String, i32)> {
+        let identity = self.group.as_ref()?.state.identity();
+        (identity.generation >= 0).then_some((identity.member_id, identity.generation))
+    }
+
+    /// The offset of the next record `poll` will return for `partition`, if known.
+    pub fn position(&self, partition: &TopicPartition) -> Option<i64> {
+        self.partitions.get(partition).and_then(|p| p.position)
+    }
+
+    /// The high watermark the last fetch of `partition` reported (-1 before any fetch).
+    pub fn high_watermark(&self, partition: &TopicPartition) -> i64 {
+        self.partitions
+            .get(partition)
+            .map_or(-1, |p| p.high_watermark)
+    }
+
+    /// Records between the position and the high watermark of `partition`, as of the last
+    /// fetch (`None` if either is unknown).
+    pub fn lag(&self, partition: &TopicPartition) -> Option<i64> {
+        let state = self.partitions.get(partition)?;
+        let position = state.position?;
+        (state.high_watermark >= 0).then(|| (state.high_watermark - position).max(0))
+    }
+
+    /// Moves `partition`'s position to `offset`; the next poll reads from there.
+    pub fn seek(&mut self, partition: &TopicPartition, offset: i64) -> Result<()> {
+        if offset < 0 {
+            return Err(ClientError::InvalidArgument(format!(
+                "cannot seek {partition} to negative offset {offset}"
+            )));
+        }
+        self.assigned_mut(partition)?.seek(offset);
+        Ok(())
+    }
+
+    /// Moves the positions of `partitions` to the first record still stored.
+    pub fn seek_to_beginning(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.seek_lookup(partitions, OffsetSpec::Earliest)
+    }
+
+    /// Moves the positions of `partitions` to the end of the log (only new records).
+    pub fn seek_to_end(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.seek_lookup(partitions, OffsetSpec::Latest)
+    }
+
+    /// Moves the positions of `partitions` to the first record with a timestamp at or after
+    /// `timestamp_ms` (the end of the log where there is none).
+    pub fn seek_to_timestamp(
+        &mut self,
+        partitions: &[TopicPartition],
+        timestamp_ms: i64,
+    ) -> Result<()> {
+        self.seek_lookup(partitions, OffsetSpec::Timestamp(timestamp_ms))
+    }
+
+    fn seek_lookup(&mut self, partitions: &[TopicPartition], spec: OffsetSpec) -> Result<()> {
+        for tp in partitions {
+            self.assigned_mut(tp)?;
+        }
+        for tp in partitions {
+            self.assigned_mut(tp)?
+                .reset_to(PositionSource::Lookup(spec));
+        }
+        Ok(())
+    }
+
+    /// Stops fetching `partitions` (they stay assigned; buffered records are kept for later).
+    pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        for tp in partitions {
+            self.assigned_mut(tp)?.paused = true;
+        }
+        Ok(())
+    }
+
+    /// Resumes fetching paused `partitions`.
+    pub fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        for tp in partitions {
+            self.assigned_mut(tp)?.paused = false;
+        }
+        Ok(())
+    }
+
+    /// The paused partitions.
+    pub fn paused(&self) -> Vec<TopicPartition> {
+        self.partitions
+            .iter()
+            .filter(|(_, p)| p.paused)
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// Offsets for `partitions` by [`OffsetSpec`] (ListOffsets), without moving positions.
+    pub async fn offsets_for(
+        &self,
+        partitions: &[TopicPartition],
+        spec: OffsetSpec,
+    ) -> Result<HashMap<TopicPartition, ListedOffset>> {
+        let specs: Vec<(TopicPartition, OffsetSpec)> =
+            partitions.iter().map(|tp| (tp.clone(), spec)).collect();
+        list_offsets(&self.cluster, &specs, self.config.isolation_level).await
+    }
+
+    /// The partition indexes of `topic` (from metadata, refreshed if the topic is unknown).
+    pub async fn partitions_for(&self, topic: &str) -> Result<Vec<i32>> {
+        self.cluster.add_interest([topic]);
+        let mut metadata = self.cluster.fresh_metadata().await?;
+        if !metadata.topics.contains_key(topic) {
+            metadata = self.cluster.refresh_interest().await?;
+        }
+        let info = metadata
+            .topics
+            .get(topic)
+            .ok_or_else(|| ClientError::kafka("Metadata", format!("topic {topic}"), 3, None))?;
+        if info.error_code != 0 {
+            return Err(ClientError::kafka(
+                "Metadata",
+                format!("topic {topic}"),
+                info.error_code,
+                None,
+            ));
+        }
+        Ok(info.partitions.iter().map(|p| p.id).collect())
+    }
+
+    /// Commits the current positions of every assigned partition, and waits for the answer.
+    pub async fn commit(&mut self) -> Result<()> {
+        let offsets = self.positions();
+        self.commit_offsets(&offsets).await
+    }
+
+    /// Commits `offsets` (each the offset of the next record to read, as in Kafka).
+    pub async fn commit_offsets(&mut self, offsets: &HashMap<TopicPartition, i64>) -> Result<()> {
+        self.check_open()?;
+        let Some(group) = self.config.group_id.clone() else {
+            return Err(ClientError::InvalidArgument(
+                "commit needs a group_id".to_string(),
+            ));
+        };
+        let (member_id, generation) = match (&self.mode, &self.group) {
+            (Mode::Subscribed(_), Some(membership)) => {
+                let identity = membership.state.identity();
+                (identity.member_id, identity.generation)
+            }
+            // Simple (assign-mode) commits are outside any generation.
+            _ => (String::new(), -1),
+        };
+        let result = commit_offsets(
+            &self.cluster,
+            &group,
+            generation,
+            &member_id,
+            self.config.group_instance_id.as_deref(),
+            offsets,
+        )
+        .await;
+        if let Err(error) = &result {
+            if matches!(
+                error.kafka_error(),
+                Some(
+                    ResponseError::RebalanceInProgress
+                        | ResponseError::IllegalGeneration
+                        | ResponseError::UnknownMemberId
+                )
+            ) {
+                if let Some(membership) = &self.group {
+                    membership.request_rejoin();
+                }
+            }
+        }
+        result
+    }
+
+    /// The group's committed offsets for `partitions` (partitions without one are left out).
+    pub async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, i64>> {
+        let Some(group) = &self.config.group_id else {
+            return Err(ClientError::InvalidArgument(
+                "committed offsets need a group_id".to_string(),
+            ));
+        };
+        fetch_committed(&self.cluster, group, Some(partitions)).await
+    }
+
+    /// The positions of all assigned partitions that have one.
+    pub fn positions(&self) -> HashMap<TopicPartition, i64> {
+        self.partitions
+            .iter()
+            .filter_map(|(tp, p)| p.position.map(|offset| (tp.clone(), offset)))
+            .collect()
+    }
+
+    /// Waits up to `timeout` for records and returns them (empty if none came). Rebalance
+    /// events go to the [`RebalanceListener`], if one is set.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.poll_event(remaining).await? {
+                Some(ConsumerEvent::Records(records)) => return Ok(records),
+                Some(_) => {}
+                None => return Ok(Vec::new()),
+            }
+            if Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// The next record, waiting as long as it takes.
+    pub async fn recv(&mut self) -> Result<ConsumerRecord> {
+        loop {
+            if let Some(record) = self.take_records(1).pop() {
+                return Ok(record);
+            }
+            let records = self.poll_limited(Duration::from_secs(1), 1).await?;
+            if let Some(record) = records.into_iter().next() {
+                return Ok(record);
+            }
+        }
+    }
+
+    /// The records as a stream, one at a time (each handed out only when the stream is
+    /// polled, so auto commit never commits a record the application has not seen).
+    pub fn stream(&mut self) -> impl futures_util::Stream<Item = Result<ConsumerRecord>> + '_ {
+        futures_util::stream::unfold(self, |consumer| async move {
+            if consumer.closed {
+                return None;
+            }
+            let next = consumer.recv().await;
+            Some((next, consumer))
+        })
+    }
+
+    async fn poll_limited(
+        &mut self,
+        timeout: Duration,
+        max_records: usize,
+    ) -> Result<Vec<ConsumerRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.poll_event_limited(remaining, max_records).await? {
+                Some(ConsumerEvent::Records(records)) => return Ok(records),
+                Some(_) => {}
+                None => return Ok(Vec::new()),
+            }
+            if Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the next thing that happens: records, or a change of
+    /// assignment. `None` when the time ran out with nothing to report.
+    pub async fn poll_event(&mut self, timeout: Duration) -> Result<Option<ConsumerEvent>> {
+        let max = self.config.max_poll_records;
+        self.poll_event_limited(timeout, max).await
+    }
+
+    async fn poll_event_limited(
+        &mut self,
+        timeout: Duration,
+        max_records: usize,
+    ) -> Result<Option<ConsumerEvent>> {
+        self.check_open()?;
+        let deadline = Instant::now() + timeout;
+        if let Some(group) = &self.group {
+            group.state.polled();
+        }
+        // Partitions announced as revoked on the previous poll are given up now.
+        if let Some(revoked) = self.revoking.take() {
+            for tp in &revoked {
+                self.partitions.remove(tp);
+            }
+        }
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Ok(Some(event));
+            }
+            if let Some(error) = self.pending_error.take() {
+                return Err(error);
+            }
+            if let Some(event) = self.group_work(deadline).await? {
+                self.notify_listener(&event);
+                if matches!(event, ConsumerEvent::Revoked(_)) {
+                    return Ok(Some(event));
+                }
+                self.events.push_back(event);
+                continue;
+            }
+            self.maybe_auto_commit().await;
+            self.update_positions().await?;
+            self.send_fetches();
+            let records = self.take_records(max_records);
+            if !records.is_empty() {
+                return Ok(Some(ConsumerEvent::Records(records)));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            self.wait(deadline).await;
+        }
+    }
+
+    /// Waits for a fetch to complete, the group to need attention, a retry to come due, or
+    /// the deadline.
+    async fn wait(&mut self, deadline: Instant) {
+        let retry_due = self.partitions.values().filter_map(|p| p.retry_at).min();
+        let mut wake_at = deadline;
+        if let Some(at) = retry_due {
+            wake_at = wake_at.min(at);
+        }
+        if self.config.enable_auto_commit && self.group.is_some() {
+            wake_at = wake_at.min(self.next_auto_commit);
+        }
+        let changed = self.group.as_ref().map(|g| g.state.clone());
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(wake_at));
+        let fetches = &mut self.fetches;
+        let completed = tokio::select! {
+            Some(joined) = fetches.join_next(), if !fetches.is_empty() => Some(joined),
+            _ = async {
+                match changed {
+                    Some(state) => state.changed.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => None,
+            _ = sleep => None,
+        };
+        match completed {
+            Some(Ok(outcome)) => self.handle_fetch(outcome),
+            Some(Err(error)) => tracing::warn!(%error, "fetch task failed"),
+            None => {}
+        }
+        // Take whatever else completed meanwhile without waiting.
+        while let Some(joined) = self.fetches.try_join_next() {
+            match joined {
+                Ok(outcome) => self.handle_fetch(outcome),
+                Err(error) => tracing::warn!(%error, "fetch task failed"),
+            }
+        }
+    }
+
+    /// Joins or rejoins the group when needed; returns an assignment change to report.
+    async fn group_work(&mut self, deadline: Instant) -> Result<Option<ConsumerEvent>> {
+        let Mode::Subscribed(topics) = &self.mode else {
+            return Ok(None);
+        };
+        let topics = topics.clone();
+        let Some(group) = &self.group else {
+            return Ok(None);
+        };
+        if let Some(error) = group.state.take_fatal() {
+            return Err(error);
+        }
+        if group.state.lost.swap(false, Ordering::AcqRel) && !self.partitions.is_empty() {
+            let lost: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+            self.partitions.clear();
+            return Ok(Some(ConsumerEvent::Lost(lost)));
+        }
+        if !group.state.rejoin_needed.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let cooperative = group.cooperative();
+        if !cooperative && !self.partitions.is_empty() {
+            // Eager protocol: give up everything before joining.
+            if self.config.enable_auto_commit {
+                self.commit_positions_quietly().await;
+            }
+            let revoked: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+            self.revoking = Some(revoked.clone());
+            return Ok(Some(ConsumerEvent::Revoked(revoked)));
+        }
+        let owned: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        // A join may take the whole rebalance; it is not bounded by this poll's timeout.
+        let join_deadline = deadline.max(Instant::now() + self.cluster.config.request_timeout);
+        let group = self.group.as_ref().ok_or(ClientError::Closed("consumer"))?;
+        let joined = group.join(&topics, &owned, join_deadline).await?;
+        let new: HashSet<&TopicPartition> = joined.assignment.iter().collect();
+        let revoked: Vec<TopicPartition> = owned
+            .iter()
+            .filter(|tp| !new.contains(tp))
+            .cloned()
+            .collect();
+        let added: Vec<TopicPartition> = joined
+            .assignment
+            .iter()
+            .filter(|tp| !self.partitions.contains_key(tp))
+            .cloned()
+            .collect();
+        tracing::debug!(assigned = ?joined.assignment, ?revoked, "assignment received");
+        for tp in &added {
+            self.add_partition(tp.clone());
+        }
+        if !added.is_empty() {
+            let event = ConsumerEvent::Assigned(added);
+            self.notify_listener(&event);
+            self.events.push_back(event);
+        }
+        if !revoked.is_empty() {
+            // Cooperative: give these up, then rejoin so they can move.
+            if self.config.enable_auto_commit {
+                let offsets: HashMap<TopicPartition, i64> = revoked
+                    .iter()
+                    .filter_map(|tp| self.position(tp).map(|o| (tp.clone(), o)))
+                    .collect();
+                if let Err(error) = self.commit_offsets(&offsets).await {
+                    tracing::warn!(%error, "auto commit before revocation failed");
+                }
+            }
+            for tp in &revoked {
+                if let Some(state) = self.partitions.get_mut(tp) {
+                    // No more records from these while the revocation is pending.
+                    state.paused = true;
+                    state.clear_buffer();
+                }
+            }
+            self.revoking = Some(revoked.clone());
+            if let Some(group) = &self.group {
+                group.request_rejoin();
+            }
+            return Ok(Some(ConsumerEvent::Revoked(revoked)));
+        }
+        if joined.assignment.is_empty() && !joined.cooperative {
+            // An eager member with nothing assigned still reports the (empty) assignment.
+            let event = ConsumerEvent::Assigned(Vec::new());
+            self.notify_listener(&event);
+            self.events.push_back(event);
+        }
+        Ok(None)
+    }
+
+    fn notify_listener(&mut self, event: &ConsumerEvent) {
+        let Some(listener) = self.listener.as_mut() else {
+            return;
+        };
+        match event {
+            ConsumerEvent::Revoked(partitions) => listener.on_partitions_revoked(partitions),
+            ConsumerEvent::Assigned(partitions) => listener.on_partitions_assigned(partitions),
+            ConsumerEvent::Lost(partitions) => listener.on_partitions_lost(partitions),
+            ConsumerEvent::Records(_) => {}
+        }
+    }
+
+    async fn maybe_auto_commit(&mut self) {
+        if !self.config.enable_auto_commit
+            || self.group.is_none()
+            || Instant::now() < self.next_auto_commit
+        {
+            return;
+        }
+        self.next_auto_commit = Instant::now() + self.config.auto_commit_interval;
+        self.commit_positions_quietly().await;
+    }
+
+    /// Commits current positions, logging (not returning) a failure: auto commit retries on
+    /// its next interval, as Kafka's does.
+    async fn commit_positions_quietly(&mut self) {
+        if self.config.group_id.is_none() {
+            return;
+        }
+        let offsets = self.positions();
+        if offsets.is_empty() {
+            return;
+        }
+        if let Err(error) = self.commit_offsets(&offsets).await {
+            tracing::warn!(%error, "auto commit failed");
+        }
+    }
+
+    /// Finds positions for partitions that have none: committed offsets, the reset policy,
+    /// or explicit lookups from seeks.
+    async fn update_positions(&mut self) -> Result<()> {
+        let missing: Vec<(TopicPartition, PositionSource)> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.position.is_none())
+            .map(|(tp, p)| (tp.clone(), p.source))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut resolved: HashMap<TopicPartition, i64> = HashMap::new();
+        let wants_committed: Vec<TopicPartition> = missing
+            .iter()
+            .filter(|(_, s)| *s == PositionSource::Committed)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if let (false, Some(group)) = (wants_committed.is_empty(), &self.config.group_id) {
+            resolved.extend(fetch_committed(&self.cluster, group, Some(&wants_committed)).await?);
+        }
+        let mut lookups: Vec<(TopicPartition, OffsetSpec)> = Vec::new();
+        for (tp, source) in &missing {
+            if resolved.contains_key(tp) {
+                continue;
+            }
+            let spec = match source {
+                PositionSource::Lookup(spec) => *spec,
+                PositionSource::Committed | PositionSource::ResetPolicy => {
+                    match self.config.auto_offset_reset {
+                        AutoOffsetReset::Earliest => OffsetSpec::Earliest,
+                        AutoOffsetReset::Latest => OffsetSpec::Latest,
+                        AutoOffsetReset::None => {
+                            return Err(ClientError::NoOffsetForPartition {
+                                topic: tp.topic.clone(),
+                                partition: tp.partition,
+                            })
+                        }
+                    }
+                }
+            };
+            lookups.push((tp.clone(), spec));
+        }
+        if !lookups.is_empty() {
+            let found = list_offsets(&self.cluster, &lookups, self.config.isolation_level).await?;
+            let mut missing_end = Vec::new();
+            for (tp, spec) in &lookups {
+                match found.get(tp) {
+                    Some(listed) if listed.offset >= 0 => {
+                        resolved.insert(tp.clone(), listed.offset);
+                    }
+                    // No record at or after that time: the end of the log.
+                    _ if matches!(spec, OffsetSpec::Timestamp(_)) => {
+                        missing_end.push((tp.clone(), OffsetSpec::Latest))
+                    }
+                    _ => {}
+                }
+            }
+            if !missing_end.is_empty() {
+                let ends =
+                    list_offsets(&self.cluster, &missing_end, self.config.isolation_level).await?;
+                for (tp, listed) in ends {
+                    resolved.insert(tp, listed.offset);
+                }
+            }
+        }
+        for (tp, offset) in resolved {
+            if let Some(state) = self.partitions.get_mut(&tp) {
+                if state.position.is_none() {
+                    tracing::debug!(partition = %tp, offset, "position set");
+                    state.seek(offset);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a fetch to every leader that has fetchable partitions and none in flight.
+    fn send_fetches(&mut self) {
+        let metadata = self.cluster.metadata();
+        let now = Instant::now();
+        let partition_max = self.config.max_partition_fetch_bytes.max(1) as usize;
+        let mut by_node: BTreeMap<i32, Vec<FetchTarget>> = BTreeMap::new();
+        let mut stale_metadata = false;
+        for (tp, state) in self.partitions.iter_mut() {
+            if state.paused
+                || state.in_flight
+                || state.position.is_none()
+                || state.buffered_bytes >= partition_max
+                || state.retry_at.is_some_and(|at| at > now)
+            {
+                continue;
+            }
+            let Some(leader) = metadata.leader(&tp.topic, tp.partition) else {
+                stale_metadata = true;
+                state.retry_at = Some(now + self.cluster.config.retry_backoff);
+                continue;
+            };
+            if self.nodes_in_flight.contains(&leader) {
+                continue;
+            }
+            state.retry_at = None;
+            by_node.entry(leader).or_default().push(FetchTarget {
+                partition: tp.clone(),
+                topic: state.topic.clone(),
+                offset: state.next_fetch,
+                epoch: state.epoch,
+            });
+        }
+        if stale_metadata {
+            self.refresh_metadata_in_background();
+        }
+        let limits = FetchLimits {
+            max_wait: self.config.fetch_max_wait,
+            min_bytes: self.config.fetch_min_bytes,
+            max_bytes: self.config.fetch_max_bytes,
+            partition_max_bytes: self.config.max_partition_fetch_bytes,
+            isolation: self.config.isolation_level,
+            check_crcs: self.config.check_crcs,
+        };
+        for (node, targets) in by_node {
+            for target in &targets {
+                if let Some(state) = self.partitions.get_mut(&target.partition) {
+                    state.in_flight = true;
+                }
+            }
+            self.nodes_in_flight.insert(node);
+            self.fetches
+                .spawn(fetcher::fetch(self.cluster.clone(), node, targets, limits));
+        }
+    }
+
+    fn refresh_metadata_in_background(&self) {
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            if let Err(error) = cluster.refresh_interest().await {
+                tracing::debug!(%error, "metadata refresh failed");
+            }
+        });
+    }
+
+    /// Buffers a fetch's records where the partition is still where the fetch left it.
+    fn handle_fetch(&mut self, outcome: FetchOutcome) {
+        self.nodes_in_flight.remove(&outcome.node);
+        for target in &outcome.targets {
+            if let Some(state) = self.partitions.get_mut(&target.partition) {
+                state.in_flight = false;
+            }
+        }
+        let results = match outcome.result {
+            Ok(results) => results,
+            Err(error) => {
+                tracing::debug!(node = outcome.node, %error, "fetch failed");
+                if error.invalidates_metadata() {
+                    self.cluster.invalidate_metadata();
+                    self.refresh_metadata_in_background();
+                }
+                let retry_at = Instant::now() + self.cluster.config.retry_backoff;
+                for target in &outcome.targets {
+                    if let Some(state) = self.partitions.get_mut(&target.partition) {
+                        state.retry_at = Some(retry_at);
+                    }
+                }
+                return;
+            }
+        };
+        for (target, fetched) in results {
+            let Some(state) = self.partitions.get_mut(&target.partition) else {
+                continue;
+            };
+            // A seek or reset since the fetch was sent makes its data stale.
+            if state.epoch != target.epoch || state.next_fetch != target.offset {
+                continue;
+            }
+            match fetched {
+                PartitionFetch::Records {
+                    records,
+                    next_offset,
+                    high_watermark,
+                    log_start_offset,
+                } => {
+                    state.high_watermark = high_watermark;
+                    state.log_start_offset = log_start_offset;
+                    if let Some(next) = next_offset {
+                        state.next_fetch = state.next_fetch.max(next);
+                    }
+                    for record in records {
+                        state.buffered_bytes += record_size(&record);
+                        state.buffered.push_back(record);
+                    }
+                }
+                PartitionFetch::Error(ResponseError::OffsetOutOfRange, _) => {
+                    tracing::info!(partition = %target.partition, offset = target.offset,
+                        "offset out of range; resetting by auto_offset_reset");
+                    state.reset_to(PositionSource::ResetPolicy);
+                }
+                PartitionFetch::Error(error, code) => {
+                    let client_error =
+                        ClientError::kafka("Fetch", target.partition.to_string(), code, None);
+                    if client_error.is_retriable() || client_error.invalidates_metadata() {
+                        tracing::debug!(partition = %target.partition, ?error, "fetch error; retrying");
+                        state.retry_at = Some(Instant::now() + self.cluster.config.retry_backoff);
+                        if client_error.invalidates_metadata() {
+                            self.cluster.invalidate_metadata();
+                            self.refresh_metadata_in_background();
+                        }
+                    } else {
+                        state.retry_at = Some(Instant::now() + self.cluster.config.retry_backoff);
+                        self.pending_error = Some(client_error);
+                    }
+                }
+                PartitionFetch::Corrupt(error) => {
+                    // Do not skip silently: stop this partition and report.
+                    state.paused = true;
+                    self.pending_error = Some(error);
+                }
+            }
+        }
+    }
+
+    /// Hands out up to `max` buffered records, rotating over partitions.
+    fn take_records(&mut self, max: usize) -> Vec<ConsumerRecord> {
+        let mut out = Vec::new();
+        let count = self.partitions.len();
+        if count == 0 {
+            return out;
+        }
+        let start = self.rotation % count;
+        self.rotation = self.rotation.wrapping_add(1);
+        let keys: Vec<TopicPartition> = self
+            .partitions
+            .keys()
+            .cycle()
+            .skip(start)
+            .take(count)
+            .cloned()
+            .collect();
+        for tp in keys {
+            if out.len() >= max {
+                break;
+            }
+            let Some(state) = self.partitions.get_mut(&tp) else {
+                continue;
+            };
+            if state.paused {
+                continue;
+            }
+            while out.len() < max {
+                let Some(record) = state.buffered.pop_front() else {
+                    break;
+                };
+                state.buffered_bytes = state.buffered_bytes.saturating_sub(record_size(&record));
+                state.position = Some(record.offset + 1);
+                out.push(record);
+            }
+            // Past compacted-away offsets or control batches: the position follows the fetch.
+            if state.buffered.is_empty() && !state.in_flight {
+                if let Some(position) = state.position {
+                    if state.next_fetch > position {
+                        state.position = Some(state.next_fetch);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn add_partition(&mut self, tp: TopicPartition) {
+        if self.partitions.contains_key(&tp) {
+            return;
+        }
+        let topic = self
+            .topic_names
+            .entry(tp.topic.clone())
+            .or_insert_with(|| Arc::from(tp.topic.as_str()))
+            .clone();
+        self.partitions.insert(tp, PartitionState::new(topic));
+    }
+
+    fn assigned_mut(&mut self, partition: &TopicPartition) -> Result<&mut PartitionState> {
+        self.partitions.get_mut(partition).ok_or_else(|| {
+            ClientError::InvalidArgument(format!("{partition} is not assigned to this consumer"))
+        })
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            Err(ClientError::Closed("consumer"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Commits (with auto commit on), leaves the group (unless static) and closes the
+    /// connections.
+    pub async fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        if self.config.enable_auto_commit && self.config.group_id.is_some() {
+            let offsets = self.positions();
+            if !offsets.is_empty() {
+                result = self.commit_offsets(&offsets).await;
+            }
+        }
+        if matches!(self.mode, Mode::Subscribed(_)) {
+            if let Some(group) = &self.group {
+                group.leave().await;
+            }
+        }
+        self.closed = true;
+        self.fetches.abort_all();
+        self.group = None;
+        self.cluster.close();
+        result
+    }
+}

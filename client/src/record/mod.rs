@@ -14,3 +14,4 @@ pub(crate) mod decode;
 pub(crate) mod varint;
 
 pub use batch::Compression;
+pub use decode::{ConsumerRecord, TimestampType};

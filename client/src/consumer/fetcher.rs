@@ -1,0 +1,167 @@
+//! Fetch requests: one in flight per partition leader, run as spawned tasks that also decode
+//! the records, so the next batches arrive (and are decoded on another core) while the
+//! application processes the current ones.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest};
+use kafka_protocol::ResponseError;
+
+use crate::error::{ClientError, Result};
+use crate::network::cluster::Cluster;
+use crate::offsets::topic_name;
+use crate::record::decode::decode_record_set;
+use crate::record::ConsumerRecord;
+use crate::types::{IsolationLevel, TopicPartition};
+
+/// One partition in a fetch request.
+#[derive(Debug, Clone)]
+pub(crate) struct FetchTarget {
+    pub(crate) partition: TopicPartition,
+    /// Shared topic name for the decoded records.
+    pub(crate) topic: Arc<str>,
+    pub(crate) offset: i64,
+    /// The partition's seek epoch when the fetch was sent; an answer for an older epoch is
+    /// dropped (the application moved the position meanwhile).
+    pub(crate) epoch: u64,
+}
+
+/// The limits of one fetch request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FetchLimits {
+    pub(crate) max_wait: Duration,
+    pub(crate) min_bytes: i32,
+    pub(crate) max_bytes: i32,
+    pub(crate) partition_max_bytes: i32,
+    pub(crate) isolation: IsolationLevel,
+    pub(crate) check_crcs: bool,
+}
+
+/// What one partition's part of a fetch response held.
+#[derive(Debug)]
+pub(crate) enum PartitionFetch {
+    /// Records (possibly none) and where to fetch next.
+    Records {
+        records: Vec<ConsumerRecord>,
+        /// The offset after the last complete batch; `None` if no batch was complete.
+        next_offset: Option<i64>,
+        high_watermark: i64,
+        log_start_offset: i64,
+    },
+    /// A Kafka error for this partition.
+    Error(ResponseError, i16),
+    /// A batch could not be decoded.
+    Corrupt(ClientError),
+}
+
+/// The answer to one fetch request.
+#[derive(Debug)]
+pub(crate) struct FetchOutcome {
+    pub(crate) node: i32,
+    /// `Err` when the request itself failed (connection, timeout); every target is then
+    /// retried after a backoff.
+    pub(crate) result: Result<Vec<(FetchTarget, PartitionFetch)>>,
+    pub(crate) targets: Vec<FetchTarget>,
+}
+
+/// Sends one fetch to `node` and decodes the answer.
+pub(crate) async fn fetch(
+    cluster: Arc<Cluster>,
+    node: i32,
+    targets: Vec<FetchTarget>,
+    limits: FetchLimits,
+) -> FetchOutcome {
+    let result = fetch_inner(&cluster, node, &targets, limits).await;
+    FetchOutcome {
+        node,
+        result,
+        targets,
+    }
+}
+
+async fn fetch_inner(
+    cluster: &Cluster,
+    node: i32,
+    targets: &[FetchTarget],
+    limits: FetchLimits,
+) -> Result<Vec<(FetchTarget, PartitionFetch)>> {
+    let connection = cluster.connection(node).await?;
+    let version = connection.version(ApiKey::Fetch)?;
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for target in targets {
+        let partition = FetchPartition::default()
+            .with_partition(target.partition.partition)
+            .with_fetch_offset(target.offset)
+            .with_partition_max_bytes(limits.partition_max_bytes);
+        match topics.last_mut() {
+            Some(topic) if topic.topic.0.as_str() == target.partition.topic => {
+                topic.partitions.push(partition)
+            }
+            _ => topics.push(
+                FetchTopic::default()
+                    .with_topic(topic_name(&target.partition.topic))
+                    .with_partitions(vec![partition]),
+            ),
+        }
+    }
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(limits.max_wait.as_millis() as i32)
+        .with_min_bytes(limits.min_bytes)
+        .with_max_bytes(limits.max_bytes)
+        .with_isolation_level(limits.isolation.wire())
+        .with_topics(topics);
+    let timeout = cluster.config.request_timeout + limits.max_wait;
+    let response = connection.send_at(&request, version, timeout).await?;
+    if response.error_code != 0 {
+        return Err(ClientError::kafka(
+            "Fetch",
+            format!("broker {node}"),
+            response.error_code,
+            None,
+        ));
+    }
+    let mut out = Vec::with_capacity(targets.len());
+    for topic in response.responses {
+        for data in topic.partitions {
+            let Some(target) = targets.iter().find(|t| {
+                t.partition.partition == data.partition_index
+                    && t.partition.topic == topic.topic.0.as_str()
+            }) else {
+                continue;
+            };
+            let outcome = match ResponseError::try_from_code(data.error_code) {
+                Some(error) => PartitionFetch::Error(error, data.error_code),
+                None => {
+                    let mut records = Vec::new();
+                    let bytes = data.records.unwrap_or_default();
+                    match decode_record_set(
+                        &bytes,
+                        &target.topic,
+                        target.partition.partition,
+                        target.offset,
+                        limits.check_crcs,
+                        &mut records,
+                    ) {
+                        Ok(decoded) => PartitionFetch::Records {
+                            records,
+                            next_offset: decoded.next_offset,
+                            high_watermark: data.high_watermark,
+                            log_start_offset: data.log_start_offset,
+                        },
+                        Err(error) => PartitionFetch::Corrupt(ClientError::CorruptRecord {
+                            topic: target.partition.topic.clone(),
+                            partition: target.partition.partition,
+                            offset: error.offset,
+                            reason: error.reason,
+                        }),
+                    }
+                }
+            };
+            out.push((target.clone(), outcome));
+        }
+    }
+    Ok(out)
+}
