@@ -35,6 +35,14 @@ enum Command {
         #[command(flatten)]
         args: commands::produce::ProduceArgs,
     },
+    /// Print records of a topic to stdout (from the beginning, the end, an offset or a time;
+    /// in a group or not).
+    Consume {
+        #[command(flatten)]
+        connect: commands::ConnectArgs,
+        #[command(flatten)]
+        args: commands::consume::ConsumeArgs,
+    },
     /// Measure throughput and latency against a broker.
     Bench {
         #[command(flatten)]
@@ -81,6 +89,9 @@ fn main() -> std::process::ExitCode {
         }
         Command::Produce { connect, args } => {
             run_client(async move { commands::produce::run(&connect, args).await })
+        }
+        Command::Consume { connect, args } => {
+            run_client(async move { commands::consume::run(&connect, args).await })
         }
         Command::Bench { connect, command } => {
             run_client(async move { commands::bench::run(&connect, command).await })
