@@ -9,7 +9,10 @@ use clap::Subcommand;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use millrace_client::admin::NewTopic;
-use millrace_client::{Acks, Admin, Compression, Producer, ProducerConfig, ProducerRecord};
+use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
+use millrace_client::{
+    Acks, Admin, Compression, OffsetSpec, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+};
 
 use super::ConnectArgs;
 
@@ -18,6 +21,68 @@ use super::ConnectArgs;
 pub enum BenchCommand {
     /// Produce records as fast as the producer allows.
     Produce(ProduceBench),
+    /// Read records from the beginning of a topic as fast as the consumer allows.
+    Consume(ConsumeBench),
+    /// Produce at a fixed rate and measure each record's time from send to receipt.
+    E2e(EndToEndBench),
+}
+
+/// Options of `millrace bench consume`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConsumeBench {
+    /// Topic to read (fill it first, e.g. with `millrace bench produce`).
+    #[arg(long, short = 't', default_value = "millrace-bench")]
+    pub topic: String,
+    /// Records to read in all (at most what the topic holds).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Consumer instances; the topic's partitions are split between them.
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Read through this consumer group (subscribe) instead of assigning partitions.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// `fetch.max.bytes` of each consumer.
+    #[arg(long, default_value_t = 50 * 1024 * 1024)]
+    pub fetch_max_bytes: i32,
+    /// `max.partition.fetch.bytes` of each consumer.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub max_partition_fetch_bytes: i32,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `millrace bench e2e`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EndToEndBench {
+    /// Topic (created with --partitions if missing).
+    #[arg(long, short = 't', default_value = "millrace-bench-e2e")]
+    pub topic: String,
+    /// Partitions of the topic if it has to be created.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: i32,
+    /// Records to send in all.
+    #[arg(long, default_value_t = 100_000)]
+    pub records: u64,
+    /// Records per second to send at.
+    #[arg(long, default_value_t = 10_000)]
+    pub throughput: u64,
+    /// Value size in bytes (at least 8: the send time travels in the value).
+    #[arg(long, default_value_t = 100)]
+    pub record_size: usize,
+    /// Acknowledgements: 0, 1 or all.
+    #[arg(long, default_value = "all")]
+    pub acks: String,
+    /// Producer linger in ms (0: send at once, for the lowest latency).
+    #[arg(long, default_value_t = 0)]
+    pub linger_ms: u64,
+    /// Compression: none, gzip, snappy, lz4, zstd.
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `millrace bench produce`.
@@ -59,6 +124,8 @@ pub struct ProduceBench {
 pub async fn run(connect: &ConnectArgs, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Produce(args) => produce(connect, args).await,
+        BenchCommand::Consume(args) => consume(connect, args).await,
+        BenchCommand::E2e(args) => end_to_end(connect, args).await,
     }
 }
 
@@ -206,6 +273,264 @@ async fn produce_worker(
     let histogram = collector.await??;
     producer.close().await;
     Ok(histogram)
+}
+
+/// The topic's partitions with their earliest and latest offsets.
+async fn partition_ranges(
+    admin: &Admin,
+    topic: &str,
+) -> anyhow::Result<Vec<(TopicPartition, i64, i64)>> {
+    let described = admin.describe_topics(&[topic]).await?;
+    let partitions: Vec<TopicPartition> = described
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| TopicPartition::new(topic, p.id))
+        })
+        .collect();
+    let starts = super::list_offsets(admin, &partitions, OffsetSpec::Earliest).await?;
+    let ends = super::list_offsets(admin, &partitions, OffsetSpec::Latest).await?;
+    Ok(partitions
+        .into_iter()
+        .map(|tp| {
+            let start = starts.get(&tp).copied().unwrap_or(0).max(0);
+            let end = ends.get(&tp).copied().unwrap_or(0).max(start);
+            (tp, start, end)
+        })
+        .collect())
+}
+
+async fn consume(connect: &ConnectArgs, args: ConsumeBench) -> anyhow::Result<()> {
+    anyhow::ensure!(args.records > 0, "--records must be positive");
+    anyhow::ensure!(args.consumers > 0, "--consumers must be positive");
+    let admin = connect.admin().await?;
+    let ranges = partition_ranges(&admin, &args.topic).await?;
+    let available: i64 = ranges.iter().map(|(_, start, end)| end - start).sum();
+    anyhow::ensure!(
+        available >= args.records as i64,
+        "topic `{}` holds {available} records, fewer than --records {}; fill it first \
+         (millrace bench produce --topic {} --records {})",
+        args.topic,
+        args.records,
+        args.topic,
+        args.records
+    );
+    let bar = Arc::new(progress(args.records, args.json));
+    let remaining = Arc::new(std::sync::atomic::AtomicI64::new(args.records as i64));
+    let consumers = args.consumers.min(ranges.len()).max(1);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for index in 0..consumers {
+        let mut builder = ConsumerConfig::builder(connect.client_config()?)
+            .auto_offset_reset(AutoOffsetReset::Earliest)
+            .fetch_max_bytes(args.fetch_max_bytes)
+            .max_partition_fetch_bytes(args.max_partition_fetch_bytes)
+            .max_poll_records(100_000);
+        if let Some(group) = &args.group {
+            builder = builder.group_id(group);
+        }
+        let config = builder.build()?;
+        // Without a group, each consumer takes every `consumers`-th partition from its start.
+        let share: Vec<(TopicPartition, i64)> = ranges
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % consumers == index)
+            .map(|(_, (tp, start, _))| (tp.clone(), *start))
+            .collect();
+        let topic = args.topic.clone();
+        let grouped = args.group.is_some();
+        let bar = bar.clone();
+        let remaining = remaining.clone();
+        workers.push(tokio::spawn(async move {
+            consume_worker(config, topic, grouped, share, remaining, bar).await
+        }));
+    }
+    let mut polls = new_histogram()?;
+    let mut bytes = 0u64;
+    let mut records = 0u64;
+    for worker in workers {
+        let (histogram, worker_records, worker_bytes) = worker.await??;
+        polls.add(histogram)?;
+        records += worker_records;
+        bytes += worker_bytes;
+    }
+    let secs = started.elapsed().as_secs_f64().max(f64::EPSILON);
+    bar.finish_and_clear();
+    report(
+        &Report {
+            records,
+            seconds: secs,
+            records_per_sec: records as f64 / secs,
+            mb_per_sec: bytes as f64 / secs / (1024.0 * 1024.0),
+            latencies: &polls,
+            overhead_bytes_per_record: None,
+        },
+        args.json,
+    );
+    if !args.json {
+        println!("latency here is the time each poll took to return records");
+    }
+    Ok(())
+}
+
+/// Reads until the shared `remaining` count runs out; returns the poll-time histogram, the
+/// records and the key+value bytes read.
+async fn consume_worker(
+    config: ConsumerConfig,
+    topic: String,
+    grouped: bool,
+    share: Vec<(TopicPartition, i64)>,
+    remaining: Arc<std::sync::atomic::AtomicI64>,
+    bar: Arc<ProgressBar>,
+) -> anyhow::Result<(Histogram<u64>, u64, u64)> {
+    use std::sync::atomic::Ordering;
+    let mut consumer = Consumer::connect(config).await?;
+    if grouped {
+        consumer.subscribe(&[topic.as_str()])?;
+    } else {
+        let partitions: Vec<TopicPartition> = share.iter().map(|(tp, _)| tp.clone()).collect();
+        consumer.assign(&partitions)?;
+        for (tp, start) in &share {
+            consumer.seek(tp, *start)?;
+        }
+    }
+    let mut polls = new_histogram()?;
+    let (mut records, mut bytes) = (0u64, 0u64);
+    while remaining.load(Ordering::Acquire) > 0 {
+        let asked = Instant::now();
+        let batch = consumer.poll(std::time::Duration::from_millis(500)).await?;
+        if batch.is_empty() {
+            if !grouped && share.is_empty() {
+                break;
+            }
+            continue;
+        }
+        polls.saturating_record(
+            u64::try_from(asked.elapsed().as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        let left = remaining.fetch_sub(batch.len() as i64, Ordering::AcqRel);
+        // Count only up to the total asked for.
+        let counted = (batch.len() as i64).min(left.max(0)) as usize;
+        for record in &batch[..counted] {
+            bytes += (record.key.as_ref().map_or(0, |k| k.len())
+                + record.value.as_ref().map_or(0, |v| v.len())) as u64;
+        }
+        records += counted as u64;
+        bar.inc(counted as u64);
+    }
+    consumer.close().await?;
+    Ok((polls, records, bytes))
+}
+
+async fn end_to_end(connect: &ConnectArgs, args: EndToEndBench) -> anyhow::Result<()> {
+    anyhow::ensure!(args.records > 0, "--records must be positive");
+    anyhow::ensure!(args.throughput > 0, "--throughput must be positive");
+    anyhow::ensure!(
+        args.record_size >= 8,
+        "--record-size must be at least 8 bytes"
+    );
+    let acks: Acks = args.acks.parse()?;
+    let compression: Compression = args.compression.parse()?;
+    let admin = connect.admin().await?;
+    if admin.describe_topics(&[args.topic.as_str()]).await.is_err() {
+        admin
+            .create_topic(NewTopic::new(&args.topic, args.partitions))
+            .await?;
+    }
+    // The consumer starts at the end, so only this run's records are measured.
+    let ranges = partition_ranges(&admin, &args.topic).await?;
+    let mut consumer = Consumer::connect(
+        ConsumerConfig::builder(connect.client_config()?)
+            .fetch_max_wait(std::time::Duration::from_millis(500))
+            .max_poll_records(100_000)
+            .build()?,
+    )
+    .await?;
+    let partitions: Vec<TopicPartition> = ranges.iter().map(|(tp, _, _)| tp.clone()).collect();
+    consumer.assign(&partitions)?;
+    for (tp, _, end) in &ranges {
+        consumer.seek(tp, *end)?;
+    }
+    let producer = Producer::connect(
+        ProducerConfig::builder(connect.client_config()?)
+            .acks(acks)
+            .linger_ms(args.linger_ms)
+            .compression(compression)
+            .enable_idempotence(acks == Acks::All)
+            .build()?,
+    )
+    .await?;
+
+    let base = Instant::now();
+    let filler = random_payload(args.record_size - 8);
+    let total = args.records;
+    let rate = args.throughput;
+    let topic = args.topic.clone();
+    let sender = tokio::spawn(async move {
+        for i in 0..total {
+            // Pace to the target rate: record i goes out at i / rate seconds.
+            let due = base + std::time::Duration::from_nanos(i * 1_000_000_000 / rate);
+            let now = Instant::now();
+            if due > now + std::time::Duration::from_micros(500) {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+            }
+            let sent = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let mut value = Vec::with_capacity(8 + filler.len());
+            value.extend_from_slice(&sent.to_be_bytes());
+            value.extend_from_slice(&filler);
+            // Acknowledgements are not awaited one by one: the consumer measures.
+            drop(producer.send(ProducerRecord::new(&topic, value)).await?);
+        }
+        producer.flush().await;
+        producer.close().await;
+        anyhow::Ok(())
+    });
+
+    let bar = progress(total, args.json);
+    let mut latencies = new_histogram()?;
+    let mut received = 0u64;
+    let mut bytes = 0u64;
+    let mut last_progress = Instant::now();
+    while received < total {
+        let batch = consumer.poll(std::time::Duration::from_millis(500)).await?;
+        let now = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        for record in &batch {
+            let Some(value) = record.value.as_ref().filter(|v| v.len() >= 8) else {
+                continue;
+            };
+            let mut sent = [0u8; 8];
+            sent.copy_from_slice(&value[..8]);
+            let micros = now.saturating_sub(u64::from_be_bytes(sent)) / 1000;
+            latencies.saturating_record(micros.max(1));
+            bytes += value.len() as u64;
+            received += 1;
+        }
+        bar.inc(batch.len() as u64);
+        if !batch.is_empty() {
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > std::time::Duration::from_secs(30) {
+            anyhow::bail!("no record arrived for 30 s after {received} of {total}");
+        }
+    }
+    sender.await??;
+    let secs = base.elapsed().as_secs_f64().max(f64::EPSILON);
+    bar.finish_and_clear();
+    consumer.close().await?;
+    report(
+        &Report {
+            records: received,
+            seconds: secs,
+            records_per_sec: received as f64 / secs,
+            mb_per_sec: bytes as f64 / secs / (1024.0 * 1024.0),
+            latencies: &latencies,
+            overhead_bytes_per_record: None,
+        },
+        args.json,
+    );
+    Ok(())
 }
 
 /// What a benchmark measured.
