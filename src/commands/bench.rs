@@ -440,6 +440,21 @@ async fn end_to_end(connect: &ConnectArgs, args: EndToEndBench) -> anyhow::Resul
             .create_topic(NewTopic::new(&args.topic, args.partitions))
             .await?;
     }
+    let producer = Producer::connect(
+        ProducerConfig::builder(connect.client_config()?)
+            .acks(acks)
+            .linger_ms(args.linger_ms)
+            .compression(compression)
+            .enable_idempotence(acks == Acks::All)
+            .build()?,
+    )
+    .await?;
+    // Warm up: metadata and connections are set up before the clock starts, so the figures
+    // are the steady state, not the first request's connection and metadata look-ups.
+    producer
+        .send(ProducerRecord::new(&args.topic, vec![0u8; 8]))
+        .await?
+        .await?;
     // The consumer starts at the end, so only this run's records are measured.
     let ranges = partition_ranges(&admin, &args.topic).await?;
     let mut consumer = Consumer::connect(
@@ -454,15 +469,7 @@ async fn end_to_end(connect: &ConnectArgs, args: EndToEndBench) -> anyhow::Resul
     for (tp, _, end) in &ranges {
         consumer.seek(tp, *end)?;
     }
-    let producer = Producer::connect(
-        ProducerConfig::builder(connect.client_config()?)
-            .acks(acks)
-            .linger_ms(args.linger_ms)
-            .compression(compression)
-            .enable_idempotence(acks == Acks::All)
-            .build()?,
-    )
-    .await?;
+    consumer.poll(std::time::Duration::ZERO).await?;
 
     let base = Instant::now();
     let filler = random_payload(args.record_size - 8);
