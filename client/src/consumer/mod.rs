@@ -121,8 +121,9 @@ struct PartitionState {
     source: PositionSource,
     /// The offset the next fetch starts at (after what is buffered).
     next_fetch: i64,
-    /// Records fetched but not handed out yet.
-    buffered: VecDeque<ConsumerRecord>,
+    /// Records fetched but not handed out yet, one chunk per fetch response (kept as the
+    /// decoder's vectors, so a whole chunk can be handed out without moving its records).
+    buffered: VecDeque<Chunk>,
     buffered_bytes: usize,
     paused: bool,
     /// Bumped by every seek; fetch answers for an older epoch are dropped.
@@ -172,8 +173,29 @@ impl PartitionState {
     }
 }
 
-fn record_size(record: &ConsumerRecord) -> usize {
-    record.key.as_ref().map_or(0, |k| k.len()) + record.value.as_ref().map_or(0, |v| v.len()) + 32
+/// The records of one fetch response for one partition.
+#[derive(Debug)]
+struct Chunk {
+    records: VecDeque<ConsumerRecord>,
+    /// Average bytes per record, for the prefetch limit.
+    record_bytes: usize,
+}
+
+impl Chunk {
+    fn new(records: Vec<ConsumerRecord>) -> Self {
+        let total: usize = records
+            .iter()
+            .map(|r| {
+                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + 32
+            })
+            .sum();
+        let record_bytes = total / records.len().max(1);
+        Chunk {
+            // From a Vec this is O(1): no record moves.
+            records: VecDeque::from(records),
+            record_bytes,
+        }
+    }
 }
 
 /// A Kafka consumer. See the [module documentation](self) for an example.
@@ -645,6 +667,7 @@ impl Consumer {
             }
             self.maybe_auto_commit().await;
             self.update_positions().await?;
+            self.ensure_leaders().await;
             self.send_fetches();
             let records = self.take_records(max_records);
             if !records.is_empty() {
@@ -899,6 +922,24 @@ impl Consumer {
         Ok(())
     }
 
+    /// Refreshes metadata first when a partition about to be fetched has no known leader
+    /// (just assigned, or its leader moved), rather than waiting a retry backoff for it.
+    async fn ensure_leaders(&mut self) {
+        let metadata = self.cluster.metadata();
+        let now = Instant::now();
+        let missing = self.partitions.iter().any(|(tp, state)| {
+            state.position.is_some()
+                && !state.paused
+                && state.retry_at.is_none_or(|at| at <= now)
+                && metadata.leader(&tp.topic, tp.partition).is_none()
+        });
+        if missing {
+            if let Err(error) = self.cluster.refresh_interest().await {
+                tracing::debug!(%error, "metadata refresh failed");
+            }
+        }
+    }
+
     /// Sends a fetch to every leader that has fetchable partitions and none in flight.
     fn send_fetches(&mut self) {
         let metadata = self.cluster.metadata();
@@ -1008,9 +1049,10 @@ impl Consumer {
                     if let Some(next) = next_offset {
                         state.next_fetch = state.next_fetch.max(next);
                     }
-                    for record in records {
-                        state.buffered_bytes += record_size(&record);
-                        state.buffered.push_back(record);
+                    if !records.is_empty() {
+                        let chunk = Chunk::new(records);
+                        state.buffered_bytes += chunk.record_bytes * chunk.records.len();
+                        state.buffered.push_back(chunk);
                     }
                 }
                 PartitionFetch::Error(ResponseError::OffsetOutOfRange, _) => {
@@ -1070,12 +1112,27 @@ impl Consumer {
                 continue;
             }
             while out.len() < max {
-                let Some(record) = state.buffered.pop_front() else {
+                let Some(chunk) = state.buffered.front_mut() else {
                     break;
                 };
-                state.buffered_bytes = state.buffered_bytes.saturating_sub(record_size(&record));
-                state.position = Some(record.offset + 1);
-                out.push(record);
+                let take = chunk.records.len().min(max - out.len());
+                state.buffered_bytes = state
+                    .buffered_bytes
+                    .saturating_sub(take * chunk.record_bytes);
+                if out.is_empty() && take == chunk.records.len() {
+                    // The common case under load: hand the decoder's vector out as it is.
+                    if let Some(chunk) = state.buffered.pop_front() {
+                        out = Vec::from(chunk.records);
+                    }
+                } else {
+                    out.extend(chunk.records.drain(..take));
+                    if chunk.records.is_empty() {
+                        state.buffered.pop_front();
+                    }
+                }
+                if let Some(last) = out.last() {
+                    state.position = Some(last.offset + 1);
+                }
             }
             // Past compacted-away offsets or control batches: the position follows the fetch.
             if state.buffered.is_empty() && !state.in_flight {
