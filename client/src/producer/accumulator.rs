@@ -75,6 +75,9 @@ pub(crate) struct PartitionQueue {
     pub(crate) next_sequence: i32,
     /// Produce requests in flight carrying a batch of this partition.
     pub(crate) in_flight: u32,
+    /// Bytes of the last batch closed here: a busy partition's next batch starts that big
+    /// instead of growing from small again (each growth copies the batch).
+    pub(crate) last_batch_bytes: usize,
 }
 
 impl PartitionQueue {

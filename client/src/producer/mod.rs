@@ -207,11 +207,15 @@ impl Producer {
             };
             if start_new {
                 if let Some(full) = queue.open.take() {
+                    queue.last_batch_bytes = full.builder.as_ref().map_or(0, |b| b.size());
                     queue.ready.push_back(full);
                     closed_batch = true;
                 }
-                // Start small and grow: a quiet partition should not hold a full batch_size.
-                let capacity = batch_size.min(16 * 1024).max(size + BATCH_HEADER_LEN);
+                // Start small and grow: a quiet partition should not hold a full batch_size;
+                // a busy one starts at the size its last batch reached.
+                let capacity = batch_size
+                    .min(queue.last_batch_bytes.max(16 * 1024))
+                    .max(size + BATCH_HEADER_LEN);
                 queue.open = Some(ProducerBatch::new(
                     topic.name.clone(),
                     partition as i32,
@@ -241,6 +245,7 @@ impl Producer {
             };
             if full {
                 if let Some(batch) = queue.open.take() {
+                    queue.last_batch_bytes = batch.builder.as_ref().map_or(0, |b| b.size());
                     queue.ready.push_back(batch);
                 }
                 closed_batch = true;
