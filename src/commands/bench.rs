@@ -337,7 +337,9 @@ async fn consume(connect: &ConnectArgs, args: ConsumeBench) -> anyhow::Result<()
     let bar = Arc::new(progress(args.records, args.json));
     let remaining = Arc::new(std::sync::atomic::AtomicI64::new(args.records as i64));
     let consumers = args.consumers.min(ranges.len()).max(1);
-    let started = Instant::now();
+    // The clock starts once every consumer is connected, as Kafka's consumer perf tool
+    // separates start-up from fetch time.
+    let ready = Arc::new(tokio::sync::Barrier::new(consumers + 1));
     let mut workers = Vec::new();
     for index in 0..consumers {
         let mut builder = ConsumerConfig::builder(connect.client_config()?)
@@ -360,10 +362,13 @@ async fn consume(connect: &ConnectArgs, args: ConsumeBench) -> anyhow::Result<()
         let grouped = args.group.is_some();
         let bar = bar.clone();
         let remaining = remaining.clone();
+        let ready = ready.clone();
         workers.push(tokio::spawn(async move {
-            consume_worker(config, topic, grouped, share, remaining, bar).await
+            consume_worker(config, topic, grouped, share, remaining, bar, ready).await
         }));
     }
+    ready.wait().await;
+    let started = Instant::now();
     let mut polls = new_histogram()?;
     let mut bytes = 0u64;
     let mut records = 0u64;
@@ -401,9 +406,13 @@ async fn consume_worker(
     share: Vec<(TopicPartition, i64)>,
     remaining: Arc<std::sync::atomic::AtomicI64>,
     bar: Arc<ProgressBar>,
+    ready: Arc<tokio::sync::Barrier>,
 ) -> anyhow::Result<(Histogram<u64>, u64, u64)> {
     use std::sync::atomic::Ordering;
-    let mut consumer = Consumer::connect(config).await?;
+    // Reach the barrier even when connecting fails, or the others would wait forever.
+    let connected = Consumer::connect(config).await;
+    ready.wait().await;
+    let mut consumer = connected?;
     if grouped {
         consumer.subscribe(&[topic.as_str()])?;
     } else {

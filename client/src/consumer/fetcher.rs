@@ -45,6 +45,8 @@ pub(crate) enum PartitionFetch {
     /// Records (possibly none) and where to fetch next.
     Records {
         records: Vec<ConsumerRecord>,
+        /// Size of the record set on the wire (for the prefetch limit).
+        bytes: usize,
         /// The offset after the last complete batch; `None` if no batch was complete.
         next_offset: Option<i64>,
         high_watermark: i64,
@@ -147,6 +149,7 @@ async fn fetch_inner(
                     ) {
                         Ok(decoded) => PartitionFetch::Records {
                             records,
+                            bytes: bytes.len(),
                             next_offset: decoded.next_offset,
                             high_watermark: data.high_watermark,
                             log_start_offset: data.log_start_offset,

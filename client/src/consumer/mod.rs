@@ -167,6 +167,18 @@ impl PartitionState {
         self.epoch += 1;
     }
 
+    /// Past compacted-away offsets or control batches, with nothing buffered, the position
+    /// follows the fetch position.
+    fn skip_to_fetch_position(&mut self) {
+        if self.buffered.is_empty() && !self.in_flight {
+            if let Some(position) = self.position {
+                if self.next_fetch > position {
+                    self.position = Some(self.next_fetch);
+                }
+            }
+        }
+    }
+
     fn clear_buffer(&mut self) {
         self.buffered.clear();
         self.buffered_bytes = 0;
@@ -182,14 +194,8 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn new(records: Vec<ConsumerRecord>) -> Self {
-        let total: usize = records
-            .iter()
-            .map(|r| {
-                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + 32
-            })
-            .sum();
-        let record_bytes = total / records.len().max(1);
+    fn new(records: Vec<ConsumerRecord>, bytes: usize) -> Self {
+        let record_bytes = bytes / records.len().max(1);
         Chunk {
             // From a Vec this is O(1): no record moves.
             records: VecDeque::from(records),
@@ -1040,6 +1046,7 @@ impl Consumer {
             match fetched {
                 PartitionFetch::Records {
                     records,
+                    bytes,
                     next_offset,
                     high_watermark,
                     log_start_offset,
@@ -1050,7 +1057,7 @@ impl Consumer {
                         state.next_fetch = state.next_fetch.max(next);
                     }
                     if !records.is_empty() {
-                        let chunk = Chunk::new(records);
+                        let chunk = Chunk::new(records, bytes);
                         state.buffered_bytes += chunk.record_bytes * chunk.records.len();
                         state.buffered.push_back(chunk);
                     }
@@ -1120,10 +1127,16 @@ impl Consumer {
                     .buffered_bytes
                     .saturating_sub(take * chunk.record_bytes);
                 if out.is_empty() && take == chunk.records.len() {
-                    // The common case under load: hand the decoder's vector out as it is.
+                    // The common case under load: hand the decoder's vector out as it is,
+                    // alone (appending other chunks to it would move every record).
                     if let Some(chunk) = state.buffered.pop_front() {
                         out = Vec::from(chunk.records);
                     }
+                    if let Some(last) = out.last() {
+                        state.position = Some(last.offset + 1);
+                    }
+                    state.skip_to_fetch_position();
+                    return out;
                 } else {
                     out.extend(chunk.records.drain(..take));
                     if chunk.records.is_empty() {
@@ -1134,14 +1147,7 @@ impl Consumer {
                     state.position = Some(last.offset + 1);
                 }
             }
-            // Past compacted-away offsets or control batches: the position follows the fetch.
-            if state.buffered.is_empty() && !state.in_flight {
-                if let Some(position) = state.position {
-                    if state.next_fetch > position {
-                        state.position = Some(state.next_fetch);
-                    }
-                }
-            }
+            state.skip_to_fetch_position();
         }
         out
     }
