@@ -90,7 +90,30 @@ pub async fn run(connect: &ConnectArgs, command: GroupsCommand) -> anyhow::Resul
                 })
                 .collect();
             println!("topic\tpartition\tcommitted\tlog-end\tlag\tconsumer");
-            for lag in admin.group_lag(&group).await? {
+            let lags = admin.group_lag(&group).await?;
+            // Assigned partitions without a commit yet are shown too, with `-` for what is
+            // not known, as Kafka's tool does.
+            let mut uncommitted: Vec<TopicPartition> = owner
+                .keys()
+                .filter(|tp| !lags.iter().any(|l| &l.partition == *tp))
+                .cloned()
+                .collect();
+            uncommitted.sort();
+            let ends = if uncommitted.is_empty() {
+                Default::default()
+            } else {
+                list_offsets(&admin, &uncommitted, OffsetSpec::Latest).await?
+            };
+            for tp in &uncommitted {
+                println!(
+                    "{}\t{}\t-\t{}\t-\t{}",
+                    tp.topic,
+                    tp.partition,
+                    ends.get(tp).copied().unwrap_or(-1),
+                    owner.get(tp).map_or("-", String::as_str)
+                );
+            }
+            for lag in lags {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}",
                     lag.partition.topic,

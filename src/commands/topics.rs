@@ -125,10 +125,16 @@ pub async fn run(connect: &ConnectArgs, command: TopicsCommand) -> anyhow::Resul
             }
         }
         TopicsCommand::Delete { names } => {
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            admin.delete_topics(&refs).await?;
-            for name in names {
-                println!("deleted topic {name}");
+            // One at a time, so the output says exactly which were deleted when one fails.
+            let mut failures = Vec::new();
+            for name in &names {
+                match admin.delete_topics(&[name.as_str()]).await {
+                    Ok(()) => println!("deleted topic {name}"),
+                    Err(error) => failures.push(format!("{name}: {error}")),
+                }
+            }
+            if !failures.is_empty() {
+                anyhow::bail!("could not delete {}", failures.join("; "));
             }
         }
         TopicsCommand::Alter {
