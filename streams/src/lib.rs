@@ -1,3 +1,73 @@
-//! Stream jobs: event-time windows, keyed state, operators.
+//! Millrace stream jobs: event-time windows, keyed state, operators.
 //!
-//! Not built yet: see the open issues. This crate exists so the workspace has its final shape.
+//! This crate is the deterministic engine of a stream job: records go in with their event time
+//! and input position, results come out, and state can be checkpointed to (and restored from)
+//! changelog batches. It does no I/O; the Kafka runtime (consumer group, changelog topics,
+//! commits) drives it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use millrace_streams::{EmitMode, Pipeline, Record, Stream, Windows};
+//!
+//! // Clicks per campaign per minute, emitted once per window, duplicates removed.
+//! let build = |clicks: Stream<String, String>| {
+//!     clicks
+//!         .dedupe(Duration::from_secs(600), |click_id, _campaign| click_id.clone())
+//!         .key_by(|_click_id, campaign| campaign.clone())
+//!         .window(Windows::tumbling(Duration::from_secs(60)).grace(Duration::from_secs(5)))
+//!         .emit(EmitMode::Final)
+//!         .count()
+//! };
+//! let mut job = Pipeline::new(build).event_time(Duration::from_secs(2), None);
+//! let clicks = [("c1", "spring", 1_000), ("c2", "spring", 30_000), ("c1", "spring", 31_000),
+//!               ("c3", "autumn", 59_000), ("c4", "spring", 70_000)];
+//! for (offset, (id, campaign, t)) in clicks.into_iter().enumerate() {
+//!     job.push(Record::new(id.to_string(), campaign.to_string(), t).at(0, offset as i64));
+//! }
+//! // The record at 70 s moves the watermark to 68 s (2 s out-of-orderness), past the first
+//! // minute's end plus grace (65 s): that window emits its final counts. The repeated click
+//! // c1 was dropped by dedupe.
+//! let out = job.take_output();
+//! let got: Vec<_> = out.iter().map(|r| (r.key.key.as_str(), r.key.window_start, r.value)).collect();
+//! assert_eq!(got, vec![("autumn", 0, 1), ("spring", 0, 2)]);
+//!
+//! // A commit yields the changelog batches and offsets; a fresh pipeline restores from them.
+//! let checkpoint = job.commit()?;
+//! let mut restored = Pipeline::new(build).event_time(Duration::from_secs(2), None);
+//! let resume = restored.restore(checkpoint.stores)?;
+//! assert_eq!(resume.get(&0), Some(&5));
+//! # Ok::<(), millrace_streams::StreamsError>(())
+//! ```
+//!
+//! Where to start reading: [`dsl`] (the job API), then [`aggregate`] and [`time`]. The model:
+//! - [`time`]: event time, per-partition watermarks, idle partitions;
+//! - [`window`]: tumbling, hopping, sliding and session windows with explicit grace;
+//! - [`store`]: byte key-value stores that record their changelog;
+//! - [`operator`]: the stateful step trait, checkpoint metadata and replay skipping;
+//! - [`aggregate`], [`sliding`], [`dedupe`]: the stateful operators;
+//! - [`dsl`]: `Stream`, windowed streams, and the `Pipeline` that runs them.
+
+#![warn(missing_docs)]
+
+pub mod aggregate;
+pub mod dedupe;
+pub mod dsl;
+mod error;
+pub mod operator;
+pub mod record;
+pub mod sliding;
+pub mod store;
+pub mod time;
+pub mod window;
+
+pub use aggregate::EmitMode;
+pub use dsl::{
+    Checkpoint, Pipeline, SessionWindowedStream, SlidingWindowedStream, StoreChanges, Stream,
+    WindowedStream,
+};
+pub use error::StreamsError;
+pub use operator::{Metrics, Operator};
+pub use record::{LateRecord, Record, Windowed};
+pub use store::{InMemoryStore, KeyValueStore};
+pub use time::{PartitionId, Timestamp, WatermarkTracker};
+pub use window::{SessionWindows, SlidingWindows, Window, Windows};

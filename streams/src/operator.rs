@@ -1,0 +1,147 @@
+//! The operator model shared by every stateful step, and the task checkpoint metadata.
+//!
+//! An operator is driven in the push model: the pipeline hands it one record at a time
+//! ([`Operator::process`]) and tells it when the watermark moved ([`Operator::on_watermark`]).
+//! Between commits its state lives in a typed in-memory form (a hash map is what makes the
+//! per-record path fast); [`Operator::checkpoint`] writes what changed into its
+//! [`KeyValueStore`] and returns the changelog batch, and
+//! [`Operator::restore`] rebuilds the typed state from such batches.
+//!
+//! Every checkpoint batch also carries the task's [`TaskMeta`] (input offsets and event-time
+//! progress) under a reserved key that sorts after all data keys. A store restored from its
+//! changelog therefore knows exactly which input records its state already reflects, and the
+//! operator skips those when the runtime replays them: at-least-once input, no double counts.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StreamsError;
+use crate::record::Record;
+use crate::store::{decode, encode, Change, KeyValueStore};
+use crate::time::{PartitionId, PartitionTime, Timestamp};
+
+/// First byte of every data key an operator writes.
+pub(crate) const DATA_PREFIX: u8 = 0;
+/// The key of the task metadata entry; `1` sorts after every data key, so the metadata is the
+/// last entry of each (key-ordered) changelog batch.
+pub(crate) const META_KEY: &[u8] = &[1];
+
+/// Counters for one pipeline (task), exposed for the dashboard.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Metrics {
+    /// Records pushed into the pipeline.
+    pub records_in: u64,
+    /// Records that reached the pipeline's output.
+    pub records_out: u64,
+    /// Records refused because every window (or dedupe horizon) they needed had closed.
+    pub late_records: u64,
+    /// Replayed records skipped because restored state already reflects them.
+    pub replays_skipped: u64,
+    /// Records dropped as duplicates by `dedupe`.
+    pub duplicates_dropped: u64,
+    /// Windows closed and evicted.
+    pub windows_closed: u64,
+}
+
+/// What a pipeline knows about its input at a commit: the next offset to read per partition
+/// and the event-time progress. Stored in every state store's changelog.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskMeta {
+    /// Next offset to read per input partition (last processed + 1).
+    pub offsets: BTreeMap<PartitionId, i64>,
+    /// Event-time progress per partition.
+    pub partitions: Vec<PartitionTime>,
+    /// The task watermark.
+    pub watermark: Timestamp,
+}
+
+/// What an operator sees of the pipeline while processing.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// The current task watermark.
+    pub watermark: Timestamp,
+    /// The pipeline's counters.
+    pub metrics: &'a mut Metrics,
+}
+
+/// A stateful step: consumes records of type `Record<K, V>`, produces `Record<OutKey, OutValue>`.
+pub trait Operator<K, V>: Send {
+    /// Output key type.
+    type OutKey;
+    /// Output value type.
+    type OutValue;
+
+    /// The operator's name, which is also its state store's (and changelog's) name.
+    fn name(&self) -> &str;
+
+    /// Processes one record, pushing results to `out`. Returns the record when it was late
+    /// for at least one of its windows, so the caller can route it to a side output.
+    fn process(
+        &mut self,
+        record: Record<K, V>,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Record<Self::OutKey, Self::OutValue>>,
+    ) -> Option<Record<K, V>>;
+
+    /// The watermark moved to `cx.watermark`: close and emit whatever it closes.
+    fn on_watermark(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Record<Self::OutKey, Self::OutValue>>,
+    );
+
+    /// Writes changed state and `meta` to the store; returns the changelog batch.
+    fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError>;
+
+    /// Replays a changelog batch and rebuilds the typed state; returns the task metadata it
+    /// held, if any.
+    fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError>;
+
+    /// Number of live state entries (windows per key, remembered ids).
+    fn state_len(&self) -> usize;
+}
+
+/// Skips input records that restored state already reflects.
+///
+/// The threshold is the offsets of the last checkpoint, not of the last record: a `flat_map`
+/// turns one input record into several with the same offset, and all of them must pass.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ReplayGuard {
+    applied: BTreeMap<PartitionId, i64>,
+}
+
+impl ReplayGuard {
+    /// Whether `record` was already applied before the checkpoint this state came from.
+    pub(crate) fn is_replay<K, V>(&self, record: &Record<K, V>) -> bool {
+        record.offset >= 0
+            && self
+                .applied
+                .get(&record.partition)
+                .is_some_and(|&next| record.offset < next)
+    }
+
+    /// Writes `meta` into `store` and remembers its offsets.
+    pub(crate) fn checkpoint(
+        &mut self,
+        store: &mut dyn KeyValueStore,
+        meta: &TaskMeta,
+    ) -> Result<(), StreamsError> {
+        store.put(META_KEY.to_vec(), encode(meta)?)?;
+        self.applied.clone_from(&meta.offsets);
+        Ok(())
+    }
+
+    /// Reads the metadata back from a restored store.
+    pub(crate) fn restore(
+        &mut self,
+        store: &dyn KeyValueStore,
+    ) -> Result<Option<TaskMeta>, StreamsError> {
+        let meta = store
+            .get(META_KEY)?
+            .map(|bytes| decode::<TaskMeta>(&bytes))
+            .transpose()?;
+        self.applied = meta.as_ref().map(|m| m.offsets.clone()).unwrap_or_default();
+        Ok(meta)
+    }
+}
