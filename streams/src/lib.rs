@@ -55,6 +55,7 @@ pub mod dsl;
 mod error;
 pub mod operator;
 pub mod record;
+pub mod runtime;
 pub mod sliding;
 pub mod store;
 pub mod time;

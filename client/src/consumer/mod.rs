@@ -216,7 +216,9 @@ pub struct Consumer {
     events: VecDeque<ConsumerEvent>,
     /// Partitions announced as revoked and given up at the start of the next poll.
     revoking: Option<Vec<TopicPartition>>,
-    listener: Option<Box<dyn RebalanceListener>>,
+    /// In a mutex only so that `Consumer` is `Sync` (its futures can then be sent between
+    /// threads); it is never contended.
+    listener: Option<std::sync::Mutex<Box<dyn RebalanceListener>>>,
     next_auto_commit: Instant,
     /// An error from a fetch to report from the next poll.
     pending_error: Option<ClientError>,
@@ -279,7 +281,7 @@ impl Consumer {
 
     /// Sets the callbacks for assignment changes.
     pub fn set_rebalance_listener(&mut self, listener: impl RebalanceListener + 'static) {
-        self.listener = Some(Box::new(listener));
+        self.listener = Some(std::sync::Mutex::new(Box::new(listener)));
     }
 
     /// Subscribes to `topics` through the consumer group (replacing any earlier subscription);
@@ -343,7 +345,10 @@ impl Consumer {
             let revoked: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
             if !revoked.is_empty() {
                 if let Some(listener) = self.listener.as_mut() {
-                    listener.on_partitions_revoked(&revoked);
+                    listener
+                        .get_mut()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .on_partitions_revoked(&revoked);
                 }
             }
             if let Some(group) = &self.group {
@@ -817,6 +822,7 @@ impl Consumer {
         let Some(listener) = self.listener.as_mut() else {
             return;
         };
+        let listener = listener.get_mut().unwrap_or_else(|p| p.into_inner());
         match event {
             ConsumerEvent::Revoked(partitions) => listener.on_partitions_revoked(partitions),
             ConsumerEvent::Assigned(partitions) => listener.on_partitions_assigned(partitions),
