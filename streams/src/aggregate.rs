@@ -305,6 +305,32 @@ where
     fn state_len(&self) -> usize {
         self.open.values().map(HashMap::len).sum()
     }
+
+    fn snapshot(&self) -> Vec<serde_json::Value> {
+        let size = self.windows.size_ms();
+        let mut rows = Vec::with_capacity(self.state_len());
+        for (start, keys) in &self.open {
+            for (key, slot) in keys {
+                rows.push(window_row(key, *start, start + size, &slot.acc));
+            }
+        }
+        rows
+    }
+}
+
+/// One open window as a row: `key`, `window_start`, `window_end`, `value`.
+fn window_row<K: Serialize, A: Serialize>(
+    key: &K,
+    start: Timestamp,
+    end: Timestamp,
+    acc: &A,
+) -> serde_json::Value {
+    serde_json::json!({
+        "key": serde_json::to_value(key).unwrap_or(serde_json::Value::Null),
+        "window_start": start,
+        "window_end": end,
+        "value": serde_json::to_value(acc).unwrap_or(serde_json::Value::Null),
+    })
 }
 
 /// One session of one key.
@@ -562,6 +588,22 @@ where
 
     fn state_len(&self) -> usize {
         self.closing.len()
+    }
+
+    fn snapshot(&self) -> Vec<serde_json::Value> {
+        self.sessions
+            .iter()
+            .flat_map(|(key, sessions)| {
+                sessions.iter().map(move |session| {
+                    window_row(
+                        key,
+                        session.window.start,
+                        session.window.end,
+                        &session.slot.acc,
+                    )
+                })
+            })
+            .collect()
     }
 }
 

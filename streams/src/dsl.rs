@@ -88,6 +88,17 @@ trait Node<K, V>: Send {
         metas: &mut Vec<TaskMeta>,
     ) -> Result<(), StreamsError>;
     fn state_len(&self) -> usize;
+    /// Appends each stateful step's snapshot (see [`Operator::snapshot`]) by store name.
+    fn snapshot(&self, out: &mut Vec<StoreSnapshot>);
+}
+
+/// The live state of one store as rows, for queries while the job runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSnapshot {
+    /// Store name.
+    pub store: String,
+    /// One JSON object per entry.
+    pub rows: Vec<serde_json::Value>,
 }
 
 /// A stateless step producing at most one record per input (map, filter, key_by, inspect).
@@ -122,6 +133,9 @@ where
     }
     fn state_len(&self) -> usize {
         self.down.state_len()
+    }
+    fn snapshot(&self, out: &mut Vec<StoreSnapshot>) {
+        self.down.snapshot(out);
     }
 }
 
@@ -166,6 +180,9 @@ where
     }
     fn state_len(&self) -> usize {
         self.down.state_len()
+    }
+    fn snapshot(&self, out: &mut Vec<StoreSnapshot>) {
+        self.down.snapshot(out);
     }
 }
 
@@ -264,6 +281,13 @@ where
     fn state_len(&self) -> usize {
         self.op.state_len() + self.down.state_len()
     }
+    fn snapshot(&self, out: &mut Vec<StoreSnapshot>) {
+        out.push(StoreSnapshot {
+            store: self.op.name().to_string(),
+            rows: self.op.snapshot(),
+        });
+        self.down.snapshot(out);
+    }
 }
 
 /// The end of the chain: appends to the pipeline's output.
@@ -290,6 +314,7 @@ impl<K: Send + 'static, V: Send + 'static> Node<K, V> for Sink<K, V> {
     fn state_len(&self) -> usize {
         0
     }
+    fn snapshot(&self, _out: &mut Vec<StoreSnapshot>) {}
 }
 
 type Wire<K, V> = Box<dyn FnOnce(Box<dyn Node<K, V>>) -> Box<dyn Any + Send> + Send>;
@@ -837,6 +862,13 @@ where
     /// Number of live state entries across all stateful steps.
     pub fn state_len(&self) -> usize {
         self.root.state_len()
+    }
+
+    /// The live state of every store as rows (for queries while the job runs).
+    pub fn snapshot(&self) -> Vec<StoreSnapshot> {
+        let mut out = Vec::new();
+        self.root.snapshot(&mut out);
+        out
     }
 
     /// Flushes state into the stores and returns what the commit must make durable.

@@ -25,6 +25,9 @@ pub enum StreamsError {
     /// The job is set up wrongly (a missing source topic, an empty application id).
     #[error("invalid job: {0}")]
     Config(String),
+    /// Converting live state to Arrow or registering it with DataFusion failed.
+    #[error("query over live state failed: {0}")]
+    Query(String),
     /// A record could not be decoded or encoded and the job is set to fail on bad records.
     #[error("bad record in {topic}-{partition} at offset {offset}: {reason}")]
     BadRecord {

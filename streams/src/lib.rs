@@ -54,6 +54,7 @@ pub mod dedupe;
 pub mod dsl;
 mod error;
 pub mod operator;
+pub mod query;
 pub mod record;
 pub mod runtime;
 pub mod sliding;
@@ -63,8 +64,8 @@ pub mod window;
 
 pub use aggregate::EmitMode;
 pub use dsl::{
-    Checkpoint, Pipeline, SessionWindowedStream, SlidingWindowedStream, StoreChanges, Stream,
-    WindowedStream,
+    Checkpoint, Pipeline, SessionWindowedStream, SlidingWindowedStream, StoreChanges,
+    StoreSnapshot, Stream, WindowedStream,
 };
 pub use error::StreamsError;
 pub use operator::{Metrics, Operator};

@@ -100,6 +100,13 @@ pub trait Operator<K, V>: Send {
 
     /// Number of live state entries (windows per key, remembered ids).
     fn state_len(&self) -> usize;
+
+    /// The live state as rows (one JSON object per entry, for example a window's key,
+    /// bounds and value), for queries while the job runs. Operators whose state is not
+    /// meaningful to query keep the default: none.
+    fn snapshot(&self) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
 }
 
 /// Skips input records that restored state already reflects.

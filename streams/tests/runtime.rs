@@ -276,7 +276,8 @@ async fn windowed_counts_equal_the_batch_answer_and_survive_a_restart() {
         "views",
         Sink::json_values("counts"),
     ));
-    wait_for_records_in(&metrics, 1500).await;
+    // Both stages: 1500 source records read and forwarded, and 1500 repartitioned ones.
+    wait_for_records_in(&metrics, 3000).await;
     stop.send(()).unwrap();
     handle.await.unwrap().unwrap();
 
@@ -422,6 +423,7 @@ async fn bad_records_go_to_the_dead_letter_topic_and_the_job_keeps_running() {
             out.extend(records.into_iter().map(|r| r.value));
         }),
     );
+    let state = job.state();
     let (stop, handle, metrics) = spawn_job(job);
     let expected = batch_counts(&input);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -429,6 +431,28 @@ async fn bad_records_go_to_the_dead_letter_topic_and_the_job_keeps_running() {
         assert!(Instant::now() < deadline, "{:?}", metrics.snapshot());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Live state: only the end markers' windows are still open, one per marker page.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state.rows("page-counts").len() != 30 {
+        assert!(Instant::now() < deadline, "{:?}", state.rows("page-counts"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ctx = datafusion::prelude::SessionContext::new();
+    state.register(&ctx).unwrap();
+    let batches = ctx
+        .sql("SELECT count(*) AS n, sum(value) AS views FROM page_counts WHERE key LIKE 'end-%'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let n = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(n, 30);
     stop.send(()).unwrap();
     handle.await.unwrap().unwrap();
     assert_equals_batch(&collected.lock().unwrap(), &expected);

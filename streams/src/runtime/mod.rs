@@ -42,6 +42,7 @@ pub use source::{Decoder, Source};
 
 use crate::dsl::{Pipeline, Stream};
 use crate::error::StreamsError;
+use crate::query::QueryableState;
 use crate::record::Record;
 use crate::time::{PartitionId, Timestamp};
 
@@ -296,7 +297,11 @@ pub struct Job<K0, V0, K, V> {
     build: Build<K0, V0, K, V>,
     sink: Sink<K, V>,
     metrics: Arc<JobMetrics>,
+    state: QueryableState,
 }
+
+/// How often live state is published for queries.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
 impl<K0, V0, K, V> std::fmt::Debug for Job<K0, V0, K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -311,6 +316,11 @@ impl<K0, V0, K, V> std::fmt::Debug for Job<K0, V0, K, V> {
 /// One input partition index across the source topics, with its pipeline.
 struct Task<K0, V0, K, V> {
     pipeline: Pipeline<K0, V0, K, V>,
+    /// Repartitioned tasks: the next source offset expected per source partition. A source
+    /// record forwarded twice (its offset was not committed before a crash) arrives again
+    /// after records forwarded later, so replays are skipped here by source position; each
+    /// source record is forwarded to exactly one task, so this is exact.
+    next_source_offset: HashMap<PartitionId, i64>,
 }
 
 /// Everything the running loop owns.
@@ -323,6 +333,7 @@ struct Running<K0, V0, K, V> {
     build: Build<K0, V0, K, V>,
     sink: Sink<K, V>,
     metrics: Arc<JobMetrics>,
+    state: QueryableState,
     stores: Vec<String>,
     /// Partition count of each source topic (in `Repartition::source_topics` order).
     source_partitions: Vec<i32>,
@@ -366,6 +377,7 @@ where
             build: Arc::new(build),
             sink,
             metrics: Arc::new(JobMetrics::default()),
+            state: QueryableState::new(),
         }
     }
 
@@ -430,12 +442,19 @@ where
             build: Arc::new(build),
             sink,
             metrics: Arc::new(JobMetrics::default()),
+            state: QueryableState::new(),
         }
     }
 
     /// The job's live counters.
     pub fn metrics(&self) -> Arc<JobMetrics> {
         self.metrics.clone()
+    }
+
+    /// The job's live state stores, for queries while it runs (Arrow batches, DataFusion
+    /// tables: see [`QueryableState`]). Published about once a second.
+    pub fn state(&self) -> QueryableState {
+        self.state.clone()
     }
 
     /// The state stores the pipeline has, by name (the changelog topics follow from them).
@@ -499,6 +518,7 @@ where
             build: self.build,
             sink: self.sink,
             metrics: self.metrics,
+            state: self.state,
             stores,
             source_partitions,
             consumer,
@@ -597,6 +617,7 @@ where
     async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), StreamsError> {
         tokio::pin!(shutdown);
         let mut next_commit = Instant::now() + self.config.commit_interval;
+        let mut next_snapshot = Instant::now() + SNAPSHOT_INTERVAL;
         loop {
             let event = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
@@ -622,6 +643,10 @@ where
             if Instant::now() >= next_commit {
                 self.commit().await?;
                 next_commit = Instant::now() + self.config.commit_interval;
+            }
+            if Instant::now() >= next_snapshot {
+                self.publish_state(now);
+                next_snapshot = Instant::now() + SNAPSHOT_INTERVAL;
             }
         }
     }
@@ -744,7 +769,18 @@ where
                 elapsed = ?started.elapsed(),
                 "task restored"
             );
-            self.tasks.insert(task, Task { pipeline });
+            let next_source_offset = if repartitioned {
+                resume.into_iter().collect()
+            } else {
+                HashMap::new()
+            };
+            self.tasks.insert(
+                task,
+                Task {
+                    pipeline,
+                    next_source_offset,
+                },
+            );
         }
         self.metrics
             .tasks
@@ -752,10 +788,17 @@ where
         Ok(())
     }
 
+    fn publish_state(&self, now: Timestamp) {
+        for (&task, state) in &self.tasks {
+            self.state.publish(task, state.pipeline.snapshot(), now);
+        }
+    }
+
     fn drop_tasks(&mut self, partitions: &[TopicPartition]) {
         for tp in partitions {
             if self.partition_id(&tp.topic).is_some() {
                 self.tasks.remove(&tp.partition);
+                self.state.remove_task(tp.partition);
             }
             self.forwarded.remove(tp);
         }
@@ -799,9 +842,17 @@ where
                 ));
                 continue;
             };
+            let repartitioned = self.ingest.repartition.is_some();
             let Some(task) = self.tasks.get_mut(&record.partition) else {
                 continue;
             };
+            if repartitioned {
+                let next = task.next_source_offset.entry(pid).or_insert(0);
+                if offset < *next {
+                    continue;
+                }
+                *next = offset + 1;
+            }
             match (self.ingest.decode)(record) {
                 Ok((key, value, timestamp)) => task
                     .pipeline
