@@ -45,6 +45,8 @@
 //! - [`store`]: byte key-value stores that record their changelog;
 //! - [`operator`]: the stateful step trait, checkpoint metadata and replay skipping;
 //! - [`aggregate`], [`sliding`], [`dedupe`]: the stateful operators;
+//! - [`operators`]: ready-made analytics operators (anomaly alerts, "also viewed"
+//!   recommendations, ad counters, quantile and distinct-count sketches);
 //! - [`dsl`]: `Stream`, windowed streams, and the `Pipeline` that runs them.
 
 #![warn(missing_docs)]
@@ -54,6 +56,7 @@ pub mod dedupe;
 pub mod dsl;
 mod error;
 pub mod operator;
+pub mod operators;
 pub mod query;
 pub mod record;
 pub mod runtime;
