@@ -57,6 +57,17 @@ enum Command {
         #[command(subcommand)]
         command: commands::groups::GroupsCommand,
     },
+    /// Export a topic's JSON records to Hive-partitioned Parquet files, once.
+    Export {
+        #[command(flatten)]
+        connect: commands::ConnectArgs,
+        #[command(flatten)]
+        args: commands::export::ExportArgs,
+    },
+    /// Run the connectors (Parquet sinks) a TOML file declares, until SIGINT or SIGTERM.
+    Connect(commands::connect::ConnectCommandArgs),
+    /// Run SQL over a Parquet export directory and print the result.
+    Sql(commands::sql::SqlArgs),
 }
 
 #[derive(clap::Args)]
@@ -77,11 +88,13 @@ struct BrokerArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(if matches!(cli.command, Command::Broker(_)) {
-        "info"
-    } else {
-        "warn"
-    });
+    init_tracing(
+        if matches!(cli.command, Command::Broker(_) | Command::Connect(_)) {
+            "info"
+        } else {
+            "warn"
+        },
+    );
     let result = match cli.command {
         Command::Broker(args) => run_broker(args),
         Command::Topics { connect, command } => {
@@ -99,6 +112,11 @@ fn main() -> std::process::ExitCode {
         Command::Groups { connect, command } => {
             run_client(async move { commands::groups::run(&connect, command).await })
         }
+        Command::Export { connect, args } => {
+            run_client(async move { commands::export::run(&connect, args).await })
+        }
+        Command::Connect(args) => run_client(commands::connect::run(args)),
+        Command::Sql(args) => run_client(commands::sql::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -154,13 +172,13 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
 }
 
 /// SIGINT and SIGTERM, registered before they are awaited.
-struct StopSignals {
+pub(crate) struct StopSignals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
-    fn install() -> anyhow::Result<Self> {
+    pub(crate) fn install() -> anyhow::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(StopSignals {
             interrupt: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
@@ -168,7 +186,7 @@ impl StopSignals {
         })
     }
 
-    async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}

@@ -2,9 +2,12 @@
 //! logic beyond calling the crates and printing their results.
 
 pub mod bench;
+pub mod connect;
 pub mod consume;
+pub mod export;
 pub mod groups;
 pub mod produce;
+pub mod sql;
 pub mod topics;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,318 @@
+//! The Parquet sink: JSON records of Kafka topics to Hive-partitioned Parquet files, exactly
+//! once.
+//!
+//! One file per idea: [`schema`] (declared or inferred columns, what fits), [`convert`] (JSON
+//! to Arrow), [`partitioning`] (directories and file names), [`rolling`] (when files close),
+//! [`writer`] (one open file), [`commit`] (the commit log and renames), [`recovery`] (restart),
+//! [`engine`] (all of it without Kafka), and this module's [`ParquetSink`], the consumer loop
+//! around the engine.
+
+pub mod commit;
+pub mod convert;
+pub mod engine;
+pub mod partitioning;
+pub mod recovery;
+pub mod rolling;
+pub mod schema;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerEvent};
+use millrace_client::{ClientConfig, TopicPartition};
+use serde::{Deserialize, Serialize};
+
+pub use engine::{DeadLetter, EngineConfig, SinkEngine};
+pub use partitioning::{Partitioner, TimePartitioning};
+pub use rolling::RollingPolicy;
+pub use schema::{ColumnSpec, ColumnType, ExtraFields, SchemaConfig, SinkSchema};
+pub use writer::{Codec, FileFormat};
+
+use crate::dead_letter::DeadLetterQueue;
+use crate::error::{ConnectorError, Result};
+use crate::metrics::SinkMetrics;
+
+/// How long one poll waits; also how often rolling by age is checked.
+const POLL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Where a partition without any checkpoint starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The first record still stored (default).
+    #[default]
+    Earliest,
+    /// Only records produced after the sink started.
+    Latest,
+}
+
+/// One `[[parquet_sink]]` table of a connect configuration file.
+///
+/// ```toml
+/// [[parquet_sink]]
+/// name = "page-views-archive"
+/// bootstrap = "127.0.0.1:9092"
+/// topics = ["page-views"]
+/// out = "/data/lake"
+/// time_field = "ts"
+/// partition_by = ["country"]
+/// dead_letter_topic = "page-views-dead-letters"
+///
+/// [parquet_sink.rolling]
+/// max_records = 500000
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkConfig {
+    /// Name of this connector (logs, and the default group id `millrace-parquet-<name>`).
+    pub name: String,
+    /// Brokers to bootstrap from, comma-separated `HOST:PORT`.
+    pub bootstrap: String,
+    /// Topics to read. Each topic's files go under `topic=<name>/`.
+    pub topics: Vec<String>,
+    /// Output root directory. Its `_millrace/` subdirectory holds the sink's commit logs:
+    /// keep it with the files and give each sink its own root.
+    pub out: PathBuf,
+    /// Consumer group; instances with the same group share the partitions.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Static membership (`group.instance.id`): a restarted instance with the same id takes
+    /// its partitions back at once instead of waiting for the group to drop its old member,
+    /// which after a crash takes `session_timeout_ms`. Give every instance its own id.
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
+    /// How long the group waits for a silent member before moving its partitions (default
+    /// 10 s: shorter than Kafka's 45 s because a crashed sink stalls its partitions that long).
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u64,
+    /// Where partitions without a checkpoint start.
+    #[serde(default)]
+    pub start: StartFrom,
+    /// JSON field holding the event time (ms since the epoch or RFC 3339). Without it, the
+    /// Kafka record timestamp is the event time.
+    #[serde(default)]
+    pub time_field: Option<String>,
+    /// `hour` (default), `day` or `none`.
+    #[serde(default)]
+    pub time_partitioning: TimePartitioning,
+    /// Record fields to partition directories by, after the time directories.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// `zstd` (default), `snappy` or `none`.
+    #[serde(default)]
+    pub codec: Codec,
+    /// Most rows per row group (default 122,880, about what DuckDB and Spark use).
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// Add `_kafka_partition`, `_kafka_offset` and `_kafka_timestamp` columns.
+    #[serde(default)]
+    pub kafka_metadata: bool,
+    /// Topic for records that cannot be written. Without one they are logged and skipped
+    /// (and counted).
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// When files close.
+    #[serde(default)]
+    pub rolling: RollingPolicy,
+    /// Declared columns, or inference settings.
+    #[serde(default)]
+    pub schema: SchemaConfig,
+}
+
+fn default_session_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_row_group_rows() -> usize {
+    122_880
+}
+
+impl ParquetSinkConfig {
+    /// The consumer group id.
+    pub fn group(&self) -> String {
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("millrace-parquet-{}", self.name))
+    }
+
+    /// The engine settings this configuration implies.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            out: self.out.clone(),
+            partitioner: Partitioner::new(self.time_partitioning, self.partition_by.clone()),
+            rolling: self.rolling,
+            format: FileFormat {
+                codec: self.codec,
+                row_group_rows: self.row_group_rows,
+            },
+            schema: self.schema.clone(),
+            time_field: self.time_field.clone(),
+            kafka_metadata: self.kafka_metadata,
+        }
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(ConnectorError::Config(format!("{}: {what}", self.name)));
+        if self.topics.is_empty() {
+            return bad("no topics".into());
+        }
+        if self.rolling.max_records == 0 || self.rolling.max_bytes == 0 {
+            return bad("rolling.max_records and rolling.max_bytes must be positive".into());
+        }
+        if self.rolling.event_time_interval_ms <= 0 {
+            return bad("rolling.event_time_interval_ms must be positive".into());
+        }
+        if let Some(columns) = &self.schema.columns {
+            for (i, c) in columns.iter().enumerate() {
+                if columns[..i].iter().any(|o| o.name == c.name) {
+                    return bad(format!("column `{}` declared twice", c.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Connection settings for the consumer and the dead-letter producer.
+    pub fn client_config(&self) -> Result<ClientConfig> {
+        Ok(
+            ClientConfig::builder(self.bootstrap.split(',').map(str::trim))
+                .client_id(format!("millrace-parquet-{}", self.name))
+                .build()?,
+        )
+    }
+}
+
+/// A running Parquet sink: one member of its consumer group.
+pub struct ParquetSink {
+    config: ParquetSinkConfig,
+    metrics: Arc<SinkMetrics>,
+}
+
+impl ParquetSink {
+    /// A sink for `config` (validated; nothing connects until [`Self::run`]).
+    pub fn new(config: ParquetSinkConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(ParquetSink {
+            config,
+            metrics: Arc::new(SinkMetrics::default()),
+        })
+    }
+
+    /// The sink's counters.
+    pub fn metrics(&self) -> Arc<SinkMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Runs until `shutdown` completes, then closes and commits open files and leaves the
+    /// group.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let client = self.config.client_config()?;
+        let session_timeout = Duration::from_millis(self.config.session_timeout_ms);
+        let mut consumer_config = ConsumerConfig::builder(client.clone())
+            .group_id(self.config.group())
+            .session_timeout(session_timeout)
+            // Kafka's rule of thumb: a third of the session timeout.
+            .heartbeat_interval(session_timeout / 3)
+            .enable_auto_commit(false)
+            .auto_offset_reset(match self.config.start {
+                StartFrom::Earliest => AutoOffsetReset::Earliest,
+                StartFrom::Latest => AutoOffsetReset::Latest,
+            });
+        if let Some(id) = &self.config.group_instance_id {
+            consumer_config = consumer_config.group_instance_id(id.clone());
+        }
+        let mut consumer = Consumer::connect(consumer_config.build()?).await?;
+        let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        let mut dead_letters =
+            DeadLetterQueue::connect(&client, self.config.dead_letter_topic.as_deref()).await?;
+        let mut engine = SinkEngine::new(self.config.engine_config(), self.metrics.clone())?;
+        tracing::info!(name = %self.config.name, topics = ?self.config.topics, "parquet sink started");
+
+        tokio::pin!(shutdown);
+        loop {
+            let event = tokio::select! {
+                _ = &mut shutdown => break,
+                event = consumer.poll_event(POLL_TIMEOUT) => event?,
+            };
+            match event {
+                Some(ConsumerEvent::Assigned(partitions)) => {
+                    for tp in &partitions {
+                        match engine.assign(tp)? {
+                            Some(offset) => consumer.seek(tp, offset)?,
+                            // No checkpoint: the group's offsets are not trusted (the output
+                            // may have been wiped); start where the configuration says.
+                            None => match self.config.start {
+                                StartFrom::Earliest => {
+                                    consumer.seek_to_beginning(std::slice::from_ref(tp))?
+                                }
+                                StartFrom::Latest => {
+                                    consumer.seek_to_end(std::slice::from_ref(tp))?
+                                }
+                            },
+                        }
+                    }
+                }
+                Some(ConsumerEvent::Revoked(partitions)) => {
+                    engine.close_partitions(&partitions)?;
+                    commit(&mut engine, &mut dead_letters, &mut consumer).await?;
+                    engine.release(&partitions);
+                }
+                Some(ConsumerEvent::Lost(partitions)) => {
+                    tracing::warn!(?partitions, "partitions lost; uncommitted files discarded");
+                    engine.release(&partitions);
+                }
+                Some(ConsumerEvent::Records(records)) => {
+                    engine.write(records)?;
+                    dead_letters.send(engine.take_dead_letters()).await?;
+                }
+                None => {}
+            }
+            engine.tick(Instant::now())?;
+            if engine.has_pending_commit() {
+                commit(&mut engine, &mut dead_letters, &mut consumer).await?;
+            }
+            let lag: i64 = consumer
+                .assignment()
+                .iter()
+                .filter_map(|tp| consumer.lag(tp))
+                .sum();
+            self.metrics.set_lag(lag);
+        }
+
+        tracing::info!(name = %self.config.name, "parquet sink stopping");
+        engine.close_all()?;
+        commit(&mut engine, &mut dead_letters, &mut consumer).await?;
+        dead_letters.close().await?;
+        if let Err(error) = consumer.close().await {
+            tracing::warn!(%error, "leaving the group failed");
+        }
+        Ok(())
+    }
+}
+
+/// Delivers dead letters, commits files and resume points, then the group's offsets.
+async fn commit(
+    engine: &mut SinkEngine,
+    dead_letters: &mut DeadLetterQueue,
+    consumer: &mut Consumer,
+) -> Result<()> {
+    dead_letters.send(engine.take_dead_letters()).await?;
+    dead_letters.flush().await?;
+    let committed = engine.commit()?;
+    if committed.is_empty() {
+        return Ok(());
+    }
+    let offsets: HashMap<TopicPartition, i64> = committed.into_iter().collect();
+    // The files are durable already; the group's offsets only make lag visible to tools, so
+    // a failure here (a rebalance in progress, say) is not worth stopping for.
+    if let Err(error) = consumer.commit_offsets(&offsets).await {
+        tracing::warn!(%error, "committing group offsets failed");
+    }
+    Ok(())
+}

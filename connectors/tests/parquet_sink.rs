@@ -1,0 +1,269 @@
+//! The Parquet sink and the export against a broker on a free port: what lands in the files
+//! is exactly what is in the topic, bad records go to the dead-letter topic with the reason.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, Int64Array, StringArray};
+use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
+use millrace_client::TopicPartition;
+use millrace_connectors::dead_letter::{ERROR_HEADER, OFFSET_HEADER};
+use millrace_connectors::export::{export, Bound, ExportOptions};
+use millrace_connectors::parquet_sink::{ParquetSink, ParquetSinkConfig, RollingPolicy};
+use millrace_connectors::ConnectConfig;
+
+const BASE: i64 = 1_795_600_800_000; // 2026-11-25T10:00:00Z
+const HOUR: i64 = 3_600_000;
+
+/// `count` page views over three hours and two countries, `id` = position in the topic.
+fn page_views(count: i64) -> Vec<String> {
+    (0..count)
+        .map(|i| {
+            let country = if i % 2 == 0 { "DE" } else { "FR" };
+            let ts = BASE + i * 3 * HOUR / count;
+            format!(r#"{{"id":{i},"ts":{ts},"country":"{country}","path":"/p/{i}"}}"#)
+        })
+        .collect()
+}
+
+/// (id, path, directory) of every row in the files.
+fn rows(out: &std::path::Path) -> BTreeMap<i64, (String, String)> {
+    let mut rows = BTreeMap::new();
+    for file in common::parquet_files(out) {
+        let dir = file
+            .parent()
+            .unwrap()
+            .strip_prefix(out)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        for batch in common::read_file(&file) {
+            let ids = batch.column_by_name("id").unwrap();
+            let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap();
+            let paths = batch.column_by_name("path").unwrap();
+            let paths = paths.as_any().downcast_ref::<StringArray>().unwrap();
+            for i in 0..batch.num_rows() {
+                let previous = rows.insert(ids.value(i), (paths.value(i).to_string(), dir.clone()));
+                assert!(previous.is_none(), "id {} written twice", ids.value(i));
+            }
+        }
+    }
+    rows
+}
+
+fn expected_dir(i: i64, count: i64) -> String {
+    let hour = 10 + i * 3 / count;
+    let country = if i % 2 == 0 { "DE" } else { "FR" };
+    format!("topic=page-views/dt=2026-11-25/hour={hour}/country={country}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_writes_exactly_the_topic_and_dead_letters_bad_records() {
+    let broker = common::start_broker().await;
+    let client = broker.config();
+    common::create_topic(&client, "page-views", 2).await;
+    common::create_topic(&client, "page-views-dlq", 1).await;
+    let mut values = page_views(400);
+    values.push("{broken".to_string());
+    values.push(r#"{"id":"not a number","ts":0,"country":"DE","path":"/"}"#.to_string());
+    common::produce(&client, "page-views", 2, &values).await;
+
+    let out = tempfile::tempdir().unwrap();
+    let config = ConnectConfig::parse(&format!(
+        r#"
+        [[parquet_sink]]
+        name = "test"
+        bootstrap = "{bootstrap}"
+        topics = ["page-views"]
+        out = "{out}"
+        time_field = "ts"
+        partition_by = ["country"]
+        dead_letter_topic = "page-views-dlq"
+        [parquet_sink.rolling]
+        max_records = 30
+        max_open_ms = 500
+        [parquet_sink.schema]
+        columns = [
+            {{ name = "id", type = "int64", nullable = false }},
+            {{ name = "ts", type = "timestamp_ms" }},
+            {{ name = "country", type = "string" }},
+            {{ name = "path", type = "string" }},
+        ]
+        "#,
+        bootstrap = broker.bootstrap(),
+        out = out.path().display()
+    ))
+    .unwrap();
+    let sink = ParquetSink::new(config.parquet_sink[0].clone()).unwrap();
+    let metrics = sink.metrics();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        sink.run(async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metrics.snapshot().records_written < 400 || metrics.snapshot().dead_lettered < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "sink stalled: {:?}",
+            metrics.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+
+    let rows = rows(out.path());
+    assert_eq!(rows.len(), 400);
+    for (id, (path, dir)) in &rows {
+        assert_eq!(path, &format!("/p/{id}"));
+        assert_eq!(dir, &expected_dir(*id, 400));
+    }
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.dead_lettered, 2);
+    assert!(snapshot.files_committed >= 400 / 30);
+
+    // The dead letters, with the reason and where they came from.
+    let mut consumer = Consumer::connect(
+        ConsumerConfig::builder(client.clone())
+            .auto_offset_reset(AutoOffsetReset::Earliest)
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    consumer
+        .assign(&[TopicPartition::new("page-views-dlq", 0)])
+        .unwrap();
+    let mut letters = Vec::new();
+    while letters.len() < 2 {
+        assert!(Instant::now() < deadline, "dead letters missing");
+        letters.extend(consumer.poll(Duration::from_millis(500)).await.unwrap());
+    }
+    let header = |r: &millrace_client::record::ConsumerRecord, name: &str| {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.clone())
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+            .unwrap()
+    };
+    let mut reasons: Vec<String> = letters.iter().map(|r| header(r, ERROR_HEADER)).collect();
+    reasons.sort();
+    assert!(reasons[0].starts_with("does not fit the schema: field `id` is a string"));
+    assert!(reasons[1].starts_with("value is not valid JSON"));
+    assert!(letters
+        .iter()
+        .all(|r| header(r, OFFSET_HEADER).parse::<i64>().is_ok()));
+
+    // Group offsets were committed after the files, so lag shows as zero.
+    let admin = millrace_client::Admin::connect(client.clone())
+        .await
+        .unwrap();
+    let committed = admin
+        .list_group_offsets("millrace-parquet-test")
+        .await
+        .unwrap();
+    assert_eq!(committed.values().sum::<i64>(), 402);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_sink_continues_without_duplicates() {
+    let broker = common::start_broker().await;
+    let client = broker.config();
+    common::create_topic(&client, "page-views", 1).await;
+    let values = page_views(300);
+    common::produce(&client, "page-views", 1, &values[..150]).await;
+    let out = tempfile::tempdir().unwrap();
+    let config = ParquetSinkConfig {
+        rolling: RollingPolicy {
+            max_records: 40,
+            max_open_ms: 300,
+            ..RollingPolicy::default()
+        },
+        time_field: Some("ts".into()),
+        partition_by: vec!["country".into()],
+        ..ConnectConfig::parse(&format!(
+            "[[parquet_sink]]\nname = \"r\"\nbootstrap = \"{}\"\ntopics = [\"page-views\"]\nout = \"{}\"\n",
+            broker.bootstrap(),
+            out.path().display()
+        ))
+        .unwrap()
+        .parquet_sink[0]
+            .clone()
+    };
+    for (round, upto) in [(0, 150u64), (1, 300)] {
+        if round == 1 {
+            common::produce(&client, "page-views", 1, &values[150..]).await;
+        }
+        let sink = ParquetSink::new(config.clone()).unwrap();
+        let metrics = sink.metrics();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            sink.run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let already = if round == 0 { 0 } else { 150 };
+        while metrics.snapshot().records_written + already < upto {
+            assert!(
+                Instant::now() < deadline,
+                "stalled: {:?}",
+                metrics.snapshot()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop_tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+    let rows = rows(out.path());
+    assert_eq!(
+        rows.keys().copied().collect::<Vec<_>>(),
+        (0..300).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_writes_the_range_in_the_sink_layout() {
+    let broker = common::start_broker().await;
+    let client = broker.config();
+    common::create_topic(&client, "page-views", 3).await;
+    common::produce(&client, "page-views", 3, &page_views(300)).await;
+    let out = tempfile::tempdir().unwrap();
+    let sink_config = ConnectConfig::parse(&format!(
+        "[[parquet_sink]]\nname = \"e\"\nbootstrap = \"b:1\"\ntopics = [\"page-views\"]\nout = \"{}\"\ntime_field = \"ts\"\npartition_by = [\"country\"]\n",
+        out.path().display()
+    ))
+    .unwrap()
+    .parquet_sink[0]
+        .clone();
+    let options = ExportOptions {
+        client: client.clone(),
+        topic: "page-views".into(),
+        from: Bound::Beginning,
+        to: Bound::End,
+        engine: sink_config.engine_config(),
+        dead_letter_topic: None,
+    };
+    let mut last = None;
+    let summary = export(options.clone(), |p| last = Some(p)).await.unwrap();
+    assert_eq!(summary.metrics.records_written, 300);
+    assert_eq!(last.unwrap().records, 300);
+    let rows = rows(out.path());
+    assert_eq!(rows.len(), 300);
+    for (id, (_, dir)) in &rows {
+        assert_eq!(dir, &expected_dir(*id, 300));
+    }
+    // Exporting again into the same directory adds nothing.
+    let files = common::parquet_files(out.path());
+    let again = export(options, |_| {}).await.unwrap();
+    assert_eq!(again.metrics.records_written, 0);
+    assert_eq!(common::parquet_files(out.path()), files);
+}
