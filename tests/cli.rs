@@ -3,23 +3,15 @@
 
 mod common;
 
+use common::cli::{
+    cli, cli_ok, fast_group_broker, free_port, json_lines, millrace, send_signal, sorted,
+    wait_with_deadline, COMMAND_LIMIT,
+};
 use common::BrokerProcess;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-
-fn millrace() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_millrace"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use std::process::Stdio;
 
 #[test]
 fn unknown_setting_exits_non_zero_with_its_name() {
@@ -129,82 +121,6 @@ fn config_file_settings_apply() {
 // `millrace consume` against a real broker process. Every child runs under a deadline: a hang
 // fails the test instead of blocking it.
 
-/// The longest any one command may run.
-const COMMAND_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// A broker process with a group join that does not wait for more members.
-fn consume_broker() -> (BrokerProcess, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path(), 0, &["-o", "group.initial.rebalance.delay.ms=0"]);
-    (broker, dir)
-}
-
-/// Sends signal `name` (`INT`, `TERM`, `KILL`) to process `pid`.
-fn send_signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} {pid}");
-}
-
-/// Waits for `child` and collects its output; kills it and fails if it outlives `limit`.
-fn wait_with_deadline(
-    child: std::process::Child,
-    limit: std::time::Duration,
-) -> std::process::Output {
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            send_signal(pid, "KILL");
-            panic!("millrace (pid {pid}) still running after {limit:?}");
-        }
-    }
-}
-
-/// Runs `millrace ARGS -b BROKER` with `stdin` as input, under the deadline.
-fn cli(broker: &BrokerProcess, args: &[&str], stdin: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = millrace()
-        .args(args)
-        .args(["-b", &broker.addr.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_string();
-    // From a thread: a child that does not read stdin must not block the test.
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(stdin.as_bytes());
-    });
-    let output = wait_with_deadline(child, COMMAND_LIMIT);
-    writer.join().unwrap();
-    output
-}
-
-/// Like [`cli`], but the command must succeed; returns its stdout lines.
-fn cli_ok(broker: &BrokerProcess, args: &[&str], stdin: &str) -> Vec<String> {
-    let output = cli(broker, args, stdin);
-    assert!(
-        output.status.success(),
-        "millrace {args:?}: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 /// `k<i mod 4>:v<i>` for i in `range`: keyed lines for `produce -K :`.
 fn keyed_lines(range: std::ops::Range<u32>) -> Vec<String> {
     range.map(|i| format!("k{}:v{i}", i % 4)).collect()
@@ -234,21 +150,9 @@ fn produce(broker: &BrokerProcess, topic: &str, lines: &[String]) {
     cli_ok(broker, &["produce", "-t", topic, "-K", ":"], &input);
 }
 
-fn sorted(mut lines: Vec<String>) -> Vec<String> {
-    lines.sort();
-    lines
-}
-
-fn json_lines(lines: &[String]) -> Vec<serde_json::Value> {
-    lines
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect()
-}
-
 #[test]
 fn consume_from_beginning_prints_every_record_once_and_exits_at_end() {
-    let (broker, _dir) = consume_broker();
+    let (broker, _dir) = fast_group_broker();
     let lines = keyed_lines(0..30);
     topic_with(&broker, "clicks", 3, &lines);
 
@@ -308,7 +212,7 @@ fn consume_from_beginning_prints_every_record_once_and_exits_at_end() {
 
 #[test]
 fn consume_count_from_an_offset_of_one_partition() {
-    let (broker, _dir) = consume_broker();
+    let (broker, _dir) = fast_group_broker();
     topic_with(&broker, "letters", 3, &[]);
     cli_ok(
         &broker,
@@ -372,7 +276,7 @@ fn consume_count_from_an_offset_of_one_partition() {
 
 #[test]
 fn consume_in_a_group_resumes_from_committed_offsets() {
-    let (broker, _dir) = consume_broker();
+    let (broker, _dir) = fast_group_broker();
     let lines = keyed_lines(0..30);
     topic_with(&broker, "orders", 3, &lines);
 
@@ -398,7 +302,7 @@ fn consume_in_a_group_resumes_from_committed_offsets() {
 
 #[test]
 fn consume_in_a_group_commits_only_what_count_let_through() {
-    let (broker, _dir) = consume_broker();
+    let (broker, _dir) = fast_group_broker();
     let lines = keyed_lines(0..30);
     topic_with(&broker, "orders", 3, &lines);
 
@@ -421,7 +325,7 @@ fn consume_in_a_group_commits_only_what_count_let_through() {
 
 #[test]
 fn consume_errors_exit_non_zero() {
-    let (broker, _dir) = consume_broker();
+    let (broker, _dir) = fast_group_broker();
     topic_with(&broker, "known", 3, &keyed_lines(0..3));
 
     let output = cli(&broker, &["consume", "-t", "no-such-topic", "-e"], "");
@@ -464,7 +368,7 @@ fn consume_errors_exit_non_zero() {
 #[test]
 fn consume_exits_quietly_when_stdout_is_closed() {
     use std::io::BufRead;
-    let (broker, _dir) = consume_broker();
+    let (broker, _dir) = fast_group_broker();
     // Far more than a pipe holds, so the consumer must meet the closed pipe.
     let lines: Vec<String> = (0..20_000).map(|i| format!("k:{i:0>100}")).collect();
     topic_with(&broker, "big", 1, &lines);
@@ -489,7 +393,7 @@ fn consume_exits_quietly_when_stdout_is_closed() {
 
 #[test]
 fn sigint_stops_a_tailing_group_consumer_which_commits_on_the_way_out() {
-    let (broker, _dir) = consume_broker();
+    let (broker, _dir) = fast_group_broker();
     let lines = keyed_lines(0..30);
     topic_with(&broker, "tail", 3, &lines);
 

@@ -6,96 +6,19 @@
 
 mod common;
 
+use common::cli::{
+    cli, cli_ok, fast_group_broker, free_port, json_lines, millrace, run_at, send_signal, sorted,
+    wait_with_deadline, COMMAND_LIMIT,
+};
 use common::BrokerProcess;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// The longest any one command may run against a working broker.
-const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 
 /// The longest a command may take to give up on a bootstrap address nobody listens on.
 const REFUSED_LIMIT: Duration = Duration::from_secs(20);
-
-fn millrace() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_millrace"))
-}
-
-/// A broker process with a group join that does not wait for more members.
-fn broker() -> (BrokerProcess, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path(), 0, &["-o", "group.initial.rebalance.delay.ms=0"]);
-    (broker, dir)
-}
-
-/// Sends signal `name` (`INT`, `KILL`) to process `pid`.
-fn send_signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} {pid}");
-}
-
-/// Waits for `child` and collects its output; kills it and fails if it outlives `limit`.
-fn wait_with_deadline(child: std::process::Child, limit: Duration) -> Output {
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            send_signal(pid, "KILL");
-            panic!("millrace (pid {pid}) still running after {limit:?}");
-        }
-    }
-}
-
-/// Runs `millrace ARGS -b BOOTSTRAP` with `stdin` as input; kills it and fails after `limit`.
-fn run_at(bootstrap: &str, args: &[&str], stdin: &str, limit: Duration) -> Output {
-    let mut child = millrace()
-        .args(args)
-        .args(["-b", bootstrap])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_string();
-    // From a thread: a child that does not read stdin must not block the test.
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(stdin.as_bytes());
-    });
-    let output = wait_with_deadline(child, limit);
-    writer.join().unwrap();
-    output
-}
-
-/// Runs `millrace ARGS` against `broker`, under [`COMMAND_LIMIT`].
-fn cli(broker: &BrokerProcess, args: &[&str], stdin: &str) -> Output {
-    run_at(&broker.addr.to_string(), args, stdin, COMMAND_LIMIT)
-}
-
-/// Like [`cli`], but the command must succeed; returns its stdout lines.
-fn cli_ok(broker: &BrokerProcess, args: &[&str], stdin: &str) -> Vec<String> {
-    let output = cli(broker, args, stdin);
-    assert!(
-        output.status.success(),
-        "millrace {args:?}: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
 
 /// Asserts that `output` (of `millrace ARGS`) is a failure: a non-zero exit that is not a
 /// panic, nothing on stdout, and an `error: ` line on stderr containing every one of `needles`.
@@ -127,27 +50,6 @@ fn assert_failed(args: &[&str], output: &Output, needles: &[&str]) -> String {
 fn cli_err(broker: &BrokerProcess, args: &[&str], stdin: &str, needles: &[&str]) -> String {
     let output = cli(broker, args, stdin);
     assert_failed(args, &output, needles)
-}
-
-/// A port on 127.0.0.1 that nobody listens on (bound and released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn sorted(mut lines: Vec<String>) -> Vec<String> {
-    lines.sort();
-    lines
-}
-
-fn json_lines(lines: &[String]) -> Vec<serde_json::Value> {
-    lines
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect()
 }
 
 /// What `topics describe` printed.
@@ -278,7 +180,7 @@ fn produce_to(broker: &BrokerProcess, topic: &str, partition: i32, values: &[&st
 
 #[test]
 fn topics_create_list_describe_alter_delete() {
-    let (broker, _dir) = broker();
+    let (broker, _dir) = fast_group_broker();
     let out = cli_ok(
         &broker,
         &[
@@ -379,7 +281,7 @@ fn topics_create_list_describe_alter_delete() {
 
 #[test]
 fn topics_errors_exit_non_zero_naming_the_problem() {
-    let (broker, _dir) = broker();
+    let (broker, _dir) = fast_group_broker();
     cli_ok(&broker, &["topics", "create", "taken", "-p", "2"], "");
 
     cli_err(
@@ -531,7 +433,7 @@ fn silent_bootstrap_times_out_instead_of_hanging() {
 
 #[test]
 fn produce_keys_values_and_headers_read_back_as_json() {
-    let (broker, _dir) = broker();
+    let (broker, _dir) = fast_group_broker();
     cli_ok(&broker, &["topics", "create", "kv", "-p", "3"], "");
     let output = cli(
         &broker,
@@ -597,7 +499,7 @@ fn produce_keys_values_and_headers_read_back_as_json() {
 
 #[test]
 fn produce_errors_exit_non_zero_and_write_nothing() {
-    let (broker, _dir) = broker();
+    let (broker, _dir) = fast_group_broker();
     cli_ok(&broker, &["topics", "create", "two", "-p", "2"], "");
 
     cli_err(
@@ -649,7 +551,7 @@ fn produce_errors_exit_non_zero_and_write_nothing() {
 
 #[test]
 fn groups_list_describe_reset_offsets_and_delete() {
-    let (broker, _dir) = broker();
+    let (broker, _dir) = fast_group_broker();
     cli_ok(&broker, &["topics", "create", "orders", "-p", "2"], "");
     produce_to(&broker, "orders", 0, &["a0", "a1", "a2"]);
     produce_to(&broker, "orders", 1, &["b0", "b1"]);
@@ -774,7 +676,7 @@ fn groups_list_describe_reset_offsets_and_delete() {
 
 #[test]
 fn groups_errors_exit_non_zero_naming_the_problem() {
-    let (broker, _dir) = broker();
+    let (broker, _dir) = fast_group_broker();
     cli_ok(&broker, &["topics", "create", "orders", "-p", "1"], "");
     produce_to(&broker, "orders", 0, &["x", "y"]);
     cli_ok(&broker, &["consume", "-t", "orders", "-g", "G", "-e"], "");
@@ -831,7 +733,7 @@ fn groups_errors_exit_non_zero_naming_the_problem() {
 
 #[test]
 fn groups_describe_shows_an_active_member_and_changes_are_refused_while_it_runs() {
-    let (broker, _dir) = broker();
+    let (broker, _dir) = fast_group_broker();
     cli_ok(&broker, &["topics", "create", "live", "-p", "1"], "");
     produce_to(&broker, "live", 0, &["r0", "r1", "r2"]);
 
@@ -954,7 +856,7 @@ fn bench_report(
 
 #[test]
 fn bench_produce_then_consume_report_json() {
-    let (broker, _dir) = broker();
+    let (broker, _dir) = fast_group_broker();
     let produced = bench_report(
         &cli_ok(
             &broker,
@@ -1007,7 +909,7 @@ fn bench_produce_then_consume_report_json() {
 
 #[test]
 fn bench_e2e_reports_json_at_the_asked_rate() {
-    let (broker, _dir) = broker();
+    let (broker, _dir) = fast_group_broker();
     let report = bench_report(
         &cli_ok(
             &broker,
@@ -1036,7 +938,7 @@ fn bench_e2e_reports_json_at_the_asked_rate() {
 
 #[test]
 fn bench_errors_exit_non_zero_naming_the_problem() {
-    let (broker, _dir) = broker();
+    let (broker, _dir) = fast_group_broker();
     cli_ok(
         &broker,
         &[

@@ -2,6 +2,8 @@
 //! encoded and decoded with the `kafka-protocol` crate.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cli;
+
 use std::net::SocketAddr;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
