@@ -68,6 +68,9 @@ enum Command {
     Connect(commands::connect::ConnectCommandArgs),
     /// Run SQL over a Parquet export directory and print the result.
     Sql(commands::sql::SqlArgs),
+    /// Run the activity-tracking demo: broker, generator, stream jobs, Parquet export and
+    /// dashboard in one process.
+    Demo(commands::demo::DemoArgs),
 }
 
 #[derive(clap::Args)]
@@ -117,6 +120,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Connect(args) => run_client(commands::connect::run(args)),
         Command::Sql(args) => run_client(commands::sql::run(args)),
+        Command::Demo(args) => run_demo(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -135,6 +139,15 @@ fn run_client(job: impl std::future::Future<Output = anyhow::Result<()>>) -> any
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(job)
+}
+
+/// Runs the demo on a runtime with a thread per core: it hosts the broker and every job.
+fn run_demo(args: commands::demo::DemoArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(commands::demo::run(args))
 }
 
 fn init_tracing(default_level: &str) {

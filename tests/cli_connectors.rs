@@ -140,3 +140,122 @@ async fn connect_rejects_a_config_with_an_unknown_key() {
         "{stderr}"
     );
 }
+
+/// One HTTP/1.1 POST on a fresh connection; returns the status line and the body.
+fn post(port: u16, path: &str, body: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_runs_a_file_source_an_ingest_endpoint_and_a_sink_from_one_file() {
+    use std::time::{Duration, Instant};
+
+    let data = tempfile::tempdir().unwrap();
+    let broker =
+        common::start_broker_in(data.path(), &["group.initial.rebalance.delay.ms=0"]).await;
+    let bootstrap = broker.local_addr().to_string();
+    let client = ClientConfig::new(&bootstrap);
+    let admin = Admin::connect(client.clone()).await.unwrap();
+    admin.create_topic(NewTopic::new("imports", 1)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("people.csv");
+    std::fs::write(&csv, "user,amount\nana,1.5\nbo,2\ncy,3.25\n").unwrap();
+    let out = dir.path().join("lake");
+    let port = common::cli::free_port();
+    let config = dir.path().join("connect.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[file_source]]
+name = "people"
+bootstrap = "{bootstrap}"
+topic = "imports"
+path = "{csv}"
+format = "csv"
+poll_interval_ms = 50
+
+[[http_source]]
+name = "ingest"
+bootstrap = "{bootstrap}"
+listen = "127.0.0.1:{port}"
+topics = ["imports"]
+
+[[parquet_sink]]
+name = "lake"
+bootstrap = "{bootstrap}"
+topics = ["imports"]
+out = "{out}"
+time_partitioning = "none"
+[parquet_sink.rolling]
+max_open_ms = 200
+[parquet_sink.schema]
+columns = [{{ name = "user", type = "string" }}, {{ name = "amount", type = "float64" }}]
+"#,
+            csv = csv.display(),
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    let child = common::cli::millrace()
+        .args(["connect", "--config", &config.display().to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The endpoint is up once its port accepts connections.
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "ingest endpoint never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        post(port, "/topics/imports", r#"{"user":"web","amount":4.5}"#)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    // The sink commits the group's offsets after its files: all four records are in files.
+    loop {
+        let committed = admin.list_group_offsets("millrace-parquet-lake").await;
+        if committed.is_ok_and(|c| c.values().sum::<i64>() == 4) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sink did not commit 4 records");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    common::cli::send_signal(pid, "TERM");
+    let output = tokio::task::spawn_blocking(move || {
+        common::cli::wait_with_deadline(child, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    let sql = millrace(vec![
+        "sql".into(),
+        "SELECT user, amount FROM exports ORDER BY user".into(),
+        "--parquet".into(),
+        out.display().to_string(),
+    ])
+    .await;
+    assert!(sql.status.success(), "{}", text(&sql.stderr));
+    let table = text(&sql.stdout);
+    for row in ["| ana  | 1.5    |", "| bo   | 2.0    |", "| cy   | 3.25   |", "| web  | 4.5    |"] {
+        assert!(table.contains(row), "{row} missing from\n{table}");
+    }
+    // The file source's position survived the stop.
+    assert!(dir.path().join("people.csv.millrace-position").exists());
+}

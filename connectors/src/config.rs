@@ -1,25 +1,41 @@
-//! The connect configuration file: which connectors `millrace connect` runs.
+//! The connect configuration file: which connectors `millrace connect` runs. One array of
+//! tables per kind of connector; any mix, at least one.
 //!
 //! ```toml
-//! [[parquet_sink]]
+//! [[parquet_sink]]                 # topic -> Parquet files
 //! name = "page-views-archive"
 //! bootstrap = "127.0.0.1:9092"
 //! topics = ["page-views"]
 //! out = "/data/lake"
+//!
+//! [[file_source]]                  # JSON lines or CSV files -> topic
+//! name = "imports"
+//! bootstrap = "127.0.0.1:9092"
+//! topic = "page-views"
+//! path = "/data/incoming"
+//!
+//! [[http_source]]                  # POST /topics/{topic} -> topic
+//! name = "ingest"
+//! bootstrap = "127.0.0.1:9092"
+//! listen = "127.0.0.1:8088"
 //! ```
 //!
 //! Every table is a plain serde struct whose fields are documented where they are declared
-//! ([`ParquetSinkConfig`]); unknown keys are errors, so a typo does not silently fall back
-//! to a default.
+//! ([`ParquetSinkConfig`], [`FileSourceConfig`], [`HttpSourceConfig`]); unknown keys are
+//! errors, so a typo does not silently fall back to a default.
 
 use std::future::Future;
 use std::path::Path;
-
-use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{ConnectorError, IoContext, Result};
+use crate::file_source::{FileSource, FileSourceConfig};
+use crate::framework::{supervise, Shutdown};
+use crate::http_source::{HttpSource, HttpSourceConfig};
+use crate::metrics::{SinkMetrics, SourceMetrics};
 use crate::parquet_sink::{ParquetSink, ParquetSinkConfig};
+use serde::{Deserialize, Serialize};
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +44,12 @@ pub struct ConnectConfig {
     /// Parquet sinks, one `[[parquet_sink]]` table each.
     #[serde(default)]
     pub parquet_sink: Vec<ParquetSinkConfig>,
+    /// File sources, one `[[file_source]]` table each.
+    #[serde(default)]
+    pub file_source: Vec<FileSourceConfig>,
+    /// HTTP ingest endpoints, one `[[http_source]]` table each.
+    #[serde(default)]
+    pub http_source: Vec<HttpSourceConfig>,
 }
 
 impl ConnectConfig {
@@ -35,19 +57,37 @@ impl ConnectConfig {
     pub fn parse(text: &str) -> Result<Self> {
         let config: ConnectConfig =
             toml::from_str(text).map_err(|e| ConnectorError::Config(e.to_string()))?;
-        if config.parquet_sink.is_empty() {
+        for sink in &config.parquet_sink {
+            sink.validate()?;
+        }
+        for source in &config.file_source {
+            source.validate()?;
+        }
+        for source in &config.http_source {
+            source.validate()?;
+        }
+        let names = config.names();
+        if names.is_empty() {
             return Err(ConnectorError::Config("no connectors declared".into()));
         }
-        for (i, sink) in config.parquet_sink.iter().enumerate() {
-            sink.validate()?;
-            if config.parquet_sink[..i].iter().any(|s| s.name == sink.name) {
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
                 return Err(ConnectorError::Config(format!(
-                    "two connectors are named `{}`",
-                    sink.name
+                    "two connectors are named `{name}`"
                 )));
             }
         }
         Ok(config)
+    }
+
+    /// The names of all connectors, in file order per kind.
+    pub fn names(&self) -> Vec<&str> {
+        self.parquet_sink
+            .iter()
+            .map(|c| c.name.as_str())
+            .chain(self.file_source.iter().map(|c| c.name.as_str()))
+            .chain(self.http_source.iter().map(|c| c.name.as_str()))
+            .collect()
     }
 
     /// Reads and parses a TOML file.
@@ -64,41 +104,88 @@ pub async fn run_connectors(
     config: ConnectConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    for sink_config in config.parquet_sink {
-        let sink = ParquetSink::new(sink_config)?;
-        let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            sink.run(async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            })
-            .await
-        });
+    // Endpoints bind first: a taken port fails the run before anything else starts.
+    let mut endpoints = Vec::new();
+    for source_config in config.http_source {
+        let source = HttpSource::bind(source_config).await?;
+        endpoints.push(source);
     }
-    tokio::pin!(shutdown);
-    let mut first_error = None;
-    loop {
-        tokio::select! {
-            _ = &mut shutdown, if !*stop_tx.borrow() => {
-                let _ = stop_tx.send(true);
-            }
-            joined = tasks.join_next() => match joined {
-                None => break,
-                Some(result) => {
-                    let result = result.unwrap_or_else(|e| {
-                        Err(ConnectorError::Config(format!("connector task failed: {e}")))
-                    });
-                    if let Err(error) = result {
-                        tracing::error!(%error, "connector failed; stopping the others");
-                        first_error.get_or_insert(error);
-                        let _ = stop_tx.send(true);
-                    }
+    let (trigger, stop) = Shutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut watched = Vec::new();
+    for sink_config in config.parquet_sink {
+        let name = sink_config.name.clone();
+        let sink = ParquetSink::new(sink_config)?;
+        watched.push((name, Watched::Sink(sink.metrics())));
+        let mut stop = stop.clone();
+        tasks.spawn(async move { sink.run(async move { stop.wait().await }).await });
+    }
+    for source_config in config.file_source {
+        let name = source_config.name.clone();
+        let source = FileSource::new(source_config)?;
+        watched.push((name, Watched::Source(source.metrics())));
+        tasks.spawn(source.run_until(stop.clone()));
+    }
+    for source in endpoints {
+        let name = source.name().to_string();
+        watched.push((name, Watched::Source(source.metrics())));
+        tasks.spawn(source.run_until(stop.clone()));
+    }
+    tasks.spawn(report_metrics(watched, stop));
+    supervise(tasks, trigger, shutdown).await
+}
+
+/// How often `millrace connect` logs every connector's counters.
+const METRICS_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The counters of one connector.
+enum Watched {
+    Sink(Arc<SinkMetrics>),
+    Source(Arc<SourceMetrics>),
+}
+
+/// Logs every connector's counters every [`METRICS_LOG_INTERVAL`] and once more at the stop.
+async fn report_metrics(watched: Vec<(String, Watched)>, mut stop: Shutdown) -> Result<()> {
+    let log = |watched: &[(String, Watched)]| {
+        for (name, metrics) in watched {
+            match metrics {
+                Watched::Sink(m) => {
+                    let s = m.snapshot();
+                    tracing::info!(
+                        connector = %name,
+                        records_in = s.records_in,
+                        records_written = s.records_written,
+                        bytes_written = s.bytes_written,
+                        files = s.files_committed,
+                        dead_lettered = s.dead_lettered,
+                        lag = s.lag,
+                        errors = s.errors,
+                        "sink metrics"
+                    );
+                }
+                Watched::Source(m) => {
+                    let s = m.snapshot();
+                    tracing::info!(
+                        connector = %name,
+                        records = s.records,
+                        bytes = s.bytes,
+                        batches = s.batches,
+                        rejected = s.rejected,
+                        errors = s.errors,
+                        "source metrics"
+                    );
                 }
             }
         }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.wait() => break,
+            _ = tokio::time::sleep(METRICS_LOG_INTERVAL) => log(&watched),
+        }
     }
-    first_error.map_or(Ok(()), Err)
+    log(&watched);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -144,6 +231,50 @@ mod tests {
         assert_eq!(columns[1].kind, ColumnType::TimestampMs);
         assert!(columns[1].nullable);
         assert_eq!(sink.group(), "millrace-parquet-views");
+    }
+
+    #[test]
+    fn sources_and_sinks_parse_together_and_names_are_unique_across_kinds() {
+        let text = r#"
+            [[file_source]]
+            name = "files"
+            bootstrap = "b:1"
+            topic = "t"
+            path = "/data/in"
+            format = "csv"
+
+            [[http_source]]
+            name = "ingest"
+            bootstrap = "b:1"
+
+            [[parquet_sink]]
+            name = "lake"
+            bootstrap = "b:1"
+            topics = ["t"]
+            out = "/lake"
+            tasks = 3
+            "#;
+        let config = ConnectConfig::parse(text).unwrap();
+        assert_eq!(config.names(), ["lake", "files", "ingest"]);
+        assert_eq!(
+            config.file_source[0].format,
+            crate::file_source::InputFormat::Csv
+        );
+        assert!(config.file_source[0].csv_infer_types);
+        assert_eq!(config.http_source[0].listen, "127.0.0.1:8088");
+        assert_eq!(config.http_source[0].max_body_bytes, 1 << 20);
+        assert_eq!(config.parquet_sink[0].tasks, 3);
+
+        let clash = text.replace("name = \"ingest\"", "name = \"lake\"");
+        let err = ConnectConfig::parse(&clash).unwrap_err();
+        assert!(
+            err.to_string().contains("two connectors are named `lake`"),
+            "{err}"
+        );
+        assert!(ConnectConfig::parse("")
+            .unwrap_err()
+            .to_string()
+            .contains("no connectors"));
     }
 
     #[test]

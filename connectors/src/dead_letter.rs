@@ -1,4 +1,6 @@
 //! The dead-letter topic: records a sink cannot write, sent on as they were read, with why.
+//! (Sources reject input through [`SourceContext::reject`](crate::framework::SourceContext::reject)
+//! with the same `millrace.error` header.)
 //!
 //! Headers added to the original ones: `millrace.error` (the reason), `millrace.topic`,
 //! `millrace.partition` and `millrace.offset` (where the record came from). Delivery is
@@ -19,6 +21,8 @@ pub const TOPIC_HEADER: &str = "millrace.topic";
 pub const PARTITION_HEADER: &str = "millrace.partition";
 /// Header with the record's original offset.
 pub const OFFSET_HEADER: &str = "millrace.offset";
+/// Header with where a source's rejected input came from (`FILE:BYTE` for the file source).
+pub const SOURCE_HEADER: &str = "millrace.source";
 
 /// Sends dead letters to a topic, or only logs them when no topic is configured.
 pub struct DeadLetterQueue {

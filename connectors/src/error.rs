@@ -39,6 +39,25 @@ pub enum ConnectorError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A source's position file cannot be read (corrupt or from another format).
+    #[error("position file {}: {reason}", path.display())]
+    Position {
+        /// The position file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A source's input cannot be read as a whole (not a single record of it).
+    #[error("source {name}: {reason}")]
+    Source {
+        /// The connector.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A connector task panicked or was cancelled.
+    #[error("connector task: {0}")]
+    Task(String),
     /// A SQL query failed to parse, plan or run (DataFusion's innermost message: the outer
     /// layers only repeat it).
     #[cfg(feature = "sql")]

@@ -30,6 +30,9 @@ pub mod config;
 pub mod dead_letter;
 pub mod error;
 pub mod export;
+pub mod file_source;
+pub mod framework;
+pub mod http_source;
 pub mod metrics;
 pub mod parquet_sink;
 #[cfg(feature = "sql")]
@@ -37,4 +40,4 @@ pub mod sql;
 
 pub use config::{run_connectors, ConnectConfig};
 pub use error::{ConnectorError, Result};
-pub use metrics::{MetricsSnapshot, SinkMetrics};
+pub use metrics::{MetricsSnapshot, SinkMetrics, SourceMetrics, SourceMetricsSnapshot};

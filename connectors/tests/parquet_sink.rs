@@ -267,3 +267,75 @@ async fn export_writes_the_range_in_the_sink_layout() {
     assert_eq!(again.metrics.records_written, 0);
     assert_eq!(common::parquet_files(out.path()), files);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tasks_share_the_partitions_and_one_inferred_schema() {
+    let broker = common::start_broker().await;
+    let client = broker.config();
+    common::create_topic(&client, "page-views", 4).await;
+    common::produce(&client, "page-views", 4, &page_views(400)).await;
+    let out = tempfile::tempdir().unwrap();
+    let config = ConnectConfig::parse(&format!(
+        r#"
+        [[parquet_sink]]
+        name = "two"
+        bootstrap = "{bootstrap}"
+        topics = ["page-views"]
+        out = "{out}"
+        tasks = 2
+        time_field = "ts"
+        partition_by = ["country"]
+        [parquet_sink.rolling]
+        max_records = 25
+        max_open_ms = 300
+        [parquet_sink.schema]
+        infer_records = 10
+        "#,
+        bootstrap = broker.bootstrap(),
+        out = out.path().display()
+    ))
+    .unwrap();
+    let sink = ParquetSink::new(config.parquet_sink[0].clone()).unwrap();
+    let metrics = sink.metrics();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        sink.run(async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metrics.snapshot().records_written < 400 {
+        assert!(
+            Instant::now() < deadline,
+            "stalled: {:?}",
+            metrics.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let admin = millrace_client::Admin::connect(client.clone())
+        .await
+        .unwrap();
+    let group = admin
+        .describe_groups(&["millrace-parquet-two"])
+        .await
+        .unwrap();
+    assert_eq!(group[0].members.len(), 2, "{group:?}");
+    stop_tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+
+    let rows = rows(out.path());
+    assert_eq!(rows.len(), 400);
+    for (id, (path, dir)) in &rows {
+        assert_eq!(path, &format!("/p/{id}"));
+        assert_eq!(dir, &expected_dir(*id, 400));
+    }
+    // Every file has the one saved schema, whichever task inferred it.
+    let schemas: std::collections::HashSet<String> = common::parquet_files(out.path())
+        .iter()
+        .map(|f| format!("{:?}", common::read_file(f)[0].schema()))
+        .collect();
+    assert_eq!(schemas.len(), 1, "{schemas:?}");
+    let snapshot = metrics.snapshot();
+    assert_eq!((snapshot.lag, snapshot.errors), (0, 0));
+}

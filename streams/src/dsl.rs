@@ -29,6 +29,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -37,10 +38,12 @@ use serde::Serialize;
 use crate::aggregate::{EmitMode, SessionAggregate, WindowAggregate};
 use crate::dedupe::Dedupe;
 use crate::error::StreamsError;
+use crate::join::{JoinKind, JoinWindows, Side, WindowJoin};
 use crate::operator::{Context, Metrics, Operator, TaskMeta};
 use crate::record::{LateRecord, Record, Windowed};
 use crate::sliding::SlidingAggregate;
 use crate::store::{Change, InMemoryStore};
+use crate::table::{GlobalTable, TableUpdates};
 use crate::time::{millis, PartitionId, Timestamp, WatermarkTracker};
 use crate::window::{SessionWindows, SlidingWindows, Windows};
 
@@ -90,6 +93,8 @@ trait Node<K, V>: Send {
     fn state_len(&self) -> usize;
     /// Appends each stateful step's snapshot (see [`Operator::snapshot`]) by store name.
     fn snapshot(&self, out: &mut Vec<StoreSnapshot>);
+    /// Appends the global tables the chain joins with (the runtime loads them).
+    fn tables(&self, out: &mut Vec<Arc<dyn TableUpdates>>);
 }
 
 /// The live state of one store as rows, for queries while the job runs.
@@ -137,6 +142,9 @@ where
     fn snapshot(&self, out: &mut Vec<StoreSnapshot>) {
         self.down.snapshot(out);
     }
+    fn tables(&self, out: &mut Vec<Arc<dyn TableUpdates>>) {
+        self.down.tables(out);
+    }
 }
 
 /// A stateless step producing any number of records per input.
@@ -183,6 +191,9 @@ where
     }
     fn snapshot(&self, out: &mut Vec<StoreSnapshot>) {
         self.down.snapshot(out);
+    }
+    fn tables(&self, out: &mut Vec<Arc<dyn TableUpdates>>) {
+        self.down.tables(out);
     }
 }
 
@@ -288,6 +299,82 @@ where
         });
         self.down.snapshot(out);
     }
+    fn tables(&self, out: &mut Vec<Arc<dyn TableUpdates>>) {
+        self.down.tables(out);
+    }
+}
+
+/// A stream-table join: looks each record up in a global table.
+struct TableJoin<TK, TV, F, G, K, V2> {
+    table: GlobalTable<TK, TV>,
+    key: F,
+    /// Builds the output from the value and the table value; `None` drops the record (an
+    /// inner join's miss).
+    join: G,
+    down: Box<dyn Node<K, V2>>,
+}
+
+impl<K, V, V2, TK, TV, F, G> Node<K, V> for TableJoin<TK, TV, F, G, K, V2>
+where
+    TK: Hash + Eq + Send + Sync + 'static,
+    TV: Send + Sync + 'static,
+    F: FnMut(&K, &V) -> TK + Send,
+    G: FnMut(V, Option<&TV>) -> Option<V2> + Send,
+    K: Send,
+    V2: Send,
+{
+    fn process(&mut self, record: Record<K, V>, cx: &mut Cx<'_>) {
+        let lookup = (self.key)(&record.key, &record.value);
+        let Record {
+            key,
+            value,
+            timestamp,
+            partition,
+            offset,
+        } = record;
+        // The read lock is released before the record goes on: a later step may join with
+        // the same table, and the loader may be waiting to write.
+        let join = &mut self.join;
+        let joined = self.table.with(&lookup, |found| join(value, found));
+        if let Some(value) = joined {
+            self.down.process(
+                Record {
+                    key,
+                    value,
+                    timestamp,
+                    partition,
+                    offset,
+                },
+                cx,
+            );
+        }
+    }
+    fn watermark(&mut self, cx: &mut Cx<'_>) {
+        self.down.watermark(cx);
+    }
+    fn checkpoint(&mut self, m: &TaskMeta, o: &mut Vec<StoreChanges>) -> Result<(), StreamsError> {
+        self.down.checkpoint(m, o)
+    }
+    fn restore(
+        &mut self,
+        c: &mut BTreeMap<String, Vec<Change>>,
+        m: &mut Vec<TaskMeta>,
+    ) -> Result<(), StreamsError> {
+        self.down.restore(c, m)
+    }
+    fn state_len(&self) -> usize {
+        self.down.state_len()
+    }
+    fn snapshot(&self, out: &mut Vec<StoreSnapshot>) {
+        self.down.snapshot(out);
+    }
+    fn tables(&self, out: &mut Vec<Arc<dyn TableUpdates>>) {
+        let table: Arc<dyn TableUpdates> = Arc::new(self.table.clone());
+        if !out.iter().any(|t| t.id() == table.id()) {
+            out.push(table);
+        }
+        self.down.tables(out);
+    }
 }
 
 /// The end of the chain: appends to the pipeline's output.
@@ -315,6 +402,7 @@ impl<K: Send + 'static, V: Send + 'static> Node<K, V> for Sink<K, V> {
         0
     }
     fn snapshot(&self, _out: &mut Vec<StoreSnapshot>) {}
+    fn tables(&self, _out: &mut Vec<Arc<dyn TableUpdates>>) {}
 }
 
 type Wire<K, V> = Box<dyn FnOnce(Box<dyn Node<K, V>>) -> Box<dyn Any + Send> + Send>;
@@ -425,6 +513,85 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         })
     }
 
+    /// Joins each record with a [`GlobalTable`] (Kafka Streams' `KStream#join(GlobalKTable)`):
+    /// `key` gives the table key to look up, `join` makes the new value from the record's
+    /// value and the table's. Records whose key is not in the table are dropped (see
+    /// [`Stream::left_join_table`] to keep them). The record key, event time and input
+    /// position are kept.
+    ///
+    /// ```
+    /// use millrace_streams::{GlobalTable, Pipeline, Record, Stream};
+    ///
+    /// let owners: GlobalTable<String, String> = GlobalTable::json("item-owners");
+    /// owners.insert("i1".into(), "ann".into());
+    /// let table = owners.clone();
+    /// let mut p = Pipeline::new(move |likes: Stream<String, String>| {
+    ///     likes.join_table(&table, |_user, item| item.clone(), |item, owner| (item, owner.clone()))
+    /// });
+    /// p.push(Record::new("bob".to_string(), "i1".to_string(), 0));
+    /// p.push(Record::new("bob".to_string(), "i2".to_string(), 0)); // no such item: dropped
+    /// let out = p.take_output();
+    /// assert_eq!(out.len(), 1);
+    /// assert_eq!(out[0].value, ("i1".to_string(), "ann".to_string()));
+    /// ```
+    pub fn join_table<TK, TV, V2>(
+        self,
+        table: &GlobalTable<TK, TV>,
+        key: impl FnMut(&K, &V) -> TK + Send + 'static,
+        mut join: impl FnMut(V, &TV) -> V2 + Send + 'static,
+    ) -> Stream<K, V2>
+    where
+        TK: Hash + Eq + Send + Sync + 'static,
+        TV: Send + Sync + 'static,
+        V2: Send + 'static,
+    {
+        self.table_join(table, key, move |v, found: Option<&TV>| {
+            found.map(|tv| join(v, tv))
+        })
+    }
+
+    /// Like [`Stream::join_table`], but a record whose key is not in the table is kept:
+    /// `join` gets `None` for it.
+    pub fn left_join_table<TK, TV, V2>(
+        self,
+        table: &GlobalTable<TK, TV>,
+        key: impl FnMut(&K, &V) -> TK + Send + 'static,
+        mut join: impl FnMut(V, Option<&TV>) -> V2 + Send + 'static,
+    ) -> Stream<K, V2>
+    where
+        TK: Hash + Eq + Send + Sync + 'static,
+        TV: Send + Sync + 'static,
+        V2: Send + 'static,
+    {
+        self.table_join(table, key, move |v, found| Some(join(v, found)))
+    }
+
+    fn table_join<TK, TV, V2>(
+        self,
+        table: &GlobalTable<TK, TV>,
+        key: impl FnMut(&K, &V) -> TK + Send + 'static,
+        join: impl FnMut(V, Option<&TV>) -> Option<V2> + Send + 'static,
+    ) -> Stream<K, V2>
+    where
+        TK: Hash + Eq + Send + Sync + 'static,
+        TV: Send + Sync + 'static,
+        V2: Send + 'static,
+    {
+        let stateful = self.stateful;
+        let table = table.clone();
+        self.then(
+            move |down| {
+                Box::new(TableJoin {
+                    table,
+                    key,
+                    join,
+                    down,
+                })
+            },
+            stateful,
+        )
+    }
+
     /// Adds any [`Operator`] as a step (how the ready-made analytics operators plug in).
     /// Late records go to the pipeline's late side output, and to `on_late` if given.
     pub fn operator<O>(self, op: O, on_late: Option<LateFn<K, V>>) -> Stream<O::OutKey, O::OutValue>
@@ -472,6 +639,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             stream: self,
             windows,
             config: WindowConfig::default(),
+            disk: None,
         }
     }
 
@@ -491,6 +659,127 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             windows,
             config: WindowConfig::default(),
         }
+    }
+}
+
+impl<K, L, R> Stream<K, Side<L, R>>
+where
+    K: Hash + Eq + Clone + Serialize + DeserializeOwned + Send + 'static,
+    L: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Joins the left and right records of this stream (two inputs keyed alike, see
+    /// [`crate::join`]) whose event times are within `windows` of each other. Finish with
+    /// [`WindowJoinBuilder::inner`], [`WindowJoinBuilder::left`] or
+    /// [`WindowJoinBuilder::outer`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use millrace_streams::join::{JoinWindows, Side};
+    /// use millrace_streams::{Pipeline, Record, Stream};
+    ///
+    /// // Impressions (left) and clicks (right) per ad; a click counts within 10 s.
+    /// let mut p = Pipeline::new(|ads: Stream<String, Side<u32, u32>>| {
+    ///     ads.window_join(JoinWindows::of(Duration::from_secs(10)).no_grace())
+    ///         .inner(|_ad, impression, click| (*impression, *click))
+    /// });
+    /// p.push(Record::new("ad1".to_string(), Side::Left(1), 1_000));
+    /// p.push(Record::new("ad1".to_string(), Side::Right(7), 5_000));
+    /// p.push(Record::new("ad1".to_string(), Side::Right(8), 30_000)); // too late after 1
+    /// let out = p.take_output();
+    /// assert_eq!(out.len(), 1);
+    /// assert_eq!((out[0].value, out[0].timestamp), ((1, 7), 5_000));
+    /// ```
+    pub fn window_join(self, windows: JoinWindows) -> WindowJoinBuilder<K, L, R> {
+        WindowJoinBuilder {
+            stream: self,
+            windows,
+            name: None,
+            on_late: None,
+        }
+    }
+}
+
+/// A stream of two sides waiting for its join function (see [`Stream::window_join`]).
+pub struct WindowJoinBuilder<K, L, R> {
+    stream: Stream<K, Side<L, R>>,
+    windows: JoinWindows,
+    name: Option<String>,
+    on_late: Option<LateFn<K, Side<L, R>>>,
+}
+
+impl<K, L, R> WindowJoinBuilder<K, L, R>
+where
+    K: Hash + Eq + Clone + Serialize + DeserializeOwned + Send + 'static,
+    L: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Names the step and its state store (otherwise `join-<position>`).
+    #[must_use]
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Calls `f` with each late record.
+    #[must_use]
+    pub fn on_late(mut self, f: impl FnMut(&Record<K, Side<L, R>>) + Send + 'static) -> Self {
+        self.on_late = Some(Box::new(f));
+        self
+    }
+
+    /// Emits `join(key, left, right)` for every pair within the window.
+    pub fn inner<O: Send + 'static>(
+        self,
+        join: impl Fn(&K, &L, &R) -> O + Send + 'static,
+    ) -> Stream<K, O> {
+        self.build(
+            JoinKind::Inner,
+            Box::new(move |k, l, r| match (l, r) {
+                (Some(l), Some(r)) => Some(join(k, l, r)),
+                _ => None,
+            }),
+        )
+    }
+
+    /// Like [`WindowJoinBuilder::inner`], and each left record that matched nothing is
+    /// emitted with `None` once its window has closed.
+    pub fn left<O: Send + 'static>(
+        self,
+        join: impl Fn(&K, &L, Option<&R>) -> O + Send + 'static,
+    ) -> Stream<K, O> {
+        self.build(
+            JoinKind::Left,
+            Box::new(move |k, l, r| l.map(|l| join(k, l, r))),
+        )
+    }
+
+    /// Like [`WindowJoinBuilder::left`], for records of both sides.
+    pub fn outer<O: Send + 'static>(
+        self,
+        join: impl Fn(&K, Option<&L>, Option<&R>) -> O + Send + 'static,
+    ) -> Stream<K, O> {
+        self.build(
+            JoinKind::Outer,
+            Box::new(move |k, l, r| Some(join(k, l, r))),
+        )
+    }
+
+    fn build<O: Send + 'static>(
+        self,
+        kind: JoinKind,
+        joiner: crate::join::JoinFn<K, L, R, O>,
+    ) -> Stream<K, O> {
+        let stateful = self.stream.stateful;
+        let name = self.name.unwrap_or_else(|| format!("join-{stateful}"));
+        let op = WindowJoin::new(
+            name,
+            self.windows,
+            kind,
+            joiner,
+            Box::new(InMemoryStore::new()),
+        );
+        self.stream.operator(op, self.on_late)
     }
 }
 
@@ -516,6 +805,8 @@ pub struct WindowedStream<K, V> {
     stream: Stream<K, V>,
     windows: Windows,
     config: WindowConfig<K, V>,
+    /// Keep the state on disk, in this directory.
+    disk: Option<std::path::PathBuf>,
 }
 
 /// A stream grouped into session windows, waiting for its aggregation.
@@ -566,6 +857,17 @@ where
 {
     window_options!();
 
+    /// Keeps the window state on disk (a [`crate::DiskStore`] file per task in `dir`) rather
+    /// than in memory, for state larger than memory: each record reads and writes its
+    /// accumulator through the store (see [`crate::stored`]). Slower per record; memory
+    /// holds only the keys updated since the last commit. The changelog and restore work as
+    /// for in-memory state. On-disk state is not published for live queries.
+    #[must_use]
+    pub fn on_disk(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.disk = Some(dir.into());
+        self
+    }
+
     /// Folds each window's records per key: `init` makes the empty accumulator, `add` folds
     /// one value in.
     pub fn aggregate<A>(
@@ -581,6 +883,19 @@ where
             .config
             .name
             .unwrap_or_else(|| format!("aggregate-{stateful}"));
+        if let Some(dir) = self.disk {
+            let store = crate::disk::DiskStore::create(&dir, &name)
+                .map(|s| Box::new(s) as Box<dyn crate::store::KeyValueStore>);
+            let op = crate::stored::StoredWindowAggregate::new(
+                name,
+                self.windows,
+                self.config.emit,
+                Box::new(init),
+                Box::new(add),
+                store,
+            );
+            return self.stream.operator(op, self.config.on_late);
+        }
         let op = WindowAggregate::new(
             name,
             self.windows,
@@ -824,6 +1139,24 @@ where
         self.propagate_watermark();
     }
 
+    /// Ends the input but keeps the pipeline usable: closes every open window and emits
+    /// what is pending (as [`Pipeline::finish`]), then sets the watermark back to the
+    /// furthest event time seen, so that records arriving afterwards are processed
+    /// normally rather than all being late. (A later record falling in a window closed here
+    /// opens that window again and it is emitted a second time.) Used by the runtime's
+    /// [`crate::runtime::EndOfInput`].
+    pub fn end_of_input(&mut self) {
+        let resume = self
+            .tracker
+            .max_event_time()
+            .map_or(self.tracker.watermark(), |t| {
+                t.max(self.tracker.watermark())
+            });
+        self.tracker.finish();
+        self.propagate_watermark();
+        self.tracker.rewind_after_finish(resume);
+    }
+
     fn propagate_watermark(&mut self) {
         let mut cx = Cx {
             watermark: self.tracker.watermark(),
@@ -862,6 +1195,13 @@ where
     /// Number of live state entries across all stateful steps.
     pub fn state_len(&self) -> usize {
         self.root.state_len()
+    }
+
+    /// The global tables the pipeline joins with.
+    pub(crate) fn tables(&self) -> Vec<Arc<dyn TableUpdates>> {
+        let mut out = Vec::new();
+        self.root.tables(&mut out);
+        out
     }
 
     /// The live state of every store as rows (for queries while the job runs).

@@ -11,6 +11,9 @@ pub enum StreamsError {
     /// between releases of the job).
     #[error("cannot decode state: {0}")]
     Decode(String),
+    /// A state store's local storage (an on-disk store's file) failed.
+    #[error("state store: {0}")]
+    Store(String),
     /// The checkpoint handed to `restore` names a store this pipeline does not have.
     #[error("unknown state store {0:?}")]
     UnknownStore(String),

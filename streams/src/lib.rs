@@ -42,9 +42,11 @@
 //! Where to start reading: [`dsl`] (the job API), then [`aggregate`] and [`time`]. The model:
 //! - [`time`]: event time, per-partition watermarks, idle partitions;
 //! - [`window`]: tumbling, hopping, sliding and session windows with explicit grace;
-//! - [`store`]: byte key-value stores that record their changelog;
+//! - [`store`]: byte key-value stores that record their changelog ([`disk`]: on disk, for
+//!   state larger than memory, used by [`stored`] aggregates);
 //! - [`operator`]: the stateful step trait, checkpoint metadata and replay skipping;
 //! - [`aggregate`], [`sliding`], [`dedupe`]: the stateful operators;
+//! - [`table`]: global tables for stream-table joins; [`join`]: windowed stream-stream joins;
 //! - [`operators`]: ready-made analytics operators (anomaly alerts, "also viewed"
 //!   recommendations, ad counters, quantile and distinct-count sketches);
 //! - [`dsl`]: `Stream`, windowed streams, and the `Pipeline` that runs them.
@@ -53,8 +55,10 @@
 
 pub mod aggregate;
 pub mod dedupe;
+pub mod disk;
 pub mod dsl;
 mod error;
+pub mod join;
 pub mod operator;
 pub mod operators;
 pub mod query;
@@ -62,17 +66,22 @@ pub mod record;
 pub mod runtime;
 pub mod sliding;
 pub mod store;
+pub mod stored;
+pub mod table;
 pub mod time;
 pub mod window;
 
 pub use aggregate::EmitMode;
 pub use dsl::{
     Checkpoint, Pipeline, SessionWindowedStream, SlidingWindowedStream, StoreChanges,
-    StoreSnapshot, Stream, WindowedStream,
+    StoreSnapshot, Stream, WindowJoinBuilder, WindowedStream,
 };
 pub use error::StreamsError;
+pub use join::{JoinWindows, Side};
 pub use operator::{Metrics, Operator};
 pub use record::{LateRecord, Record, Windowed};
+pub use disk::DiskStore;
 pub use store::{InMemoryStore, KeyValueStore};
+pub use table::GlobalTable;
 pub use time::{PartitionId, Timestamp, WatermarkTracker};
 pub use window::{SessionWindows, SlidingWindows, Window, Windows};

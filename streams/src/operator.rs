@@ -135,6 +135,9 @@ impl ReplayGuard {
         meta: &TaskMeta,
     ) -> Result<(), StreamsError> {
         store.put(META_KEY.to_vec(), encode(meta)?)?;
+        // Every operator takes its changelog batch right after this: an on-disk store that
+        // cannot write must fail the commit here, before offsets are committed.
+        store.flush()?;
         self.applied.clone_from(&meta.offsets);
         Ok(())
     }

@@ -50,6 +50,16 @@ pub trait KeyValueStore: Send {
     /// Entries with keys in `(from, to)`, in key order.
     fn range(&self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<Entries, StreamsError>;
 
+    /// The first entry with a key in `(from, to)`. On-disk stores answer without reading
+    /// the rest of the range.
+    fn first(
+        &self,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StreamsError> {
+        Ok(self.range(from, to)?.into_iter().next())
+    }
+
     /// Entries whose key starts with `prefix`, in key order.
     fn prefix(&self, prefix: &[u8]) -> Result<Entries, StreamsError> {
         let mut all = self.range(Bound::Included(prefix), Bound::Unbounded)?;
@@ -59,6 +69,13 @@ pub trait KeyValueStore: Send {
             .unwrap_or(all.len());
         all.truncate(end);
         Ok(all)
+    }
+
+    /// Makes buffered writes durable in the store's own storage, reporting failures (the
+    /// in-memory store has nothing to do). Called at each checkpoint before
+    /// [`KeyValueStore::take_changes`], so that a failing disk stops the commit.
+    fn flush(&mut self) -> Result<(), StreamsError> {
+        Ok(())
     }
 
     /// The changes since the previous call, one per key (the last write wins, as it would

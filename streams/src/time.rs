@@ -187,6 +187,23 @@ impl WatermarkTracker {
         self.watermark
     }
 
+    /// The furthest event time seen on any partition (`None` before any record).
+    pub fn max_event_time(&self) -> Option<Timestamp> {
+        self.partitions
+            .iter()
+            .filter_map(|p| p.max_event_time)
+            .max()
+    }
+
+    /// After [`WatermarkTracker::finish`] closed every window, sets the watermark back to
+    /// `watermark` so that input arriving after an end of input is processed normally
+    /// instead of being late forever (and so that the watermark stored in checkpoints stays
+    /// a real event time). Only the runtime's end of input uses it, right after the
+    /// operators emptied their state: nothing already open can be reopened by it.
+    pub(crate) fn rewind_after_finish(&mut self, watermark: Timestamp) {
+        self.watermark = watermark;
+    }
+
     fn partition_watermark(&self, p: &PartitionTime) -> Timestamp {
         p.max_event_time.map_or(MIN_WATERMARK, |m| {
             m.saturating_sub(self.max_out_of_orderness)

@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,6 +38,7 @@ use super::schema::{
 };
 use super::writer::{ClosedFile, FileFormat, OpenFile, RejectedRecord};
 use crate::error::{ConnectorError, IoContext, Result};
+use crate::framework::Sink;
 use crate::metrics::SinkMetrics;
 
 /// Everything the engine needs to know about the files it writes.
@@ -328,9 +330,16 @@ impl SinkEngine {
             }
             _ => return Ok(()),
         };
-        let schema = SinkSchema::infer(samples.iter().map(|s| &s.fields));
-        save_schema(&self.schema_path(topic), &schema)?;
-        tracing::info!(topic, columns = schema.columns.len(), "schema inferred");
+        let inferred = SinkSchema::infer(samples.iter().map(|s| &s.fields));
+        let schema = save_schema(&self.schema_path(topic), &inferred)?;
+        if schema == inferred {
+            tracing::info!(topic, columns = schema.columns.len(), "schema inferred");
+        } else {
+            tracing::info!(
+                topic,
+                "schema inferred by another task first; using that one"
+            );
+        }
         self.schemas
             .insert(topic.to_string(), ready(schema, self.config.kafka_metadata));
         for routed in samples {
@@ -602,6 +611,41 @@ impl SinkEngine {
     }
 }
 
+/// The engine is the Parquet sink's task: the framework's consumer loop drives it.
+impl Sink for SinkEngine {
+    fn open(&mut self, partition: &TopicPartition) -> Result<Option<i64>> {
+        self.assign(partition)
+    }
+
+    fn put(&mut self, records: Vec<ConsumerRecord>) -> Result<()> {
+        self.write(records)
+    }
+
+    fn tick(&mut self, now: Instant) -> Result<()> {
+        SinkEngine::tick(self, now)
+    }
+
+    fn take_dead_letters(&mut self) -> Vec<DeadLetter> {
+        SinkEngine::take_dead_letters(self)
+    }
+
+    fn wants_commit(&self) -> bool {
+        self.has_pending_commit()
+    }
+
+    fn commit(&mut self) -> Result<Vec<(TopicPartition, i64)>> {
+        SinkEngine::commit(self)
+    }
+
+    fn close(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.close_partitions(partitions)
+    }
+
+    fn release(&mut self, partitions: &[TopicPartition]) {
+        SinkEngine::release(self, partitions)
+    }
+}
+
 fn ready(schema: SinkSchema, kafka_metadata: bool) -> TopicSchema {
     let arrow = schema.arrow_schema(kafka_metadata);
     TopicSchema::Ready { schema, arrow }
@@ -649,20 +693,38 @@ fn load_schema(path: &Path) -> Result<Option<SinkSchema>> {
     }
 }
 
-/// Saves an inferred schema atomically (temp file, fsync, rename, fsync directory).
-fn save_schema(path: &Path, schema: &SinkSchema) -> Result<()> {
+/// Saves an inferred schema unless one is saved already, and returns the schema in force.
+/// Tasks of one sink (or instances sharing an output root) may infer at the same time: the
+/// first to link its file wins and the others adopt its schema, so every file of a topic has
+/// one schema. The file is complete and fsynced before the link makes it visible.
+fn save_schema(path: &Path, schema: &SinkSchema) -> Result<SinkSchema> {
+    static ATTEMPT: AtomicU64 = AtomicU64::new(0);
     let dir = path
         .parent()
         .ok_or_else(|| ConnectorError::Config(format!("bad schema path {}", path.display())))?;
     std::fs::create_dir_all(dir).io("creating", dir)?;
-    let tmp = path.with_extension("json.tmp");
+    let tmp = path.with_extension(format!(
+        "json.{}-{}.tmp",
+        std::process::id(),
+        ATTEMPT.fetch_add(1, Ordering::Relaxed)
+    ));
     let json = serde_json::to_vec_pretty(schema)
         .map_err(|e| ConnectorError::Config(format!("encoding schema: {e}")))?;
     let mut file = std::fs::File::create(&tmp).io("creating", &tmp)?;
     file.write_all(&json).io("writing", &tmp)?;
     file.sync_all().io("syncing", &tmp)?;
-    std::fs::rename(&tmp, path).io("renaming", &tmp)?;
-    sync_dir(dir)
+    // A hard link fails if the name exists, unlike a rename: first writer wins.
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            sync_dir(dir)?;
+            Ok(schema.clone())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_schema(path)?
+            .ok_or_else(|| ConnectorError::Config(format!("{} vanished", path.display()))),
+        Err(e) => Err(e).io("linking", path),
+    }
 }
 
 #[cfg(test)]

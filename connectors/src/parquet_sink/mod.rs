@@ -4,8 +4,8 @@
 //! One file per idea: [`schema`] (declared or inferred columns, what fits), [`convert`] (JSON
 //! to Arrow), [`partitioning`] (directories and file names), [`rolling`] (when files close),
 //! [`writer`] (one open file), [`commit`] (the commit log and renames), [`recovery`] (restart),
-//! [`engine`] (all of it without Kafka), and this module's [`ParquetSink`], the consumer loop
-//! around the engine.
+//! [`engine`] (all of it without Kafka, and the [`Sink`](crate::framework::Sink) the
+//! framework runs), and this module's [`ParquetSink`], which runs its tasks.
 
 pub mod commit;
 pub mod convert;
@@ -16,15 +16,14 @@ pub mod rolling;
 pub mod schema;
 pub mod writer;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerEvent};
-use millrace_client::{ClientConfig, TopicPartition};
+use millrace_client::ClientConfig;
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
 
 pub use engine::{DeadLetter, EngineConfig, SinkEngine};
 pub use partitioning::{Partitioner, TimePartitioning};
@@ -32,12 +31,9 @@ pub use rolling::RollingPolicy;
 pub use schema::{ColumnSpec, ColumnType, ExtraFields, SchemaConfig, SinkSchema};
 pub use writer::{Codec, FileFormat};
 
-use crate::dead_letter::DeadLetterQueue;
 use crate::error::{ConnectorError, Result};
+use crate::framework::{run_sink_task, supervise, Shutdown, SinkTaskSettings};
 use crate::metrics::SinkMetrics;
-
-/// How long one poll waits; also how often rolling by age is checked.
-const POLL_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Where a partition without any checkpoint starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +76,10 @@ pub struct ParquetSinkConfig {
     /// Consumer group; instances with the same group share the partitions.
     #[serde(default)]
     pub group_id: Option<String>,
+    /// Members of the group this process runs (default 1), each writing its own partitions
+    /// on its own thread. More than the topics' partitions leaves some idle.
+    #[serde(default = "default_tasks")]
+    pub tasks: usize,
     /// Static membership (`group.instance.id`): a restarted instance with the same id takes
     /// its partitions back at once instead of waiting for the group to drop its old member,
     /// which after a crash takes `session_timeout_ms`. Give every instance its own id.
@@ -123,6 +123,10 @@ pub struct ParquetSinkConfig {
     pub schema: SchemaConfig,
 }
 
+fn default_tasks() -> usize {
+    1
+}
+
 fn default_session_timeout_ms() -> u64 {
     10_000
 }
@@ -161,6 +165,9 @@ impl ParquetSinkConfig {
         if self.topics.is_empty() {
             return bad("no topics".into());
         }
+        if self.tasks == 0 {
+            return bad("tasks must be at least 1".into());
+        }
         if self.rolling.max_records == 0 || self.rolling.max_bytes == 0 {
             return bad("rolling.max_records and rolling.max_bytes must be positive".into());
         }
@@ -187,7 +194,8 @@ impl ParquetSinkConfig {
     }
 }
 
-/// A running Parquet sink: one member of its consumer group.
+/// A running Parquet sink: `tasks` members of its consumer group, each a [`SinkEngine`] run
+/// by the [framework](crate::framework).
 pub struct ParquetSink {
     config: ParquetSinkConfig,
     metrics: Arc<SinkMetrics>,
@@ -203,116 +211,49 @@ impl ParquetSink {
         })
     }
 
-    /// The sink's counters.
+    /// The sink's counters (summed over its tasks).
     pub fn metrics(&self) -> Arc<SinkMetrics> {
         self.metrics.clone()
     }
 
     /// Runs until `shutdown` completes, then closes and commits open files and leaves the
-    /// group.
+    /// group. If a task fails, the others are stopped the same way and the error returned.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let client = self.config.client_config()?;
-        let session_timeout = Duration::from_millis(self.config.session_timeout_ms);
-        let mut consumer_config = ConsumerConfig::builder(client.clone())
-            .group_id(self.config.group())
-            .session_timeout(session_timeout)
-            // Kafka's rule of thumb: a third of the session timeout.
-            .heartbeat_interval(session_timeout / 3)
-            .enable_auto_commit(false)
-            .auto_offset_reset(match self.config.start {
-                StartFrom::Earliest => AutoOffsetReset::Earliest,
-                StartFrom::Latest => AutoOffsetReset::Latest,
-            });
-        if let Some(id) = &self.config.group_instance_id {
-            consumer_config = consumer_config.group_instance_id(id.clone());
+        let (trigger, stop) = Shutdown::new();
+        let mut tasks = JoinSet::new();
+        for index in 0..self.config.tasks.max(1) {
+            let settings = self.task_settings(index)?;
+            let engine = SinkEngine::new(self.config.engine_config(), self.metrics.clone())?;
+            let metrics = self.metrics.clone();
+            let stop = stop.clone();
+            tasks.spawn(async move { run_sink_task(engine, &settings, metrics, stop).await });
         }
-        let mut consumer = Consumer::connect(consumer_config.build()?).await?;
-        let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics)?;
-        let mut dead_letters =
-            DeadLetterQueue::connect(&client, self.config.dead_letter_topic.as_deref()).await?;
-        let mut engine = SinkEngine::new(self.config.engine_config(), self.metrics.clone())?;
-        tracing::info!(name = %self.config.name, topics = ?self.config.topics, "parquet sink started");
-
-        tokio::pin!(shutdown);
-        loop {
-            let event = tokio::select! {
-                _ = &mut shutdown => break,
-                event = consumer.poll_event(POLL_TIMEOUT) => event?,
-            };
-            match event {
-                Some(ConsumerEvent::Assigned(partitions)) => {
-                    for tp in &partitions {
-                        match engine.assign(tp)? {
-                            Some(offset) => consumer.seek(tp, offset)?,
-                            // No checkpoint: the group's offsets are not trusted (the output
-                            // may have been wiped); start where the configuration says.
-                            None => match self.config.start {
-                                StartFrom::Earliest => {
-                                    consumer.seek_to_beginning(std::slice::from_ref(tp))?
-                                }
-                                StartFrom::Latest => {
-                                    consumer.seek_to_end(std::slice::from_ref(tp))?
-                                }
-                            },
-                        }
-                    }
-                }
-                Some(ConsumerEvent::Revoked(partitions)) => {
-                    engine.close_partitions(&partitions)?;
-                    commit(&mut engine, &mut dead_letters, &mut consumer).await?;
-                    engine.release(&partitions);
-                }
-                Some(ConsumerEvent::Lost(partitions)) => {
-                    tracing::warn!(?partitions, "partitions lost; uncommitted files discarded");
-                    engine.release(&partitions);
-                }
-                Some(ConsumerEvent::Records(records)) => {
-                    engine.write(records)?;
-                    dead_letters.send(engine.take_dead_letters()).await?;
-                }
-                None => {}
-            }
-            engine.tick(Instant::now())?;
-            if engine.has_pending_commit() {
-                commit(&mut engine, &mut dead_letters, &mut consumer).await?;
-            }
-            let lag: i64 = consumer
-                .assignment()
-                .iter()
-                .filter_map(|tp| consumer.lag(tp))
-                .sum();
-            self.metrics.set_lag(lag);
+        let result = supervise(tasks, trigger, shutdown).await;
+        if result.is_err() {
+            self.metrics.add_error();
         }
+        result
+    }
 
-        tracing::info!(name = %self.config.name, "parquet sink stopping");
-        engine.close_all()?;
-        commit(&mut engine, &mut dead_letters, &mut consumer).await?;
-        dead_letters.close().await?;
-        if let Err(error) = consumer.close().await {
-            tracing::warn!(%error, "leaving the group failed");
-        }
-        Ok(())
+    /// The Kafka settings of task `index`.
+    fn task_settings(&self, index: usize) -> Result<SinkTaskSettings> {
+        Ok(SinkTaskSettings {
+            name: self.config.name.clone(),
+            client: self.config.client_config()?,
+            group: self.config.group(),
+            // Static ids must differ per member; the first task keeps the configured one so
+            // a one-task sink's id is what the configuration says.
+            group_instance_id: self.config.group_instance_id.as_ref().map(|id| {
+                if index == 0 {
+                    id.clone()
+                } else {
+                    format!("{id}-{index}")
+                }
+            }),
+            session_timeout: Duration::from_millis(self.config.session_timeout_ms),
+            topics: self.config.topics.clone(),
+            start: self.config.start,
+            dead_letter_topic: self.config.dead_letter_topic.clone(),
+        })
     }
-}
-
-/// Delivers dead letters, commits files and resume points, then the group's offsets.
-async fn commit(
-    engine: &mut SinkEngine,
-    dead_letters: &mut DeadLetterQueue,
-    consumer: &mut Consumer,
-) -> Result<()> {
-    dead_letters.send(engine.take_dead_letters()).await?;
-    dead_letters.flush().await?;
-    let committed = engine.commit()?;
-    if committed.is_empty() {
-        return Ok(());
-    }
-    let offsets: HashMap<TopicPartition, i64> = committed.into_iter().collect();
-    // The files are durable already; the group's offsets only make lag visible to tools, so
-    // a failure here (a rebalance in progress, say) is not worth stopping for.
-    if let Err(error) = consumer.commit_offsets(&offsets).await {
-        tracing::warn!(%error, "committing group offsets failed");
-    }
-    Ok(())
 }

@@ -18,8 +18,10 @@
 //! value); final window results are never double counted.
 
 mod changelog;
+mod end;
 mod sink;
 mod source;
+mod table;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -31,12 +33,13 @@ use millrace_client::admin::NewTopic;
 use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerEvent};
 use millrace_client::record::ConsumerRecord;
 use millrace_client::{
-    Acks, Admin, ClientConfig, ClientError, DeliveryFuture, Producer, ProducerConfig,
+    Acks, Admin, ClientConfig, ClientError, DeliveryFuture, OffsetSpec, Producer, ProducerConfig,
     ProducerRecord, ResponseError, TopicPartition,
 };
 use serde::Serialize;
 
 pub use changelog::changelog_topic;
+pub use end::EndOfInput;
 pub use sink::{Callback, Encoder, Sink};
 pub use source::{Decoder, Source};
 
@@ -261,6 +264,10 @@ pub fn repartition_topic(application_id: &str) -> String {
 
 /// A stream job: a source, a pipeline built per task, and a sink.
 ///
+/// Global tables the pipeline joins with ([`crate::Stream::join_table`]) are found by the
+/// job itself: each instance reads every partition of each table topic up to its end before
+/// processing stream records, then follows its updates.
+///
 /// ```no_run
 /// # async fn run() -> Result<(), millrace_streams::StreamsError> {
 /// use std::time::Duration;
@@ -298,6 +305,7 @@ pub struct Job<K0, V0, K, V> {
     sink: Sink<K, V>,
     metrics: Arc<JobMetrics>,
     state: QueryableState,
+    end: EndOfInput,
 }
 
 /// How often live state is published for queries.
@@ -344,6 +352,34 @@ struct Running<K0, V0, K, V> {
     /// Deliveries (outputs, dead letters, late records) not yet confirmed; a commit waits
     /// for all of them before it commits input offsets.
     pending: Vec<DeliveryFuture>,
+    end: EndOfInput,
+    /// The latest end-of-input signal taken up.
+    end_round: u64,
+    end_phase: EndPhase,
+}
+
+/// Progress of an end of input (see [`EndOfInput`]).
+enum EndPhase {
+    /// None under way.
+    Idle,
+    /// `group_by` jobs: the source partitions must all be forwarded up to `ends`, by this
+    /// instance or another one; the group's committed offsets say when they are, because an
+    /// instance commits a source offset only after the forwarded records are acknowledged.
+    Forwarding {
+        ends: HashMap<TopicPartition, i64>,
+        next_check: Instant,
+        last_commit: Option<Instant>,
+    },
+    /// The pipeline topics must be read up to `ends` by this instance's tasks.
+    Reading { ends: HashMap<TopicPartition, i64> },
+}
+
+/// How often a `group_by` end of input checks whether every source partition is forwarded.
+const END_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Whether a partition read up to `position` has reached `end`.
+fn reached(position: Option<i64>, end: i64) -> bool {
+    end <= 0 || position.is_some_and(|p| p >= end)
 }
 
 impl<K0, V0, K, V> Job<K0, V0, K, V>
@@ -378,6 +414,7 @@ where
             sink,
             metrics: Arc::new(JobMetrics::default()),
             state: QueryableState::new(),
+            end: EndOfInput::new(),
         }
     }
 
@@ -443,6 +480,7 @@ where
             sink,
             metrics: Arc::new(JobMetrics::default()),
             state: QueryableState::new(),
+            end: EndOfInput::new(),
         }
     }
 
@@ -455,6 +493,13 @@ where
     /// tables: see [`QueryableState`]). Published about once a second.
     pub fn state(&self) -> QueryableState {
         self.state.clone()
+    }
+
+    /// The job's end-of-input handle (see [`EndOfInput`]): signal it to have the job
+    /// process what its sources hold, close every window and commit; await its `drained()`
+    /// for that to be done. Get it before [`Job::run`], which consumes the job.
+    pub fn end_of_input(&self) -> EndOfInput {
+        self.end.clone()
     }
 
     /// The state stores the pipeline has, by name (the changelog topics follow from them).
@@ -476,7 +521,12 @@ where
             return Err(StreamsError::Config("application_id is empty".to_string()));
         }
         let stores = self.store_names()?;
-        let source_partitions = self.prepare_topics(&stores).await?;
+        let tables = {
+            let build = self.build.clone();
+            Pipeline::new(move |s| build(s)).tables()
+        };
+        let table_topics: Vec<String> = tables.iter().map(|t| t.topic().to_string()).collect();
+        let source_partitions = self.prepare_topics(&stores, &table_topics).await?;
         let partitions = source_partitions.iter().copied().max().unwrap_or(0);
         tracing::info!(
             application = %self.config.application_id,
@@ -511,6 +561,14 @@ where
         .await
         .map_err(|e| StreamsError::client("connecting the producer", e))?;
         let reader = ChangelogReader::connect(self.config.client.clone()).await?;
+        // Tables first: stream records are joined with a table loaded to its end.
+        let loaders = table::TableLoaders::start(
+            &self.config.client,
+            tables,
+            self.config.restore_timeout,
+            self.metrics.clone(),
+        )
+        .await?;
         let mut running = Running {
             config: self.config,
             ingest: self.ingest,
@@ -526,16 +584,24 @@ where
             reader,
             tasks: BTreeMap::new(),
             pending: Vec::new(),
+            end: self.end,
+            end_round: 0,
+            end_phase: EndPhase::Idle,
         };
         let result = running.run(shutdown).await;
         running.shut_down(result.is_ok()).await;
+        loaders.stop().await;
         result
     }
 
     /// Checks the sources, creates the changelog topics (compacted, one partition per task)
     /// and a missing sink topic. Returns each source topic's partition count (the largest is
     /// the number of tasks).
-    async fn prepare_topics(&self, stores: &[String]) -> Result<Vec<i32>, StreamsError> {
+    async fn prepare_topics(
+        &self,
+        stores: &[String],
+        table_topics: &[String],
+    ) -> Result<Vec<i32>, StreamsError> {
         let admin = Admin::connect(self.config.client.clone())
             .await
             .map_err(|e| StreamsError::client("connecting the admin client", e))?;
@@ -573,6 +639,10 @@ where
             .collect();
         if let Some(topic) = self.sink.topic_name() {
             wanted.push(NewTopic::new(topic, partitions));
+        }
+        // A table topic that does not exist yet is an empty table that fills later.
+        for topic in table_topics {
+            wanted.push(NewTopic::new(topic, partitions).config("cleanup.policy", "compact"));
         }
         if let Some(repartition) = &self.ingest.repartition {
             wanted.push(NewTopic::new(&repartition.topic, partitions));
@@ -640,6 +710,7 @@ where
                 task.pipeline.advance(now);
             }
             self.drain().await?;
+            self.end_of_input_step().await?;
             if Instant::now() >= next_commit {
                 self.commit().await?;
                 next_commit = Instant::now() + self.config.commit_interval;
@@ -649,6 +720,153 @@ where
                 next_snapshot = Instant::now() + SNAPSHOT_INTERVAL;
             }
         }
+    }
+
+    /// Moves an end of input along (see [`EndOfInput`]); called once per loop turn.
+    async fn end_of_input_step(&mut self) -> Result<(), StreamsError> {
+        let signalled = self.end.signalled();
+        if signalled > self.end_round {
+            // A new signal (possibly during an earlier round): take the ends of now.
+            self.end_round = signalled;
+            self.end_phase = match self.ingest.repartition.clone() {
+                Some(repartition) => EndPhase::Forwarding {
+                    ends: Self::end_offsets(&self.consumer, &repartition.source_topics).await?,
+                    next_check: Instant::now(),
+                    last_commit: None,
+                },
+                None => EndPhase::Reading {
+                    ends: Self::end_offsets(&self.consumer, &self.ingest.pipeline_topics).await?,
+                },
+            };
+            tracing::info!(
+                round = self.end_round,
+                "end of input: reading up to the ends"
+            );
+        }
+        // Taken out while it is worked on (the checks need the rest of `self`), put back
+        // unless it is complete.
+        let phase = std::mem::replace(&mut self.end_phase, EndPhase::Idle);
+        self.end_phase = match phase {
+            EndPhase::Idle => EndPhase::Idle,
+            EndPhase::Forwarding {
+                ends,
+                next_check,
+                last_commit,
+            } => self.end_forwarding(ends, next_check, last_commit).await?,
+            EndPhase::Reading { ends } => {
+                let done = self.consumer.group_generation().is_some()
+                    && self
+                        .consumer
+                        .assignment()
+                        .iter()
+                        .filter(|tp| self.partition_id(&tp.topic).is_some())
+                        .all(|tp| {
+                            ends.get(tp)
+                                .is_none_or(|&end| reached(self.consumer.position(tp), end))
+                        });
+                if done {
+                    for task in self.tasks.values_mut() {
+                        task.pipeline.end_of_input();
+                    }
+                    self.drain().await?;
+                    self.commit().await?;
+                    self.publish_state(now_ms());
+                    self.end.mark_drained(self.end_round);
+                    EndPhase::Idle
+                } else {
+                    EndPhase::Reading { ends }
+                }
+            }
+        };
+        Ok(())
+    }
+
+    /// The forwarding phase of a `group_by` end of input: returns the next phase.
+    async fn end_forwarding(
+        &mut self,
+        ends: HashMap<TopicPartition, i64>,
+        next_check: Instant,
+        mut last_commit: Option<Instant>,
+    ) -> Result<EndPhase, StreamsError> {
+        let waiting = |last_commit| EndPhase::Forwarding {
+            ends: ends.clone(),
+            next_check: Instant::now() + END_CHECK_INTERVAL,
+            last_commit,
+        };
+        if Instant::now() < next_check {
+            return Ok(EndPhase::Forwarding {
+                ends,
+                next_check,
+                last_commit,
+            });
+        }
+        // Outside a group generation the assignment is not settled yet (or is moving): an
+        // empty one would look done.
+        let own_done = self.consumer.group_generation().is_some()
+            && self
+                .consumer
+                .assignment()
+                .iter()
+                .filter_map(|tp| ends.get(tp).map(|&end| (tp, end)))
+                .all(|(tp, end)| reached(self.consumer.position(tp), end));
+        if !own_done {
+            return Ok(waiting(last_commit));
+        }
+        // This instance's forwarded records acknowledged and its source offsets committed:
+        // the group's commits then show its part is done (once a second at most, while
+        // waiting for other instances).
+        if last_commit.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            last_commit = Some(Instant::now());
+            self.commit().await?;
+        }
+        let partitions: Vec<TopicPartition> = ends.keys().cloned().collect();
+        let committed = self
+            .consumer
+            .committed(&partitions)
+            .await
+            .map_err(|e| StreamsError::client("end of input: reading commits", e))?;
+        let all_forwarded = ends
+            .iter()
+            .all(|(tp, &end)| reached(committed.get(tp).copied(), end));
+        if !all_forwarded {
+            return Ok(waiting(last_commit));
+        }
+        let topic = self
+            .ingest
+            .repartition
+            .as_ref()
+            .map(|r| r.topic.clone())
+            .unwrap_or_default();
+        let ends = Self::end_offsets(&self.consumer, &[topic]).await?;
+        tracing::info!(
+            round = self.end_round,
+            "end of input: sources forwarded, reading the repartition topic"
+        );
+        Ok(EndPhase::Reading { ends })
+    }
+
+    /// The end offsets of every partition of `topics` now.
+    // Takes the consumer, not `&self`: a future holding `&self` across an await would need
+    // the tasks' pipelines to be `Sync`, and `run` must stay `Send` for `tokio::spawn`.
+    async fn end_offsets(
+        consumer: &Consumer,
+        topics: &[String],
+    ) -> Result<HashMap<TopicPartition, i64>, StreamsError> {
+        let mut partitions = Vec::new();
+        for topic in topics {
+            let ids = consumer.partitions_for(topic).await.map_err(|e| {
+                StreamsError::client(format!("end of input: partitions of {topic}"), e)
+            })?;
+            partitions.extend(ids.into_iter().map(|p| TopicPartition::new(topic, p)));
+        }
+        let listed = consumer
+            .offsets_for(&partitions, OffsetSpec::Latest)
+            .await
+            .map_err(|e| StreamsError::client("end of input: listing end offsets", e))?;
+        Ok(listed
+            .into_iter()
+            .map(|(tp, listed)| (tp, listed.offset))
+            .collect())
     }
 
     /// Commits (after a clean run) and closes the clients.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use millrace_client::record::ConsumerRecord;
 use serde::de::DeserializeOwned;
 
+use crate::join::Side;
 use crate::time::Timestamp;
 
 /// Turns a consumed record into the job's key, value and event time, or says why it cannot.
@@ -55,6 +56,27 @@ impl<K, V> Source<K, V> {
     /// The source topics, sorted (a topic's position is its partition id inside a task).
     pub fn topics(&self) -> &[String] {
         &self.topics
+    }
+}
+
+impl<K: 'static, L: 'static, R: 'static> Source<K, Side<L, R>> {
+    /// The two inputs of a windowed join read as one source: records of `left`'s topics
+    /// become [`Side::Left`], records of `right`'s topics [`Side::Right`], each decoded by its
+    /// own source's decoder. The topics of both should be co-partitioned (same partition
+    /// count, same keys on the same partitions), or be regrouped with `Job::group_by`. A
+    /// topic in both sources is read as left.
+    pub fn sides(left: Source<K, L>, right: Source<K, R>) -> Self {
+        let left_topics = left.topics.clone();
+        let mut topics: Vec<&str> = left.topics.iter().map(String::as_str).collect();
+        topics.extend(right.topics.iter().map(String::as_str));
+        let (decode_left, decode_right) = (left.decode, right.decode);
+        Source::new(&topics, move |record: &ConsumerRecord| {
+            if left_topics.iter().any(|t| **t == *record.topic) {
+                decode_left(record).map(|(k, v, t)| (k, Side::Left(v), t))
+            } else {
+                decode_right(record).map(|(k, v, t)| (k, Side::Right(v), t))
+            }
+        })
     }
 }
 

@@ -1,0 +1,549 @@
+// Millrace dashboard: a small single-page app over the JSON API.
+// Routing uses the URL fragment (#/topic/NAME) so the server only serves "/". Live data
+// comes from one EventSource (/api/events, one update a second); each page re-renders
+// from it, and pages with more detail re-fetch their own endpoint on each update.
+"use strict";
+
+const app = document.getElementById("app");
+const statusEl = document.getElementById("status");
+const HISTORY = 300; // points kept for client-side charts (five minutes at 1/s)
+
+// --- helpers ---------------------------------------------------------------------------
+
+function esc(value) {
+  return String(value ?? "").replace(/[&<>"']/g, (c) => ({
+    "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;",
+  }[c]));
+}
+
+function fmtNum(n) {
+  if (n === null || n === undefined || Number.isNaN(n)) return "–";
+  if (typeof n !== "number") return esc(n);
+  if (Math.abs(n) >= 1000) return n.toLocaleString("en-US", { maximumFractionDigits: 0 });
+  return Number.isInteger(n) ? String(n) : n.toFixed(n < 1 ? 3 : 1);
+}
+
+function fmtBytes(n) {
+  if (n === null || n === undefined) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i === 0 ? n : n.toFixed(1)) + " " + units[i];
+}
+
+function fmtTime(ms) {
+  if (!ms || ms < 0) return "–";
+  return new Date(ms).toISOString().replace("T", " ").replace("Z", "");
+}
+
+// A cell: numbers right-aligned, window bounds as times, nested values compact.
+function cell(value, column) {
+  if (typeof value === "number") {
+    if ((column === "window_start" || column === "window_end") && value > 1e11) {
+      return `<td>${esc(fmtTime(value).slice(0, 19))}</td>`;
+    }
+    return `<td class="num">${fmtNum(value)}</td>`;
+  }
+  return `<td>${esc(compact(value))}</td>`;
+}
+
+// Lists of objects (such as also-viewed {page, score}) as "a (0.9), b (0.4)".
+function compact(value) {
+  if (value === null || value === undefined) return "";
+  if (Array.isArray(value)) {
+    return value.map((item) => {
+      if (item && typeof item === "object" && !Array.isArray(item)) {
+        const vals = Object.values(item);
+        const text = vals.find((v) => typeof v === "string");
+        const num = vals.find((v) => typeof v === "number");
+        if (text !== undefined && num !== undefined) return `${text} (${fmtNum(num)})`;
+      }
+      return compact(item);
+    }).join(", ");
+  }
+  if (typeof value === "object") {
+    return Object.entries(value).map(([k, v]) => `${k}=${compact(v)}`).join(" ");
+  }
+  return String(value);
+}
+
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (e) {
+    throw new Error(`cannot reach the dashboard: ${e.message}`);
+  }
+  let body = null;
+  try { body = await response.json(); } catch (_) { /* not JSON */ }
+  if (!response.ok) {
+    const message = body && body.error ? body.error : `${response.status} ${response.statusText}`;
+    throw new Error(message);
+  }
+  return body;
+}
+
+function errorBox(error) {
+  return `<div class="error" role="alert">${esc(error.message || error)}</div>`;
+}
+
+// --- charts -----------------------------------------------------------------------------
+
+// uPlot line charts, kept per element id so live updates reuse them.
+const plots = new Map();
+
+function lineChart(id, title, seriesNames, xs, ys) {
+  const el = document.getElementById(id);
+  if (!el) return;
+  el.dataset.points = String(xs.length);
+  el.dataset.last = ys.length && ys[0].length ? String(ys[0][ys[0].length - 1]) : "";
+  if (typeof uPlot === "undefined") {
+    el.innerHTML = `<p class="muted">charts unavailable</p>`;
+    return;
+  }
+  const data = [xs.map((x) => x / 1000), ...ys];
+  const existing = plots.get(id);
+  if (existing && existing.el === el && existing.names === seriesNames.join("\u0000")) {
+    existing.plot.setData(data);
+    return;
+  }
+  if (existing) existing.plot.destroy();
+  el.innerHTML = "";
+  const palette = ["#1f6feb", "#e8590c", "#2e7d32", "#8e24aa", "#c62828", "#00838f", "#6d4c41", "#546e7a"];
+  const width = Math.max(320, el.clientWidth || 600);
+  const plot = new uPlot({
+    title, width, height: 220,
+    series: [{}, ...seriesNames.map((name, i) => ({
+      label: name, stroke: palette[i % palette.length], width: 1.5,
+    }))],
+    axes: [{}, { size: 60 }],
+    scales: { x: { time: true } },
+  }, data, el);
+  plots.set(id, { plot, el, names: seriesNames.join("\u0000") });
+}
+
+function dropPlot(id) {
+  const existing = plots.get(id);
+  if (existing) { existing.plot.destroy(); plots.delete(id); }
+}
+
+// A horizontal bar chart in SVG: the top rows of a table by one numeric column.
+function barChart(items) {
+  if (!items.length) return `<p class="muted">no rows yet</p>`;
+  const max = Math.max(...items.map((i) => i.value), 0) || 1;
+  const rowH = 22, labelW = 180, width = 640;
+  const bars = items.map((item, i) => {
+    const w = Math.max(1, (width - labelW - 70) * (item.value / max));
+    const y = i * rowH;
+    return `<text x="${labelW - 6}" y="${y + 15}" text-anchor="end">${esc(String(item.label).slice(0, 28))}</text>`
+      + `<rect x="${labelW}" y="${y + 4}" width="${w.toFixed(1)}" height="${rowH - 8}" rx="2"></rect>`
+      + `<text x="${labelW + w + 6}" y="${y + 15}">${fmtNum(item.value)}</text>`;
+  }).join("");
+  const signature = items.map((i) => `${i.label}=${i.value}`).join(";");
+  return `<svg class="bars" data-signature="${esc(signature)}" width="${width}" height="${items.length * rowH}" viewBox="0 0 ${width} ${items.length * rowH}">${bars}</svg>`;
+}
+
+// --- live state -------------------------------------------------------------------------
+
+const live = {
+  update: null,          // last /api/events payload
+  rates: new Map(),      // topic -> [[ts], [rate]] for the overview chart
+  lags: new Map(),       // group -> [[ts], [lag]] for the groups chart
+};
+
+function remember(map, key, ts, value) {
+  let series = map.get(key);
+  if (!series) { series = [[], []]; map.set(key, series); }
+  series[0].push(ts);
+  series[1].push(value);
+  if (series[0].length > HISTORY) { series[0].shift(); series[1].shift(); }
+}
+
+function connect() {
+  const source = new EventSource("/api/events");
+  source.addEventListener("update", (event) => {
+    let update;
+    try { update = JSON.parse(event.data); } catch (_) { return; }
+    live.update = update;
+    for (const t of update.topics || []) remember(live.rates, t.name, update.ts, t.rate);
+    for (const g of update.groups || []) remember(live.lags, g.group_id, update.ts, g.lag);
+    if (update.last_error) {
+      statusEl.textContent = "cluster: " + update.last_error.slice(0, 60);
+      statusEl.className = "status down";
+    } else {
+      statusEl.textContent = "live " + new Date(update.ts).toLocaleTimeString();
+      statusEl.className = "status live";
+    }
+    refresh(false);
+  });
+  source.onerror = () => {
+    statusEl.textContent = "disconnected, retrying…";
+    statusEl.className = "status down";
+  };
+}
+
+// --- pages ------------------------------------------------------------------------------
+
+const pages = {};
+let current = { name: null, arg: null, state: {} };
+let rendering = false;
+
+function route() {
+  const hash = decodeURIComponent(location.hash.replace(/^#/, "")) || "/";
+  const parts = hash.split("/").filter(Boolean);
+  const name = parts[0] || "overview";
+  const arg = parts.slice(1).join("/") || null;
+  return { name: pages[name] ? name : "notfound", arg };
+}
+
+function navigate() {
+  const { name, arg } = route();
+  for (const link of document.querySelectorAll("header nav a")) {
+    const page = link.dataset.page;
+    link.classList.toggle("active", page === name || (page === "overview" && (name === "topic" || name === "messages")) || (page === "groups" && name === "group"));
+  }
+  for (const { plot } of plots.values()) plot.destroy();
+  plots.clear();
+  current = { name, arg, state: {} };
+  app.innerHTML = `<p class="muted">Loading…</p>`;
+  refresh(true);
+}
+
+// Renders the current page; `first` is true on navigation (pages set up their forms).
+async function refresh(first) {
+  if (rendering && !first) return; // a slow fetch: skip this tick rather than pile up
+  rendering = true;
+  const page = current;
+  try {
+    await pages[page.name](page, first);
+  } catch (error) {
+    if (page === current) {
+      const box = document.getElementById("page-error");
+      if (box) box.innerHTML = errorBox(error); else app.innerHTML = errorBox(error);
+    }
+  } finally {
+    rendering = false;
+  }
+}
+
+pages.notfound = async () => {
+  app.innerHTML = errorBox("No such page. Use the links above.");
+};
+
+pages.overview = async (page, first) => {
+  const [cluster, topics] = await Promise.all([api("/api/cluster"), live.update && !first ? Promise.resolve({ topics: live.update.topics }) : api("/api/topics")]);
+  if (page !== current) return;
+  const showInternal = page.state.internal || false;
+  const list = topics.topics.filter((t) => showInternal || !t.internal);
+  const totalRate = list.reduce((s, t) => s + (t.rate || 0), 0);
+  const html = `
+    <h1>Overview</h1>
+    <div id="page-error"></div>
+    <div class="cards">
+      <div class="card"><div class="label">Cluster</div><div class="value" style="font-size:13px">${esc(cluster.cluster_id || "–")}</div></div>
+      <div class="card"><div class="label">Brokers</div><div class="value">${cluster.brokers.length}</div></div>
+      <div class="card"><div class="label">Topics</div><div class="value">${cluster.topics}</div></div>
+      <div class="card"><div class="label">Partitions</div><div class="value">${cluster.partitions}</div></div>
+      <div class="card"><div class="label">Groups</div><div class="value">${cluster.groups}</div></div>
+      <div class="card"><div class="label">Produce rate</div><div class="value" id="total-rate">${fmtNum(totalRate)}/s</div></div>
+      <div class="card"><div class="label">Jobs</div><div class="value">${cluster.jobs.length}</div></div>
+    </div>
+    ${cluster.last_error ? errorBox("Cluster sampling failed: " + cluster.last_error) : ""}
+    <div class="panel"><div id="rate-chart" class="chart"></div></div>
+    <div class="panel">
+      <div class="toolbar"><h2 style="margin:0;flex:1">Topics</h2>
+        <label><input type="checkbox" id="show-internal" ${showInternal ? "checked" : ""}> internal topics</label></div>
+      <table id="topics-table">
+        <thead><tr><th>Topic</th><th class="num">Partitions</th><th class="num">Messages</th><th class="num">Size</th><th class="num">Rate (msg/s)</th><th></th></tr></thead>
+        <tbody>${list.map((t) => `<tr data-topic="${esc(t.name)}">
+          <td><a href="#/topic/${encodeURIComponent(t.name)}">${esc(t.name)}</a></td>
+          <td class="num">${t.partitions}</td><td class="num messages">${fmtNum(t.messages)}</td>
+          <td class="num">${fmtBytes(t.size_bytes)}</td><td class="num">${fmtNum(t.rate)}</td>
+          <td><a href="#/messages/${encodeURIComponent(t.name)}">browse</a></td></tr>`).join("")
+          || `<tr><td colspan="6" class="muted">No topics yet.</td></tr>`}</tbody>
+      </table>
+    </div>
+    <div class="panel"><h2>Brokers</h2><table><thead><tr><th>Id</th><th>Address</th><th>Rack</th><th>Role</th></tr></thead>
+      <tbody>${cluster.brokers.map((b) => `<tr><td>${b.id}</td><td>${esc(b.host)}:${b.port}</td><td>${esc(b.rack || "–")}</td><td>${b.id === cluster.controller_id ? "controller" : ""}</td></tr>`).join("")}</tbody></table></div>`;
+  app.innerHTML = html;
+  dropPlot("rate-chart");
+  document.getElementById("show-internal").onchange = (e) => { page.state.internal = e.target.checked; refresh(true); };
+  const names = list.filter((t) => live.rates.has(t.name)).map((t) => t.name).slice(0, 8);
+  if (names.length) {
+    const xs = live.rates.get(names[0])[0];
+    const ys = names.map((n) => alignTo(xs, live.rates.get(n)));
+    lineChart("rate-chart", "Produce rate (records/s)", names, xs, ys);
+  } else {
+    document.getElementById("rate-chart").innerHTML = `<p class="muted">The produce-rate chart fills in as live updates arrive.</p>`;
+  }
+};
+
+// Values of `series` at the timestamps `xs` (null where missing).
+function alignTo(xs, series) {
+  const byTs = new Map(series[0].map((t, i) => [t, series[1][i]]));
+  return xs.map((t) => (byTs.has(t) ? byTs.get(t) : null));
+}
+
+pages.topic = async (page) => {
+  const name = page.arg;
+  const topic = await api(`/api/topics/${encodeURIComponent(name)}`);
+  if (page !== current) return;
+  const hist = topic.history || [];
+  const xs = [], rates = [];
+  for (let i = 1; i < hist.length; i++) {
+    const dt = (hist[i].ts - hist[i - 1].ts) / 1000;
+    xs.push(hist[i].ts);
+    rates.push(dt > 0 ? Math.max(0, (hist[i].end_offsets - hist[i - 1].end_offsets) / dt) : 0);
+  }
+  app.innerHTML = `
+    <h1>Topic ${esc(topic.name)} ${topic.internal ? '<span class="chip">internal</span>' : ""}</h1>
+    <div id="page-error"></div>
+    <div class="cards">
+      <div class="card"><div class="label">Partitions</div><div class="value">${topic.partitions.length}</div></div>
+      <div class="card"><div class="label">Messages</div><div class="value">${fmtNum(topic.messages)}</div></div>
+      <div class="card"><div class="label">Size</div><div class="value">${fmtBytes(topic.size_bytes)}</div></div>
+      <div class="card"><div class="label">Rate</div><div class="value">${fmtNum(topic.rate)}/s</div></div>
+    </div>
+    <p><a href="#/messages/${encodeURIComponent(topic.name)}">Browse messages →</a></p>
+    <div class="panel"><div id="topic-chart" class="chart"></div></div>
+    <div class="panel"><h2>Partitions</h2><table id="partitions-table"><thead><tr><th>Partition</th><th>Leader</th><th>Replicas</th><th>ISR</th><th class="num">Start</th><th class="num">End</th><th class="num">Messages</th><th class="num">Size</th></tr></thead>
+      <tbody>${topic.partitions.map((p) => `<tr><td>${p.partition}</td><td>${p.leader}</td><td>${p.replicas.join(", ")}</td><td>${p.isr.join(", ")}</td>
+        <td class="num">${fmtNum(p.start_offset)}</td><td class="num">${fmtNum(p.end_offset)}</td><td class="num">${fmtNum(p.end_offset - p.start_offset)}</td><td class="num">${fmtBytes(p.size_bytes)}</td></tr>`).join("")}</tbody></table></div>
+    <div class="panel"><h2>Consumer groups</h2>${topic.groups.length ? `<table><thead><tr><th>Group</th><th class="num">Lag</th></tr></thead><tbody>${topic.groups.map((g) => `<tr><td><a href="#/group/${encodeURIComponent(g.group_id)}">${esc(g.group_id)}</a></td><td class="num">${fmtNum(g.lag)}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">No group has committed offsets for this topic.</p>`}</div>
+    <div class="panel"><h2>Configs</h2>${topic.configs ? `<table><thead><tr><th>Name</th><th>Value</th><th>Source</th></tr></thead><tbody>${topic.configs.map((c) => `<tr><td>${esc(c.name)}</td><td>${esc(c.value ?? "")}</td><td class="muted">${esc(c.source)}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">Configs unavailable.</p>`}</div>`;
+  dropPlot("topic-chart");
+  if (xs.length) lineChart("topic-chart", "Produce rate (records/s)", ["rate"], xs, [rates]);
+  else document.getElementById("topic-chart").innerHTML = `<p class="muted">The rate chart needs two samples.</p>`;
+};
+
+pages.messages = async (page, first) => {
+  if (!first) return; // the browser reads on demand, not every second
+  const name = page.arg;
+  const topic = await api(`/api/topics/${encodeURIComponent(name)}`);
+  if (page !== current) return;
+  app.innerHTML = `
+    <h1>Messages in <a href="#/topic/${encodeURIComponent(name)}">${esc(name)}</a></h1>
+    <form class="inline panel" id="browse-form">
+      <label class="field">Partition<select name="partition"><option value="">all</option>${topic.partitions.map((p) => `<option>${p.partition}</option>`).join("")}</select></label>
+      <label class="field">From<select name="from"><option value="newest">newest</option><option value="offset">offset</option><option value="timestamp">time</option></select></label>
+      <label class="field">Offset / time<input name="at" placeholder="e.g. 0 or 2026-11-26T10:00"></label>
+      <label class="field">Limit<input name="limit" type="number" value="50" min="1" max="1000" style="width:80px"></label>
+      <label class="field">Key contains<input name="key"></label>
+      <label class="field">Value contains<input name="value"></label>
+      <label class="field">Header (name or name=text)<input name="header"></label>
+      <button type="submit">Read</button>
+      <button type="button" class="secondary" id="browse-next" disabled>Next page</button>
+    </form>
+    <div id="page-error"></div>
+    <div class="panel" id="browse-result"><p class="muted">Choose where to start and press Read.</p></div>`;
+  const form = document.getElementById("browse-form");
+  let nextOffsets = null;
+  const read = async (fromNext) => {
+    const data = new FormData(form);
+    const params = new URLSearchParams();
+    const partition = data.get("partition");
+    if (partition) params.set("partition", partition);
+    const from = data.get("from");
+    const at = String(data.get("at") || "").trim();
+    if (fromNext && nextOffsets && partition) {
+      params.set("offset", nextOffsets[partition]);
+    } else if (from === "offset") {
+      params.set("offset", at || "0");
+    } else if (from === "timestamp") {
+      const ms = /^\d+$/.test(at) ? Number(at) : Date.parse(at);
+      if (Number.isNaN(ms)) throw new Error("Give the time as milliseconds or as 2026-11-26T10:00");
+      params.set("timestamp", String(ms));
+    }
+    params.set("limit", String(data.get("limit") || 50));
+    for (const f of ["key", "value", "header"]) if (data.get(f)) params.set(f, data.get(f));
+    document.getElementById("page-error").innerHTML = "";
+    const result = await api(`/api/topics/${encodeURIComponent(name)}/messages?${params}`);
+    nextOffsets = result.next_offsets;
+    document.getElementById("browse-next").disabled = !partition || from === "newest";
+    const rows = result.records.map((r) => {
+      let value = r.value;
+      if (r.value_encoding === "utf8") {
+        try { value = JSON.stringify(JSON.parse(r.value), null, 1); } catch (_) { /* plain text */ }
+      }
+      return `<tr><td class="num">${r.partition}</td><td class="num">${r.offset}</td><td>${esc(fmtTime(r.timestamp))}</td>
+        <td>${esc(r.key ?? "null")}</td><td><pre>${esc(value ?? "null")}</pre></td>
+        <td>${r.headers.map((h) => `${esc(h.key)}=${esc(h.value ?? "")}`).join("<br>")}</td></tr>`;
+    }).join("");
+    document.getElementById("browse-result").innerHTML = `
+      <p class="muted">${result.records.length} record(s), ${result.scanned} scanned.</p>
+      <table id="messages-table"><thead><tr><th class="num">Partition</th><th class="num">Offset</th><th>Time (UTC)</th><th>Key</th><th>Value</th><th>Headers</th></tr></thead>
+      <tbody>${rows || `<tr><td colspan="6" class="muted">No records match.</td></tr>`}</tbody></table>`;
+  };
+  const guarded = (fromNext) => read(fromNext).catch((e) => { document.getElementById("page-error").innerHTML = errorBox(e); });
+  form.onsubmit = (e) => { e.preventDefault(); guarded(false); };
+  document.getElementById("browse-next").onclick = () => guarded(true);
+  guarded(false);
+};
+
+pages.groups = async (page) => {
+  const groups = await api("/api/groups");
+  if (page !== current) return;
+  app.innerHTML = `
+    <h1>Consumer groups</h1>
+    <div id="page-error"></div>
+    <div class="panel"><div id="groups-chart" class="chart"></div></div>
+    <div class="panel"><table id="groups-table"><thead><tr><th>Group</th><th>State</th><th class="num">Members</th><th>Topics</th><th class="num">Lag</th></tr></thead>
+      <tbody>${groups.groups.map((g) => `<tr data-group="${esc(g.group_id)}"><td><a href="#/group/${encodeURIComponent(g.group_id)}">${esc(g.group_id)}</a></td>
+        <td>${esc(g.state)}</td><td class="num">${g.members}</td><td>${g.topics.map(esc).join(", ")}</td><td class="num lag">${fmtNum(g.lag)}</td></tr>`).join("")
+        || `<tr><td colspan="5" class="muted">No consumer groups.</td></tr>`}</tbody></table></div>`;
+  dropPlot("groups-chart");
+  const names = groups.groups.map((g) => g.group_id).filter((n) => live.lags.has(n)).slice(0, 8);
+  if (names.length) {
+    const xs = live.lags.get(names[0])[0];
+    lineChart("groups-chart", "Lag (records)", names, xs, names.map((n) => alignTo(xs, live.lags.get(n))));
+  } else {
+    document.getElementById("groups-chart").innerHTML = `<p class="muted">The lag chart fills in as live updates arrive.</p>`;
+  }
+};
+
+pages.group = async (page) => {
+  const id = page.arg;
+  const group = await api(`/api/groups/${encodeURIComponent(id)}`);
+  if (page !== current) return;
+  const history = group.history || [];
+  const xs = history.map((p) => p.ts);
+  const partitions = group.partitions.map((p) => `${p.topic}-${p.partition}`).slice(0, 7);
+  const ys = [history.map((p) => p.lag), ...partitions.map((k) => history.map((p) => p.partitions[k] ?? null))];
+  const sameShape = document.getElementById("group-lag-chart");
+  const body = `
+    <div class="cards">
+      <div class="card"><div class="label">Total lag</div><div class="value lag-big" id="lag-value">${fmtNum(group.lag)}</div></div>
+      <div class="card"><div class="label">State</div><div class="value">${esc(group.state)}</div></div>
+      <div class="card"><div class="label">Members</div><div class="value">${group.members.length}</div></div>
+      <div class="card"><div class="label">Assignor</div><div class="value" style="font-size:14px">${esc(group.protocol || "–")}</div></div>
+    </div>
+    <div class="panel"><h2>Lag per partition</h2><table id="group-partitions"><thead><tr><th>Topic</th><th class="num">Partition</th><th class="num">Committed</th><th class="num">Log end</th><th class="num">Lag</th></tr></thead>
+      <tbody>${group.partitions.map((p) => `<tr><td><a href="#/topic/${encodeURIComponent(p.topic)}">${esc(p.topic)}</a></td><td class="num">${p.partition}</td><td class="num">${fmtNum(p.committed)}</td><td class="num">${fmtNum(p.log_end)}</td><td class="num">${fmtNum(p.lag)}</td></tr>`).join("")
+        || `<tr><td colspan="5" class="muted">No committed offsets.</td></tr>`}</tbody></table></div>
+    <div class="panel"><h2>Members</h2><table><thead><tr><th>Member</th><th>Client</th><th>Host</th><th>Assignment</th></tr></thead>
+      <tbody>${group.members.map((m) => `<tr><td>${esc(m.member_id)}</td><td>${esc(m.client_id)}</td><td>${esc(m.client_host)}</td><td>${m.assignment.map(esc).join(", ")}</td></tr>`).join("")
+        || `<tr><td colspan="4" class="muted">No active members.</td></tr>`}</tbody></table></div>`;
+  if (!sameShape) {
+    app.innerHTML = `<h1>Group ${esc(group.group_id)}</h1><div id="page-error"></div>
+      <div class="panel"><div id="group-lag-chart" class="chart"></div></div><div id="group-body"></div>`;
+  }
+  document.getElementById("page-error").innerHTML = "";
+  document.getElementById("group-body").innerHTML = body;
+  lineChart("group-lag-chart", "Lag over time (records)", ["total", ...partitions], xs, ys);
+};
+
+// Per-table choices of label and value columns, kept across updates.
+const aggChoices = new Map();
+
+pages.aggregates = async (page, first) => {
+  const data = first || !live.update ? await api("/api/aggregates?limit=200") : live.update.aggregates;
+  if (page !== current) return;
+  if (!data.jobs.length) {
+    app.innerHTML = `<h1>Live aggregates</h1><div class="notice">No stream jobs are attached to this dashboard. Jobs embedded with the dashboard (as in <code>millrace demo</code>) show their state tables here.</div>`;
+    return;
+  }
+  if (!document.getElementById("aggregates")) {
+    app.innerHTML = `<h1>Live aggregates</h1><div id="page-error"></div><div id="aggregates"></div>`;
+  }
+  document.getElementById("page-error").innerHTML = "";
+  const root = document.getElementById("aggregates");
+  // Keep the user's focus in a select across re-renders.
+  const focused = document.activeElement && document.activeElement.id;
+  root.innerHTML = data.jobs.map((job) => `
+    <h2>Job ${esc(job.name)}</h2>
+    <div class="chips">${Object.entries(job.metrics).map(([k, v]) => `<span class="chip">${esc(k)}: ${fmtNum(v)}</span>`).join("")}</div>
+    ${job.tables.length ? "" : `<p class="muted">No state published yet.</p>`}
+    <div class="grid2">${job.tables.map((t) => aggregateTable(job, t)).join("")}</div>`).join("");
+  for (const select of root.querySelectorAll("select[data-table]")) {
+    select.onchange = () => {
+      const key = select.dataset.table;
+      const choice = aggChoices.get(key) || {};
+      choice[select.dataset.role] = select.value;
+      aggChoices.set(key, choice);
+      refresh(false);
+    };
+  }
+  if (focused) { const el = document.getElementById(focused); if (el) el.focus(); }
+};
+
+function aggregateTable(job, t) {
+  const key = `${job.name}/${t.table}`;
+  const choice = aggChoices.get(key) || {};
+  const label = choice.label || t.label_column;
+  const value = choice.value || t.value_column;
+  let rows = t.rows;
+  // Windowed tables: the chart shows the newest window only.
+  let windowNote = "";
+  if (t.windowed && rows.length) {
+    const newest = Math.max(...rows.map((r) => r.window_start ?? -Infinity));
+    rows = rows.filter((r) => r.window_start === newest);
+    windowNote = ` · window ${fmtTime(newest).slice(11, 19)}`;
+  }
+  const items = label && value
+    ? rows.filter((r) => typeof r[value] === "number")
+      .map((r) => ({ label: compact(r[label]), value: r[value] }))
+      .sort((a, b) => b.value - a.value).slice(0, 12)
+    : [];
+  const options = (role, selected, numeric) => t.columns
+    .filter((c) => !numeric || t.rows.some((r) => typeof r[c] === "number"))
+    .map((c) => `<option ${c === selected ? "selected" : ""}>${esc(c)}</option>`).join("");
+  const idBase = `agg-${job.name}-${t.table}`.replace(/[^A-Za-z0-9_-]/g, "_");
+  return `<div class="panel aggregate" data-table="${esc(t.table)}">
+    <h3>${esc(t.table)} <span class="muted">(${t.total_rows} rows${windowNote}, updated ${t.updated_ms ? new Date(t.updated_ms).toLocaleTimeString() : "–"})</span></h3>
+    <div class="toolbar">
+      <label class="field">Label<select id="${idBase}-label" data-table="${esc(key)}" data-role="label">${options("label", label, false)}</select></label>
+      <label class="field">Value<select id="${idBase}-value" data-table="${esc(key)}" data-role="value">${options("value", value, true)}</select></label>
+    </div>
+    <div class="chart agg-chart" id="${idBase}-chart">${value ? barChart(items) : `<p class="muted">No numeric column to chart.</p>`}</div>
+    <table class="agg-rows"><thead><tr>${t.columns.map((c) => `<th>${esc(c)}</th>`).join("")}</tr></thead>
+      <tbody>${t.rows.slice(0, 25).map((r) => `<tr>${t.columns.map((c) => cell(r[c], c)).join("")}</tr>`).join("")}</tbody></table>
+    ${t.rows.length > 25 ? `<p class="muted">First 25 of ${t.total_rows} rows; query them all in <a href="#/sql">SQL</a>.</p>` : ""}
+  </div>`;
+}
+
+pages.sql = async (page, first) => {
+  if (!first) return;
+  const tables = await api("/api/tables").catch(() => ({ tables: [] }));
+  if (page !== current) return;
+  const saved = sessionStorage.getItem("millrace-sql") || (tables.tables.length ? `SELECT * FROM ${tables.tables[0].name} LIMIT 100` : "SELECT 1 AS one");
+  app.innerHTML = `
+    <h1>SQL</h1>
+    <div class="panel">
+      <p class="tables-list muted">Tables: ${tables.tables.map((t) => `<a data-table="${esc(t.name)}" title="${esc(t.kind)}: ${esc(t.source)}">${esc(t.name)}</a>`).join("") || "none yet (jobs publish their state within a second or two)"}</p>
+      <textarea id="sql-input" spellcheck="false">${esc(saved)}</textarea>
+      <div class="toolbar" style="margin-top:8px"><button id="sql-run">Run (Ctrl+Enter)</button><span class="muted" id="sql-info"></span></div>
+    </div>
+    <div id="page-error"></div>
+    <div class="panel" id="sql-result"><p class="muted">Results appear here.</p></div>`;
+  const input = document.getElementById("sql-input");
+  for (const a of document.querySelectorAll(".tables-list a")) {
+    a.onclick = () => { input.value = `SELECT * FROM ${a.dataset.table} LIMIT 100`; input.focus(); };
+  }
+  const run = async () => {
+    const sql = input.value;
+    sessionStorage.setItem("millrace-sql", sql);
+    document.getElementById("page-error").innerHTML = "";
+    document.getElementById("sql-info").textContent = "running…";
+    try {
+      const result = await api("/api/sql", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ sql }),
+      });
+      document.getElementById("sql-info").textContent =
+        `${result.rows.length} row(s)${result.truncated ? " (truncated)" : ""} in ${result.elapsed_ms} ms`;
+      document.getElementById("sql-result").innerHTML = `<table id="sql-table"><thead><tr>${result.columns.map((c) => `<th>${esc(c)}</th>`).join("")}</tr></thead>
+        <tbody>${result.rows.map((r) => `<tr>${r.map((v, i) => cell(v, result.columns[i])).join("")}</tr>`).join("")}</tbody></table>`;
+    } catch (error) {
+      document.getElementById("sql-info").textContent = "";
+      document.getElementById("page-error").innerHTML = errorBox(error);
+      document.getElementById("sql-result").innerHTML = "";
+    }
+  };
+  document.getElementById("sql-run").onclick = run;
+  input.onkeydown = (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); run(); } };
+};
+
+window.addEventListener("hashchange", navigate);
+navigate();
+connect();

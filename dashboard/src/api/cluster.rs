@@ -1,0 +1,163 @@
+//! Cluster, topics and consumer groups, read from the sampler's cache.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::sampler::{GroupSample, Sample, TopicSample};
+use crate::AppState;
+
+/// `GET /api/cluster`: cluster id, controller, brokers, counts, and what this dashboard
+/// shows (jobs, connectors, whether admin actions are allowed).
+pub async fn cluster(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    let sample = state.cluster.latest().await?;
+    let partitions: usize = sample.topics.values().map(|t| t.partitions.len()).sum();
+    Ok(Json(json!({
+        "cluster_id": sample.cluster.cluster_id,
+        "controller_id": sample.cluster.controller_id,
+        "brokers": sample.cluster.brokers.iter().map(|b| json!({
+            "id": b.id, "host": b.host, "port": b.port, "rack": b.rack,
+        })).collect::<Vec<_>>(),
+        "topics": sample.topics.values().filter(|t| !t.internal).count(),
+        "partitions": partitions,
+        "groups": sample.groups.len(),
+        "sampled_at_ms": sample.at_ms,
+        "last_error": state.cluster.last_error(),
+        "allow_admin": state.config.allow_admin,
+        "jobs": state.jobs.iter().map(|j| j.name.clone()).collect::<Vec<_>>(),
+        "connectors": state.connectors.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+    })))
+}
+
+/// One topic's summary line.
+pub(crate) fn topic_summary(state: &AppState, topic: &TopicSample) -> Value {
+    json!({
+        "name": topic.name,
+        "internal": topic.internal,
+        "partitions": topic.partitions.len(),
+        "messages": topic.messages(),
+        "end_offsets": topic.end_offsets(),
+        "size_bytes": topic.size_bytes(),
+        "rate": state.cluster.topic_rate(&topic.name),
+    })
+}
+
+/// Every topic's summary, internal ones last.
+pub(crate) fn topics_json(state: &AppState, sample: &Sample) -> Vec<Value> {
+    let mut topics: Vec<&TopicSample> = sample.topics.values().collect();
+    topics.sort_by_key(|t| (t.internal, t.name.clone()));
+    topics
+        .into_iter()
+        .map(|t| topic_summary(state, t))
+        .collect()
+}
+
+/// `GET /api/topics`: name, partitions, messages, bytes and produce rate (records/s) per
+/// topic.
+pub async fn topics(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    let sample = state.cluster.latest().await?;
+    Ok(Json(json!({
+        "sampled_at_ms": sample.at_ms,
+        "topics": topics_json(&state, &sample),
+    })))
+}
+
+/// `GET /api/topics/{name}`: partitions with leaders, offsets and sizes, the produce rate,
+/// history, configs, and the groups reading it.
+pub async fn topic(
+    State(state): State<Arc<AppState>>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(name) = name?;
+    let sample = state.cluster.latest().await?;
+    let topic = sample
+        .topics
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no topic named {name:?}")))?;
+    let mut out = topic_summary(&state, topic);
+    out["partitions"] = json!(topic.partitions);
+    out["history"] = json!(state.cluster.topic_history(&name));
+    out["groups"] = json!(sample
+        .groups
+        .values()
+        .filter(|g| g.partitions.iter().any(|p| p.topic == name))
+        .map(|g| json!({
+            "group_id": g.group_id,
+            "lag": g.partitions.iter().filter(|p| p.topic == name).map(|p| p.lag).sum::<i64>(),
+        }))
+        .collect::<Vec<_>>());
+    // Configs are read live: they change rarely and only this page shows them. A cluster
+    // that refuses DescribeConfigs still gets the rest of the page.
+    let configs = match state.cluster.admin().await {
+        Ok(admin) => tokio::time::timeout(
+            crate::sampler::CLUSTER_WAIT,
+            admin.describe_topic_config(&name),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok),
+        Err(_) => None,
+    };
+    out["configs"] = match configs {
+        Some(entries) => json!(entries
+            .into_iter()
+            .filter(|e| !e.sensitive)
+            .map(|e| json!({
+                "name": e.name,
+                "value": e.value,
+                "source": format!("{:?}", e.source),
+            }))
+            .collect::<Vec<_>>()),
+        None => Value::Null,
+    };
+    out["sampled_at_ms"] = json!(sample.at_ms);
+    Ok(Json(out))
+}
+
+/// One group's summary line.
+pub(crate) fn group_summary(group: &GroupSample) -> Value {
+    let mut topics: Vec<&str> = group.partitions.iter().map(|p| p.topic.as_str()).collect();
+    topics.dedup();
+    json!({
+        "group_id": group.group_id,
+        "state": group.state,
+        "protocol_type": group.protocol_type,
+        "members": group.members.len(),
+        "topics": topics,
+        "lag": group.lag(),
+    })
+}
+
+/// `GET /api/groups`: id, state, members, topics and total lag per group.
+pub async fn groups(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    let sample = state.cluster.latest().await?;
+    Ok(Json(json!({
+        "sampled_at_ms": sample.at_ms,
+        "groups": sample.groups.values().map(group_summary).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /api/groups/{id}`: members and assignments, committed offset and lag per partition,
+/// and the lag history (one point a second, the last five minutes).
+pub async fn group(
+    State(state): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(id) = id?;
+    let sample = state.cluster.latest().await?;
+    let group = sample
+        .groups
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no consumer group named {id:?}")))?;
+    let mut out = group_summary(group);
+    out["protocol"] = json!(group.protocol);
+    out["members"] = json!(group.members);
+    out["partitions"] = json!(group.partitions);
+    out["history"] = json!(state.cluster.group_history(&id));
+    out["sampled_at_ms"] = json!(sample.at_ms);
+    Ok(Json(out))
+}

@@ -1,0 +1,931 @@
+//! The dashboard's HTTP API against a real broker on a free port, with real topics, a real
+//! consumer group and a running stream job: every endpoint, the token, the admin switch,
+//! and the 4xx answers to bad input.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::http::{get, post_json, request, sse_events, Response};
+use millrace_broker::{BrokerConfig, RunningBroker};
+use millrace_client::admin::NewTopic;
+use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
+use millrace_client::{Admin, ClientConfig, Producer, ProducerConfig, ProducerRecord};
+use millrace_connectors::SinkMetrics;
+use millrace_dashboard::{Dashboard, DashboardConfig};
+use millrace_streams::runtime::{Job, Sink, Source, StreamsConfig};
+use millrace_streams::{EmitMode, Windows};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+const TOKEN: &str = "s3cret-token";
+const RECORDS: i64 = 200;
+const PARTITIONS: i32 = 3;
+/// What the test waits for a condition at most.
+const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct View {
+    page: String,
+    ts: i64,
+}
+
+async fn start_broker(dir: &std::path::Path) -> RunningBroker {
+    let overrides = vec!["group.initial.rebalance.delay.ms=0".to_string()];
+    let settings = millrace_broker::config::parse_overrides(&overrides).unwrap();
+    let config = BrokerConfig::from_settings(
+        &settings,
+        Some("127.0.0.1:0".parse().unwrap()),
+        Some(dir.to_path_buf()),
+    )
+    .unwrap();
+    millrace_broker::start(config).await.unwrap()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Polls `check` until it returns `Some`, or fails the test after [`WAIT`]. The dashboard
+/// samples the cluster once a second, so what a test just did shows up within a sample or
+/// two; this waits for the condition itself, not for a guessed time.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn produce_views(client: &ClientConfig, topic: &str) {
+    let producer = Producer::connect(ProducerConfig::new(client.clone()))
+        .await
+        .unwrap();
+    let now = now_ms();
+    let mut deliveries = Vec::new();
+    for i in 0..RECORDS {
+        let view = View {
+            page: format!("/page/{}", i % 5),
+            ts: now,
+        };
+        let source = if i % 2 == 0 { "web" } else { "app" };
+        let record = ProducerRecord::new(topic, serde_json::to_vec(&view).unwrap())
+            .key(format!("user-{}", i % 10))
+            .header("source", source)
+            .partition((i % PARTITIONS as i64) as i32);
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    producer.close().await;
+}
+
+/// A Parquet directory with a Hive `dt=` partition, written by DataFusion itself.
+async fn write_parquet(dir: &std::path::Path) {
+    let part = dir.join("dt=2026-11-25");
+    std::fs::create_dir_all(&part).unwrap();
+    let ctx = datafusion::prelude::SessionContext::new();
+    let frame = ctx
+        .sql("SELECT * FROM (VALUES ('/home', 3), ('/cart', 5)) AS t(page, views)")
+        .await
+        .unwrap();
+    frame
+        .write_parquet(
+            part.join("part-0.parquet").to_str().unwrap(),
+            datafusion::dataframe::DataFrameWriteOptions::new().with_single_file_output(true),
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+/// A running dashboard and how to stop it.
+struct Running {
+    addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<Result<(), millrace_dashboard::DashboardError>>,
+}
+
+impl Running {
+    async fn start(dashboard: Dashboard) -> Running {
+        let bound = dashboard.bind().await.unwrap();
+        let addr = bound.local_addr().to_string();
+        assert_eq!(bound.url(), format!("http://{addr}/"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(bound.serve(async move {
+            let _ = stopped.await;
+        }));
+        Running {
+            addr,
+            stop: Some(stop),
+            served,
+        }
+    }
+
+    /// Stops the server and checks that it shut down cleanly and promptly.
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), &mut self.served)
+            .await
+            .expect("the dashboard did not shut down")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn auth() -> [(&'static str, &'static str); 1] {
+    [("Authorization", "Bearer s3cret-token")]
+}
+
+async fn api(addr: &str, path: &str) -> Response {
+    get(addr, path, &auth()).await
+}
+
+fn assert_error(response: &Response, status: u16) -> String {
+    assert_eq!(
+        response.status,
+        status,
+        "expected {status}, got {}: {}",
+        response.status,
+        response.text()
+    );
+    let body = response.json();
+    let message = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {body}"));
+    assert!(!message.is_empty());
+    message.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_endpoint_against_a_real_cluster() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = start_broker(data.path()).await;
+    let bootstrap = broker.local_addr().to_string();
+    let client = ClientConfig::new(&bootstrap);
+    let admin = Admin::connect(client.clone()).await.unwrap();
+    admin
+        .create_topic(NewTopic::new("views", PARTITIONS))
+        .await
+        .unwrap();
+    produce_views(&client, "views").await;
+
+    // A consumer group that has read part of the topic: it commits offset 10 on every
+    // partition and stays a member while the test looks at it.
+    let config = ConsumerConfig::builder(client.clone())
+        .group_id("readers")
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .enable_auto_commit(false)
+        .build()
+        .unwrap();
+    let mut consumer = Consumer::connect(config).await.unwrap();
+    consumer.subscribe(&["views"]).unwrap();
+    // Joining the group happens inside poll.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while consumer.assignment().len() < PARTITIONS as usize {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the consumer got no assignment"
+        );
+        let _ = consumer.poll(Duration::from_millis(200)).await.unwrap();
+    }
+    let committed: std::collections::HashMap<_, _> = (0..PARTITIONS)
+        .map(|p| (millrace_client::TopicPartition::new("views", p), 10))
+        .collect();
+    consumer.commit_offsets(&committed).await.unwrap();
+
+    // A stream job counting views per page in hour windows: the windows stay open, so its
+    // state store keeps rows for the dashboard to show.
+    let job = Job::new(
+        StreamsConfig::new("page-counter", client.clone())
+            .commit_interval(Duration::from_millis(300)),
+        Source::json(&["views"], |v: &View| v.ts),
+        |views| {
+            views
+                .key_by(|_user, view| view.page.clone())
+                .window(Windows::tumbling(Duration::from_secs(3600)).grace(Duration::from_secs(1)))
+                .emit(EmitMode::Final)
+                .named("page-counts")
+                .count()
+        },
+        Sink::callback(|_| {}),
+    );
+    let state = job.state();
+    let metrics = job.metrics();
+    let (job_stop, job_stopped) = oneshot::channel::<()>();
+    let job_task = tokio::spawn(job.run(async move {
+        let _ = job_stopped.await;
+    }));
+
+    let parquet = tempfile::tempdir().unwrap();
+    let lake = parquet.path().join("page-views");
+    write_parquet(&lake).await;
+    let sink_metrics = Arc::new(SinkMetrics::default());
+
+    let dashboard = Dashboard::new(DashboardConfig {
+        bootstrap: bootstrap.clone(),
+        http: "127.0.0.1:0".parse().unwrap(),
+        token: Some(TOKEN.to_string()),
+        allow_admin: false,
+        parquet_dirs: vec![lake.clone(), parquet.path().join("missing")],
+    })
+    .with_job("page-counter", state, metrics)
+    .with_connector("archive", sink_metrics);
+    let running = Running::start(dashboard).await;
+    let addr = running.addr.clone();
+
+    // --- the token ---------------------------------------------------------------------
+    let message = assert_error(&get(&addr, "/api/cluster", &[]).await, 401);
+    assert!(message.contains("token"), "{message}");
+    assert_error(
+        &get(&addr, "/api/cluster", &[("Authorization", "Bearer wrong")]).await,
+        401,
+    );
+    assert_error(&get(&addr, "/api/topics?token=wrong", &[]).await, 401);
+    assert_error(&get(&addr, "/", &[]).await, 401);
+    assert_error(&get(&addr, "/metrics", &[]).await, 401);
+    let page = get(&addr, "/?token=s3cret-token", &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<title>Millrace</title>"));
+    let cookie = page.header("set-cookie").expect("a cookie for the browser");
+    assert!(
+        cookie.starts_with("millrace_token=s3cret-token"),
+        "{cookie}"
+    );
+    assert!(cookie.contains("HttpOnly"));
+    let with_cookie = get(
+        &addr,
+        "/assets/app.js",
+        &[("Cookie", "millrace_token=s3cret-token")],
+    )
+    .await;
+    assert_eq!(with_cookie.status, 200);
+    assert!(with_cookie
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/javascript"));
+    let uplot = api(&addr, "/assets/vendor/uplot/uPlot.iife.min.js").await;
+    assert_eq!(uplot.status, 200);
+    assert_error(&api(&addr, "/assets/nope.js").await, 404);
+
+    // --- cluster and topics --------------------------------------------------------------
+    let cluster = api(&addr, "/api/cluster").await;
+    assert_eq!(cluster.status, 200, "{}", cluster.text());
+    let cluster = cluster.json();
+    assert_eq!(cluster["brokers"].as_array().unwrap().len(), 1);
+    assert_eq!(cluster["brokers"][0]["port"], broker.local_addr().port());
+    assert_eq!(cluster["allow_admin"], false);
+    assert_eq!(cluster["jobs"], json!(["page-counter"]));
+    assert_eq!(cluster["connectors"], json!(["archive"]));
+
+    let topics = eventually("views with every record and a size", || {
+        let addr = addr.clone();
+        async move {
+            let body = api(&addr, "/api/topics").await.json();
+            let views = body["topics"]
+                .as_array()?
+                .iter()
+                .find(|t| t["name"] == "views")?
+                .clone();
+            (views["messages"] == RECORDS && views["size_bytes"].as_i64()? > 0).then_some(body)
+        }
+    })
+    .await;
+    let views = topics["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "views")
+        .unwrap();
+    assert_eq!(views["partitions"], PARTITIONS);
+    assert_eq!(views["internal"], false);
+    assert!(views["rate"].as_f64().is_some());
+
+    let topic = api(&addr, "/api/topics/views").await.json();
+    let partitions = topic["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), PARTITIONS as usize);
+    let ends: i64 = partitions
+        .iter()
+        .map(|p| p["end_offset"].as_i64().unwrap())
+        .sum();
+    assert_eq!(ends, RECORDS);
+    assert!(partitions
+        .iter()
+        .all(|p| p["leader"] == 1 && p["size_bytes"].as_i64().unwrap() > 0));
+    assert!(!topic["history"].as_array().unwrap().is_empty());
+    assert!(topic["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "cleanup.policy"));
+    assert_error(&api(&addr, "/api/topics/no-such-topic").await, 404);
+
+    // --- groups --------------------------------------------------------------------------
+    let group = eventually("the readers group with its lag and a member", || {
+        let addr = addr.clone();
+        async move {
+            let body = api(&addr, "/api/groups/readers").await;
+            if body.status != 200 {
+                return None;
+            }
+            let body = body.json();
+            (body["lag"] == RECORDS - 10 * PARTITIONS as i64
+                && body["members"].as_array()?.len() == 1)
+                .then_some(body)
+        }
+    })
+    .await;
+    assert_eq!(group["state"], "Stable");
+    let lag = group["partitions"].as_array().unwrap();
+    assert_eq!(lag.len(), PARTITIONS as usize);
+    for p in lag {
+        assert_eq!(p["committed"], 10);
+        assert_eq!(
+            p["lag"].as_i64().unwrap(),
+            p["log_end"].as_i64().unwrap() - 10
+        );
+    }
+    let history = group["history"].as_array().unwrap();
+    assert!(!history.is_empty());
+    assert_eq!(history.last().unwrap()["lag"], RECORDS - 30);
+    let groups = api(&addr, "/api/groups").await.json();
+    let readers = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group_id"] == "readers")
+        .unwrap()
+        .clone();
+    assert_eq!(readers["lag"], RECORDS - 30);
+    assert_eq!(readers["topics"], json!(["views"]));
+    assert_error(&api(&addr, "/api/groups/no-such-group").await, 404);
+
+    // --- the message browser -------------------------------------------------------------
+    let page = api(
+        &addr,
+        "/api/topics/views/messages?partition=0&offset=0&limit=5",
+    )
+    .await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let page = page.json();
+    let records = page["records"].as_array().unwrap();
+    assert_eq!(records.len(), 5);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["partition"], 0);
+        assert_eq!(r["offset"], i as i64);
+        assert_eq!(r["value_encoding"], "utf8");
+        let view: View = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+        assert!(view.page.starts_with("/page/"));
+    }
+    assert_eq!(page["next_offsets"]["0"], 5);
+    // Newest records of every partition by default.
+    let newest = api(&addr, "/api/topics/views/messages?limit=7")
+        .await
+        .json();
+    assert_eq!(newest["records"].as_array().unwrap().len(), 7);
+    // Filters: key, value, header.
+    let by_key = api(
+        &addr,
+        "/api/topics/views/messages?offset=0&limit=1000&key=user-3",
+    )
+    .await
+    .json();
+    let by_key = by_key["records"].as_array().unwrap();
+    assert_eq!(by_key.len(), (RECORDS / 10) as usize);
+    assert!(by_key.iter().all(|r| r["key"] == "user-3"));
+    let by_value = api(
+        &addr,
+        "/api/topics/views/messages?offset=0&limit=1000&value=%2Fpage%2F4",
+    )
+    .await
+    .json();
+    assert_eq!(
+        by_value["records"].as_array().unwrap().len(),
+        (RECORDS / 5) as usize
+    );
+    let by_header = api(
+        &addr,
+        "/api/topics/views/messages?offset=0&limit=1000&header=source%3Dapp",
+    )
+    .await
+    .json();
+    let by_header = by_header["records"].as_array().unwrap();
+    assert_eq!(by_header.len(), (RECORDS / 2) as usize);
+    assert!(by_header
+        .iter()
+        .all(|r| r["headers"][0] == json!({"key": "source", "value": "app"})));
+    // By time: everything was produced before now.
+    let by_time = api(
+        &addr,
+        "/api/topics/views/messages?partition=1&timestamp=0&limit=3",
+    )
+    .await
+    .json();
+    assert_eq!(by_time["records"][0]["offset"], 0);
+    let future = format!(
+        "/api/topics/views/messages?timestamp={}&limit=3",
+        now_ms() + 3_600_000
+    );
+    assert!(api(&addr, &future).await.json()["records"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // Bad input.
+    let message = assert_error(
+        &api(&addr, "/api/topics/views/messages?limit=5000").await,
+        400,
+    );
+    assert!(message.contains("limit"), "{message}");
+    assert_error(&api(&addr, "/api/topics/views/messages?limit=0").await, 400);
+    assert_error(
+        &api(&addr, "/api/topics/views/messages?limit=abc").await,
+        400,
+    );
+    assert_error(
+        &api(&addr, "/api/topics/views/messages?offset=1&timestamp=1").await,
+        400,
+    );
+    assert_error(
+        &api(&addr, "/api/topics/views/messages?offset=-1").await,
+        400,
+    );
+    assert_error(
+        &api(&addr, "/api/topics/views/messages?partition=9").await,
+        404,
+    );
+    assert_error(&api(&addr, "/api/topics/no-such-topic/messages").await, 404);
+    // Browsing an unknown topic must not create it (auto.create.topics.enable is on).
+    let listed = admin.list_topics(false).await.unwrap();
+    assert!(listed.iter().all(|t| t.name != "no-such-topic"));
+
+    // --- live aggregates -----------------------------------------------------------------
+    let table = eventually("the job's page-counts table with every view", || {
+        let addr = addr.clone();
+        async move {
+            let body = api(&addr, "/api/aggregates").await.json();
+            let job = body["jobs"].as_array()?.first()?.clone();
+            let table = job["tables"]
+                .as_array()?
+                .iter()
+                .find(|t| t["store"] == "page-counts")?
+                .clone();
+            let total: i64 = table["rows"]
+                .as_array()?
+                .iter()
+                .filter_map(|r| r["value"].as_i64())
+                .sum();
+            (total == RECORDS).then_some((job, table))
+        }
+    })
+    .await;
+    let (job, table) = table;
+    assert_eq!(job["name"], "page-counter");
+    assert!(job["metrics"]["records_in"].as_u64().unwrap() >= RECORDS as u64);
+    assert_eq!(table["table"], "page_counts");
+    assert_eq!(table["windowed"], true);
+    assert_eq!(table["label_column"], "key");
+    assert_eq!(table["value_column"], "value");
+    for column in ["key", "window_start", "window_end", "value"] {
+        assert!(
+            table["columns"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(column)),
+            "{column}"
+        );
+    }
+    // Five pages; the rows of each task are that task's counts.
+    let pages: std::collections::BTreeSet<&str> = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(pages.len(), 5);
+    assert_error(&api(&addr, "/api/aggregates?limit=0").await, 400);
+    assert_error(&api(&addr, "/api/aggregates?limit=99999999").await, 400);
+
+    // --- SQL -----------------------------------------------------------------------------
+    let tables = api(&addr, "/api/tables").await.json();
+    let names: Vec<&str> = tables["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"page_counts") && names.contains(&"page_views"),
+        "{names:?}"
+    );
+    let sql = |query: &str| json!({ "sql": query });
+    let result = post_json(
+        &addr,
+        "/api/sql",
+        &auth(),
+        &sql("SELECT key, sum(value) AS views FROM page_counts GROUP BY key ORDER BY key"),
+    )
+    .await;
+    assert_eq!(result.status, 200, "{}", result.text());
+    let result = result.json();
+    assert_eq!(result["columns"], json!(["key", "views"]));
+    let rows = result["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[0], json!(["/page/0", RECORDS / 5]));
+    assert_eq!(result["truncated"], false);
+    // A Parquet directory, with its Hive partition as a column.
+    let result = post_json(
+        &addr,
+        "/api/sql",
+        &auth(),
+        &sql("SELECT dt, page, views FROM page_views ORDER BY views DESC"),
+    )
+    .await;
+    assert_eq!(result.status, 200, "{}", result.text());
+    assert_eq!(
+        result.json()["rows"],
+        json!([["2026-11-25", "/cart", 5], ["2026-11-25", "/home", 3]])
+    );
+    // The row limit.
+    let limited = post_json(
+        &addr,
+        "/api/sql",
+        &auth(),
+        &json!({"sql": "SELECT * FROM (VALUES (1), (2), (3)) AS t(x)", "limit": 2}),
+    )
+    .await
+    .json();
+    assert_eq!(limited["rows"], json!([[1], [2]]));
+    assert_eq!(limited["truncated"], true);
+    // Bad queries.
+    let message = assert_error(
+        &post_json(&addr, "/api/sql", &auth(), &sql("SELEC nonsense")).await,
+        400,
+    );
+    assert!(
+        message.to_lowercase().contains("sql") || message.contains("Expected"),
+        "{message}"
+    );
+    let message = assert_error(
+        &post_json(&addr, "/api/sql", &auth(), &sql("SELECT * FROM missing")).await,
+        400,
+    );
+    assert!(message.contains("missing"), "{message}");
+    assert_error(
+        &post_json(
+            &addr,
+            "/api/sql",
+            &auth(),
+            &sql("CREATE TABLE t AS SELECT 1"),
+        )
+        .await,
+        400,
+    );
+    assert_error(
+        &post_json(&addr, "/api/sql", &auth(), &sql("   ")).await,
+        400,
+    );
+    assert_error(
+        &post_json(
+            &addr,
+            "/api/sql",
+            &auth(),
+            &json!({"sql": "SELECT 1", "limit": 1_000_000}),
+        )
+        .await,
+        400,
+    );
+    assert_error(
+        &post_json(&addr, "/api/sql", &auth(), &json!({"query": "SELECT 1"})).await,
+        422,
+    );
+    let not_json = request(
+        &addr,
+        "POST",
+        "/api/sql",
+        &[
+            ("Authorization", "Bearer s3cret-token"),
+            ("Content-Type", "application/json"),
+        ],
+        Some(b"{not json"),
+    )
+    .await;
+    assert_error(&not_json, 400);
+    assert_error(
+        &post_json(&addr, "/api/sql", &[], &sql("SELECT 1")).await,
+        401,
+    );
+
+    // --- events ---------------------------------------------------------------------------
+    let (status, events) =
+        sse_events(&addr, "/api/events?token=s3cret-token", &[], "update", 2).await;
+    assert_eq!(status, 200);
+    let first: Value = serde_json::from_str(&events[0]).unwrap();
+    let second: Value = serde_json::from_str(&events[1]).unwrap();
+    assert!(second["ts"].as_i64().unwrap() > first["ts"].as_i64().unwrap());
+    assert!(first["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"] == "views"));
+    assert!(first["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["group_id"] == "readers"));
+    assert_eq!(first["aggregates"]["jobs"][0]["name"], "page-counter");
+    let (status, _) = sse_events(&addr, "/api/events", &[], "update", 1).await;
+    assert_eq!(status, 401);
+
+    // --- Prometheus -----------------------------------------------------------------------
+    let metrics = api(&addr, "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = metrics.text();
+    for expected in [
+        "millrace_dashboard_cluster_up 1",
+        "# TYPE millrace_partition_end_offset gauge",
+        "millrace_partition_end_offset{topic=\"views\",partition=\"0\"}",
+        "millrace_partition_size_bytes{topic=\"views\",partition=\"2\"}",
+        "millrace_group_lag{group=\"readers\",topic=\"views\",partition=\"1\"}",
+        "# TYPE millrace_job_records_in_total counter",
+        "millrace_job_records_in_total{job=\"page-counter\"}",
+        "millrace_connector_records_in_total{connector=\"archive\"} 0",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from\n{text}");
+    }
+
+    // --- admin actions are refused without --allow-admin -----------------------------------
+    let message = assert_error(
+        &post_json(
+            &addr,
+            "/api/topics",
+            &auth(),
+            &json!({"name": "made", "partitions": 1}),
+        )
+        .await,
+        403,
+    );
+    assert!(message.contains("--allow-admin"), "{message}");
+    assert_error(
+        &request(&addr, "DELETE", "/api/topics/views", &auth(), None).await,
+        403,
+    );
+    assert_error(
+        &post_json(
+            &addr,
+            "/api/groups/readers/reset-offsets",
+            &auth(),
+            &json!({"to": "earliest"}),
+        )
+        .await,
+        403,
+    );
+
+    // --- unknown routes and methods --------------------------------------------------------
+    assert_error(&api(&addr, "/api/nothing-here").await, 404);
+    assert_error(
+        &request(&addr, "PUT", "/api/cluster", &auth(), None).await,
+        405,
+    );
+
+    // Shutdown completes even with an event stream open.
+    let open_stream = {
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            sse_events(
+                &addr,
+                "/api/events?token=s3cret-token",
+                &[],
+                "never-sent",
+                1,
+            )
+            .await
+        })
+    };
+    let _ = sse_events(&addr, "/api/events?token=s3cret-token", &[], "update", 1).await;
+    running.shutdown().await;
+    open_stream.abort();
+
+    let _ = job_stop.send(());
+    job_task.await.unwrap().unwrap();
+    consumer.close().await.unwrap();
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_actions_with_allow_admin() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = start_broker(data.path()).await;
+    let bootstrap = broker.local_addr().to_string();
+    let running = Running::start(Dashboard::new(DashboardConfig {
+        bootstrap: bootstrap.clone(),
+        http: "127.0.0.1:0".parse().unwrap(),
+        allow_admin: true,
+        ..DashboardConfig::default()
+    }))
+    .await;
+    let addr = running.addr.clone();
+    // No token configured: no token needed.
+    let cluster = get(&addr, "/api/cluster", &[]).await.json();
+    assert_eq!(cluster["allow_admin"], true);
+
+    let created = post_json(
+        &addr,
+        "/api/topics",
+        &[],
+        &json!({"name": "made-here", "partitions": 2, "configs": {"retention.ms": "60000"}}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let again = post_json(
+        &addr,
+        "/api/topics",
+        &[],
+        &json!({"name": "made-here", "partitions": 2}),
+    )
+    .await;
+    assert_error(&again, 409);
+    assert_error(
+        &post_json(&addr, "/api/topics", &[], &json!({"name": ""})).await,
+        400,
+    );
+    assert_error(
+        &post_json(
+            &addr,
+            "/api/topics",
+            &[],
+            &json!({"name": "x", "partitions": 0}),
+        )
+        .await,
+        400,
+    );
+    let topic = eventually("the new topic in the cache", || {
+        let addr = addr.clone();
+        async move {
+            let body = get(&addr, "/api/topics/made-here", &[]).await;
+            (body.status == 200).then(|| body.json())
+        }
+    })
+    .await;
+    assert_eq!(topic["partitions"].as_array().unwrap().len(), 2);
+    assert!(topic["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "retention.ms" && c["value"] == "60000"));
+
+    // Reset offsets of an empty group that has committed some.
+    let client = ClientConfig::new(&bootstrap);
+    let producer = Producer::connect(ProducerConfig::new(client.clone()))
+        .await
+        .unwrap();
+    for i in 0..4 {
+        producer
+            .send(ProducerRecord::new("made-here", format!("v{i}")).partition(0))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    producer.close().await;
+    let admin = Admin::connect(client.clone()).await.unwrap();
+    let offsets = [(millrace_client::TopicPartition::new("made-here", 0), 1)]
+        .into_iter()
+        .collect();
+    admin
+        .alter_group_offsets("resettable", &offsets)
+        .await
+        .unwrap();
+    let reset = post_json(
+        &addr,
+        "/api/groups/resettable/reset-offsets",
+        &[],
+        &json!({"to": "latest", "topic": "made-here"}),
+    )
+    .await;
+    assert_eq!(reset.status, 200, "{}", reset.text());
+    assert_eq!(
+        reset.json()["reset"],
+        json!([{"topic": "made-here", "partition": 0, "offset": 4}])
+    );
+    let committed = admin.list_group_offsets("resettable").await.unwrap();
+    assert_eq!(
+        committed[&millrace_client::TopicPartition::new("made-here", 0)],
+        4
+    );
+    assert_error(
+        &post_json(
+            &addr,
+            "/api/groups/resettable/reset-offsets",
+            &[],
+            &json!({"to": "sideways"}),
+        )
+        .await,
+        422,
+    );
+    assert_error(
+        &post_json(
+            &addr,
+            "/api/groups/nobody/reset-offsets",
+            &[],
+            &json!({"to": "earliest"}),
+        )
+        .await,
+        404,
+    );
+
+    let deleted = request(&addr, "DELETE", "/api/topics/made-here", &[], None).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    eventually("the deleted topic gone from the cache", || {
+        let addr = addr.clone();
+        async move { (get(&addr, "/api/topics/made-here", &[]).await.status == 404).then_some(()) }
+    })
+    .await;
+
+    running.shutdown().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_a_503_not_a_hang() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let running = Running::start(Dashboard::new(DashboardConfig {
+        bootstrap: format!("127.0.0.1:{port}"),
+        http: "127.0.0.1:0".parse().unwrap(),
+        ..DashboardConfig::default()
+    }))
+    .await;
+    let response = get(&running.addr, "/api/topics", &[]).await;
+    let message = assert_error(&response, 503);
+    assert!(message.contains("cluster"), "{message}");
+    // What does not need the cluster still works.
+    assert_eq!(get(&running.addr, "/", &[]).await.status, 200);
+    let sql = post_json(
+        &running.addr,
+        "/api/sql",
+        &[],
+        &json!({"sql": "SELECT 1 + 1 AS two"}),
+    )
+    .await;
+    assert_eq!(sql.json()["rows"], json!([[2]]));
+    let metrics = get(&running.addr, "/metrics", &[]).await.text();
+    assert!(
+        metrics.contains("millrace_dashboard_cluster_up 0"),
+        "{metrics}"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_configurations_are_refused() {
+    let bad_token = Dashboard::new(DashboardConfig {
+        http: "127.0.0.1:0".parse().unwrap(),
+        token: Some("has space".to_string()),
+        ..DashboardConfig::default()
+    })
+    .bind()
+    .await;
+    assert!(matches!(
+        bad_token,
+        Err(millrace_dashboard::DashboardError::Config(_))
+    ));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let in_use = Dashboard::new(DashboardConfig {
+        http: taken.local_addr().unwrap(),
+        ..DashboardConfig::default()
+    })
+    .bind()
+    .await;
+    assert!(matches!(
+        in_use,
+        Err(millrace_dashboard::DashboardError::Bind { .. })
+    ));
+}

@@ -1,0 +1,3 @@
+//! Helpers shared by the dashboard tests.
+
+pub mod http;

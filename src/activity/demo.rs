@@ -1,0 +1,297 @@
+//! The whole pipeline in one process: an embedded broker, the activity generator, the stream
+//! jobs, the Parquet export of the raw topics and the dashboard. Every part is the same code
+//! that runs standalone; they talk to each other over the Kafka protocol on loopback.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use millrace_broker::server::RunningBroker;
+use millrace_broker::BrokerConfig;
+use millrace_client::ClientConfig;
+use millrace_connectors::parquet_sink::{ParquetSink, ParquetSinkConfig};
+use millrace_dashboard::{Dashboard, DashboardConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::generator::{Generator, GeneratorConfig, GeneratorStats};
+use super::jobs::{self, RunningJob};
+use super::topics;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// An existing cluster to use instead of the embedded broker (any Kafka).
+    pub bootstrap: Option<String>,
+    /// Data directory (the embedded broker's data under `broker/`, the Parquet export under
+    /// `export/`); a temporary one (removed at the end) when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Where the broker listens.
+    pub listen: SocketAddr,
+    /// Where the dashboard listens.
+    pub http: SocketAddr,
+    /// Generated events per second of wall time.
+    pub rate: f64,
+    /// Generator seed.
+    pub seed: u64,
+    /// Event time runs this many times faster than the wall clock.
+    pub speedup: f64,
+    /// Stop generating after this many events.
+    pub events: Option<u64>,
+    /// Partitions per topic.
+    pub partitions: i32,
+    /// How often jobs and the sink commit.
+    pub commit_interval: Duration,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            bootstrap: None,
+            data_dir: None,
+            listen: millrace_broker::config::default_listen(),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            rate: 2_000.0,
+            seed: 42,
+            speedup: 10.0,
+            events: None,
+            partitions: 3,
+            commit_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A running demo.
+pub struct Demo {
+    broker: Option<RunningBroker>,
+    _temp_dir: Option<tempfile::TempDir>,
+    data_dir: PathBuf,
+    bootstrap: String,
+    dashboard_url: String,
+    jobs: Vec<RunningJob>,
+    shutdown: watch::Sender<bool>,
+    stop_generating: Arc<AtomicBool>,
+    generator: Option<JoinHandle<anyhow::Result<u64>>>,
+    generator_stats: Arc<GeneratorStats>,
+    sink: JoinHandle<anyhow::Result<()>>,
+    dashboard: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Demo {
+    /// Starts the broker, creates the topics, starts the jobs, the sink, the dashboard and
+    /// the generator.
+    pub async fn start(options: DemoOptions) -> anyhow::Result<Demo> {
+        let (temp_dir, data_dir) = match &options.data_dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("millrace-demo-")
+                    .tempdir()
+                    .context("creating a temporary data directory")?;
+                let path = temp.path().to_path_buf();
+                (Some(temp), path)
+            }
+        };
+        let broker_dir = data_dir.join("broker");
+        let export_dir = data_dir.join("export");
+        let (broker, bootstrap) = match &options.bootstrap {
+            Some(bootstrap) => (None, bootstrap.clone()),
+            None => {
+                // Every member of the demo's groups starts at once: no need to wait for more.
+                let settings = BTreeMap::from([(
+                    "group.initial.rebalance.delay.ms".to_string(),
+                    "0".to_string(),
+                )]);
+                let broker_config =
+                    BrokerConfig::from_settings(&settings, Some(options.listen), Some(broker_dir))
+                        .context("broker settings")?;
+                let broker = millrace_broker::start(broker_config)
+                    .await
+                    .with_context(|| format!("starting the broker on {}", options.listen))?;
+                let bootstrap = broker.local_addr().to_string();
+                (Some(broker), bootstrap)
+            }
+        };
+        let client = ClientConfig::builder(bootstrap.split(',').map(str::trim))
+            .client_id("millrace-demo")
+            .build()
+            .context("client settings")?;
+        super::create_topics(&client, options.partitions).await?;
+
+        let start_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let mut generator = Generator::connect(
+            client.clone(),
+            GeneratorConfig {
+                seed: options.seed,
+                rate: options.rate,
+                speedup: options.speedup,
+                events: options.events,
+                start_ms,
+            },
+        )
+        .await?;
+        generator.write_items().await?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let jobs = jobs::start_all(&client, options.commit_interval, shutdown_rx.clone());
+
+        let sink_config: ParquetSinkConfig = serde_json::from_value(serde_json::json!({
+            "name": "activity-export",
+            "bootstrap": bootstrap,
+            "topics": topics::RAW,
+            "out": export_dir,
+            "time_field": "ts",
+            "time_partitioning": "hour",
+            "rolling": { "max_records": 200_000, "event_time_interval_ms": 600_000 },
+        }))
+        .context("Parquet sink settings")?;
+        let sink = ParquetSink::new(sink_config).context("Parquet sink")?;
+        let sink_metrics = sink.metrics();
+        let mut sink_shutdown = shutdown_rx.clone();
+        let sink = tokio::spawn(async move {
+            sink.run(async move {
+                let _ = sink_shutdown.wait_for(|stop| *stop).await;
+            })
+            .await
+            .context("Parquet sink")
+        });
+
+        let mut dashboard = Dashboard::new(DashboardConfig {
+            bootstrap: bootstrap.clone(),
+            http: options.http,
+            parquet_dirs: vec![export_dir],
+            ..DashboardConfig::default()
+        });
+        for job in &jobs {
+            dashboard = dashboard.with_job(job.name, job.state.clone(), job.metrics.clone());
+        }
+        dashboard = dashboard.with_connector("activity-export", sink_metrics);
+        let dashboard = dashboard
+            .bind()
+            .await
+            .with_context(|| format!("starting the dashboard on {}", options.http))?;
+        let dashboard_url = dashboard.url();
+        let mut dashboard_shutdown = shutdown_rx.clone();
+        let dashboard = tokio::spawn(async move {
+            dashboard
+                .serve(async move {
+                    let _ = dashboard_shutdown.wait_for(|stop| *stop).await;
+                })
+                .await
+                .context("dashboard")
+        });
+
+        let generator_stats = generator.stats();
+        let stop_generating = Arc::new(AtomicBool::new(false));
+        let generator = tokio::spawn(generator.run(stop_generating.clone()));
+
+        Ok(Demo {
+            broker,
+            _temp_dir: temp_dir,
+            data_dir,
+            bootstrap,
+            dashboard_url,
+            jobs,
+            shutdown,
+            stop_generating,
+            generator: Some(generator),
+            generator_stats,
+            sink,
+            dashboard,
+        })
+    }
+
+    /// The broker's address.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// The dashboard's URL.
+    pub fn dashboard_url(&self) -> &str {
+        &self.dashboard_url
+    }
+
+    /// Where the broker's data and the Parquet export live.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The generator's counters.
+    pub fn generator_stats(&self) -> Arc<GeneratorStats> {
+        self.generator_stats.clone()
+    }
+
+    /// The running jobs.
+    pub fn jobs(&self) -> &[RunningJob] {
+        &self.jobs
+    }
+
+    /// Waits until the generator has produced its `--events` and all are acknowledged;
+    /// returns how many it produced. Without an event limit this waits for [`Self::shutdown`].
+    pub async fn wait_generated(&mut self) -> anyhow::Result<u64> {
+        match self.generator.take() {
+            Some(generator) => generator.await.context("the generator panicked")?,
+            None => Ok(0),
+        }
+    }
+
+    /// Tells every job that the input has ended and waits until each has closed and emitted
+    /// all its windows.
+    pub async fn end_input(&self) {
+        for job in &self.jobs {
+            job.end_of_input.signal();
+        }
+        for job in &self.jobs {
+            job.end_of_input.drained().await;
+        }
+    }
+
+    /// Stops everything: generator, jobs (which commit), sink (which commits its open files),
+    /// dashboard, broker.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_generating.store(true, Ordering::Relaxed);
+        let mut first_error = None;
+        if let Some(generator) = self.generator.take() {
+            if let Err(error) = generator.await.context("the generator panicked")? {
+                first_error.get_or_insert(error);
+            }
+        }
+        let _ = self.shutdown.send(true);
+        for job in self.jobs.drain(..) {
+            match job.task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(anyhow::Error::new(error).context(job.name));
+                }
+                Err(panic) => {
+                    first_error
+                        .get_or_insert(anyhow::anyhow!("job {} panicked: {panic}", job.name));
+                }
+            }
+        }
+        for (what, task) in [("sink", &mut self.sink), ("dashboard", &mut self.dashboard)] {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(error);
+                }
+                Err(panic) => {
+                    first_error.get_or_insert(anyhow::anyhow!("{what} panicked: {panic}"));
+                }
+            }
+        }
+        if let Some(broker) = self.broker.take() {
+            broker.shutdown().await;
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}

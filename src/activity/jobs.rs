@@ -1,0 +1,422 @@
+//! The stream jobs of the activity example, written with `millrace-streams` as a user would.
+//! Each job is its own application (consumer group `activity-<job>`), writes its output topic
+//! (JSON values, `window_start`/`window_end` in ms since the epoch) and exposes its state
+//! stores for queries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use millrace_client::ClientConfig;
+use millrace_streams::operators::{
+    ad_stats, also_viewed, AdEvent, AdEventKind, AlsoViewed, AnomalyEmit, Detector, DistinctCount,
+    QuantileSketch,
+};
+use millrace_streams::query::QueryableState;
+use millrace_streams::runtime::{EndOfInput, Job, JobMetrics, Sink, Source, StreamsConfig};
+use millrace_streams::{EmitMode, GlobalTable, StreamsError, Windows};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use super::events::{AdEventRecord, AppLog, Item, Login, Notification, PageView, Social};
+use super::topics;
+
+/// Window length of every per-minute job.
+pub const MINUTE: Duration = Duration::from_secs(60);
+/// Bounded out-of-orderness of event time: covers the generator's disorder.
+pub const OUT_OF_ORDERNESS: Duration = Duration::from_secs(5);
+/// How long a window stays open after its end, in event time. Generous because a job that
+/// catches up on a backlog interleaves its source partitions coarsely, and records of a
+/// repartitioned job can arrive that far out of order; final results come this much later.
+pub const GRACE: Duration = Duration::from_secs(60);
+/// A user's visit ends after this long without a page view.
+pub const SESSION_GAP: Duration = Duration::from_secs(5 * 60);
+/// Ad clicks repeated within this horizon are duplicates.
+pub const DUPLICATE_HORIZON: Duration = Duration::from_secs(10 * 60);
+
+/// A running job: its state for the dashboard and its control handles.
+pub struct RunningJob {
+    /// The job (and output topic) name.
+    pub name: &'static str,
+    /// Its live state stores.
+    pub state: QueryableState,
+    /// Its counters.
+    pub metrics: Arc<JobMetrics>,
+    /// Tells it that the input has ended.
+    pub end_of_input: EndOfInput,
+    /// The job itself; ends after shutdown.
+    pub task: JoinHandle<Result<(), StreamsError>>,
+}
+
+/// Views and distinct viewers of a page in a window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PageViewCounts {
+    /// Views in the window.
+    pub views: u64,
+    /// Distinct users (HyperLogLog).
+    pub users: DistinctCount,
+}
+
+/// Requests and errors of a service in a window.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ErrorCounts {
+    /// Log lines (requests).
+    pub total: u64,
+    /// Lines at level `error`.
+    pub errors: u64,
+}
+
+impl ErrorCounts {
+    /// Errors per request (0 without requests).
+    pub fn rate(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.total as f64
+        }
+    }
+}
+
+fn window() -> Windows {
+    Windows::tumbling(MINUTE).grace(GRACE)
+}
+
+/// The application id of a job.
+pub fn application_id(job: &str) -> String {
+    format!("activity-{job}")
+}
+
+fn config(job: &str, client: &ClientConfig, commit_interval: Duration) -> StreamsConfig {
+    StreamsConfig::new(application_id(job), client.clone())
+        .commit_interval(commit_interval)
+        .event_time(OUT_OF_ORDERNESS, Some(Duration::from_secs(30)))
+        .dead_letter_topic(topics::DEAD_LETTERS)
+        .late_topic(topics::LATE)
+        .session_timeout(Duration::from_secs(10))
+}
+
+fn spawn<K0, V0, K, V>(
+    name: &'static str,
+    job: Job<K0, V0, K, V>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> RunningJob
+where
+    K0: Send + 'static,
+    V0: Send + 'static,
+    K: Send + 'static,
+    V: Send + 'static,
+{
+    let state = job.state();
+    let metrics = job.metrics();
+    let end_of_input = job.end_of_input();
+    let task = tokio::spawn(async move {
+        let mut shutdown = shutdown;
+        let stop = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        let result = job.run(stop).await;
+        if let Err(error) = &result {
+            tracing::error!(job = name, %error, "stream job stopped");
+        }
+        result
+    });
+    RunningJob {
+        name,
+        state,
+        metrics,
+        end_of_input,
+        task,
+    }
+}
+
+/// `page-views-per-minute`: views and distinct users per page per minute (final results).
+pub fn page_views_per_minute(
+    client: &ClientConfig,
+    commit_interval: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> RunningJob {
+    let name = topics::PAGE_VIEWS_PER_MINUTE;
+    let job = Job::group_by(
+        config(name, client, commit_interval),
+        Source::json(&[topics::PAGE_VIEWS], |v: &PageView| v.ts),
+        |_, v: &PageView| v.page.clone(),
+        |views| {
+            views
+                .window(window())
+                .emit(EmitMode::Final)
+                .named(topics::PAGE_VIEWS_PER_MINUTE)
+                .aggregate(PageViewCounts::default, |acc: &mut PageViewCounts, v| {
+                    acc.views += 1;
+                    acc.users.insert(&v.user_id);
+                })
+                .map(|w, acc| {
+                    let value = json!({
+                        "page": w.key,
+                        "window_start": w.window_start,
+                        "window_end": w.window_end,
+                        "views": acc.views,
+                        "unique_users": acc.users.estimate(),
+                    });
+                    (w.key, value)
+                })
+        },
+        Sink::json_values(name),
+    );
+    spawn(name, job, shutdown)
+}
+
+/// `page-load-stats`: per page per minute, the count and the p50/p99 load time (DDSketch).
+pub fn page_load_stats(
+    client: &ClientConfig,
+    commit_interval: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> RunningJob {
+    let name = topics::PAGE_LOAD_STATS;
+    let job = Job::group_by(
+        config(name, client, commit_interval),
+        Source::json(&[topics::PAGE_VIEWS], |v: &PageView| v.ts),
+        |_, v: &PageView| v.page.clone(),
+        |views| {
+            views
+                .window(window())
+                .emit(EmitMode::Final)
+                .named(topics::PAGE_LOAD_STATS)
+                .aggregate(QuantileSketch::new, |sketch: &mut QuantileSketch, v| {
+                    sketch.add(f64::from(v.load_ms))
+                })
+                .map(|w, sketch| {
+                    let value = json!({
+                        "page": w.key,
+                        "window_start": w.window_start,
+                        "window_end": w.window_end,
+                        "count": sketch.count(),
+                        "p50_ms": sketch.quantile(0.5),
+                        "p99_ms": sketch.quantile(0.99),
+                    });
+                    (w.key, value)
+                })
+        },
+        Sink::json_values(name),
+    );
+    spawn(name, job, shutdown)
+}
+
+/// `login-anomalies`: failed logins per user per minute, scored against the user's own EWMA
+/// baseline (minutes without failures count as 0); alerts only.
+pub fn login_anomalies(
+    client: &ClientConfig,
+    commit_interval: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> RunningJob {
+    let name = topics::LOGIN_ANOMALIES;
+    let job = Job::new(
+        config(name, client, commit_interval),
+        Source::json(&[topics::LOGINS], |v: &Login| v.ts),
+        |logins| {
+            logins
+                .filter(|_, login| !login.success)
+                .window(window())
+                .emit(EmitMode::Final)
+                .named("login-failures")
+                .count()
+                .operator(
+                    Detector::ewma(topics::LOGIN_ANOMALIES, 0.2)
+                        .warmup(4)
+                        .fill_gaps(0.0)
+                        .min_spread(1.0)
+                        .expire_after(Duration::from_secs(3 * 3600))
+                        .per_window(|n: &u64| *n as f64),
+                    None,
+                )
+                .map(|user, alert| {
+                    let value = json!({
+                        "user_id": user,
+                        "window_start": alert.window_start,
+                        "window_end": alert.window_end,
+                        "failures": alert.value as u64,
+                        "score": alert.score,
+                        "baseline": alert.baseline,
+                    });
+                    (user, value)
+                })
+        },
+        Sink::json_values(name),
+    );
+    spawn(name, job, shutdown)
+}
+
+/// `also-viewed`: per page, the pages most viewed with it in the same sessions.
+pub fn also_viewed_pages(
+    client: &ClientConfig,
+    commit_interval: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> RunningJob {
+    let name = topics::ALSO_VIEWED;
+    let job = Job::new(
+        config(name, client, commit_interval),
+        Source::json(&[topics::PAGE_VIEWS], |v: &PageView| v.ts),
+        |views| {
+            let pages = views.map(|_, v| (v.user_id, v.page));
+            also_viewed(
+                pages,
+                Windows::session(SESSION_GAP).grace(GRACE),
+                AlsoViewed::new(topics::ALSO_VIEWED)
+                    .top_k(5)
+                    .half_life(Duration::from_secs(3600)),
+            )
+            .map(|page, related| {
+                let list: Vec<serde_json::Value> = related
+                    .related
+                    .iter()
+                    .map(|(other, score)| json!({"page": other, "score": score}))
+                    .collect();
+                let value = json!({"page": related.item, "related": list});
+                (page, value)
+            })
+        },
+        Sink::json_values(name),
+    );
+    spawn(name, job, shutdown)
+}
+
+/// `ad-stats-per-minute`: impressions, clicks, CTR and distinct users per campaign per
+/// minute, after duplicate-click removal.
+pub fn ad_stats_per_minute(
+    client: &ClientConfig,
+    commit_interval: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> RunningJob {
+    let name = topics::AD_STATS_PER_MINUTE;
+    let job = Job::new(
+        config(name, client, commit_interval),
+        Source::json(&[topics::AD_EVENTS], |v: &AdEventRecord| v.ts),
+        |events| {
+            let events = events.map_values(|e| AdEvent {
+                kind: if e.kind == "click" {
+                    AdEventKind::Click
+                } else {
+                    AdEventKind::Impression
+                },
+                event_id: e.event_id,
+                campaign_id: e.campaign_id,
+                user_id: e.user_id,
+            });
+            ad_stats(
+                events,
+                topics::AD_STATS_PER_MINUTE,
+                window(),
+                DUPLICATE_HORIZON,
+            )
+            .map(|w, stats| {
+                let value = json!({
+                    "campaign_id": w.key,
+                    "window_start": w.window_start,
+                    "window_end": w.window_end,
+                    "impressions": stats.impressions,
+                    "clicks": stats.clicks,
+                    "ctr": stats.ctr,
+                    "unique_users": stats.unique_users,
+                });
+                (w.key, value)
+            })
+        },
+        Sink::json_values(name),
+    );
+    spawn(name, job, shutdown)
+}
+
+/// `error-rate`: per service per minute, the share of requests logged as errors, every
+/// window scored against the service's EWMA baseline (`alert` set for anomalies).
+pub fn error_rate(
+    client: &ClientConfig,
+    commit_interval: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> RunningJob {
+    let name = topics::ERROR_RATE;
+    let job = Job::new(
+        config(name, client, commit_interval),
+        Source::json(&[topics::APP_LOGS], |v: &AppLog| v.ts),
+        |logs| {
+            logs.window(window())
+                .emit(EmitMode::Final)
+                .named(topics::ERROR_RATE)
+                .aggregate(ErrorCounts::default, |acc: &mut ErrorCounts, log| {
+                    acc.total += 1;
+                    acc.errors += u64::from(log.level == "error");
+                })
+                .operator(
+                    Detector::ewma("error-rate-baseline", 0.3)
+                        .warmup(4)
+                        // A service with a few dozen requests a minute swings by several
+                        // points from one error more or less: alert on clear jumps only.
+                        .min_spread(0.05)
+                        .emit(AnomalyEmit::EveryScore)
+                        .per_window(ErrorCounts::rate),
+                    None,
+                )
+                .map(|service, scored| {
+                    let value = json!({
+                        "service": service,
+                        "window_start": scored.window_start,
+                        "window_end": scored.window_end,
+                        "error_rate": scored.value,
+                        "score": scored.score,
+                        "baseline": scored.baseline,
+                        "alert": scored.is_anomaly,
+                    });
+                    (service, value)
+                })
+        },
+        Sink::json_values(name),
+    );
+    spawn(name, job, shutdown)
+}
+
+/// `notifications`: each like, share or comment becomes a notification to the item's owner
+/// (a stream-table join of `social` with the compacted `items` topic).
+pub fn notifications(
+    client: &ClientConfig,
+    commit_interval: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> RunningJob {
+    let name = topics::NOTIFICATIONS;
+    let items: GlobalTable<String, Item> = GlobalTable::json(topics::ITEMS);
+    let job = Job::new(
+        config(name, client, commit_interval),
+        Source::json(&[topics::SOCIAL], |v: &Social| v.ts),
+        move |actions| {
+            actions
+                .join_table(
+                    &items,
+                    |_, action: &Social| action.item_id.clone(),
+                    |action, item: &Item| Notification {
+                        user_id: item.owner_id.clone(),
+                        ts: action.ts,
+                        actor: action.user_id,
+                        action: action.action,
+                        item_id: action.item_id,
+                    },
+                )
+                .map(|_, notification| (notification.user_id.clone(), notification))
+        },
+        Sink::json_values(name),
+    );
+    spawn(name, job, shutdown)
+}
+
+/// Starts every job of the example.
+pub fn start_all(
+    client: &ClientConfig,
+    commit_interval: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Vec<RunningJob> {
+    vec![
+        page_views_per_minute(client, commit_interval, shutdown.clone()),
+        page_load_stats(client, commit_interval, shutdown.clone()),
+        login_anomalies(client, commit_interval, shutdown.clone()),
+        also_viewed_pages(client, commit_interval, shutdown.clone()),
+        ad_stats_per_minute(client, commit_interval, shutdown.clone()),
+        error_rate(client, commit_interval, shutdown.clone()),
+        notifications(client, commit_interval, shutdown),
+    ]
+}
