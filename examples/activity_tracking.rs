@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::select! {
             generated = demo.wait_generated() => {
                 println!("generated {} events; closing every window", generated?);
-                demo.end_input().await;
+                demo.end_input().await?;
                 println!("input ended: every window is closed and emitted");
                 tokio::signal::ctrl_c().await?;
             }

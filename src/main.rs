@@ -68,6 +68,8 @@ enum Command {
     Connect(commands::connect::ConnectCommandArgs),
     /// Run SQL over a Parquet export directory and print the result.
     Sql(commands::sql::SqlArgs),
+    /// Serve the web console (topics, lag, messages, SQL) until SIGINT or SIGTERM.
+    Dashboard(commands::dashboard::DashboardArgs),
     /// Run the activity-tracking demo: broker, generator, stream jobs, Parquet export and
     /// dashboard in one process.
     Demo(commands::demo::DemoArgs),
@@ -92,7 +94,10 @@ struct BrokerArgs {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(
-        if matches!(cli.command, Command::Broker(_) | Command::Connect(_)) {
+        if matches!(
+            cli.command,
+            Command::Broker(_) | Command::Connect(_) | Command::Dashboard(_)
+        ) {
             "info"
         } else {
             "warn"
@@ -120,6 +125,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Connect(args) => run_client(commands::connect::run(args)),
         Command::Sql(args) => run_client(commands::sql::run(args)),
+        Command::Dashboard(args) => run_client(commands::dashboard::run(args)),
         Command::Demo(args) => run_demo(args),
     };
     match result {

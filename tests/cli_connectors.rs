@@ -167,7 +167,10 @@ async fn connect_runs_a_file_source_an_ingest_endpoint_and_a_sink_from_one_file(
     let bootstrap = broker.local_addr().to_string();
     let client = ClientConfig::new(&bootstrap);
     let admin = Admin::connect(client.clone()).await.unwrap();
-    admin.create_topic(NewTopic::new("imports", 1)).await.unwrap();
+    admin
+        .create_topic(NewTopic::new("imports", 1))
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("people.csv");
     std::fs::write(&csv, "user,amount\nana,1.5\nbo,2\ncy,3.25\n").unwrap();
@@ -233,7 +236,10 @@ columns = [{{ name = "user", type = "string" }}, {{ name = "amount", type = "flo
         if committed.is_ok_and(|c| c.values().sum::<i64>() == 4) {
             break;
         }
-        assert!(Instant::now() < deadline, "the sink did not commit 4 records");
+        assert!(
+            Instant::now() < deadline,
+            "the sink did not commit 4 records"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     common::cli::send_signal(pid, "TERM");
@@ -253,7 +259,12 @@ columns = [{{ name = "user", type = "string" }}, {{ name = "amount", type = "flo
     .await;
     assert!(sql.status.success(), "{}", text(&sql.stderr));
     let table = text(&sql.stdout);
-    for row in ["| ana  | 1.5    |", "| bo   | 2.0    |", "| cy   | 3.25   |", "| web  | 4.5    |"] {
+    for row in [
+        "| ana  | 1.5    |",
+        "| bo   | 2.0    |",
+        "| cy   | 3.25   |",
+        "| web  | 4.5    |",
+    ] {
         assert!(table.contains(row), "{row} missing from\n{table}");
     }
     // The file source's position survived the stop.

@@ -1,6 +1,7 @@
-//! Sources and sinks between Millrace (or any Kafka) topics and the outside world. First of
-//! all the exactly-once Parquet sink, which lands JSON topics as Hive-partitioned Parquet
-//! files that pyarrow, DuckDB, DataFusion, Spark or Trino read as they are.
+//! Sources and sinks between Millrace (or any Kafka) topics and the outside world: a file
+//! source, an HTTP ingest endpoint, and first of all the exactly-once Parquet sink, which
+//! lands JSON topics as Hive-partitioned Parquet files that pyarrow, DuckDB, DataFusion, Spark
+//! or Trino read as they are.
 //!
 //! ```no_run
 //! # async fn run() -> millrace_connectors::Result<()> {
@@ -22,9 +23,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Where to start reading: [`parquet_sink`] explains the layout and links one module per
-//! idea; [`parquet_sink::engine`] holds the exactly-once argument; [`export`] is the one-shot
-//! ETL export on the same engine; [`config`] is the `millrace connect` file format.
+//! Where to start reading: [`framework`] (the `Source` and `Sink` traits, sink tasks as one
+//! consumer group, position files); [`parquet_sink`] explains the layout and links one module
+//! per idea; [`parquet_sink::engine`] holds the exactly-once argument; [`export`] is the
+//! one-shot ETL export on the same engine; [`file_source`] and [`http_source`] bring data in;
+//! [`config`] is the `millrace connect` file format.
 
 pub mod config;
 pub mod dead_letter;

@@ -447,11 +447,12 @@ pages.aggregates = async (page, first) => {
   }
   document.getElementById("page-error").innerHTML = "";
   const root = document.getElementById("aggregates");
-  // Keep the user's focus in a select across re-renders.
-  const focused = document.activeElement && document.activeElement.id;
+  // Re-rendering would close a column picker the user has open: skip this tick.
+  if (!first && document.activeElement && document.activeElement.tagName === "SELECT"
+      && root.contains(document.activeElement)) return;
   root.innerHTML = data.jobs.map((job) => `
     <h2>Job ${esc(job.name)}</h2>
-    <div class="chips">${Object.entries(job.metrics).map(([k, v]) => `<span class="chip">${esc(k)}: ${fmtNum(v)}</span>`).join("")}</div>
+    <div class="chips">${Object.entries(job.metrics).map(([k, v]) => `<span class="chip">${esc(k)}: ${k === "watermark" && v > 1e11 ? esc(fmtTime(v).slice(11, 19)) : fmtNum(v)}</span>`).join("")}</div>
     ${job.tables.length ? "" : `<p class="muted">No state published yet.</p>`}
     <div class="grid2">${job.tables.map((t) => aggregateTable(job, t)).join("")}</div>`).join("");
   for (const select of root.querySelectorAll("select[data-table]")) {
@@ -460,10 +461,10 @@ pages.aggregates = async (page, first) => {
       const choice = aggChoices.get(key) || {};
       choice[select.dataset.role] = select.value;
       aggChoices.set(key, choice);
+      select.blur();
       refresh(false);
     };
   }
-  if (focused) { const el = document.getElementById(focused); if (el) el.focus(); }
 };
 
 function aggregateTable(job, t) {
@@ -479,11 +480,19 @@ function aggregateTable(job, t) {
     rows = rows.filter((r) => r.window_start === newest);
     windowNote = ` · window ${fmtTime(newest).slice(11, 19)}`;
   }
-  const items = label && value
-    ? rows.filter((r) => typeof r[value] === "number")
-      .map((r) => ({ label: compact(r[label]), value: r[value] }))
-      .sort((a, b) => b.value - a.value).slice(0, 12)
-    : [];
+  // Rows sharing a label are summed: a job keyed within its input partitions keeps one
+  // partial count per partition (a job that regroups, as the demo's do, has one row).
+  const totals = new Map();
+  if (label && value) {
+    for (const r of rows) {
+      if (typeof r[value] !== "number") continue;
+      const name = compact(r[label]);
+      totals.set(name, (totals.get(name) || 0) + r[value]);
+    }
+  }
+  const items = [...totals].map(([name, v]) => ({ label: name, value: v }))
+    .sort((a, b) => b.value - a.value || String(a.label).localeCompare(String(b.label)))
+    .slice(0, 12);
   const options = (role, selected, numeric) => t.columns
     .filter((c) => !numeric || t.rows.some((r) => typeof r[c] === "number"))
     .map((c) => `<option ${c === selected ? "selected" : ""}>${esc(c)}</option>`).join("");
@@ -537,7 +546,7 @@ pages.sql = async (page, first) => {
     } catch (error) {
       document.getElementById("sql-info").textContent = "";
       document.getElementById("page-error").innerHTML = errorBox(error);
-      document.getElementById("sql-result").innerHTML = "";
+      document.getElementById("sql-result").innerHTML = `<p class="muted">No result.</p>`;
     }
   };
   document.getElementById("sql-run").onclick = run;

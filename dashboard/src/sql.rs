@@ -55,14 +55,18 @@ pub struct TableInfo {
 }
 
 /// The Parquet directories as `(table name, directory)`: each named after its last path
-/// component (`/data/page-views` is `page_views`), made unique with a suffix when two
+/// component (`/data/page-views` and `/data/topic=page-views` are `page_views`), made unique with a suffix when two
 /// directories share a name.
 pub fn parquet_tables(dirs: &[PathBuf]) -> Vec<(String, PathBuf)> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
     for dir in dirs {
         let base = dir
             .file_name()
-            .map(|n| millrace_streams::query::table_name(&n.to_string_lossy()))
+            .map(|n| {
+                // A topic directory of an export (`topic=page-views`) is named after the topic.
+                let n = n.to_string_lossy();
+                millrace_streams::query::table_name(n.strip_prefix("topic=").unwrap_or(&n))
+            })
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "exports".to_string());
         let mut name = base.clone();
@@ -109,17 +113,16 @@ pub(crate) async fn run(
 ) -> Result<QueryResult, ApiError> {
     let started = Instant::now();
     let ctx = SessionContext::new();
-    for job in jobs {
-        job.state.register(&ctx).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read the state of job {}: {e}", job.name),
-            )
-        })?;
-    }
-    // A directory that cannot be registered (missing, no files yet) must not break queries
-    // over the other tables; its name then fails as an unknown table, with the reason noted.
+    // A job whose state cannot be read, or a directory that cannot be registered (missing,
+    // no files yet), must not break queries over the other tables; its name then fails as an
+    // unknown table, with the reason noted.
     let mut skipped = Vec::new();
+    for job in jobs {
+        if let Err(error) = job.state.register(&ctx) {
+            tracing::warn!(job = %job.name, %error, "job state not registered for SQL");
+            skipped.push(format!("state of job {} ({error})", job.name));
+        }
+    }
     for (name, dir) in parquet_tables(parquet_dirs) {
         if let Err(error) = register_parquet(&ctx, &name, &dir).await {
             tracing::debug!(table = %name, %error, "Parquet directory not registered");
@@ -133,10 +136,7 @@ pub(crate) async fn run(
     let plan_error = |e: datafusion::error::DataFusionError| {
         let mut message = e.to_string();
         if !skipped.is_empty() && message.contains("not found") {
-            message.push_str(&format!(
-                "; unavailable Parquet tables: {}",
-                skipped.join(", ")
-            ));
+            message.push_str(&format!("; unavailable tables: {}", skipped.join(", ")));
         }
         ApiError::bad_request(message)
     };

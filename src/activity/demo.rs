@@ -165,7 +165,11 @@ impl Demo {
         let mut dashboard = Dashboard::new(DashboardConfig {
             bootstrap: bootstrap.clone(),
             http: options.http,
-            parquet_dirs: vec![export_dir],
+            // One SQL table per exported topic, named after it (`page_views`).
+            parquet_dirs: topics::RAW
+                .iter()
+                .map(|topic| export_dir.join(format!("topic={topic}")))
+                .collect(),
             ..DashboardConfig::default()
         });
         for job in &jobs {
@@ -242,14 +246,30 @@ impl Demo {
     }
 
     /// Tells every job that the input has ended and waits until each has closed and emitted
-    /// all its windows.
-    pub async fn end_input(&self) {
+    /// all its windows. Fails if a job stops meanwhile (its error is in the log and comes
+    /// back from [`Self::shutdown`]).
+    pub async fn end_input(&self) -> anyhow::Result<()> {
         for job in &self.jobs {
             job.end_of_input.signal();
         }
         for job in &self.jobs {
-            job.end_of_input.drained().await;
+            let drained = job.end_of_input.drained();
+            tokio::pin!(drained);
+            loop {
+                tokio::select! {
+                    () = &mut drained => break,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {
+                        if let Some(stopped) = self.jobs.iter().find(|j| j.task.is_finished()) {
+                            anyhow::bail!(
+                                "job {} stopped before its input was drained",
+                                stopped.name
+                            );
+                        }
+                    }
+                }
+            }
         }
+        Ok(())
     }
 
     /// Stops everything: generator, jobs (which commit), sink (which commits its open files),

@@ -84,10 +84,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 generated as f64 / seconds
             );
             let drained = tokio::select! {
-                () = demo.end_input() => true,
-                () = stop.wait() => false,
+                drained = demo.end_input() => Some(drained),
+                () = stop.wait() => None,
             };
-            if drained {
+            if let Some(drained) = drained {
+                if let Err(error) = drained {
+                    // The stopped job's own error says more than "it stopped".
+                    return Err(demo.shutdown().await.err().unwrap_or(error));
+                }
                 println!(
                     "input ended: every window is closed and emitted (after {:.1} s); \
                      the dashboard keeps serving until Ctrl-C",
@@ -143,7 +147,7 @@ fn print_tour(demo: &Demo, speedup: f64) {
         "  - {SLOW_PAGE} loads ten times slower in minutes 5-7; a bot clicks {BOT_CAMPAIGN}'s ad"
     );
     println!(
-        "  - SQL: SELECT page, SUM(views) FROM page_views_per_minute GROUP BY page ORDER BY 2 DESC"
+        "  - SQL: SELECT key AS page, SUM(views) AS views FROM page_views_per_minute GROUP BY key ORDER BY views DESC"
     );
     println!(
         "  - the raw events land as Parquet under {}/export",

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod connect;
 pub mod consume;
+pub mod dashboard;
 pub mod demo;
 pub mod export;
 pub mod groups;

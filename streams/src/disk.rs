@@ -18,10 +18,10 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
 use crate::error::StreamsError;
-use crate::store::{Change, Entries, KeyValueStore};
+use crate::store::{Change, Entries, Entry, KeyValueStore};
 
 const TABLE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("state");
 
@@ -61,7 +61,13 @@ impl DiskStore {
         std::fs::create_dir_all(dir).map_err(|e| io("creating the state directory", e))?;
         let safe: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let path = dir.join(format!(
             "{safe}-{}-{}.redb",
@@ -108,9 +114,7 @@ impl DiskStore {
             for (key, value) in entries {
                 match value {
                     Some(v) => {
-                        table
-                            .insert(key, v)
-                            .map_err(|e| io("writing state", e))?;
+                        table.insert(key, v).map_err(|e| io("writing state", e))?;
                     }
                     None => {
                         table.remove(key).map_err(|e| io("deleting state", e))?;
@@ -126,7 +130,11 @@ impl DiskStore {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        self.write(self.buffer.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))?;
+        self.write(
+            self.buffer
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_deref())),
+        )?;
         self.buffer.clear();
         Ok(())
     }
@@ -213,11 +221,7 @@ impl KeyValueStore for DiskStore {
         self.flush_buffer()
     }
 
-    fn first(
-        &self,
-        from: Bound<&[u8]>,
-        to: Bound<&[u8]>,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StreamsError> {
+    fn first(&self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<Option<Entry>, StreamsError> {
         let buffered = self
             .buffer
             .range::<[u8], _>((from, to))
@@ -319,7 +323,10 @@ mod tests {
         assert_eq!(s.get(b"b").unwrap(), None);
         assert_eq!(
             s.range(Bound::Unbounded, Bound::Unbounded).unwrap(),
-            vec![(b"a".to_vec(), b"3".to_vec()), (b"c".to_vec(), b"4".to_vec())]
+            vec![
+                (b"a".to_vec(), b"3".to_vec()),
+                (b"c".to_vec(), b"4".to_vec())
+            ]
         );
         assert_eq!(s.len(), 2);
         assert_eq!(

@@ -72,6 +72,7 @@ pub mod time;
 pub mod window;
 
 pub use aggregate::EmitMode;
+pub use disk::DiskStore;
 pub use dsl::{
     Checkpoint, Pipeline, SessionWindowedStream, SlidingWindowedStream, StoreChanges,
     StoreSnapshot, Stream, WindowJoinBuilder, WindowedStream,
@@ -80,7 +81,6 @@ pub use error::StreamsError;
 pub use join::{JoinWindows, Side};
 pub use operator::{Metrics, Operator};
 pub use record::{LateRecord, Record, Windowed};
-pub use disk::DiskStore;
 pub use store::{InMemoryStore, KeyValueStore};
 pub use table::GlobalTable;
 pub use time::{PartitionId, Timestamp, WatermarkTracker};

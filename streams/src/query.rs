@@ -139,10 +139,43 @@ pub fn flatten_row(row: &Value) -> Value {
 
 /// JSON objects as one Arrow record batch, with the schema inferred from the rows (`None`
 /// for no rows).
+///
+/// Values Arrow cannot type (arrays mixing strings and numbers, such as `(item, score)`
+/// pairs, or fields whose shape changes between rows) make every nested column of the batch
+/// JSON text instead, so one odd store never makes the others unqueryable.
 pub fn rows_to_record_batch(rows: &[Value]) -> Result<Option<RecordBatch>, StreamsError> {
     if rows.is_empty() {
         return Ok(None);
     }
+    match typed_record_batch(rows) {
+        Ok(batch) => Ok(Some(batch)),
+        Err(_) => {
+            let texts: Vec<Value> = rows.iter().map(nested_as_text).collect();
+            typed_record_batch(&texts).map(Some)
+        }
+    }
+}
+
+/// A row with every array or object field replaced by its JSON text.
+fn nested_as_text(row: &Value) -> Value {
+    match row {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(name, value)| {
+                    let value = match value {
+                        Value::Array(_) | Value::Object(_) => Value::String(value.to_string()),
+                        other => other.clone(),
+                    };
+                    (name.clone(), value)
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn typed_record_batch(rows: &[Value]) -> Result<RecordBatch, StreamsError> {
     let schema: Schema =
         arrow::json::reader::infer_json_schema_from_iterator(rows.iter().map(Ok::<_, _>))
             .map_err(|e| StreamsError::Query(format!("cannot infer a schema: {e}")))?;
@@ -155,13 +188,31 @@ pub fn rows_to_record_batch(rows: &[Value]) -> Result<Option<RecordBatch>, Strea
         .map_err(|e| StreamsError::Query(format!("cannot convert rows: {e}")))?;
     decoder
         .flush()
-        .map_err(|e| StreamsError::Query(e.to_string()))
+        .map_err(|e| StreamsError::Query(e.to_string()))?
+        .ok_or_else(|| StreamsError::Query("no rows decoded".to_string()))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untypable_nested_values_become_json_text() {
+        let rows = vec![
+            serde_json::json!({"key": "/a", "related": [["/b", 1.5], ["/c", 0.5]]}),
+            serde_json::json!({"key": "/b", "related": [["/a", 1.5]]}),
+        ];
+        let batch = rows_to_record_batch(&rows).unwrap().unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        let related = batch
+            .column_by_name("related")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(related.value(1), r#"[["/a",1.5]]"#);
+    }
 
     #[test]
     fn object_values_are_lifted_and_collisions_prefixed() {

@@ -31,6 +31,9 @@ pub struct Change {
 /// Key-value pairs read from a store, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// One key-value pair read from a store.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// An ordered byte key-value store that records its changes for a changelog.
 ///
 /// The model is Kafka Streams' changelogged store: writes go to the local store and are also
@@ -52,11 +55,7 @@ pub trait KeyValueStore: Send {
 
     /// The first entry with a key in `(from, to)`. On-disk stores answer without reading
     /// the rest of the range.
-    fn first(
-        &self,
-        from: Bound<&[u8]>,
-        to: Bound<&[u8]>,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StreamsError> {
+    fn first(&self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<Option<Entry>, StreamsError> {
         Ok(self.range(from, to)?.into_iter().next())
     }
 

@@ -195,3 +195,69 @@ async fn end_of_input_waits_for_the_repartition_topic_in_a_group_by_job() {
     assert!(drain_now(&mut rx).is_empty());
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_of_a_group_by_job_drain_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = kafka::start_broker(dir.path()).await;
+    let client = ClientConfig::new(&broker.local_addr().to_string());
+    create_topic(&client, "views", 3, false).await;
+    let input = views(1200, BASE, 60_000, false);
+    produce_json(&client, "views", &input).await;
+    let expected = batch(&input);
+
+    let instance = || {
+        let (sink, rx) = channel_sink();
+        let job = Job::group_by(
+            config(&client, "eoi-two"),
+            Source::json(&["views"], |v: &View| v.ts),
+            |_user, view| view.page.clone(),
+            |views| {
+                views
+                    .window(windows())
+                    .emit(EmitMode::Final)
+                    .named("page-counts")
+                    .count()
+            },
+            sink,
+        );
+        let end = job.end_of_input();
+        let metrics = job.metrics();
+        let (stop, handle) = spawn_job(|stopped| {
+            job.run(async move {
+                let _ = stopped.await;
+            })
+        });
+        (end, metrics, stop, handle, rx)
+    };
+    let (end_a, metrics_a, stop_a, handle_a, mut rx_a) = instance();
+    let (end_b, metrics_b, stop_b, handle_b, mut rx_b) = instance();
+    // Both instances in the group with tasks, so each forwards and reads only its share.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while metrics_a.snapshot().tasks == 0 || metrics_b.snapshot().tasks == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rebalance to two instances"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    end_a.signal();
+    end_b.signal();
+    for end in [&end_a, &end_b] {
+        tokio::time::timeout(Duration::from_secs(60), end.drained())
+            .await
+            .expect("end of input not drained");
+    }
+    let got = as_map(
+        drain_now(&mut rx_a)
+            .into_iter()
+            .chain(drain_now(&mut rx_b))
+            .map(|r| ((r.key.key, r.key.window_start), r.value)),
+    );
+    assert_eq!(got, expected);
+    stop_a.send(()).unwrap();
+    stop_b.send(()).unwrap();
+    handle_a.await.unwrap().unwrap();
+    handle_b.await.unwrap().unwrap();
+    broker.shutdown().await;
+}

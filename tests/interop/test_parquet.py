@@ -183,13 +183,16 @@ def read_with_pyarrow(out: Path) -> pa.Table:
     return pads.dataset(str(out), format="parquet", partitioning=partitioning).to_table()
 
 
+def duckdb_files(out: Path) -> str:
+    """DuckDB's table function over the committed files, partition columns as text."""
+    glob = f"{out}/topic=*/dt=*/hour=*/country=*/*.parquet".replace("'", "''")
+    return f"read_parquet('{glob}', hive_partitioning = true, hive_types_autocast = false)"
+
+
 def read_with_duckdb(out: Path) -> list[dict]:
     con = duckdb.connect()
     try:
-        rel = con.execute(
-            "SELECT * FROM read_parquet(?, hive_partitioning = true, hive_types_autocast = false)",
-            [f"{out}/topic=*/dt=*/hour=*/country=*/*.parquet"],
-        )
+        rel = con.execute(f"SELECT * FROM {duckdb_files(out)}")
         names = [d[0] for d in rel.description]
         return [dict(zip(names, row)) for row in rel.fetchall()]
     finally:
@@ -246,9 +249,7 @@ def check_both_readers(out: Path, events: list[dict], topic: str) -> None:
     con = duckdb.connect()
     try:
         counted = con.execute(
-            "SELECT dt, hour, country, count(*) FROM read_parquet(?, hive_partitioning = true, "
-            "hive_types_autocast = false) GROUP BY ALL",
-            [f"{out}/topic=*/dt=*/hour=*/country=*/*.parquet"],
+            f"SELECT dt, hour, country, count(*) FROM {duckdb_files(out)} GROUP BY ALL"
         ).fetchall()
     finally:
         con.close()

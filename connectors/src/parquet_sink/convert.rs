@@ -1,11 +1,20 @@
-//! JSON rows to Arrow record batches, with arrow's JSON decoder.
+//! JSON rows to Arrow record batches.
 //!
 //! Rows have passed [`SinkSchema::check`](super::schema::SinkSchema::check) already, so a
-//! batch normally converts in one go. Should the decoder still reject a batch (a corner the
-//! check does not model, such as a float that overflows `float32`), the rows are decoded one by
-//! one so that only the guilty rows are rejected and the rest are written.
+//! batch normally converts in one go. The common case is built column by column straight from
+//! the JSON values ([`build_direct`]): booleans, integers, floats, strings and timestamps given
+//! as ms. Anything else in a batch (a timestamp as RFC 3339 text, a date, a float that
+//! overflows `float32`) sends the whole batch through arrow's JSON decoder instead, which
+//! defines the rules. Should the decoder reject a batch, the rows are decoded one by one so
+//! that only the guilty rows are rejected and the rest are written.
 
-use arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
+    StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::json::ReaderBuilder;
 use arrow::record_batch::RecordBatch;
 use serde_json::{Map, Value};
@@ -27,6 +36,9 @@ pub fn rows_to_batch(
     schema: &SchemaRef,
     rows: &[Map<String, Value>],
 ) -> Result<(RecordBatch, Vec<RejectedRow>)> {
+    if let Some(batch) = build_direct(schema, rows) {
+        return Ok((batch, Vec::new()));
+    }
     match decode(schema, rows) {
         Ok(batch) => Ok((batch, Vec::new())),
         Err(_) => {
@@ -44,6 +56,104 @@ pub fn rows_to_batch(
             }
             Ok((decode(schema, &good)?, rejected))
         }
+    }
+}
+
+/// Builds the batch from the values without the decoder, or `None` when some value needs the
+/// decoder's rules (see the [module documentation](self)). For the values it takes, the result
+/// is what the decoder would build; a test checks that.
+pub fn build_direct(schema: &SchemaRef, rows: &[Map<String, Value>]) -> Option<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let name = field.name().as_str();
+        let values = rows.iter().map(|row| match row.get(name) {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(value),
+        });
+        let n = rows.len();
+        let array: ArrayRef = match field.data_type() {
+            DataType::Boolean => {
+                let mut b = BooleanBuilder::with_capacity(n);
+                for v in values {
+                    b.append_option(typed(v, Value::as_bool)?);
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Int32 => {
+                let mut b = Int32Builder::with_capacity(n);
+                for v in values {
+                    let x = match v {
+                        None => None,
+                        Some(v) => Some(i32::try_from(v.as_i64()?).ok()?),
+                    };
+                    b.append_option(x);
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Int64 => {
+                let mut b = Int64Builder::with_capacity(n);
+                for v in values {
+                    b.append_option(typed(v, Value::as_i64)?);
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Float32 => {
+                let mut b = Float32Builder::with_capacity(n);
+                for v in values {
+                    let x = match v {
+                        None => None,
+                        Some(v) => {
+                            let x = v.as_f64()? as f32;
+                            // Out of float32's range: the decoder's call.
+                            if !x.is_finite() {
+                                return None;
+                            }
+                            Some(x)
+                        }
+                    };
+                    b.append_option(x);
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Float64 => {
+                let mut b = Float64Builder::with_capacity(n);
+                for v in values {
+                    b.append_option(typed(v, Value::as_f64)?);
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Utf8 => {
+                let mut b = StringBuilder::with_capacity(n, n * 16);
+                for v in values {
+                    b.append_option(typed(v, Value::as_str)?);
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Timestamp(TimeUnit::Millisecond, tz) => {
+                let mut b = TimestampMillisecondBuilder::with_capacity(n);
+                for v in values {
+                    // RFC 3339 text is parsed by the decoder, not here.
+                    b.append_option(typed(v, Value::as_i64)?);
+                }
+                Arc::new(b.finish().with_timezone_opt(tz.clone()))
+            }
+            _ => return None,
+        };
+        columns.push(array);
+    }
+    // Fails on a null in a non-nullable column: the decoder reports that row by row.
+    RecordBatch::try_new(schema.clone(), columns).ok()
+}
+
+/// A missing or null value as `Some(None)`, a value `get` takes as `Some(Some(x))`, and `None`
+/// for a value it does not take (so `?` leaves the direct path).
+fn typed<'a, T>(
+    value: Option<&'a Value>,
+    get: impl Fn(&'a Value) -> Option<T>,
+) -> Option<Option<T>> {
+    match value {
+        None => Some(None),
+        Some(value) => get(value).map(Some),
     }
 }
 
@@ -136,6 +246,63 @@ mod tests {
             .downcast_ref::<StringArray>()
             .unwrap();
         assert_eq!(extra.value(0), r#"{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn the_direct_path_builds_what_the_decoder_builds() {
+        let mut columns = schema().columns;
+        for (name, kind, nullable) in [
+            ("b", ColumnType::Boolean, true),
+            ("i", ColumnType::Int32, false),
+            ("f", ColumnType::Float32, true),
+            ("d", ColumnType::Float64, true),
+        ] {
+            columns.push(ColumnSpec {
+                name: name.into(),
+                kind,
+                nullable,
+            });
+        }
+        let schema = SinkSchema { columns };
+        let arrow_schema = schema.arrow_schema(true);
+        let rows: Vec<Map<String, Value>> = (0..50)
+            .map(|i| {
+                let mut row = schema.prepare_row(
+                    json!({
+                        "user": if i % 3 == 0 { Value::Null } else { json!(format!("u{i}")) },
+                        "n": i * 1_000_000_007_i64,
+                        "ts": 1_795_600_800_000_i64 + i,
+                        "extra": {"k": [i, "x"]},
+                        "b": i % 2 == 0,
+                        "i": -i,
+                        "f": i as f64 / 8.0,
+                        "d": if i % 5 == 0 { json!(i) } else { json!(i as f64 * 0.1) },
+                    })
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+                );
+                row.insert("_kafka_partition".into(), json!(3));
+                row.insert("_kafka_offset".into(), json!(i));
+                row.insert("_kafka_timestamp".into(), json!(1000 + i));
+                row
+            })
+            .collect();
+        let direct = build_direct(&arrow_schema, &rows).expect("direct path taken");
+        assert_eq!(direct, decode(&arrow_schema, &rows).unwrap());
+        // Text timestamps and nulls in a required column go to the decoder.
+        let mut text_ts = rows.clone();
+        text_ts[7].insert("ts".into(), json!("2026-11-25T10:00:00Z"));
+        assert!(build_direct(&arrow_schema, &text_ts).is_none());
+        assert_eq!(
+            rows_to_batch(&arrow_schema, &text_ts).unwrap().0.num_rows(),
+            50
+        );
+        let mut null_required = rows;
+        null_required[3].remove("i");
+        assert!(build_direct(&arrow_schema, &null_required).is_none());
+        let (batch, rejected) = rows_to_batch(&arrow_schema, &null_required).unwrap();
+        assert_eq!((batch.num_rows(), rejected.len()), (49, 1));
     }
 
     #[test]

@@ -76,8 +76,8 @@ pub struct ParquetSinkConfig {
     /// Consumer group; instances with the same group share the partitions.
     #[serde(default)]
     pub group_id: Option<String>,
-    /// Members of the group this process runs (default 1), each writing its own partitions
-    /// on its own thread. More than the topics' partitions leaves some idle.
+    /// Members of the group this process runs (default 1), each writing its own partitions,
+    /// in parallel on the runtime's threads. More than the topics' partitions leaves some idle.
     #[serde(default = "default_tasks")]
     pub tasks: usize,
     /// Static membership (`group.instance.id`): a restarted instance with the same id takes

@@ -96,6 +96,9 @@ fn table_json(job: &JobEntry, store: &str, limit: usize) -> Value {
     })
 }
 
+/// Values above this (1973 in ms since the epoch) are taken for timestamps.
+const EPOCH_MS_FLOOR: f64 = 1e11;
+
 /// Column names: `key` and the window bounds first, then the rest by name (the rows are
 /// JSON objects, whose field order is not kept).
 fn columns(rows: &[Value]) -> Vec<String> {
@@ -151,6 +154,14 @@ fn value_column(columns: &[String], rows: &[Value], label: Option<&str>) -> Opti
         .iter()
         .filter(|c| !is_window(c) && Some(c.as_str()) != label)
         .filter(|c| matches!(first_value(rows, c), Some(Value::Number(_))))
+        // Epoch-millisecond columns (`last_seen`) are times, not measures, and their huge
+        // totals would always win.
+        .filter(|c| {
+            !rows
+                .iter()
+                .filter_map(|r| r.get(c.as_str()).and_then(Value::as_f64))
+                .all(|v| v > EPOCH_MS_FLOOR)
+        })
         .map(|c| {
             let total: f64 = rows
                 .iter()
@@ -183,6 +194,14 @@ mod tests {
         assert_eq!(
             value_column(&columns, &rows, label.as_deref()).as_deref(),
             Some("views")
+        );
+        let baselines = vec![
+            json!({"key": "u1", "baseline": 1.5, "last_seen": 1_795_707_539_999_i64, "observations": 3}),
+        ];
+        let columns = super::columns(&baselines);
+        assert_eq!(
+            value_column(&columns, &baselines, Some("key")).as_deref(),
+            Some("observations")
         );
         let counts = vec![json!({"key": "/a", "window_start": 0, "window_end": 1, "value": 4})];
         let columns = super::columns(&counts);

@@ -15,7 +15,13 @@ use crate::AppState;
 /// shows (jobs, connectors, whether admin actions are allowed).
 pub async fn cluster(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     let sample = state.cluster.latest().await?;
-    let partitions: usize = sample.topics.values().map(|t| t.partitions.len()).sum();
+    // Counts leave out internal topics (`__consumer_offsets` alone has 50 partitions).
+    let partitions: usize = sample
+        .topics
+        .values()
+        .filter(|t| !t.internal)
+        .map(|t| t.partitions.len())
+        .sum();
     Ok(Json(json!({
         "cluster_id": sample.cluster.cluster_id,
         "controller_id": sample.cluster.controller_id,

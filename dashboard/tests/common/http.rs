@@ -77,8 +77,20 @@ pub async fn request(
             .write_all(&request_bytes(addr, method, path, headers, body))
             .await
             .unwrap();
+        // Read until the body is complete: some servers (chromedriver) keep the connection
+        // open despite `Connection: close`.
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.unwrap();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            if complete(&raw) {
+                break;
+            }
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
         parse(&raw)
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
@@ -101,6 +113,27 @@ pub async fn post_json(
     let mut all = vec![("Content-Type", "application/json")];
     all.extend_from_slice(headers);
     request(addr, "POST", path, &all, Some(body.to_string().as_bytes())).await
+}
+
+/// Whether `raw` holds a whole response (headers and the body they announce).
+fn complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    if let Some(length) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body.len() >= length;
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    // No length: the body ends when the server closes the connection.
+    false
 }
 
 fn parse(raw: &[u8]) -> Response {
@@ -169,7 +202,7 @@ pub async fn sse_events(
             .await
             .unwrap();
         let mut raw = Vec::new();
-        let mut buf = [0u8; 8192];
+        let mut buf = vec![0u8; 8192];
         loop {
             let n = stream.read(&mut buf).await.unwrap();
             raw.extend_from_slice(&buf[..n]);

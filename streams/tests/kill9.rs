@@ -1,0 +1,271 @@
+//! A job process killed with SIGKILL mid-stream and restarted: final window counts equal the
+//! batch answer (no record lost, none counted twice), at-least-once duplicates of a window
+//! carry the same count.
+//!
+//! The job runs in a child process: this test binary started again with only
+//! `job_process` selected and the broker's address in [`CHILD_ENV`]. The broker runs in the
+//! parent, so the kill takes the job down alone, in the middle of reading, forwarding,
+//! changelog writes and commits.
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/kafka.rs"]
+mod kafka;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka::{create_topic, produce_json};
+use millrace_client::consumer::{Consumer, ConsumerConfig};
+use millrace_client::{Admin, ClientConfig, OffsetSpec, TopicPartition};
+use millrace_streams::runtime::{Job, Sink, Source, StreamsConfig};
+use millrace_streams::{EmitMode, Windows};
+use serde::{Deserialize, Serialize};
+
+/// Set in the child process: the broker address.
+const CHILD_ENV: &str = "MILLRACE_KILL9_BROKER";
+const APP: &str = "kill9";
+const WINDOW_MS: i64 = 10_000;
+const BASE: i64 = 1_800_000_000_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct View {
+    page: String,
+    ts: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct PageCount {
+    page: String,
+    window_start: i64,
+    views: u64,
+}
+
+/// The job, when this binary runs as the child; a no-op test otherwise.
+#[test]
+fn job_process() {
+    let Ok(address) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let config = StreamsConfig::new(APP, ClientConfig::new(&address))
+            .commit_interval(Duration::from_millis(150))
+            .event_time(Duration::from_secs(3), Some(Duration::from_secs(2)))
+            .session_timeout(Duration::from_secs(6));
+        let job = Job::group_by(
+            config,
+            Source::json(&["views"], |v: &View| v.ts),
+            |_user, view| view.page.clone(),
+            |views| {
+                views
+                    .window(
+                        Windows::tumbling(Duration::from_millis(WINDOW_MS as u64))
+                            .grace(Duration::from_secs(1)),
+                    )
+                    .emit(EmitMode::Final)
+                    .named("page-counts")
+                    .count()
+                    .map(|w, views| {
+                        let count = PageCount {
+                            page: w.key.clone(),
+                            window_start: w.window_start,
+                            views,
+                        };
+                        (w.key, count)
+                    })
+            },
+            Sink::json_values("counts"),
+        );
+        // Runs until killed.
+        job.run(std::future::pending()).await.unwrap();
+    });
+}
+
+/// The job's process; killed when dropped, so a failing test leaves none behind.
+struct JobProcess(Child);
+
+impl Drop for JobProcess {
+    fn drop(&mut self) {
+        // SIGKILL: no shutdown, no final commit, no leaving the group.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_child(address: &str) -> JobProcess {
+    JobProcess(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "job_process", "--test-threads=1"])
+            .env(CHILD_ENV, address)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// 6000 views of 6 pages by 50 users over 3 minutes, every 9th up to 2 s late.
+fn views() -> Vec<(String, Option<View>)> {
+    let n = 6_000;
+    (0..n)
+        .map(|i| {
+            let mut ts = BASE + (i as i64) * 180_000 / n as i64;
+            if i % 9 == 4 {
+                ts -= 2_000;
+            }
+            let view = View {
+                page: format!("/p/{}", (i * 5) % 6),
+                ts,
+            };
+            (format!("user-{}", i % 50), Some(view))
+        })
+        .collect()
+}
+
+/// Far-future views on every partition (30 pages, so every task gets one): they close all
+/// earlier windows, and never close themselves.
+fn end_markers() -> Vec<(String, Option<View>)> {
+    (0..30)
+        .map(|i| {
+            let view = View {
+                page: format!("end-{i}"),
+                ts: BASE + 3_600_000,
+            };
+            (format!("end-user-{i}"), Some(view))
+        })
+        .collect()
+}
+
+fn batch(input: &[(String, Option<View>)]) -> BTreeMap<(String, i64), u64> {
+    let mut counts = BTreeMap::new();
+    for view in input.iter().filter_map(|(_, v)| v.as_ref()) {
+        let start = view.ts - view.ts.rem_euclid(WINDOW_MS);
+        *counts.entry((view.page.clone(), start)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Sum of the group's committed offsets on the repartition topic.
+async fn committed(admin: &Admin) -> i64 {
+    admin
+        .list_group_offsets(APP)
+        .await
+        .map(|offsets| {
+            offsets
+                .iter()
+                .filter(|(tp, _)| tp.topic == format!("{APP}-repartition"))
+                .map(|(_, o)| *o)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn read_counts(client: &ClientConfig) -> Vec<PageCount> {
+    let mut consumer = Consumer::connect(ConsumerConfig::new(client.clone()))
+        .await
+        .unwrap();
+    let partitions: Vec<TopicPartition> = consumer
+        .partitions_for("counts")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| TopicPartition::new("counts", p))
+        .collect();
+    let ends = consumer
+        .offsets_for(&partitions, OffsetSpec::Latest)
+        .await
+        .unwrap();
+    consumer.assign(&partitions).unwrap();
+    consumer.seek_to_beginning(&partitions).unwrap();
+    let mut out = Vec::new();
+    while partitions
+        .iter()
+        .any(|tp| consumer.position(tp).is_none_or(|p| p < ends[tp].offset))
+    {
+        for record in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            out.push(serde_json::from_slice(record.value.as_deref().unwrap()).unwrap());
+        }
+    }
+    consumer.close().await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_killed_mid_stream_restarts_with_exact_window_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = kafka::start_broker(dir.path()).await;
+    let address = broker.local_addr().to_string();
+    let client = ClientConfig::new(&address);
+    create_topic(&client, "views", 3, false).await;
+    let admin = Admin::connect(client.clone()).await.unwrap();
+    let input = views();
+    let expected = batch(&input);
+    let (first, rest) = input.split_at(2_000);
+
+    produce_json(&client, "views", first).await;
+    let child = spawn_child(&address);
+    // Kill once the job has committed part of the way, while more input is arriving.
+    let producer = {
+        let client = client.clone();
+        let rest = rest.to_vec();
+        tokio::spawn(async move {
+            // Paced input (about 4 s of it), so that the kill lands mid-stream.
+            for chunk in rest.chunks(100) {
+                produce_json(&client, "views", chunk).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            produce_json(&client, "views", &end_markers()).await;
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed(&admin).await < 3_000 {
+        assert!(Instant::now() < deadline, "the job never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(child);
+    let at_kill = committed(&admin).await;
+    assert!(
+        at_kill < (input.len() + 30) as i64,
+        "killed too late to be mid-stream: {:?}",
+        admin.list_group_offsets(APP).await
+    );
+
+    // A new process of the same application restores and finishes.
+    let child = spawn_child(&address);
+    producer.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let outputs = loop {
+        let outputs = read_counts(&client).await;
+        let windows: BTreeSet<(String, i64)> = outputs
+            .iter()
+            .map(|c| (c.page.clone(), c.window_start))
+            .collect();
+        if windows.len() >= expected.len() {
+            break outputs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {} windows emitted",
+            windows.len(),
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    drop(child);
+
+    let mut seen: HashMap<(String, i64), u64> = HashMap::new();
+    for output in &outputs {
+        let key = (output.page.clone(), output.window_start);
+        if let Some(previous) = seen.insert(key.clone(), output.views) {
+            assert_eq!(previous, output.views, "{key:?} emitted with two counts");
+        }
+    }
+    let got: BTreeMap<(String, i64), u64> = seen.into_iter().collect();
+    assert_eq!(got, expected);
+    broker.shutdown().await;
+}
