@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::generator::{Generator, GeneratorConfig, GeneratorStats};
-use super::jobs::{self, RunningJob};
+use super::jobs::{self, JobContext, RunningJob};
 use super::topics;
 
 /// What to run.
@@ -139,7 +139,11 @@ impl Demo {
         .await?;
         generator.write_items().await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let jobs = jobs::start_all(&client, options.commit_interval, shutdown_rx.clone());
+        let jobs = jobs::start_all(&JobContext {
+            client: client.clone(),
+            commit_interval: options.commit_interval,
+            shutdown: shutdown_rx.clone(),
+        });
 
         let sink_config: ParquetSinkConfig = serde_json::from_value(serde_json::json!({
             "name": "activity-export",

@@ -86,58 +86,81 @@ pub fn application_id(job: &str) -> String {
     format!("activity-{job}")
 }
 
-fn config(job: &str, client: &ClientConfig, commit_interval: Duration) -> StreamsConfig {
-    StreamsConfig::new(application_id(job), client.clone())
-        .commit_interval(commit_interval)
-        .event_time(OUT_OF_ORDERNESS, Some(Duration::from_secs(30)))
-        .dead_letter_topic(topics::DEAD_LETTERS)
-        .late_topic(topics::LATE)
-        .session_timeout(Duration::from_secs(10))
+/// What every job of the example shares: the cluster, the commit interval, the stop signal.
+#[derive(Clone)]
+pub struct JobContext {
+    /// How to reach the cluster.
+    pub client: ClientConfig,
+    /// How often jobs commit.
+    pub commit_interval: Duration,
+    /// Set to true to stop the jobs (they commit and leave their groups).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
-fn spawn<K0, V0, K, V>(
-    name: &'static str,
-    job: Job<K0, V0, K, V>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> RunningJob
-where
-    K0: Send + 'static,
-    V0: Send + 'static,
-    K: Send + 'static,
-    V: Send + 'static,
-{
-    let state = job.state();
-    let metrics = job.metrics();
-    let end_of_input = job.end_of_input();
-    let task = tokio::spawn(async move {
-        let mut shutdown = shutdown;
-        let stop = async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        };
-        let result = job.run(stop).await;
-        if let Err(error) = &result {
-            tracing::error!(job = name, %error, "stream job stopped");
+impl JobContext {
+    fn config(&self, job: &str) -> StreamsConfig {
+        StreamsConfig::new(application_id(job), self.client.clone())
+            .commit_interval(self.commit_interval)
+            .event_time(OUT_OF_ORDERNESS, Some(Duration::from_secs(30)))
+            .dead_letter_topic(topics::DEAD_LETTERS)
+            .late_topic(topics::LATE)
+            .session_timeout(Duration::from_secs(10))
+    }
+
+    /// Runs `job` on its own task until the shutdown signal.
+    fn start<K0, V0, K, V>(&self, name: &'static str, job: Job<K0, V0, K, V>) -> RunningJob
+    where
+        K0: Send + 'static,
+        V0: Send + 'static,
+        K: Send + 'static,
+        V: Send + 'static,
+    {
+        let state = job.state();
+        let metrics = job.metrics();
+        let end_of_input = job.end_of_input();
+        let mut shutdown = self.shutdown.clone();
+        let task = tokio::spawn(async move {
+            let stop = async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            };
+            let result = job.run(stop).await;
+            if let Err(error) = &result {
+                tracing::error!(job = name, %error, "stream job stopped");
+            }
+            result
+        });
+        RunningJob {
+            name,
+            state,
+            metrics,
+            end_of_input,
+            task,
         }
-        result
-    });
-    RunningJob {
-        name,
-        state,
-        metrics,
-        end_of_input,
-        task,
     }
 }
 
+/// An output record of a windowed job: `fields` (an object) with the key under `key_field`
+/// and the window bounds, keyed by `key`.
+fn window_output(
+    key_field: &str,
+    key: String,
+    window_start: Option<i64>,
+    window_end: Option<i64>,
+    mut fields: serde_json::Value,
+) -> (String, serde_json::Value) {
+    if let Some(object) = fields.as_object_mut() {
+        object.insert(key_field.to_string(), json!(key));
+        object.insert("window_start".to_string(), json!(window_start));
+        object.insert("window_end".to_string(), json!(window_end));
+    }
+    (key, fields)
+}
+
 /// `page-views-per-minute`: views and distinct users per page per minute (final results).
-pub fn page_views_per_minute(
-    client: &ClientConfig,
-    commit_interval: Duration,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> RunningJob {
+pub fn page_views_per_minute(ctx: &JobContext) -> RunningJob {
     let name = topics::PAGE_VIEWS_PER_MINUTE;
     let job = Job::group_by(
-        config(name, client, commit_interval),
+        ctx.config(name),
         Source::json(&[topics::PAGE_VIEWS], |v: &PageView| v.ts),
         |_, v: &PageView| v.page.clone(),
         |views| {
@@ -150,30 +173,26 @@ pub fn page_views_per_minute(
                     acc.users.insert(&v.user_id);
                 })
                 .map(|w, acc| {
-                    let value = json!({
-                        "page": w.key,
-                        "window_start": w.window_start,
-                        "window_end": w.window_end,
-                        "views": acc.views,
-                        "unique_users": acc.users.estimate(),
-                    });
-                    (w.key, value)
+                    let fields = json!({"views": acc.views, "unique_users": acc.users.estimate()});
+                    window_output(
+                        "page",
+                        w.key,
+                        Some(w.window_start),
+                        Some(w.window_end),
+                        fields,
+                    )
                 })
         },
         Sink::json_values(name),
     );
-    spawn(name, job, shutdown)
+    ctx.start(name, job)
 }
 
 /// `page-load-stats`: per page per minute, the count and the p50/p99 load time (DDSketch).
-pub fn page_load_stats(
-    client: &ClientConfig,
-    commit_interval: Duration,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> RunningJob {
+pub fn page_load_stats(ctx: &JobContext) -> RunningJob {
     let name = topics::PAGE_LOAD_STATS;
     let job = Job::group_by(
-        config(name, client, commit_interval),
+        ctx.config(name),
         Source::json(&[topics::PAGE_VIEWS], |v: &PageView| v.ts),
         |_, v: &PageView| v.page.clone(),
         |views| {
@@ -185,32 +204,31 @@ pub fn page_load_stats(
                     sketch.add(f64::from(v.load_ms))
                 })
                 .map(|w, sketch| {
-                    let value = json!({
-                        "page": w.key,
-                        "window_start": w.window_start,
-                        "window_end": w.window_end,
+                    let fields = json!({
                         "count": sketch.count(),
                         "p50_ms": sketch.quantile(0.5),
                         "p99_ms": sketch.quantile(0.99),
                     });
-                    (w.key, value)
+                    window_output(
+                        "page",
+                        w.key,
+                        Some(w.window_start),
+                        Some(w.window_end),
+                        fields,
+                    )
                 })
         },
         Sink::json_values(name),
     );
-    spawn(name, job, shutdown)
+    ctx.start(name, job)
 }
 
 /// `login-anomalies`: failed logins per user per minute, scored against the user's own EWMA
 /// baseline (minutes without failures count as 0); alerts only.
-pub fn login_anomalies(
-    client: &ClientConfig,
-    commit_interval: Duration,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> RunningJob {
+pub fn login_anomalies(ctx: &JobContext) -> RunningJob {
     let name = topics::LOGIN_ANOMALIES;
     let job = Job::new(
-        config(name, client, commit_interval),
+        ctx.config(name),
         Source::json(&[topics::LOGINS], |v: &Login| v.ts),
         |logins| {
             logins
@@ -229,31 +247,30 @@ pub fn login_anomalies(
                     None,
                 )
                 .map(|user, alert| {
-                    let value = json!({
-                        "user_id": user,
-                        "window_start": alert.window_start,
-                        "window_end": alert.window_end,
+                    let fields = json!({
                         "failures": alert.value as u64,
                         "score": alert.score,
                         "baseline": alert.baseline,
                     });
-                    (user, value)
+                    window_output(
+                        "user_id",
+                        user,
+                        alert.window_start,
+                        alert.window_end,
+                        fields,
+                    )
                 })
         },
         Sink::json_values(name),
     );
-    spawn(name, job, shutdown)
+    ctx.start(name, job)
 }
 
 /// `also-viewed`: per page, the pages most viewed with it in the same sessions.
-pub fn also_viewed_pages(
-    client: &ClientConfig,
-    commit_interval: Duration,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> RunningJob {
+pub fn also_viewed_pages(ctx: &JobContext) -> RunningJob {
     let name = topics::ALSO_VIEWED;
     let job = Job::new(
-        config(name, client, commit_interval),
+        ctx.config(name),
         Source::json(&[topics::PAGE_VIEWS], |v: &PageView| v.ts),
         |views| {
             let pages = views.map(|_, v| (v.user_id, v.page));
@@ -276,19 +293,15 @@ pub fn also_viewed_pages(
         },
         Sink::json_values(name),
     );
-    spawn(name, job, shutdown)
+    ctx.start(name, job)
 }
 
 /// `ad-stats-per-minute`: impressions, clicks, CTR and distinct users per campaign per
 /// minute, after duplicate-click removal.
-pub fn ad_stats_per_minute(
-    client: &ClientConfig,
-    commit_interval: Duration,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> RunningJob {
+pub fn ad_stats_per_minute(ctx: &JobContext) -> RunningJob {
     let name = topics::AD_STATS_PER_MINUTE;
     let job = Job::new(
-        config(name, client, commit_interval),
+        ctx.config(name),
         Source::json(&[topics::AD_EVENTS], |v: &AdEventRecord| v.ts),
         |events| {
             let events = events.map_values(|e| AdEvent {
@@ -308,33 +321,27 @@ pub fn ad_stats_per_minute(
                 DUPLICATE_HORIZON,
             )
             .map(|w, stats| {
-                let value = json!({
-                    "campaign_id": w.key,
-                    "window_start": w.window_start,
-                    "window_end": w.window_end,
+                let fields = json!({
                     "impressions": stats.impressions,
                     "clicks": stats.clicks,
                     "ctr": stats.ctr,
                     "unique_users": stats.unique_users,
                 });
-                (w.key, value)
+                let (start, end) = (Some(w.window_start), Some(w.window_end));
+                window_output("campaign_id", w.key, start, end, fields)
             })
         },
         Sink::json_values(name),
     );
-    spawn(name, job, shutdown)
+    ctx.start(name, job)
 }
 
 /// `error-rate`: per service per minute, the share of requests logged as errors, every
 /// window scored against the service's EWMA baseline (`alert` set for anomalies).
-pub fn error_rate(
-    client: &ClientConfig,
-    commit_interval: Duration,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> RunningJob {
+pub fn error_rate(ctx: &JobContext) -> RunningJob {
     let name = topics::ERROR_RATE;
     let job = Job::new(
-        config(name, client, commit_interval),
+        ctx.config(name),
         Source::json(&[topics::APP_LOGS], |v: &AppLog| v.ts),
         |logs| {
             logs.window(window())
@@ -355,34 +362,28 @@ pub fn error_rate(
                     None,
                 )
                 .map(|service, scored| {
-                    let value = json!({
-                        "service": service,
-                        "window_start": scored.window_start,
-                        "window_end": scored.window_end,
+                    let fields = json!({
                         "error_rate": scored.value,
                         "score": scored.score,
                         "baseline": scored.baseline,
                         "alert": scored.is_anomaly,
                     });
-                    (service, value)
+                    let (start, end) = (scored.window_start, scored.window_end);
+                    window_output("service", service, start, end, fields)
                 })
         },
         Sink::json_values(name),
     );
-    spawn(name, job, shutdown)
+    ctx.start(name, job)
 }
 
 /// `notifications`: each like, share or comment becomes a notification to the item's owner
 /// (a stream-table join of `social` with the compacted `items` topic).
-pub fn notifications(
-    client: &ClientConfig,
-    commit_interval: Duration,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> RunningJob {
+pub fn notifications(ctx: &JobContext) -> RunningJob {
     let name = topics::NOTIFICATIONS;
     let items: GlobalTable<String, Item> = GlobalTable::json(topics::ITEMS);
     let job = Job::new(
-        config(name, client, commit_interval),
+        ctx.config(name),
         Source::json(&[topics::SOCIAL], |v: &Social| v.ts),
         move |actions| {
             actions
@@ -401,22 +402,18 @@ pub fn notifications(
         },
         Sink::json_values(name),
     );
-    spawn(name, job, shutdown)
+    ctx.start(name, job)
 }
 
 /// Starts every job of the example.
-pub fn start_all(
-    client: &ClientConfig,
-    commit_interval: Duration,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Vec<RunningJob> {
+pub fn start_all(ctx: &JobContext) -> Vec<RunningJob> {
     vec![
-        page_views_per_minute(client, commit_interval, shutdown.clone()),
-        page_load_stats(client, commit_interval, shutdown.clone()),
-        login_anomalies(client, commit_interval, shutdown.clone()),
-        also_viewed_pages(client, commit_interval, shutdown.clone()),
-        ad_stats_per_minute(client, commit_interval, shutdown.clone()),
-        error_rate(client, commit_interval, shutdown.clone()),
-        notifications(client, commit_interval, shutdown),
+        page_views_per_minute(ctx),
+        page_load_stats(ctx),
+        login_anomalies(ctx),
+        also_viewed_pages(ctx),
+        ad_stats_per_minute(ctx),
+        error_rate(ctx),
+        notifications(ctx),
     ]
 }
