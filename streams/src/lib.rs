@@ -1,9 +1,44 @@
 //! Millrace stream jobs: event-time windows, keyed state, operators.
 //!
-//! This crate is the deterministic engine of a stream job: records go in with their event time
-//! and input position, results come out, and state can be checkpointed to (and restored from)
-//! changelog batches. It does no I/O; the Kafka runtime (consumer group, changelog topics,
-//! commits) drives it.
+//! A complete job: page views per page and minute, from a topic keyed by user to a topic of
+//! final per-window counts, with its state in a changelog topic and its instances in one
+//! consumer group (run it twice and the partitions, with their state, are shared).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), millrace_streams::StreamsError> {
+//! use std::time::Duration;
+//! use millrace_client::ClientConfig;
+//! use millrace_streams::runtime::{Job, Sink, Source, StreamsConfig};
+//! use millrace_streams::{EmitMode, Windows};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct PageView { page: String, ts: i64 }
+//!
+//! let config = StreamsConfig::new("page-views-per-minute", ClientConfig::new("127.0.0.1:9092"));
+//! // page-views is keyed by user; group by page (through the repartition topic).
+//! let job = Job::group_by(
+//!     config,
+//!     Source::json(&["page-views"], |v: &PageView| v.ts),
+//!     |_user, view| view.page.clone(),
+//!     |views| {
+//!         views
+//!             .window(Windows::tumbling(Duration::from_secs(60)).grace(Duration::from_secs(10)))
+//!             .emit(EmitMode::Final)
+//!             .count()
+//!             .map(|w, views| (w.key.clone(), serde_json::json!({
+//!                 "page": w.key, "window_start": w.window_start,
+//!                 "window_end": w.window_end, "views": views })))
+//!     },
+//!     Sink::json_values("page-views-per-minute"),
+//! );
+//! job.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Underneath is the deterministic engine of a stream job: records go in with their event
+//! time and input position, results come out, and state can be checkpointed to (and restored
+//! from) changelog batches. It does no I/O; the Kafka runtime ([`runtime`]: consumer group,
+//! changelog topics, commits) drives it, and it runs on its own in tests:
 //!
 //! ```
 //! use std::time::Duration;
