@@ -156,31 +156,32 @@ fn window_output(
     (key, fields)
 }
 
-/// `page-views-per-minute`: views and distinct users per page per minute (final results).
-pub fn page_views_per_minute(ctx: &JobContext) -> RunningJob {
-    let name = topics::PAGE_VIEWS_PER_MINUTE;
+/// A per-page, per-minute aggregate of `page-views` (final results): the views are re-keyed
+/// by page through the repartition topic, folded with `init`/`add`, and written as the
+/// window's `fields` plus `page`, `window_start` and `window_end`.
+fn per_page_minute<A>(
+    ctx: &JobContext,
+    name: &'static str,
+    init: fn() -> A,
+    add: fn(&mut A, &PageView),
+    fields: fn(A) -> serde_json::Value,
+) -> RunningJob
+where
+    A: Clone + Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
     let job = Job::group_by(
         ctx.config(name),
         Source::json(&[topics::PAGE_VIEWS], |v: &PageView| v.ts),
         |_, v: &PageView| v.page.clone(),
-        |views| {
+        move |views| {
             views
                 .window(window())
                 .emit(EmitMode::Final)
-                .named(topics::PAGE_VIEWS_PER_MINUTE)
-                .aggregate(PageViewCounts::default, |acc: &mut PageViewCounts, v| {
-                    acc.views += 1;
-                    acc.users.insert(&v.user_id);
-                })
-                .map(|w, acc| {
-                    let fields = json!({"views": acc.views, "unique_users": acc.users.estimate()});
-                    window_output(
-                        "page",
-                        w.key,
-                        Some(w.window_start),
-                        Some(w.window_end),
-                        fields,
-                    )
+                .named(name)
+                .aggregate(init, add)
+                .map(move |w, acc| {
+                    let (start, end) = (Some(w.window_start), Some(w.window_end));
+                    window_output("page", w.key, start, end, fields(acc))
                 })
         },
         Sink::json_values(name),
@@ -188,39 +189,35 @@ pub fn page_views_per_minute(ctx: &JobContext) -> RunningJob {
     ctx.start(name, job)
 }
 
+/// `page-views-per-minute`: views and distinct users per page per minute (final results).
+pub fn page_views_per_minute(ctx: &JobContext) -> RunningJob {
+    per_page_minute(
+        ctx,
+        topics::PAGE_VIEWS_PER_MINUTE,
+        PageViewCounts::default,
+        |acc, view| {
+            acc.views += 1;
+            acc.users.insert(&view.user_id);
+        },
+        |acc| json!({"views": acc.views, "unique_users": acc.users.estimate()}),
+    )
+}
+
 /// `page-load-stats`: per page per minute, the count and the p50/p99 load time (DDSketch).
 pub fn page_load_stats(ctx: &JobContext) -> RunningJob {
-    let name = topics::PAGE_LOAD_STATS;
-    let job = Job::group_by(
-        ctx.config(name),
-        Source::json(&[topics::PAGE_VIEWS], |v: &PageView| v.ts),
-        |_, v: &PageView| v.page.clone(),
-        |views| {
-            views
-                .window(window())
-                .emit(EmitMode::Final)
-                .named(topics::PAGE_LOAD_STATS)
-                .aggregate(QuantileSketch::new, |sketch: &mut QuantileSketch, v| {
-                    sketch.add(f64::from(v.load_ms))
-                })
-                .map(|w, sketch| {
-                    let fields = json!({
-                        "count": sketch.count(),
-                        "p50_ms": sketch.quantile(0.5),
-                        "p99_ms": sketch.quantile(0.99),
-                    });
-                    window_output(
-                        "page",
-                        w.key,
-                        Some(w.window_start),
-                        Some(w.window_end),
-                        fields,
-                    )
-                })
+    per_page_minute(
+        ctx,
+        topics::PAGE_LOAD_STATS,
+        QuantileSketch::new,
+        |sketch, view| sketch.add(f64::from(view.load_ms)),
+        |sketch| {
+            json!({
+                "count": sketch.count(),
+                "p50_ms": sketch.quantile(0.5),
+                "p99_ms": sketch.quantile(0.99),
+            })
         },
-        Sink::json_values(name),
-    );
-    ctx.start(name, job)
+    )
 }
 
 /// `login-anomalies`: failed logins per user per minute, scored against the user's own EWMA
