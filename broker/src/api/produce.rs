@@ -67,7 +67,12 @@ pub fn handle(
                 (None, Some(log)) => match data.records {
                     None => Err((INVALID_RECORD, "records are null".to_string())),
                     Some(records) => match log.append(records, now) {
-                        Ok(info) => Ok((log, info)),
+                        Ok(info) => {
+                            if acks != 0 {
+                                log.request_durable(info.last_offset);
+                            }
+                            Ok((log, info))
+                        }
                         Err(error) => {
                             tracing::warn!(
                                 topic = %topic.name.0,

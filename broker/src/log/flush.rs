@@ -71,6 +71,23 @@ impl Flusher {
         if let Some(done) = Self::check(&rx.borrow_and_update(), last_offset) {
             return done;
         }
+        self.request(target, last_offset);
+        loop {
+            if let Some(done) = Self::check(&rx.borrow_and_update(), last_offset) {
+                return done;
+            }
+            if rx.changed().await.is_err() {
+                return Err(LogError::Closed);
+            }
+        }
+    }
+
+    /// Asks for `last_offset` to become durable without waiting: the fsync starts now, while
+    /// the caller may wait for it later. Must be called inside a tokio runtime.
+    pub(crate) fn request<T: FlushTarget>(self: &Arc<Self>, target: Weak<T>, last_offset: i64) {
+        if self.durability.borrow().durable_end > last_offset {
+            return;
+        }
         {
             let mut requested = self
                 .requested
@@ -82,14 +99,6 @@ impl Flusher {
             tokio::spawn(run(Arc::clone(self), target));
         }
         self.wake.notify_one();
-        loop {
-            if let Some(done) = Self::check(&rx.borrow_and_update(), last_offset) {
-                return done;
-            }
-            if rx.changed().await.is_err() {
-                return Err(LogError::Closed);
-            }
-        }
     }
 
     fn check(d: &Durability, last_offset: i64) -> Option<Result<(), LogError>> {

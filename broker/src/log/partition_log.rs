@@ -409,6 +409,18 @@ impl PartitionLog {
             .await
     }
 
+    /// Starts making everything up to `last_offset` durable without waiting for it, so that
+    /// [`PartitionLog::wait_durable`] called later finds the fsync already under way. Produce
+    /// answers are awaited in request order; without this, each pipelined request's fsync
+    /// would only begin once the previous answer was written. Must be called inside a tokio
+    /// runtime.
+    pub fn request_durable(&self, last_offset: i64) {
+        if self.config().flush_policy == FlushPolicy::PageCache {
+            return;
+        }
+        self.flusher.request(self.me.clone(), last_offset);
+    }
+
     /// Whole batches starting with the batch containing `offset`, up to `max_bytes` total, but
     /// always at least one whole batch if any exists at/after offset (KIP-74). Empty Bytes if
     /// offset == log_end_offset. Err OffsetOutOfRange if offset < log_start_offset or >

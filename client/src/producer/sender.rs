@@ -132,14 +132,29 @@ impl Sender {
         for topic in &topics {
             for (index, queue) in topic.partitions.iter().enumerate() {
                 let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+                let leader = metadata.leader(&topic.name, index as i32);
+                let connected =
+                    leader.filter(|l| self.connections.get(l).is_some_and(|c| c.is_open()));
+                let sendable = connected.is_some_and(|l| {
+                    self.in_flight.get(&l).copied().unwrap_or(0)
+                        < config.max_in_flight_requests_per_connection
+                });
                 if let Some(open) = &queue.open {
                     let due = open.created + config.linger;
-                    if flushing || due <= now {
+                    let give_up = open.created + config.delivery_timeout;
+                    if !flushing && due > now {
+                        wake_at(due);
+                    } else if (queue.ready.is_empty() && sendable) || give_up <= now {
+                        // Close the open batch only when it can go at once: while the
+                        // broker has all the requests it may, records keep filling it (as
+                        // in the Java client), so a busy producer sends full batches instead
+                        // of one small batch per linger or per sender wake-up.
                         if let Some(open) = queue.open.take() {
                             queue.ready.push_back(open);
                         }
                     } else {
-                        wake_at(due);
+                        // A response, connection or metadata event wakes the sender sooner.
+                        wake_at(give_up);
                     }
                 }
                 // Batches that waited longer than the delivery timeout fail here.
@@ -152,6 +167,15 @@ impl Sender {
                     }
                 }
                 let Some(head) = queue.ready.front() else {
+                    if queue.open.is_some() {
+                        match (leader, connected) {
+                            (None, _) => need_metadata = true,
+                            (Some(leader), None) => {
+                                to_connect.insert(leader);
+                            }
+                            _ => {}
+                        }
+                    }
                     continue;
                 };
                 if let Some(at) = head.retry_at.filter(|at| *at > now) {
@@ -163,11 +187,11 @@ impl Sender {
                 if head.attempts > 0 && queue.in_flight > 0 {
                     continue;
                 }
-                let Some(leader) = metadata.leader(&topic.name, index as i32) else {
+                let Some(leader) = leader else {
                     need_metadata = true;
                     continue;
                 };
-                if !self.connections.get(&leader).is_some_and(|c| c.is_open()) {
+                if connected.is_none() {
                     to_connect.insert(leader);
                     continue;
                 }
