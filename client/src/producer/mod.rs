@@ -27,7 +27,7 @@ pub use record::{DeliveryFuture, ProducerRecord, RecordMetadata};
 
 use crate::error::{check, ClientError, Result};
 use crate::network::cluster::Cluster;
-use crate::record::batch::{max_record_len, BATCH_HEADER_LEN};
+use crate::record::batch::{max_record_len, BatchBuilder, BATCH_HEADER_LEN};
 use crate::retry::with_retries;
 use accumulator::{ProducerBatch, TopicQueues};
 
@@ -195,16 +195,19 @@ impl Producer {
                 .map(|b| {
                     (
                         b.size(),
-                        b.size_of(timestamp, key, value, &record.headers),
+                        b.body_len(timestamp, key, value, &record.headers),
                         b.count(),
                     )
                 });
             let start_new = match record_len {
                 None => true,
-                Some((current, add, count)) => {
+                Some((current, body, count)) => {
+                    let add = BatchBuilder::encoded_len(body);
                     count > 0 && current + add > batch_size.max(BATCH_HEADER_LEN + add)
                 }
             };
+            // The body length computed above holds unless a new batch starts.
+            let known_body = record_len.filter(|_| !start_new).map(|(_, body, _)| body);
             if start_new {
                 if let Some(full) = queue.open.take() {
                     queue.last_batch_bytes = full.builder.as_ref().map_or(0, |b| b.size());
@@ -232,7 +235,10 @@ impl Producer {
                 Some(builder) => builder,
                 None => return Err(ClientError::Closed("producer")),
             };
-            let offset_delta = builder.append(timestamp, key, value, &record.headers);
+            let offset_delta = match known_body {
+                Some(body) => builder.append_body(body, timestamp, key, value, &record.headers),
+                None => builder.append(timestamp, key, value, &record.headers),
+            };
             let full = builder.size() >= batch_size;
             batch.record_count += 1;
             batch.memory += size;

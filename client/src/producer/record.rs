@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -82,29 +82,22 @@ pub(crate) struct BatchAck {
     pub(crate) log_append_time: i64,
 }
 
-#[derive(Debug, Default)]
-struct CompletionState {
-    outcome: Option<Result<BatchAck>>,
-    wakers: Vec<Waker>,
-}
-
 /// Shared by every record of a batch: set once when the batch is acknowledged or fails. One
-/// allocation per batch rather than a channel per record keeps `send` cheap.
+/// allocation per batch rather than a channel per record keeps `send` cheap, and a completed
+/// batch is read without a lock (each of its records' futures looks once).
 #[derive(Debug, Default)]
 pub(crate) struct BatchCompletion {
-    state: Mutex<CompletionState>,
+    outcome: OnceLock<Result<BatchAck>>,
+    wakers: Mutex<Vec<Waker>>,
 }
 
 impl BatchCompletion {
     pub(crate) fn complete(&self, outcome: Result<BatchAck>) {
-        let wakers = {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if state.outcome.is_some() {
-                return;
-            }
-            state.outcome = Some(outcome);
-            std::mem::take(&mut state.wakers)
-        };
+        if self.outcome.set(outcome).is_err() {
+            return;
+        }
+        // Taken after the outcome is set: a future registering after this sees the outcome.
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|p| p.into_inner()));
         for waker in wakers {
             waker.wake();
         }
@@ -136,40 +129,50 @@ impl Future for DeliveryFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let mut state = this
+        if let Some(outcome) = this.completion.outcome.get() {
+            return Poll::Ready(this.metadata(outcome));
+        }
+        let mut wakers = this
             .completion
-            .state
+            .wakers
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(outcome) = &state.outcome {
-            return Poll::Ready(match outcome {
-                Ok(ack) => Ok(RecordMetadata {
-                    partition: this.partition,
-                    offset: if ack.base_offset < 0 {
-                        -1
-                    } else {
-                        ack.base_offset + i64::from(this.offset_delta)
-                    },
-                    timestamp: if ack.log_append_time >= 0 {
-                        ack.log_append_time
-                    } else {
-                        this.timestamp
-                    },
-                }),
-                Err(error) => Err(error.clone()),
-            });
+        // Completion sets the outcome before it takes the wakers: look again under the lock.
+        if let Some(outcome) = this.completion.outcome.get() {
+            return Poll::Ready(this.metadata(outcome));
         }
         match this.waker_slot {
-            Some(slot) if slot < state.wakers.len() => {
-                if !state.wakers[slot].will_wake(cx.waker()) {
-                    state.wakers[slot] = cx.waker().clone();
+            Some(slot) if slot < wakers.len() => {
+                if !wakers[slot].will_wake(cx.waker()) {
+                    wakers[slot] = cx.waker().clone();
                 }
             }
             _ => {
-                this.waker_slot = Some(state.wakers.len());
-                state.wakers.push(cx.waker().clone());
+                this.waker_slot = Some(wakers.len());
+                wakers.push(cx.waker().clone());
             }
         }
         Poll::Pending
+    }
+}
+
+impl DeliveryFuture {
+    fn metadata(&self, outcome: &Result<BatchAck>) -> Result<RecordMetadata, ClientError> {
+        match outcome {
+            Ok(ack) => Ok(RecordMetadata {
+                partition: self.partition,
+                offset: if ack.base_offset < 0 {
+                    -1
+                } else {
+                    ack.base_offset + i64::from(self.offset_delta)
+                },
+                timestamp: if ack.log_append_time >= 0 {
+                    ack.log_append_time
+                } else {
+                    self.timestamp
+                },
+            }),
+            Err(error) => Err(error.clone()),
+        }
     }
 }

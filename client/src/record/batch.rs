@@ -177,12 +177,31 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[(String, Option<Bytes>)],
     ) -> usize {
+        let body = self.body_len(timestamp, key, value, headers);
+        varint_len(body as i32) + body
+    }
+
+    /// The size of the record's body (without its length prefix) as the next record here;
+    /// what [`BatchBuilder::append_body`] takes.
+    #[inline]
+    pub(crate) fn body_len(
+        &self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(String, Option<Bytes>)],
+    ) -> usize {
         let timestamp_delta = if self.count == 0 {
             0
         } else {
             timestamp.wrapping_sub(self.base_timestamp)
         };
-        let body = record_body_len(timestamp_delta, self.count, key, value, headers);
+        record_body_len(timestamp_delta, self.count, key, value, headers)
+    }
+
+    /// Encoded size of a record whose body is `body` bytes long.
+    #[inline]
+    pub(crate) fn encoded_len(body: usize) -> usize {
         varint_len(body as i32) + body
     }
 
@@ -195,12 +214,30 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[(String, Option<Bytes>)],
     ) -> i32 {
+        let body = self.body_len(timestamp, key, value, headers);
+        self.append_body(body, timestamp, key, value, headers)
+    }
+
+    /// [`BatchBuilder::append`] for a caller that already has the record's
+    /// [`BatchBuilder::body_len`] (computed for this batch in its current state).
+    #[inline]
+    pub(crate) fn append_body(
+        &mut self,
+        body: usize,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(String, Option<Bytes>)],
+    ) -> i32 {
         if self.count == 0 {
             self.base_timestamp = timestamp;
         }
         let timestamp_delta = timestamp.wrapping_sub(self.base_timestamp);
         let offset_delta = self.count;
-        let body = record_body_len(timestamp_delta, offset_delta, key, value, headers);
+        debug_assert_eq!(
+            body,
+            record_body_len(timestamp_delta, offset_delta, key, value, headers)
+        );
         let buf = &mut self.buf;
         buf.reserve(body + 5);
         put_varint(buf, body as i32);
