@@ -1,11 +1,13 @@
 //! Windowed count with state in memory or on disk (redb): events/s and the process's peak
 //! resident memory. Run one variant per process, since peak memory is per process:
-//! `cargo bench -p millrace-streams --bench disk_state -- memory` (or `disk`).
+//! `cargo bench -p millrace-streams --bench disk_state -- memory` (or `disk`). Add
+//! `session` or `dedupe` for a session-window count (1-minute gap) or a dedupe step
+//! (10-minute horizon) over the same input instead of the tumbling-window count.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use millrace_streams::{EmitMode, Pipeline, Record, Stream, Windows};
+use millrace_streams::{EmitMode, Pipeline, Record, StateBackend, Stream, Windows};
 
 const EVENTS: usize = 3_000_000;
 const KEYS: u64 = 500_000;
@@ -22,16 +24,32 @@ fn peak_rss_mib() -> Option<f64> {
 
 fn main() {
     let disk = std::env::args().any(|a| a == "disk");
+    let step = if std::env::args().any(|a| a == "session") {
+        "session count"
+    } else if std::env::args().any(|a| a == "dedupe") {
+        "dedupe"
+    } else {
+        "tumbling count"
+    };
     let dir = tempfile::tempdir().expect("temp dir");
-    let state_dir = dir.path().to_path_buf();
-    let mut pipeline = Pipeline::new(move |s: Stream<u64, ()>| {
-        let w = s
-            .window(
-                Windows::tumbling(Duration::from_millis(WINDOW_MS as u64)).grace(Duration::ZERO),
-            )
-            .emit(EmitMode::Final);
-        let w = if disk { w.on_disk(state_dir) } else { w };
-        w.count()
+    let backend = if disk {
+        StateBackend::on_disk(dir.path())
+    } else {
+        StateBackend::InMemory
+    };
+    let minute = Duration::from_millis(WINDOW_MS as u64);
+    let mut pipeline = Pipeline::with_backend(backend, move |s: Stream<u64, ()>| match step {
+        "session count" => s
+            .session_window(Windows::session(minute).grace(Duration::ZERO))
+            .emit(EmitMode::Final)
+            .count()
+            .map(|w, n| (w.key, n)),
+        "dedupe" => s.dedupe(10 * minute, |k, _| *k).map(|k, ()| (k, 1)),
+        _ => s
+            .window(Windows::tumbling(minute).grace(Duration::ZERO))
+            .emit(EmitMode::Final)
+            .count()
+            .map(|w, n| (w.key, n)),
     })
     .event_time(Duration::from_millis(100), None);
     let before = peak_rss_mib();
@@ -54,8 +72,9 @@ fn main() {
     emitted += pipeline.take_output().len();
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{}: {EVENTS} events, {KEYS} keys, 1-minute windows, commit every {COMMIT_EVERY}: \
-         {:.0} events/s ({secs:.2} s), {emitted} results, peak RSS {:.0} MiB (before: {:.0} MiB)",
+        "{step}, {}: {EVENTS} events, {KEYS} keys, 1-minute windows, commit every \
+         {COMMIT_EVERY}: {:.0} events/s ({secs:.2} s), {emitted} results, peak RSS {:.0} MiB \
+         (before: {:.0} MiB)",
         if disk { "on disk (redb)" } else { "in memory" },
         EVENTS as f64 / secs,
         peak_rss_mib().unwrap_or(0.0),

@@ -7,12 +7,16 @@
 //! ([`EmitMode::Final`]). A record whose windows have all closed is late: it is counted and
 //! handed back to the caller as a side output, never dropped silently.
 //!
-//! State between commits is a typed map (open windows → keys → accumulators), which keeps the
-//! per-record cost at one hash lookup. At a checkpoint the accumulators changed since the
-//! previous one are written to the [`KeyValueStore`] under `(window, key)` for fixed windows
-//! (window first, so a time range scan finds what to close) and `(key, session start)` for
-//! sessions (key first, so a key's sessions are adjacent). Closed windows are evicted: a
-//! tombstone goes to the changelog if the window had ever been written there.
+//! Where the accumulators live is the [`StateBackend`]'s choice; the window logic above is
+//! the same for both. In memory, state between commits is a typed map (open windows → keys →
+//! accumulators), which keeps the per-record cost at one hash lookup, and a checkpoint
+//! writes the accumulators changed since the previous one to the [`KeyValueStore`]. On
+//! disk, each record reads and writes its accumulator through the store
+//! (the `stored` module has that side). The store layout, and so the changelog, is the same
+//! either way: `(window, key)` for fixed windows (window first, so a time range scan finds
+//! what to close) and `(key, session start)` for sessions (key first, so a key's sessions
+//! are adjacent; see the `keyed` module). Closed windows are evicted: a tombstone goes to the
+//! changelog if the window had ever been written there.
 //!
 //! Output records carry [`Windowed`] keys (`window_start`, `window_end`). An update keeps the
 //! triggering record's event time and input position; a final result is stamped with the
@@ -22,17 +26,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
-use std::ops::Bound;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::backend::StateBackend;
 use crate::error::StreamsError;
+use crate::keyed::KeyedState;
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta, DATA_PREFIX};
 use crate::record::{Record, Windowed, NO_OFFSET};
-use crate::store::{
-    decode, decode_prefix, decode_time, encode, encode_into, encode_time, Change, KeyValueStore,
-};
+use crate::store::{decode, decode_time, encode, Change, KeyValueStore};
+use crate::stored::{window_key, StoreCell, StoredWindows};
 use crate::time::Timestamp;
 use crate::window::{SessionWindows, Window, WindowKind, Windows};
 
@@ -75,23 +79,197 @@ impl<A> Slot<A> {
     }
 }
 
-/// Windowed aggregation over tumbling or hopping windows.
-pub struct WindowAggregate<K, V, A> {
-    name: String,
-    windows: Windows,
-    emit: EmitMode,
-    init: InitFn<A>,
-    add: AddFn<V, A>,
+/// Window accumulators in typed memory (open windows -> keys -> accumulators), mirrored to
+/// the store at checkpoints: one hash lookup per record, no encoding.
+struct MemoryWindows<K, A> {
     /// Open windows by start; every window of one definition has the same size, so start
     /// order is close order and closing pops from the front.
     open: BTreeMap<Timestamp, HashMap<K, Slot<A>>>,
     /// Store keys of evicted windows that the changelog has seen; deleted at the next
     /// checkpoint so that processing never touches the store.
     evicted: Vec<Vec<u8>>,
-    store: Box<dyn KeyValueStore>,
+    cell: StoreCell,
+}
+
+impl<K, A> MemoryWindows<K, A>
+where
+    K: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned,
+    A: Serialize + DeserializeOwned,
+{
+    #[inline(always)]
+    fn fold<R>(
+        &mut self,
+        start: Timestamp,
+        key: &K,
+        init: &InitFn<A>,
+        f: impl FnOnce(&mut A) -> R,
+    ) -> R {
+        let per_key = self.open.entry(start).or_default();
+        // Look up before inserting so the common path (window exists) clones no key.
+        let slot = match per_key.get_mut(key) {
+            Some(slot) => slot,
+            None => per_key
+                .entry(key.clone())
+                .or_insert_with(|| Slot::fresh(init())),
+        };
+        slot.dirty = true;
+        f(&mut slot.acc)
+    }
+
+    fn close(&mut self, start: Timestamp, values: bool, out: &mut Vec<(K, A)>) {
+        let Some(per_key) = self.open.remove(&start) else {
+            return;
+        };
+        let first = out.len();
+        for (key, slot) in per_key {
+            if slot.persisted {
+                match window_key(start, &key) {
+                    Ok(k) => self.evicted.push(k),
+                    Err(error) => tracing::warn!(%error, "cannot encode evicted window key"),
+                }
+            }
+            if values {
+                out.push((key, slot.acc));
+            }
+        }
+        // Hash order differs between runs and after a restore; sorting keeps the output
+        // deterministic, which tests and downstream consumers rely on.
+        out[first..].sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    }
+
+    fn checkpoint(
+        &mut self,
+        guard: &mut ReplayGuard,
+        meta: &TaskMeta,
+    ) -> Result<Vec<Change>, StreamsError> {
+        let store = self.cell.get()?;
+        for key in self.evicted.drain(..) {
+            store.delete(&key)?;
+        }
+        for (&start, per_key) in &mut self.open {
+            for (key, slot) in per_key.iter_mut().filter(|(_, s)| s.dirty) {
+                store.put(window_key(start, key)?, encode(&slot.acc)?)?;
+                slot.dirty = false;
+                slot.persisted = true;
+            }
+        }
+        self.cell.checkpoint(guard, meta)
+    }
+
+    fn restore(
+        &mut self,
+        changes: Vec<Change>,
+        guard: &mut ReplayGuard,
+    ) -> Result<Option<TaskMeta>, StreamsError> {
+        let store = self.cell.get()?;
+        store.restore(changes)?;
+        self.open.clear();
+        self.evicted.clear();
+        for (k, v) in store.prefix(&[DATA_PREFIX])? {
+            let (start, rest) = decode_time(&k[1..])?;
+            let key: K = decode(rest)?;
+            let acc: A = decode(&v)?;
+            self.open.entry(start).or_default().insert(
+                key,
+                Slot {
+                    acc,
+                    dirty: false,
+                    persisted: true,
+                },
+            );
+        }
+        guard.restore(store)
+    }
+}
+
+/// Where a [`WindowAggregate`] keeps its accumulators (see [`crate::backend`]). An enum
+/// rather than a type parameter keeps the operator's type independent of the backend; the
+/// match costs one predictable branch per record.
+enum Accumulators<K, A> {
+    /// Typed in memory, mirrored to the store at checkpoints.
+    Memory(MemoryWindows<K, A>),
+    /// Read and written through the store on every record.
+    Stored(StoredWindows<K, A>),
+}
+
+impl<K, A> Accumulators<K, A>
+where
+    K: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned,
+    A: Serialize + DeserializeOwned,
+{
+    /// Folds into the accumulator of `key` in window `start` (created by `init` if new).
+    /// Inlined so that the in-memory path stays one hash lookup.
+    #[inline(always)]
+    fn fold<R>(
+        &mut self,
+        start: Timestamp,
+        key: &K,
+        init: &InitFn<A>,
+        f: impl FnOnce(&mut A) -> R,
+    ) -> Result<R, StreamsError> {
+        match self {
+            Accumulators::Memory(m) => Ok(m.fold(start, key, init, f)),
+            Accumulators::Stored(s) => s.fold(start, key, init, f),
+        }
+    }
+
+    /// The start of the first open window.
+    fn first_start(&self) -> Option<Timestamp> {
+        match self {
+            Accumulators::Memory(m) => m.open.keys().next().copied(),
+            Accumulators::Stored(s) => s.first_start(),
+        }
+    }
+
+    /// Removes window `start`, appending its keys and accumulators in key order when
+    /// `values` is set.
+    fn close(
+        &mut self,
+        start: Timestamp,
+        values: bool,
+        out: &mut Vec<(K, A)>,
+    ) -> Result<(), StreamsError> {
+        match self {
+            Accumulators::Memory(m) => {
+                m.close(start, values, out);
+                Ok(())
+            }
+            Accumulators::Stored(s) => s.close(start, values, out),
+        }
+    }
+
+    fn cell(&mut self) -> &mut StoreCell {
+        match self {
+            Accumulators::Memory(m) => &mut m.cell,
+            Accumulators::Stored(s) => s.cell(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Accumulators::Memory(m) => m.open.values().map(HashMap::len).sum(),
+            Accumulators::Stored(s) => s.len(),
+        }
+    }
+}
+
+/// Windowed aggregation over tumbling or hopping windows, with its accumulators in memory
+/// or in its store (see [`crate::backend::StateBackend`]); the window logic is the same.
+pub struct WindowAggregate<K, V, A> {
+    name: String,
+    windows: Windows,
+    emit: EmitMode,
+    init: InitFn<A>,
+    add: AddFn<V, A>,
+    accs: Accumulators<K, A>,
     guard: ReplayGuard,
     /// The window of the previous record, for tumbling windows only.
     last_tumbling: Option<Window>,
+    /// The latest start of a window closed (and emitted, in final mode). Windows starting
+    /// at or before it stay closed even if the watermark goes back, which it does only after
+    /// an end of input ([`crate::Pipeline::end_of_input`]): a late record then counts as late
+    /// instead of reopening a window that was already emitted.
+    sealed: Option<Timestamp>,
 }
 
 impl<K, V, A> WindowAggregate<K, V, A>
@@ -99,7 +277,8 @@ where
     K: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send,
     A: Clone + Serialize + DeserializeOwned + Send,
 {
-    /// An aggregate named `name` (its store's name) over `windows`, keeping state in `store`.
+    /// An aggregate named `name` (its store's name) over `windows`, keeping its accumulators
+    /// in memory and mirroring them to `store` at checkpoints.
     pub fn new(
         name: impl Into<String>,
         windows: Windows,
@@ -108,83 +287,174 @@ where
         add: AddFn<V, A>,
         store: Box<dyn KeyValueStore>,
     ) -> Self {
+        let name = name.into();
+        let accs = Accumulators::Memory(MemoryWindows {
+            open: BTreeMap::new(),
+            evicted: Vec::new(),
+            cell: StoreCell::new(&name, Ok(store)),
+        });
+        Self::with(name, windows, emit, init, add, accs)
+    }
+
+    /// An aggregate that reads and writes each accumulator through `store` on every record
+    /// (for a [`crate::DiskStore`]: state larger than memory). An error opening the store is
+    /// reported by the first restore or checkpoint.
+    pub fn stored(
+        name: impl Into<String>,
+        windows: Windows,
+        emit: EmitMode,
+        init: InitFn<A>,
+        add: AddFn<V, A>,
+        store: Result<Box<dyn KeyValueStore>, StreamsError>,
+    ) -> Self {
+        let name = name.into();
+        let accs = Accumulators::Stored(StoredWindows::new(&name, store));
+        Self::with(name, windows, emit, init, add, accs)
+    }
+
+    /// An aggregate with its state where `backend` says.
+    pub fn with_backend(
+        name: impl Into<String>,
+        windows: Windows,
+        emit: EmitMode,
+        init: InitFn<A>,
+        add: AddFn<V, A>,
+        backend: &StateBackend,
+    ) -> Self {
+        let name = name.into();
+        let store = backend.open(&name);
+        match (backend.is_on_disk(), store) {
+            (false, Ok(store)) => Self::new(name, windows, emit, init, add, store),
+            (_, store) => Self::stored(name, windows, emit, init, add, store),
+        }
+    }
+
+    fn with(
+        name: String,
+        windows: Windows,
+        emit: EmitMode,
+        init: InitFn<A>,
+        add: AddFn<V, A>,
+        accs: Accumulators<K, A>,
+    ) -> Self {
         Self {
-            name: name.into(),
+            name,
             windows,
             emit,
             init,
             add,
-            open: BTreeMap::new(),
-            evicted: Vec::new(),
-            store,
+            accs,
             guard: ReplayGuard::default(),
             last_tumbling: None,
+            sealed: None,
         }
     }
 
-    fn store_key(start: Timestamp, key: &K) -> Result<Vec<u8>, StreamsError> {
-        let mut buf = Vec::with_capacity(16);
-        buf.push(DATA_PREFIX);
-        buf.extend_from_slice(&encode_time(start));
-        encode_into(key, &mut buf)?;
-        Ok(buf)
+    fn is_closed(&self, window: Window, watermark: Timestamp) -> bool {
+        self.windows.is_closed(window, watermark) || self.sealed.is_some_and(|s| window.start <= s)
     }
 
     /// Folds `record` into `window` unless the window is closed; returns whether it was open.
+    #[inline(always)]
     fn update(
         &mut self,
         window: Window,
         record: &Record<K, V>,
         watermark: Timestamp,
         out: &mut Vec<Record<Windowed<K>, A>>,
-    ) -> bool {
-        if self.windows.is_closed(window, watermark) {
-            return false;
+    ) -> Result<bool, StreamsError> {
+        if self.is_closed(window, watermark) {
+            return Ok(false);
         }
-        let per_key = self.open.entry(window.start).or_default();
-        // Look up before inserting so the common path (window exists) clones no key.
-        let slot = match per_key.get_mut(&record.key) {
-            Some(slot) => slot,
-            None => per_key
-                .entry(record.key.clone())
-                .or_insert_with(|| Slot::fresh((self.init)())),
-        };
-        (self.add)(&mut slot.acc, &record.value);
-        slot.dirty = true;
-        if self.emit == EmitMode::Update {
+        let add = &self.add;
+        let emit = self.emit == EmitMode::Update;
+        let updated = self
+            .accs
+            .fold(window.start, &record.key, &self.init, |acc| {
+                add(acc, &record.value);
+                emit.then(|| acc.clone())
+            })?;
+        if let Some(acc) = updated {
             out.push(Record {
                 key: Windowed {
                     key: record.key.clone(),
                     window_start: window.start,
                     window_end: window.end,
                 },
-                value: slot.acc.clone(),
+                value: acc,
                 timestamp: record.timestamp,
                 partition: record.partition,
                 offset: record.offset,
             });
         }
-        true
+        Ok(true)
     }
 
-    fn output(
-        &self,
-        key: K,
-        start: Timestamp,
-        acc: A,
-        timestamp: Timestamp,
-    ) -> Record<Windowed<K>, A> {
-        Record {
-            key: Windowed {
-                key,
-                window_start: start,
-                window_end: start.saturating_add(self.windows.size_ms()),
-            },
-            value: acc,
-            timestamp,
-            partition: 0,
-            offset: NO_OFFSET,
+    /// Folds `record` into each of its windows; returns whether it was late for any.
+    fn assign(
+        &mut self,
+        record: &Record<K, V>,
+        watermark: Timestamp,
+        out: &mut Vec<Record<Windowed<K>, A>>,
+    ) -> Result<bool, StreamsError> {
+        let t = record.timestamp;
+        // Tumbling windows and mostly ordered input: the record usually falls in the same
+        // window as the previous one, which saves the division of window assignment.
+        if let Some(window) = self.last_tumbling.filter(|w| w.start <= t && t < w.end) {
+            return Ok(!self.update(window, record, watermark, out)?);
         }
+        if let WindowKind::Tumbling { .. } = self.windows.kind() {
+            if let Some(window) = self.windows.assign(t).next() {
+                self.last_tumbling = Some(window);
+                return Ok(!self.update(window, record, watermark, out)?);
+            }
+            return Ok(false);
+        }
+        let mut late = false;
+        for window in self.windows.assign(t) {
+            late |= !self.update(window, record, watermark, out)?;
+        }
+        Ok(late)
+    }
+
+    /// Closes every window the watermark closes, oldest first.
+    fn close_windows(
+        &mut self,
+        watermark: Timestamp,
+        cx_closed: &mut u64,
+        out: &mut Vec<Record<Windowed<K>, A>>,
+    ) -> Result<(), StreamsError> {
+        let size = self.windows.size_ms();
+        let emit = self.emit == EmitMode::Final;
+        let mut results = Vec::new();
+        while let Some(start) = self.accs.first_start() {
+            let window = Window {
+                start,
+                end: start.saturating_add(size),
+            };
+            if !self.windows.is_closed(window, watermark) {
+                break;
+            }
+            self.sealed = Some(self.sealed.map_or(start, |s| s.max(start)));
+            results.clear();
+            self.accs.close(start, emit, &mut results)?;
+            let last = window.end.saturating_sub(1);
+            for (key, acc) in results.drain(..) {
+                out.push(Record {
+                    key: Windowed {
+                        key,
+                        window_start: start,
+                        window_end: window.end,
+                    },
+                    value: acc,
+                    timestamp: last,
+                    partition: 0,
+                    offset: NO_OFFSET,
+                });
+            }
+            *cx_closed += 1;
+        }
+        Ok(())
     }
 }
 
@@ -207,109 +477,63 @@ where
         cx: &mut Context<'_>,
         out: &mut Vec<Record<Windowed<K>, A>>,
     ) -> Option<Record<K, V>> {
+        if self.accs.cell().failed() {
+            return None;
+        }
         if self.guard.is_replay(&record) {
             cx.metrics.replays_skipped += 1;
             return None;
         }
-        let mut late = false;
-        let t = record.timestamp;
-        // Tumbling windows and mostly ordered input: the record usually falls in the same
-        // window as the previous one, which saves the division of window assignment.
-        if let Some(window) = self.last_tumbling.filter(|w| w.start <= t && t < w.end) {
-            late = !self.update(window, &record, cx.watermark, out);
-        } else if let WindowKind::Tumbling { .. } = self.windows.kind() {
-            if let Some(window) = self.windows.assign(t).next() {
-                self.last_tumbling = Some(window);
-                late = !self.update(window, &record, cx.watermark, out);
+        match self.assign(&record, cx.watermark, out) {
+            Ok(false) => None,
+            Ok(true) => {
+                cx.metrics.late_records += 1;
+                Some(record)
             }
-        } else {
-            for window in self.windows.assign(t) {
-                late |= !self.update(window, &record, cx.watermark, out);
+            Err(error) => {
+                self.accs.cell().fail(error);
+                None
             }
         }
-        if late {
-            cx.metrics.late_records += 1;
-            return Some(record);
-        }
-        None
     }
 
     fn on_watermark(&mut self, cx: &mut Context<'_>, out: &mut Vec<Record<Windowed<K>, A>>) {
-        let size = self.windows.size_ms();
-        while let Some(entry) = self.open.first_entry() {
-            let start = *entry.key();
-            let window = Window {
-                start,
-                end: start.saturating_add(size),
-            };
-            if !self.windows.is_closed(window, cx.watermark) {
-                break;
-            }
-            let mut slots: Vec<(K, Slot<A>)> = entry.remove().into_iter().collect();
-            // Hash order differs between runs and after a restore; sorting keeps the output
-            // deterministic, which tests and downstream consumers rely on.
-            slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            for (key, slot) in slots {
-                if slot.persisted {
-                    match Self::store_key(start, &key) {
-                        Ok(k) => self.evicted.push(k),
-                        Err(error) => tracing::warn!(%error, "cannot encode evicted window key"),
-                    }
-                }
-                if self.emit == EmitMode::Final {
-                    let last = window.end.saturating_sub(1);
-                    out.push(self.output(key, start, slot.acc, last));
-                }
-            }
-            cx.metrics.windows_closed += 1;
+        if self.accs.cell().failed() {
+            return;
+        }
+        if let Err(error) = self.close_windows(cx.watermark, &mut cx.metrics.windows_closed, out) {
+            self.accs.cell().fail(error);
         }
     }
 
     fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        for key in self.evicted.drain(..) {
-            self.store.delete(&key)?;
+        match &mut self.accs {
+            Accumulators::Memory(m) => m.checkpoint(&mut self.guard, meta),
+            Accumulators::Stored(s) => s.checkpoint(&mut self.guard, meta),
         }
-        for (&start, per_key) in &mut self.open {
-            for (key, slot) in per_key.iter_mut().filter(|(_, s)| s.dirty) {
-                self.store
-                    .put(Self::store_key(start, key)?, encode(&slot.acc)?)?;
-                slot.dirty = false;
-                slot.persisted = true;
-            }
-        }
-        self.guard.checkpoint(self.store.as_mut(), meta)?;
-        Ok(self.store.take_changes())
     }
 
     fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.store.restore(changes)?;
-        self.open.clear();
-        self.evicted.clear();
-        let data = self.store.prefix(&[DATA_PREFIX])?;
-        for (k, v) in data {
-            let (start, rest) = decode_time(&k[1..])?;
-            let key: K = decode(rest)?;
-            let acc: A = decode(&v)?;
-            self.open.entry(start).or_default().insert(
-                key,
-                Slot {
-                    acc,
-                    dirty: false,
-                    persisted: true,
-                },
-            );
+        self.last_tumbling = None;
+        self.sealed = None;
+        match &mut self.accs {
+            Accumulators::Memory(m) => m.restore(changes, &mut self.guard),
+            Accumulators::Stored(s) => s.restore(changes, &mut self.guard),
         }
-        self.guard.restore(self.store.as_ref())
     }
 
     fn state_len(&self) -> usize {
-        self.open.values().map(HashMap::len).sum()
+        self.accs.len()
     }
 
     fn snapshot(&self) -> Vec<serde_json::Value> {
+        // On-disk state is not published: a snapshot would read the whole store.
+        let Accumulators::Memory(m) = &self.accs else {
+            return Vec::new();
+        };
         let size = self.windows.size_ms();
         let mut rows = Vec::with_capacity(self.state_len());
-        for (start, keys) in &self.open {
+        for (start, keys) in &m.open {
             for (key, slot) in keys {
                 rows.push(window_row(key, *start, start + size, &slot.acc));
             }
@@ -333,15 +557,23 @@ fn window_row<K: Serialize, A: Serialize>(
     })
 }
 
-/// One session of one key.
-#[derive(Debug, Clone)]
-struct Session<A> {
+/// A session's value in its state: its end (the start is its entry key) and accumulator.
+type SessionValue<A> = (Timestamp, A);
+
+/// What one record did to its key's sessions.
+struct SessionChange<A> {
+    /// The sessions it replaced (merged into the new one or grown).
+    replaced: Vec<Window>,
+    /// The session it is in now.
     window: Window,
-    slot: Slot<A>,
+    /// The session's accumulator, in update mode.
+    updated: Option<A>,
 }
 
 /// Windowed aggregation over session windows: per key, records closer than the inactivity
-/// gap share a session, and a record that bridges two sessions merges them.
+/// gap share a session, and a record that bridges two sessions merges them. Sessions are
+/// entries `(key, session start) -> (end, accumulator)` of a [`KeyedState`], in memory or on
+/// disk (see [`crate::backend`]).
 pub struct SessionAggregate<K, V, A> {
     name: String,
     windows: SessionWindows,
@@ -349,13 +581,14 @@ pub struct SessionAggregate<K, V, A> {
     init: InitFn<A>,
     add: AddFn<V, A>,
     merge: MergeFn<A>,
-    /// Sessions per key, sorted by start, never overlapping within the gap.
-    sessions: HashMap<K, Vec<Session<A>>>,
+    state: KeyedState<K, Timestamp, SessionValue<A>>,
     /// (close time, key, session start) for every open session: what to close next.
     closing: BTreeSet<(Timestamp, K, Timestamp)>,
-    evicted: Vec<Vec<u8>>,
-    store: Box<dyn KeyValueStore>,
     guard: ReplayGuard,
+    /// The latest `end + gap` of a closed session: a record at or before it could only have
+    /// joined closed sessions. The watermark makes such records late anyway, except after an
+    /// end of input sets it back ([`crate::Pipeline::end_of_input`]).
+    sealed: Option<Timestamp>,
 }
 
 impl<K, V, A> SessionAggregate<K, V, A>
@@ -363,7 +596,8 @@ where
     K: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send,
     A: Clone + Serialize + DeserializeOwned + Send,
 {
-    /// A session aggregate named `name` (its store's name), keeping state in `store`.
+    /// A session aggregate named `name` (its store's name), in memory and mirrored to
+    /// `store` at checkpoints.
     pub fn new(
         name: impl Into<String>,
         windows: SessionWindows,
@@ -373,33 +607,127 @@ where
         merge: MergeFn<A>,
         store: Box<dyn KeyValueStore>,
     ) -> Self {
+        let name = name.into();
+        let state = KeyedState::in_memory(&name, store);
+        Self::with(name, windows, emit, (init, add, merge), state)
+    }
+
+    /// A session aggregate with its state where `backend` says.
+    pub fn with_backend(
+        name: impl Into<String>,
+        windows: SessionWindows,
+        emit: EmitMode,
+        init: InitFn<A>,
+        add: AddFn<V, A>,
+        merge: MergeFn<A>,
+        backend: &StateBackend,
+    ) -> Self {
+        let name = name.into();
+        let state = KeyedState::new(&name, backend);
+        Self::with(name, windows, emit, (init, add, merge), state)
+    }
+
+    fn with(
+        name: String,
+        windows: SessionWindows,
+        emit: EmitMode,
+        (init, add, merge): (InitFn<A>, AddFn<V, A>, MergeFn<A>),
+        state: KeyedState<K, Timestamp, SessionValue<A>>,
+    ) -> Self {
         Self {
-            name: name.into(),
+            name,
             windows,
             emit,
             init,
             add,
             merge,
-            sessions: HashMap::new(),
+            state,
             closing: BTreeSet::new(),
-            evicted: Vec::new(),
-            store,
             guard: ReplayGuard::default(),
+            sealed: None,
         }
     }
 
-    fn store_key(key: &K, start: Timestamp) -> Result<Vec<u8>, StreamsError> {
-        let mut buf = vec![DATA_PREFIX];
-        encode_into(key, &mut buf)?;
-        buf.extend_from_slice(&encode_time(start));
-        Ok(buf)
+    /// Adds `record` to its key's sessions: every session it touches becomes one.
+    fn assign(&mut self, record: &Record<K, V>) -> Result<SessionChange<A>, StreamsError> {
+        let t = record.timestamp;
+        let windows = self.windows;
+        let (init, add, merge) = (&self.init, &self.add, &self.merge);
+        let update = self.emit == EmitMode::Update;
+        self.state.update(&record.key, |sessions| {
+            let touching: Vec<Timestamp> = sessions
+                .iter()
+                .filter(|(&start, (end, _))| windows.touches(Window { start, end: *end }, t))
+                .map(|(&start, _)| start)
+                .collect();
+            // Merged into the earliest session, in start order.
+            let mut replaced = Vec::with_capacity(touching.len());
+            let mut merged: Option<(Window, A)> = None;
+            for start in touching {
+                let Some((end, acc)) = sessions.remove(&start) else {
+                    continue;
+                };
+                let window = Window { start, end };
+                replaced.push(window);
+                merged = Some(match merged {
+                    None => (window, acc),
+                    Some((mut into, mut into_acc)) => {
+                        into.end = into.end.max(end);
+                        merge(&mut into_acc, acc);
+                        (into, into_acc)
+                    }
+                });
+            }
+            let (mut window, mut acc) =
+                merged.unwrap_or_else(|| (Window { start: t, end: t }, init()));
+            window.start = window.start.min(t);
+            window.end = window.end.max(t);
+            add(&mut acc, &record.value);
+            let updated = update.then(|| acc.clone());
+            sessions.insert(window.start, (window.end, acc));
+            SessionChange {
+                replaced,
+                window,
+                updated,
+            }
+        })
     }
 
-    fn evict(&mut self, key: &K, start: Timestamp) {
-        match Self::store_key(key, start) {
-            Ok(k) => self.evicted.push(k),
-            Err(error) => tracing::warn!(%error, "cannot encode evicted session key"),
+    /// Closes every session the watermark closes, in close order.
+    fn close_sessions(
+        &mut self,
+        watermark: Timestamp,
+        closed: &mut u64,
+        out: &mut Vec<Record<Windowed<K>, A>>,
+    ) -> Result<(), StreamsError> {
+        while let Some((close_at, _, _)) = self.closing.first() {
+            if *close_at > watermark {
+                break;
+            }
+            let Some((_, key, start)) = self.closing.pop_first() else {
+                break;
+            };
+            let Some((end, acc)) = self.state.update(&key, |s| s.remove(&start))? else {
+                continue;
+            };
+            let reach = end.saturating_add(self.windows.gap_ms());
+            self.sealed = Some(self.sealed.map_or(reach, |s| s.max(reach)));
+            *closed += 1;
+            if self.emit == EmitMode::Final {
+                out.push(Record {
+                    key: Windowed {
+                        key,
+                        window_start: start,
+                        window_end: end,
+                    },
+                    value: acc,
+                    timestamp: end,
+                    partition: 0,
+                    offset: NO_OFFSET,
+                });
+            }
         }
+        Ok(())
     }
 }
 
@@ -422,186 +750,89 @@ where
         cx: &mut Context<'_>,
         out: &mut Vec<Record<Windowed<K>, A>>,
     ) -> Option<Record<K, V>> {
+        if self.state.failed() {
+            return None;
+        }
         if self.guard.is_replay(&record) {
             cx.metrics.replays_skipped += 1;
             return None;
         }
         let t = record.timestamp;
-        if self.windows.is_late(t, cx.watermark) {
+        if self.windows.is_late(t, cx.watermark) || self.sealed.is_some_and(|s| t <= s) {
             cx.metrics.late_records += 1;
             return Some(record);
         }
-        let mut list = self.sessions.remove(&record.key).unwrap_or_default();
-        // Take out every session the record touches; they become one.
-        let mut merged: Option<Session<A>> = None;
-        let mut i = 0;
-        while i < list.len() {
-            if !self.windows.touches(list[i].window, t) {
-                i += 1;
-                continue;
+        let change = match self.assign(&record) {
+            Ok(change) => change,
+            Err(error) => {
+                self.state.fail(error);
+                return None;
             }
-            let s = list.remove(i);
-            self.closing.remove(&(
-                self.windows.close_at(s.window),
-                record.key.clone(),
-                s.window.start,
-            ));
-            merged = Some(match merged {
-                None => s,
-                Some(mut m) => {
-                    if s.slot.persisted {
-                        self.evict(&record.key, s.window.start);
-                    }
-                    m.window.end = m.window.end.max(s.window.end);
-                    (self.merge)(&mut m.slot.acc, s.slot.acc);
-                    m
-                }
-            });
+        };
+        for old in change.replaced {
+            self.closing
+                .remove(&(self.windows.close_at(old), record.key.clone(), old.start));
         }
-        let mut session = merged.unwrap_or_else(|| Session {
-            window: Window { start: t, end: t },
-            slot: Slot::fresh((self.init)()),
-        });
-        if t < session.window.start {
-            // The store key contains the start: the old entry goes, a new one comes.
-            if session.slot.persisted {
-                self.evict(&record.key, session.window.start);
-                session.slot.persisted = false;
-            }
-            session.window.start = t;
-        }
-        session.window.end = session.window.end.max(t);
-        (self.add)(&mut session.slot.acc, &record.value);
-        session.slot.dirty = true;
         self.closing.insert((
-            self.windows.close_at(session.window),
+            self.windows.close_at(change.window),
             record.key.clone(),
-            session.window.start,
+            change.window.start,
         ));
-        if self.emit == EmitMode::Update {
+        if let Some(acc) = change.updated {
             out.push(Record {
                 key: Windowed {
-                    key: record.key.clone(),
-                    window_start: session.window.start,
-                    window_end: session.window.end,
+                    key: record.key,
+                    window_start: change.window.start,
+                    window_end: change.window.end,
                 },
-                value: session.slot.acc.clone(),
+                value: acc,
                 timestamp: t,
                 partition: record.partition,
                 offset: record.offset,
             });
         }
-        let pos = list.partition_point(|s| s.window.start < session.window.start);
-        list.insert(pos, session);
-        self.sessions.insert(record.key, list);
         None
     }
 
     fn on_watermark(&mut self, cx: &mut Context<'_>, out: &mut Vec<Record<Windowed<K>, A>>) {
-        while let Some((close_at, _, _)) = self.closing.first() {
-            if *close_at > cx.watermark {
-                break;
-            }
-            let Some((_, key, start)) = self.closing.pop_first() else {
-                break;
-            };
-            let Some(list) = self.sessions.get_mut(&key) else {
-                continue;
-            };
-            let Some(pos) = list.iter().position(|s| s.window.start == start) else {
-                continue;
-            };
-            let session = list.remove(pos);
-            if list.is_empty() {
-                self.sessions.remove(&key);
-            }
-            if session.slot.persisted {
-                self.evict(&key, start);
-            }
-            cx.metrics.windows_closed += 1;
-            if self.emit == EmitMode::Final {
-                out.push(Record {
-                    key: Windowed {
-                        key,
-                        window_start: session.window.start,
-                        window_end: session.window.end,
-                    },
-                    value: session.slot.acc,
-                    timestamp: session.window.end,
-                    partition: 0,
-                    offset: NO_OFFSET,
-                });
-            }
+        if self.state.failed() {
+            return;
+        }
+        if let Err(error) = self.close_sessions(cx.watermark, &mut cx.metrics.windows_closed, out) {
+            self.state.fail(error);
         }
     }
 
     fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        for key in self.evicted.drain(..) {
-            self.store.delete(&key)?;
-        }
-        for (key, list) in &mut self.sessions {
-            for s in list.iter_mut().filter(|s| s.slot.dirty) {
-                self.store.put(
-                    Self::store_key(key, s.window.start)?,
-                    encode(&(s.window.end, &s.slot.acc))?,
-                )?;
-                s.slot.dirty = false;
-                s.slot.persisted = true;
-            }
-        }
-        self.guard.checkpoint(self.store.as_mut(), meta)?;
-        Ok(self.store.take_changes())
+        self.state.checkpoint(&mut self.guard, meta)
     }
 
     fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.store.restore(changes)?;
-        self.sessions.clear();
         self.closing.clear();
-        self.evicted.clear();
-        let data = self.store.range(
-            Bound::Included(&[DATA_PREFIX]),
-            Bound::Excluded(&[DATA_PREFIX + 1]),
-        )?;
-        for (k, v) in data {
-            let (key, rest): (K, _) = decode_prefix(&k[1..])?;
-            let (start, _) = decode_time(rest)?;
-            let (end, acc): (Timestamp, A) = decode(&v)?;
-            let window = Window { start, end };
-            self.closing
-                .insert((self.windows.close_at(window), key.clone(), start));
-            let list = self.sessions.entry(key).or_default();
-            let pos = list.partition_point(|s| s.window.start < start);
-            list.insert(
-                pos,
-                Session {
-                    window,
-                    slot: Slot {
-                        acc,
-                        dirty: false,
-                        persisted: true,
-                    },
-                },
-            );
-        }
-        self.guard.restore(self.store.as_ref())
+        self.sealed = None;
+        let windows = self.windows;
+        let closing = &mut self.closing;
+        self.state.restore(
+            changes,
+            &mut self.guard,
+            |key: &K, &start: &Timestamp, (end, _): &SessionValue<A>| {
+                let window = Window { start, end: *end };
+                closing.insert((windows.close_at(window), key.clone(), start));
+            },
+        )
     }
 
     fn state_len(&self) -> usize {
-        self.closing.len()
+        self.state.len()
     }
 
     fn snapshot(&self) -> Vec<serde_json::Value> {
-        self.sessions
-            .iter()
+        self.state
+            .memory_groups()
             .flat_map(|(key, sessions)| {
-                sessions.iter().map(move |session| {
-                    window_row(
-                        key,
-                        session.window.start,
-                        session.window.end,
-                        &session.slot.acc,
-                    )
-                })
+                sessions
+                    .iter()
+                    .map(move |(&start, (end, acc))| window_row(key, start, *end, acc))
             })
             .collect()
     }

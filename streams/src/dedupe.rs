@@ -9,39 +9,45 @@
 //! output, not silently passed or dropped. Pick the pipeline's out-of-orderness so that normal
 //! disorder stays ahead of the watermark.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::backend::StateBackend;
 use crate::error::StreamsError;
-use crate::operator::{Context, Operator, ReplayGuard, TaskMeta, DATA_PREFIX};
+use crate::keyed::KeyedState;
+use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
 use crate::record::Record;
-use crate::store::{decode, encode, encode_into, Change, KeyValueStore};
+use crate::store::{Change, KeyValueStore};
 use crate::time::Timestamp;
 
 /// Extracts the id that identifies duplicates (a click id, an event UUID).
 pub type IdFn<K, V, I> = Box<dyn Fn(&K, &V) -> I + Send>;
 
-/// What is remembered about an id.
-#[derive(Debug, Clone, Copy)]
-struct Seen {
-    first: Timestamp,
-    dirty: bool,
-    persisted: bool,
+/// What the state says about a record.
+enum Verdict {
+    /// A new id, or one seen outside the horizon: passes.
+    New,
+    /// Seen within the horizon: dropped.
+    Duplicate,
+    /// Unknown and older than the watermark: cannot be judged.
+    Late,
 }
 
 /// The dedupe operator: passes the first record per id within the horizon.
+///
+/// Each remembered id is one entry (`id` -> first event time) of its [`KeyedState`], in
+/// memory or on disk (see [`crate::backend`]).
 pub struct Dedupe<K, V, I> {
     name: String,
     horizon: i64,
     id: IdFn<K, V, I>,
-    seen: HashMap<I, Seen>,
-    /// Ids by expiry time (`first + horizon`).
+    state: KeyedState<I, (), Timestamp>,
+    /// Ids by expiry time (`first + horizon`). An id seen again after its horizon keeps its
+    /// old entry here, which is ignored when it fires.
     expiry: BTreeMap<Timestamp, Vec<I>>,
-    evicted: Vec<Vec<u8>>,
-    store: Box<dyn KeyValueStore>,
     guard: ReplayGuard,
 }
 
@@ -49,44 +55,67 @@ impl<K, V, I> Dedupe<K, V, I>
 where
     I: Hash + Eq + Clone + Serialize + DeserializeOwned + Send,
 {
-    /// A dedupe step named `name` (its store's name) remembering ids for `horizon_ms`.
+    /// A dedupe step named `name` (its store's name) remembering ids for `horizon_ms`, in
+    /// memory and mirrored to `store` at checkpoints.
     pub fn new(
         name: impl Into<String>,
         horizon_ms: i64,
         id: IdFn<K, V, I>,
         store: Box<dyn KeyValueStore>,
     ) -> Self {
+        let name = name.into();
+        let state = KeyedState::in_memory(&name, store);
+        Self::with(name, horizon_ms, id, state)
+    }
+
+    /// A dedupe step with its state where `backend` says.
+    pub fn with_backend(
+        name: impl Into<String>,
+        horizon_ms: i64,
+        id: IdFn<K, V, I>,
+        backend: &StateBackend,
+    ) -> Self {
+        let name = name.into();
+        let state = KeyedState::new(&name, backend);
+        Self::with(name, horizon_ms, id, state)
+    }
+
+    fn with(
+        name: String,
+        horizon_ms: i64,
+        id: IdFn<K, V, I>,
+        state: KeyedState<I, (), Timestamp>,
+    ) -> Self {
         Self {
-            name: name.into(),
+            name,
             horizon: horizon_ms.max(0),
             id,
-            seen: HashMap::new(),
+            state,
             expiry: BTreeMap::new(),
-            evicted: Vec::new(),
-            store,
             guard: ReplayGuard::default(),
         }
     }
 
-    fn store_key(id: &I) -> Result<Vec<u8>, StreamsError> {
-        let mut buf = vec![DATA_PREFIX];
-        encode_into(id, &mut buf)?;
-        Ok(buf)
-    }
-
-    fn remember(&mut self, id: I, first: Timestamp, persisted: bool, dirty: bool) {
-        self.expiry
-            .entry(first.saturating_add(self.horizon))
-            .or_default()
-            .push(id.clone());
-        self.seen.insert(
-            id,
-            Seen {
-                first,
-                dirty,
-                persisted,
-            },
-        );
+    /// Forgets the ids whose horizon the watermark passed.
+    fn expire(&mut self, watermark: Timestamp) -> Result<(), StreamsError> {
+        while let Some(entry) = self.expiry.first_entry() {
+            if *entry.key() >= watermark {
+                break;
+            }
+            let expires = *entry.key();
+            let horizon = self.horizon;
+            for id in entry.remove() {
+                // Only expire the sighting this entry was made for.
+                self.state.update(&id, |g| {
+                    if g.get(&())
+                        .is_some_and(|first| first.saturating_add(horizon) == expires)
+                    {
+                        g.remove(&());
+                    }
+                })?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -109,86 +138,83 @@ where
         cx: &mut Context<'_>,
         out: &mut Vec<Record<K, V>>,
     ) -> Option<Record<K, V>> {
+        if self.state.failed() {
+            return None;
+        }
         if self.guard.is_replay(&record) {
             cx.metrics.replays_skipped += 1;
             return None;
         }
         let id = (self.id)(&record.key, &record.value);
         let t = record.timestamp;
-        let previous = self.seen.get(&id).copied();
-        if let Some(seen) = previous {
-            if t.abs_diff(seen.first) <= self.horizon.unsigned_abs() {
+        let horizon = self.horizon.unsigned_abs();
+        let late = t < cx.watermark;
+        let verdict = self.state.update(&id, |g| {
+            if g.get(&())
+                .is_some_and(|first| t.abs_diff(*first) <= horizon)
+            {
+                return Verdict::Duplicate;
+            }
+            if late {
+                return Verdict::Late;
+            }
+            // A new id, or one whose previous sighting is outside the horizon: this record
+            // starts a new horizon.
+            g.insert((), t);
+            Verdict::New
+        });
+        match verdict {
+            Ok(Verdict::New) => {
+                self.expiry
+                    .entry(t.saturating_add(self.horizon))
+                    .or_default()
+                    .push(id);
+                out.push(record);
+                None
+            }
+            Ok(Verdict::Duplicate) => {
                 cx.metrics.duplicates_dropped += 1;
-                return None;
+                None
+            }
+            Ok(Verdict::Late) => {
+                cx.metrics.late_records += 1;
+                Some(record)
+            }
+            Err(error) => {
+                self.state.fail(error);
+                None
             }
         }
-        if t < cx.watermark {
-            cx.metrics.late_records += 1;
-            return Some(record);
-        }
-        // A new id, or one whose previous sighting is outside the horizon: this record starts
-        // a new horizon. The old expiry entry stays behind and is ignored when it fires.
-        let persisted = previous.is_some_and(|s| s.persisted);
-        self.remember(id, t, persisted, true);
-        out.push(record);
-        None
     }
 
     fn on_watermark(&mut self, cx: &mut Context<'_>, _out: &mut Vec<Record<K, V>>) {
-        while let Some(entry) = self.expiry.first_entry() {
-            if *entry.key() >= cx.watermark {
-                break;
-            }
-            let expires = *entry.key();
-            for id in entry.remove() {
-                // Only expire the sighting this entry was made for.
-                let current = self
-                    .seen
-                    .get(&id)
-                    .is_some_and(|s| s.first.saturating_add(self.horizon) == expires);
-                if !current {
-                    continue;
-                }
-                if let Some(seen) = self.seen.remove(&id) {
-                    if seen.persisted {
-                        match Self::store_key(&id) {
-                            Ok(k) => self.evicted.push(k),
-                            Err(error) => tracing::warn!(%error, "cannot encode expired id"),
-                        }
-                    }
-                }
-            }
+        if self.state.failed() {
+            return;
+        }
+        if let Err(error) = self.expire(cx.watermark) {
+            self.state.fail(error);
         }
     }
 
     fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        for key in self.evicted.drain(..) {
-            self.store.delete(&key)?;
-        }
-        for (id, seen) in self.seen.iter_mut().filter(|(_, s)| s.dirty) {
-            self.store.put(Self::store_key(id)?, encode(&seen.first)?)?;
-            seen.dirty = false;
-            seen.persisted = true;
-        }
-        self.guard.checkpoint(self.store.as_mut(), meta)?;
-        Ok(self.store.take_changes())
+        self.state.checkpoint(&mut self.guard, meta)
     }
 
     fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.store.restore(changes)?;
-        self.seen.clear();
         self.expiry.clear();
-        self.evicted.clear();
-        for (k, v) in self.store.prefix(&[DATA_PREFIX])? {
-            let id: I = decode(&k[1..])?;
-            let first: Timestamp = decode(&v)?;
-            self.remember(id, first, true, false);
-        }
-        self.guard.restore(self.store.as_ref())
+        let horizon = self.horizon;
+        let expiry = &mut self.expiry;
+        self.state
+            .restore(changes, &mut self.guard, |id: &I, _, first: &Timestamp| {
+                expiry
+                    .entry(first.saturating_add(horizon))
+                    .or_default()
+                    .push(id.clone());
+            })
     }
 
     fn state_len(&self) -> usize {
-        self.seen.len()
+        self.state.len()
     }
 }
 

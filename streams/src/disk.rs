@@ -217,6 +217,54 @@ impl KeyValueStore for DiskStore {
         Ok(merged.into_iter().collect())
     }
 
+    fn scan(
+        &self,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StreamsError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| io("starting a state read", e))?;
+        let table = tx
+            .open_table(TABLE)
+            .map_err(|e| io("opening the state table", e))?;
+        // The first `limit` entries of the merged view are among the first `limit` live
+        // entries of the file (with buffered values over them) and the first `limit` live
+        // buffered entries.
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut from_file = 0;
+        for entry in table
+            .range::<&[u8]>((from, to))
+            .map_err(|e| io("scanning state", e))?
+        {
+            if from_file >= limit {
+                break;
+            }
+            let (k, v) = entry.map_err(|e| io("scanning state", e))?;
+            let k = k.value();
+            match self.buffer.get(k) {
+                Some(None) => continue,
+                Some(Some(newer)) => merged.insert(k.to_vec(), newer.clone()),
+                None => merged.insert(k.to_vec(), v.value().to_vec()),
+            };
+            from_file += 1;
+        }
+        for (k, v) in self
+            .buffer
+            .range::<[u8], _>((from, to))
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+            .take(limit)
+        {
+            merged.insert(k.clone(), v.clone());
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
     fn flush(&mut self) -> Result<(), StreamsError> {
         self.flush_buffer()
     }
@@ -373,6 +421,37 @@ mod tests {
         );
         // Restoring records no changes.
         assert!(b.take_changes().is_empty());
+    }
+
+    #[test]
+    fn scans_in_chunks_see_the_buffer_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(&dir);
+        for k in [1u8, 3, 5, 7] {
+            s.put(vec![k], vec![k]).unwrap();
+        }
+        s.take_changes();
+        s.delete(&[3]).unwrap();
+        s.put(vec![4], vec![4]).unwrap();
+        s.put(vec![5], vec![50]).unwrap();
+        let mut all = Vec::new();
+        let mut from: Option<Vec<u8>> = None;
+        loop {
+            let lower = from.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let chunk = s.scan(lower, Bound::Unbounded, 2).unwrap();
+            let Some((last, _)) = chunk.last() else { break };
+            from = Some(last.clone());
+            all.extend(chunk);
+        }
+        assert_eq!(
+            all,
+            vec![
+                (vec![1], vec![1]),
+                (vec![4], vec![4]),
+                (vec![5], vec![50]),
+                (vec![7], vec![7])
+            ]
+        );
     }
 
     #[test]

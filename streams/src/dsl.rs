@@ -36,13 +36,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::aggregate::{EmitMode, SessionAggregate, WindowAggregate};
+use crate::backend::StateBackend;
 use crate::dedupe::Dedupe;
 use crate::error::StreamsError;
 use crate::join::{JoinKind, JoinWindows, Side, WindowJoin};
 use crate::operator::{Context, Metrics, Operator, TaskMeta};
 use crate::record::{LateRecord, Record, Windowed};
 use crate::sliding::SlidingAggregate;
-use crate::store::{Change, InMemoryStore};
+use crate::store::Change;
 use crate::table::{GlobalTable, TableUpdates};
 use crate::time::{millis, PartitionId, Timestamp, WatermarkTracker};
 use crate::window::{SessionWindows, SlidingWindows, Windows};
@@ -415,6 +416,8 @@ pub struct Stream<K, V> {
     wire: Wire<K, V>,
     /// Stateful steps so far, for default store names.
     stateful: usize,
+    /// Where the next stateful steps keep their state.
+    backend: StateBackend,
 }
 
 impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
@@ -427,6 +430,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         Stream {
             wire: Box::new(move |down| wire(step(down))),
             stateful,
+            backend: self.backend,
         }
     }
 
@@ -592,6 +596,33 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         )
     }
 
+    /// Sets where the stateful steps that follow keep their state (default: the pipeline's
+    /// backend, see [`Pipeline::with_backend`]), like a Kafka Streams `Materialized` store
+    /// supplier for each of them. A windowed stream's `.on_disk(dir)` or `.in_memory()`
+    /// overrides it for that step only.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use millrace_streams::{Pipeline, Record, StateBackend, Stream};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let state = StateBackend::on_disk(dir.path());
+    /// let mut p = Pipeline::new(move |clicks: Stream<String, u32>| {
+    ///     clicks
+    ///         .state_backend(state)
+    ///         .dedupe(Duration::from_secs(600), |click_id, _| click_id.clone())
+    /// });
+    /// p.push(Record::new("c1".to_string(), 1, 1_000));
+    /// p.push(Record::new("c1".to_string(), 1, 2_000));
+    /// assert_eq!(p.take_output().len(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn state_backend(mut self, backend: StateBackend) -> Self {
+        self.backend = backend;
+        self
+    }
+
     /// Adds any [`Operator`] as a step (how the ready-made analytics operators plug in).
     /// Late records go to the pipeline's late side output, and to `on_late` if given.
     pub fn operator<O>(self, op: O, on_late: Option<LateFn<K, V>>) -> Stream<O::OutKey, O::OutValue>
@@ -624,40 +655,37 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         I: Hash + Eq + Clone + Serialize + DeserializeOwned + Send + 'static,
     {
         let name = format!("dedupe-{}", self.stateful);
-        let op = Dedupe::new(
-            name,
-            millis(horizon),
-            Box::new(id),
-            Box::new(InMemoryStore::new()),
-        );
+        let op = Dedupe::with_backend(name, millis(horizon), Box::new(id), &self.backend);
         self.operator(op, None)
     }
 
     /// Groups records by key into tumbling or hopping windows.
     pub fn window(self, windows: Windows) -> WindowedStream<K, V> {
+        let config = WindowConfig::new(&self.backend);
         WindowedStream {
             stream: self,
             windows,
-            config: WindowConfig::default(),
-            disk: None,
+            config,
         }
     }
 
     /// Groups records by key into sliding windows (Kafka's `SlidingWindows`).
     pub fn sliding_window(self, windows: SlidingWindows) -> SlidingWindowedStream<K, V> {
+        let config = WindowConfig::new(&self.backend);
         SlidingWindowedStream {
             stream: self,
             windows,
-            config: WindowConfig::default(),
+            config,
         }
     }
 
     /// Groups records by key into session windows.
     pub fn session_window(self, windows: SessionWindows) -> SessionWindowedStream<K, V> {
+        let config = WindowConfig::new(&self.backend);
         SessionWindowedStream {
             stream: self,
             windows,
-            config: WindowConfig::default(),
+            config,
         }
     }
 }
@@ -691,11 +719,13 @@ where
     /// assert_eq!((out[0].value, out[0].timestamp), ((1, 7), 5_000));
     /// ```
     pub fn window_join(self, windows: JoinWindows) -> WindowJoinBuilder<K, L, R> {
+        let backend = self.backend.clone();
         WindowJoinBuilder {
             stream: self,
             windows,
             name: None,
             on_late: None,
+            backend,
         }
     }
 }
@@ -706,6 +736,7 @@ pub struct WindowJoinBuilder<K, L, R> {
     windows: JoinWindows,
     name: Option<String>,
     on_late: Option<LateFn<K, Side<L, R>>>,
+    backend: StateBackend,
 }
 
 impl<K, L, R> WindowJoinBuilder<K, L, R>
@@ -725,6 +756,21 @@ where
     #[must_use]
     pub fn on_late(mut self, f: impl FnMut(&Record<K, Side<L, R>>) + Send + 'static) -> Self {
         self.on_late = Some(Box::new(f));
+        self
+    }
+
+    /// Keeps the join buffers on disk (a [`crate::DiskStore`] file per task in `dir`), for
+    /// buffers larger than memory (see [`crate::backend`]).
+    #[must_use]
+    pub fn on_disk(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.backend = StateBackend::on_disk(dir);
+        self
+    }
+
+    /// Keeps the join buffers in memory, whatever the pipeline's backend.
+    #[must_use]
+    pub fn in_memory(mut self) -> Self {
+        self.backend = StateBackend::InMemory;
         self
     }
 
@@ -772,13 +818,7 @@ where
     ) -> Stream<K, O> {
         let stateful = self.stream.stateful;
         let name = self.name.unwrap_or_else(|| format!("join-{stateful}"));
-        let op = WindowJoin::new(
-            name,
-            self.windows,
-            kind,
-            joiner,
-            Box::new(InMemoryStore::new()),
-        );
+        let op = WindowJoin::with_backend(name, self.windows, kind, joiner, &self.backend);
         self.stream.operator(op, self.on_late)
     }
 }
@@ -788,14 +828,16 @@ struct WindowConfig<K, V> {
     emit: EmitMode,
     name: Option<String>,
     on_late: Option<LateFn<K, V>>,
+    backend: StateBackend,
 }
 
-impl<K, V> Default for WindowConfig<K, V> {
-    fn default() -> Self {
+impl<K, V> WindowConfig<K, V> {
+    fn new(backend: &StateBackend) -> Self {
         Self {
             emit: EmitMode::default(),
             name: None,
             on_late: None,
+            backend: backend.clone(),
         }
     }
 }
@@ -805,8 +847,6 @@ pub struct WindowedStream<K, V> {
     stream: Stream<K, V>,
     windows: Windows,
     config: WindowConfig<K, V>,
-    /// Keep the state on disk, in this directory.
-    disk: Option<std::path::PathBuf>,
 }
 
 /// A stream grouped into session windows, waiting for its aggregation.
@@ -847,6 +887,25 @@ macro_rules! window_options {
             self.config.on_late = Some(Box::new(f));
             self
         }
+
+        /// Keeps this step's state on disk (a [`crate::DiskStore`] file per task in `dir`)
+        /// rather than in memory, for state larger than memory: each record reads and
+        /// writes its state through the store, so memory holds the keys written since the
+        /// last commit and a small time index. Slower per record. The changelog (same format
+        /// as in memory) and restore work as for in-memory state; on-disk state is not
+        /// published for live queries. See [`crate::backend`].
+        #[must_use]
+        pub fn on_disk(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+            self.config.backend = StateBackend::on_disk(dir);
+            self
+        }
+
+        /// Keeps this step's state in memory, whatever the pipeline's backend.
+        #[must_use]
+        pub fn in_memory(mut self) -> Self {
+            self.config.backend = StateBackend::InMemory;
+            self
+        }
     };
 }
 
@@ -856,17 +915,6 @@ where
     V: Send + 'static,
 {
     window_options!();
-
-    /// Keeps the window state on disk (a [`crate::DiskStore`] file per task in `dir`) rather
-    /// than in memory, for state larger than memory: each record reads and writes its
-    /// accumulator through the store (see [`crate::stored`]). Slower per record; memory
-    /// holds only the keys updated since the last commit. The changelog and restore work as
-    /// for in-memory state. On-disk state is not published for live queries.
-    #[must_use]
-    pub fn on_disk(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
-        self.disk = Some(dir.into());
-        self
-    }
 
     /// Folds each window's records per key: `init` makes the empty accumulator, `add` folds
     /// one value in.
@@ -883,26 +931,13 @@ where
             .config
             .name
             .unwrap_or_else(|| format!("aggregate-{stateful}"));
-        if let Some(dir) = self.disk {
-            let store = crate::disk::DiskStore::create(&dir, &name)
-                .map(|s| Box::new(s) as Box<dyn crate::store::KeyValueStore>);
-            let op = crate::stored::StoredWindowAggregate::new(
-                name,
-                self.windows,
-                self.config.emit,
-                Box::new(init),
-                Box::new(add),
-                store,
-            );
-            return self.stream.operator(op, self.config.on_late);
-        }
-        let op = WindowAggregate::new(
+        let op = WindowAggregate::with_backend(
             name,
             self.windows,
             self.config.emit,
             Box::new(init),
             Box::new(add),
-            Box::new(InMemoryStore::new()),
+            &self.config.backend,
         );
         self.stream.operator(op, self.config.on_late)
     }
@@ -953,14 +988,14 @@ where
             .config
             .name
             .unwrap_or_else(|| format!("session-aggregate-{stateful}"));
-        let op = SessionAggregate::new(
+        let op = SessionAggregate::with_backend(
             name,
             self.windows,
             self.config.emit,
             Box::new(init),
             Box::new(add),
             Box::new(merge),
-            Box::new(InMemoryStore::new()),
+            &self.config.backend,
         );
         self.stream.operator(op, self.config.on_late)
     }
@@ -1018,13 +1053,13 @@ where
             .config
             .name
             .unwrap_or_else(|| format!("sliding-aggregate-{stateful}"));
-        let op = SlidingAggregate::new(
+        let op = SlidingAggregate::with_backend(
             name,
             self.windows,
             self.config.emit,
             Box::new(init),
             Box::new(add),
-            Box::new(InMemoryStore::new()),
+            &self.config.backend,
         );
         self.stream.operator(op, self.config.on_late)
     }
@@ -1059,10 +1094,39 @@ where
 {
     /// Builds a pipeline from a function of its source stream. Event time is taken as in
     /// order (no out-of-orderness) and partitions never go idle until configured otherwise.
+    /// State is kept in memory unless a step says otherwise.
     pub fn new(build: impl FnOnce(Stream<K0, V0>) -> Stream<K, V>) -> Self {
+        Self::with_backend(StateBackend::InMemory, build)
+    }
+
+    /// Like [`Pipeline::new`], with every stateful step keeping its state where `backend`
+    /// says unless the step overrides it (Kafka Streams' `state.dir`: see
+    /// [`crate::backend`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use millrace_streams::{EmitMode, Pipeline, Record, StateBackend, Stream, Windows};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let mut p = Pipeline::with_backend(StateBackend::on_disk(dir.path()), |s: Stream<String, u32>| {
+    ///     s.session_window(Windows::session(Duration::from_secs(30)).no_grace())
+    ///         .emit(EmitMode::Final)
+    ///         .count()
+    /// });
+    /// p.push(Record::new("ann".to_string(), 1, 1_000));
+    /// p.push(Record::new("ann".to_string(), 1, 20_000));
+    /// p.finish();
+    /// assert_eq!(p.take_output()[0].value, 2);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_backend(
+        backend: StateBackend,
+        build: impl FnOnce(Stream<K0, V0>) -> Stream<K, V>,
+    ) -> Self {
         let source: Stream<K0, V0> = Stream {
             wire: Box::new(|head: Box<dyn Node<K0, V0>>| Box::new(head) as Box<dyn Any + Send>),
             stateful: 0,
+            backend,
         };
         let out = build(source);
         let head = (out.wire)(Box::new(Sink::<K, V>(PhantomData)));
@@ -1142,9 +1206,9 @@ where
     /// Ends the input but keeps the pipeline usable: closes every open window and emits
     /// what is pending (as [`Pipeline::finish`]), then sets the watermark back to the
     /// furthest event time seen, so that records arriving afterwards are processed
-    /// normally rather than all being late. (A later record falling in a window closed here
-    /// opens that window again and it is emitted a second time.) Used by the runtime's
-    /// [`crate::runtime::EndOfInput`].
+    /// normally rather than all being late. Windows and sessions closed here stay closed: a
+    /// later record that falls in one is late (counted and reported), it does not open the
+    /// window again. Used by the runtime's [`crate::runtime::EndOfInput`].
     pub fn end_of_input(&mut self) {
         let resume = self
             .tracker

@@ -17,22 +17,24 @@
 //! matched anything, the record with `None` for the other side (as Kafka Streams does since
 //! 3.1, rather than emitting it eagerly and retracting it later).
 //!
-//! State between commits is a typed map per key; at a checkpoint new buffered records (and
-//! records whose "matched" flag changed) go to the [`KeyValueStore`] under
-//! `(side, time, sequence, key)`, expired ones are deleted: the buffers are restored from the
-//! changelog like every other store.
+//! The buffers are keyed state (in memory, or on disk: see [`crate::backend`]) with one
+//! entry per buffered record under `(key, side, time, sequence)`: a commit writes new records
+//! (and records whose "matched" flag changed) and deletes expired ones, and the buffers are
+//! restored from the changelog like every other store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::StateBackend;
 use crate::error::StreamsError;
-use crate::operator::{Context, Operator, ReplayGuard, TaskMeta, DATA_PREFIX};
+use crate::keyed::KeyedState;
+use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
 use crate::record::{Record, NO_OFFSET};
-use crate::store::{decode, decode_time, encode, encode_into, encode_time, Change, KeyValueStore};
+use crate::store::{Change, KeyValueStore};
 use crate::time::{millis, Timestamp};
 
 /// Which input of a join a value comes from.
@@ -118,52 +120,28 @@ pub enum JoinKind {
 /// left and outer joins).
 pub type JoinFn<K, L, R, O> = Box<dyn Fn(&K, Option<&L>, Option<&R>) -> Option<O> + Send>;
 
-/// A buffered record.
-#[derive(Debug, Clone)]
-struct Buffered<T> {
-    value: T,
-    /// Joined with at least one record of the other side.
-    matched: bool,
-    /// Changed since the last checkpoint.
-    dirty: bool,
-    /// Present in the store.
-    persisted: bool,
-}
+/// Position of a buffered record: side, event time, then arrival sequence (unique per
+/// operator).
+type Slot = (u8, Timestamp, u64);
 
-/// Position of a buffered record: event time, then arrival sequence (unique per operator).
-type Slot = (Timestamp, u64);
-
-/// Both sides' buffered records of one key.
-#[derive(Debug)]
-struct Buffers<L, R> {
-    left: BTreeMap<Slot, Buffered<L>>,
-    right: BTreeMap<Slot, Buffered<R>>,
-}
-
-impl<L, R> Default for Buffers<L, R> {
-    fn default() -> Self {
-        Buffers {
-            left: BTreeMap::new(),
-            right: BTreeMap::new(),
-        }
-    }
-}
+/// A buffered record and whether it joined with at least one record of the other side.
+type Buffered<L, R> = (Side<L, R>, bool);
 
 const LEFT: u8 = 0;
 const RIGHT: u8 = 1;
 
-/// The windowed join operator.
+/// The windowed join operator. Both sides' buffered records of a key are entries
+/// `(key, side, time, sequence) -> (value, matched)` of a [`KeyedState`], in memory or on
+/// disk (see [`crate::backend`]).
 pub struct WindowJoin<K, L, R, O> {
     name: String,
     windows: JoinWindows,
     kind: JoinKind,
     joiner: JoinFn<K, L, R, O>,
-    buffers: HashMap<K, Buffers<L, R>>,
-    /// Every buffered record by expiry order: slot -> (side, key).
-    expiry: BTreeMap<Slot, (u8, K)>,
+    state: KeyedState<K, Slot, Buffered<L, R>>,
+    /// Every buffered record by expiry order: (time, sequence) -> (side, key).
+    expiry: BTreeMap<(Timestamp, u64), (u8, K)>,
     next_seq: u64,
-    evicted: Vec<Vec<u8>>,
-    store: Box<dyn KeyValueStore>,
     guard: ReplayGuard,
 }
 
@@ -173,7 +151,8 @@ where
     L: Serialize + DeserializeOwned + Send,
     R: Serialize + DeserializeOwned + Send,
 {
-    /// A join named `name` (its store's name) over `windows`, keeping its buffers in `store`.
+    /// A join named `name` (its store's name) over `windows`, keeping its buffers in memory
+    /// and mirroring them to `store` at checkpoints.
     pub fn new(
         name: impl Into<String>,
         windows: JoinWindows,
@@ -181,33 +160,47 @@ where
         joiner: JoinFn<K, L, R, O>,
         store: Box<dyn KeyValueStore>,
     ) -> Self {
+        let name = name.into();
+        let state = KeyedState::in_memory(&name, store);
+        Self::with(name, windows, kind, joiner, state)
+    }
+
+    /// A join with its buffers where `backend` says.
+    pub fn with_backend(
+        name: impl Into<String>,
+        windows: JoinWindows,
+        kind: JoinKind,
+        joiner: JoinFn<K, L, R, O>,
+        backend: &StateBackend,
+    ) -> Self {
+        let name = name.into();
+        let state = KeyedState::new(&name, backend);
+        Self::with(name, windows, kind, joiner, state)
+    }
+
+    fn with(
+        name: String,
+        windows: JoinWindows,
+        kind: JoinKind,
+        joiner: JoinFn<K, L, R, O>,
+        state: KeyedState<K, Slot, Buffered<L, R>>,
+    ) -> Self {
         WindowJoin {
-            name: name.into(),
+            name,
             windows,
             kind,
             joiner,
-            buffers: HashMap::new(),
+            state,
             expiry: BTreeMap::new(),
             next_seq: 0,
-            evicted: Vec::new(),
-            store,
             guard: ReplayGuard::default(),
         }
     }
 
-    fn store_key(side: u8, (t, seq): Slot, key: &K) -> Result<Vec<u8>, StreamsError> {
-        let mut buf = Vec::with_capacity(24);
-        buf.push(DATA_PREFIX);
-        buf.push(side);
-        buf.extend_from_slice(&encode_time(t));
-        buf.extend_from_slice(&seq.to_be_bytes());
-        encode_into(key, &mut buf)?;
-        Ok(buf)
-    }
-
-    fn window_range(&self, t: Timestamp) -> std::ops::RangeInclusive<Slot> {
+    /// The buffered records of `side` that a record at `t` joins with.
+    fn window_range(&self, side: u8, t: Timestamp) -> std::ops::RangeInclusive<Slot> {
         let w = self.windows.max_diff;
-        (t.saturating_sub(w), 0)..=(t.saturating_add(w), u64::MAX)
+        (side, t.saturating_sub(w), 0)..=(side, t.saturating_add(w), u64::MAX)
     }
 
     fn result(
@@ -225,6 +218,77 @@ where
             partition,
             offset,
         }
+    }
+
+    /// Buffers `value` at `(t, seq)` and joins it with the other side's buffered records;
+    /// returns the results with their event times.
+    fn join(
+        &mut self,
+        key: &K,
+        value: Side<L, R>,
+        t: Timestamp,
+        seq: u64,
+    ) -> Result<Vec<(O, Timestamp)>, StreamsError> {
+        let other = match value {
+            Side::Left(_) => RIGHT,
+            Side::Right(_) => LEFT,
+        };
+        let range = self.window_range(other, t);
+        let joiner = &self.joiner;
+        self.state.update(key, |buffers| {
+            let mut results = Vec::new();
+            let mut matched = false;
+            buffers.update_range(range, |&(_, t_other, _), (buffered, was_matched)| {
+                let joined = match (&value, &*buffered) {
+                    (Side::Left(l), Side::Right(r)) => joiner(key, Some(l), Some(r)),
+                    (Side::Right(r), Side::Left(l)) => joiner(key, Some(l), Some(r)),
+                    // The range holds the other side only.
+                    _ => return false,
+                };
+                if let Some(o) = joined {
+                    results.push((o, t.max(t_other)));
+                }
+                matched = true;
+                !std::mem::replace(was_matched, true)
+            });
+            let side = if other == RIGHT { LEFT } else { RIGHT };
+            buffers.insert((side, t, seq), (value, matched));
+            results
+        })
+    }
+
+    /// Drops the buffered records the watermark expires, emitting the unmatched ones of
+    /// left and outer joins.
+    fn expire(
+        &mut self,
+        watermark: Timestamp,
+        out: &mut Vec<Record<K, O>>,
+    ) -> Result<(), StreamsError> {
+        while let Some(entry) = self.expiry.first_entry() {
+            let (t, seq) = *entry.key();
+            if !self.windows.is_expired(t, watermark) {
+                break;
+            }
+            let (side, key) = entry.remove();
+            let (kind, joiner) = (self.kind, &self.joiner);
+            // The unmatched side of a left or outer join is emitted now that nothing can
+            // match it any more.
+            let result = self.state.update(&key, |buffers| {
+                let (value, matched) = buffers.remove(&(side, t, seq))?;
+                if matched {
+                    return None;
+                }
+                match value {
+                    Side::Left(l) if kind != JoinKind::Inner => joiner(&key, Some(&l), None),
+                    Side::Right(r) if kind == JoinKind::Outer => joiner(&key, None, Some(&r)),
+                    _ => None,
+                }
+            })?;
+            if let Some(o) = result {
+                out.push(self.result(o, t, 0, NO_OFFSET, key));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -248,6 +312,9 @@ where
         cx: &mut Context<'_>,
         out: &mut Vec<Record<K, O>>,
     ) -> Option<Record<K, Side<L, R>>> {
+        if self.state.failed() {
+            return None;
+        }
         if self.guard.is_replay(&record) {
             cx.metrics.replays_skipped += 1;
             return None;
@@ -257,8 +324,7 @@ where
             cx.metrics.late_records += 1;
             return Some(record);
         }
-        let range = self.window_range(t);
-        let slot = (t, self.next_seq);
+        let seq = self.next_seq;
         self.next_seq += 1;
         let Record {
             key,
@@ -267,215 +333,69 @@ where
             offset,
             ..
         } = record;
-        let buffers = match self.buffers.get_mut(&key) {
-            Some(b) => b,
-            None => self.buffers.entry(key.clone()).or_default(),
-        };
-        let mut results = Vec::new();
         let side = match value {
-            Side::Left(l) => {
-                let mut matched = false;
-                for (&(tr, _), r) in buffers.right.range_mut(range) {
-                    if let Some(o) = (self.joiner)(&key, Some(&l), Some(&r.value)) {
-                        results.push((o, t.max(tr)));
-                    }
-                    matched = true;
-                    if !r.matched {
-                        r.matched = true;
-                        r.dirty = true;
-                    }
-                }
-                buffers.left.insert(
-                    slot,
-                    Buffered {
-                        value: l,
-                        matched,
-                        dirty: true,
-                        persisted: false,
-                    },
-                );
-                LEFT
-            }
-            Side::Right(r) => {
-                let mut matched = false;
-                for (&(tl, _), l) in buffers.left.range_mut(range) {
-                    if let Some(o) = (self.joiner)(&key, Some(&l.value), Some(&r)) {
-                        results.push((o, t.max(tl)));
-                    }
-                    matched = true;
-                    if !l.matched {
-                        l.matched = true;
-                        l.dirty = true;
-                    }
-                }
-                buffers.right.insert(
-                    slot,
-                    Buffered {
-                        value: r,
-                        matched,
-                        dirty: true,
-                        persisted: false,
-                    },
-                );
-                RIGHT
+            Side::Left(_) => LEFT,
+            Side::Right(_) => RIGHT,
+        };
+        let results = match self.join(&key, value, t, seq) {
+            Ok(results) => results,
+            Err(error) => {
+                self.state.fail(error);
+                return None;
             }
         };
         for (o, timestamp) in results {
             out.push(self.result(o, timestamp, partition, offset, key.clone()));
         }
-        self.expiry.insert(slot, (side, key));
+        self.expiry.insert((t, seq), (side, key));
         None
     }
 
     fn on_watermark(&mut self, cx: &mut Context<'_>, out: &mut Vec<Record<K, O>>) {
-        while let Some(entry) = self.expiry.first_entry() {
-            let slot = *entry.key();
-            if !self.windows.is_expired(slot.0, cx.watermark) {
-                break;
-            }
-            let (side, key) = entry.remove();
-            let Some(buffers) = self.buffers.get_mut(&key) else {
-                continue;
-            };
-            // The unmatched side of a left or outer join is emitted now that nothing can
-            // match it any more.
-            let (persisted, result) = if side == LEFT {
-                match buffers.left.remove(&slot) {
-                    Some(b) => {
-                        let emit = !b.matched && self.kind != JoinKind::Inner;
-                        let result = if emit {
-                            (self.joiner)(&key, Some(&b.value), None)
-                        } else {
-                            None
-                        };
-                        (b.persisted, result)
-                    }
-                    None => (false, None),
-                }
-            } else {
-                match buffers.right.remove(&slot) {
-                    Some(b) => {
-                        let emit = !b.matched && self.kind == JoinKind::Outer;
-                        let result = if emit {
-                            (self.joiner)(&key, None, Some(&b.value))
-                        } else {
-                            None
-                        };
-                        (b.persisted, result)
-                    }
-                    None => (false, None),
-                }
-            };
-            if buffers.left.is_empty() && buffers.right.is_empty() {
-                self.buffers.remove(&key);
-            }
-            if persisted {
-                match Self::store_key(side, slot, &key) {
-                    Ok(k) => self.evicted.push(k),
-                    Err(error) => tracing::warn!(%error, "cannot encode an expired join key"),
-                }
-            }
-            if let Some(o) = result {
-                out.push(self.result(o, slot.0, 0, NO_OFFSET, key));
-            }
+        if self.state.failed() {
+            return;
+        }
+        if let Err(error) = self.expire(cx.watermark, out) {
+            self.state.fail(error);
         }
     }
 
     fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        for key in self.evicted.drain(..) {
-            self.store.delete(&key)?;
-        }
-        for (key, buffers) in &mut self.buffers {
-            for (slot, b) in buffers.left.iter_mut().filter(|(_, b)| b.dirty) {
-                self.store.put(
-                    Self::store_key(LEFT, *slot, key)?,
-                    encode(&(&b.value, b.matched))?,
-                )?;
-                b.dirty = false;
-                b.persisted = true;
-            }
-            for (slot, b) in buffers.right.iter_mut().filter(|(_, b)| b.dirty) {
-                self.store.put(
-                    Self::store_key(RIGHT, *slot, key)?,
-                    encode(&(&b.value, b.matched))?,
-                )?;
-                b.dirty = false;
-                b.persisted = true;
-            }
-        }
-        self.guard.checkpoint(self.store.as_mut(), meta)?;
-        Ok(self.store.take_changes())
+        self.state.checkpoint(&mut self.guard, meta)
     }
 
     fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.store.restore(changes)?;
-        self.buffers.clear();
         self.expiry.clear();
-        self.evicted.clear();
-        for (k, v) in self.store.prefix(&[DATA_PREFIX])? {
-            let (&side, rest) = k[1..]
-                .split_first()
-                .ok_or_else(|| StreamsError::Decode("join key without a side".into()))?;
-            let (t, rest) = decode_time(rest)?;
-            let (seq, rest) = rest
-                .split_first_chunk::<8>()
-                .ok_or_else(|| StreamsError::Decode("join key without a sequence".into()))?;
-            let seq = u64::from_be_bytes(*seq);
-            let key: K = decode(rest)?;
-            let buffers = self.buffers.entry(key.clone()).or_default();
-            match side {
-                LEFT => {
-                    let (value, matched): (L, bool) = decode(&v)?;
-                    buffers.left.insert(
-                        (t, seq),
-                        Buffered {
-                            value,
-                            matched,
-                            dirty: false,
-                            persisted: true,
-                        },
-                    );
-                }
-                RIGHT => {
-                    let (value, matched): (R, bool) = decode(&v)?;
-                    buffers.right.insert(
-                        (t, seq),
-                        Buffered {
-                            value,
-                            matched,
-                            dirty: false,
-                            persisted: true,
-                        },
-                    );
-                }
-                other => {
-                    return Err(StreamsError::Decode(format!("unknown join side {other}")));
-                }
-            }
-            self.expiry.insert((t, seq), (side, key));
-            self.next_seq = self.next_seq.max(seq + 1);
-        }
-        self.guard.restore(self.store.as_ref())
+        let expiry = &mut self.expiry;
+        let mut next_seq = 0;
+        let meta = self.state.restore(
+            changes,
+            &mut self.guard,
+            |key: &K, &(side, t, seq): &Slot, _| {
+                expiry.insert((t, seq), (side, key.clone()));
+                next_seq = next_seq.max(seq.saturating_add(1));
+            },
+        )?;
+        self.next_seq = self.next_seq.max(next_seq);
+        Ok(meta)
     }
 
     fn state_len(&self) -> usize {
-        self.expiry.len()
+        self.state.len()
     }
 
     fn snapshot(&self) -> Vec<serde_json::Value> {
         let mut rows = Vec::with_capacity(self.expiry.len());
         let json = |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or_default();
-        for (key, buffers) in &self.buffers {
-            for (&(t, _), b) in &buffers.left {
+        for (key, buffers) in self.state.memory_groups() {
+            for (&(_, t, _), (value, matched)) in buffers.iter() {
+                let (side, value) = match value {
+                    Side::Left(l) => ("left", json(serde_json::to_value(l))),
+                    Side::Right(r) => ("right", json(serde_json::to_value(r))),
+                };
                 rows.push(serde_json::json!({
-                    "key": json(serde_json::to_value(key)), "side": "left", "timestamp": t,
-                    "matched": b.matched, "value": json(serde_json::to_value(&b.value)),
-                }));
-            }
-            for (&(t, _), b) in &buffers.right {
-                rows.push(serde_json::json!({
-                    "key": json(serde_json::to_value(key)), "side": "right", "timestamp": t,
-                    "matched": b.matched, "value": json(serde_json::to_value(&b.value)),
+                    "key": json(serde_json::to_value(key)), "side": side, "timestamp": t,
+                    "matched": matched, "value": value,
                 }));
             }
         }

@@ -78,7 +78,9 @@
 //! - [`time`]: event time, per-partition watermarks, idle partitions;
 //! - [`window`]: tumbling, hopping, sliding and session windows with explicit grace;
 //! - [`store`]: byte key-value stores that record their changelog ([`disk`]: on disk, for
-//!   state larger than memory, used by [`stored`] aggregates);
+//!   state larger than memory);
+//! - [`backend`]: where each stateful step keeps its state, in memory or on disk
+//!   ([`StateBackend`], per pipeline, job or step);
 //! - [`operator`]: the stateful step trait, checkpoint metadata and replay skipping;
 //! - [`aggregate`], [`sliding`], [`dedupe`]: the stateful operators;
 //! - [`table`]: global tables for stream-table joins; [`join`]: windowed stream-stream joins;
@@ -89,11 +91,13 @@
 #![warn(missing_docs)]
 
 pub mod aggregate;
+pub mod backend;
 pub mod dedupe;
 pub mod disk;
 pub mod dsl;
 mod error;
 pub mod join;
+mod keyed;
 pub mod operator;
 pub mod operators;
 pub mod query;
@@ -101,12 +105,13 @@ pub mod record;
 pub mod runtime;
 pub mod sliding;
 pub mod store;
-pub mod stored;
+mod stored;
 pub mod table;
 pub mod time;
 pub mod window;
 
 pub use aggregate::EmitMode;
+pub use backend::StateBackend;
 pub use disk::DiskStore;
 pub use dsl::{
     Checkpoint, Pipeline, SessionWindowedStream, SlidingWindowedStream, StoreChanges,

@@ -16,43 +16,63 @@
 //! the records that were not late. Kafka instead still adds such a record to the open windows
 //! after it; we prefer the simpler, checkable rule and report the record as late.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::hash::Hash;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::aggregate::{AddFn, EmitMode, InitFn};
+use crate::backend::StateBackend;
 use crate::error::StreamsError;
-use crate::operator::{Context, Operator, ReplayGuard, TaskMeta, DATA_PREFIX};
+use crate::keyed::{Group, KeyedState};
+use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
 use crate::record::{Record, Windowed, NO_OFFSET};
-use crate::store::{
-    decode, decode_prefix, decode_time, encode, encode_into, encode_time, Change, KeyValueStore,
-};
+use crate::store::{Change, KeyValueStore};
 use crate::time::{Timestamp, MIN_WATERMARK};
 use crate::window::SlidingWindows;
 
-/// The values of one key at one event time, and what the changelog knows about them.
-#[derive(Debug, Clone)]
-struct Bucket<V> {
-    values: Vec<V>,
-    dirty: bool,
-    persisted: bool,
+/// The records of one key that may still be in an open window: values by event time.
+type Records<V> = Group<Timestamp, Vec<V>>;
+
+/// The aggregate of the window ending at `end` over `recs`, if that window exists.
+fn window_at<V, A>(
+    recs: &Records<V>,
+    end: Timestamp,
+    diff: i64,
+    init: &InitFn<A>,
+    add: &AddFn<V, A>,
+) -> Option<A> {
+    let start = end.saturating_sub(diff);
+    let ends_at_record = recs.contains(&end);
+    let after_record = recs.contains(&start.saturating_sub(1));
+    let mut in_window = recs.range(start..=end).peekable();
+    // It exists as the window ending at a record, or as the (non-empty) window starting
+    // just after one.
+    if !(ends_at_record || (after_record && in_window.peek().is_some())) {
+        return None;
+    }
+    let mut acc = init();
+    for (_, values) in in_window {
+        for v in values {
+            add(&mut acc, v);
+        }
+    }
+    Some(acc)
 }
 
-/// The sliding window aggregate operator.
+/// The sliding window aggregate operator. Each key's records are entries
+/// `(key, event time) -> values` of a [`KeyedState`], in memory or on disk (see
+/// [`crate::backend`]).
 pub struct SlidingAggregate<K, V, A> {
     name: String,
     windows: SlidingWindows,
     emit: EmitMode,
     init: InitFn<A>,
     add: AddFn<V, A>,
-    /// Per key, the records that may still be in an open window, by event time.
-    records: HashMap<K, BTreeMap<Timestamp, Bucket<V>>>,
+    state: KeyedState<K, Timestamp, Vec<V>>,
     /// Candidate window ends not yet closed, with their key.
     ends: BTreeSet<(Timestamp, K)>,
-    evicted: Vec<Vec<u8>>,
-    store: Box<dyn KeyValueStore>,
     guard: ReplayGuard,
 }
 
@@ -62,7 +82,8 @@ where
     V: Clone + Serialize + DeserializeOwned + Send,
     A: Clone + Serialize + DeserializeOwned + Send,
 {
-    /// A sliding aggregate named `name` (its store's name), keeping state in `store`.
+    /// A sliding aggregate named `name` (its store's name), in memory and mirrored to
+    /// `store` at checkpoints.
     pub fn new(
         name: impl Into<String>,
         windows: SlidingWindows,
@@ -71,25 +92,43 @@ where
         add: AddFn<V, A>,
         store: Box<dyn KeyValueStore>,
     ) -> Self {
+        let name = name.into();
+        let state = KeyedState::in_memory(&name, store);
+        Self::with(name, windows, emit, init, add, state)
+    }
+
+    /// A sliding aggregate with its state where `backend` says.
+    pub fn with_backend(
+        name: impl Into<String>,
+        windows: SlidingWindows,
+        emit: EmitMode,
+        init: InitFn<A>,
+        add: AddFn<V, A>,
+        backend: &StateBackend,
+    ) -> Self {
+        let name = name.into();
+        let state = KeyedState::new(&name, backend);
+        Self::with(name, windows, emit, init, add, state)
+    }
+
+    fn with(
+        name: String,
+        windows: SlidingWindows,
+        emit: EmitMode,
+        init: InitFn<A>,
+        add: AddFn<V, A>,
+        state: KeyedState<K, Timestamp, Vec<V>>,
+    ) -> Self {
         Self {
-            name: name.into(),
+            name,
             windows,
             emit,
             init,
             add,
-            records: HashMap::new(),
+            state,
             ends: BTreeSet::new(),
-            evicted: Vec::new(),
-            store,
             guard: ReplayGuard::default(),
         }
-    }
-
-    fn store_key(key: &K, t: Timestamp) -> Result<Vec<u8>, StreamsError> {
-        let mut buf = vec![DATA_PREFIX];
-        encode_into(key, &mut buf)?;
-        buf.extend_from_slice(&encode_time(t));
-        Ok(buf)
     }
 
     /// The latest window end that is closed under `watermark`.
@@ -100,27 +139,6 @@ where
         watermark
             .saturating_sub(1)
             .saturating_sub(self.windows.grace_ms())
-    }
-
-    /// The aggregate of the window ending at `end` for records `recs`, if that window exists.
-    fn window_at(&self, recs: &BTreeMap<Timestamp, Bucket<V>>, end: Timestamp) -> Option<A> {
-        let diff = self.windows.diff_ms();
-        let start = end.saturating_sub(diff);
-        let ends_at_record = recs.contains_key(&end);
-        let after_record = recs.contains_key(&start.saturating_sub(1));
-        let mut in_window = recs.range(start..=end).peekable();
-        // It exists as the window ending at a record, or as the (non-empty) window starting
-        // just after one.
-        if !(ends_at_record || (after_record && in_window.peek().is_some())) {
-            return None;
-        }
-        let mut acc = (self.init)();
-        for (_, bucket) in in_window {
-            for v in &bucket.values {
-                (self.add)(&mut acc, v);
-            }
-        }
-        Some(acc)
     }
 
     fn output(
@@ -143,6 +161,76 @@ where
             offset,
         }
     }
+
+    /// Adds a record's value at `t`; in update mode returns every window it changed, by end.
+    fn insert(
+        &mut self,
+        key: &K,
+        t: Timestamp,
+        value: V,
+    ) -> Result<Vec<(Timestamp, A)>, StreamsError> {
+        let diff = self.windows.diff_ms();
+        let update = self.emit == EmitMode::Update;
+        let (init, add) = (&self.init, &self.add);
+        self.state.update(key, |recs| {
+            match recs.get_mut(&t) {
+                Some(values) => values.push(value),
+                None => recs.insert(t, vec![value]),
+            }
+            if !update {
+                return Vec::new();
+            }
+            // Every existing window containing t: ends in [t, t + diff] that are a record's
+            // time or one past the end of a record's right window; plus t's own right
+            // window, which t creates without being in it.
+            let mut ends: BTreeSet<Timestamp> = recs
+                .range(t..=t.saturating_add(diff))
+                .map(|(&r, _)| r)
+                .collect();
+            ends.insert(t.saturating_add(1).saturating_add(diff));
+            ends.extend(
+                recs.range(t.saturating_sub(1).saturating_sub(diff)..t)
+                    .map(|(&p, _)| p.saturating_add(1).saturating_add(diff)),
+            );
+            ends.into_iter()
+                .filter_map(|end| window_at(recs, end, diff, init, add).map(|acc| (end, acc)))
+                .collect()
+        })
+    }
+
+    /// Emits (in final mode) the windows the watermark closes, in end order, and drops the
+    /// records no later window needs.
+    fn close_windows(
+        &mut self,
+        watermark: Timestamp,
+        closed: &mut u64,
+        out: &mut Vec<Record<Windowed<K>, A>>,
+    ) -> Result<(), StreamsError> {
+        let closed_through = self.closed_through(watermark);
+        let diff = self.windows.diff_ms();
+        while let Some((end, _)) = self.ends.first() {
+            if *end > closed_through {
+                break;
+            }
+            let Some((end, key)) = self.ends.pop_first() else {
+                break;
+            };
+            let (init, add) = (&self.init, &self.add);
+            let acc = self.state.update(&key, |recs| {
+                let acc = window_at(recs, end, diff, init, add);
+                // Records before end - diff are in no later window and define no later end.
+                recs.remove_before(&end.saturating_sub(diff));
+                acc
+            })?;
+            if let Some(acc) = acc {
+                *closed += 1;
+                if self.emit == EmitMode::Final {
+                    out.push(self.output(key, end, acc, None));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<K, V, A> Operator<K, V> for SlidingAggregate<K, V, A>
@@ -164,6 +252,9 @@ where
         cx: &mut Context<'_>,
         out: &mut Vec<Record<Windowed<K>, A>>,
     ) -> Option<Record<K, V>> {
+        if self.state.failed() {
+            return None;
+        }
         if self.guard.is_replay(&record) {
             cx.metrics.replays_skipped += 1;
             return None;
@@ -174,135 +265,61 @@ where
             return Some(record);
         }
         let diff = self.windows.diff_ms();
-        let recs = self.records.entry(record.key.clone()).or_default();
-        let bucket = recs.entry(t).or_insert_with(|| Bucket {
-            values: Vec::new(),
-            dirty: true,
-            persisted: false,
-        });
-        bucket.values.push(record.value);
-        bucket.dirty = true;
-        self.ends.insert((t, record.key.clone()));
-        self.ends
-            .insert((t.saturating_add(1).saturating_add(diff), record.key.clone()));
-        if self.emit == EmitMode::Update {
-            if let Some(recs) = self.records.get(&record.key) {
-                // Every existing window containing t: ends in [t, t + diff] that are a
-                // record's time or one past the end of a record's right window; plus t's own
-                // right window, which t creates without being in it.
-                let mut ends: BTreeSet<Timestamp> = recs
-                    .range(t..=t.saturating_add(diff))
-                    .map(|(&r, _)| r)
-                    .collect();
-                ends.insert(t.saturating_add(1).saturating_add(diff));
-                ends.extend(
-                    recs.range(t.saturating_sub(1).saturating_sub(diff)..t)
-                        .map(|(&p, _)| p.saturating_add(1).saturating_add(diff)),
-                );
-                for end in ends {
-                    if let Some(acc) = self.window_at(recs, end) {
-                        let o = self.output(
-                            record.key.clone(),
-                            end,
-                            acc,
-                            Some((record.offset, record.partition)),
-                        );
-                        out.push(Record { timestamp: t, ..o });
-                    }
-                }
+        let Record {
+            key,
+            value,
+            partition,
+            offset,
+            ..
+        } = record;
+        let updates = match self.insert(&key, t, value) {
+            Ok(updates) => updates,
+            Err(error) => {
+                self.state.fail(error);
+                return None;
             }
+        };
+        self.ends.insert((t, key.clone()));
+        self.ends
+            .insert((t.saturating_add(1).saturating_add(diff), key.clone()));
+        for (end, acc) in updates {
+            let o = self.output(key.clone(), end, acc, Some((offset, partition)));
+            out.push(Record { timestamp: t, ..o });
         }
         None
     }
 
     fn on_watermark(&mut self, cx: &mut Context<'_>, out: &mut Vec<Record<Windowed<K>, A>>) {
-        let closed = self.closed_through(cx.watermark);
-        let diff = self.windows.diff_ms();
-        while let Some((end, _)) = self.ends.first() {
-            if *end > closed {
-                break;
-            }
-            let Some((end, key)) = self.ends.pop_first() else {
-                break;
-            };
-            let Some(recs) = self.records.get(&key) else {
-                continue;
-            };
-            if let Some(acc) = self.window_at(recs, end) {
-                cx.metrics.windows_closed += 1;
-                if self.emit == EmitMode::Final {
-                    let o = self.output(key.clone(), end, acc, None);
-                    out.push(o);
-                }
-            }
-            // Records before end - diff are in no later window and define no later end.
-            let Some(recs) = self.records.get_mut(&key) else {
-                continue;
-            };
-            let keep = recs.split_off(&end.saturating_sub(diff));
-            let gone = std::mem::replace(recs, keep);
-            for (t, bucket) in gone {
-                if bucket.persisted {
-                    match Self::store_key(&key, t) {
-                        Ok(k) => self.evicted.push(k),
-                        Err(error) => tracing::warn!(%error, "cannot encode evicted record key"),
-                    }
-                }
-            }
-            if recs.is_empty() {
-                self.records.remove(&key);
-            }
+        if self.state.failed() {
+            return;
+        }
+        if let Err(error) = self.close_windows(cx.watermark, &mut cx.metrics.windows_closed, out) {
+            self.state.fail(error);
         }
     }
 
     fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        for key in self.evicted.drain(..) {
-            self.store.delete(&key)?;
-        }
-        for (key, recs) in &mut self.records {
-            for (&t, bucket) in recs.iter_mut().filter(|(_, b)| b.dirty) {
-                self.store
-                    .put(Self::store_key(key, t)?, encode(&bucket.values)?)?;
-                bucket.dirty = false;
-                bucket.persisted = true;
-            }
-        }
-        self.guard.checkpoint(self.store.as_mut(), meta)?;
-        Ok(self.store.take_changes())
+        self.state.checkpoint(&mut self.guard, meta)
     }
 
     fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.store.restore(changes)?;
-        self.records.clear();
         self.ends.clear();
-        self.evicted.clear();
-        let meta = self.guard.restore(self.store.as_ref())?;
+        let diff = self.windows.diff_ms();
+        let ends = &mut self.ends;
+        let meta = self
+            .state
+            .restore(changes, &mut self.guard, |key: &K, &t: &Timestamp, _| {
+                ends.insert((t, key.clone()));
+                ends.insert((t.saturating_add(1).saturating_add(diff), key.clone()));
+            })?;
         // Ends already closed at the checkpoint were emitted then; do not emit them again.
         let closed = self.closed_through(meta.as_ref().map_or(MIN_WATERMARK, |m| m.watermark));
-        let diff = self.windows.diff_ms();
-        for (k, v) in self.store.prefix(&[DATA_PREFIX])? {
-            let (key, rest): (K, _) = decode_prefix(&k[1..])?;
-            let (t, _) = decode_time(rest)?;
-            let values: Vec<V> = decode(&v)?;
-            for end in [t, t.saturating_add(1).saturating_add(diff)] {
-                if end > closed {
-                    self.ends.insert((end, key.clone()));
-                }
-            }
-            self.records.entry(key).or_default().insert(
-                t,
-                Bucket {
-                    values,
-                    dirty: false,
-                    persisted: true,
-                },
-            );
-        }
+        self.ends.retain(|(end, _)| *end > closed);
         Ok(meta)
     }
 
     fn state_len(&self) -> usize {
-        self.records.values().map(BTreeMap::len).sum()
+        self.state.len()
     }
 }
 

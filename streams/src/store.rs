@@ -59,6 +59,19 @@ pub trait KeyValueStore: Send {
         Ok(self.range(from, to)?.into_iter().next())
     }
 
+    /// At most `limit` entries with keys in `(from, to)`, in key order: a scan in chunks,
+    /// so that reading a large on-disk store never holds all of it in memory.
+    fn scan(
+        &self,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StreamsError> {
+        let mut all = self.range(from, to)?;
+        all.truncate(limit);
+        Ok(all)
+    }
+
     /// Entries whose key starts with `prefix`, in key order.
     fn prefix(&self, prefix: &[u8]) -> Result<Entries, StreamsError> {
         let mut all = self.range(Bound::Included(prefix), Bound::Unbounded)?;
@@ -139,6 +152,28 @@ impl KeyValueStore for InMemoryStore {
         Ok(self
             .entries
             .range::<[u8], _>((from, to))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn first(&self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<Option<Entry>, StreamsError> {
+        Ok(self
+            .entries
+            .range::<[u8], _>((from, to))
+            .next()
+            .map(|(k, v)| (k.clone(), v.clone())))
+    }
+
+    fn scan(
+        &self,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StreamsError> {
+        Ok(self
+            .entries
+            .range::<[u8], _>((from, to))
+            .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }

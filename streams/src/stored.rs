@@ -1,47 +1,99 @@
-//! Windowed aggregation whose state lives in its store, for state larger than memory.
+//! State read and written through a store on every record: the on-disk side of
+//! [`crate::backend::StateBackend`].
 //!
-//! [`crate::aggregate::WindowAggregate`] keeps every open window's accumulators in a typed
-//! hash map and only mirrors them to its store at checkpoints: fast, but all state is in
-//! memory. [`StoredWindowAggregate`] reads and writes each accumulator through its
-//! [`KeyValueStore`] on every record instead, so with a [`crate::disk::DiskStore`] memory
-//! holds only the keys touched since the last commit (the store's write buffer) and the list
-//! of open window starts. Semantics are the same (tumbling and hopping windows, grace, update
-//! and final emit, late records, replay skipping), and so is the store layout
-//! (`window start, key` -> accumulator), changelog and restore.
-//!
-//! An I/O error of the store cannot be returned from `process`: the operator stops
-//! processing and the next checkpoint returns the error, which fails the commit before any
-//! input offset is committed. The restarted task restores from the changelog.
+//! Two pieces live here, both used by the operators rather than by users:
+//! - [`StoreCell`]: a store that may have failed. An I/O error of an on-disk store cannot be
+//!   returned from `Operator::process`, so the operator stops processing and the next
+//!   checkpoint returns the error, which fails the commit before any input offset is
+//!   committed; the restarted task restores from the changelog. An error opening the store
+//!   is reported the same way, by the first restore or checkpoint.
+//! - [`StoredWindows`]: the accumulators of a tumbling or hopping
+//!   [`crate::aggregate::WindowAggregate`] kept in its store (`window start, key` ->
+//!   accumulator, the layout the in-memory form mirrors at checkpoints), so that with a
+//!   [`crate::disk::DiskStore`] memory holds only the store's write buffer and the list of
+//!   open window starts. The window logic (assignment, grace, emit modes, late records,
+//!   replay skipping) is the aggregate's, shared with the in-memory form.
 
 use std::collections::BTreeSet;
-use std::hash::Hash;
+use std::marker::PhantomData;
 use std::ops::Bound;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::aggregate::{AddFn, EmitMode, InitFn};
+use crate::aggregate::InitFn;
 use crate::error::StreamsError;
-use crate::operator::{Context, Operator, ReplayGuard, TaskMeta, DATA_PREFIX, META_KEY};
-use crate::record::{Record, Windowed, NO_OFFSET};
+use crate::operator::{ReplayGuard, TaskMeta, DATA_PREFIX, META_KEY};
 use crate::store::{decode, decode_time, encode, encode_into, encode_time, Change, KeyValueStore};
 use crate::time::Timestamp;
-use crate::window::{Window, Windows};
 
-/// Windowed aggregation over tumbling or hopping windows, with state in the store.
-pub struct StoredWindowAggregate<K, V, A> {
+/// A state store, or the error that stopped it.
+pub(crate) struct StoreCell {
     name: String,
-    windows: Windows,
-    emit: EmitMode,
-    init: InitFn<A>,
-    add: AddFn<V, A>,
-    /// Starts of the windows that have entries in the store.
-    open: BTreeSet<Timestamp>,
-    /// Entries in the store (accumulators of open windows).
-    entries: usize,
-    store: Result<Box<dyn KeyValueStore>, Option<StreamsError>>,
-    guard: ReplayGuard,
-    _types: std::marker::PhantomData<fn(K)>,
+    store: Option<Box<dyn KeyValueStore>>,
+    /// The first error, until a checkpoint or restore reports it.
+    error: Option<StreamsError>,
+    failed: bool,
+}
+
+impl StoreCell {
+    /// Wraps `store` (or the error opening it) of the step named `name`.
+    pub(crate) fn new(name: &str, store: Result<Box<dyn KeyValueStore>, StreamsError>) -> Self {
+        let mut cell = StoreCell {
+            name: name.to_string(),
+            store: None,
+            error: None,
+            failed: false,
+        };
+        match store {
+            Ok(store) => cell.store = Some(store),
+            Err(error) => cell.fail(error),
+        }
+        cell
+    }
+
+    /// Whether the store failed: the step must not process records any more.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Records `error`; the step stops and its next checkpoint or restore returns it.
+    pub(crate) fn fail(&mut self, error: StreamsError) {
+        tracing::error!(store = %self.name, %error, "state store failed; the task stops at its next commit");
+        self.failed = true;
+        self.store = None;
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+    }
+
+    fn failure(&mut self) -> StreamsError {
+        self.error
+            .take()
+            .unwrap_or_else(|| StreamsError::Store(format!("{} failed earlier", self.name)))
+    }
+
+    /// The store, or the error that stopped it.
+    pub(crate) fn get(&mut self) -> Result<&mut (dyn KeyValueStore + 'static), StreamsError> {
+        if self.failed {
+            return Err(self.failure());
+        }
+        match self.store.as_deref_mut() {
+            Some(store) => Ok(store),
+            None => Err(StreamsError::Store(format!("{} has no store", self.name))),
+        }
+    }
+
+    /// Writes `meta`, flushes and takes the changelog batch (the end of every checkpoint).
+    pub(crate) fn checkpoint(
+        &mut self,
+        guard: &mut ReplayGuard,
+        meta: &TaskMeta,
+    ) -> Result<Vec<Change>, StreamsError> {
+        let store = self.get()?;
+        guard.checkpoint(store, meta)?;
+        Ok(store.take_changes())
+    }
 }
 
 /// The first key of window `start`'s entries.
@@ -52,91 +104,78 @@ fn window_prefix(start: Timestamp) -> Vec<u8> {
     key
 }
 
-impl<K, V, A> StoredWindowAggregate<K, V, A>
+/// The store key of `key`'s accumulator in window `start` (shared with the in-memory form,
+/// which writes the same layout at checkpoints).
+pub(crate) fn window_key<K: Serialize>(start: Timestamp, key: &K) -> Result<Vec<u8>, StreamsError> {
+    let mut buf = window_prefix(start);
+    encode_into(key, &mut buf)?;
+    Ok(buf)
+}
+
+/// Window accumulators read and written through the store on every record.
+pub(crate) struct StoredWindows<K, A> {
+    /// Starts of the windows that have entries in the store.
+    open: BTreeSet<Timestamp>,
+    /// Entries in the store (accumulators of open windows).
+    entries: usize,
+    cell: StoreCell,
+    _types: PhantomData<fn(K, A)>,
+}
+
+impl<K, A> StoredWindows<K, A>
 where
-    K: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send,
-    A: Clone + Serialize + DeserializeOwned + Send,
+    K: Ord + Serialize + DeserializeOwned,
+    A: Serialize + DeserializeOwned,
 {
-    /// An aggregate named `name` over `windows` keeping its state in `store` (an error
-    /// opening the store is reported by the first restore or checkpoint).
-    pub fn new(
-        name: impl Into<String>,
-        windows: Windows,
-        emit: EmitMode,
-        init: InitFn<A>,
-        add: AddFn<V, A>,
-        store: Result<Box<dyn KeyValueStore>, StreamsError>,
-    ) -> Self {
-        Self {
-            name: name.into(),
-            windows,
-            emit,
-            init,
-            add,
+    pub(crate) fn new(name: &str, store: Result<Box<dyn KeyValueStore>, StreamsError>) -> Self {
+        StoredWindows {
             open: BTreeSet::new(),
             entries: 0,
-            store: store.map_err(Some),
-            guard: ReplayGuard::default(),
-            _types: std::marker::PhantomData,
+            cell: StoreCell::new(name, store),
+            _types: PhantomData,
         }
     }
 
-    fn store_key(start: Timestamp, key: &K) -> Result<Vec<u8>, StreamsError> {
-        let mut buf = window_prefix(start);
-        encode_into(key, &mut buf)?;
-        Ok(buf)
+    pub(crate) fn cell(&mut self) -> &mut StoreCell {
+        &mut self.cell
     }
 
-    /// Folds `record` into `window`; `Ok(false)` when the window is closed.
-    fn update(
+    /// Kept out of line: the in-memory path it shares a match with stays small.
+    #[inline(never)]
+    pub(crate) fn fold<R>(
         &mut self,
-        window: Window,
-        record: &Record<K, V>,
-        watermark: Timestamp,
-        out: &mut Vec<Record<Windowed<K>, A>>,
-    ) -> Result<bool, StreamsError> {
-        if self.windows.is_closed(window, watermark) {
-            return Ok(false);
-        }
-        let Ok(store) = self.store.as_mut() else {
-            return Ok(true);
-        };
-        let key = Self::store_key(window.start, &record.key)?;
-        let mut acc = match store.get(&key)? {
+        start: Timestamp,
+        key: &K,
+        init: &InitFn<A>,
+        f: impl FnOnce(&mut A) -> R,
+    ) -> Result<R, StreamsError> {
+        let store = self.cell.get()?;
+        let store_key = window_key(start, key)?;
+        let mut acc = match store.get(&store_key)? {
             Some(bytes) => decode(&bytes)?,
             None => {
                 self.entries += 1;
-                self.open.insert(window.start);
-                (self.init)()
+                self.open.insert(start);
+                init()
             }
         };
-        (self.add)(&mut acc, &record.value);
-        store.put(key, encode(&acc)?)?;
-        if self.emit == EmitMode::Update {
-            out.push(Record {
-                key: Windowed {
-                    key: record.key.clone(),
-                    window_start: window.start,
-                    window_end: window.end,
-                },
-                value: acc,
-                timestamp: record.timestamp,
-                partition: record.partition,
-                offset: record.offset,
-            });
-        }
-        Ok(true)
+        let result = f(&mut acc);
+        store.put(store_key, encode(&acc)?)?;
+        Ok(result)
     }
 
-    /// Closes window `start`: deletes its entries, emitting them in final mode.
-    fn close(
+    pub(crate) fn first_start(&self) -> Option<Timestamp> {
+        self.open.first().copied()
+    }
+
+    pub(crate) fn close(
         &mut self,
         start: Timestamp,
-        out: &mut Vec<Record<Windowed<K>, A>>,
+        values: bool,
+        out: &mut Vec<(K, A)>,
     ) -> Result<(), StreamsError> {
-        let Ok(store) = self.store.as_mut() else {
-            return Ok(());
-        };
+        self.open.remove(&start);
+        let store = self.cell.get()?;
         let from = window_prefix(start);
         let to = window_prefix(start.saturating_add(1));
         let bound = if start == Timestamp::MAX {
@@ -145,130 +184,34 @@ where
             Bound::Excluded(to.as_slice())
         };
         let entries = store.range(Bound::Included(&from), bound)?;
-        let end = start.saturating_add(self.windows.size_ms());
-        let mut results = Vec::with_capacity(entries.len());
+        let first = out.len();
         for (k, v) in entries {
             store.delete(&k)?;
             self.entries = self.entries.saturating_sub(1);
-            if self.emit == EmitMode::Final {
-                let key: K = decode(&k[from.len()..])?;
-                let acc: A = decode(&v)?;
-                results.push((key, acc));
+            if values {
+                out.push((decode(&k[from.len()..])?, decode(&v)?));
             }
         }
-        // Key order as the in-memory aggregate emits it (the byte order of encoded keys is
-        // not the keys' order).
-        results.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, acc) in results {
-            out.push(Record {
-                key: Windowed {
-                    key,
-                    window_start: start,
-                    window_end: end,
-                },
-                value: acc,
-                timestamp: end.saturating_sub(1),
-                partition: 0,
-                offset: NO_OFFSET,
-            });
-        }
+        // Key order, as the in-memory form emits (the byte order of encoded keys is not the
+        // keys' order).
+        out[first..].sort_by(|a, b| a.0.cmp(&b.0));
         Ok(())
     }
 
-    fn fail(&mut self, error: StreamsError) {
-        tracing::error!(store = %self.name, %error, "state store failed; the task stops at its next commit");
-        self.store = Err(Some(error));
-    }
-
-    fn failure(&mut self) -> StreamsError {
-        match &mut self.store {
-            Err(error) => error
-                .take()
-                .unwrap_or_else(|| StreamsError::Store(format!("{} failed earlier", self.name))),
-            Ok(_) => StreamsError::Store(format!("{} failed", self.name)),
-        }
-    }
-}
-
-impl<K, V, A> Operator<K, V> for StoredWindowAggregate<K, V, A>
-where
-    K: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send,
-    V: Send,
-    A: Clone + Serialize + DeserializeOwned + Send,
-{
-    type OutKey = Windowed<K>;
-    type OutValue = A;
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn process(
+    pub(crate) fn checkpoint(
         &mut self,
-        record: Record<K, V>,
-        cx: &mut Context<'_>,
-        out: &mut Vec<Record<Windowed<K>, A>>,
-    ) -> Option<Record<K, V>> {
-        if self.store.is_err() {
-            return None;
-        }
-        if self.guard.is_replay(&record) {
-            cx.metrics.replays_skipped += 1;
-            return None;
-        }
-        let mut late = false;
-        for window in self.windows.assign(record.timestamp) {
-            match self.update(window, &record, cx.watermark, out) {
-                Ok(open) => late |= !open,
-                Err(error) => {
-                    self.fail(error);
-                    return None;
-                }
-            }
-        }
-        if late {
-            cx.metrics.late_records += 1;
-            return Some(record);
-        }
-        None
+        guard: &mut ReplayGuard,
+        meta: &TaskMeta,
+    ) -> Result<Vec<Change>, StreamsError> {
+        self.cell.checkpoint(guard, meta)
     }
 
-    fn on_watermark(&mut self, cx: &mut Context<'_>, out: &mut Vec<Record<Windowed<K>, A>>) {
-        while let Some(&start) = self.open.first() {
-            let window = Window {
-                start,
-                end: start.saturating_add(self.windows.size_ms()),
-            };
-            if !self.windows.is_closed(window, cx.watermark) {
-                break;
-            }
-            self.open.remove(&start);
-            if let Err(error) = self.close(start, out) {
-                self.fail(error);
-                return;
-            }
-            cx.metrics.windows_closed += 1;
-        }
-    }
-
-    fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        if self.store.is_err() {
-            return Err(self.failure());
-        }
-        let Ok(store) = self.store.as_mut() else {
-            return Err(self.failure());
-        };
-        self.guard.checkpoint(store.as_mut(), meta)?;
-        Ok(store.take_changes())
-    }
-
-    fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        if self.store.is_err() {
-            return Err(self.failure());
-        }
-        let Ok(store) = self.store.as_mut() else {
-            return Err(self.failure());
-        };
+    pub(crate) fn restore(
+        &mut self,
+        changes: Vec<Change>,
+        guard: &mut ReplayGuard,
+    ) -> Result<Option<TaskMeta>, StreamsError> {
+        let store = self.cell.get()?;
         store.restore(changes)?;
         // The open windows, found one start at a time (never the whole state in memory):
         // the first entry at or after the previous start + 1.
@@ -282,12 +225,12 @@ where
             }
             from = window_prefix(start + 1);
         }
-        let meta = self.guard.restore(store.as_ref())?;
+        let meta = guard.restore(store)?;
         self.entries = store.len().saturating_sub(usize::from(meta.is_some()));
         Ok(meta)
     }
 
-    fn state_len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries
     }
 }

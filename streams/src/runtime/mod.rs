@@ -43,6 +43,7 @@ pub use end::EndOfInput;
 pub use sink::{Callback, Encoder, Sink};
 pub use source::{Decoder, Source};
 
+use crate::backend::StateBackend;
 use crate::dsl::{Pipeline, Stream};
 use crate::error::StreamsError;
 use crate::query::QueryableState;
@@ -78,6 +79,9 @@ pub struct StreamsConfig {
     /// The consumer's session timeout (default 45 s): how soon the group notices an instance
     /// that died and moves its tasks.
     pub session_timeout: Duration,
+    /// Where the tasks' state stores live (default: in memory). Set with
+    /// [`StreamsConfig::state_dir`].
+    pub state_backend: StateBackend,
 }
 
 impl StreamsConfig {
@@ -94,7 +98,19 @@ impl StreamsConfig {
             late_topic: None,
             restore_timeout: Duration::from_secs(300),
             session_timeout: Duration::from_secs(45),
+            state_backend: StateBackend::InMemory,
         }
+    }
+
+    /// Keeps every state store of the job on disk, under `dir/<application id>/` (Kafka
+    /// Streams' `state.dir`): a redb file per store and task, a working copy restored from
+    /// the changelog when the task starts and removed when it goes. For state larger than
+    /// memory; steps can still choose `.in_memory()`. See [`crate::backend`].
+    #[must_use]
+    pub fn state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        let dir = dir.into().join(&self.application_id);
+        self.state_backend = StateBackend::OnDisk(dir);
+        self
     }
 
     /// Sets the consumer's session timeout (heartbeats go at a third of it, at most 3 s).
@@ -934,7 +950,8 @@ where
                 continue;
             }
             let build = self.build.clone();
-            let mut pipeline = Pipeline::new(move |s| build(s))
+            let backend = self.config.state_backend.clone();
+            let mut pipeline = Pipeline::with_backend(backend, move |s| build(s))
                 .event_time(self.config.max_out_of_orderness, self.config.idle_timeout);
             // Processing time first: idleness is measured from it.
             pipeline.advance(now_ms());

@@ -1,0 +1,61 @@
+//! Where the state stores of a job live: in memory (the default) or on disk.
+//!
+//! Kafka Streams users set `state.dir` once for the application and every store of every
+//! task is a RocksDB store under it, with `Materialized` overriding one store. The same
+//! shape here: [`StateBackend`] is chosen for a whole pipeline ([`crate::Pipeline::with_backend`],
+//! or [`crate::runtime::StreamsConfig::state_dir`] for a job) and can be overridden per step
+//! ([`crate::Stream::state_backend`], or `.on_disk(dir)` / `.in_memory()` on a windowed
+//! stream).
+//!
+//! Either way the compacted changelog topic is the durable copy of the state and its format
+//! does not depend on the backend, so a job can switch backends between runs without a reset.
+//!
+//! - **In memory**: every stateful step keeps typed state (hash maps) and mirrors what changed
+//!   to an [`InMemoryStore`] at each commit. Fastest; all state must fit in memory.
+//! - **On disk**: every stateful step reads and writes its values through a
+//!   [`DiskStore`] (a redb file per store and task, removed when the task goes), so memory
+//!   holds the store's write buffer (the keys written since the last commit) and each step's
+//!   small time index (window starts; one `(time, key)` entry per open session, buffered
+//!   timestamp, remembered id or join record). Slower per record. On-disk state is not
+//!   published for live queries.
+//!
+//! With the disk backend an I/O error cannot be returned from processing a record: the step
+//! stops processing, and the next checkpoint returns the error, which fails the commit before
+//! any input offset is committed. The restarted task restores from the changelog.
+
+use std::path::PathBuf;
+
+use crate::disk::DiskStore;
+use crate::error::StreamsError;
+use crate::store::{InMemoryStore, KeyValueStore};
+
+/// Where the stateful steps of a pipeline keep their state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StateBackend {
+    /// Typed in-memory state mirrored to an in-memory store at commits (the default).
+    #[default]
+    InMemory,
+    /// State read and written through a [`DiskStore`] file per store in this directory
+    /// (created if missing), for state larger than memory.
+    OnDisk(PathBuf),
+}
+
+impl StateBackend {
+    /// The on-disk backend with its files in `dir`.
+    pub fn on_disk(dir: impl Into<PathBuf>) -> Self {
+        StateBackend::OnDisk(dir.into())
+    }
+
+    /// Whether state lives on disk.
+    pub fn is_on_disk(&self) -> bool {
+        matches!(self, StateBackend::OnDisk(_))
+    }
+
+    /// Opens a fresh store named `name` (an empty working copy, filled by a restore).
+    pub fn open(&self, name: &str) -> Result<Box<dyn KeyValueStore>, StreamsError> {
+        Ok(match self {
+            StateBackend::InMemory => Box::new(InMemoryStore::new()),
+            StateBackend::OnDisk(dir) => Box::new(DiskStore::create(dir, name)?),
+        })
+    }
+}
