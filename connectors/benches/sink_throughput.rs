@@ -5,15 +5,18 @@
 //!
 //! * **sink**: the sink's engine (what `millrace connect` runs per task, minus the network):
 //!   1 KB JSON records in, in poll-sized chunks of 500; JSON parsing, event time, routing,
-//!   schema inference and checks, conversion to Arrow, Parquet writing, fsync, the commit log
-//!   line and the rename.
+//!   schema inference and checks, conversion to Arrow, Parquet writing (on the task's encoder
+//!   thread, as in production), fsync, the commit log line and the rename.
 //! * **raw**: the same rows converted to Arrow batches *before* the clock starts (4096 rows
-//!   each, as the sink converts them), then only `ArrowWriter::write` of those batches with
-//!   the same writer properties, `close` and fsync.
+//!   each, as the sink converts them, by the sink's own decoder), then only
+//!   `ArrowWriter::write` of those batches with the same writer properties, `close` and
+//!   fsync, on one thread.
 //!
 //! Both write zstd (the sink's default) to a temp directory. Runs alternate sink and raw;
 //! the medians of records/s and of Parquet MB/s (output file bytes) are printed, and the
-//! ratio sink/raw.
+//! ratio sink/raw. Before the runs, one pass prints where the sink's time goes: decoding on
+//! the engine's thread (the fast path, and the general path's stages for comparison) and the
+//! thread's encoding (which is the raw write).
 
 use std::fs::File;
 use std::path::Path;
@@ -25,6 +28,7 @@ use millrace_client::record::{ConsumerRecord, TimestampType};
 use millrace_client::TopicPartition;
 use millrace_connectors::metrics::SinkMetrics;
 use millrace_connectors::parquet_sink::convert::rows_to_batch;
+use millrace_connectors::parquet_sink::decode::JsonDecoder;
 use millrace_connectors::parquet_sink::{
     Codec, EngineConfig, FileFormat, Partitioner, RollingPolicy, SchemaConfig, SinkEngine,
     SinkSchema, TimePartitioning,
@@ -176,23 +180,29 @@ fn run_sink(records: &[ConsumerRecord]) -> (Duration, u64) {
     (elapsed, parquet_bytes(dir.path()))
 }
 
-/// The Arrow batches the sink writes for `records`, built outside any timing.
-fn batches(records: &[ConsumerRecord]) -> Vec<RecordBatch> {
-    let rows: Vec<Map<String, Value>> = records
+/// The schema the sink infers for `records` (from its first records, as the sink does).
+fn inferred_schema(records: &[ConsumerRecord]) -> SinkSchema {
+    let samples: Vec<Map<String, Value>> = records
         .iter()
+        .take(SchemaConfig::default().infer_records)
         .map(|r| serde_json::from_slice(r.value.as_ref().expect("value")).expect("json object"))
         .collect();
-    let schema = SinkSchema::infer(rows.iter().take(SchemaConfig::default().infer_records));
-    let arrow = schema.arrow_schema(false);
-    rows.chunks(BATCH_ROWS)
+    SinkSchema::infer(&samples)
+}
+
+/// The Arrow batches the sink writes for `records`, built by the sink's decoder outside any
+/// timing.
+fn batches(records: &[ConsumerRecord]) -> Vec<RecordBatch> {
+    let schema = inferred_schema(records);
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let mut decoder = JsonDecoder::new(&schema, &engine_config(scratch.path())).expect("decoder");
+    records
+        .chunks(BATCH_ROWS)
         .map(|chunk| {
-            let prepared: Vec<Map<String, Value>> = chunk
-                .iter()
-                .map(|r| schema.prepare_row(r.clone()))
-                .collect();
-            let (batch, rejected) = rows_to_batch(&arrow, &prepared).expect("convert");
-            assert!(rejected.is_empty());
-            batch
+            for record in chunk {
+                assert!(decoder.push(record), "record {} declined", record.offset);
+            }
+            decoder.finish().expect("batch").expect("rows")
         })
         .collect()
 }
@@ -218,16 +228,29 @@ fn run_raw(batches: &[RecordBatch]) -> (Duration, u64) {
     (elapsed, std::fs::metadata(&path).expect("size").len())
 }
 
-/// Where the sink's time goes, step by step over the same records (one run, µs per record).
+/// Where the sink's time goes, step by step over the same records (one pass, µs per record):
+/// the fast path the sink takes, and for comparison the general path's stages (what every
+/// record went through before the fast path).
 fn breakdown(records: &[ConsumerRecord]) {
     let per = |t: Duration| t.as_secs_f64() * 1e6 / records.len() as f64;
+    let schema = inferred_schema(records);
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let mut decoder = JsonDecoder::new(&schema, &engine_config(scratch.path())).expect("decoder");
+    let started = Instant::now();
+    for chunk in records.chunks(BATCH_ROWS) {
+        for record in chunk {
+            assert!(decoder.push(record));
+        }
+        decoder.finish().expect("batch");
+    }
+    let fast = started.elapsed();
+
     let started = Instant::now();
     let rows: Vec<Map<String, Value>> = records
         .iter()
         .map(|r| serde_json::from_slice(r.value.as_ref().expect("value")).expect("json object"))
         .collect();
     let parse = started.elapsed();
-    let schema = SinkSchema::infer(rows.iter().take(SchemaConfig::default().infer_records));
     let arrow = schema.arrow_schema(false);
     let started = Instant::now();
     for row in &rows {
@@ -246,7 +269,9 @@ fn breakdown(records: &[ConsumerRecord]) {
     }
     let convert = started.elapsed();
     println!(
-        "breakdown (µs per record): parse JSON {:.2}, schema check {:.2}, prepare row {:.2}, to Arrow {:.2}",
+        "breakdown (µs per record): fast path, JSON bytes to Arrow batches {:.2}; \
+         general path: parse JSON {:.2}, schema check {:.2}, prepare row {:.2}, to Arrow {:.2}",
+        per(fast),
         per(parse),
         per(check),
         per(prepare),

@@ -16,6 +16,16 @@
 //! smallest offset not yet in a committed file: the first record of any open file, of any
 //! record waiting for schema inference, or the next record to read. Routing depends only on
 //! the record, so a replay puts every record in the same directory as before.
+//!
+//! # Two paths per record
+//!
+//! Once a topic's schema is fixed, each record first tries the [fast path](super::decode):
+//! its JSON bytes are parsed straight into the open file's Arrow column builders. A record
+//! the fast path declines (anything unusual, including every record that will end up
+//! dead-lettered) takes the general path: a `serde_json` map, the schema check, and the
+//! conversion. Both put the same record in the same file with the same values; the general
+//! path alone decides and words rejections. Parquet encoding runs on the task's
+//! [encoder](super::encoder) thread.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -24,19 +34,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::datatypes::SchemaRef;
 use millrace_client::record::ConsumerRecord;
 use millrace_client::TopicPartition;
 use serde_json::{Map, Value};
 
 use super::commit::{apply, sync_dir, Checkpoint, CheckpointLog, CommittedFile};
-use super::partitioning::{file_name, Partitioner};
+use super::convert::rows_to_batch;
+use super::decode::{Cell, RowLayout};
+use super::encoder::Encoder;
+use super::partitioning::{file_name, DirectoryCache, Partitioner};
 use super::recovery::{recover, StatePaths, STATE_DIR};
 use super::rolling::{RollReason, RollingPolicy};
 use super::schema::{
     SchemaConfig, SinkSchema, KAFKA_OFFSET_COLUMN, KAFKA_PARTITION_COLUMN, KAFKA_TIMESTAMP_COLUMN,
 };
-use super::writer::{ClosedFile, FileFormat, OpenFile, RejectedRecord};
+use super::writer::{ClosedFile, FileFormat, OpenFile};
 use crate::error::{ConnectorError, IoContext, Result};
 use crate::framework::Sink;
 use crate::metrics::SinkMetrics;
@@ -82,7 +94,7 @@ struct Routed {
 enum TopicSchema {
     Ready {
         schema: SinkSchema,
-        arrow: SchemaRef,
+        layout: Arc<RowLayout>,
     },
     Inferring {
         samples: Vec<Routed>,
@@ -114,9 +126,19 @@ pub struct SinkEngine {
     partitions: HashMap<TopicPartition, PartitionSink>,
     dead_letters: Vec<DeadLetter>,
     metrics: Arc<SinkMetrics>,
+    encoder: Encoder,
+    /// The fast path's memory of field order (see [`RowLayout::parse`]).
+    field_order: Vec<usize>,
+    directories: DirectoryCache,
     /// Test hook: fail `commit` right after the log line, before any rename.
     #[cfg(test)]
     pub(crate) crash_before_rename: bool,
+    /// Test hook: every record takes the general path.
+    #[cfg(test)]
+    pub(crate) general_path_only: bool,
+    /// Test counter: records the fast path wrote.
+    #[cfg(test)]
+    pub(crate) fast_records: u64,
 }
 
 impl SinkEngine {
@@ -130,8 +152,15 @@ impl SinkEngine {
             partitions: HashMap::new(),
             dead_letters: Vec::new(),
             metrics,
+            encoder: Encoder::start()?,
+            field_order: Vec::new(),
+            directories: DirectoryCache::default(),
             #[cfg(test)]
             crash_before_rename: false,
+            #[cfg(test)]
+            general_path_only: false,
+            #[cfg(test)]
+            fast_records: 0,
         })
     }
 
@@ -172,23 +201,101 @@ impl SinkEngine {
     /// Processes records (in offset order per partition). Records of partitions not assigned,
     /// and records before a partition's position (already processed), are ignored.
     pub fn write(&mut self, records: Vec<ConsumerRecord>) -> Result<()> {
-        for record in records {
-            self.write_one(record)?;
+        // Cells borrow from `records`, so they live out here and are reused record to record.
+        let mut cells = Vec::new();
+        let mut tp = TopicPartition::new("", -1);
+        for record in &records {
+            if tp.partition != record.partition || tp.topic != *record.topic {
+                tp = TopicPartition::new(&*record.topic, record.partition);
+            }
+            let Some(part) = self.partitions.get_mut(&tp) else {
+                tracing::debug!(partition = %tp, "record of a partition not assigned; ignored");
+                continue;
+            };
+            if part.position.is_some_and(|p| record.offset < p) {
+                continue;
+            }
+            part.position = Some(record.offset + 1);
+            self.metrics.add_records_in(1);
+            if !self.write_fast(&tp, record, &mut cells)? {
+                self.write_general(&tp, record.clone())?;
+            }
         }
         Ok(())
     }
 
-    fn write_one(&mut self, record: ConsumerRecord) -> Result<()> {
-        let tp = TopicPartition::new(&*record.topic, record.partition);
-        let Some(part) = self.partitions.get_mut(&tp) else {
-            tracing::debug!(partition = %tp, "record of a partition not assigned; ignored");
-            return Ok(());
-        };
-        if part.position.is_some_and(|p| record.offset < p) {
-            return Ok(());
+    /// The fast path: `false` when it declines the record (nothing done), `true` when the
+    /// record is written or was written before a restart.
+    fn write_fast<'r>(
+        &mut self,
+        tp: &TopicPartition,
+        record: &'r ConsumerRecord,
+        cells: &mut Vec<Cell<'r>>,
+    ) -> Result<bool> {
+        #[cfg(test)]
+        if self.general_path_only {
+            return Ok(false);
         }
-        part.position = Some(record.offset + 1);
-        self.metrics.add_records_in(1);
+        let Some(TopicSchema::Ready { layout, .. }) = self.schemas.get(&tp.topic) else {
+            return Ok(false);
+        };
+        let Some(value) = record.value.as_deref() else {
+            return Ok(false);
+        };
+        if !layout.parse(value, cells, &mut self.field_order) {
+            return Ok(false);
+        }
+        let Some(event_ms) = layout.event_time(cells, record.timestamp) else {
+            return Ok(false);
+        };
+        if !layout.fits(cells) {
+            return Ok(false);
+        }
+        let cells: &[Cell<'r>] = cells;
+        let Some(directory) =
+            self.directories
+                .directory(&self.config.partitioner, &tp.topic, event_ms, |i| {
+                    layout.partition_value(cells, i)
+                })
+        else {
+            return Ok(false);
+        };
+        let Some(part) = self.partitions.get_mut(tp) else {
+            return Ok(true);
+        };
+        if part
+            .directory_high
+            .get(directory)
+            .is_some_and(|&high| record.offset <= high)
+        {
+            // Written before a restart (see `write_general`).
+            return Ok(true);
+        }
+        part.max_event_ms = part.max_event_ms.max(event_ms);
+        let target = Target {
+            rolling: self.config.rolling,
+            format: &self.config.format,
+            layout,
+            directory,
+            event_ms,
+        };
+        append_row(
+            part,
+            &mut self.encoder,
+            tp,
+            &target,
+            record,
+            Row::Cells(cells),
+        )?;
+        #[cfg(test)]
+        {
+            self.fast_records += 1;
+        }
+        Ok(true)
+    }
+
+    /// The general path: parse, route, and check or collect for inference.
+    fn write_general(&mut self, tp: &TopicPartition, record: ConsumerRecord) -> Result<()> {
         let routed = match self.route(record) {
             Ok(routed) => routed,
             Err(dead) => {
@@ -196,7 +303,7 @@ impl SinkEngine {
                 return Ok(());
             }
         };
-        let Some(part) = self.partitions.get_mut(&tp) else {
+        let Some(part) = self.partitions.get_mut(tp) else {
             return Ok(());
         };
         if part
@@ -210,7 +317,7 @@ impl SinkEngine {
         }
         part.max_event_ms = part.max_event_ms.max(routed.event_ms);
         match self.schema_for(&tp.topic)? {
-            TopicSchema::Ready { .. } => self.append(&tp, routed),
+            TopicSchema::Ready { .. } => self.append(tp, routed),
             TopicSchema::Inferring { samples, .. } => {
                 samples.push(routed);
                 if samples.len() >= self.config.schema.infer_records.max(1) {
@@ -296,10 +403,10 @@ impl SinkEngine {
                         .filter(|c| !partition_fields.contains(&c.name))
                         .cloned()
                         .collect();
-                    ready(SinkSchema { columns }, self.config.kafka_metadata)
+                    ready(SinkSchema { columns }, &self.config)
                 }
                 None => match load_schema(&self.schema_path(topic))? {
-                    Some(schema) => ready(schema, self.config.kafka_metadata),
+                    Some(schema) => ready(schema, &self.config),
                     None => TopicSchema::Inferring {
                         samples: Vec::new(),
                         since: Instant::now(),
@@ -341,7 +448,7 @@ impl SinkEngine {
             );
         }
         self.schemas
-            .insert(topic.to_string(), ready(schema, self.config.kafka_metadata));
+            .insert(topic.to_string(), ready(schema, &self.config));
         for routed in samples {
             let tp = TopicPartition::new(&*routed.record.topic, routed.record.partition);
             if self.partitions.contains_key(&tp) {
@@ -351,9 +458,10 @@ impl SinkEngine {
         Ok(())
     }
 
-    /// Checks a record against the ready schema and adds it to its directory's open file.
+    /// Checks a record of the general path against the ready schema and adds it to its
+    /// directory's open file.
     fn append(&mut self, tp: &TopicPartition, routed: Routed) -> Result<()> {
-        let Some(TopicSchema::Ready { schema, arrow }) = self.schemas.get(&tp.topic) else {
+        let Some(TopicSchema::Ready { schema, layout }) = self.schemas.get(&tp.topic) else {
             return Ok(());
         };
         if let Err(mismatch) = schema.check(&routed.fields, self.config.schema.extra_fields) {
@@ -363,54 +471,46 @@ impl SinkEngine {
             });
             return Ok(());
         }
-        let mut row = schema.prepare_row(routed.fields);
-        let arrow = arrow.clone();
-        if self.config.kafka_metadata {
-            row.insert(
-                KAFKA_PARTITION_COLUMN.into(),
-                routed.record.partition.into(),
-            );
-            row.insert(KAFKA_OFFSET_COLUMN.into(), routed.record.offset.into());
-            row.insert(
-                KAFKA_TIMESTAMP_COLUMN.into(),
-                routed.record.timestamp.into(),
-            );
-        }
-        let rolling = self.config.rolling;
+        let layout = layout.clone();
+        let mut cells = Vec::new();
+        layout.cells_of(&routed.fields, &mut cells);
+        let row = if layout.converts(&cells) {
+            Row::Cells(&cells)
+        } else {
+            // A value only arrow's JSON decoder converts (or refuses): decode this row alone.
+            let mut row = schema.prepare_row(routed.fields.clone());
+            if self.config.kafka_metadata {
+                row.insert(
+                    KAFKA_PARTITION_COLUMN.into(),
+                    routed.record.partition.into(),
+                );
+                row.insert(KAFKA_OFFSET_COLUMN.into(), routed.record.offset.into());
+                row.insert(
+                    KAFKA_TIMESTAMP_COLUMN.into(),
+                    routed.record.timestamp.into(),
+                );
+            }
+            let (batch, rejected) = rows_to_batch(layout.arrow_schema(), &[row])?;
+            if let Some(rejected) = rejected.into_iter().next() {
+                self.dead_letter(DeadLetter {
+                    record: routed.record,
+                    reason: rejected.reason,
+                });
+                return Ok(());
+            }
+            Row::Batch(batch)
+        };
         let Some(part) = self.partitions.get_mut(tp) else {
             return Ok(());
         };
-        let roll = part
-            .open
-            .get(&routed.directory)
-            .and_then(|file| rolling.before_append(&file.stats, routed.event_ms));
-        let mut rejected = Vec::new();
-        if let Some(reason) = roll {
-            rejected.extend(close_file(part, &routed.directory, reason)?);
-        }
-        if !part.open.contains_key(&routed.directory) {
-            let staged = part.paths.staging.join(format!(
-                "{}+{}+{:019}.inprogress",
-                tp.topic, tp.partition, routed.record.offset
-            ));
-            let file = OpenFile::create(
-                staged,
-                routed.directory.clone(),
-                arrow,
-                &self.config.format,
-                routed.record.offset,
-                routed.event_ms,
-            )?;
-            part.open.insert(routed.directory.clone(), file);
-        }
-        if let Some(file) = part.open.get_mut(&routed.directory) {
-            rejected.extend(file.append(row, routed.record, routed.event_ms)?);
-            if let Some(reason) = rolling.after_append(&file.stats) {
-                rejected.extend(close_file(part, &routed.directory, reason)?);
-            }
-        }
-        self.dead_letter_rejected(rejected);
-        Ok(())
+        let target = Target {
+            rolling: self.config.rolling,
+            format: &self.config.format,
+            layout: &layout,
+            directory: &routed.directory,
+            event_ms: routed.event_ms,
+        };
+        append_row(part, &mut self.encoder, tp, &target, &routed.record, row)
     }
 
     fn dead_letter(&mut self, dead: DeadLetter) {
@@ -423,15 +523,6 @@ impl SinkEngine {
         );
         self.metrics.add_dead_lettered(1);
         self.dead_letters.push(dead);
-    }
-
-    fn dead_letter_rejected(&mut self, rejected: Vec<RejectedRecord>) {
-        for r in rejected {
-            self.dead_letter(DeadLetter {
-                record: r.record,
-                reason: r.reason,
-            });
-        }
     }
 
     /// Closes files that the rolling policy says are done by age or event time, and fixes
@@ -451,7 +542,6 @@ impl SinkEngine {
             self.finish_inference(&topic)?;
         }
         let rolling = self.config.rolling;
-        let mut rejected = Vec::new();
         for part in self.partitions.values_mut() {
             let done: Vec<(String, RollReason)> = part
                 .open
@@ -463,10 +553,9 @@ impl SinkEngine {
                 })
                 .collect();
             for (dir, reason) in done {
-                rejected.extend(close_file(part, &dir, reason)?);
+                close_file(part, &self.encoder, &dir, reason)?;
             }
         }
-        self.dead_letter_rejected(rejected);
         Ok(())
     }
 
@@ -480,16 +569,14 @@ impl SinkEngine {
         for topic in topics {
             self.finish_inference(topic)?;
         }
-        let mut rejected = Vec::new();
         for tp in partitions {
             if let Some(part) = self.partitions.get_mut(tp) {
                 let dirs: Vec<String> = part.open.keys().cloned().collect();
                 for dir in dirs {
-                    rejected.extend(close_file(part, &dir, RollReason::Close)?);
+                    close_file(part, &self.encoder, &dir, RollReason::Close)?;
                 }
             }
         }
-        self.dead_letter_rejected(rejected);
         Ok(())
     }
 
@@ -505,7 +592,7 @@ impl SinkEngine {
         for tp in partitions {
             if let Some(mut part) = self.partitions.remove(tp) {
                 for (_, file) in std::mem::take(&mut part.open) {
-                    file.discard();
+                    file.discard(&self.encoder);
                 }
                 for closed in part.closed.drain(..) {
                     let _ = std::fs::remove_file(part.paths.staging.join(&closed.staged_name));
@@ -561,6 +648,11 @@ impl SinkEngine {
             if part.closed.is_empty() && Some(next) == part.committed_next {
                 continue;
             }
+            // The encoder thread completes closed files in the background: each must be
+            // whole and fsynced before the line that commits it.
+            for file in &mut part.closed {
+                file.durable()?;
+            }
             let files: Vec<CommittedFile> = part
                 .closed
                 .iter()
@@ -597,7 +689,7 @@ impl SinkEngine {
                 return Err(ConnectorError::Config("test crash before rename".into()));
             }
             apply(&self.config.out, &part.paths.staging, &checkpoint)?;
-            let bytes: u64 = part.closed.iter().map(|f| f.bytes).sum();
+            let bytes: u64 = part.closed.iter().map(ClosedFile::bytes).sum();
             let records: u64 = part.closed.iter().map(|f| f.records).sum();
             self.metrics
                 .add_committed(part.closed.len() as u64, records, bytes);
@@ -646,26 +738,89 @@ impl Sink for SinkEngine {
     }
 }
 
-fn ready(schema: SinkSchema, kafka_metadata: bool) -> TopicSchema {
-    let arrow = schema.arrow_schema(kafka_metadata);
-    TopicSchema::Ready { schema, arrow }
+fn ready(schema: SinkSchema, config: &EngineConfig) -> TopicSchema {
+    let layout = Arc::new(RowLayout::new(&schema, config));
+    TopicSchema::Ready { schema, layout }
+}
+
+/// A row for [`append_row`]: parsed cells, or a one-row batch from arrow's decoder.
+enum Row<'c, 'a> {
+    Cells(&'c [Cell<'a>]),
+    Batch(arrow::record_batch::RecordBatch),
+}
+
+/// Where a row goes and what decides when its file rolls.
+struct Target<'t> {
+    rolling: RollingPolicy,
+    format: &'t FileFormat,
+    layout: &'t RowLayout,
+    directory: &'t str,
+    event_ms: i64,
+}
+
+/// Adds a row that fits the schema to its directory's open file, rolling files as the
+/// policy says.
+fn append_row(
+    part: &mut PartitionSink,
+    encoder: &mut Encoder,
+    tp: &TopicPartition,
+    target: &Target<'_>,
+    record: &ConsumerRecord,
+    row: Row<'_, '_>,
+) -> Result<()> {
+    let directory = target.directory;
+    let roll = part
+        .open
+        .get(directory)
+        .and_then(|file| target.rolling.before_append(&file.stats, target.event_ms));
+    if let Some(reason) = roll {
+        close_file(part, encoder, directory, reason)?;
+    }
+    if !part.open.contains_key(directory) {
+        let staged = part.paths.staging.join(format!(
+            "{}+{}+{:019}.inprogress",
+            tp.topic, tp.partition, record.offset
+        ));
+        let file = OpenFile::create(
+            encoder,
+            staged,
+            directory.to_string(),
+            target.layout,
+            target.format,
+            record.offset,
+            target.event_ms,
+        )?;
+        part.open.insert(directory.to_string(), file);
+    }
+    if let Some(file) = part.open.get_mut(directory) {
+        match row {
+            Row::Cells(cells) => {
+                file.append_cells(encoder, target.layout, cells, record, target.event_ms)?
+            }
+            Row::Batch(batch) => file.append_batch(encoder, batch, record, target.event_ms)?,
+        }
+        if let Some(reason) = target.rolling.after_append(&file.stats) {
+            close_file(part, encoder, directory, reason)?;
+        }
+    }
+    Ok(())
 }
 
 /// Finishes the open file of `dir` and queues it for the next commit.
 fn close_file(
     part: &mut PartitionSink,
+    encoder: &Encoder,
     dir: &str,
     reason: RollReason,
-) -> Result<Vec<RejectedRecord>> {
+) -> Result<()> {
     let Some(file) = part.open.remove(dir) else {
-        return Ok(Vec::new());
+        return Ok(());
     };
-    let (closed, rejected) = file.finish()?;
     tracing::debug!(
         directory = dir,
-        first = closed.first_offset,
-        last = closed.last_offset,
-        records = closed.records,
+        first = file.first_offset,
+        last = file.last_offset,
+        records = file.stats.records,
         ?reason,
         "file closed"
     );
@@ -673,14 +828,12 @@ fn close_file(
         .directory_high
         .entry(dir.to_string())
         .or_insert(i64::MIN);
-    *high = (*high).max(closed.last_offset);
-    if closed.records == 0 {
-        // Every row was refused: nothing to commit, but the offsets are done.
-        let _ = std::fs::remove_file(part.paths.staging.join(&closed.staged_name));
-    } else {
+    *high = (*high).max(file.last_offset);
+    // A file without rows is discarded: nothing to commit, but its offsets are done.
+    if let Some(closed) = file.finish(encoder)? {
         part.closed.push(closed);
     }
-    Ok(rejected)
+    Ok(())
 }
 
 fn load_schema(path: &Path) -> Result<Option<SinkSchema>> {
@@ -1003,6 +1156,303 @@ mod tests {
         );
         assert_eq!(reasons[2], (3, "event time field `ts` is missing"));
         assert_eq!(metrics.snapshot().dead_lettered, 3);
+    }
+
+    /// Records that exercise every branch of the fast path and of the general path.
+    fn awkward_records() -> Vec<ConsumerRecord> {
+        let ts = BASE + 5;
+        let later = BASE + 2 * HOUR + 17;
+        let lines: Vec<String> = vec![
+            format!(
+                r#"{{"id":1,"ts":{ts},"country":"DE","user":"a","score":1.5,"ratio":0.25,"small":3,"ok":true,"day":"2026-11-25","extra":{{"b":1,"a":[1,2.50,"x"]}}}}"#
+            ),
+            format!(r#"{{"ts":"2026-11-25T10:30:00.123+02:00","id":2,"country":"DE","user":"b"}}"#),
+            format!(r#"{{"id":3,"ts":{ts},"country":"DE","user":"a\"b\\n\u00e9\ud83d\ude00 \/"}}"#),
+            format!(r#"{{"i\u0064":4,"ts":{ts},"country":"DE"}}"#),
+            format!(r#"{{"id":5,"ts":{ts},"country":"DE","user":null,"score":null,"extra":null}}"#),
+            format!(r#"{{"ts":{ts},"country":"DE"}}"#),
+            format!(r#"{{"id":"7","ts":{ts},"country":"DE"}}"#),
+            format!(r#"{{"id":8,"ts":{ts},"country":"DE","zzz":1}}"#),
+            "{not json".to_string(),
+            "[1,2]".to_string(),
+            format!(r#"{{"id":11,"ts":{ts},"country":"DE","score":18446744073709551615}}"#),
+            format!(r#"{{"id":18446744073709551615,"ts":{ts},"country":"DE"}}"#),
+            format!(r#"{{"id":13,"ts":{ts},"country":"DE","ratio":1e39}}"#),
+            format!(r#"{{"id":14,"ts":{ts},"country":"DE","small":3000000000}}"#),
+            format!(r#"{{"id":15,"ts":{ts},"country":7}}"#),
+            format!(r#"{{"id":16,"ts":{ts},"country":null}}"#),
+            format!(r#"{{"id":17,"ts":{ts},"country":""}}"#),
+            format!(r#"{{"id":18,"ts":{ts},"country":{{"x":[1,{{"y":null}}]}}}}"#),
+            format!(r#"{{"id":19,"ts":{ts},"country":"a/b=c"}}"#),
+            format!(r#"{{"id":20,"country":"DE"}}"#),
+            format!(r#"{{"id":21,"ts":1.5,"country":"DE"}}"#),
+            format!(r#"{{"id":22,"ts":true,"country":"DE"}}"#),
+            format!(r#"{{"id":23,"id":24,"ts":{ts},"country":"DE"}}"#),
+            format!(r#"{{"id":25,"ts":{ts},"country":"DE"}} x"#),
+            format!(r#"{{"id":26,"ts":{ts},"country":"DE","zzz":1e400}}"#),
+            format!(r#"{{"id":27,"ts":{ts},"country":"DE","day":"2026-13-01"}}"#),
+            format!(" \n{{ \"id\" : 28 , \"ts\" : {later} , \"country\" : \"FR\" }} \n"),
+            format!(r#"{{"id":29,"ts":{later},"country":"FR","extra":"x","n_any":[]}}"#),
+            format!(
+                r#"{{"id":30,"ts":{later},"country":"FR","extra":{{"a":{{"b":{{"c":[[[]]]}}}}}},"n_any":1.0e2}}"#
+            ),
+            format!(r#"{{"id":31,"ts":{ts},"country":"DE","user":5}}"#),
+            format!(r#"{{"id":32,"ts":{ts},"country":"DE","ok":"true"}}"#),
+            format!(r#"{{"id":33,"ts":"2026-11-25T10:00:00.123456789Z","country":"DE"}}"#),
+            format!(r#"{{"id":34,"ts":-1,"country":"DE"}}"#),
+            format!(r#"{{"id":35,"ts":"2026-11-25 10:00:00","country":"DE"}}"#),
+            format!(
+                r#"{{"id":36,"ts":{ts},"country":"DE","score":-0.0,"ratio":-3,"small":-2147483648}}"#
+            ),
+            format!(r#"{{"id":37,"ts":{ts},"country":"DE","user":"","day":null,"ok":false}}"#),
+            format!(r#"{{"id":38,"ts":{ts},"country":"DE","ratio":3.4028235e38,"score":1e308}}"#),
+            "{}".to_string(),
+            "null".to_string(),
+            format!(r#"{{"id":40,"ts":{ts},"country":"DE","user":"\ud800"}}"#),
+            format!(r#"{{"id":41,"ts":{ts},"country":"DE","zzz":{{"q":[1,2,{{"r":"\u0041"}}]}}}}"#),
+            // The fast reader's own edges: escapes across its 32-byte chunks, raw control
+            // characters, number forms, literals, nesting depth, whitespace.
+            format!(
+                r#"{{"id":42,"ts":{ts},"country":"DE","user":"0123456789012345678901234567890\"\\x"}}"#
+            ),
+            format!("{{\"id\":43,\"ts\":{ts},\"country\":\"DE\",\"user\":\"tab\there\"}}"),
+            format!(r#"{{"id":01,"ts":{ts},"country":"DE"}}"#),
+            format!(r#"{{"id":-0,"ts":{ts},"country":"DE","score":-0}}"#),
+            format!(r#"{{"id":46,"ts":{ts},"country":"DE","score":1.0,"n_any":-0}}"#),
+            format!(r#"{{"id":47,"ts":{ts},"country":"DE","score":1e2,"n_any":1E+2}}"#),
+            format!(r#"{{"id":-,"ts":{ts},"country":"DE"}}"#),
+            format!(r#"{{"id":1-2,"ts":{ts},"country":"DE"}}"#),
+            format!(
+                r#"{{"id":9223372036854775807,"ts":{ts},"country":"DE","n_any":-9223372036854775808}}"#
+            ),
+            format!(
+                r#"{{"id":123456789012345678,"ts":{ts},"country":"DE","score":1234567890123456789}}"#
+            ),
+            format!(r#"{{"id":52,"ts":{ts},"country":"DE","ok":truex}}"#),
+            format!(
+                r#"{{"id":53,"ts":{ts},"country":"DE","extra":{}1{}}}"#,
+                "[".repeat(130),
+                "]".repeat(130)
+            ),
+            format!(
+                r#"{{"id":54,"ts":{ts},"country":"DE","extra":{}1{}}}"#,
+                "[".repeat(99),
+                "]".repeat(99)
+            ),
+            format!("\u{feff}{{\"id\":55,\"ts\":{ts},\"country\":\"DE\"}}"),
+            format!(r#"{{"id":56,"ts":{ts},"country":"DE",}}"#),
+            format!(r#"{{"id":57,"ts":{ts},"country":"DE"}}{{}}"#),
+            format!(r#"{{"id":58,"ts":{ts},"country":"DE","extra":[1,2,]}}"#),
+            format!(r#"{{"id":59,"ts":{ts},"country":"D\u0045","n_any":"\ud83d\ude00"}}"#),
+            format!(r#"{{"id":60,"ts":{ts},"country":"DE","zzz":-01}}"#),
+            format!(
+                r#"{{"id":61 , "ts" :{ts}	,"country":"DE" , "extra" : {{ "b" : [ 1 , {{ }} ] , "a" : null }} }}"#
+            ),
+            format!(r#"{{"id":62,"ts":{ts},"country":"DE","user":"x"#),
+            format!(r#"{{"id":63,"ts":{ts},"country":"DE","user":"\x"}}"#),
+        ];
+        let mut records: Vec<ConsumerRecord> = lines
+            .iter()
+            .enumerate()
+            .map(|(o, line)| record(0, o as i64, line))
+            .collect();
+        let mut invalid_utf8 = record(0, records.len() as i64, "");
+        let mut bytes = format!(r#"{{"id":64,"ts":{ts},"country":"DE","user":"#).into_bytes();
+        bytes.extend_from_slice(b"\"\xff\"}");
+        invalid_utf8.value = Some(bytes.into());
+        records.push(invalid_utf8);
+        let tombstone = records.len() as i64;
+        let mut empty = record(0, tombstone, "");
+        empty.value = None;
+        records.push(empty);
+        records
+    }
+
+    fn column(
+        name: &str,
+        kind: super::super::schema::ColumnType,
+    ) -> super::super::schema::ColumnSpec {
+        super::super::schema::ColumnSpec {
+            name: name.into(),
+            kind,
+            nullable: name != "id",
+        }
+    }
+
+    /// Each committed file's rows (as Arrow batches) by path, the dead letters, and how many
+    /// records the fast path wrote.
+    type Outcome = (
+        BTreeMap<String, Vec<arrow::record_batch::RecordBatch>>,
+        Vec<(i64, String)>,
+        u64,
+    );
+
+    fn run_engine(cfg: EngineConfig, records: &[ConsumerRecord], general_only: bool) -> Outcome {
+        let out = cfg.out.clone();
+        let mut engine = SinkEngine::new(cfg, Arc::new(SinkMetrics::default())).unwrap();
+        engine.general_path_only = general_only;
+        engine.assign(&TopicPartition::new("views", 0)).unwrap();
+        // Small writes, so that both inference and the ready schema see the records.
+        for chunk in records.chunks(3) {
+            engine.write(chunk.to_vec()).unwrap();
+        }
+        engine.close_all().unwrap();
+        engine.commit().unwrap();
+        let fast = engine.fast_records;
+        let letters = engine
+            .take_dead_letters()
+            .into_iter()
+            .map(|l| (l.record.offset, l.reason))
+            .collect();
+        let mut files = BTreeMap::new();
+        let mut stack = vec![out.join("topic=views")];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let reader =
+                    ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+                        .unwrap()
+                        .build()
+                        .unwrap();
+                let batches = reader.map(|b| b.unwrap()).collect();
+                let relative = path.strip_prefix(&out).unwrap().display().to_string();
+                files.insert(relative, batches);
+            }
+        }
+        (files, letters, fast)
+    }
+
+    /// The fast path writes what the general path writes, and declines what it must.
+    #[test]
+    fn the_fast_path_writes_what_the_general_path_writes() {
+        use super::super::schema::{ColumnType, ExtraFields};
+        let declared = vec![
+            column("id", ColumnType::Int64),
+            column("ts", ColumnType::TimestampMs),
+            column("country", ColumnType::String),
+            column("user", ColumnType::String),
+            column("score", ColumnType::Float64),
+            column("ratio", ColumnType::Float32),
+            column("small", ColumnType::Int32),
+            column("ok", ColumnType::Boolean),
+            column("day", ColumnType::Date),
+            column("extra", ColumnType::Json),
+            column("n_any", ColumnType::Json),
+        ];
+        let records = awkward_records();
+        type Variant = (&'static str, Box<dyn Fn(&mut EngineConfig)>);
+        let variants: Vec<Variant> = vec![
+            ("declared", Box::new(|_: &mut EngineConfig| {})),
+            (
+                "declared, extra fields ignored",
+                Box::new(|c: &mut EngineConfig| c.schema.extra_fields = ExtraFields::Ignore),
+            ),
+            (
+                "declared without the time column, extra fields ignored",
+                Box::new(|c: &mut EngineConfig| {
+                    c.schema.extra_fields = ExtraFields::Ignore;
+                    if let Some(columns) = &mut c.schema.columns {
+                        columns.retain(|col| col.name != "ts");
+                    }
+                }),
+            ),
+            (
+                "declared without the time column",
+                Box::new(|c: &mut EngineConfig| {
+                    if let Some(columns) = &mut c.schema.columns {
+                        columns.retain(|col| col.name != "ts");
+                    }
+                }),
+            ),
+            (
+                "inferred",
+                Box::new(|c: &mut EngineConfig| c.schema.columns = None),
+            ),
+            (
+                "inferred, extra fields ignored, Kafka time, no partitions",
+                Box::new(|c: &mut EngineConfig| {
+                    c.schema.columns = None;
+                    c.schema.extra_fields = ExtraFields::Ignore;
+                    c.time_field = None;
+                    c.kafka_metadata = false;
+                    c.partitioner = Partitioner::new(TimePartitioning::Day, vec![]);
+                }),
+            ),
+            (
+                "time field is the partition field",
+                Box::new(|c: &mut EngineConfig| {
+                    c.partitioner = Partitioner::new(TimePartitioning::None, vec!["ts".into()]);
+                }),
+            ),
+        ];
+        for (name, adjust) in variants {
+            let run = |general_only: bool| {
+                let dir = tempfile::tempdir().unwrap();
+                let mut cfg = config(dir.path(), 4);
+                cfg.schema.columns = Some(declared.clone());
+                adjust(&mut cfg);
+                let outcome = run_engine(cfg, &records, general_only);
+                (dir, outcome)
+            };
+            let (_fast_dir, fast) = run(false);
+            let (_general_dir, general) = run(true);
+            // Without a time column, `dead_letter` refuses every record with a time field.
+            if !name.ends_with("without the time column") {
+                assert!(!general.0.is_empty(), "{name}: nothing written");
+                assert!(fast.2 >= 10, "{name}: the fast path took only {}", fast.2);
+            }
+            assert_eq!(general.2, 0);
+            assert_eq!(fast.1, general.1, "{name}: dead letters differ");
+            assert_eq!(
+                fast.0.keys().collect::<Vec<_>>(),
+                general.0.keys().collect::<Vec<_>>(),
+                "{name}: files differ"
+            );
+            for (path, batches) in &general.0 {
+                let a = arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap();
+                let theirs = &fast.0[path];
+                let b = arrow::compute::concat_batches(&theirs[0].schema(), theirs).unwrap();
+                assert_eq!(a, b, "{name}: {path} differs");
+            }
+        }
+    }
+
+    #[test]
+    fn files_roll_by_estimated_size() {
+        let out = tempfile::tempdir().unwrap();
+        let mut cfg = config(out.path(), u64::MAX);
+        cfg.rolling.max_bytes = 4_000;
+        let mut engine = SinkEngine::new(cfg, Arc::new(SinkMetrics::default())).unwrap();
+        engine.assign(&TopicPartition::new("views", 0)).unwrap();
+        let records: Vec<ConsumerRecord> = (0..200)
+            .map(|o| {
+                record(
+                    0,
+                    o,
+                    &format!(
+                        r#"{{"id":{o},"ts":{BASE},"country":"DE","pad":"{}"}}"#,
+                        "x".repeat(80)
+                    ),
+                )
+            })
+            .collect();
+        engine.write(records).unwrap();
+        engine.close_all().unwrap();
+        engine.commit().unwrap();
+        let dir = out
+            .path()
+            .join("topic=views/dt=2026-11-25/hour=10/country=DE");
+        let files = std::fs::read_dir(dir).unwrap().count();
+        // About 120 input bytes a record: some 33 records a file, give or take the encoder.
+        assert!((3..=20).contains(&files), "{files} files");
+        assert_eq!(committed_ids(out.path()), (0..200).collect::<Vec<i64>>());
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! The Parquet sink: JSON records of Kafka topics to Hive-partitioned Parquet files, exactly
 //! once.
 //!
-//! One file per idea: [`schema`] (declared or inferred columns, what fits), [`convert`] (JSON
-//! to Arrow), [`partitioning`] (directories and file names), [`rolling`] (when files close),
-//! [`writer`] (one open file), [`commit`] (the commit log and renames), [`recovery`] (restart),
-//! [`engine`] (all of it without Kafka, and the [`Sink`](crate::framework::Sink) the
-//! framework runs), and this module's [`ParquetSink`], which runs its tasks.
+//! One file per idea: [`schema`] (declared or inferred columns, what fits), [`decode`] (JSON
+//! bytes straight to Arrow, the fast path), [`convert`] (JSON values to Arrow, the general
+//! path), [`partitioning`] (directories and file names), [`rolling`] (when files close),
+//! [`writer`] (one open file), `encoder` (the thread that encodes a task's Parquet),
+//! [`commit`] (the commit log and renames), [`recovery`] (restart), [`engine`] (all of it
+//! without Kafka, and the [`Sink`](crate::framework::Sink) the framework runs), and this
+//! module's [`ParquetSink`], which runs its tasks.
 
 pub mod commit;
 pub mod convert;
+pub mod decode;
+mod encoder;
 pub mod engine;
 pub mod partitioning;
 pub mod recovery;

@@ -53,6 +53,17 @@ impl Partitioner {
         event_ms: i64,
         record: &Map<String, Value>,
     ) -> Option<String> {
+        self.directory_with(topic, event_ms, |i| record.get(self.fields.get(i)?))
+    }
+
+    /// [`Self::directory`] with the partition fields' values given by position in
+    /// [`Self::fields`] (`None` when missing), for callers that hold no JSON map.
+    pub fn directory_with<'v>(
+        &self,
+        topic: &str,
+        event_ms: i64,
+        value: impl Fn(usize) -> Option<&'v Value>,
+    ) -> Option<String> {
         let mut dir = format!("topic={}", escape(topic));
         if self.time != TimePartitioning::None {
             let time = DateTime::from_timestamp_millis(event_ms)?;
@@ -66,8 +77,8 @@ impl Partitioner {
                 dir.push_str(&format!("/hour={:02}", time.hour()));
             }
         }
-        for field in &self.fields {
-            let value = match record.get(field) {
+        for (i, field) in self.fields.iter().enumerate() {
+            let value = match value(i) {
                 None | Some(Value::Null) => NULL_PARTITION_VALUE.to_string(),
                 Some(Value::String(s)) if s.is_empty() => NULL_PARTITION_VALUE.to_string(),
                 Some(Value::String(s)) => escape(s),
@@ -76,6 +87,56 @@ impl Partitioner {
             dir.push_str(&format!("/{}={value}", escape(field)));
         }
         Some(dir)
+    }
+}
+
+/// The directory of the last record, reused while records keep the same topic, time bucket
+/// and partition values (formatting a path for every record costs as much as decoding a
+/// small one).
+#[derive(Debug, Default)]
+pub struct DirectoryCache {
+    topic: String,
+    bucket: Option<i64>,
+    values: Vec<Option<Value>>,
+    directory: String,
+}
+
+impl DirectoryCache {
+    /// The directory of a record of `topic` at `event_ms` whose partition fields' values are
+    /// `value(i)`: what [`Partitioner::directory_with`] returns, from the cache when only the
+    /// time within the bucket changed.
+    pub fn directory<'v>(
+        &mut self,
+        partitioner: &Partitioner,
+        topic: &str,
+        event_ms: i64,
+        value: impl Fn(usize) -> Option<&'v Value>,
+    ) -> Option<&str> {
+        // Every ms of one UTC hour (or day) has the same `dt=`/`hour=`: the Unix time scale
+        // has no leap seconds. Out-of-range times never reach the cache.
+        DateTime::from_timestamp_millis(event_ms)?;
+        let bucket = match partitioner.time {
+            TimePartitioning::None => 0,
+            TimePartitioning::Day => event_ms.div_euclid(86_400_000),
+            TimePartitioning::Hour => event_ms.div_euclid(3_600_000),
+        };
+        let hit = self.bucket == Some(bucket)
+            && self.topic == topic
+            && self.values.len() == partitioner.fields.len()
+            && self
+                .values
+                .iter()
+                .enumerate()
+                .all(|(i, cached)| cached.as_ref() == value(i));
+        if !hit {
+            self.directory = partitioner.directory_with(topic, event_ms, &value)?;
+            self.bucket = Some(bucket);
+            topic.clone_into(&mut self.topic);
+            self.values.clear();
+            self.values
+                .extend((0..partitioner.fields.len()).map(|i| value(i).cloned()));
+        }
+        Some(&self.directory)
     }
 }
 
@@ -144,6 +205,31 @@ mod tests {
         let p = Partitioner::new(TimePartitioning::None, vec!["path".into()]);
         let dir = p.directory("t", 0, &rec(json!({"path": "a/b=c%"})));
         assert_eq!(dir.unwrap(), "topic=t/path=a%2Fb%3Dc%25");
+    }
+
+    #[test]
+    fn the_cache_gives_what_the_partitioner_gives() {
+        let p = Partitioner::new(TimePartitioning::Hour, vec!["country".into()]);
+        let mut cache = DirectoryCache::default();
+        let hour = 3_600_000;
+        let cases = [
+            ("t", 1_795_606_200_000, json!({"country": "DE"})),
+            ("t", 1_795_606_200_000 + 10, json!({"country": "DE"})),
+            ("t", 1_795_606_200_000 + hour, json!({"country": "DE"})),
+            ("t", 1_795_606_200_000 + hour, json!({"country": "FR"})),
+            ("u", 1_795_606_200_000 + hour, json!({"country": "FR"})),
+            ("u", 1_795_606_200_000 + hour, json!({})),
+            ("u", -1, json!({})),
+            ("u", i64::MAX, json!({})),
+        ];
+        for (topic, ms, fields) in cases {
+            let fields = rec(fields);
+            let expected = p.directory(topic, ms, &fields);
+            let got = cache
+                .directory(&p, topic, ms, |i| fields.get(&p.fields()[i]))
+                .map(str::to_string);
+            assert_eq!(got, expected, "{topic} {ms}");
+        }
     }
 
     #[test]

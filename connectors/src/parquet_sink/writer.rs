@@ -1,5 +1,6 @@
-//! One open Parquet file: rows buffered as JSON, converted to Arrow in batches, written with
-//! the `parquet` crate's `ArrowWriter` into the partition's staging directory.
+//! One open Parquet file: rows collected as Arrow columns, handed to the task's
+//! [`encoder`](super::encoder) thread in batches, written into the partition's staging
+//! directory.
 //!
 //! The file is invisible to readers until [`commit`](super::commit) renames it into the
 //! output tree; until then it is just a staged file that recovery may delete.
@@ -8,22 +9,21 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use millrace_client::record::ConsumerRecord;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
-use super::convert::rows_to_batch;
+use super::decode::{Cell, RowBuilders, RowLayout};
+use super::encoder::{Encoder, FileHandle, Finishing};
 use super::rolling::FileStats;
 use crate::error::{IoContext, Result};
 
-/// Rows converted to Arrow at a time. Large enough to amortise the decoder, small enough that
-/// the JSON values waiting for conversion stay a few MB per open file.
+/// Rows handed to the encoder at a time: large enough to amortise the writer's per-batch
+/// work, small enough that a file's unencoded rows stay a few MB.
 const CONVERT_ROWS: usize = 4096;
-
 /// Compression codec of the Parquet pages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -60,17 +60,8 @@ impl FileFormat {
     }
 }
 
-/// A record the writer refused at conversion, to be dead-lettered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RejectedRecord {
-    /// The record as read from Kafka.
-    pub record: ConsumerRecord,
-    /// Why.
-    pub reason: String,
-}
-
 /// A file being written.
-pub struct OpenFile {
+pub(crate) struct OpenFile {
     /// Partition directory relative to the output root.
     pub directory: String,
     /// Offset of the first record.
@@ -80,21 +71,19 @@ pub struct OpenFile {
     /// What the rolling policy looks at.
     pub stats: FileStats,
     staged_path: PathBuf,
-    writer: ArrowWriter<File>,
-    schema: SchemaRef,
-    rows: Vec<Map<String, Value>>,
-    /// The Kafka records behind `rows` (cheap clones: the bytes are shared), so that a row
-    /// refused at conversion can still be dead-lettered as it was read.
-    origins: Vec<ConsumerRecord>,
-    /// Input bytes of the buffered rows (part of the size estimate).
-    buffered_bytes: u64,
-    /// Rows that reached the writer.
+    handle: FileHandle,
+    builders: RowBuilders,
+    /// Input bytes of every row added (part of the size estimate).
+    input_bytes: u64,
+    /// Input bytes of the rows in `builders`, handed over with their batch.
+    unsent_input_bytes: u64,
+    /// Rows added.
     written: u64,
 }
 
-/// A file that is complete and durable in the staging directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClosedFile {
+/// A file that is complete in the staging directory, or being completed by the encoder.
+#[derive(Debug)]
+pub(crate) struct ClosedFile {
     /// Partition directory relative to the output root.
     pub directory: String,
     /// Name in the staging directory.
@@ -103,24 +92,68 @@ pub struct ClosedFile {
     pub first_offset: i64,
     /// Offset of the last record.
     pub last_offset: i64,
-    /// Rows in the file (rejected rows are not).
+    /// Rows in the file.
     pub records: u64,
-    /// Size on disk.
-    pub bytes: u64,
+    size: FileSize,
+}
+
+#[derive(Debug)]
+enum FileSize {
+    Finishing(Finishing),
+    Durable(u64),
+    /// Waited for and failed (the error went to the caller then).
+    Failed,
+}
+
+impl ClosedFile {
+    /// Waits until the file is complete and fsynced; returns its size on disk.
+    pub(crate) fn durable(&mut self) -> Result<u64> {
+        match std::mem::replace(&mut self.size, FileSize::Failed) {
+            FileSize::Durable(bytes) => {
+                self.size = FileSize::Durable(bytes);
+                Ok(bytes)
+            }
+            FileSize::Finishing(finishing) => {
+                let bytes = finishing.wait()?;
+                self.size = FileSize::Durable(bytes);
+                Ok(bytes)
+            }
+            FileSize::Failed => Err(crate::error::ConnectorError::Task(format!(
+                "staged file {} failed earlier",
+                self.staged_name
+            ))),
+        }
+    }
+
+    /// Its size, once [`Self::durable`] returned.
+    pub(crate) fn bytes(&self) -> u64 {
+        match self.size {
+            FileSize::Durable(bytes) => bytes,
+            _ => 0,
+        }
+    }
 }
 
 impl OpenFile {
-    /// Creates the staged file `staged_path` for records from `first_offset` on.
-    pub fn create(
+    /// Creates the staged file `staged_path` for records of `layout` from `first_offset` on
+    /// and hands it to `encoder`.
+    pub(crate) fn create(
+        encoder: &mut Encoder,
         staged_path: PathBuf,
         directory: String,
-        schema: SchemaRef,
+        layout: &RowLayout,
         format: &FileFormat,
         first_offset: i64,
         first_event_ms: i64,
     ) -> Result<Self> {
+        let builders = RowBuilders::new(layout)?;
         let file = File::create(&staged_path).io("creating", &staged_path)?;
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(format.properties()))?;
+        let writer = ArrowWriter::try_new(
+            file,
+            layout.arrow_schema().clone(),
+            Some(format.properties()),
+        )?;
+        let handle = encoder.open(writer, staged_path.clone())?;
         Ok(OpenFile {
             directory,
             first_offset,
@@ -133,93 +166,91 @@ impl OpenFile {
                 opened_at: Instant::now(),
             },
             staged_path,
-            writer,
-            schema,
-            rows: Vec::new(),
-            origins: Vec::new(),
-            buffered_bytes: 0,
+            handle,
+            builders,
+            input_bytes: 0,
+            unsent_input_bytes: 0,
             written: 0,
         })
     }
 
-    /// Adds a row (already checked against the schema). Rows the decoder refuses when the
-    /// buffer is converted are returned, to be dead-lettered.
-    pub fn append(
+    /// Adds a parsed record that [`RowLayout::fits`].
+    pub(crate) fn append_cells(
         &mut self,
-        row: Map<String, Value>,
-        origin: ConsumerRecord,
+        encoder: &Encoder,
+        layout: &RowLayout,
+        cells: &[Cell<'_>],
+        record: &ConsumerRecord,
         event_ms: i64,
-    ) -> Result<Vec<RejectedRecord>> {
-        let input_bytes = origin.value.as_ref().map_or(0, |v| v.len() as u64);
-        self.last_offset = origin.offset;
-        self.rows.push(row);
-        self.origins.push(origin);
-        self.buffered_bytes += input_bytes;
+    ) -> Result<()> {
+        self.builders.push(layout, cells, record);
+        self.added(record, event_ms);
+        if self.builders.len() >= CONVERT_ROWS {
+            self.flush(encoder)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a record converted by arrow's JSON decoder (the general path's rare cases), after
+    /// the rows collected so far, so rows stay in offset order.
+    pub(crate) fn append_batch(
+        &mut self,
+        encoder: &Encoder,
+        batch: RecordBatch,
+        record: &ConsumerRecord,
+        event_ms: i64,
+    ) -> Result<()> {
+        self.flush(encoder)?;
+        self.added(record, event_ms);
+        let input = std::mem::take(&mut self.unsent_input_bytes);
+        encoder.write(&self.handle, batch, input)
+    }
+
+    fn added(&mut self, record: &ConsumerRecord, event_ms: i64) {
+        let input = record.value.as_ref().map_or(0, |v| v.len() as u64);
+        self.last_offset = record.offset;
+        self.input_bytes += input;
+        self.unsent_input_bytes += input;
+        self.written += 1;
         self.stats.records += 1;
         self.stats.max_event_ms = self.stats.max_event_ms.max(event_ms);
-        let rejected = if self.rows.len() >= CONVERT_ROWS {
-            self.convert()?
-        } else {
-            Vec::new()
-        };
-        self.stats.bytes = self.writer.bytes_written() as u64
-            + self.writer.in_progress_size() as u64
-            + self.buffered_bytes;
-        Ok(rejected)
+        self.stats.bytes = self.handle.progress().estimate(self.input_bytes);
     }
 
-    /// Converts the buffered rows and hands them to the Parquet writer.
-    fn convert(&mut self) -> Result<Vec<RejectedRecord>> {
-        if self.rows.is_empty() {
-            return Ok(Vec::new());
+    /// Hands the collected rows to the encoder.
+    fn flush(&mut self, encoder: &Encoder) -> Result<()> {
+        if let Some(batch) = self.builders.finish()? {
+            let input = std::mem::take(&mut self.unsent_input_bytes);
+            encoder.write(&self.handle, batch, input)?;
         }
-        let (batch, rejected) = rows_to_batch(&self.schema, &self.rows)?;
-        self.writer.write(&batch)?;
-        self.written += batch.num_rows() as u64;
-        let rejected = rejected
-            .into_iter()
-            .filter_map(|r| {
-                Some(RejectedRecord {
-                    record: self.origins.get(r.index)?.clone(),
-                    reason: r.reason,
-                })
-            })
-            .collect();
-        self.rows.clear();
-        self.origins.clear();
-        self.buffered_bytes = 0;
-        Ok(rejected)
+        Ok(())
     }
 
-    /// Writes what is buffered, the footer, and fsyncs the file.
-    pub fn finish(mut self) -> Result<(ClosedFile, Vec<RejectedRecord>)> {
-        let rejected = self.convert()?;
-        let file = self.writer.into_inner()?;
-        file.sync_all().io("syncing", &self.staged_path)?;
-        let bytes = file
-            .metadata()
-            .io("reading size of", &self.staged_path)?
-            .len();
+    /// Hands over what is collected and has the encoder write the footer and fsync the file.
+    /// `None` when the file has no rows: it is discarded instead.
+    pub(crate) fn finish(mut self, encoder: &Encoder) -> Result<Option<ClosedFile>> {
+        if self.written == 0 {
+            self.discard(encoder);
+            return Ok(None);
+        }
+        self.flush(encoder)?;
         let staged_name = file_name_of(&self.staged_path);
-        Ok((
-            ClosedFile {
-                directory: self.directory,
-                staged_name,
-                first_offset: self.first_offset,
-                last_offset: self.last_offset,
-                records: self.written,
-                bytes,
-            },
-            rejected,
-        ))
+        let finishing = encoder.finish(self.handle, self.staged_path)?;
+        Ok(Some(ClosedFile {
+            directory: self.directory,
+            staged_name,
+            first_offset: self.first_offset,
+            last_offset: self.last_offset,
+            records: self.written,
+            size: FileSize::Finishing(finishing),
+        }))
     }
 
     /// Drops the file without committing it.
-    pub fn discard(self) {
-        let path = self.staged_path.clone();
-        drop(self);
-        if let Err(error) = std::fs::remove_file(&path) {
-            tracing::debug!(path = %path.display(), %error, "staged file already gone");
+    pub(crate) fn discard(self, encoder: &Encoder) {
+        encoder.discard(self.handle);
+        if let Err(error) = std::fs::remove_file(&self.staged_path) {
+            tracing::debug!(path = %self.staged_path.display(), %error, "staged file already gone");
         }
     }
 }
