@@ -55,6 +55,9 @@ impl DiskStore {
     /// Buffered writes that trigger a flush to the file between commits.
     pub const FLUSH_ENTRIES: usize = 65_536;
 
+    /// Page cache of each store file.
+    pub const CACHE_BYTES: usize = 32 << 20;
+
     /// Creates an empty store in a new file in `dir` (created if missing), named after
     /// `name`. The file is removed when the store is dropped.
     pub fn create(dir: &Path, name: &str) -> Result<Self, StreamsError> {
@@ -79,7 +82,12 @@ impl DiskStore {
         if path.exists() {
             std::fs::remove_file(&path).map_err(|e| io("removing an old state file", e))?;
         }
-        let db = Database::create(&path).map_err(|e| io("creating the state file", e))?;
+        // redb's default page cache is 1 GiB per database; a job has a store per stateful
+        // step and task, and on-disk state is chosen to bound memory, so keep it small.
+        let db = Database::builder()
+            .set_cache_size(Self::CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| io("creating the state file", e))?;
         let store = DiskStore {
             db,
             path,
