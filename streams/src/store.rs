@@ -74,13 +74,11 @@ pub trait KeyValueStore: Send {
 
     /// Entries whose key starts with `prefix`, in key order.
     fn prefix(&self, prefix: &[u8]) -> Result<Entries, StreamsError> {
-        let mut all = self.range(Bound::Included(prefix), Bound::Unbounded)?;
-        let end = all
-            .iter()
-            .position(|(k, _)| !k.starts_with(prefix))
-            .unwrap_or(all.len());
-        all.truncate(end);
-        Ok(all)
+        // A bounded range: on disk, a scan to the end of the store would read all of it.
+        match prefix_end(prefix) {
+            Some(end) => self.range(Bound::Included(prefix), Bound::Excluded(&end)),
+            None => self.range(Bound::Included(prefix), Bound::Unbounded),
+        }
     }
 
     /// Makes buffered writes durable in the store's own storage, reporting failures (the
@@ -205,6 +203,19 @@ impl KeyValueStore for InMemoryStore {
     fn len(&self) -> usize {
         self.entries.len()
     }
+}
+
+/// The first key after every key that starts with `prefix` (`None`: no such key, the prefix
+/// is empty or all `0xff`).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// Encodes a value for the store.
@@ -343,6 +354,24 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, vec![b"b1".to_vec(), b"b2".to_vec()]);
+    }
+
+    #[test]
+    fn prefix_scan_handles_trailing_ff_bytes() {
+        let mut s = InMemoryStore::new();
+        for k in [&b"a\xff"[..], b"a\xff\x01", b"b", b"\xff\xff"] {
+            s.put(k.to_vec(), vec![]).unwrap();
+        }
+        let keys = |p: &[u8]| -> Vec<Vec<u8>> {
+            s.prefix(p).unwrap().into_iter().map(|(k, _)| k).collect()
+        };
+        assert_eq!(
+            keys(b"a\xff"),
+            vec![b"a\xff".to_vec(), b"a\xff\x01".to_vec()]
+        );
+        assert_eq!(keys(b"\xff"), vec![b"\xff\xff".to_vec()]);
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
     }
 
     #[test]
