@@ -2,10 +2,6 @@
 
 mod commands;
 
-/// See the `mimalloc` entry in Cargo.toml for why the broker does not use the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 
 use anyhow::Context;

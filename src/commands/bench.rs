@@ -103,8 +103,9 @@ pub struct ProduceBench {
     /// Acknowledgements: 0, 1 or all.
     #[arg(long, default_value = "all")]
     pub acks: String,
-    /// Producer batch size in bytes.
-    #[arg(long, default_value_t = 1_048_576)]
+    /// Producer batch size in bytes. 512 KiB keeps 100-byte records under 8,192 per batch,
+    /// where a record's offset delta still takes 2 bytes instead of 3.
+    #[arg(long, default_value_t = 512 * 1024)]
     pub batch_size: usize,
     /// Producer linger in ms.
     #[arg(long, default_value_t = 5)]

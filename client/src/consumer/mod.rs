@@ -596,6 +596,9 @@ impl Consumer {
 
     /// The next record, waiting as long as it takes.
     pub async fn recv(&mut self) -> Result<ConsumerRecord> {
+        // Buffered records come back without waiting; yield every so many so that a tight
+        // loop does not starve the fetches and heartbeats woken on this worker thread.
+        tokio::task::coop::consume_budget().await;
         loop {
             if let Some(record) = self.take_records(1).pop() {
                 return Ok(record);

@@ -71,11 +71,18 @@ impl Sender {
 
     pub(crate) async fn run(mut self) {
         loop {
-            let now = Instant::now();
-            let (requests, next_wake, need_metadata) = self.drain(now);
-            for (broker, pending) in requests {
-                self.dispatch(broker, pending.batches);
-            }
+            // One drain makes at most one request per broker, so drain again while requests
+            // go out: waiting for the next event here left free in-flight slots unused
+            // until a response or a new batch woke the sender.
+            let (next_wake, need_metadata) = loop {
+                let (requests, next_wake, need_metadata) = self.drain(Instant::now());
+                if requests.is_empty() {
+                    break (next_wake, need_metadata);
+                }
+                for (broker, pending) in requests {
+                    self.dispatch(broker, pending.batches);
+                }
+            };
             if need_metadata {
                 self.refresh_metadata();
             }
