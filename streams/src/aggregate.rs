@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use crate::backend::StateBackend;
 use crate::error::StreamsError;
-use crate::keyed::KeyedState;
+use crate::keyed::{KeyedState, TimeIndex};
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta, DATA_PREFIX};
 use crate::record::{Record, Windowed, NO_OFFSET};
 use crate::store::{decode, decode_time, encode, Change, KeyValueStore};
@@ -265,11 +265,6 @@ pub struct WindowAggregate<K, V, A> {
     guard: ReplayGuard,
     /// The window of the previous record, for tumbling windows only.
     last_tumbling: Option<Window>,
-    /// The latest start of a window closed (and emitted, in final mode). Windows starting
-    /// at or before it stay closed even if the watermark goes back, which it does only after
-    /// an end of input ([`crate::Pipeline::end_of_input`]): a late record then counts as late
-    /// instead of reopening a window that was already emitted.
-    sealed: Option<Timestamp>,
 }
 
 impl<K, V, A> WindowAggregate<K, V, A>
@@ -346,12 +341,15 @@ where
             accs,
             guard: ReplayGuard::default(),
             last_tumbling: None,
-            sealed: None,
         }
     }
 
     fn is_closed(&self, window: Window, watermark: Timestamp) -> bool {
-        self.windows.is_closed(window, watermark) || self.sealed.is_some_and(|s| window.start <= s)
+        // The seal is the latest start of a window closed (and emitted, in final mode).
+        // Windows starting at or before it stay closed even if the watermark goes back,
+        // which it does only after an end of input ([`crate::Pipeline::end_of_input`]): a
+        // late record then counts as late instead of reopening a window already emitted.
+        self.windows.is_closed(window, watermark) || self.guard.is_sealed(window.start)
     }
 
     /// Folds `record` into `window` unless the window is closed; returns whether it was open.
@@ -435,7 +433,7 @@ where
             if !self.windows.is_closed(window, watermark) {
                 break;
             }
-            self.sealed = Some(self.sealed.map_or(start, |s| s.max(start)));
+            self.guard.seal(start);
             results.clear();
             self.accs.close(start, emit, &mut results)?;
             let last = window.end.saturating_sub(1);
@@ -515,7 +513,6 @@ where
 
     fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
         self.last_tumbling = None;
-        self.sealed = None;
         match &mut self.accs {
             Accumulators::Memory(m) => m.restore(changes, &mut self.guard),
             Accumulators::Stored(s) => s.restore(changes, &mut self.guard),
@@ -560,6 +557,12 @@ fn window_row<K: Serialize, A: Serialize>(
 /// A session's value in its state: its end (the start is its entry key) and accumulator.
 type SessionValue<A> = (Timestamp, A);
 
+/// The sessions of every key, by start.
+type Sessions<K, A> = KeyedState<K, Timestamp, SessionValue<A>>;
+
+/// Open sessions `(key, start)` by close time.
+type CloseIndex<K> = TimeIndex<(K, Timestamp)>;
+
 /// What one record did to its key's sessions.
 struct SessionChange<A> {
     /// The sessions it replaced (merged into the new one or grown).
@@ -581,14 +584,15 @@ pub struct SessionAggregate<K, V, A> {
     init: InitFn<A>,
     add: AddFn<V, A>,
     merge: MergeFn<A>,
-    state: KeyedState<K, Timestamp, SessionValue<A>>,
-    /// (close time, key, session start) for every open session: what to close next.
-    closing: BTreeSet<(Timestamp, K, Timestamp)>,
+    state: Sessions<K, A>,
+    /// (close time, (key, session start)) for every open session: what to close next. On
+    /// disk when the state is (see [`TimeIndex`]).
+    closing: TimeIndex<(K, Timestamp)>,
+    /// Replays to skip, and the seal: the latest `end + gap` of a closed session. A record
+    /// at or before it could only have joined closed sessions. The watermark makes such
+    /// records late anyway, except after an end of input sets it back
+    /// ([`crate::Pipeline::end_of_input`]).
     guard: ReplayGuard,
-    /// The latest `end + gap` of a closed session: a record at or before it could only have
-    /// joined closed sessions. The watermark makes such records late anyway, except after an
-    /// end of input sets it back ([`crate::Pipeline::end_of_input`]).
-    sealed: Option<Timestamp>,
 }
 
 impl<K, V, A> SessionAggregate<K, V, A>
@@ -609,7 +613,8 @@ where
     ) -> Self {
         let name = name.into();
         let state = KeyedState::in_memory(&name, store);
-        Self::with(name, windows, emit, (init, add, merge), state)
+        let closing = TimeIndex::Memory(BTreeSet::new());
+        Self::with(name, windows, emit, (init, add, merge), (state, closing))
     }
 
     /// A session aggregate with its state where `backend` says.
@@ -623,8 +628,13 @@ where
         backend: &StateBackend,
     ) -> Self {
         let name = name.into();
-        let state = KeyedState::new(&name, backend);
-        Self::with(name, windows, emit, (init, add, merge), state)
+        let mut state = KeyedState::new(&name, backend);
+        let closing = TimeIndex::new(&name, backend).unwrap_or_else(|error| {
+            // Reported by the first restore or checkpoint, as a store that failed to open.
+            state.fail(error);
+            TimeIndex::Memory(BTreeSet::new())
+        });
+        Self::with(name, windows, emit, (init, add, merge), (state, closing))
     }
 
     fn with(
@@ -632,7 +642,7 @@ where
         windows: SessionWindows,
         emit: EmitMode,
         (init, add, merge): (InitFn<A>, AddFn<V, A>, MergeFn<A>),
-        state: KeyedState<K, Timestamp, SessionValue<A>>,
+        (state, closing): (Sessions<K, A>, CloseIndex<K>),
     ) -> Self {
         Self {
             name,
@@ -642,9 +652,8 @@ where
             add,
             merge,
             state,
-            closing: BTreeSet::new(),
+            closing,
             guard: ReplayGuard::default(),
-            sealed: None,
         }
     }
 
@@ -700,31 +709,26 @@ where
         closed: &mut u64,
         out: &mut Vec<Record<Windowed<K>, A>>,
     ) -> Result<(), StreamsError> {
-        while let Some((close_at, _, _)) = self.closing.first() {
-            if *close_at > watermark {
-                break;
-            }
-            let Some((_, key, start)) = self.closing.pop_first() else {
-                break;
-            };
-            let Some((end, acc)) = self.state.update(&key, |s| s.remove(&start))? else {
-                continue;
-            };
-            let reach = end.saturating_add(self.windows.gap_ms());
-            self.sealed = Some(self.sealed.map_or(reach, |s| s.max(reach)));
-            *closed += 1;
-            if self.emit == EmitMode::Final {
-                out.push(Record {
-                    key: Windowed {
-                        key,
-                        window_start: start,
-                        window_end: end,
-                    },
-                    value: acc,
-                    timestamp: end,
-                    partition: 0,
-                    offset: NO_OFFSET,
-                });
+        while let Some((_, due)) = self.closing.pop_due(watermark)? {
+            for (key, start) in due {
+                let Some((end, acc)) = self.state.update(&key, |s| s.remove(&start))? else {
+                    continue;
+                };
+                self.guard.seal(end.saturating_add(self.windows.gap_ms()));
+                *closed += 1;
+                if self.emit == EmitMode::Final {
+                    out.push(Record {
+                        key: Windowed {
+                            key,
+                            window_start: start,
+                            window_end: end,
+                        },
+                        value: acc,
+                        timestamp: end,
+                        partition: 0,
+                        offset: NO_OFFSET,
+                    });
+                }
             }
         }
         Ok(())
@@ -758,7 +762,7 @@ where
             return None;
         }
         let t = record.timestamp;
-        if self.windows.is_late(t, cx.watermark) || self.sealed.is_some_and(|s| t <= s) {
+        if self.windows.is_late(t, cx.watermark) || self.guard.is_sealed(t) {
             cx.metrics.late_records += 1;
             return Some(record);
         }
@@ -769,15 +773,20 @@ where
                 return None;
             }
         };
-        for old in change.replaced {
+        let mut index = || -> Result<(), StreamsError> {
+            for old in &change.replaced {
+                let close_at = self.windows.close_at(*old);
+                self.closing
+                    .remove(close_at, (record.key.clone(), old.start))?;
+            }
+            let close_at = self.windows.close_at(change.window);
             self.closing
-                .remove(&(self.windows.close_at(old), record.key.clone(), old.start));
+                .insert(close_at, (record.key.clone(), change.window.start))
+        };
+        if let Err(error) = index() {
+            self.state.fail(error);
+            return None;
         }
-        self.closing.insert((
-            self.windows.close_at(change.window),
-            record.key.clone(),
-            change.window.start,
-        ));
         if let Some(acc) = change.updated {
             out.push(Record {
                 key: Windowed {
@@ -804,22 +813,31 @@ where
     }
 
     fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
+        self.closing.checkpoint()?;
         self.state.checkpoint(&mut self.guard, meta)
     }
 
     fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.closing.clear();
-        self.sealed = None;
+        self.closing.clear()?;
         let windows = self.windows;
         let closing = &mut self.closing;
-        self.state.restore(
+        let mut failed = None;
+        let meta = self.state.restore(
             changes,
             &mut self.guard,
             |key: &K, &start: &Timestamp, (end, _): &SessionValue<A>| {
                 let window = Window { start, end: *end };
-                closing.insert((windows.close_at(window), key.clone(), start));
+                if failed.is_none() {
+                    failed = closing
+                        .insert(windows.close_at(window), (key.clone(), start))
+                        .err();
+                }
             },
-        )
+        )?;
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(meta),
+        }
     }
 
     fn state_len(&self) -> usize {

@@ -14,10 +14,20 @@
 //!   to an [`InMemoryStore`] at each commit. Fastest; all state must fit in memory.
 //! - **On disk**: every stateful step reads and writes its values through a
 //!   [`DiskStore`] (a redb file per store and task, removed when the task goes), so memory
-//!   holds the store's write buffer (the keys written since the last commit) and each step's
-//!   small time index (window starts; one `(time, key)` entry per open session, buffered
-//!   timestamp, remembered id or join record). Slower per record. On-disk state is not
+//!   holds the store's write buffer (the keys written since the last commit) and some
+//!   steps' time index (what closes or expires next): fixed windows keep their open window
+//!   starts (one per window, not per key), dedupe one entry per remembered id, an anomaly
+//!   detector with `expire_after` one `(time, series)` entry per live series. Sessions,
+//!   sliding windows and joins keep theirs on disk too, in a second file per store that is
+//!   never changelogged (a restore rebuilds it). Slower per record. On-disk state is not
 //!   published for live queries.
+//!
+//! The ready-made analytics operators that keep keyed state, the anomaly detector
+//! ([`crate::operators::AnomalyDetector`]) and "also viewed"
+//! ([`crate::operators::AlsoViewed`]), follow the backend like the built-in steps: added
+//! with [`crate::Stream::operator`], they adopt the stream's backend
+//! ([`crate::Operator::adopt_backend`]) unless built with their own (`with_backend`). An
+//! operator of your own receives the same call and may ignore it.
 //!
 //! With the disk backend an I/O error cannot be returned from processing a record: the step
 //! stops processing, and the next checkpoint returns the error, which fails the commit before

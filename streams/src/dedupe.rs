@@ -8,6 +8,15 @@
 //! have been seen and already expired. Such a record is late: counted and handed back as a side
 //! output, not silently passed or dropped. Pick the pipeline's out-of-orderness so that normal
 //! disorder stays ahead of the watermark.
+//!
+//! An end of input ([`crate::Pipeline::end_of_input`]) closes windows by moving the
+//! watermark to the end of time and then setting it back. Dedupe has nothing to emit then,
+//! and forgetting every id would let a duplicate arriving afterwards pass a second time, or
+//! would force reporting every new id within a horizon of the end as late. So remembered ids
+//! outlive an end of input and expire as the (set back) watermark passes their horizon; being
+//! ordinary state, they are checkpointed and restored like any other. The rules above then
+//! hold across an end of input and a restart unchanged: a duplicate is dropped, and an
+//! unknown id older than the watermark (which the checkpoint keeps) is late.
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
@@ -98,6 +107,11 @@ where
 
     /// Forgets the ids whose horizon the watermark passed.
     fn expire(&mut self, watermark: Timestamp) -> Result<(), StreamsError> {
+        if watermark == Timestamp::MAX {
+            // The end of time only comes from an end of input (or the end of a bounded
+            // input): keep the ids, see the module documentation.
+            return Ok(());
+        }
         while let Some(entry) = self.expiry.first_entry() {
             if *entry.key() >= watermark {
                 break;

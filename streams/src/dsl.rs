@@ -624,13 +624,19 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
     }
 
     /// Adds any [`Operator`] as a step (how the ready-made analytics operators plug in).
-    /// Late records go to the pipeline's late side output, and to `on_late` if given.
-    pub fn operator<O>(self, op: O, on_late: Option<LateFn<K, V>>) -> Stream<O::OutKey, O::OutValue>
+    /// Late records go to the pipeline's late side output, and to `on_late` if given. The
+    /// operator is offered this stream's backend ([`Operator::adopt_backend`]).
+    pub fn operator<O>(
+        self,
+        mut op: O,
+        on_late: Option<LateFn<K, V>>,
+    ) -> Stream<O::OutKey, O::OutValue>
     where
         O: Operator<K, V> + 'static,
         O::OutKey: Send + 'static,
         O::OutValue: Send + 'static,
     {
+        op.adopt_backend(&self.backend);
         let stateful = self.stateful + 1;
         self.then(
             move |down| {

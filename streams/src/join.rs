@@ -10,7 +10,12 @@
 //! - a record is late when the watermark is already past `t + g`: counted, handed back as a
 //!   side output, not joined;
 //! - a buffered record expires when the watermark passes `t + w + g`: no record that is not
-//!   late can match it any more (a later record's time is at least `watermark - g`).
+//!   late can match it any more (a later record's time is at least `watermark - g`);
+//! - after an end of input ([`crate::Pipeline::end_of_input`]), which expires every buffered
+//!   record and then sets the watermark back, a record within the join window of an expired
+//!   record (at or before the seal: the latest expired time + `w`, kept across restarts) is
+//!   late too: it would have to join a record that is gone, or that a left or outer join
+//!   already emitted as unmatched.
 //!
 //! So the result is the batch answer over the records that were not late: every pair within
 //! the window, once. Left and outer joins also emit, when a record expires without having
@@ -22,7 +27,7 @@
 //! (and records whose "matched" flag changed) and deletes expired ones, and the buffers are
 //! restored from the changelog like every other store.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -31,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::StateBackend;
 use crate::error::StreamsError;
-use crate::keyed::KeyedState;
+use crate::keyed::{KeyedState, TimeIndex};
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
 use crate::record::{Record, NO_OFFSET};
 use crate::store::{Change, KeyValueStore};
@@ -127,6 +132,38 @@ type Slot = (u8, Timestamp, u64);
 /// A buffered record and whether it joined with at least one record of the other side.
 type Buffered<L, R> = (Side<L, R>, bool);
 
+/// Both sides' buffered records of every key.
+type Buffers<K, L, R> = KeyedState<K, Slot, Buffered<L, R>>;
+
+/// A buffered record in the expiry index: its arrival sequence (unique per operator, so it
+/// alone orders and identifies the records of one time), side and key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Expiring<K> {
+    seq: u64,
+    side: u8,
+    key: K,
+}
+
+impl<K> PartialEq for Expiring<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+    }
+}
+
+impl<K> Eq for Expiring<K> {}
+
+impl<K> PartialOrd for Expiring<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K> Ord for Expiring<K> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.seq.cmp(&other.seq)
+    }
+}
+
 const LEFT: u8 = 0;
 const RIGHT: u8 = 1;
 
@@ -138,10 +175,12 @@ pub struct WindowJoin<K, L, R, O> {
     windows: JoinWindows,
     kind: JoinKind,
     joiner: JoinFn<K, L, R, O>,
-    state: KeyedState<K, Slot, Buffered<L, R>>,
-    /// Every buffered record by expiry order: (time, sequence) -> (side, key).
-    expiry: BTreeMap<(Timestamp, u64), (u8, K)>,
+    state: Buffers<K, L, R>,
+    /// Every buffered record by expiry order: time, then arrival. On disk when the state is
+    /// (see [`TimeIndex`]).
+    expiry: TimeIndex<Expiring<K>>,
     next_seq: u64,
+    /// Replays to skip, and the seal: the latest expired time + the join window.
     guard: ReplayGuard,
 }
 
@@ -162,7 +201,8 @@ where
     ) -> Self {
         let name = name.into();
         let state = KeyedState::in_memory(&name, store);
-        Self::with(name, windows, kind, joiner, state)
+        let expiry = TimeIndex::Memory(BTreeSet::new());
+        Self::with(name, windows, kind, joiner, (state, expiry))
     }
 
     /// A join with its buffers where `backend` says.
@@ -174,8 +214,13 @@ where
         backend: &StateBackend,
     ) -> Self {
         let name = name.into();
-        let state = KeyedState::new(&name, backend);
-        Self::with(name, windows, kind, joiner, state)
+        let mut state = KeyedState::new(&name, backend);
+        let expiry = TimeIndex::new(&name, backend).unwrap_or_else(|error| {
+            // Reported by the first restore or checkpoint, as a store that failed to open.
+            state.fail(error);
+            TimeIndex::Memory(BTreeSet::new())
+        });
+        Self::with(name, windows, kind, joiner, (state, expiry))
     }
 
     fn with(
@@ -183,7 +228,7 @@ where
         windows: JoinWindows,
         kind: JoinKind,
         joiner: JoinFn<K, L, R, O>,
-        state: KeyedState<K, Slot, Buffered<L, R>>,
+        (state, expiry): (Buffers<K, L, R>, TimeIndex<Expiring<K>>),
     ) -> Self {
         WindowJoin {
             name,
@@ -191,7 +236,7 @@ where
             kind,
             joiner,
             state,
-            expiry: BTreeMap::new(),
+            expiry,
             next_seq: 0,
             guard: ReplayGuard::default(),
         }
@@ -264,28 +309,34 @@ where
         watermark: Timestamp,
         out: &mut Vec<Record<K, O>>,
     ) -> Result<(), StreamsError> {
-        while let Some(entry) = self.expiry.first_entry() {
-            let (t, seq) = *entry.key();
-            if !self.windows.is_expired(t, watermark) {
-                break;
-            }
-            let (side, key) = entry.remove();
-            let (kind, joiner) = (self.kind, &self.joiner);
-            // The unmatched side of a left or outer join is emitted now that nothing can
-            // match it any more.
-            let result = self.state.update(&key, |buffers| {
-                let (value, matched) = buffers.remove(&(side, t, seq))?;
-                if matched {
-                    return None;
+        // The latest time `is_expired` holds for (none before the first watermark).
+        let Some(through) = watermark
+            .checked_sub(self.windows.max_diff)
+            .and_then(|w| w.checked_sub(self.windows.grace))
+            .and_then(|w| w.checked_sub(1))
+        else {
+            return Ok(());
+        };
+        while let Some((t, due)) = self.expiry.pop_due(through)? {
+            self.guard.seal(t.saturating_add(self.windows.max_diff));
+            for Expiring { seq, side, key } in due {
+                let (kind, joiner) = (self.kind, &self.joiner);
+                // The unmatched side of a left or outer join is emitted now that nothing can
+                // match it any more.
+                let result = self.state.update(&key, |buffers| {
+                    let (value, matched) = buffers.remove(&(side, t, seq))?;
+                    if matched {
+                        return None;
+                    }
+                    match value {
+                        Side::Left(l) if kind != JoinKind::Inner => joiner(&key, Some(&l), None),
+                        Side::Right(r) if kind == JoinKind::Outer => joiner(&key, None, Some(&r)),
+                        _ => None,
+                    }
+                })?;
+                if let Some(o) = result {
+                    out.push(self.result(o, t, 0, NO_OFFSET, key));
                 }
-                match value {
-                    Side::Left(l) if kind != JoinKind::Inner => joiner(&key, Some(&l), None),
-                    Side::Right(r) if kind == JoinKind::Outer => joiner(&key, None, Some(&r)),
-                    _ => None,
-                }
-            })?;
-            if let Some(o) = result {
-                out.push(self.result(o, t, 0, NO_OFFSET, key));
             }
         }
         Ok(())
@@ -320,7 +371,7 @@ where
             return None;
         }
         let t = record.timestamp;
-        if self.windows.is_late(t, cx.watermark) {
+        if self.windows.is_late(t, cx.watermark) || self.guard.is_sealed(t) {
             cx.metrics.late_records += 1;
             return Some(record);
         }
@@ -347,7 +398,9 @@ where
         for (o, timestamp) in results {
             out.push(self.result(o, timestamp, partition, offset, key.clone()));
         }
-        self.expiry.insert((t, seq), (side, key));
+        if let Err(error) = self.expiry.insert(t, Expiring { seq, side, key }) {
+            self.state.fail(error);
+        }
         None
     }
 
@@ -361,21 +414,29 @@ where
     }
 
     fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
+        self.expiry.checkpoint()?;
         self.state.checkpoint(&mut self.guard, meta)
     }
 
     fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.expiry.clear();
+        self.expiry.clear()?;
         let expiry = &mut self.expiry;
         let mut next_seq = 0;
+        let mut failed = None;
         let meta = self.state.restore(
             changes,
             &mut self.guard,
             |key: &K, &(side, t, seq): &Slot, _| {
-                expiry.insert((t, seq), (side, key.clone()));
+                if failed.is_none() {
+                    let key = key.clone();
+                    failed = expiry.insert(t, Expiring { seq, side, key }).err();
+                }
                 next_seq = next_seq.max(seq.saturating_add(1));
             },
         )?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
         self.next_seq = self.next_seq.max(next_seq);
         Ok(meta)
     }
@@ -385,7 +446,7 @@ where
     }
 
     fn snapshot(&self) -> Vec<serde_json::Value> {
-        let mut rows = Vec::with_capacity(self.expiry.len());
+        let mut rows = Vec::with_capacity(self.state.len());
         let json = |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or_default();
         for (key, buffers) in self.state.memory_groups() {
             for (&(_, t, _), (value, matched)) in buffers.iter() {

@@ -15,6 +15,11 @@
 //! windows that are still open, which keeps final results equal to a batch computation over
 //! the records that were not late. Kafka instead still adds such a record to the open windows
 //! after it; we prefer the simpler, checkable rule and report the record as late.
+//!
+//! The same rule holds after an end of input ([`crate::Pipeline::end_of_input`]), which
+//! closes every window and then sets the watermark back: a record at or before the latest
+//! window end closed (the seal, kept across restarts) is late, since it would change a
+//! window already emitted or one whose end was already dropped.
 
 use std::collections::BTreeSet;
 use std::hash::Hash;
@@ -25,7 +30,7 @@ use serde::Serialize;
 use crate::aggregate::{AddFn, EmitMode, InitFn};
 use crate::backend::StateBackend;
 use crate::error::StreamsError;
-use crate::keyed::{Group, KeyedState};
+use crate::keyed::{Group, KeyedState, TimeIndex};
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
 use crate::record::{Record, Windowed, NO_OFFSET};
 use crate::store::{Change, KeyValueStore};
@@ -71,8 +76,10 @@ pub struct SlidingAggregate<K, V, A> {
     init: InitFn<A>,
     add: AddFn<V, A>,
     state: KeyedState<K, Timestamp, Vec<V>>,
-    /// Candidate window ends not yet closed, with their key.
-    ends: BTreeSet<(Timestamp, K)>,
+    /// Candidate window ends not yet closed, with their key. On disk when the state is (see
+    /// [`TimeIndex`]).
+    ends: TimeIndex<K>,
+    /// Replays to skip, and the seal: the latest window end closed.
     guard: ReplayGuard,
 }
 
@@ -94,7 +101,8 @@ where
     ) -> Self {
         let name = name.into();
         let state = KeyedState::in_memory(&name, store);
-        Self::with(name, windows, emit, init, add, state)
+        let ends = TimeIndex::Memory(BTreeSet::new());
+        Self::with(name, windows, emit, (init, add), (state, ends))
     }
 
     /// A sliding aggregate with its state where `backend` says.
@@ -107,17 +115,21 @@ where
         backend: &StateBackend,
     ) -> Self {
         let name = name.into();
-        let state = KeyedState::new(&name, backend);
-        Self::with(name, windows, emit, init, add, state)
+        let mut state = KeyedState::new(&name, backend);
+        let ends = TimeIndex::new(&name, backend).unwrap_or_else(|error| {
+            // Reported by the first restore or checkpoint, as a store that failed to open.
+            state.fail(error);
+            TimeIndex::Memory(BTreeSet::new())
+        });
+        Self::with(name, windows, emit, (init, add), (state, ends))
     }
 
     fn with(
         name: String,
         windows: SlidingWindows,
         emit: EmitMode,
-        init: InitFn<A>,
-        add: AddFn<V, A>,
-        state: KeyedState<K, Timestamp, Vec<V>>,
+        (init, add): (InitFn<A>, AddFn<V, A>),
+        (state, ends): (KeyedState<K, Timestamp, Vec<V>>, TimeIndex<K>),
     ) -> Self {
         Self {
             name,
@@ -126,7 +138,7 @@ where
             init,
             add,
             state,
-            ends: BTreeSet::new(),
+            ends,
             guard: ReplayGuard::default(),
         }
     }
@@ -208,24 +220,24 @@ where
     ) -> Result<(), StreamsError> {
         let closed_through = self.closed_through(watermark);
         let diff = self.windows.diff_ms();
-        while let Some((end, _)) = self.ends.first() {
-            if *end > closed_through {
-                break;
-            }
-            let Some((end, key)) = self.ends.pop_first() else {
-                break;
-            };
-            let (init, add) = (&self.init, &self.add);
-            let acc = self.state.update(&key, |recs| {
-                let acc = window_at(recs, end, diff, init, add);
-                // Records before end - diff are in no later window and define no later end.
-                recs.remove_before(&end.saturating_sub(diff));
-                acc
-            })?;
-            if let Some(acc) = acc {
-                *closed += 1;
-                if self.emit == EmitMode::Final {
-                    out.push(self.output(key, end, acc, None));
+        while let Some((end, keys)) = self.ends.pop_due(closed_through)? {
+            // Whether or not a window exists there, its end is gone: a record at or before
+            // it could only add to windows that are emitted or no longer tracked.
+            self.guard.seal(end);
+            for key in keys {
+                let (init, add) = (&self.init, &self.add);
+                let acc = self.state.update(&key, |recs| {
+                    let acc = window_at(recs, end, diff, init, add);
+                    // Records before end - diff are in no later window and define no later
+                    // end.
+                    recs.remove_before(&end.saturating_sub(diff));
+                    acc
+                })?;
+                if let Some(acc) = acc {
+                    *closed += 1;
+                    if self.emit == EmitMode::Final {
+                        out.push(self.output(key, end, acc, None));
+                    }
                 }
             }
         }
@@ -260,7 +272,7 @@ where
             return None;
         }
         let t = record.timestamp;
-        if cx.watermark > t.saturating_add(self.windows.grace_ms()) {
+        if cx.watermark > t.saturating_add(self.windows.grace_ms()) || self.guard.is_sealed(t) {
             cx.metrics.late_records += 1;
             return Some(record);
         }
@@ -279,9 +291,14 @@ where
                 return None;
             }
         };
-        self.ends.insert((t, key.clone()));
-        self.ends
-            .insert((t.saturating_add(1).saturating_add(diff), key.clone()));
+        let indexed = self.ends.insert(t, key.clone()).and_then(|()| {
+            self.ends
+                .insert(t.saturating_add(1).saturating_add(diff), key.clone())
+        });
+        if let Err(error) = indexed {
+            self.state.fail(error);
+            return None;
+        }
         for (end, acc) in updates {
             let o = self.output(key.clone(), end, acc, Some((offset, partition)));
             out.push(Record { timestamp: t, ..o });
@@ -299,22 +316,34 @@ where
     }
 
     fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
+        self.ends.checkpoint()?;
         self.state.checkpoint(&mut self.guard, meta)
     }
 
     fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.ends.clear();
+        self.ends.clear()?;
         let diff = self.windows.diff_ms();
         let ends = &mut self.ends;
+        let mut failed = None;
         let meta = self
             .state
             .restore(changes, &mut self.guard, |key: &K, &t: &Timestamp, _| {
-                ends.insert((t, key.clone()));
-                ends.insert((t.saturating_add(1).saturating_add(diff), key.clone()));
+                let right = t.saturating_add(1).saturating_add(diff);
+                if failed.is_none() {
+                    failed = ends
+                        .insert(t, key.clone())
+                        .and_then(|()| ends.insert(right, key.clone()))
+                        .err();
+                }
             })?;
-        // Ends already closed at the checkpoint were emitted then; do not emit them again.
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        // Ends already closed at the checkpoint were emitted then (or sealed by an end of
+        // input); do not emit them again.
         let closed = self.closed_through(meta.as_ref().map_or(MIN_WATERMARK, |m| m.watermark));
-        self.ends.retain(|(end, _)| *end > closed);
+        let closed = self.guard.sealed().map_or(closed, |s| s.max(closed));
+        while self.ends.pop_due(closed)?.is_some() {}
         Ok(meta)
     }
 

@@ -226,7 +226,9 @@ where
             from = window_prefix(start + 1);
         }
         let meta = guard.restore(store)?;
-        self.entries = store.len().saturating_sub(usize::from(meta.is_some()));
+        // Every key but the metadata and the seal is an accumulator.
+        let reserved = usize::from(meta.is_some()) + usize::from(guard.sealed().is_some());
+        self.entries = store.len().saturating_sub(reserved);
         Ok(meta)
     }
 

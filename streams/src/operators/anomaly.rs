@@ -35,8 +35,14 @@
 //! window missing between two results of a series, so that a user's rare failures make a
 //! baseline near 0 and a burst stands out.
 //!
-//! State per series (the baseline and the count of values seen) lives in the operator's store
-//! and changelog; series idle for longer than [`Detector::expire_after`] are forgotten.
+//! State per series (the baseline and the count of values seen) is one entry of the operator's
+//! store and changelog (`series` -> state), kept where the pipeline's or stream's
+//! [`StateBackend`] says (see [`crate::backend`]), or where
+//! [`AnomalyDetector::with_backend`] chose: in a hash map, or on disk, read and written
+//! through the store for every value so that memory holds only the store's write buffer. The
+//! changelog is the same either way, so a job can switch backends between runs. Series idle
+//! for longer than [`Detector::expire_after`] are forgotten; for that the detector keeps, in
+//! memory whatever the backend, one `(time of latest value, series)` entry per live series.
 //!
 //! ```
 //! use std::time::Duration;
@@ -68,17 +74,19 @@
 //! assert!(alert.score > 30.0 && (alert.baseline - 1.4).abs() < 1e-9);
 //! ```
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::StateBackend;
 use crate::error::StreamsError;
-use crate::operator::{Context, Operator, ReplayGuard, TaskMeta, DATA_PREFIX};
+use crate::keyed::KeyedState;
+use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
 use crate::record::{Record, Windowed};
-use crate::store::{decode, encode, encode_into, Change, InMemoryStore, KeyValueStore};
+use crate::store::{Change, KeyValueStore};
 use crate::time::{millis, Timestamp};
 
 /// Scales the MAD to estimate the standard deviation of normally distributed data
@@ -273,7 +281,7 @@ impl Detector {
         value: impl Fn(&V) -> f64 + Send + 'static,
     ) -> AnomalyDetector<K, V, K>
     where
-        K: Clone + 'static,
+        K: Hash + Eq + Clone + Serialize + DeserializeOwned + 'static,
         V: 'static,
     {
         self.by(|k: &K, _: &V| k.clone(), move |_, v| value(v))
@@ -286,7 +294,7 @@ impl Detector {
         value: impl Fn(&V) -> f64 + Send + 'static,
     ) -> AnomalyDetector<Windowed<S>, V, S>
     where
-        S: Clone + 'static,
+        S: Hash + Eq + Clone + Serialize + DeserializeOwned + 'static,
         V: 'static,
     {
         AnomalyDetector::new(
@@ -309,7 +317,7 @@ impl Detector {
     where
         K: 'static,
         V: 'static,
-        S: 'static,
+        S: Hash + Eq + Clone + Serialize + DeserializeOwned + 'static,
     {
         AnomalyDetector::new(
             self,
@@ -350,48 +358,144 @@ struct SeriesState {
     baseline: BaselineState,
 }
 
-/// A series' state plus what the changelog knows about it.
-struct Entry {
-    state: SeriesState,
-    dirty: bool,
-    persisted: bool,
-}
-
 /// The anomaly detection operator (see the module docs). Output records are keyed by series.
+///
+/// Each series is one state entry (`series` -> baseline), kept where the backend says (see
+/// [`crate::backend`]): in a hash map, or read and written through the operator's store on
+/// every value. With [`Detector::expire_after`], memory also holds one `(time, series)` entry
+/// per live series (the event time of its latest value), whichever the backend.
 pub struct AnomalyDetector<K, V, S> {
     config: Detector,
     extract: ExtractFn<K, V, S>,
-    series: HashMap<S, Entry>,
-    /// Series by the time their latest value was seen, when expiry is on; stale entries
-    /// (the series was updated since) are skipped when they come up.
-    expiry: BTreeMap<Timestamp, Vec<S>>,
-    evicted: Vec<Vec<u8>>,
-    store: Box<dyn KeyValueStore>,
+    state: KeyedState<S, (), SeriesState>,
+    /// The backend chosen when building the operator, which the stream's does not override.
+    backend: Option<StateBackend>,
+    /// With expiry on: each live series under the event time of its latest value.
+    expiry: BTreeMap<Timestamp, HashSet<S>>,
     guard: ReplayGuard,
 }
 
-impl<K, V, S> AnomalyDetector<K, V, S> {
+impl<K, V, S> AnomalyDetector<K, V, S>
+where
+    S: Hash + Eq + Clone + Serialize + DeserializeOwned,
+{
     fn new(config: Detector, extract: ExtractFn<K, V, S>) -> Self {
+        let state = KeyedState::new(&config.name, &StateBackend::InMemory);
         Self {
             config,
             extract,
-            series: HashMap::new(),
+            state,
+            backend: None,
             expiry: BTreeMap::new(),
-            evicted: Vec::new(),
-            store: Box::new(InMemoryStore::new()),
             guard: ReplayGuard::default(),
         }
     }
 
-    /// Keeps state in `store` instead of memory (an on-disk store).
+    /// Keeps the state where `backend` says, whatever the backend of the stream the detector
+    /// is added to (by default it follows the stream's: see [`crate::Stream::state_backend`]).
+    #[must_use]
+    pub fn with_backend(mut self, backend: StateBackend) -> Self {
+        self.state = KeyedState::new(&self.config.name, &backend);
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Keeps the state in memory, written to `store` at each checkpoint (and restored from
+    /// it), whatever the stream's backend. For state read and written on disk, use
+    /// [`AnomalyDetector::with_backend`] with [`StateBackend::OnDisk`].
     #[must_use]
     pub fn with_store(mut self, store: Box<dyn KeyValueStore>) -> Self {
-        self.store = store;
+        self.state = KeyedState::in_memory(&self.config.name, store);
+        self.backend = Some(StateBackend::InMemory);
         self
+    }
+
+    /// Moves `series` in the expiry index from its previous latest time to `now`.
+    fn reindex(&mut self, series: S, before: Option<Timestamp>, now: Timestamp) {
+        if before == Some(now) {
+            return;
+        }
+        if let Some(old) = before {
+            if let Some(set) = self.expiry.get_mut(&old) {
+                set.remove(&series);
+                if set.is_empty() {
+                    self.expiry.remove(&old);
+                }
+            }
+        }
+        self.expiry.entry(now).or_default().insert(series);
+    }
+
+    /// Forgets the series idle for longer than `idle` at `watermark`.
+    fn expire(&mut self, idle: i64, watermark: Timestamp) -> Result<(), StreamsError> {
+        while let Some(entry) = self.expiry.first_entry() {
+            if entry.key().saturating_add(idle) >= watermark {
+                break;
+            }
+            let seen_at = *entry.key();
+            for series in entry.remove() {
+                // The index has one entry per series, at its latest value; checking again
+                // costs nothing and keeps a stale entry from deleting live state.
+                self.state.update(&series, |g| {
+                    if g.get(&()).is_some_and(|state| state.last == seen_at) {
+                        g.remove(&());
+                    }
+                })?;
+            }
+        }
+        Ok(())
     }
 }
 
+/// What scoring one value gave.
+struct Scored {
+    baseline: f64,
+    spread: f64,
+    score: f64,
+    anomalous: bool,
+    /// Values the baseline was built from (before this one).
+    observations: u64,
+    /// The series' latest event time after this value.
+    last: Timestamp,
+}
+
 impl Detector {
+    /// Scores `value` (seen at `t`, over `window`) against `state`, then folds it in.
+    fn observe(
+        &self,
+        state: &mut SeriesState,
+        value: f64,
+        window: Option<(Timestamp, Timestamp)>,
+        t: Timestamp,
+    ) -> Scored {
+        self.fill_missing(state, window);
+        let (baseline, spread) = if state.seen == 0 {
+            (value, 0.0)
+        } else {
+            Detector::center_and_spread(state)
+        };
+        let spread = spread.max(self.min_spread);
+        let score = if state.seen == 0 {
+            0.0
+        } else {
+            (value - baseline) / spread
+        };
+        let anomalous = state.seen >= self.warmup && self.is_anomaly(score);
+        let observations = state.seen;
+        if !anomalous || self.learn_from_anomalies {
+            self.fold(state, value);
+        }
+        state.last = state.last.max(t);
+        Scored {
+            baseline,
+            spread,
+            score,
+            anomalous,
+            observations,
+            last: state.last,
+        }
+    }
+
     fn fresh_state(&self, t: Timestamp) -> SeriesState {
         let baseline = match self.baseline {
             Baseline::Ewma { .. } => BaselineState::Ewma {
@@ -493,17 +597,6 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-impl<K, V, S> AnomalyDetector<K, V, S>
-where
-    S: Hash + Eq + Clone + Serialize + DeserializeOwned + Send,
-{
-    fn store_key(series: &S) -> Result<Vec<u8>, StreamsError> {
-        let mut buf = vec![DATA_PREFIX];
-        encode_into(series, &mut buf)?;
-        Ok(buf)
-    }
-}
-
 impl<K, V, S> Operator<K, V> for AnomalyDetector<K, V, S>
 where
     K: Send,
@@ -523,6 +616,9 @@ where
         cx: &mut Context<'_>,
         out: &mut Vec<Record<S, Anomaly<S>>>,
     ) -> Option<Record<K, V>> {
+        if self.state.failed() {
+            return None;
+        }
         if self.guard.is_replay(&record) {
             cx.metrics.replays_skipped += 1;
             return None;
@@ -534,39 +630,34 @@ where
         }
         let t = record.timestamp;
         let config = &self.config;
-        let entry = match self.series.get_mut(&obs.series) {
-            Some(entry) => entry,
-            None => self.series.entry(obs.series.clone()).or_insert(Entry {
-                state: config.fresh_state(t),
-                dirty: true,
-                persisted: false,
-            }),
+        let scored = self.state.update(&obs.series, |g| {
+            let before = g.get(&()).map(|state| state.last);
+            if before.is_none() {
+                g.insert((), config.fresh_state(t));
+            }
+            g.get_mut(&())
+                .map(|state| (before, config.observe(state, obs.value, obs.window, t)))
+        });
+        let (before, scored) = match scored {
+            Ok(Some(scored)) => scored,
+            // The entry was inserted just above.
+            Ok(None) => return None,
+            Err(error) => {
+                self.state.fail(error);
+                return None;
+            }
         };
-        let state = &mut entry.state;
-        config.fill_missing(state, obs.window);
-        let (baseline, spread) = if state.seen == 0 {
-            (obs.value, 0.0)
-        } else {
-            Detector::center_and_spread(state)
-        };
-        let spread = spread.max(config.min_spread);
-        let score = if state.seen == 0 {
-            0.0
-        } else {
-            (obs.value - baseline) / spread
-        };
-        let anomalous = state.seen >= config.warmup && config.is_anomaly(score);
-        if anomalous || config.emit == AnomalyEmit::EveryScore {
+        if scored.anomalous || self.config.emit == AnomalyEmit::EveryScore {
             out.push(Record {
                 key: obs.series.clone(),
                 value: Anomaly {
                     key: obs.series.clone(),
                     value: obs.value,
-                    score,
-                    baseline,
-                    spread,
-                    is_anomaly: anomalous,
-                    observations: state.seen,
+                    score: scored.score,
+                    baseline: scored.baseline,
+                    spread: scored.spread,
+                    is_anomaly: scored.anomalous,
+                    observations: scored.observations,
                     timestamp: t,
                     window_start: obs.window.map(|w| w.0),
                     window_end: obs.window.map(|w| w.1),
@@ -576,14 +667,8 @@ where
                 offset: record.offset,
             });
         }
-        if !anomalous || config.learn_from_anomalies {
-            config.fold(state, obs.value);
-        }
-        state.last = state.last.max(t);
-        entry.dirty = true;
-        if config.expire_after.is_some() {
-            let last = state.last;
-            self.expiry.entry(last).or_default().push(obs.series);
+        if self.config.expire_after.is_some() {
+            self.reindex(obs.series, before, scored.last);
         }
         None
     }
@@ -592,83 +677,50 @@ where
         let Some(idle) = self.config.expire_after else {
             return;
         };
-        while let Some(entry) = self.expiry.first_entry() {
-            if entry.key().saturating_add(idle) >= cx.watermark {
-                break;
-            }
-            let seen_at = *entry.key();
-            for series in entry.remove() {
-                // Only the index entry of the series' latest value expires it.
-                let current = self
-                    .series
-                    .get(&series)
-                    .is_some_and(|e| e.state.last == seen_at);
-                if !current {
-                    continue;
-                }
-                if let Some(e) = self.series.remove(&series) {
-                    if e.persisted {
-                        match Self::store_key(&series) {
-                            Ok(k) => self.evicted.push(k),
-                            Err(error) => tracing::warn!(%error, "cannot encode expired series"),
-                        }
-                    }
-                }
-            }
+        if self.state.failed() {
+            return;
+        }
+        if let Err(error) = self.expire(idle, cx.watermark) {
+            self.state.fail(error);
         }
     }
 
     fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        for key in self.evicted.drain(..) {
-            self.store.delete(&key)?;
-        }
-        for (series, entry) in self.series.iter_mut().filter(|(_, e)| e.dirty) {
-            self.store
-                .put(Self::store_key(series)?, encode(&entry.state)?)?;
-            entry.dirty = false;
-            entry.persisted = true;
-        }
-        self.guard.checkpoint(self.store.as_mut(), meta)?;
-        Ok(self.store.take_changes())
+        self.state.checkpoint(&mut self.guard, meta)
     }
 
     fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.store.restore(changes)?;
-        self.series.clear();
         self.expiry.clear();
-        self.evicted.clear();
-        for (k, v) in self.store.prefix(&[DATA_PREFIX])? {
-            let series: S = decode(&k[1..])?;
-            let state: SeriesState = decode(&v)?;
-            if self.config.expire_after.is_some() {
-                self.expiry
-                    .entry(state.last)
-                    .or_default()
-                    .push(series.clone());
-            }
-            self.series.insert(
-                series,
-                Entry {
-                    state,
-                    dirty: false,
-                    persisted: true,
-                },
-            );
-        }
-        self.guard.restore(self.store.as_ref())
+        let expiry = &mut self.expiry;
+        let indexed = self.config.expire_after.is_some();
+        self.state.restore(
+            changes,
+            &mut self.guard,
+            |series, _, state: &SeriesState| {
+                if indexed {
+                    expiry.entry(state.last).or_default().insert(series.clone());
+                }
+            },
+        )
     }
 
     fn state_len(&self) -> usize {
-        self.series.len()
+        self.state.len()
+    }
+
+    fn adopt_backend(&mut self, backend: &StateBackend) {
+        if self.backend.is_none() {
+            self.state = KeyedState::new(&self.config.name, backend);
+        }
     }
 
     /// One row per series: `key`, `observations`, `baseline`, `spread` (raw, before
-    /// `min_spread`) and `last_seen`.
+    /// `min_spread`) and `last_seen`. None with the on-disk backend.
     fn snapshot(&self) -> Vec<serde_json::Value> {
-        self.series
-            .iter()
-            .map(|(series, entry)| {
-                let state = &entry.state;
+        self.state
+            .memory_groups()
+            .filter_map(|(series, group)| group.get(&()).map(|state| (series, state)))
+            .map(|(series, state)| {
                 let (baseline, spread) = if state.seen == 0 {
                     (0.0, 0.0)
                 } else {

@@ -27,6 +27,14 @@
 //! long tail; keep `max_candidates` a few times `top_k` (default 50 for a top 10). The number
 //! of items is that of the catalogue; state per item is `max_candidates` entries.
 //!
+//! **Where state lives.** Each item's list is one entry of the operator's store and changelog
+//! (`item` -> neighbours), kept where the pipeline's or stream's
+//! [`StateBackend`] says (see [`crate::backend`]), or where
+//! [`AlsoViewed::with_backend`] chose (which [`also_viewed`] applies to its session step too):
+//! in a hash map, or on disk, read and written through the store for every item of a closed
+//! session, so that a large catalogue need not fit in memory. The changelog is the same either
+//! way, so a job can switch backends between runs.
+//!
 //! ```
 //! use std::time::Duration;
 //! use millrace_streams::operators::{also_viewed, AlsoViewed};
@@ -55,7 +63,6 @@
 //! assert_eq!(related, vec![("/stoves", 2.0), ("/boots", 1.0)]);
 //! ```
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -63,11 +70,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::EmitMode;
+use crate::backend::StateBackend;
 use crate::dsl::Stream;
 use crate::error::StreamsError;
-use crate::operator::{Context, Operator, ReplayGuard, TaskMeta, DATA_PREFIX};
+use crate::keyed::KeyedState;
+use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
 use crate::record::{Record, Windowed};
-use crate::store::{decode, encode, encode_into, Change, InMemoryStore, KeyValueStore};
+use crate::store::{Change, KeyValueStore};
 use crate::time::{millis, Timestamp};
 use crate::window::SessionWindows;
 
@@ -200,37 +209,47 @@ fn decay(elapsed_ms: i64, half_life_ms: f64) -> f64 {
     (-(elapsed_ms as f64) / half_life_ms).exp2()
 }
 
-/// One item's neighbours plus what the changelog knows about them.
-struct Entry<I> {
-    neighbours: Neighbours<I>,
-    dirty: bool,
-}
-
 /// The co-occurrence operator: consumes closed sessions (`Windowed<user>` → [`SessionItems`])
 /// and emits [`Related`] records keyed by item. Settings are builder methods.
+///
+/// Each item's neighbour list is one state entry (`item` -> neighbours), kept where the
+/// backend says (see [`crate::backend`]): in a hash map, or read and written through the
+/// operator's store for every item of a closed session. It needs no time index.
 pub struct AlsoViewed<I> {
     name: String,
     top_k: usize,
     max_candidates: usize,
     max_session_items: usize,
     half_life_ms: f64,
-    items: HashMap<I, Entry<I>>,
-    store: Box<dyn KeyValueStore>,
+    state: KeyedState<I, (), Neighbours<I>>,
+    /// The backend chosen when building the operator, which the stream's does not override
+    /// (and which [`also_viewed`] gives its session step).
+    backend: Option<StateBackend>,
+    /// Whether [`AlsoViewed::with_store`] chose the store (then the stream's backend does not
+    /// apply to this operator, but still does to the session step).
+    own_store: bool,
     guard: ReplayGuard,
 }
 
-impl<I> AlsoViewed<I> {
+impl<I> AlsoViewed<I>
+where
+    I: Hash + Eq + Clone + Serialize + DeserializeOwned,
+{
     /// An operator named `name` (its store's name) with the defaults: top 10, 50 candidates
-    /// per item, 50 items per session, half-life 7 days.
+    /// per item, 50 items per session, half-life 7 days. Its state follows the backend of the
+    /// stream it is added to unless [`AlsoViewed::with_backend`] says otherwise.
     pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        let state = KeyedState::new(&name, &StateBackend::InMemory);
         Self {
-            name: name.into(),
+            name,
             top_k: 10,
             max_candidates: 50,
             max_session_items: 50,
             half_life_ms: millis(Duration::from_secs(7 * 24 * 3600)) as f64,
-            items: HashMap::new(),
-            store: Box::new(InMemoryStore::new()),
+            state,
+            backend: None,
+            own_store: false,
             guard: ReplayGuard::default(),
         }
     }
@@ -264,22 +283,25 @@ impl<I> AlsoViewed<I> {
         self
     }
 
-    /// Keeps state in `store` instead of memory (an on-disk store).
+    /// Keeps the state where `backend` says, whatever the backend of the stream the operator
+    /// is added to; [`also_viewed`] keeps its session step there too.
     #[must_use]
-    pub fn with_store(mut self, store: Box<dyn KeyValueStore>) -> Self {
-        self.store = store;
+    pub fn with_backend(mut self, backend: StateBackend) -> Self {
+        self.state = KeyedState::new(&self.name, &backend);
+        self.backend = Some(backend);
+        self.own_store = false;
         self
     }
-}
 
-impl<I> AlsoViewed<I>
-where
-    I: Hash + Ord + Clone + Serialize + DeserializeOwned + Send,
-{
-    fn store_key(item: &I) -> Result<Vec<u8>, StreamsError> {
-        let mut buf = vec![DATA_PREFIX];
-        encode_into(item, &mut buf)?;
-        Ok(buf)
+    /// Keeps the state in memory, written to `store` at each checkpoint (and restored from
+    /// it), whatever the stream's backend. For state read and written on disk, use
+    /// [`AlsoViewed::with_backend`] with [`StateBackend::OnDisk`].
+    #[must_use]
+    pub fn with_store(mut self, store: Box<dyn KeyValueStore>) -> Self {
+        self.state = KeyedState::in_memory(&self.name, store);
+        self.backend = None;
+        self.own_store = true;
+        self
     }
 }
 
@@ -301,6 +323,9 @@ where
         cx: &mut Context<'_>,
         out: &mut Vec<Record<I, Related<I>>>,
     ) -> Option<Record<Windowed<U>, SessionItems<I>>> {
+        if self.state.failed() {
+            return None;
+        }
         if self.guard.is_replay(&record) {
             cx.metrics.replays_skipped += 1;
             return None;
@@ -310,25 +335,34 @@ where
             return None;
         }
         let t = record.timestamp;
+        let (half_life, max, k) = (self.half_life_ms, self.max_candidates, self.top_k);
         for item in items {
-            let entry = match self.items.get_mut(item) {
-                Some(entry) => entry,
-                None => self.items.entry(item.clone()).or_insert(Entry {
-                    neighbours: Neighbours::new(t),
-                    dirty: true,
-                }),
+            let related = self.state.update(item, |g| {
+                if !g.contains(&()) {
+                    g.insert((), Neighbours::new(t));
+                }
+                // Present: inserted just above if it was not.
+                g.get_mut(&())
+                    .map(|neighbours| {
+                        for other in items.iter().filter(|&o| o != item) {
+                            neighbours.add(other, t, half_life, max);
+                        }
+                        neighbours.top(k)
+                    })
+                    .unwrap_or_default()
+            });
+            let related = match related {
+                Ok(related) => related,
+                Err(error) => {
+                    self.state.fail(error);
+                    return None;
+                }
             };
-            for other in items.iter().filter(|&o| o != item) {
-                entry
-                    .neighbours
-                    .add(other, t, self.half_life_ms, self.max_candidates);
-            }
-            entry.dirty = true;
             out.push(Record {
                 key: item.clone(),
                 value: Related {
                     item: item.clone(),
-                    related: entry.neighbours.top(self.top_k),
+                    related,
                 },
                 timestamp: t,
                 partition: record.partition,
@@ -341,46 +375,35 @@ where
     fn on_watermark(&mut self, _cx: &mut Context<'_>, _out: &mut Vec<Record<I, Related<I>>>) {}
 
     fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        for (item, entry) in self.items.iter_mut().filter(|(_, e)| e.dirty) {
-            self.store
-                .put(Self::store_key(item)?, encode(&entry.neighbours)?)?;
-            entry.dirty = false;
-        }
-        self.guard.checkpoint(self.store.as_mut(), meta)?;
-        Ok(self.store.take_changes())
+        self.state.checkpoint(&mut self.guard, meta)
     }
 
     fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.store.restore(changes)?;
-        self.items.clear();
-        for (k, v) in self.store.prefix(&[DATA_PREFIX])? {
-            let item: I = decode(&k[1..])?;
-            let neighbours: Neighbours<I> = decode(&v)?;
-            self.items.insert(
-                item,
-                Entry {
-                    neighbours,
-                    dirty: false,
-                },
-            );
-        }
-        self.guard.restore(self.store.as_ref())
+        self.state.restore(changes, &mut self.guard, |_, _, _| {})
     }
 
     fn state_len(&self) -> usize {
-        self.items.len()
+        self.state.len()
+    }
+
+    fn adopt_backend(&mut self, backend: &StateBackend) {
+        if self.backend.is_none() && !self.own_store {
+            self.state = KeyedState::new(&self.name, backend);
+        }
     }
 
     /// One row per item: `item`, `related` (the top-K as `[item, score]` pairs) and `as_of`.
+    /// None with the on-disk backend.
     fn snapshot(&self) -> Vec<serde_json::Value> {
-        self.items
-            .iter()
-            .map(|(item, entry)| {
+        self.state
+            .memory_groups()
+            .filter_map(|(item, group)| group.get(&()).map(|neighbours| (item, neighbours)))
+            .map(|(item, neighbours)| {
                 serde_json::json!({
                     "item": serde_json::to_value(item).unwrap_or(serde_json::Value::Null),
-                    "related": serde_json::to_value(entry.neighbours.top(self.top_k))
+                    "related": serde_json::to_value(neighbours.top(self.top_k))
                         .unwrap_or(serde_json::Value::Null),
-                    "as_of": entry.neighbours.as_of,
+                    "as_of": neighbours.as_of,
                 })
             })
             .collect()
@@ -389,7 +412,8 @@ where
 
 /// Wires the whole "also viewed" job: `views` (keyed by user, valued by item) into
 /// `sessions`, each closed session into `operator`. The session step's store is named
-/// after the operator with a `-sessions` suffix.
+/// after the operator with a `-sessions` suffix. Both steps keep their state where `views`'
+/// backend says, or where [`AlsoViewed::with_backend`] chose.
 pub fn also_viewed<U, I>(
     views: Stream<U, I>,
     sessions: SessionWindows,
@@ -400,10 +424,16 @@ where
     I: Hash + Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
 {
     let cap = operator.max_session_items;
-    views
+    let sessions = views
         .session_window(sessions)
         .emit(EmitMode::Final)
-        .named(format!("{}-sessions", operator.name))
+        .named(format!("{}-sessions", operator.name));
+    let sessions = match &operator.backend {
+        None => sessions,
+        Some(StateBackend::InMemory) => sessions.in_memory(),
+        Some(StateBackend::OnDisk(dir)) => sessions.on_disk(dir.clone()),
+    };
+    sessions
         .aggregate(
             move || SessionItems::new(cap),
             |session: &mut SessionItems<I>, item: &I| session.add(item),
