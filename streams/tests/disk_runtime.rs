@@ -1,8 +1,8 @@
 //! A job with its state on disk (`StreamsConfig::state_dir`) against a broker on a free port:
 //! a dedupe step and a windowed count over out-of-order input with duplicates, stopped
 //! mid-way (cleanly, or dropped without a commit) and restarted with the same state
-//! directory and application id, give exactly the batch answer; the store files are under the state directory while the job runs and
-//! gone once it stopped. And a window emitted at an end of input stays closed across such a
+//! directory and application id, give exactly the batch answer; the store files are under
+//! the state directory while the job runs and gone once it stopped. And a window emitted at an end of input stays closed across such a
 //! restart: the step's seal comes back from its changelog.
 #![allow(clippy::unwrap_used)]
 
