@@ -30,7 +30,7 @@ use std::hash::Hash;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::StateBackend;
+use crate::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
 use crate::error::StreamsError;
 use crate::keyed::{KeyedState, TimeIndex};
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta, DATA_PREFIX};
@@ -524,18 +524,29 @@ where
     }
 
     fn snapshot(&self) -> Vec<serde_json::Value> {
-        // On-disk state is not published: a snapshot would read the whole store.
-        let Accumulators::Memory(m) = &self.accs else {
-            return Vec::new();
-        };
         let size = self.windows.size_ms();
-        let mut rows = Vec::with_capacity(self.state_len());
-        for (start, keys) in &m.open {
-            for (key, slot) in keys {
-                rows.push(window_row(key, *start, start + size, &slot.acc));
+        match &self.accs {
+            Accumulators::Memory(m) => {
+                let mut rows = Vec::with_capacity(self.state_len());
+                for (start, keys) in &m.open {
+                    for (key, slot) in keys {
+                        rows.push(window_row(key, *start, start + size, &slot.acc));
+                    }
+                }
+                rows
+            }
+            Accumulators::Stored(s) => {
+                // Capped: the store may not fit in memory (see `crate::backend`).
+                let mut rows = Vec::with_capacity(self.state_len().min(SNAPSHOT_ROW_CAP));
+                let result = s.snapshot(SNAPSHOT_ROW_CAP, |start, key: K, acc: A| {
+                    rows.push(window_row(&key, start, start + size, &acc));
+                });
+                if let Err(error) = result {
+                    snapshot_failed(&self.name, &error);
+                }
+                rows
             }
         }
-        rows
     }
 }
 
@@ -845,14 +856,17 @@ where
     }
 
     fn snapshot(&self) -> Vec<serde_json::Value> {
-        self.state
-            .memory_groups()
-            .flat_map(|(key, sessions)| {
-                sessions
-                    .iter()
-                    .map(move |(&start, (end, acc))| window_row(key, start, *end, acc))
-            })
-            .collect()
+        let mut rows = Vec::new();
+        let result = self.state.snapshot(
+            SNAPSHOT_ROW_CAP,
+            |key: &K, &start: &Timestamp, (end, acc): &SessionValue<A>| {
+                rows.push(window_row(key, start, *end, acc));
+            },
+        );
+        if let Err(error) = result {
+            snapshot_failed(&self.name, &error);
+        }
+        rows
     }
 }
 

@@ -19,8 +19,16 @@
 //!   starts (one per window, not per key), dedupe one entry per remembered id, an anomaly
 //!   detector with `expire_after` one `(time, series)` entry per live series. Sessions,
 //!   sliding windows and joins keep theirs on disk too, in a second file per store that is
-//!   never changelogged (a restore rebuilds it). Slower per record. On-disk state is not
-//!   published for live queries.
+//!   never changelogged (a restore rebuilds it). Slower per record.
+//!
+//! Live queries ([`crate::query`]) see the state of both backends as the same rows. With the
+//! disk backend a snapshot is read from the store file in chunks (never the whole store in
+//! memory) and stops at [`SNAPSHOT_ROW_CAP`] rows per store: fixed windows publish their
+//! newest windows first (the store is laid out by window start, so that costs nothing), the
+//! other steps their first entries in store key order (by the encoded key, not the key's own
+//! order). The runtime publishes snapshots once per snapshot interval (a second), and at the
+//! end of each end-of-input round, whichever the backend; a snapshot runs on the task's
+//! thread, so a large on-disk store costs up to one capped scan per store and interval.
 //!
 //! The ready-made analytics operators that keep keyed state, the anomaly detector
 //! ([`crate::operators::AnomalyDetector`]) and "also viewed"
@@ -34,6 +42,22 @@
 //! any input offset is committed. The restarted task restores from the changelog.
 
 use std::path::PathBuf;
+
+/// The most rows an on-disk store publishes per snapshot (see the module documentation).
+///
+/// The disk backend is chosen for state larger than memory, so a snapshot of it must not
+/// read the whole store: the memory one snapshot takes is bounded by this many rows plus one
+/// scan chunk. In-memory state is published whole (it is in memory already).
+pub const SNAPSHOT_ROW_CAP: usize = 100_000;
+
+/// Entries read per store scan by an on-disk snapshot.
+pub(crate) const SNAPSHOT_CHUNK: usize = 4_096;
+
+/// Logs a snapshot that stopped at a store error: the rows read so far are published, and
+/// the error itself surfaces (if it persists) at the step's next write or checkpoint.
+pub(crate) fn snapshot_failed(store: &str, error: &StreamsError) {
+    tracing::warn!(store, %error, "state snapshot stopped early");
+}
 
 use crate::disk::DiskStore;
 use crate::error::StreamsError;

@@ -34,7 +34,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::StateBackend;
+use crate::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
 use crate::error::StreamsError;
 use crate::keyed::{KeyedState, TimeIndex};
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
@@ -446,10 +446,11 @@ where
     }
 
     fn snapshot(&self) -> Vec<serde_json::Value> {
-        let mut rows = Vec::with_capacity(self.state.len());
+        let mut rows = Vec::with_capacity(self.state.len().min(SNAPSHOT_ROW_CAP));
         let json = |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or_default();
-        for (key, buffers) in self.state.memory_groups() {
-            for (&(_, t, _), (value, matched)) in buffers.iter() {
+        let result = self.state.snapshot(
+            SNAPSHOT_ROW_CAP,
+            |key: &K, &(_, t, _): &Slot, (value, matched): &Buffered<L, R>| {
                 let (side, value) = match value {
                     Side::Left(l) => ("left", json(serde_json::to_value(l))),
                     Side::Right(r) => ("right", json(serde_json::to_value(r))),
@@ -458,7 +459,10 @@ where
                     "key": json(serde_json::to_value(key)), "side": side, "timestamp": t,
                     "matched": matched, "value": value,
                 }));
-            }
+            },
+        );
+        if let Err(error) = result {
+            snapshot_failed(&self.name, &error);
         }
         rows
     }

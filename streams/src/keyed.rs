@@ -24,7 +24,7 @@ use std::ops::{Bound, RangeBounds};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::StateBackend;
+use crate::backend::{StateBackend, SNAPSHOT_CHUNK};
 use crate::error::StreamsError;
 use crate::operator::{ReplayGuard, TaskMeta, DATA_PREFIX, META_KEY};
 use crate::store::{
@@ -433,13 +433,7 @@ where
         let store = self.cell.get()?;
         store.restore(changes)?;
         self.entries = 0;
-        let decode_entry = |k: &[u8], v: &[u8]| -> Result<(G, S, T), StreamsError> {
-            let body = k
-                .get(1..)
-                .ok_or_else(|| StreamsError::Decode("empty state key".into()))?;
-            let (g, rest): (G, _) = decode_prefix(body)?;
-            Ok((g, S::decode(rest)?, decode(v)?))
-        };
+        let decode_entry = decode_entry::<G, S, T>;
         match &mut self.groups {
             Groups::Memory { groups, evicted } => {
                 groups.clear();
@@ -479,14 +473,65 @@ where
         guard.restore(store)
     }
 
-    /// Every group in memory (none on disk: reading the whole store is not a snapshot).
-    pub(crate) fn memory_groups(&self) -> impl Iterator<Item = (&G, &Group<S, T>)> {
-        let groups = match &self.groups {
-            Groups::Memory { groups, .. } => Some(groups.iter()),
-            Groups::Stored => None,
-        };
-        groups.into_iter().flatten()
+    /// Calls `f` with every entry, for a snapshot: all of them in memory; on disk at most
+    /// `cap`, the first in store key order, read in chunks so that memory holds one chunk
+    /// besides what `f` keeps (the store may be larger than memory).
+    pub(crate) fn snapshot(
+        &self,
+        cap: usize,
+        mut f: impl FnMut(&G, &S, &T),
+    ) -> Result<(), StreamsError> {
+        match &self.groups {
+            Groups::Memory { groups, .. } => {
+                for (g, group) in groups {
+                    for (s, value) in group.iter() {
+                        f(g, s, value);
+                    }
+                }
+            }
+            Groups::Stored => {
+                let Some(store) = self.cell.peek() else {
+                    return Ok(());
+                };
+                let mut from = vec![DATA_PREFIX];
+                let mut included = true;
+                let mut left = cap;
+                while left > 0 {
+                    let lower = if included {
+                        Bound::Included(from.as_slice())
+                    } else {
+                        Bound::Excluded(from.as_slice())
+                    };
+                    let chunk =
+                        store.scan(lower, Bound::Excluded(META_KEY), left.min(SNAPSHOT_CHUNK))?;
+                    let Some((last, _)) = chunk.last() else {
+                        break;
+                    };
+                    let next = last.clone();
+                    for (k, v) in &chunk {
+                        let (g, s, value) = decode_entry::<G, S, T>(k, v)?;
+                        f(&g, &s, &value);
+                    }
+                    left -= chunk.len();
+                    from = next;
+                    included = false;
+                }
+            }
+        }
+        Ok(())
     }
+}
+
+/// Splits a data key `(prefix, group, entry)` and decodes it and its value.
+fn decode_entry<G: DeserializeOwned, S: EntryKey, T: DeserializeOwned>(
+    k: &[u8],
+    v: &[u8],
+) -> Result<(G, S, T), StreamsError> {
+    let body = k
+        .get(1..)
+        .ok_or_else(|| StreamsError::Decode("empty state key".into()))?;
+    let (g, rest): (G, _) = decode_prefix(body)?;
+    Ok((g, S::decode(rest)?, decode(v)?))
 }
 
 /// What an operator closes or expires next: `(time, entry)` pairs in time order.

@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::aggregate::InitFn;
+use crate::backend::SNAPSHOT_CHUNK;
 use crate::error::StreamsError;
 use crate::operator::{ReplayGuard, TaskMeta, DATA_PREFIX, META_KEY};
 use crate::store::{decode, decode_time, encode, encode_into, encode_time, Change, KeyValueStore};
@@ -71,6 +72,14 @@ impl StoreCell {
         self.error
             .take()
             .unwrap_or_else(|| StreamsError::Store(format!("{} failed earlier", self.name)))
+    }
+
+    /// The store for a read through `&self` (a snapshot), unless it failed.
+    pub(crate) fn peek(&self) -> Option<&(dyn KeyValueStore + 'static)> {
+        if self.failed {
+            return None;
+        }
+        self.store.as_deref()
     }
 
     /// The store, or the error that stopped it.
@@ -234,5 +243,57 @@ where
 
     pub(crate) fn len(&self) -> usize {
         self.entries
+    }
+
+    /// Calls `f` with `(window start, key, accumulator)` for at most `cap` entries, newest
+    /// window first (within a window, in the byte order of the encoded keys). Reads the
+    /// store in chunks, so memory holds one chunk besides what `f` keeps.
+    pub(crate) fn snapshot(
+        &self,
+        cap: usize,
+        mut f: impl FnMut(Timestamp, K, A),
+    ) -> Result<(), StreamsError> {
+        let Some(store) = self.cell.peek() else {
+            return Ok(());
+        };
+        let mut left = cap;
+        // Newest first: the windows a query most likely asks about, and free to pick since
+        // the open window starts are in memory and the store is ordered by start.
+        for &start in self.open.iter().rev() {
+            let prefix = window_prefix(start);
+            let end = window_prefix(start.saturating_add(1));
+            let upper = if start == Timestamp::MAX {
+                Bound::Excluded(META_KEY)
+            } else {
+                Bound::Excluded(end.as_slice())
+            };
+            let mut from = prefix.clone();
+            let mut included = true;
+            while left > 0 {
+                let lower = if included {
+                    Bound::Included(from.as_slice())
+                } else {
+                    Bound::Excluded(from.as_slice())
+                };
+                let chunk = store.scan(lower, upper, left.min(SNAPSHOT_CHUNK))?;
+                let Some((last, _)) = chunk.last() else {
+                    break;
+                };
+                let next = last.clone();
+                for (k, v) in &chunk {
+                    let key = k
+                        .get(prefix.len()..)
+                        .ok_or_else(|| StreamsError::Decode("short window key".into()))?;
+                    f(start, decode(key)?, decode(v)?);
+                }
+                left -= chunk.len();
+                from = next;
+                included = false;
+            }
+            if left == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
 }

@@ -81,7 +81,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::StateBackend;
+use crate::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
 use crate::error::StreamsError;
 use crate::keyed::KeyedState;
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
@@ -715,26 +715,30 @@ where
     }
 
     /// One row per series: `key`, `observations`, `baseline`, `spread` (raw, before
-    /// `min_spread`) and `last_seen`. None with the on-disk backend.
+    /// `min_spread`) and `last_seen`. With the on-disk backend, at most
+    /// [`SNAPSHOT_ROW_CAP`] series (see [`crate::backend`]).
     fn snapshot(&self) -> Vec<serde_json::Value> {
-        self.state
-            .memory_groups()
-            .filter_map(|(series, group)| group.get(&()).map(|state| (series, state)))
-            .map(|(series, state)| {
+        let mut rows = Vec::new();
+        let result = self
+            .state
+            .snapshot(SNAPSHOT_ROW_CAP, |series, _, state: &SeriesState| {
                 let (baseline, spread) = if state.seen == 0 {
                     (0.0, 0.0)
                 } else {
                     Detector::center_and_spread(state)
                 };
-                serde_json::json!({
+                rows.push(serde_json::json!({
                     "key": serde_json::to_value(series).unwrap_or(serde_json::Value::Null),
                     "observations": state.seen,
                     "baseline": baseline,
                     "spread": spread,
                     "last_seen": state.last,
-                })
-            })
-            .collect()
+                }));
+            });
+        if let Err(error) = result {
+            snapshot_failed(&self.config.name, &error);
+        }
+        rows
     }
 }
 

@@ -70,7 +70,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::EmitMode;
-use crate::backend::StateBackend;
+use crate::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
 use crate::dsl::Stream;
 use crate::error::StreamsError;
 use crate::keyed::KeyedState;
@@ -393,20 +393,23 @@ where
     }
 
     /// One row per item: `item`, `related` (the top-K as `[item, score]` pairs) and `as_of`.
-    /// None with the on-disk backend.
+    /// With the on-disk backend, at most [`SNAPSHOT_ROW_CAP`] items (see [`crate::backend`]).
     fn snapshot(&self) -> Vec<serde_json::Value> {
-        self.state
-            .memory_groups()
-            .filter_map(|(item, group)| group.get(&()).map(|neighbours| (item, neighbours)))
-            .map(|(item, neighbours)| {
-                serde_json::json!({
-                    "item": serde_json::to_value(item).unwrap_or(serde_json::Value::Null),
-                    "related": serde_json::to_value(neighbours.top(self.top_k))
-                        .unwrap_or(serde_json::Value::Null),
-                    "as_of": neighbours.as_of,
-                })
-            })
-            .collect()
+        let mut rows = Vec::new();
+        let result =
+            self.state
+                .snapshot(SNAPSHOT_ROW_CAP, |item, _, neighbours: &Neighbours<I>| {
+                    rows.push(serde_json::json!({
+                        "item": serde_json::to_value(item).unwrap_or(serde_json::Value::Null),
+                        "related": serde_json::to_value(neighbours.top(self.top_k))
+                            .unwrap_or(serde_json::Value::Null),
+                        "as_of": neighbours.as_of,
+                    }));
+                });
+        if let Err(error) = result {
+            snapshot_failed(&self.name, &error);
+        }
+        rows
     }
 }
 

@@ -324,7 +324,9 @@ pub struct Job<K0, V0, K, V> {
     end: EndOfInput,
 }
 
-/// How often live state is published for queries.
+/// How often live state is published for queries. Also bounds how often an on-disk store is
+/// scanned for a snapshot (up to [`crate::backend::SNAPSHOT_ROW_CAP`] rows each time); the
+/// only other publish is the one at the end of each end-of-input round.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
 impl<K0, V0, K, V> std::fmt::Debug for Job<K0, V0, K, V> {
