@@ -24,7 +24,7 @@ use std::hash::Hash;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::StateBackend;
+use crate::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
 use crate::error::StreamsError;
 use crate::keyed::KeyedState;
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
@@ -229,6 +229,26 @@ where
 
     fn state_len(&self) -> usize {
         self.state.len()
+    }
+
+    /// One row per remembered id: `id`, `first_seen`, `expires` (on disk at most
+    /// [`SNAPSHOT_ROW_CAP`] ids, see [`crate::backend`]).
+    fn snapshot(&self) -> Vec<serde_json::Value> {
+        let mut rows = Vec::new();
+        let horizon = self.horizon;
+        let result = self
+            .state
+            .snapshot(SNAPSHOT_ROW_CAP, |id: &I, _, first: &Timestamp| {
+                rows.push(serde_json::json!({
+                    "id": serde_json::to_value(id).unwrap_or(serde_json::Value::Null),
+                    "first_seen": first,
+                    "expires": first.saturating_add(horizon),
+                }));
+            });
+        if let Err(error) = result {
+            snapshot_failed(&self.name, &error);
+        }
+        rows
     }
 }
 

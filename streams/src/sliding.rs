@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::aggregate::{AddFn, EmitMode, InitFn};
-use crate::backend::StateBackend;
+use crate::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
 use crate::error::StreamsError;
 use crate::keyed::{Group, KeyedState, TimeIndex};
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
@@ -349,6 +349,27 @@ where
 
     fn state_len(&self) -> usize {
         self.state.len()
+    }
+
+    /// The buffered records a sliding window is computed from, one row per key and
+    /// timestamp: `key`, `timestamp`, `values` (on disk at most [`SNAPSHOT_ROW_CAP`] rows, see
+    /// [`crate::backend`]).
+    fn snapshot(&self) -> Vec<serde_json::Value> {
+        let mut rows = Vec::new();
+        let result = self.state.snapshot(
+            SNAPSHOT_ROW_CAP,
+            |key: &K, t: &Timestamp, values: &Vec<V>| {
+                rows.push(serde_json::json!({
+                    "key": serde_json::to_value(key).unwrap_or(serde_json::Value::Null),
+                    "timestamp": t,
+                    "values": serde_json::to_value(values).unwrap_or(serde_json::Value::Null),
+                }));
+            },
+        );
+        if let Err(error) = result {
+            snapshot_failed(&self.name, &error);
+        }
+        rows
     }
 }
 

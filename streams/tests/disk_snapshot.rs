@@ -1,7 +1,8 @@
 //! On-disk state is published for live queries with exactly the rows of the in-memory state
-//! (the same JSON, so SQL over them is the same): tumbling and session counts, a window join
-//! and the anomaly detector, before and after a commit moves the store's write buffer to its
-//! file. An on-disk snapshot stops at `SNAPSHOT_ROW_CAP` rows, newest windows first.
+//! (the same JSON, so SQL over them is the same): tumbling and session counts, a window join,
+//! the anomaly detector, a sliding window and dedupe, before and after a commit moves the
+//! store's write buffer to its file. An on-disk snapshot stops at `SNAPSHOT_ROW_CAP` rows,
+//! newest windows first.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -219,4 +220,33 @@ fn an_on_disk_session_snapshot_stops_at_the_cap() {
     keys.dedup();
     assert_eq!(keys.len(), SNAPSHOT_ROW_CAP);
     assert!(keys.iter().all(|&k| k < n as u64));
+}
+
+#[test]
+fn an_on_disk_sliding_window_publishes_the_in_memory_rows() {
+    let sliding = |dir: Option<&Path>| -> Pipeline<u32, i64, Windowed<u32>, i64> {
+        Pipeline::with_backend(backend(dir), |s: Stream<u32, i64>| {
+            s.sliding_window(
+                Windows::sliding(Duration::from_millis(200)).grace(Duration::from_millis(100)),
+            )
+            .named("sliding")
+            .aggregate(|| 0i64, |acc, v| *acc += v)
+        })
+        .event_time(Duration::from_millis(100), None)
+    };
+    let rows = same_snapshot(sliding, &events(600, 23));
+    // Buffered records of several keys are still within their windows at the end.
+    assert!(rows > 23, "{rows}");
+}
+
+#[test]
+fn an_on_disk_dedupe_publishes_the_in_memory_rows() {
+    let dedupe = |dir: Option<&Path>| -> Pipeline<u32, i64, u32, i64> {
+        Pipeline::with_backend(backend(dir), |s: Stream<u32, i64>| {
+            s.dedupe(Duration::from_millis(250), |k, v| (*k, v.rem_euclid(7)))
+        })
+        .event_time(Duration::from_millis(100), None)
+    };
+    let rows = same_snapshot(dedupe, &events(600, 23));
+    assert!(rows > 23, "{rows}");
 }
