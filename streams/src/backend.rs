@@ -16,10 +16,10 @@
 //!   [`DiskStore`] (a redb file per store and task, removed when the task goes), so memory
 //!   holds the store's write buffer (the keys written since the last commit) and some
 //!   steps' time index (what closes or expires next): fixed windows keep their open window
-//!   starts (one per window, not per key), dedupe one entry per remembered id, an anomaly
-//!   detector with `expire_after` one `(time, series)` entry per live series. Sessions,
-//!   sliding windows and joins keep theirs on disk too, in a second file per store that is
-//!   never changelogged (a restore rebuilds it). Slower per record.
+//!   starts (one per window, not per key), an anomaly detector with `expire_after` one
+//!   `(time, series)` entry per live series. Sessions, sliding windows, joins and dedupe
+//!   keep theirs on disk too, in a second file per store that is never changelogged (a
+//!   restore rebuilds it). Slower per record.
 //!
 //! Live queries ([`crate::query`]) see the state of both backends as the same rows. With the
 //! disk backend a snapshot is read from the store file in chunks (never the whole store in

@@ -18,7 +18,7 @@
 //! hold across an end of input and a restart unchanged: a duplicate is dropped, and an
 //! unknown id older than the watermark (which the checkpoint keeps) is late.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::hash::Hash;
 
 use serde::de::DeserializeOwned;
@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
 use crate::error::StreamsError;
-use crate::keyed::KeyedState;
+use crate::keyed::{KeyedState, TimeIndex};
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
 use crate::record::Record;
 use crate::store::{Change, KeyValueStore};
@@ -54,15 +54,16 @@ pub struct Dedupe<K, V, I> {
     horizon: i64,
     id: IdFn<K, V, I>,
     state: KeyedState<I, (), Timestamp>,
-    /// Ids by expiry time (`first + horizon`). An id seen again after its horizon keeps its
-    /// old entry here, which is ignored when it fires.
-    expiry: BTreeMap<Timestamp, Vec<I>>,
+    /// Ids by expiry time (`first + horizon`); on disk when the state is, so that memory does
+    /// not grow with the remembered ids. An id seen again after its horizon keeps its old
+    /// entry here, which is ignored when it fires.
+    expiry: TimeIndex<I>,
     guard: ReplayGuard,
 }
 
 impl<K, V, I> Dedupe<K, V, I>
 where
-    I: Hash + Eq + Clone + Serialize + DeserializeOwned + Send,
+    I: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send,
 {
     /// A dedupe step named `name` (its store's name) remembering ids for `horizon_ms`, in
     /// memory and mirrored to `store` at checkpoints.
@@ -74,7 +75,12 @@ where
     ) -> Self {
         let name = name.into();
         let state = KeyedState::in_memory(&name, store);
-        Self::with(name, horizon_ms, id, state)
+        Self::with(
+            name,
+            horizon_ms,
+            id,
+            (state, TimeIndex::Memory(BTreeSet::new())),
+        )
     }
 
     /// A dedupe step with its state where `backend` says.
@@ -85,22 +91,27 @@ where
         backend: &StateBackend,
     ) -> Self {
         let name = name.into();
-        let state = KeyedState::new(&name, backend);
-        Self::with(name, horizon_ms, id, state)
+        let mut state = KeyedState::new(&name, backend);
+        let expiry = TimeIndex::new(&name, backend).unwrap_or_else(|error| {
+            // Reported by the first restore or checkpoint, as a store that failed to open.
+            state.fail(error);
+            TimeIndex::Memory(BTreeSet::new())
+        });
+        Self::with(name, horizon_ms, id, (state, expiry))
     }
 
     fn with(
         name: String,
         horizon_ms: i64,
         id: IdFn<K, V, I>,
-        state: KeyedState<I, (), Timestamp>,
+        (state, expiry): (KeyedState<I, (), Timestamp>, TimeIndex<I>),
     ) -> Self {
         Self {
             name,
             horizon: horizon_ms.max(0),
             id,
             state,
-            expiry: BTreeMap::new(),
+            expiry,
             guard: ReplayGuard::default(),
         }
     }
@@ -112,13 +123,13 @@ where
             // input): keep the ids, see the module documentation.
             return Ok(());
         }
-        while let Some(entry) = self.expiry.first_entry() {
-            if *entry.key() >= watermark {
-                break;
-            }
-            let expires = *entry.key();
+        if watermark == Timestamp::MIN {
+            return Ok(());
+        }
+        // Entries expire once the watermark is past them.
+        while let Some((expires, ids)) = self.expiry.pop_due(watermark.saturating_sub(1))? {
             let horizon = self.horizon;
-            for id in entry.remove() {
+            for id in ids {
                 // Only expire the sighting this entry was made for.
                 self.state.update(&id, |g| {
                     if g.get(&())
@@ -137,7 +148,7 @@ impl<K, V, I> Operator<K, V> for Dedupe<K, V, I>
 where
     K: Send,
     V: Send,
-    I: Hash + Eq + Clone + Serialize + DeserializeOwned + Send,
+    I: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send,
 {
     type OutKey = K;
     type OutValue = V;
@@ -179,10 +190,10 @@ where
         });
         match verdict {
             Ok(Verdict::New) => {
-                self.expiry
-                    .entry(t.saturating_add(self.horizon))
-                    .or_default()
-                    .push(id);
+                if let Err(error) = self.expiry.insert(t.saturating_add(self.horizon), id) {
+                    self.state.fail(error);
+                    return None;
+                }
                 out.push(record);
                 None
             }
@@ -211,20 +222,28 @@ where
     }
 
     fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
+        self.expiry.checkpoint()?;
         self.state.checkpoint(&mut self.guard, meta)
     }
 
     fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.expiry.clear();
+        self.expiry.clear()?;
         let horizon = self.horizon;
         let expiry = &mut self.expiry;
-        self.state
-            .restore(changes, &mut self.guard, |id: &I, _, first: &Timestamp| {
-                expiry
-                    .entry(first.saturating_add(horizon))
-                    .or_default()
-                    .push(id.clone());
-            })
+        let mut failed = None;
+        let meta =
+            self.state
+                .restore(changes, &mut self.guard, |id: &I, _, first: &Timestamp| {
+                    if failed.is_none() {
+                        failed = expiry
+                            .insert(first.saturating_add(horizon), id.clone())
+                            .err();
+                    }
+                })?;
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(meta),
+        }
     }
 
     fn state_len(&self) -> usize {

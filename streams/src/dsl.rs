@@ -658,7 +658,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         id: impl Fn(&K, &V) -> I + Send + 'static,
     ) -> Stream<K, V>
     where
-        I: Hash + Eq + Clone + Serialize + DeserializeOwned + Send + 'static,
+        I: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
     {
         let name = format!("dedupe-{}", self.stateful);
         let op = Dedupe::with_backend(name, millis(horizon), Box::new(id), &self.backend);

@@ -228,11 +228,12 @@ async fn restarted_mid_way(app: &str, crash: bool) {
         m.snapshot().records_in >= first.len() as u64
     })
     .await;
-    // Every task has its dedupe and window stores on disk while it runs.
+    // Every task has its dedupe store, dedupe's expiry index and its window store on disk
+    // while it runs.
     let files = store_files(&state);
     let tasks = run.metrics.snapshot().tasks;
     assert_eq!(tasks, 3);
-    assert_eq!(files.len(), 2 * tasks as usize, "{files:?}");
+    assert_eq!(files.len(), 3 * tasks as usize, "{files:?}");
     assert!(files.iter().all(|f| f.starts_with(state.join(app))));
     // Some windows closed before the stop: the restarted job must not emit them with other
     // counts, nor lose the open ones.

@@ -290,9 +290,9 @@ fn a_pipeline_backend_puts_every_store_on_disk_unless_a_step_says_otherwise() {
             .count()
     });
     let files = std::fs::read_dir(dir.path()).unwrap().count();
-    // dedupe, and the session window with its close-time index; the tumbling window stays
+    // dedupe and the session window, each with its time index; the tumbling window stays
     // in memory.
-    assert_eq!(files, 3);
+    assert_eq!(files, 4);
     drop(p);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
