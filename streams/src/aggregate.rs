@@ -640,11 +640,7 @@ where
     ) -> Self {
         let name = name.into();
         let mut state = KeyedState::new(&name, backend);
-        let closing = TimeIndex::new(&name, backend).unwrap_or_else(|error| {
-            // Reported by the first restore or checkpoint, as a store that failed to open.
-            state.fail(error);
-            TimeIndex::Memory(BTreeSet::new())
-        });
+        let closing = TimeIndex::for_state(&name, backend, &mut state);
         Self::with(name, windows, emit, (init, add, merge), (state, closing))
     }
 

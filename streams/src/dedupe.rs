@@ -92,11 +92,7 @@ where
     ) -> Self {
         let name = name.into();
         let mut state = KeyedState::new(&name, backend);
-        let expiry = TimeIndex::new(&name, backend).unwrap_or_else(|error| {
-            // Reported by the first restore or checkpoint, as a store that failed to open.
-            state.fail(error);
-            TimeIndex::Memory(BTreeSet::new())
-        });
+        let expiry = TimeIndex::for_state(&name, backend, &mut state);
         Self::with(name, horizon_ms, id, (state, expiry))
     }
 

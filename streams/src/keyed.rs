@@ -28,7 +28,8 @@ use crate::backend::{StateBackend, SNAPSHOT_CHUNK};
 use crate::error::StreamsError;
 use crate::operator::{ReplayGuard, TaskMeta, DATA_PREFIX, META_KEY};
 use crate::store::{
-    decode, decode_prefix, decode_time, encode, encode_into, encode_time, Change, KeyValueStore,
+    decode, decode_prefix, decode_time, encode, encode_into, encode_time, scan_in_chunks, Change,
+    KeyValueStore,
 };
 use crate::stored::StoreCell;
 use crate::time::Timestamp;
@@ -493,29 +494,18 @@ where
                 let Some(store) = self.cell.peek() else {
                     return Ok(());
                 };
-                let mut from = vec![DATA_PREFIX];
-                let mut included = true;
-                let mut left = cap;
-                while left > 0 {
-                    let lower = if included {
-                        Bound::Included(from.as_slice())
-                    } else {
-                        Bound::Excluded(from.as_slice())
-                    };
-                    let chunk =
-                        store.scan(lower, Bound::Excluded(META_KEY), left.min(SNAPSHOT_CHUNK))?;
-                    let Some((last, _)) = chunk.last() else {
-                        break;
-                    };
-                    let next = last.clone();
-                    for (k, v) in &chunk {
+                scan_in_chunks(
+                    store,
+                    &[DATA_PREFIX],
+                    Bound::Excluded(META_KEY),
+                    cap,
+                    SNAPSHOT_CHUNK,
+                    |k, v| {
                         let (g, s, value) = decode_entry::<G, S, T>(k, v)?;
                         f(&g, &s, &value);
-                    }
-                    left -= chunk.len();
-                    from = next;
-                    included = false;
-                }
+                        Ok(())
+                    },
+                )?;
             }
         }
         Ok(())
@@ -562,6 +552,25 @@ where
         Ok(if backend.is_on_disk() {
             TimeIndex::Stored(backend.open(&format!("{name}-index"))?)
         } else {
+            TimeIndex::Memory(BTreeSet::new())
+        })
+    }
+
+    /// The index of a step whose values are in `state`: as [`TimeIndex::new`], but a store
+    /// that fails to open fails `state` instead (reported by its first restore or checkpoint,
+    /// like a value store that failed to open), and the index falls back to memory.
+    pub(crate) fn for_state<G, S, T>(
+        name: &str,
+        backend: &StateBackend,
+        state: &mut KeyedState<G, S, T>,
+    ) -> Self
+    where
+        G: Hash + Eq + Clone + Serialize + DeserializeOwned,
+        S: EntryKey,
+        T: Serialize + DeserializeOwned,
+    {
+        Self::new(name, backend).unwrap_or_else(|error| {
+            state.fail(error);
             TimeIndex::Memory(BTreeSet::new())
         })
     }

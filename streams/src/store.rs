@@ -205,6 +205,42 @@ impl KeyValueStore for InMemoryStore {
     }
 }
 
+/// Calls `f` with at most `cap` entries from `from` (inclusive) up to `to`, in key order,
+/// reading `chunk` entries per scan: memory holds one chunk besides what `f` keeps, however
+/// large the store (on-disk snapshots read stores larger than memory this way). Returns the
+/// number of entries visited.
+pub(crate) fn scan_in_chunks(
+    store: &dyn KeyValueStore,
+    from: &[u8],
+    to: Bound<&[u8]>,
+    cap: usize,
+    chunk: usize,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StreamsError>,
+) -> Result<usize, StreamsError> {
+    let mut next = from.to_vec();
+    let mut included = true;
+    let mut visited = 0;
+    while visited < cap {
+        let lower = if included {
+            Bound::Included(next.as_slice())
+        } else {
+            Bound::Excluded(next.as_slice())
+        };
+        let entries = store.scan(lower, to, (cap - visited).min(chunk.max(1)))?;
+        let Some((last, _)) = entries.last() else {
+            break;
+        };
+        let last = last.clone();
+        for (k, v) in &entries {
+            f(k, v)?;
+        }
+        visited += entries.len();
+        next = last;
+        included = false;
+    }
+    Ok(visited)
+}
+
 /// The first key after every key that starts with `prefix` (`None`: no such key, the prefix
 /// is empty or all `0xff`).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {

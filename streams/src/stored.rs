@@ -25,7 +25,9 @@ use crate::aggregate::InitFn;
 use crate::backend::SNAPSHOT_CHUNK;
 use crate::error::StreamsError;
 use crate::operator::{ReplayGuard, TaskMeta, DATA_PREFIX, META_KEY};
-use crate::store::{decode, decode_time, encode, encode_into, encode_time, Change, KeyValueStore};
+use crate::store::{
+    decode, decode_time, encode, encode_into, encode_time, scan_in_chunks, Change, KeyValueStore,
+};
 use crate::time::Timestamp;
 
 /// A state store, or the error that stopped it.
@@ -267,29 +269,13 @@ where
             } else {
                 Bound::Excluded(end.as_slice())
             };
-            let mut from = prefix.clone();
-            let mut included = true;
-            while left > 0 {
-                let lower = if included {
-                    Bound::Included(from.as_slice())
-                } else {
-                    Bound::Excluded(from.as_slice())
-                };
-                let chunk = store.scan(lower, upper, left.min(SNAPSHOT_CHUNK))?;
-                let Some((last, _)) = chunk.last() else {
-                    break;
-                };
-                let next = last.clone();
-                for (k, v) in &chunk {
-                    let key = k
-                        .get(prefix.len()..)
-                        .ok_or_else(|| StreamsError::Decode("short window key".into()))?;
-                    f(start, decode(key)?, decode(v)?);
-                }
-                left -= chunk.len();
-                from = next;
-                included = false;
-            }
+            left -= scan_in_chunks(store, &prefix, upper, left, SNAPSHOT_CHUNK, |k, v| {
+                let key = k
+                    .get(prefix.len()..)
+                    .ok_or_else(|| StreamsError::Decode("short window key".into()))?;
+                f(start, decode(key)?, decode(v)?);
+                Ok(())
+            })?;
             if left == 0 {
                 break;
             }
