@@ -249,6 +249,7 @@ pages.overview = async (page, first) => {
       <div class="card"><div class="label">Jobs</div><div class="value">${cluster.jobs.length}</div></div>
     </div>
     ${cluster.last_error ? errorBox("Cluster sampling failed: " + cluster.last_error) : ""}
+    ${(cluster.notes || []).map((n) => `<p class="muted">${esc(n)}</p>`).join("")}
     <div class="panel"><div id="rate-chart" class="chart"></div></div>
     <div class="panel">
       <div class="toolbar"><h2 style="margin:0;flex:1">Topics</h2>
@@ -258,7 +259,7 @@ pages.overview = async (page, first) => {
         <tbody>${list.map((t) => `<tr data-topic="${esc(t.name)}">
           <td><a href="#/topic/${encodeURIComponent(t.name)}">${esc(t.name)}</a></td>
           <td class="num">${t.partitions}</td><td class="num messages">${fmtNum(t.messages)}</td>
-          <td class="num">${fmtBytes(t.size_bytes)}</td><td class="num">${fmtNum(t.rate)}</td>
+          <td class="num" title="${esc(t.size_note || "")}">${fmtBytes(t.size_bytes)}</td><td class="num">${fmtNum(t.rate)}</td>
           <td><a href="#/messages/${encodeURIComponent(t.name)}">browse</a></td></tr>`).join("")
           || `<tr><td colspan="6" class="muted">No topics yet.</td></tr>`}</tbody>
       </table>
@@ -301,7 +302,7 @@ pages.topic = async (page) => {
     <div class="cards">
       <div class="card"><div class="label">Partitions</div><div class="value">${topic.partitions.length}</div></div>
       <div class="card"><div class="label">Messages</div><div class="value">${fmtNum(topic.messages)}</div></div>
-      <div class="card"><div class="label">Size</div><div class="value">${fmtBytes(topic.size_bytes)}</div></div>
+      <div class="card"><div class="label">Size</div>${topic.size_note ? `<div class="muted">${esc(topic.size_note)}</div>` : `<div class="value">${fmtBytes(topic.size_bytes)}</div>`}</div>
       <div class="card"><div class="label">Rate</div><div class="value">${fmtNum(topic.rate)}/s</div></div>
     </div>
     <p><a href="#/messages/${encodeURIComponent(topic.name)}">Browse messages →</a></p>

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use millrace_client::admin::ClusterDescription;
+use millrace_client::admin::{ClusterDescription, GroupDescription};
 use millrace_client::{Admin, ClientConfig, ClientError, OffsetSpec, TopicPartition};
 use serde::Serialize;
 use tokio::sync::{watch, Mutex};
@@ -19,6 +19,9 @@ pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const HISTORY_LEN: usize = 300;
 /// The longest one sample may take before it is abandoned (the next tick tries again).
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What the dashboard shows for sizes when the broker cannot report them (it lacks
+/// DescribeLogDirs, or refuses it).
+pub const SIZE_NOT_REPORTED: &str = "size not reported by this broker";
 /// How long a request waits for a first sample or a cluster connection.
 pub(crate) const CLUSTER_WAIT: Duration = Duration::from_secs(10);
 /// Rates are measured over about this span of history.
@@ -52,6 +55,9 @@ pub struct TopicSample {
     pub internal: bool,
     /// Partitions in index order.
     pub partitions: Vec<PartitionSample>,
+    /// False when the broker could not report sizes: then every `size_bytes` is `None`
+    /// because nobody knows it, not because the partition is new.
+    pub sizes_reported: bool,
 }
 
 impl TopicSample {
@@ -68,9 +74,11 @@ impl TopicSample {
         self.partitions.iter().map(|p| p.end_offset).sum()
     }
 
-    /// Bytes on disk over all partitions (those with a known size).
-    pub fn size_bytes(&self) -> i64 {
-        self.partitions.iter().filter_map(|p| p.size_bytes).sum()
+    /// Bytes on disk over all partitions (those with a known size); `None` when the broker
+    /// could not report sizes.
+    pub fn size_bytes(&self) -> Option<i64> {
+        self.sizes_reported
+            .then(|| self.partitions.iter().filter_map(|p| p.size_bytes).sum())
     }
 }
 
@@ -139,6 +147,10 @@ pub struct Sample {
     pub topics: BTreeMap<String, TopicSample>,
     /// Groups by id.
     pub groups: BTreeMap<String, GroupSample>,
+    /// What this cluster could not report because its brokers lack an optional API
+    /// (DescribeLogDirs, ListGroups, DescribeGroups), one sentence each; empty when
+    /// everything was sampled.
+    pub notes: Vec<String>,
 }
 
 /// One point of a topic's history.
@@ -148,8 +160,8 @@ pub struct TopicPoint {
     pub ts: i64,
     /// Sum of end offsets.
     pub end_offsets: i64,
-    /// Bytes on disk.
-    pub size_bytes: i64,
+    /// Bytes on disk (`None` when the broker could not report sizes).
+    pub size_bytes: Option<i64>,
 }
 
 /// One point of a group's lag history.
@@ -417,18 +429,25 @@ async fn sample(admin: &Admin) -> Result<Sample, ClientError> {
             admin.list_offsets(&spec(OffsetSpec::Latest)).await?,
         )
     };
-    // Sizes are a nicety: a cluster that refuses DescribeLogDirs still gets a dashboard.
+    let mut notes = Vec::new();
+    // Sizes are a nicety: a cluster that lacks or refuses DescribeLogDirs still gets a
+    // dashboard, with the sizes marked as not reported.
     let mut sizes: HashMap<TopicPartition, i64> = HashMap::new();
-    match admin.describe_log_dirs(None).await {
+    let sizes_reported = match admin.describe_log_dirs(None).await {
         Ok(dirs) => {
             for dir in dirs {
                 for p in dir.partitions {
                     *sizes.entry(p.partition).or_insert(0) += p.size;
                 }
             }
+            true
         }
-        Err(error) => tracing::debug!(%error, "DescribeLogDirs failed; sizes unknown"),
-    }
+        Err(error) => {
+            tracing::debug!(%error, "DescribeLogDirs failed; sizes unknown");
+            notes.push(format!("{SIZE_NOT_REPORTED}: {error}"));
+            false
+        }
+    };
     let mut topics = BTreeMap::new();
     for topic in descriptions {
         let mut parts: Vec<PartitionSample> = topic
@@ -454,16 +473,11 @@ async fn sample(admin: &Admin) -> Result<Sample, ClientError> {
                 name: topic.name,
                 internal: topic.internal,
                 partitions: parts,
+                sizes_reported,
             },
         );
     }
-    let listed = admin.list_groups().await?;
-    let ids: Vec<&str> = listed.iter().map(|g| g.group_id.as_str()).collect();
-    let described = if ids.is_empty() {
-        Vec::new()
-    } else {
-        admin.describe_groups(&ids).await?
-    };
+    let described = sample_groups(admin, &mut notes).await?;
     let mut groups = BTreeMap::new();
     for group in described {
         // Lag from the end offsets sampled above: one OffsetFetch per group, no extra
@@ -517,7 +531,50 @@ async fn sample(admin: &Admin) -> Result<Sample, ClientError> {
         cluster,
         topics,
         groups,
+        notes,
     })
+}
+
+/// The consumer groups with their state and members. A broker without ListGroups shows no
+/// groups, and one without DescribeGroups shows the listed groups without members (their lag
+/// still comes from OffsetFetch); each with a note instead of a failed sample.
+async fn sample_groups(
+    admin: &Admin,
+    notes: &mut Vec<String>,
+) -> Result<Vec<GroupDescription>, ClientError> {
+    let listed = match admin.list_groups().await {
+        Ok(listed) => listed,
+        Err(error @ ClientError::UnsupportedVersion { .. }) => {
+            notes.push(format!(
+                "consumer groups not reported by this broker: {error}"
+            ));
+            return Ok(Vec::new());
+        }
+        Err(error) => return Err(error),
+    };
+    let ids: Vec<&str> = listed.iter().map(|g| g.group_id.as_str()).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    match admin.describe_groups(&ids).await {
+        Ok(described) => Ok(described),
+        Err(error @ ClientError::UnsupportedVersion { .. }) => {
+            notes.push(format!(
+                "group states and members not reported by this broker: {error}"
+            ));
+            Ok(listed
+                .into_iter()
+                .map(|g| GroupDescription {
+                    group_id: g.group_id,
+                    state: g.state.unwrap_or_else(|| "Unknown".to_string()),
+                    protocol_type: g.protocol_type,
+                    protocol: String::new(),
+                    members: Vec::new(),
+                })
+                .collect())
+        }
+        Err(error) => Err(error),
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use millrace_client::admin::NewTopic;
 use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
 use millrace_client::{
-    Acks, Admin, Compression, OffsetSpec, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    Acks, Admin, Compression, OffsetSpec, ProducerConfig, ProducerRecord, TopicPartition,
 };
 
 use super::ConnectArgs;
@@ -151,14 +151,20 @@ fn progress(total: u64, json: bool) -> ProgressBar {
     bar
 }
 
-async fn topic_size(admin: &Admin, topic: &str) -> anyhow::Result<i64> {
-    let dirs = admin.describe_log_dirs(Some(&[topic])).await?;
-    Ok(dirs
-        .iter()
-        .flat_map(|d| d.partitions.iter())
-        .filter(|p| p.partition.topic == topic)
-        .map(|p| p.size)
-        .sum())
+/// The topic's bytes on disk over all replicas (DescribeLogDirs), or why the broker cannot say.
+///
+/// The on-disk overhead is an extra of `bench produce`: a broker that lacks DescribeLogDirs
+/// (or refuses it) still gets benchmarked, and the report says why the overhead is missing.
+async fn topic_size(admin: &Admin, topic: &str) -> Result<i64, String> {
+    match admin.describe_log_dirs(Some(&[topic])).await {
+        Ok(dirs) => Ok(dirs
+            .iter()
+            .flat_map(|d| d.partitions.iter())
+            .filter(|p| p.partition.topic == topic)
+            .map(|p| p.size)
+            .sum()),
+        Err(error) => Err(format!("not reported by this broker ({error})")),
+    }
 }
 
 async fn produce(connect: &ConnectArgs, args: ProduceBench) -> anyhow::Result<()> {
@@ -172,7 +178,7 @@ async fn produce(connect: &ConnectArgs, args: ProduceBench) -> anyhow::Result<()
             .create_topic(NewTopic::new(&args.topic, args.partitions))
             .await?;
     }
-    let size_before = topic_size(&admin, &args.topic).await?;
+    let size_before = topic_size(&admin, &args.topic).await;
 
     let bar = Arc::new(progress(args.records, args.json));
     let value = random_payload(args.record_size);
@@ -202,12 +208,17 @@ async fn produce(connect: &ConnectArgs, args: ProduceBench) -> anyhow::Result<()
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    let size_after = topic_size(&admin, &args.topic).await?;
+    let size_after = topic_size(&admin, &args.topic).await;
 
     let records = args.records as f64;
     let secs = elapsed.as_secs_f64().max(f64::EPSILON);
     let payload = args.records * args.record_size as u64;
-    let overhead = ((size_after - size_before) as f64 - payload as f64) / records;
+    let overhead = match (size_before, size_after) {
+        (Ok(before), Ok(after)) => {
+            Overhead::Measured(((after - before) as f64 - payload as f64) / records)
+        }
+        (Err(reason), _) | (_, Err(reason)) => Overhead::NotReported(reason),
+    };
     report(
         &Report {
             records: args.records,
@@ -215,7 +226,7 @@ async fn produce(connect: &ConnectArgs, args: ProduceBench) -> anyhow::Result<()
             records_per_sec: records / secs,
             mb_per_sec: payload as f64 / secs / (1024.0 * 1024.0),
             latencies: &latencies,
-            overhead_bytes_per_record: Some(overhead),
+            overhead,
         },
         args.json,
     );
@@ -238,7 +249,7 @@ async fn produce_worker(
     // to the collector must hold at least that many, or it would throttle the benchmark
     // before the producer does (at 64 chunks it capped 100-byte records near 2 M/s).
     let chunks_in_flight = config.buffer_memory / value.len().max(1) / CHUNK + 2;
-    let producer = Producer::connect(config).await?;
+    let producer = super::connect_producer(config).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(Instant, millrace_client::DeliveryFuture)>>(
         chunks_in_flight,
     );
@@ -395,7 +406,7 @@ async fn consume(connect: &ConnectArgs, args: ConsumeBench) -> anyhow::Result<()
             records_per_sec: records as f64 / secs,
             mb_per_sec: bytes as f64 / secs / (1024.0 * 1024.0),
             latencies: &polls,
-            overhead_bytes_per_record: None,
+            overhead: Overhead::NotApplicable,
         },
         args.json,
     );
@@ -475,7 +486,7 @@ async fn end_to_end(connect: &ConnectArgs, args: EndToEndBench) -> anyhow::Resul
             .create_topic(NewTopic::new(&args.topic, args.partitions))
             .await?;
     }
-    let producer = Producer::connect(
+    let producer = super::connect_producer(
         ProducerConfig::builder(connect.client_config()?)
             .acks(acks)
             .linger_ms(args.linger_ms)
@@ -568,11 +579,21 @@ async fn end_to_end(connect: &ConnectArgs, args: EndToEndBench) -> anyhow::Resul
             records_per_sec: received as f64 / secs,
             mb_per_sec: bytes as f64 / secs / (1024.0 * 1024.0),
             latencies: &latencies,
-            overhead_bytes_per_record: None,
+            overhead: Overhead::NotApplicable,
         },
         args.json,
     );
     Ok(())
+}
+
+/// The on-disk overhead per record (`bench produce` only).
+enum Overhead {
+    /// Bytes on disk per record beyond its value.
+    Measured(f64),
+    /// The broker could not report sizes; why.
+    NotReported(String),
+    /// Not measured by this benchmark.
+    NotApplicable,
 }
 
 /// What a benchmark measured.
@@ -582,7 +603,7 @@ struct Report<'a> {
     records_per_sec: f64,
     mb_per_sec: f64,
     latencies: &'a Histogram<u64>,
-    overhead_bytes_per_record: Option<f64>,
+    overhead: Overhead,
 }
 
 fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
@@ -607,11 +628,22 @@ fn report(r: &Report<'_>, json: bool) {
             "p999_ms": p999,
             "max_ms": max,
         });
-        if let (Some(overhead), Some(map)) = (r.overhead_bytes_per_record, object.as_object_mut()) {
-            map.insert(
-                "overhead_bytes_per_record".into(),
-                serde_json::json!(overhead),
-            );
+        if let Some(map) = object.as_object_mut() {
+            match &r.overhead {
+                Overhead::Measured(overhead) => {
+                    map.insert(
+                        "overhead_bytes_per_record".into(),
+                        serde_json::json!(overhead),
+                    );
+                }
+                Overhead::NotReported(reason) => {
+                    map.insert(
+                        "overhead_note".into(),
+                        serde_json::json!(format!("on-disk overhead {reason}")),
+                    );
+                }
+                Overhead::NotApplicable => {}
+            }
         }
         println!("{object}");
     } else {
@@ -619,8 +651,12 @@ fn report(r: &Report<'_>, json: bool) {
             "{} records in {:.2} s: {:.0} records/s, {:.2} MB/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
             r.records, r.seconds, r.records_per_sec, r.mb_per_sec, p50, p99, p999, max
         );
-        if let Some(overhead) = r.overhead_bytes_per_record {
-            println!("on-disk overhead: {overhead:.2} bytes per record");
+        match &r.overhead {
+            Overhead::Measured(overhead) => {
+                println!("on-disk overhead: {overhead:.2} bytes per record")
+            }
+            Overhead::NotReported(reason) => println!("on-disk overhead: {reason}"),
+            Overhead::NotApplicable => {}
         }
     }
 }

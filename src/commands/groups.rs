@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use clap::Subcommand;
 use millrace_client::{OffsetSpec, TopicPartition};
 
-use super::{list_offsets, ConnectArgs};
+use super::{is_unsupported, list_offsets, ConnectArgs};
 
 /// Consumer group administration.
 #[derive(Subcommand, Debug)]
@@ -69,19 +69,31 @@ pub async fn run(connect: &ConnectArgs, command: GroupsCommand) -> anyhow::Resul
             }
         }
         GroupsCommand::Describe { group } => {
-            let described = admin.describe_groups(&[group.as_str()]).await?;
-            let Some(d) = described.into_iter().next() else {
-                anyhow::bail!("group `{group}` does not exist");
+            // State and members come from DescribeGroups; the lag (OffsetFetch and
+            // ListOffsets) does not need it, so a broker without it still shows the lag.
+            let members = match admin.describe_groups(&[group.as_str()]).await {
+                Ok(described) => {
+                    let Some(d) = described.into_iter().next() else {
+                        anyhow::bail!("group `{group}` does not exist");
+                    };
+                    if d.state == "Dead" {
+                        anyhow::bail!("group `{group}` does not exist");
+                    }
+                    println!(
+                        "group {}  state {}  protocol {}",
+                        d.group_id, d.state, d.protocol
+                    );
+                    d.members
+                }
+                Err(error) if is_unsupported(&error) => {
+                    println!(
+                        "group {group}  state and members not reported by this broker ({error})"
+                    );
+                    Vec::new()
+                }
+                Err(error) => return Err(error.into()),
             };
-            if d.state == "Dead" {
-                anyhow::bail!("group `{group}` does not exist");
-            }
-            println!(
-                "group {}  state {}  protocol {}",
-                d.group_id, d.state, d.protocol
-            );
-            let owner: HashMap<TopicPartition, String> = d
-                .members
+            let owner: HashMap<TopicPartition, String> = members
                 .iter()
                 .flat_map(|m| {
                     m.assignment
@@ -124,9 +136,9 @@ pub async fn run(connect: &ConnectArgs, command: GroupsCommand) -> anyhow::Resul
                     owner.get(&lag.partition).map_or("-", String::as_str)
                 );
             }
-            if !d.members.is_empty() {
+            if !members.is_empty() {
                 println!("members:");
-                for m in &d.members {
+                for m in &members {
                     let assigned: Vec<String> =
                         m.assignment.iter().map(ToString::to_string).collect();
                     println!(

@@ -14,7 +14,9 @@ pub mod topics;
 
 use std::collections::BTreeMap;
 
-use millrace_client::{Admin, ClientConfig, OffsetSpec, TopicPartition};
+use millrace_client::{
+    Admin, ClientConfig, ClientError, OffsetSpec, Producer, ProducerConfig, TopicPartition,
+};
 
 /// Options every client command takes.
 #[derive(clap::Args, Clone, Debug)]
@@ -67,4 +69,36 @@ pub async fn list_offsets(
         .into_iter()
         .map(|(tp, o)| (tp, o.offset))
         .collect())
+}
+
+/// True when the broker lacks an API (or every version of it this client speaks). The
+/// commands work against any Kafka-protocol broker: where such an API only adds an extra
+/// (sizes, configs, group members, idempotence), they skip the extra with a note instead of
+/// failing.
+pub fn is_unsupported(error: &ClientError) -> bool {
+    matches!(error, ClientError::UnsupportedVersion { .. })
+}
+
+/// Connects a producer; with idempotence asked for and a broker without InitProducerId, it
+/// produces without idempotence instead, and says so once on stderr.
+pub async fn connect_producer(mut config: ProducerConfig) -> anyhow::Result<Producer> {
+    match Producer::connect(config.clone()).await {
+        Err(
+            error @ ClientError::UnsupportedVersion {
+                api: "InitProducerId",
+                ..
+            },
+        ) if config.enable_idempotence => {
+            static NOTED: std::sync::Once = std::sync::Once::new();
+            NOTED.call_once(|| {
+                eprintln!(
+                    "note: producing without idempotence, so a retried batch may be written \
+                     twice: {error}"
+                )
+            });
+            config.enable_idempotence = false;
+            Ok(Producer::connect(config).await?)
+        }
+        connected => Ok(connected?),
+    }
 }

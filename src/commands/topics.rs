@@ -4,7 +4,7 @@ use clap::Subcommand;
 use millrace_client::admin::{AlterConfigOp, ConfigSource, NewTopic};
 use millrace_client::{OffsetSpec, TopicPartition};
 
-use super::{key_value, list_offsets, ConnectArgs};
+use super::{is_unsupported, key_value, list_offsets, ConnectArgs};
 
 /// Topic administration.
 #[derive(Subcommand, Debug)]
@@ -112,7 +112,16 @@ pub async fn run(connect: &ConnectArgs, command: TopicsCommand) -> anyhow::Resul
                     latest.get(&tp).copied().unwrap_or(-1)
                 );
             }
-            let configs = admin.describe_topic_config(&name).await?;
+            // Settings are an extra of `describe`: a broker without DescribeConfigs still
+            // shows the partitions.
+            let configs = match admin.describe_topic_config(&name).await {
+                Ok(configs) => configs,
+                Err(error) if is_unsupported(&error) => {
+                    println!("configs: not reported by this broker ({error})");
+                    Vec::new()
+                }
+                Err(error) => return Err(error.into()),
+            };
             let shown: Vec<_> = configs
                 .iter()
                 .filter(|c| all_configs || c.source == ConfigSource::Topic)

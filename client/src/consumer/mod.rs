@@ -36,6 +36,8 @@ mod config;
 mod fetcher;
 mod group;
 pub(crate) mod protocol;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;

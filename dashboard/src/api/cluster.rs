@@ -8,7 +8,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::sampler::{GroupSample, Sample, TopicSample};
+use crate::sampler::{GroupSample, Sample, TopicSample, SIZE_NOT_REPORTED};
 use crate::AppState;
 
 /// `GET /api/cluster`: cluster id, controller, brokers, counts, and what this dashboard
@@ -33,15 +33,18 @@ pub async fn cluster(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value
         "groups": sample.groups.len(),
         "sampled_at_ms": sample.at_ms,
         "last_error": state.cluster.last_error(),
+        // What the brokers could not report (optional APIs they lack), for the overview.
+        "notes": sample.notes,
         "allow_admin": state.config.allow_admin,
         "jobs": state.jobs.iter().map(|j| j.name.clone()).collect::<Vec<_>>(),
         "connectors": state.connectors.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
     })))
 }
 
-/// One topic's summary line.
+/// One topic's summary line. `size_bytes` is null, with a `size_note`, when the broker
+/// cannot report sizes.
 pub(crate) fn topic_summary(state: &AppState, topic: &TopicSample) -> Value {
-    json!({
+    let mut summary = json!({
         "name": topic.name,
         "internal": topic.internal,
         "partitions": topic.partitions.len(),
@@ -49,7 +52,11 @@ pub(crate) fn topic_summary(state: &AppState, topic: &TopicSample) -> Value {
         "end_offsets": topic.end_offsets(),
         "size_bytes": topic.size_bytes(),
         "rate": state.cluster.topic_rate(&topic.name),
-    })
+    });
+    if !topic.sizes_reported {
+        summary["size_note"] = json!(SIZE_NOT_REPORTED);
+    }
+    summary
 }
 
 /// Every topic's summary, internal ones last.
