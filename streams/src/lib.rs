@@ -74,54 +74,61 @@
 //! # Ok::<(), millrace_streams::StreamsError>(())
 //! ```
 //!
-//! Where to start reading: [`dsl`] (the job API), then [`aggregate`] and [`time`]. The model:
+//! Where to start reading: [`dsl`] (the job API), then [`windows`] and [`time`]. The layout:
+//!
+//! ```text
+//! dsl/        Stream, windowed streams, joins, the Pipeline, and the node chain they build
+//! windows/    window definitions; the stateful steps: fixed (tumbling and hopping) windows,
+//!             session, sliding, window join, dedupe
+//! operator/   the Operator trait, checkpoint metadata and replay skipping, and the
+//!             scaffolding every stateful step shares
+//! state/      stores (in memory, on disk), the backend choice, keyed state, time indexes
+//! operators/  ready-made analytics: anomaly alerts, "also viewed", ad counters, sketches
+//! runtime/    the Kafka runtime: config, job, running loop, tasks, commit, repartition,
+//!             side outputs, end of input, changelogs, sources and sinks
+//! time.rs     event time, watermarks;  record.rs  records;  table.rs  global tables;
+//! query.rs    live state as Arrow batches and DataFusion tables;  error.rs  errors
+//! ```
+//!
 //! - [`time`]: event time, per-partition watermarks, idle partitions;
-//! - [`window`]: tumbling, hopping, sliding and session windows with explicit grace;
-//! - [`store`]: byte key-value stores that record their changelog ([`disk`]: on disk, for
-//!   state larger than memory);
-//! - [`backend`]: where each stateful step keeps its state, in memory or on disk
+//! - [`windows::definition`]: tumbling, hopping, sliding and session windows with explicit
+//!   grace;
+//! - [`windows::fixed`] (tumbling and hopping), [`windows::session`], [`windows::sliding`],
+//!   [`windows::join`] (windowed stream-stream joins), [`windows::dedupe`]: the stateful
+//!   steps;
+//! - [`state::store`]: byte key-value stores that record their changelog ([`state::disk`]:
+//!   on disk, for state larger than memory);
+//! - [`state::backend`]: where each stateful step keeps its state, in memory or on disk
 //!   ([`StateBackend`], per pipeline, job or step);
 //! - [`operator`]: the stateful step trait, checkpoint metadata and replay skipping;
-//! - [`aggregate`], [`sliding`], [`dedupe`]: the stateful operators;
-//! - [`table`]: global tables for stream-table joins; [`join`]: windowed stream-stream joins;
+//! - [`table`]: global tables for stream-table joins;
 //! - [`operators`]: ready-made analytics operators (anomaly alerts, "also viewed"
 //!   recommendations, ad counters, quantile and distinct-count sketches);
-//! - [`dsl`]: `Stream`, windowed streams, and the `Pipeline` that runs them.
+//! - [`dsl`]: `Stream`, windowed streams, and the `Pipeline` that runs them;
+//! - [`runtime`]: jobs against a Kafka cluster; [`query`]: live state for queries.
 
 #![warn(missing_docs)]
 
-pub mod aggregate;
-pub mod backend;
-pub mod dedupe;
-pub mod disk;
 pub mod dsl;
 mod error;
-pub mod join;
-mod keyed;
 pub mod operator;
 pub mod operators;
 pub mod query;
 pub mod record;
 pub mod runtime;
-pub mod sliding;
-pub mod store;
-mod stored;
+pub mod state;
 pub mod table;
 pub mod time;
-pub mod window;
+pub mod windows;
 
-pub use aggregate::EmitMode;
-pub use backend::StateBackend;
-pub use disk::DiskStore;
 pub use dsl::{
     Checkpoint, Pipeline, SessionWindowedStream, SlidingWindowedStream, StoreChanges,
     StoreSnapshot, Stream, WindowJoinBuilder, WindowedStream,
 };
 pub use error::StreamsError;
-pub use join::{JoinWindows, Side};
 pub use operator::{Metrics, Operator};
 pub use record::{LateRecord, Record, Windowed};
-pub use store::{InMemoryStore, KeyValueStore};
+pub use state::{DiskStore, InMemoryStore, KeyValueStore, StateBackend};
 pub use table::GlobalTable;
 pub use time::{PartitionId, Timestamp, WatermarkTracker};
-pub use window::{SessionWindows, SlidingWindows, Window, Windows};
+pub use windows::{EmitMode, JoinWindows, SessionWindows, Side, SlidingWindows, Window, Windows};

@@ -8,9 +8,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use millrace_streams::backend::SNAPSHOT_ROW_CAP;
-use millrace_streams::join::{JoinWindows, Side};
 use millrace_streams::operators::{AnomalyEmit, Detector, Direction};
+use millrace_streams::state::backend::SNAPSHOT_ROW_CAP;
+use millrace_streams::windows::join::{JoinWindows, Side};
 use millrace_streams::{Pipeline, Record, StateBackend, Stream, Windowed, Windows};
 
 fn backend(dir: Option<&Path>) -> StateBackend {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{arrivals, Event};
-use millrace_streams::join::{JoinWindows, Side};
+use millrace_streams::windows::join::{JoinWindows, Side};
 use millrace_streams::{
     Checkpoint, EmitMode, Metrics, Pipeline, Record, StateBackend, Stream, Windowed, Windows,
 };

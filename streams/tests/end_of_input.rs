@@ -274,7 +274,7 @@ mod steps {
     use std::path::Path;
     use std::time::Duration;
 
-    use millrace_streams::join::{JoinWindows, Side};
+    use millrace_streams::windows::join::{JoinWindows, Side};
     use millrace_streams::{EmitMode, Pipeline, Record, StateBackend, Stream, Windowed, Windows};
 
     type Sums = Pipeline<u32, i64, Windowed<u32>, i64>;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use kafka::{channel_sink, create_topic, produce_json, recv_n, spawn_job};
 use millrace_client::ClientConfig;
-use millrace_streams::join::{JoinWindows, Side};
 use millrace_streams::runtime::{Job, JobMetrics, Sink, Source, StreamsConfig};
+use millrace_streams::windows::join::{JoinWindows, Side};
 use millrace_streams::Record;
 use serde::{Deserialize, Serialize};
 

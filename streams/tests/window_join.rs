@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{arrivals, watermarks, Event};
-use millrace_streams::join::{JoinWindows, Side};
+use millrace_streams::windows::join::{JoinWindows, Side};
 use millrace_streams::{Pipeline, Record, Stream};
 use proptest::prelude::*;
 

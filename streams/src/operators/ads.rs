@@ -48,11 +48,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::EmitMode;
 use crate::dsl::Stream;
 use crate::operators::distinct::DistinctCount;
 use crate::record::Windowed;
-use crate::window::Windows;
+use crate::windows::EmitMode;
+use crate::windows::Windows;
 
 /// What happened to an ad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -174,7 +174,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::record::Record;
-    use crate::store::{decode, encode};
+    use crate::state::store::{decode, encode};
     use crate::Pipeline;
 
     use super::AdEventKind::{Click, Impression};

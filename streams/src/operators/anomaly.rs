@@ -37,7 +37,7 @@
 //!
 //! State per series (the baseline and the count of values seen) is one entry of the operator's
 //! store and changelog (`series` -> state), kept where the pipeline's or stream's
-//! [`StateBackend`] says (see [`crate::backend`]), or where
+//! [`StateBackend`] says (see [`crate::state::backend`]), or where
 //! [`AnomalyDetector::with_backend`] chose: in a hash map, or on disk, read and written
 //! through the store for every value so that memory holds only the store's write buffer. The
 //! changelog is the same either way, so a job can switch backends between runs. Series idle
@@ -81,12 +81,12 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
 use crate::error::StreamsError;
-use crate::keyed::KeyedState;
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
 use crate::record::{Record, Windowed};
-use crate::store::{Change, KeyValueStore};
+use crate::state::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
+use crate::state::keyed::KeyedState;
+use crate::state::store::{Change, KeyValueStore};
 use crate::time::{millis, Timestamp};
 
 /// Scales the MAD to estimate the standard deviation of normally distributed data
@@ -361,7 +361,7 @@ struct SeriesState {
 /// The anomaly detection operator (see the module docs). Output records are keyed by series.
 ///
 /// Each series is one state entry (`series` -> baseline), kept where the backend says (see
-/// [`crate::backend`]): in a hash map, or read and written through the operator's store on
+/// [`crate::state::backend`]): in a hash map, or read and written through the operator's store on
 /// every value. With [`Detector::expire_after`], memory also holds one `(time, series)` entry
 /// per live series (the event time of its latest value), whichever the backend.
 pub struct AnomalyDetector<K, V, S> {
@@ -716,7 +716,7 @@ where
 
     /// One row per series: `key`, `observations`, `baseline`, `spread` (raw, before
     /// `min_spread`) and `last_seen`. With the on-disk backend, at most
-    /// [`SNAPSHOT_ROW_CAP`] series (see [`crate::backend`]).
+    /// [`SNAPSHOT_ROW_CAP`] series (see [`crate::state::backend`]).
     fn snapshot(&self) -> Vec<serde_json::Value> {
         let mut rows = Vec::new();
         let result = self

@@ -183,7 +183,7 @@ impl<'de> Visitor<'de> for SketchBytes {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::store::{decode, encode};
+    use crate::state::store::{decode, encode};
 
     #[test]
     fn small_sets_are_counted_exactly() {

@@ -3,7 +3,7 @@
 //! Each plugs into the DSL the way that fits it, and keeps its state in a
 //! [`KeyValueStore`](crate::KeyValueStore) backed by a changelog, like the built-in steps,
 //! in memory or on disk as the [`StateBackend`](crate::StateBackend) of the pipeline or
-//! stream says (see [`crate::backend`]); the changelog's format does not depend on it:
+//! stream says (see [`crate::state::backend`]); the changelog's format does not depend on it:
 //! - [`anomaly`]: per-key baselines (EWMA mean and variance, or median and MAD over the last
 //!   values) scoring each value and emitting [`Anomaly`] alerts; an
 //!   [`Operator`](crate::Operator) built by a [`Detector`] and added with

@@ -221,7 +221,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::store::{decode, encode};
+    use crate::state::store::{decode, encode};
     use crate::{EmitMode, Pipeline, Record, Stream, Windows};
 
     /// Exact value at DDSketch's rank for `q`: `floor(q * (n - 1))` of the sorted values.

@@ -29,7 +29,7 @@
 //!
 //! **Where state lives.** Each item's list is one entry of the operator's store and changelog
 //! (`item` -> neighbours), kept where the pipeline's or stream's
-//! [`StateBackend`] says (see [`crate::backend`]), or where
+//! [`StateBackend`] says (see [`crate::state::backend`]), or where
 //! [`AlsoViewed::with_backend`] chose (which [`also_viewed`] applies to its session step too):
 //! in a hash map, or on disk, read and written through the store for every item of a closed
 //! session, so that a large catalogue need not fit in memory. The changelog is the same either
@@ -69,16 +69,16 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::EmitMode;
-use crate::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
 use crate::dsl::Stream;
 use crate::error::StreamsError;
-use crate::keyed::KeyedState;
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
 use crate::record::{Record, Windowed};
-use crate::store::{Change, KeyValueStore};
+use crate::state::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
+use crate::state::keyed::KeyedState;
+use crate::state::store::{Change, KeyValueStore};
 use crate::time::{millis, Timestamp};
-use crate::window::SessionWindows;
+use crate::windows::EmitMode;
+use crate::windows::SessionWindows;
 
 /// The distinct items of one session, in first-view order, at most `cap` of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,7 +213,7 @@ fn decay(elapsed_ms: i64, half_life_ms: f64) -> f64 {
 /// and emits [`Related`] records keyed by item. Settings are builder methods.
 ///
 /// Each item's neighbour list is one state entry (`item` -> neighbours), kept where the
-/// backend says (see [`crate::backend`]): in a hash map, or read and written through the
+/// backend says (see [`crate::state::backend`]): in a hash map, or read and written through the
 /// operator's store for every item of a closed session. It needs no time index.
 pub struct AlsoViewed<I> {
     name: String,
@@ -393,7 +393,7 @@ where
     }
 
     /// One row per item: `item`, `related` (the top-K as `[item, score]` pairs) and `as_of`.
-    /// With the on-disk backend, at most [`SNAPSHOT_ROW_CAP`] items (see [`crate::backend`]).
+    /// With the on-disk backend, at most [`SNAPSHOT_ROW_CAP`] items (see [`crate::state::backend`]).
     fn snapshot(&self) -> Vec<serde_json::Value> {
         let mut rows = Vec::new();
         let result =

@@ -8,7 +8,7 @@ use millrace_client::{ClientConfig, OffsetSpec, TopicPartition};
 use crate::dsl::StoreChanges;
 use crate::error::StreamsError;
 use crate::operator::META_KEY;
-use crate::store::Change;
+use crate::state::store::Change;
 
 /// The compacted topic that backs `store` of application `application_id` (Kafka Streams'
 /// naming: `<application.id>-<store>-changelog`).

@@ -5,9 +5,17 @@
 //! [`EndOfInput::signal`] asks the job to process what exists, close every window and commit;
 //! [`EndOfInput::drained`] waits until it did.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use millrace_client::consumer::Consumer;
+use millrace_client::{OffsetSpec, TopicPartition};
 use tokio::sync::watch;
+
+use crate::error::StreamsError;
+
+use super::running::{now_ms, Running};
 
 /// A handle to a job's end of input; clone it freely. Get it with
 /// [`Job::end_of_input`](super::Job::end_of_input) before calling `run`.
@@ -79,6 +87,185 @@ impl EndOfInput {
     pub(crate) fn mark_drained(&self, round: u64) {
         self.inner.drained.send_modify(|n| *n = (*n).max(round));
         tracing::info!(round, "end of input drained");
+    }
+}
+
+/// Progress of an end of input (see [`EndOfInput`]).
+pub(super) enum EndPhase {
+    /// None under way.
+    Idle,
+    /// `group_by` jobs: the source partitions must all be forwarded up to `ends`, by this
+    /// instance or another one; the group's committed offsets say when they are, because an
+    /// instance commits a source offset only after the forwarded records are acknowledged.
+    Forwarding {
+        ends: HashMap<TopicPartition, i64>,
+        next_check: Instant,
+        last_commit: Option<Instant>,
+    },
+    /// The pipeline topics must be read up to `ends` by this instance's tasks.
+    Reading { ends: HashMap<TopicPartition, i64> },
+}
+
+/// How often a `group_by` end of input checks whether every source partition is forwarded.
+const END_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Whether a partition read up to `position` has reached `end`.
+fn reached(position: Option<i64>, end: i64) -> bool {
+    end <= 0 || position.is_some_and(|p| p >= end)
+}
+
+impl<K0, V0, K, V> Running<K0, V0, K, V>
+where
+    K0: Send + 'static,
+    V0: Send + 'static,
+    K: Send + 'static,
+    V: Send + 'static,
+{
+    /// Moves an end of input along (see [`EndOfInput`]); called once per loop turn.
+    pub(super) async fn end_of_input_step(&mut self) -> Result<(), StreamsError> {
+        let signalled = self.end.signalled();
+        if signalled > self.end_round {
+            // A new signal (possibly during an earlier round): take the ends of now.
+            self.end_round = signalled;
+            self.end_phase = match self.ingest.repartition.clone() {
+                Some(repartition) => EndPhase::Forwarding {
+                    ends: Self::end_offsets(&self.consumer, &repartition.source_topics).await?,
+                    next_check: Instant::now(),
+                    last_commit: None,
+                },
+                None => EndPhase::Reading {
+                    ends: Self::end_offsets(&self.consumer, &self.ingest.pipeline_topics).await?,
+                },
+            };
+            tracing::info!(
+                round = self.end_round,
+                "end of input: reading up to the ends"
+            );
+        }
+        // Taken out while it is worked on (the checks need the rest of `self`), put back
+        // unless it is complete.
+        let phase = std::mem::replace(&mut self.end_phase, EndPhase::Idle);
+        self.end_phase = match phase {
+            EndPhase::Idle => EndPhase::Idle,
+            EndPhase::Forwarding {
+                ends,
+                next_check,
+                last_commit,
+            } => self.end_forwarding(ends, next_check, last_commit).await?,
+            EndPhase::Reading { ends } => {
+                let done = self.consumer.group_generation().is_some()
+                    && self
+                        .consumer
+                        .assignment()
+                        .iter()
+                        .filter(|tp| self.partition_id(&tp.topic).is_some())
+                        .all(|tp| {
+                            ends.get(tp)
+                                .is_none_or(|&end| reached(self.consumer.position(tp), end))
+                        });
+                if done {
+                    for task in self.tasks.values_mut() {
+                        task.pipeline.end_of_input();
+                    }
+                    self.drain().await?;
+                    self.commit().await?;
+                    self.publish_state(now_ms());
+                    self.end.mark_drained(self.end_round);
+                    EndPhase::Idle
+                } else {
+                    EndPhase::Reading { ends }
+                }
+            }
+        };
+        Ok(())
+    }
+
+    /// The forwarding phase of a `group_by` end of input: returns the next phase.
+    pub(super) async fn end_forwarding(
+        &mut self,
+        ends: HashMap<TopicPartition, i64>,
+        next_check: Instant,
+        mut last_commit: Option<Instant>,
+    ) -> Result<EndPhase, StreamsError> {
+        let waiting = |last_commit| EndPhase::Forwarding {
+            ends: ends.clone(),
+            next_check: Instant::now() + END_CHECK_INTERVAL,
+            last_commit,
+        };
+        if Instant::now() < next_check {
+            return Ok(EndPhase::Forwarding {
+                ends,
+                next_check,
+                last_commit,
+            });
+        }
+        // Outside a group generation the assignment is not settled yet (or is moving): an
+        // empty one would look done.
+        let own_done = self.consumer.group_generation().is_some()
+            && self
+                .consumer
+                .assignment()
+                .iter()
+                .filter_map(|tp| ends.get(tp).map(|&end| (tp, end)))
+                .all(|(tp, end)| reached(self.consumer.position(tp), end));
+        if !own_done {
+            return Ok(waiting(last_commit));
+        }
+        // This instance's forwarded records acknowledged and its source offsets committed:
+        // the group's commits then show its part is done (once a second at most, while
+        // waiting for other instances).
+        if last_commit.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            last_commit = Some(Instant::now());
+            self.commit().await?;
+        }
+        let partitions: Vec<TopicPartition> = ends.keys().cloned().collect();
+        let committed = self
+            .consumer
+            .committed(&partitions)
+            .await
+            .map_err(|e| StreamsError::client("end of input: reading commits", e))?;
+        let all_forwarded = ends
+            .iter()
+            .all(|(tp, &end)| reached(committed.get(tp).copied(), end));
+        if !all_forwarded {
+            return Ok(waiting(last_commit));
+        }
+        let topic = self
+            .ingest
+            .repartition
+            .as_ref()
+            .map(|r| r.topic.clone())
+            .unwrap_or_default();
+        let ends = Self::end_offsets(&self.consumer, &[topic]).await?;
+        tracing::info!(
+            round = self.end_round,
+            "end of input: sources forwarded, reading the repartition topic"
+        );
+        Ok(EndPhase::Reading { ends })
+    }
+
+    /// The end offsets of every partition of `topics` now.
+    // Takes the consumer, not `&self`: a future holding `&self` across an await would need
+    // the tasks' pipelines to be `Sync`, and `run` must stay `Send` for `tokio::spawn`.
+    pub(super) async fn end_offsets(
+        consumer: &Consumer,
+        topics: &[String],
+    ) -> Result<HashMap<TopicPartition, i64>, StreamsError> {
+        let mut partitions = Vec::new();
+        for topic in topics {
+            let ids = consumer.partitions_for(topic).await.map_err(|e| {
+                StreamsError::client(format!("end of input: partitions of {topic}"), e)
+            })?;
+            partitions.extend(ids.into_iter().map(|p| TopicPartition::new(topic, p)));
+        }
+        let listed = consumer
+            .offsets_for(&partitions, OffsetSpec::Latest)
+            .await
+            .map_err(|e| StreamsError::client("end of input: listing end offsets", e))?;
+        Ok(listed
+            .into_iter()
+            .map(|(tp, listed)| (tp, listed.offset))
+            .collect())
     }
 }
 

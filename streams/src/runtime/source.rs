@@ -5,8 +5,8 @@ use std::sync::Arc;
 use millrace_client::record::ConsumerRecord;
 use serde::de::DeserializeOwned;
 
-use crate::join::Side;
 use crate::time::Timestamp;
+use crate::windows::join::Side;
 
 /// Turns a consumed record into the job's key, value and event time, or says why it cannot.
 pub type Decoder<K, V> =

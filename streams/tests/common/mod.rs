@@ -130,7 +130,7 @@ pub fn batch_sliding(events: &[Event], diff: i64, grace: i64, ooo: i64) -> (Vec<
     let mut rows = Vec::new();
     for (key, recs) in per_key {
         let times: Vec<i64> = recs.iter().map(|r| r.0).collect();
-        for w in millrace_streams::window::sliding_windows(&times, diff) {
+        for w in millrace_streams::windows::sliding_windows(&times, diff) {
             let sum = recs
                 .iter()
                 .filter(|(t, _)| w.start <= *t && *t <= w.end)

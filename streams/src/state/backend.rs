@@ -59,9 +59,9 @@ pub(crate) fn snapshot_failed(store: &str, error: &StreamsError) {
     tracing::warn!(store, %error, "state snapshot stopped early");
 }
 
-use crate::disk::DiskStore;
 use crate::error::StreamsError;
-use crate::store::{InMemoryStore, KeyValueStore};
+use crate::state::disk::DiskStore;
+use crate::state::store::{InMemoryStore, KeyValueStore};
 
 /// Where the stateful steps of a pipeline keep their state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -22,7 +22,7 @@
 //! matched anything, the record with `None` for the other side (as Kafka Streams does since
 //! 3.1, rather than emitting it eagerly and retracting it later).
 //!
-//! The buffers are keyed state (in memory, or on disk: see [`crate::backend`]) with one
+//! The buffers are keyed state (in memory, or on disk: see [`crate::state::backend`]) with one
 //! entry per buffered record under `(key, side, time, sequence)`: a commit writes new records
 //! (and records whose "matched" flag changed) and deletes expired ones, and the buffers are
 //! restored from the changelog like every other store.
@@ -34,12 +34,13 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
 use crate::error::StreamsError;
-use crate::keyed::{KeyedState, TimeIndex};
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
 use crate::record::{Record, NO_OFFSET};
-use crate::store::{Change, KeyValueStore};
+use crate::state::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
+use crate::state::keyed::KeyedState;
+use crate::state::store::{Change, KeyValueStore};
+use crate::state::time_index::TimeIndex;
 use crate::time::{millis, Timestamp};
 
 /// Which input of a join a value comes from.
@@ -169,7 +170,7 @@ const RIGHT: u8 = 1;
 
 /// The windowed join operator. Both sides' buffered records of a key are entries
 /// `(key, side, time, sequence) -> (value, matched)` of a [`KeyedState`], in memory or on
-/// disk (see [`crate::backend`]).
+/// disk (see [`crate::state::backend`]).
 pub struct WindowJoin<K, L, R, O> {
     name: String,
     windows: JoinWindows,

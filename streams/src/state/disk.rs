@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redb::{Database, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 
 use crate::error::StreamsError;
-use crate::store::{Change, Entries, Entry, KeyValueStore};
+use crate::state::store::{Change, Entries, Entry, KeyValueStore};
 
 const TABLE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("state");
 
@@ -359,7 +359,7 @@ impl KeyValueStore for DiskStore {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::store::InMemoryStore;
+    use crate::state::store::InMemoryStore;
 
     fn store(dir: &tempfile::TempDir) -> DiskStore {
         DiskStore::create(dir.path(), "test store").unwrap()

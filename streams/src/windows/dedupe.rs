@@ -24,12 +24,13 @@ use std::hash::Hash;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
 use crate::error::StreamsError;
-use crate::keyed::{KeyedState, TimeIndex};
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
 use crate::record::Record;
-use crate::store::{Change, KeyValueStore};
+use crate::state::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
+use crate::state::keyed::KeyedState;
+use crate::state::store::{Change, KeyValueStore};
+use crate::state::time_index::TimeIndex;
 use crate::time::Timestamp;
 
 /// Extracts the id that identifies duplicates (a click id, an event UUID).
@@ -48,7 +49,7 @@ enum Verdict {
 /// The dedupe operator: passes the first record per id within the horizon.
 ///
 /// Each remembered id is one entry (`id` -> first event time) of its [`KeyedState`], in
-/// memory or on disk (see [`crate::backend`]).
+/// memory or on disk (see [`crate::state::backend`]).
 pub struct Dedupe<K, V, I> {
     name: String,
     horizon: i64,
@@ -247,7 +248,7 @@ where
     }
 
     /// One row per remembered id: `id`, `first_seen`, `expires` (on disk at most
-    /// [`SNAPSHOT_ROW_CAP`] ids, see [`crate::backend`]).
+    /// [`SNAPSHOT_ROW_CAP`] ids, see [`crate::state::backend`]).
     fn snapshot(&self) -> Vec<serde_json::Value> {
         let mut rows = Vec::new();
         let horizon = self.horizon;

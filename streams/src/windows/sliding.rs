@@ -2,7 +2,7 @@
 //!
 //! Every window is `[end - diff, end]` (inclusive) and exists when a record defines it: the
 //! window ending at a record, or the window starting just after a record when it holds any
-//! record (see [`sliding_windows`](crate::window::sliding_windows)). So a window is named by
+//! record (see [`sliding_windows`](crate::windows::sliding_windows)). So a window is named by
 //! its end, and the candidate ends of a key are `t` and `t + 1 + diff` for each record `t`.
 //!
 //! Aggregates are not assumed invertible, so the operator keeps each key's records while they
@@ -27,15 +27,17 @@ use std::hash::Hash;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::aggregate::{AddFn, EmitMode, InitFn};
-use crate::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
 use crate::error::StreamsError;
-use crate::keyed::{Group, KeyedState, TimeIndex};
+use crate::operator::{AddFn, InitFn};
 use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
 use crate::record::{Record, Windowed, NO_OFFSET};
-use crate::store::{Change, KeyValueStore};
+use crate::state::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
+use crate::state::keyed::{Group, KeyedState};
+use crate::state::store::{Change, KeyValueStore};
+use crate::state::time_index::TimeIndex;
 use crate::time::{Timestamp, MIN_WATERMARK};
-use crate::window::SlidingWindows;
+use crate::windows::EmitMode;
+use crate::windows::SlidingWindows;
 
 /// The records of one key that may still be in an open window: values by event time.
 type Records<V> = Group<Timestamp, Vec<V>>;
@@ -68,7 +70,7 @@ fn window_at<V, A>(
 
 /// The sliding window aggregate operator. Each key's records are entries
 /// `(key, event time) -> values` of a [`KeyedState`], in memory or on disk (see
-/// [`crate::backend`]).
+/// [`crate::state::backend`]).
 pub struct SlidingAggregate<K, V, A> {
     name: String,
     windows: SlidingWindows,
@@ -349,7 +351,7 @@ where
 
     /// The buffered records a sliding window is computed from, one row per key and
     /// timestamp: `key`, `timestamp`, `values` (on disk at most [`SNAPSHOT_ROW_CAP`] rows, see
-    /// [`crate::backend`]).
+    /// [`crate::state::backend`]).
     fn snapshot(&self) -> Vec<serde_json::Value> {
         let mut rows = Vec::new();
         let result = self.state.snapshot(
@@ -375,7 +377,7 @@ mod tests {
 
     use super::*;
     use crate::dsl::{Pipeline, Stream};
-    use crate::window::Windows;
+    use crate::windows::Windows;
 
     type Rows = Vec<(Timestamp, Timestamp, u64)>;
 
