@@ -9,9 +9,9 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::controller::NewTopic;
-use crate::server::Broker;
-use crate::topic_config;
+use crate::broker::Broker;
+use crate::metadata::controller::NewTopic;
+use crate::metadata::topic_config;
 
 const INVALID_REQUEST: i16 = 42;
 const INVALID_CONFIG: i16 = 40;

@@ -7,7 +7,7 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use super::{now_ms, Reply, RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
 
 /// Handles a DeleteGroups request.
 pub fn handle(
@@ -25,7 +25,9 @@ pub fn handle(
                 Err(code) => code,
                 Ok(partitions) => {
                     let tombstones = partitions.into_iter().map(|tp| (tp, None)).collect();
-                    match crate::group::store_offsets(&broker, &group_id, tombstones, now_ms())
+                    match broker
+                        .offsets
+                        .store(&broker.groups, &group_id, tombstones, now_ms())
                         .await
                     {
                         Ok(()) => {

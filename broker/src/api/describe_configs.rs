@@ -7,8 +7,8 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::server::Broker;
-use crate::topic_config::{self, ConfigSource};
+use crate::broker::Broker;
+use crate::metadata::topic_config::{self, ConfigSource};
 
 /// Resource type codes of the protocol.
 pub const RESOURCE_TOPIC: i8 = 2;

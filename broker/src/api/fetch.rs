@@ -12,8 +12,8 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::time::Instant;
 
 use super::{Reply, RequestContext, RequestError};
+use crate::broker::Broker;
 use crate::log::{LogError, PartitionLog};
-use crate::server::Broker;
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;

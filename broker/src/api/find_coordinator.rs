@@ -5,7 +5,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
 
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const INVALID_REQUEST: i16 = 42;
@@ -30,7 +30,7 @@ pub fn handle(
             return (INVALID_REQUEST, Some("empty group id".to_string()));
         }
         // Creating the offsets topic here, as Kafka does, makes the first commit fast.
-        match crate::group::offsets_log(broker, key) {
+        match broker.offsets.offsets_log(key) {
             Ok(_) => (0, None),
             Err(code) => (code, Some("offsets topic unavailable".to_string())),
         }

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::{RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
 
 /// Answers a Heartbeat request.
 pub fn handle(

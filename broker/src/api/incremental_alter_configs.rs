@@ -6,8 +6,8 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{str_bytes, RequestContext, RequestError};
-use crate::controller::ConfigOp;
-use crate::server::Broker;
+use crate::broker::Broker;
+use crate::metadata::controller::ConfigOp;
 
 const INVALID_REQUEST: i16 = 42;
 const INVALID_CONFIG: i16 = 40;

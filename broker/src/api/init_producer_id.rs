@@ -5,7 +5,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::{RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
 
 const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;

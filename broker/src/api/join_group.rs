@@ -7,8 +7,8 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use super::{str_bytes, Reply, RequestContext, RequestError};
+use crate::broker::Broker;
 use crate::group::JoinRequest;
-use crate::server::Broker;
 
 /// Handles a JoinGroup request.
 pub fn handle(

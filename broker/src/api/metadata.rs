@@ -9,9 +9,9 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::controller::{validate_topic_name, TopicError};
+use crate::broker::Broker;
+use crate::metadata::controller::{validate_topic_name, TopicError};
 use crate::metadata::TopicImage;
-use crate::server::Broker;
 
 /// Error code for a topic id we do not know.
 const UNKNOWN_TOPIC_ID: i16 = 100;

@@ -10,7 +10,7 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
 use super::{now_ms, Reply, RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
 
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -72,7 +72,10 @@ pub fn handle(
     let broker = broker.clone();
     let ctx = ctx.clone();
     Ok(Reply::Later(Box::pin(async move {
-        let stored = crate::group::store_offsets(&broker, &group_id, to_store, now_ms()).await;
+        let stored = broker
+            .offsets
+            .store(&broker.groups, &group_id, to_store, now_ms())
+            .await;
         let topics = decisions
             .into_iter()
             .map(|(name, partitions)| {

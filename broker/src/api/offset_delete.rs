@@ -9,8 +9,8 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
 use super::{now_ms, Reply, RequestContext, RequestError};
+use crate::broker::Broker;
 use crate::group::coordinator::codes::GROUP_SUBSCRIBED_TO_TOPIC;
-use crate::server::Broker;
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
@@ -52,7 +52,10 @@ pub fn handle(
     let ctx = ctx.clone();
     Ok(Reply::Later(Box::pin(async move {
         let stored = if group_error == 0 {
-            crate::group::store_offsets(&broker, &group_id, tombstones, now_ms()).await
+            broker
+                .offsets
+                .store(&broker.groups, &group_id, tombstones, now_ms())
+                .await
         } else {
             Ok(())
         };

@@ -8,8 +8,8 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
 use super::{str_bytes, RequestContext, RequestError};
+use crate::broker::Broker;
 use crate::group::CommittedOffset;
-use crate::server::Broker;
 
 type Committed = crate::group::state::TopicOffsets;
 

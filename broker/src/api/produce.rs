@@ -8,8 +8,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
 use super::{now_ms, str_bytes, Reply, RequestContext, RequestError};
+use crate::broker::Broker;
 use crate::log::{AppendInfo, PartitionLog};
-use crate::server::Broker;
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const INVALID_REQUIRED_ACKS: i16 = 21;

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::{str_bytes, Reply, RequestContext, RequestError};
+use crate::broker::Broker;
 use crate::group::SyncRequest;
-use crate::server::Broker;
 
 /// Handles a SyncGroup request.
 pub fn handle(

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
+use super::topic_config;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metadata::{MetadataImage, MetadataRecord, MetadataStore, TopicImage};
-use crate::replica_manager::ReplicaManager;
-use crate::topic_config;
+use crate::replica::ReplicaManager;
 
 /// Why a topic operation was refused; each maps to the Kafka error code clients expect.
 #[derive(Debug, thiserror::Error)]
