@@ -23,8 +23,9 @@
 //! - [`group`] is the group coordinator and its committed offsets;
 //! - [`metadata`] holds the cluster metadata: its records and image, the [`metadata::controller`]
 //!   that changes topics, topic settings and producer ids;
-//! - [`error`] has the errors that stop the broker;
-//!   [`config`] the broker settings.
+//! - [`error`] is the error vocabulary: what stops the broker, and the Kafka error every
+//!   request-level error (of the log, the controller, the coordinator) converts into;
+//! - [`config`] is the broker settings.
 
 pub mod api;
 pub mod broker;

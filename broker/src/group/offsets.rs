@@ -12,6 +12,7 @@ use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
 
 use super::coordinator::GroupCoordinator;
+use super::error::GroupError;
 use super::records::{self, OffsetKey, OffsetValue};
 use super::state::CommittedOffset;
 use crate::config::BrokerConfig;
@@ -21,9 +22,6 @@ use crate::replica::ReplicaManager;
 
 /// The internal topic of committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-
-/// Error code when the offsets topic cannot be written.
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 
 /// A commit to write: (topic, partition) and Some((offset, leader epoch, metadata)), or None
 /// to delete the committed offset.
@@ -57,7 +55,7 @@ impl OffsetMetadataManager {
 
     /// The `__consumer_offsets` partition log of a group, creating the topic on first use (as
     /// Kafka does, on the first FindCoordinator or commit).
-    pub fn offsets_log(&self, group_id: &str) -> Result<Arc<PartitionLog>, i16> {
+    pub fn offsets_log(&self, group_id: &str) -> Result<Arc<PartitionLog>, GroupError> {
         let partitions = match self.controller.topic(OFFSETS_TOPIC) {
             Some(topic) => topic.partitions,
             None => {
@@ -81,7 +79,7 @@ impl OffsetMetadataManager {
                         .map_or(self.num_partitions, |t| t.partitions),
                     Err(error) => {
                         tracing::error!(%error, "cannot create {OFFSETS_TOPIC}");
-                        return Err(COORDINATOR_NOT_AVAILABLE);
+                        return Err(GroupError::CoordinatorNotAvailable);
                     }
                 }
             }
@@ -89,7 +87,7 @@ impl OffsetMetadataManager {
         let partition = records::partition_for(group_id, partitions);
         self.replicas
             .partition(OFFSETS_TOPIC, partition)
-            .ok_or(COORDINATOR_NOT_AVAILABLE)
+            .ok_or(GroupError::CoordinatorNotAvailable)
     }
 
     /// Durably writes offset commits (`Some`) and deletions (`None`) of one group, then applies
@@ -100,7 +98,7 @@ impl OffsetMetadataManager {
         group_id: &str,
         entries: Vec<OffsetWrite>,
         now_ms: i64,
-    ) -> Result<(), i16> {
+    ) -> Result<(), GroupError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -125,14 +123,15 @@ impl OffsetMetadataManager {
                 (key.encode(), value)
             })
             .collect();
-        let batch = records::encode_batch(&encoded, now_ms).ok_or(COORDINATOR_NOT_AVAILABLE)?;
+        let batch =
+            records::encode_batch(&encoded, now_ms).ok_or(GroupError::CoordinatorNotAvailable)?;
         let info = log.append(batch, now_ms).map_err(|error| {
             tracing::error!(%error, "cannot append to {OFFSETS_TOPIC}");
-            COORDINATOR_NOT_AVAILABLE
+            GroupError::CoordinatorNotAvailable
         })?;
         log.wait_durable(info.last_offset).await.map_err(|error| {
             tracing::error!(%error, "cannot fsync {OFFSETS_TOPIC}");
-            COORDINATOR_NOT_AVAILABLE
+            GroupError::CoordinatorNotAvailable
         })?;
         let applied = entries
             .into_iter()
