@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::topic_config;
+use crate::metadata::topic_config;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]

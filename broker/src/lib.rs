@@ -13,22 +13,31 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Where to start reading: [`server`] accepts connections and [`server::connection`] frames
-//! requests; [`api`] dispatches them, one module per Kafka API; [`log`] is the partition
-//! storage; [`controller`] and [`metadata`] own topics and settings.
+//! Where to start reading:
+//!
+//! - [`server`] accepts connections and [`server::connection`] frames requests;
+//! - [`api`] dispatches them, one module per Kafka API (`api/produce.rs`, `api/fetch.rs`, ...),
+//!   each handler given the shared [`Broker`] (`broker.rs`);
+//! - [`log`] is the partition storage, and [`replica`] finds the partition logs this broker
+//!   hosts;
+//! - [`group`] is the group coordinator and its committed offsets;
+//! - [`metadata`] holds the cluster metadata: its records and image, the [`metadata::controller`]
+//!   that changes topics, topic settings and producer ids;
+//! - [`error`] is the error vocabulary: what stops the broker, and the Kafka error every
+//!   request-level error (of the log, the controller, the coordinator) converts into;
+//! - [`config`] is the broker settings.
 
 pub mod api;
+pub mod broker;
 pub mod config;
-pub mod controller;
 pub mod error;
 pub mod group;
 pub mod log;
 pub mod metadata;
-pub mod producer_ids;
-pub mod replica_manager;
+pub mod replica;
 pub mod server;
-pub mod topic_config;
 
+pub use broker::Broker;
 pub use config::BrokerConfig;
 pub use error::BrokerError;
-pub use server::{start, Broker, RunningBroker};
+pub use server::{start, RunningBroker};

@@ -1,11 +1,11 @@
 //! ApiVersions: which APIs and versions this broker speaks.
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 
 use super::{encode_frame, RequestContext, RequestError, SUPPORTED_APIS};
+use crate::error::{ResponseError, NONE};
 
 fn api_list() -> Vec<ApiVersion> {
     SUPPORTED_APIS
@@ -25,7 +25,7 @@ pub fn handle(ctx: &RequestContext, mut body: Bytes) -> Result<Bytes, RequestErr
     // version list, as Kafka does, because clients need it to talk at all.
     let _request: Option<ApiVersionsRequest> = ctx.decode(&mut body).ok();
     let response = ApiVersionsResponse::default()
-        .with_error_code(0)
+        .with_error_code(NONE)
         .with_api_keys(api_list())
         .with_throttle_time_ms(0);
     ctx.respond(&response)

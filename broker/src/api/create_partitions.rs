@@ -5,7 +5,8 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
+use crate::error::{ResponseError, NONE};
 
 /// Answers a CreatePartitions request.
 pub fn handle(
@@ -39,9 +40,9 @@ pub fn handle(
                 &assignments,
                 request.validate_only,
             ) {
-                Ok(()) => result.with_error_code(0),
+                Ok(()) => result.with_error_code(NONE),
                 Err(error) => result
-                    .with_error_code(error.code())
+                    .with_error_code(ResponseError::from(&error).code())
                     .with_error_message(Some(str_bytes(error.to_string()))),
             }
         })

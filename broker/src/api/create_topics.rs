@@ -9,12 +9,10 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::controller::NewTopic;
-use crate::server::Broker;
-use crate::topic_config;
-
-const INVALID_REQUEST: i16 = 42;
-const INVALID_CONFIG: i16 = 40;
+use crate::broker::Broker;
+use crate::error::{ResponseError, NONE};
+use crate::metadata::controller::NewTopic;
+use crate::metadata::topic_config;
 
 /// Answers a CreateTopics request.
 pub fn handle(
@@ -38,7 +36,7 @@ pub fn handle(
         if duplicated.contains(&name) {
             results.push(
                 result
-                    .with_error_code(INVALID_REQUEST)
+                    .with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(Some(str_bytes(format!(
                         "topic `{name}` appears more than once in the request"
                     )))),
@@ -58,7 +56,7 @@ pub fn handle(
         if let Some(key) = null_config {
             results.push(
                 result
-                    .with_error_code(INVALID_CONFIG)
+                    .with_error_code(ResponseError::InvalidConfig.code())
                     .with_error_message(Some(str_bytes(format!(
                         "config `{key}` has a null value"
                     )))),
@@ -85,7 +83,7 @@ pub fn handle(
         match broker.controller.create_topic(new, request.validate_only) {
             Ok(created) => {
                 let mut result = result
-                    .with_error_code(0)
+                    .with_error_code(NONE)
                     .with_topic_id(created.topic_id)
                     .with_num_partitions(created.partitions)
                     .with_replication_factor(1);
@@ -114,7 +112,7 @@ pub fn handle(
                 tracing::info!(topic = %name, %error, "create topic refused");
                 results.push(
                     result
-                        .with_error_code(error.code())
+                        .with_error_code(ResponseError::from(&error).code())
                         .with_error_message(Some(str_bytes(error.to_string()))),
                 );
             }

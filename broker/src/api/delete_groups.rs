@@ -7,7 +7,8 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use super::{now_ms, Reply, RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
+use crate::error::error_code;
 
 /// Handles a DeleteGroups request.
 pub fn handle(
@@ -21,26 +22,28 @@ pub fn handle(
     Ok(Reply::Later(Box::pin(async move {
         let mut results = Vec::with_capacity(request.groups_names.len());
         for group_id in request.groups_names {
-            let code = match broker.groups.prepare_delete(&group_id) {
-                Err(code) => code,
+            let outcome = match broker.groups.prepare_delete(&group_id) {
+                Err(error) => Err(error),
                 Ok(partitions) => {
                     let tombstones = partitions.into_iter().map(|tp| (tp, None)).collect();
-                    match crate::group::store_offsets(&broker, &group_id, tombstones, now_ms())
+                    match broker
+                        .offsets
+                        .store(&broker.groups, &group_id, tombstones, now_ms())
                         .await
                     {
                         Ok(()) => {
                             broker.groups.finish_delete(&group_id);
                             tracing::info!(group = %group_id.0, "deleted group");
-                            0
+                            Ok(())
                         }
-                        Err(code) => code,
+                        Err(error) => Err(error),
                     }
                 }
             };
             results.push(
                 DeletableGroupResult::default()
                     .with_group_id(group_id)
-                    .with_error_code(code),
+                    .with_error_code(error_code(outcome.err())),
             );
         }
         let response = DeleteGroupsResponse::default()

@@ -7,10 +7,8 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::{RequestContext, RequestError};
-use crate::server::Broker;
-
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const OFFSET_OUT_OF_RANGE: i16 = 1;
+use crate::broker::Broker;
+use crate::error::{ResponseError, NONE};
 
 /// Answers a DeleteRecords request.
 pub fn handle(
@@ -32,7 +30,8 @@ pub fn handle(
                         .with_low_watermark(-1);
                     let Some(log) = broker.replicas.partition(&topic.name, p.partition_index)
                     else {
-                        return result.with_error_code(UNKNOWN_TOPIC_OR_PARTITION);
+                        return result
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     // -1 means "up to the high watermark".
                     let offset = if p.offset == -1 {
@@ -41,13 +40,13 @@ pub fn handle(
                         p.offset
                     };
                     if offset < 0 {
-                        return result.with_error_code(OFFSET_OUT_OF_RANGE);
+                        return result.with_error_code(ResponseError::OffsetOutOfRange.code());
                     }
                     match log.delete_records_before(offset) {
-                        Ok(low_watermark) => {
-                            result.with_error_code(0).with_low_watermark(low_watermark)
-                        }
-                        Err(error) => result.with_error_code(error.error_code()),
+                        Ok(low_watermark) => result
+                            .with_error_code(NONE)
+                            .with_low_watermark(low_watermark),
+                        Err(error) => result.with_error_code(ResponseError::from(&error).code()),
                     }
                 })
                 .collect();

@@ -6,7 +6,8 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 use uuid::Uuid;
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
+use crate::error::{ResponseError, NONE};
 
 /// Answers a DeleteTopics request.
 pub fn handle(
@@ -45,11 +46,11 @@ pub fn handle(
                 Ok((name, id)) => DeletableTopicResult::default()
                     .with_name(Some(name))
                     .with_topic_id(id)
-                    .with_error_code(0),
+                    .with_error_code(NONE),
                 Err(error) => DeletableTopicResult::default()
                     .with_name(name)
                     .with_topic_id(topic_id)
-                    .with_error_code(error.code())
+                    .with_error_code(ResponseError::from(&error).code())
                     .with_error_message(Some(str_bytes(error.to_string()))),
             }
         })

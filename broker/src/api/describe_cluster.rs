@@ -5,7 +5,8 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
+use crate::error::NONE;
 
 /// Answers a DescribeCluster request.
 pub fn handle(
@@ -17,7 +18,7 @@ pub fn handle(
     let node_id = broker.config.node_id;
     let response = DescribeClusterResponse::default()
         .with_throttle_time_ms(0)
-        .with_error_code(0)
+        .with_error_code(NONE)
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(str_bytes(broker.controller.cluster_id()))
         .with_controller_id(BrokerId(node_id))

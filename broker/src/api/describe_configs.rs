@@ -7,15 +7,14 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::server::Broker;
-use crate::topic_config::{self, ConfigSource};
+use crate::broker::Broker;
+use crate::error::{ResponseError, NONE};
+use crate::metadata::topic_config::{self, ConfigSource};
 
 /// Resource type codes of the protocol.
 pub const RESOURCE_TOPIC: i8 = 2;
 /// The broker resource type.
 pub const RESOURCE_BROKER: i8 = 4;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const INVALID_REQUEST: i16 = 42;
 
 /// Answers a DescribeConfigs request.
 pub fn handle(
@@ -42,7 +41,7 @@ pub fn handle(
                 RESOURCE_TOPIC => {
                     let Some(topic) = broker.controller.topic(&resource.resource_name) else {
                         return result
-                            .with_error_code(UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                             .with_error_message(Some(str_bytes(format!(
                                 "unknown topic `{}`",
                                 resource.resource_name
@@ -86,14 +85,14 @@ pub fn handle(
                                 .with_documentation(with_docs.then(|| str_bytes(def.doc)))
                         })
                         .collect();
-                    result.with_error_code(0).with_configs(configs)
+                    result.with_error_code(NONE).with_configs(configs)
                 }
                 RESOURCE_BROKER => {
                     let ours = broker.config.node_id.to_string();
                     if !resource.resource_name.is_empty() && resource.resource_name.as_str() != ours
                     {
                         return result
-                            .with_error_code(INVALID_REQUEST)
+                            .with_error_code(ResponseError::InvalidRequest.code())
                             .with_error_message(Some(str_bytes(format!(
                                 "this is broker {ours}, not `{}`",
                                 resource.resource_name
@@ -112,10 +111,10 @@ pub fn handle(
                                 .with_config_type(type_code)
                         })
                         .collect();
-                    result.with_error_code(0).with_configs(configs)
+                    result.with_error_code(NONE).with_configs(configs)
                 }
                 other => result
-                    .with_error_code(INVALID_REQUEST)
+                    .with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(Some(str_bytes(format!(
                         "resource type {other} is not supported; use 2 (topic) or 4 (broker)"
                     )))),

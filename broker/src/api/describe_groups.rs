@@ -5,9 +5,8 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::server::Broker;
-
-const GROUP_ID_NOT_FOUND: i16 = 69;
+use crate::broker::Broker;
+use crate::error::{ResponseError, NONE};
 
 /// Answers a DescribeGroups request.
 pub fn handle(
@@ -25,13 +24,13 @@ pub fn handle(
                 // Kafka answers an unknown group as Dead; v6 adds an explicit error.
                 let dead = described.with_group_state(str_bytes("Dead"));
                 return if ctx.version >= 6 {
-                    dead.with_error_code(GROUP_ID_NOT_FOUND)
+                    dead.with_error_code(ResponseError::GroupIdNotFound.code())
                         .with_error_message(Some(str_bytes(format!(
                             "group `{}` does not exist",
                             group_id.0
                         ))))
                 } else {
-                    dead.with_error_code(0)
+                    dead.with_error_code(NONE)
                 };
             };
             let members = description
@@ -52,7 +51,7 @@ pub fn handle(
                 })
                 .collect();
             described
-                .with_error_code(0)
+                .with_error_code(NONE)
                 .with_group_state(str_bytes(description.state))
                 .with_protocol_type(str_bytes(description.protocol_type))
                 .with_protocol_data(str_bytes(description.protocol))

@@ -7,7 +7,8 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
+use crate::error::NONE;
 
 /// Answers a DescribeLogDirs request.
 pub fn handle(
@@ -63,9 +64,9 @@ pub fn handle(
         .unwrap_or_else(|_| broker.replicas.data_dir().to_path_buf());
     let response = DescribeLogDirsResponse::default()
         .with_throttle_time_ms(0)
-        .with_error_code(0)
+        .with_error_code(NONE)
         .with_results(vec![DescribeLogDirsResult::default()
-            .with_error_code(0)
+            .with_error_code(NONE)
             .with_log_dir(str_bytes(dir.display().to_string()))
             .with_topics(topics)
             // Volume sizes are unknown without statvfs; -1 is the protocol's "unknown".

@@ -12,11 +12,9 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::time::Instant;
 
 use super::{Reply, RequestContext, RequestError};
+use crate::broker::Broker;
+use crate::error::{ResponseError, NONE};
 use crate::log::{LogError, PartitionLog};
-use crate::server::Broker;
-
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 
 /// One partition a fetch asks for.
 struct Wanted {
@@ -38,7 +36,7 @@ pub fn handle(
     // it invented; tell it to start over with a full fetch.
     if ctx.version >= 7 && request.session_id != 0 {
         let response = FetchResponse::default()
-            .with_error_code(FETCH_SESSION_ID_NOT_FOUND)
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
             .with_session_id(0);
         return ctx.respond(&response).map(Reply::Now);
     }
@@ -86,7 +84,7 @@ pub fn handle(
             if done {
                 let response = FetchResponse::default()
                     .with_throttle_time_ms(0)
-                    .with_error_code(0)
+                    .with_error_code(NONE)
                     .with_session_id(0)
                     .with_responses(gathered.responses);
                 return match ctx.respond(&response) {
@@ -128,7 +126,7 @@ fn gather(
             let Some(log) = &w.log else {
                 has_error = true;
                 partitions.push(
-                    data.with_error_code(UNKNOWN_TOPIC_OR_PARTITION)
+                    data.with_error_code(ResponseError::UnknownTopicOrPartition.code())
                         .with_high_watermark(-1)
                         .with_last_stable_offset(-1)
                         .with_log_start_offset(-1),
@@ -163,7 +161,7 @@ fn gather(
                     if !matches!(error, LogError::OffsetOutOfRange { .. }) {
                         tracing::warn!(topic = %name.0, partition = w.partition, %error, "fetch read failed");
                     }
-                    partitions.push(data.with_error_code(error.error_code()));
+                    partitions.push(data.with_error_code(ResponseError::from(&error).code()));
                 }
             }
         }

@@ -5,10 +5,9 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
+use crate::error::{error_code, ResponseError};
 
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-const INVALID_REQUEST: i16 = 42;
 /// Key type of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;
 
@@ -19,20 +18,21 @@ pub fn handle(
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: FindCoordinatorRequest = ctx.decode(&mut body)?;
-    let lookup = |key: &str| -> (i16, Option<String>) {
+    // Ok, or the error with its message.
+    let lookup = |key: &str| -> Result<(), (ResponseError, String)> {
         if request.key_type != KEY_TYPE_GROUP {
-            return (
-                COORDINATOR_NOT_AVAILABLE,
-                Some("transactions are not supported yet".to_string()),
-            );
+            return Err((
+                ResponseError::CoordinatorNotAvailable,
+                "transactions are not supported yet".to_string(),
+            ));
         }
         if key.is_empty() {
-            return (INVALID_REQUEST, Some("empty group id".to_string()));
+            return Err((ResponseError::InvalidRequest, "empty group id".to_string()));
         }
         // Creating the offsets topic here, as Kafka does, makes the first commit fast.
-        match crate::group::offsets_log(broker, key) {
-            Ok(_) => (0, None),
-            Err(code) => (code, Some("offsets topic unavailable".to_string())),
+        match broker.offsets.offsets_log(key) {
+            Ok(_) => Ok(()),
+            Err(error) => Err((error.into(), "offsets topic unavailable".to_string())),
         }
     };
     let node = BrokerId(broker.config.node_id);
@@ -43,30 +43,32 @@ pub fn handle(
             .coordinator_keys
             .iter()
             .map(|key| {
-                let (code, message) = lookup(key);
+                let found = lookup(key);
+                let (error, message) = found.clone().err().unzip();
                 Coordinator::default()
                     .with_key(key.clone())
-                    .with_node_id(if code == 0 { node } else { BrokerId(-1) })
-                    .with_host(if code == 0 {
+                    .with_node_id(if found.is_ok() { node } else { BrokerId(-1) })
+                    .with_host(if found.is_ok() {
                         host.clone()
                     } else {
                         str_bytes("")
                     })
-                    .with_port(if code == 0 { port } else { -1 })
-                    .with_error_code(code)
+                    .with_port(if found.is_ok() { port } else { -1 })
+                    .with_error_code(error_code(error))
                     .with_error_message(message.map(str_bytes))
             })
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
-        let (code, message) = lookup(&request.key);
-        let response = FindCoordinatorResponse::default().with_error_code(code);
+        let found = lookup(&request.key);
+        let (error, message) = found.clone().err().unzip();
+        let response = FindCoordinatorResponse::default().with_error_code(error_code(error));
         let response = if ctx.version >= 1 {
             response.with_error_message(message.map(str_bytes))
         } else {
             response
         };
-        if code == 0 {
+        if found.is_ok() {
             response.with_node_id(node).with_host(host).with_port(port)
         } else {
             response

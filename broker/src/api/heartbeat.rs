@@ -4,7 +4,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::{RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
+use crate::error::error_code;
 
 /// Answers a Heartbeat request.
 pub fn handle(
@@ -13,7 +14,7 @@ pub fn handle(
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: HeartbeatRequest = ctx.decode(&mut body)?;
-    let code = broker.groups.heartbeat(
+    let outcome = broker.groups.heartbeat(
         &request.group_id,
         request.generation_id,
         &request.member_id,
@@ -22,6 +23,6 @@ pub fn handle(
     ctx.respond(
         &HeartbeatResponse::default()
             .with_throttle_time_ms(0)
-            .with_error_code(code),
+            .with_error_code(error_code(outcome.err())),
     )
 }

@@ -6,11 +6,9 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{str_bytes, RequestContext, RequestError};
-use crate::controller::ConfigOp;
-use crate::server::Broker;
-
-const INVALID_REQUEST: i16 = 42;
-const INVALID_CONFIG: i16 = 40;
+use crate::broker::Broker;
+use crate::error::{ResponseError, NONE};
+use crate::metadata::controller::ConfigOp;
 
 /// Answers an IncrementalAlterConfigs request.
 pub fn handle(
@@ -26,22 +24,22 @@ pub fn handle(
             let response = AlterConfigsResourceResponse::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
-            let fail = |code: i16, message: String| {
+            let fail = |error: ResponseError, message: String| {
                 response
                     .clone()
-                    .with_error_code(code)
+                    .with_error_code(error.code())
                     .with_error_message(Some(str_bytes(message)))
             };
             match resource.resource_type {
                 RESOURCE_TOPIC => {}
                 RESOURCE_BROKER => return fail(
-                    INVALID_REQUEST,
+                    ResponseError::InvalidRequest,
                     "broker settings are static: change the config file or --override and restart"
                         .to_string(),
                 ),
                 other => {
                     return fail(
-                        INVALID_REQUEST,
+                        ResponseError::InvalidRequest,
                         format!("resource type {other} is not supported"),
                     )
                 }
@@ -55,10 +53,16 @@ pub fn handle(
                     (2, Some(v)) => ConfigOp::Append(v),
                     (3, Some(v)) => ConfigOp::Subtract(v),
                     (0 | 2 | 3, None) => {
-                        return fail(INVALID_CONFIG, format!("`{}` needs a value", config.name))
+                        return fail(
+                            ResponseError::InvalidConfig,
+                            format!("`{}` needs a value", config.name),
+                        )
                     }
                     (op, _) => {
-                        return fail(INVALID_REQUEST, format!("unknown config operation {op}"))
+                        return fail(
+                            ResponseError::InvalidRequest,
+                            format!("unknown config operation {op}"),
+                        )
                     }
                 };
                 ops.push((config.name.to_string(), op));
@@ -68,8 +72,8 @@ pub fn handle(
                 &ops,
                 request.validate_only,
             ) {
-                Ok(()) => response.with_error_code(0),
-                Err(error) => fail(error.code(), error.to_string()),
+                Ok(()) => response.with_error_code(NONE),
+                Err(error) => fail((&error).into(), error.to_string()),
             }
         })
         .collect();

@@ -5,10 +5,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::{RequestContext, RequestError};
-use crate::server::Broker;
-
-const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+use crate::broker::Broker;
+use crate::error::{ResponseError, NONE};
 
 /// Answers an InitProducerId request.
 pub fn handle(
@@ -20,14 +18,14 @@ pub fn handle(
     let response = InitProducerIdResponse::default().with_throttle_time_ms(0);
     let response = if request.transactional_id.is_some() {
         response
-            .with_error_code(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     } else if request.producer_id.0 >= 0 && request.producer_epoch >= 0 {
         // KIP-360: an idempotent producer that lost track of its sequences bumps its epoch.
         match request.producer_epoch.checked_add(1) {
             Some(epoch) => response
-                .with_error_code(0)
+                .with_error_code(NONE)
                 .with_producer_id(request.producer_id)
                 .with_producer_epoch(epoch),
             None => fresh(broker, response),
@@ -41,13 +39,13 @@ pub fn handle(
 fn fresh(broker: &Broker, response: InitProducerIdResponse) -> InitProducerIdResponse {
     match broker.producer_ids.next_id(&broker.controller) {
         Ok(id) => response
-            .with_error_code(0)
+            .with_error_code(NONE)
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
         Err(error) => {
             tracing::error!(%error, "cannot allocate a producer id");
             response
-                .with_error_code(COORDINATOR_NOT_AVAILABLE)
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
         }

@@ -7,8 +7,10 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use super::{str_bytes, Reply, RequestContext, RequestError};
-use crate::group::JoinRequest;
-use crate::server::Broker;
+use crate::broker::Broker;
+use crate::error::error_code;
+use crate::group::state::JoinOutcome;
+use crate::group::{GroupError, JoinRequest};
 
 /// Handles a JoinGroup request.
 pub fn handle(
@@ -41,13 +43,11 @@ pub fn handle(
     let outcome = broker.groups.join(join);
     let ctx = ctx.clone();
     Ok(Reply::Later(Box::pin(async move {
-        let outcome = outcome
-            .await
-            .unwrap_or_else(|_| crate::group::state::JoinOutcome {
-                error_code: crate::group::coordinator::codes::REBALANCE_IN_PROGRESS,
-                generation_id: -1,
-                ..Default::default()
-            });
+        let outcome = outcome.await.unwrap_or_else(|_| JoinOutcome {
+            error: Some(GroupError::RebalanceInProgress),
+            generation_id: -1,
+            ..Default::default()
+        });
         let members = outcome
             .members
             .into_iter()
@@ -60,7 +60,7 @@ pub fn handle(
             .collect();
         let response = JoinGroupResponse::default()
             .with_throttle_time_ms(0)
-            .with_error_code(outcome.error_code)
+            .with_error_code(error_code(outcome.error))
             .with_generation_id(outcome.generation_id)
             .with_protocol_type(outcome.protocol_type.map(str_bytes))
             .with_protocol_name(Some(str_bytes(outcome.protocol_name.unwrap_or_default())))

@@ -5,7 +5,8 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
+use crate::error::{error_code, NONE};
 
 /// Answers a LeaveGroup request.
 pub fn handle(
@@ -29,25 +30,24 @@ pub fn handle(
         vec![(request.member_id.to_string(), None)]
     };
     let response = match broker.groups.leave(&request.group_id, &members) {
-        Err(code) => LeaveGroupResponse::default().with_error_code(code),
-        Ok(codes) if ctx.version >= 3 => {
+        Err(error) => LeaveGroupResponse::default().with_error_code(error_code(Some(error))),
+        Ok(outcomes) if ctx.version >= 3 => {
             let responses = members
                 .iter()
-                .zip(codes)
-                .map(|((member_id, instance), code)| {
+                .zip(outcomes)
+                .map(|((member_id, instance), outcome)| {
                     MemberResponse::default()
                         .with_member_id(str_bytes(member_id.clone()))
                         .with_group_instance_id(instance.clone().map(str_bytes))
-                        .with_error_code(code)
+                        .with_error_code(error_code(outcome.err()))
                 })
                 .collect();
             LeaveGroupResponse::default()
-                .with_error_code(0)
+                .with_error_code(NONE)
                 .with_members(responses)
         }
-        Ok(codes) => {
-            LeaveGroupResponse::default().with_error_code(codes.first().copied().unwrap_or(0))
-        }
+        Ok(outcomes) => LeaveGroupResponse::default()
+            .with_error_code(error_code(outcomes.first().copied().and_then(Result::err))),
     };
     ctx.respond(&response.with_throttle_time_ms(0))
 }

@@ -5,7 +5,8 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
+use crate::error::NONE;
 
 /// Answers a ListGroups request.
 pub fn handle(
@@ -50,7 +51,7 @@ pub fn handle(
     ctx.respond(
         &ListGroupsResponse::default()
             .with_throttle_time_ms(0)
-            .with_error_code(0)
+            .with_error_code(NONE)
             .with_groups(groups),
     )
 }

@@ -7,10 +7,9 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{RequestContext, RequestError};
-use crate::server::Broker;
+use crate::broker::Broker;
+use crate::error::{ResponseError, NONE};
 
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const INVALID_REQUEST: i16 = 42;
 /// Special timestamps of the protocol.
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -39,7 +38,7 @@ pub fn handle(
                         .with_leader_epoch(if ctx.version >= 4 { 0 } else { -1 });
                     let Some(log) = broker.replicas.partition(&topic.name, p.partition_index) else {
                         return response
-                            .with_error_code(UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                             .with_leader_epoch(-1);
                     };
                     let found = match p.timestamp {
@@ -47,20 +46,20 @@ pub fn handle(
                         EARLIEST => Ok(Some((log.log_start_offset(), -1))),
                         MAX_TIMESTAMP if ctx.version >= 7 => log.max_timestamp(),
                         ts if ts < 0 => {
-                            return response.with_error_code(INVALID_REQUEST);
+                            return response.with_error_code(ResponseError::InvalidRequest.code());
                         }
                         ts => log.offset_for_timestamp(ts),
                     };
                     match found {
                         Ok(Some((offset, timestamp))) => response
-                            .with_error_code(0)
+                            .with_error_code(NONE)
                             .with_offset(offset)
                             .with_timestamp(timestamp),
                         // No record at or after the time: offset -1, as Kafka answers.
-                        Ok(None) => response.with_error_code(0),
+                        Ok(None) => response.with_error_code(NONE),
                         Err(error) => {
                             tracing::warn!(topic = %topic.name.0, partition = p.partition_index, %error, "list offsets failed");
-                            response.with_error_code(error.error_code())
+                            response.with_error_code(ResponseError::from(&error).code())
                         }
                     }
                 })

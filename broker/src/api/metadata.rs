@@ -9,14 +9,10 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::{str_bytes, RequestContext, RequestError};
-use crate::controller::{validate_topic_name, TopicError};
+use crate::broker::Broker;
+use crate::error::{ResponseError, NONE};
+use crate::metadata::controller::{validate_topic_name, TopicError};
 use crate::metadata::TopicImage;
-use crate::server::Broker;
-
-/// Error code for a topic id we do not know.
-const UNKNOWN_TOPIC_ID: i16 = 100;
-/// Error code for a topic name we do not know.
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 /// Answers a Metadata request.
 pub fn handle(
@@ -57,7 +53,7 @@ pub fn handle(
                             .with_image(|i| i.topic_by_id(&id).cloned());
                         topics.push(match found {
                             Some(topic) => topic_response(&topic, node_id),
-                            None => error_topic(None, id, UNKNOWN_TOPIC_ID),
+                            None => error_topic(None, id, ResponseError::UnknownTopicId),
                         });
                     }
                 }
@@ -87,24 +83,32 @@ fn named_topic(
         return topic_response(&topic, node_id);
     }
     if let Err(e) = validate_topic_name(&name) {
-        return error_topic(Some(name), Uuid::nil(), e.code());
+        return error_topic(Some(name), Uuid::nil(), (&e).into());
     }
     if !allow_auto_create {
-        return error_topic(Some(name), Uuid::nil(), UNKNOWN_TOPIC_OR_PARTITION);
+        return error_topic(
+            Some(name),
+            Uuid::nil(),
+            ResponseError::UnknownTopicOrPartition,
+        );
     }
     match broker.controller.auto_create(&name) {
         Ok(topic) => topic_response(&topic, node_id),
         Err(e @ TopicError::Storage(_)) => {
             tracing::error!(topic = %name, error = %e, "auto-creating topic failed");
-            error_topic(Some(name), Uuid::nil(), e.code())
+            error_topic(Some(name), Uuid::nil(), (&e).into())
         }
-        Err(e) => error_topic(Some(name), Uuid::nil(), e.code()),
+        Err(e) => error_topic(Some(name), Uuid::nil(), (&e).into()),
     }
 }
 
-fn error_topic(name: Option<StrBytes>, topic_id: Uuid, code: i16) -> MetadataResponseTopic {
+fn error_topic(
+    name: Option<StrBytes>,
+    topic_id: Uuid,
+    error: ResponseError,
+) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
-        .with_error_code(code)
+        .with_error_code(error.code())
         .with_name(name.map(TopicName))
         .with_topic_id(topic_id)
 }
@@ -113,7 +117,7 @@ fn topic_response(topic: &TopicImage, node_id: i32) -> MetadataResponseTopic {
     let partitions = (0..topic.partitions)
         .map(|index| {
             MetadataResponsePartition::default()
-                .with_error_code(0)
+                .with_error_code(NONE)
                 .with_partition_index(index)
                 .with_leader_id(BrokerId(node_id))
                 .with_leader_epoch(0)
@@ -122,7 +126,7 @@ fn topic_response(topic: &TopicImage, node_id: i32) -> MetadataResponseTopic {
         })
         .collect();
     MetadataResponseTopic::default()
-        .with_error_code(0)
+        .with_error_code(NONE)
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
         .with_topic_id(topic.topic_id)
         .with_is_internal(topic.name.starts_with("__"))

@@ -39,7 +39,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use crate::server::Broker;
+use crate::broker::Broker;
 
 /// A response still being produced (waiting for fsync or new data). `None` closes the
 /// connection.

@@ -10,10 +10,8 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
 use super::{now_ms, Reply, RequestContext, RequestError};
-use crate::server::Broker;
-
-const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+use crate::broker::Broker;
+use crate::error::{error_code, ResponseError};
 
 /// Handles an OffsetCommit request.
 pub fn handle(
@@ -30,8 +28,8 @@ pub fn handle(
         request.group_instance_id.as_deref(),
     );
 
-    // Per topic, per partition: Ok(value to store) or Err(code).
-    type Decision = Result<(i64, i32, String), i16>;
+    // Per topic, per partition: Ok(value to store) or Err(why not).
+    type Decision = Result<(i64, i32, String), ResponseError>;
     let mut decisions: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Decision)>)> =
         Vec::new();
     let mut to_store = Vec::new();
@@ -45,15 +43,15 @@ pub fn handle(
                 .map(|m| m.to_string())
                 .unwrap_or_default();
             let decision = match &membership {
-                Err(code) => Err(*code),
+                Err(error) => Err((*error).into()),
                 Ok(())
                     if partitions
                         .is_none_or(|n| p.partition_index < 0 || p.partition_index >= n) =>
                 {
-                    Err(UNKNOWN_TOPIC_OR_PARTITION)
+                    Err(ResponseError::UnknownTopicOrPartition)
                 }
                 Ok(()) if metadata.len() > broker.config.offset_metadata_max_bytes => {
-                    Err(OFFSET_METADATA_TOO_LARGE)
+                    Err(ResponseError::OffsetMetadataTooLarge)
                 }
                 Ok(()) => {
                     let value = (p.committed_offset, p.committed_leader_epoch, metadata);
@@ -72,21 +70,24 @@ pub fn handle(
     let broker = broker.clone();
     let ctx = ctx.clone();
     Ok(Reply::Later(Box::pin(async move {
-        let stored = crate::group::store_offsets(&broker, &group_id, to_store, now_ms()).await;
+        let stored = broker
+            .offsets
+            .store(&broker.groups, &group_id, to_store, now_ms())
+            .await;
         let topics = decisions
             .into_iter()
             .map(|(name, partitions)| {
                 let partitions = partitions
                     .into_iter()
                     .map(|(index, decision)| {
-                        let code = match (&decision, &stored) {
-                            (Err(code), _) => *code,
-                            (Ok(_), Err(code)) => *code,
-                            (Ok(_), Ok(())) => 0,
+                        let error = match (&decision, &stored) {
+                            (Err(error), _) => Some(*error),
+                            (Ok(_), Err(error)) => Some((*error).into()),
+                            (Ok(_), Ok(())) => None,
                         };
                         OffsetCommitResponsePartition::default()
                             .with_partition_index(index)
-                            .with_error_code(code)
+                            .with_error_code(error_code(error))
                     })
                     .collect();
                 OffsetCommitResponseTopic::default()

@@ -9,10 +9,9 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
 use super::{now_ms, Reply, RequestContext, RequestError};
-use crate::group::coordinator::codes::GROUP_SUBSCRIBED_TO_TOPIC;
-use crate::server::Broker;
-
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+use crate::broker::Broker;
+use crate::error::{error_code, ResponseError};
+use crate::group::GroupError;
 
 /// Handles an OffsetDelete request.
 pub fn handle(
@@ -22,7 +21,8 @@ pub fn handle(
 ) -> Result<Reply, RequestError> {
     let request: OffsetDeleteRequest = ctx.decode(&mut body)?;
     let group_id = request.group_id.0.to_string();
-    let mut group_error = 0;
+    // A group-level refusal (no such group) answers the whole request.
+    let mut group_error: Option<GroupError> = None;
     let mut decisions = Vec::new();
     let mut tombstones = Vec::new();
     for topic in &request.topics {
@@ -30,40 +30,39 @@ pub fn handle(
         let partitions = broker.controller.topic(&topic.name).map(|t| t.partitions);
         let mut list = Vec::new();
         for p in &topic.partitions {
-            let code = match subscribed {
-                Err(code) => {
-                    group_error = code;
-                    code
+            let error: Option<ResponseError> = match subscribed {
+                Err(error) => {
+                    group_error = Some(error);
+                    Some(error.into())
                 }
-                Ok(true) => GROUP_SUBSCRIBED_TO_TOPIC,
+                Ok(true) => Some(GroupError::GroupSubscribedToTopic.into()),
                 Ok(false) if partitions.is_none_or(|n| p.partition_index >= n) => {
-                    UNKNOWN_TOPIC_OR_PARTITION
+                    Some(ResponseError::UnknownTopicOrPartition)
                 }
                 Ok(false) => {
                     tombstones.push(((topic.name.0.to_string(), p.partition_index), None));
-                    0
+                    None
                 }
             };
-            list.push((p.partition_index, code));
+            list.push((p.partition_index, error));
         }
         decisions.push((topic.name.clone(), list));
     }
     let broker = broker.clone();
     let ctx = ctx.clone();
     Ok(Reply::Later(Box::pin(async move {
-        let stored = if group_error == 0 {
-            crate::group::store_offsets(&broker, &group_id, tombstones, now_ms()).await
+        let stored = if group_error.is_none() {
+            broker
+                .offsets
+                .store(&broker.groups, &group_id, tombstones, now_ms())
+                .await
         } else {
             Ok(())
         };
         let response = OffsetDeleteResponse::default()
             .with_throttle_time_ms(0)
-            .with_error_code(if group_error != 0 {
-                group_error
-            } else {
-                stored.err().unwrap_or(0)
-            })
-            .with_topics(if group_error != 0 {
+            .with_error_code(error_code(group_error.or(stored.err())))
+            .with_topics(if group_error.is_some() {
                 Vec::new()
             } else {
                 decisions
@@ -73,10 +72,10 @@ pub fn handle(
                             .with_name(name)
                             .with_partitions(
                                 list.into_iter()
-                                    .map(|(index, code)| {
+                                    .map(|(index, error)| {
                                         OffsetDeleteResponsePartition::default()
                                             .with_partition_index(index)
-                                            .with_error_code(code)
+                                            .with_error_code(error_code(error))
                                     })
                                     .collect(),
                             )

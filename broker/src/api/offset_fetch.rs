@@ -8,8 +8,9 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
 use super::{str_bytes, RequestContext, RequestError};
+use crate::broker::Broker;
+use crate::error::NONE;
 use crate::group::CommittedOffset;
-use crate::server::Broker;
 
 type Committed = crate::group::state::TopicOffsets;
 
@@ -48,7 +49,7 @@ pub fn handle(
                                             .with_committed_offset(offset)
                                             .with_committed_leader_epoch(epoch)
                                             .with_metadata(Some(str_bytes(metadata)))
-                                            .with_error_code(0)
+                                            .with_error_code(NONE)
                                     })
                                     .collect(),
                             )
@@ -57,7 +58,7 @@ pub fn handle(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(GroupId(g.group_id.0.clone()))
                     .with_topics(topics)
-                    .with_error_code(0)
+                    .with_error_code(NONE)
             })
             .collect();
         OffsetFetchResponse::default().with_groups(groups)
@@ -81,7 +82,7 @@ pub fn handle(
                                     .with_partition_index(index)
                                     .with_committed_offset(offset)
                                     .with_metadata(Some(str_bytes(metadata)))
-                                    .with_error_code(0);
+                                    .with_error_code(NONE);
                                 if ctx.version >= 5 {
                                     partition.with_committed_leader_epoch(epoch)
                                 } else {
@@ -94,7 +95,7 @@ pub fn handle(
             .collect();
         OffsetFetchResponse::default()
             .with_topics(topics)
-            .with_error_code(0)
+            .with_error_code(NONE)
     };
     ctx.respond(&response.with_throttle_time_ms(0))
 }

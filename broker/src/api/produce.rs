@@ -8,18 +8,14 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
 use super::{now_ms, str_bytes, Reply, RequestContext, RequestError};
+use crate::broker::Broker;
+use crate::error::{ResponseError, NONE};
 use crate::log::{AppendInfo, PartitionLog};
-use crate::server::Broker;
-
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const INVALID_REQUIRED_ACKS: i16 = 21;
-const INVALID_TXN_STATE: i16 = 48;
-const INVALID_RECORD: i16 = 87;
 
 /// One partition's outcome before durability.
 struct Appended {
     partition: i32,
-    outcome: Result<(Arc<PartitionLog>, AppendInfo), (i16, String)>,
+    outcome: Result<(Arc<PartitionLog>, AppendInfo), (ResponseError, String)>,
 }
 
 /// Handles a Produce request: appends happen now, in request order; the answer waits for
@@ -33,14 +29,14 @@ pub fn handle(
     let acks = request.acks;
     let now = now_ms();
 
-    let refuse_all: Option<(i16, String)> = if !(-1..=1).contains(&acks) {
+    let refuse_all: Option<(ResponseError, String)> = if !(-1..=1).contains(&acks) {
         Some((
-            INVALID_REQUIRED_ACKS,
+            ResponseError::InvalidRequiredAcks,
             format!("acks must be -1, 0 or 1, got {acks}"),
         ))
     } else if request.transactional_id.is_some() {
         Some((
-            INVALID_TXN_STATE,
+            ResponseError::InvalidTxnState,
             "transactions are not supported yet".to_string(),
         ))
     } else {
@@ -58,14 +54,14 @@ pub fn handle(
             ) {
                 (Some(refusal), _) => Err(refusal.clone()),
                 (None, None) => Err((
-                    UNKNOWN_TOPIC_OR_PARTITION,
+                    ResponseError::UnknownTopicOrPartition,
                     format!(
                         "this broker has no partition {}-{}",
                         topic.name.0, data.index
                     ),
                 )),
                 (None, Some(log)) => match data.records {
-                    None => Err((INVALID_RECORD, "records are null".to_string())),
+                    None => Err((ResponseError::InvalidRecord, "records are null".to_string())),
                     Some(records) => match log.append(records, now) {
                         Ok(info) => {
                             if acks != 0 {
@@ -81,7 +77,7 @@ pub fn handle(
                                 %error,
                                 "produce rejected"
                             );
-                            Err((error.error_code(), error.to_string()))
+                            Err((ResponseError::from(&error), error.to_string()))
                         }
                     },
                 },
@@ -118,16 +114,16 @@ pub fn handle(
                 match appended.outcome {
                     Ok((log, info)) => match log.wait_durable(info.last_offset).await {
                         Ok(()) => response
-                            .with_error_code(0)
+                            .with_error_code(NONE)
                             .with_base_offset(info.base_offset)
                             .with_log_append_time_ms(info.log_append_time_ms)
                             .with_log_start_offset(info.log_start_offset),
                         Err(error) => {
                             tracing::error!(%error, "fsync failed; produce not acknowledged");
-                            failed(response, error.error_code(), error.to_string())
+                            failed(response, ResponseError::from(&error), error.to_string())
                         }
                     },
-                    Err((code, message)) => failed(response, code, message),
+                    Err((error, message)) => failed(response, error, message),
                 }
             });
             let partition_responses = join_all(waits).await;
@@ -152,11 +148,11 @@ pub fn handle(
 
 fn failed(
     response: PartitionProduceResponse,
-    code: i16,
+    error: ResponseError,
     message: String,
 ) -> PartitionProduceResponse {
     response
-        .with_error_code(code)
+        .with_error_code(error.code())
         .with_base_offset(-1)
         .with_log_append_time_ms(-1)
         .with_log_start_offset(-1)

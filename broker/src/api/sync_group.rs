@@ -6,8 +6,10 @@ use bytes::Bytes;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::{str_bytes, Reply, RequestContext, RequestError};
-use crate::group::SyncRequest;
-use crate::server::Broker;
+use crate::broker::Broker;
+use crate::error::error_code;
+use crate::group::state::SyncOutcome;
+use crate::group::{GroupError, SyncRequest};
 
 /// Handles a SyncGroup request.
 pub fn handle(
@@ -32,16 +34,14 @@ pub fn handle(
     let outcome = broker.groups.sync(sync);
     let ctx = ctx.clone();
     Ok(Reply::Later(Box::pin(async move {
-        let outcome = outcome
-            .await
-            .unwrap_or_else(|_| crate::group::state::SyncOutcome {
-                error_code: crate::group::coordinator::codes::REBALANCE_IN_PROGRESS,
-                ..Default::default()
-            });
+        let outcome = outcome.await.unwrap_or_else(|_| SyncOutcome {
+            error: Some(GroupError::RebalanceInProgress),
+            ..Default::default()
+        });
         // Always a well-formed (possibly empty) assignment blob: some clients fail on null.
         let response = SyncGroupResponse::default()
             .with_throttle_time_ms(0)
-            .with_error_code(outcome.error_code)
+            .with_error_code(error_code(outcome.error))
             .with_protocol_type(outcome.protocol_type.map(str_bytes))
             .with_protocol_name(outcome.protocol_name.map(str_bytes))
             .with_assignment(outcome.assignment);

@@ -16,37 +16,11 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
+use super::error::GroupError;
 use super::state::{
     CommittedOffset, Group, GroupState, JoinOutcome, Member, SyncOutcome, TopicOffsets,
 };
 use crate::config::BrokerConfig;
-
-/// Kafka error codes the coordinator answers with.
-pub mod codes {
-    /// The request's generation is not the group's.
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    /// Protocol type or strategies do not fit the group.
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    /// Empty or otherwise unusable group id.
-    pub const INVALID_GROUP_ID: i16 = 24;
-    /// The member is not (or no longer) in the group.
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    /// Session timeout outside the broker's bounds.
-    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-    /// A rebalance is under way: rejoin.
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    /// DeleteGroups on a group with members.
-    pub const NON_EMPTY_GROUP: i16 = 68;
-    /// No such group.
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    /// KIP-394: join again with the member id in this response.
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    /// Another member holds this static instance id.
-    pub const FENCED_INSTANCE_ID: i16 = 82;
-    /// OffsetDelete of a topic the group's members consume.
-    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
-}
-use codes::*;
 
 /// A JoinGroup request, as the coordinator needs it.
 #[derive(Clone, Debug)]
@@ -142,18 +116,18 @@ fn reply<T>(value: T) -> oneshot::Receiver<T> {
     rx
 }
 
-fn join_error(code: i16, member_id: &str) -> JoinOutcome {
+fn join_error(error: GroupError, member_id: &str) -> JoinOutcome {
     JoinOutcome {
-        error_code: code,
+        error: Some(error),
         generation_id: -1,
         member_id: member_id.to_string(),
         ..JoinOutcome::default()
     }
 }
 
-fn sync_error(code: i16) -> SyncOutcome {
+fn sync_error(error: GroupError) -> SyncOutcome {
     SyncOutcome {
-        error_code: code,
+        error: Some(error),
         ..SyncOutcome::default()
     }
 }
@@ -178,15 +152,21 @@ impl GroupCoordinator {
     /// JoinGroup. The receiver resolves when the join phase completes (or at once on error).
     pub fn join(&self, request: JoinRequest) -> oneshot::Receiver<JoinOutcome> {
         if request.group_id.is_empty() {
-            return reply(join_error(INVALID_GROUP_ID, &request.member_id));
+            return reply(join_error(GroupError::InvalidGroupId, &request.member_id));
         }
         if request.session_timeout_ms < self.limits.min_session
             || request.session_timeout_ms > self.limits.max_session
         {
-            return reply(join_error(INVALID_SESSION_TIMEOUT, &request.member_id));
+            return reply(join_error(
+                GroupError::InvalidSessionTimeout,
+                &request.member_id,
+            ));
         }
         if request.protocol_type.is_empty() || request.protocols.is_empty() {
-            return reply(join_error(INCONSISTENT_GROUP_PROTOCOL, &request.member_id));
+            return reply(join_error(
+                GroupError::InconsistentGroupProtocol,
+                &request.member_id,
+            ));
         }
         let now = Instant::now();
         let mut groups = self.lock();
@@ -197,7 +177,10 @@ impl GroupCoordinator {
             *group = Group::new(&request.group_id);
         }
         if !group.accepts(&request.protocol_type, &request.protocols) {
-            return reply(join_error(INCONSISTENT_GROUP_PROTOCOL, &request.member_id));
+            return reply(join_error(
+                GroupError::InconsistentGroupProtocol,
+                &request.member_id,
+            ));
         }
 
         let mut member_id = request.member_id.clone();
@@ -208,10 +191,10 @@ impl GroupCoordinator {
                     member_id = new_member_id(instance);
                     if let Some(mut old) = group.members.remove(&old_id) {
                         if let Some(waiter) = old.join_waiter.take() {
-                            let _ = waiter.send(join_error(FENCED_INSTANCE_ID, &old_id));
+                            let _ = waiter.send(join_error(GroupError::FencedInstanceId, &old_id));
                         }
                         if let Some(waiter) = old.sync_waiter.take() {
-                            let _ = waiter.send(sync_error(FENCED_INSTANCE_ID));
+                            let _ = waiter.send(sync_error(GroupError::FencedInstanceId));
                         }
                         old.member_id = member_id.clone();
                         if group.leader.as_deref() == Some(old_id.as_str()) {
@@ -229,7 +212,7 @@ impl GroupCoordinator {
                 let id = new_member_id(&request.client_id);
                 group.pending_members.insert(id.clone(), now);
                 return reply(JoinOutcome {
-                    error_code: MEMBER_ID_REQUIRED,
+                    error: Some(GroupError::MemberIdRequired),
                     generation_id: -1,
                     member_id: id,
                     ..JoinOutcome::default()
@@ -241,12 +224,12 @@ impl GroupCoordinator {
             let known = group.members.contains_key(&member_id)
                 || group.pending_members.contains_key(&member_id);
             if !known {
-                return reply(join_error(UNKNOWN_MEMBER_ID, &member_id));
+                return reply(join_error(GroupError::UnknownMemberId, &member_id));
             }
             if let Some(instance) = &request.group_instance_id {
                 if let Some(holder) = group.static_members.get(instance) {
                     if holder != &member_id {
-                        return reply(join_error(FENCED_INSTANCE_ID, &member_id));
+                        return reply(join_error(GroupError::FencedInstanceId, &member_id));
                     }
                 }
             }
@@ -287,7 +270,7 @@ impl GroupCoordinator {
         member.group_instance_id = request.group_instance_id.clone();
         if let Some(old) = member.join_waiter.replace(tx) {
             // A duplicate join from the same member: the newer request wins.
-            let _ = old.send(join_error(REBALANCE_IN_PROGRESS, &member_id));
+            let _ = old.send(join_error(GroupError::RebalanceInProgress, &member_id));
         }
         if let Some(instance) = &request.group_instance_id {
             group
@@ -322,7 +305,7 @@ impl GroupCoordinator {
                 // Members waiting for an assignment of a generation that will not happen.
                 for member in group.members.values_mut() {
                     if let Some(waiter) = member.sync_waiter.take() {
-                        let _ = waiter.send(sync_error(REBALANCE_IN_PROGRESS));
+                        let _ = waiter.send(sync_error(GroupError::RebalanceInProgress));
                     }
                 }
             }
@@ -410,7 +393,7 @@ impl GroupCoordinator {
             member.last_seen = now;
             if let Some(waiter) = member.join_waiter.take() {
                 let outcome = JoinOutcome {
-                    error_code: 0,
+                    error: None,
                     generation_id,
                     protocol_type: protocol_type.clone(),
                     protocol_name: Some(protocol_name.clone()),
@@ -440,35 +423,35 @@ impl GroupCoordinator {
         let now = Instant::now();
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(&request.group_id) else {
-            return reply(sync_error(UNKNOWN_MEMBER_ID));
+            return reply(sync_error(GroupError::UnknownMemberId));
         };
-        if let Err(code) = check_member(
+        if let Err(error) = check_member(
             group,
             &request.member_id,
             request.group_instance_id.as_deref(),
         ) {
-            return reply(sync_error(code));
+            return reply(sync_error(error));
         }
         if request.generation_id != group.generation_id {
-            return reply(sync_error(ILLEGAL_GENERATION));
+            return reply(sync_error(GroupError::IllegalGeneration));
         }
         if request.protocol_type.is_some() && request.protocol_type != group.protocol_type {
-            return reply(sync_error(INCONSISTENT_GROUP_PROTOCOL));
+            return reply(sync_error(GroupError::InconsistentGroupProtocol));
         }
         if request.protocol_name.is_some() && request.protocol_name != group.protocol_name {
-            return reply(sync_error(INCONSISTENT_GROUP_PROTOCOL));
+            return reply(sync_error(GroupError::InconsistentGroupProtocol));
         }
         let protocol_type = group.protocol_type.clone();
         let protocol_name = group.protocol_name.clone();
         let done = |assignment: Bytes| SyncOutcome {
-            error_code: 0,
+            error: None,
             protocol_type: protocol_type.clone(),
             protocol_name: protocol_name.clone(),
             assignment,
         };
         match group.state {
-            GroupState::PreparingRebalance => reply(sync_error(REBALANCE_IN_PROGRESS)),
-            GroupState::Empty | GroupState::Dead => reply(sync_error(UNKNOWN_MEMBER_ID)),
+            GroupState::PreparingRebalance => reply(sync_error(GroupError::RebalanceInProgress)),
+            GroupState::Empty | GroupState::Dead => reply(sync_error(GroupError::UnknownMemberId)),
             GroupState::Stable => {
                 let member = group.members.get_mut(&request.member_id);
                 let assignment = member.map(|m| {
@@ -482,7 +465,7 @@ impl GroupCoordinator {
                 if let Some(member) = group.members.get_mut(&request.member_id) {
                     member.last_seen = now;
                     if let Some(old) = member.sync_waiter.replace(tx) {
-                        let _ = old.send(sync_error(REBALANCE_IN_PROGRESS));
+                        let _ = old.send(sync_error(GroupError::RebalanceInProgress));
                     }
                 }
                 if group.leader.as_deref() == Some(request.member_id.as_str()) {
@@ -505,43 +488,41 @@ impl GroupCoordinator {
         }
     }
 
-    /// Heartbeat; returns the error code.
+    /// Heartbeat: keeps the member's session alive, or says why the member must rejoin.
     pub fn heartbeat(
         &self,
         group_id: &str,
         generation_id: i32,
         member_id: &str,
         instance: Option<&str>,
-    ) -> i16 {
+    ) -> Result<(), GroupError> {
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
-            return UNKNOWN_MEMBER_ID;
+            return Err(GroupError::UnknownMemberId);
         };
-        if let Err(code) = check_member(group, member_id, instance) {
-            return code;
-        }
+        check_member(group, member_id, instance)?;
         if let Some(member) = group.members.get_mut(member_id) {
             member.last_seen = Instant::now();
         }
         match group.state {
-            GroupState::PreparingRebalance => REBALANCE_IN_PROGRESS,
-            _ if generation_id != group.generation_id => ILLEGAL_GENERATION,
-            _ => 0,
+            GroupState::PreparingRebalance => Err(GroupError::RebalanceInProgress),
+            _ if generation_id != group.generation_id => Err(GroupError::IllegalGeneration),
+            _ => Ok(()),
         }
     }
 
-    /// LeaveGroup for several members; returns each member's error code.
+    /// LeaveGroup for several members; returns each member's outcome, in order.
     pub fn leave(
         &self,
         group_id: &str,
         members: &[(String, Option<String>)],
-    ) -> Result<Vec<i16>, i16> {
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         let now = Instant::now();
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
-            return Err(UNKNOWN_MEMBER_ID);
+            return Err(GroupError::UnknownMemberId);
         };
-        let mut codes = Vec::with_capacity(members.len());
+        let mut outcomes = Vec::with_capacity(members.len());
         let mut removed_any = false;
         for (member_id, instance) in members {
             // A static member may leave by instance id alone.
@@ -559,24 +540,24 @@ impl GroupCoordinator {
                     .get(instance)
                     .is_some_and(|holder| holder != &id)
                 {
-                    codes.push(FENCED_INSTANCE_ID);
+                    outcomes.push(Err(GroupError::FencedInstanceId));
                     continue;
                 }
             }
             if group.members.contains_key(&id) {
                 remove_member(group, &id);
                 removed_any = true;
-                codes.push(0);
+                outcomes.push(Ok(()));
             } else if group.pending_members.remove(&id).is_some() {
-                codes.push(0);
+                outcomes.push(Ok(()));
             } else {
-                codes.push(UNKNOWN_MEMBER_ID);
+                outcomes.push(Err(GroupError::UnknownMemberId));
             }
         }
         if removed_any {
             self.after_membership_change(group, now);
         }
-        Ok(codes)
+        Ok(outcomes)
     }
 
     fn after_membership_change(&self, group: &mut Group, now: Instant) {
@@ -603,16 +584,16 @@ impl GroupCoordinator {
         generation_id: i32,
         member_id: &str,
         instance: Option<&str>,
-    ) -> Result<(), i16> {
+    ) -> Result<(), GroupError> {
         if group_id.is_empty() {
-            return Err(INVALID_GROUP_ID);
+            return Err(GroupError::InvalidGroupId);
         }
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return if generation_id < 0 {
                 Ok(())
             } else {
-                Err(ILLEGAL_GENERATION)
+                Err(GroupError::IllegalGeneration)
             };
         };
         if generation_id < 0 && member_id.is_empty() && group.members.is_empty() {
@@ -620,10 +601,10 @@ impl GroupCoordinator {
         }
         check_member(group, member_id, instance)?;
         if generation_id != group.generation_id {
-            return Err(ILLEGAL_GENERATION);
+            return Err(GroupError::IllegalGeneration);
         }
         if group.state == GroupState::CompletingRebalance {
-            return Err(REBALANCE_IN_PROGRESS);
+            return Err(GroupError::RebalanceInProgress);
         }
         if let Some(member) = group.members.get_mut(member_id) {
             member.last_seen = Instant::now();
@@ -751,13 +732,13 @@ impl GroupCoordinator {
     }
 
     /// Checks a group can be deleted and returns its committed partitions (to tombstone).
-    pub fn prepare_delete(&self, group_id: &str) -> Result<Vec<(String, i32)>, i16> {
+    pub fn prepare_delete(&self, group_id: &str) -> Result<Vec<(String, i32)>, GroupError> {
         let groups = self.lock();
         let Some(group) = groups.get(group_id) else {
-            return Err(GROUP_ID_NOT_FOUND);
+            return Err(GroupError::GroupIdNotFound);
         };
         if !group.members.is_empty() {
-            return Err(NON_EMPTY_GROUP);
+            return Err(GroupError::NonEmptyGroup);
         }
         Ok(group.offsets.keys().cloned().collect())
     }
@@ -771,10 +752,10 @@ impl GroupCoordinator {
     }
 
     /// Whether the group exists, and if some member's subscription metadata names `topic`.
-    pub fn subscribed_to(&self, group_id: &str, topic: &str) -> Result<bool, i16> {
+    pub fn subscribed_to(&self, group_id: &str, topic: &str) -> Result<bool, GroupError> {
         let groups = self.lock();
         let Some(group) = groups.get(group_id) else {
-            return Err(GROUP_ID_NOT_FOUND);
+            return Err(GroupError::GroupIdNotFound);
         };
         if group.protocol_type.as_deref() != Some("consumer") || group.members.is_empty() {
             return Ok(false);
@@ -818,10 +799,10 @@ impl GroupCoordinator {
 fn remove_member(group: &mut Group, member_id: &str) {
     if let Some(mut member) = group.members.remove(member_id) {
         if let Some(waiter) = member.join_waiter.take() {
-            let _ = waiter.send(join_error(UNKNOWN_MEMBER_ID, member_id));
+            let _ = waiter.send(join_error(GroupError::UnknownMemberId, member_id));
         }
         if let Some(waiter) = member.sync_waiter.take() {
-            let _ = waiter.send(sync_error(UNKNOWN_MEMBER_ID));
+            let _ = waiter.send(sync_error(GroupError::UnknownMemberId));
         }
         if let Some(instance) = member.group_instance_id {
             if group
@@ -838,16 +819,16 @@ fn remove_member(group: &mut Group, member_id: &str) {
     }
 }
 
-fn check_member(group: &Group, member_id: &str, instance: Option<&str>) -> Result<(), i16> {
+fn check_member(group: &Group, member_id: &str, instance: Option<&str>) -> Result<(), GroupError> {
     if let Some(instance) = instance {
         if let Some(holder) = group.static_members.get(instance) {
             if holder != member_id {
-                return Err(FENCED_INSTANCE_ID);
+                return Err(GroupError::FencedInstanceId);
             }
         }
     }
     if !group.members.contains_key(member_id) {
-        return Err(UNKNOWN_MEMBER_ID);
+        return Err(GroupError::UnknownMemberId);
     }
     Ok(())
 }

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
+use super::error::GroupError;
+
 /// Where a group is in its rebalance cycle (Kafka's names; DescribeGroups reports them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupState {
@@ -38,8 +40,8 @@ impl GroupState {
 /// The answer a member gets to JoinGroup.
 #[derive(Clone, Debug, Default)]
 pub struct JoinOutcome {
-    /// Kafka error code.
-    pub error_code: i16,
+    /// Why the join failed, if it did.
+    pub error: Option<GroupError>,
     /// The new generation.
     pub generation_id: i32,
     /// The group's protocol type (`consumer`).
@@ -57,8 +59,8 @@ pub struct JoinOutcome {
 /// The answer a member gets to SyncGroup.
 #[derive(Clone, Debug, Default)]
 pub struct SyncOutcome {
-    /// Kafka error code.
-    pub error_code: i16,
+    /// Why the sync failed, if it did.
+    pub error: Option<GroupError>,
     /// The group's protocol type.
     pub protocol_type: Option<String>,
     /// The chosen assignment strategy.

@@ -1,9 +1,10 @@
-//! The one error type of the log, carrying the Kafka error code a handler sends back.
+//! The one error type of the log; `crate::error` maps it to the Kafka error a handler sends
+//! back.
 
 /// Everything that can go wrong in partition storage.
 ///
-/// Each variant maps to the Kafka error code a produce, fetch or list-offsets handler puts in
-/// its response (see [`LogError::error_code`]), so handlers never translate errors themselves.
+/// Each variant converts into the Kafka error a produce, fetch or list-offsets handler puts in
+/// its response (`ResponseError::from(&error)`), so handlers never translate errors themselves.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     /// The bytes are not a well-formed record batch: bad CRC, bad length, truncated batch.
@@ -62,56 +63,4 @@ pub enum LogError {
         /// What was expected instead.
         detail: String,
     },
-}
-
-impl LogError {
-    /// The Kafka protocol error code for this error.
-    pub fn error_code(&self) -> i16 {
-        match self {
-            LogError::CorruptRecord(_) => 2,
-            LogError::InvalidRecord(_) => 87,
-            LogError::RecordTooLarge { .. } => 10,
-            LogError::OffsetOutOfRange { .. } => 1,
-            LogError::Io(_) => 56,
-            LogError::Closed => 3,
-            LogError::InvalidProducerEpoch { .. } => 47,
-            LogError::OutOfOrderSequence { .. } => 45,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_codes_match_kafka() {
-        assert_eq!(LogError::CorruptRecord(String::new()).error_code(), 2);
-        assert_eq!(LogError::InvalidRecord(String::new()).error_code(), 87);
-        assert_eq!(
-            LogError::RecordTooLarge { size: 2, max: 1 }.error_code(),
-            10
-        );
-        let oor = LogError::OffsetOutOfRange {
-            requested: 5,
-            log_start: 0,
-            log_end: 1,
-        };
-        assert_eq!(oor.error_code(), 1);
-        assert_eq!(LogError::Io(std::io::Error::other("x")).error_code(), 56);
-        assert_eq!(LogError::Closed.error_code(), 3);
-        let fenced = LogError::InvalidProducerEpoch {
-            producer_id: 1,
-            epoch: 0,
-            current: 1,
-        };
-        assert_eq!(fenced.error_code(), 47);
-        let gap = LogError::OutOfOrderSequence {
-            producer_id: 1,
-            epoch: 0,
-            sequence: 7,
-            detail: String::new(),
-        };
-        assert_eq!(gap.error_code(), 45);
-    }
 }

@@ -528,6 +528,7 @@ impl Reader<'_> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::error::ResponseError;
     use crate::log::test_util::{producer_batch, read_all_records};
     use crate::log::{CleanupPolicy, LogConfig, PartitionLog, TimestampType};
     use bytes::{Bytes, BytesMut};
@@ -568,7 +569,7 @@ mod tests {
     }
 
     fn is_out_of_order(r: Result<crate::log::AppendInfo, LogError>) -> bool {
-        matches!(r, Err(ref e @ LogError::OutOfOrderSequence { .. }) if e.error_code() == 45)
+        matches!(r, Err(ref e @ LogError::OutOfOrderSequence { .. }) if ResponseError::from(e) == ResponseError::OutOfOrderSequenceNumber)
     }
 
     #[test]
@@ -747,7 +748,10 @@ mod tests {
         let log = open(dir.path(), config());
         log.append(producer_batch(PID, 3, 0, 2, 0), 0).unwrap();
         let err = log.append(producer_batch(PID, 2, 2, 2, 0), 0).unwrap_err();
-        assert_eq!(err.error_code(), 47);
+        assert_eq!(
+            ResponseError::from(&err),
+            ResponseError::InvalidProducerEpoch
+        );
         assert!(matches!(
             err,
             LogError::InvalidProducerEpoch {
@@ -772,11 +776,10 @@ mod tests {
         let entry = log.producers().entry(PID).cloned().unwrap();
         assert_eq!((entry.producer_epoch, entry.batches.len()), (1, 1));
         // The old epoch is fenced now, and the new one continues from its own sequence.
+        let fenced = log.append(producer_batch(PID, 0, 4, 1, 0), 0).unwrap_err();
         assert_eq!(
-            log.append(producer_batch(PID, 0, 4, 1, 0), 0)
-                .unwrap_err()
-                .error_code(),
-            47
+            ResponseError::from(&fenced),
+            ResponseError::InvalidProducerEpoch
         );
         log.append(producer_batch(PID, 1, 2, 1, 0), 0).unwrap();
     }
@@ -794,7 +797,10 @@ mod tests {
         log.append(producer_batch(PID + 1, 0, 0, 1, 0), 0).unwrap();
         // Negative producer fields with a producer id are malformed.
         let err = log.append(producer_batch(PID + 2, -1, 0, 1, 0), 0);
-        assert_eq!(err.unwrap_err().error_code(), 87);
+        assert_eq!(
+            ResponseError::from(&err.unwrap_err()),
+            ResponseError::InvalidRecord
+        );
     }
 
     #[test]

@@ -1,18 +1,28 @@
-//! Cluster metadata: topics, partitions and settings as a log of records replayed into a
-//! state machine.
+//! Cluster metadata: topics, partitions, settings and producer-id blocks as a log of records
+//! replayed into a state machine, and the controller that writes them.
 //!
 //! Today the log is a local file with one writer. The cluster issue puts the same records under
 //! an openraft quorum; nothing else needs to change, because every reader goes through the
 //! [`MetadataImage`] and every writer through [`MetadataStore::commit`].
+//!
+//! - `records.rs`, `log.rs`, `image.rs`: the records, their durable log, the state they build.
+//! - `controller.rs`: the one writer; topic creation, growth, reconfiguration and deletion.
+//! - `topic_config.rs`: topic-level settings, their broker-level defaults and validation.
+//! - `producer_ids.rs`: producer ids handed out from blocks the controller reserves.
 
+pub mod controller;
 pub mod image;
 pub mod log;
+pub mod producer_ids;
 pub mod records;
+pub mod topic_config;
 
 use std::path::Path;
 
+pub use controller::{Controller, TopicError};
 pub use image::{MetadataImage, TopicImage};
 pub use log::{MetadataLog, MetadataLogError};
+pub use producer_ids::ProducerIdManager;
 pub use records::MetadataRecord;
 
 /// The metadata log and the image it produces, kept in step.

@@ -15,8 +15,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use super::Broker;
 use crate::api::{self, PendingResponse, Reply};
+use crate::broker::Broker;
 
 /// Responses a connection may owe at once before it stops reading (back-pressure).
 const MAX_IN_FLIGHT: usize = 64;

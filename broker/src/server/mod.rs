@@ -1,4 +1,5 @@
-//! The running broker: shared state, the TCP listener, background maintenance, shutdown.
+//! The running broker: the TCP listener, background maintenance, shutdown. The state every
+//! request handler shares is [`Broker`], in `broker.rs`.
 //!
 //! Shutdown is explicit: a watch signal tells the listener and every connection to stop;
 //! connections finish the responses they owe, then every log is flushed and closed, and the
@@ -6,7 +7,6 @@
 
 pub mod connection;
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,79 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::controller::Controller;
 use crate::error::BrokerError;
-use crate::group::GroupCoordinator;
-use crate::producer_ids::ProducerIdManager;
-use crate::replica_manager::ReplicaManager;
-
-/// Everything request handlers share.
-pub struct Broker {
-    /// Settings.
-    pub config: Arc<BrokerConfig>,
-    /// Topic lifecycle and metadata.
-    pub controller: Controller,
-    /// Hosted partition logs.
-    pub replicas: Arc<ReplicaManager>,
-    /// Consumer groups.
-    pub groups: GroupCoordinator,
-    /// Producer ids handed out by InitProducerId.
-    pub producer_ids: ProducerIdManager,
-    /// Held for the broker's life: the OS releases it if the process dies.
-    _data_dir_lock: File,
-}
-
-impl Broker {
-    /// Locks the data dir, replays metadata and opens every partition.
-    ///
-    /// Must run inside a tokio runtime (partition logs start their flushers).
-    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
-        let config = Arc::new(config);
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::Io {
-            context: format!("creating data dir {}", config.data_dir.display()),
-            source,
-        })?;
-        let lock = lock_data_dir(&config.data_dir)?;
-        let replicas = Arc::new(ReplicaManager::new(config.data_dir.clone()));
-        let controller = Controller::open(config.clone(), replicas.clone())?;
-        let groups = GroupCoordinator::new(&config);
-        let producer_ids = ProducerIdManager::new(&controller);
-        let broker = Arc::new(Broker {
-            config,
-            controller,
-            replicas,
-            groups,
-            producer_ids,
-            _data_dir_lock: lock,
-        });
-        crate::group::load_offsets(&broker);
-        Ok(broker)
-    }
-}
-
-fn lock_data_dir(dir: &std::path::Path) -> Result<File, BrokerError> {
-    let path = dir.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| BrokerError::Io {
-            context: format!("opening lock file {}", path.display()),
-            source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(BrokerError::DataDirLocked(dir.to_path_buf()))
-        }
-        Err(std::fs::TryLockError::Error(source)) => Err(BrokerError::Io {
-            context: format!("locking {}", path.display()),
-            source,
-        }),
-    }
-}
 
 /// A broker serving on a socket; dropping it does not stop it, [`RunningBroker::shutdown`] does.
 pub struct RunningBroker {

@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use crate::controller::{Controller, TopicError};
+use super::controller::{Controller, TopicError};
 
 /// Ids reserved per metadata write.
 const BLOCK_SIZE: i64 = 1000;

@@ -9,63 +9,46 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
+use super::topic_config;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metadata::{MetadataImage, MetadataRecord, MetadataStore, TopicImage};
-use crate::replica_manager::ReplicaManager;
-use crate::topic_config;
+use crate::replica::ReplicaManager;
 
-/// Why a topic operation was refused; each maps to the Kafka error code clients expect.
+/// Why a topic operation was refused; each converts into the Kafka error clients expect
+/// (`ResponseError::from(&error)`, in `crate::error`).
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
-    /// Illegal topic name (17, INVALID_TOPIC_EXCEPTION).
+    /// Illegal topic name (INVALID_TOPIC_EXCEPTION).
     #[error("{0}")]
     InvalidTopic(String),
-    /// The topic exists (36, TOPIC_ALREADY_EXISTS).
+    /// The topic exists (TOPIC_ALREADY_EXISTS).
     #[error("topic `{0}` already exists")]
     AlreadyExists(String),
-    /// No such topic (3, UNKNOWN_TOPIC_OR_PARTITION).
+    /// No such topic (UNKNOWN_TOPIC_OR_PARTITION).
     #[error("unknown topic `{0}`")]
     UnknownTopic(String),
-    /// No topic with this id (100, UNKNOWN_TOPIC_ID).
+    /// No topic with this id (UNKNOWN_TOPIC_ID).
     #[error("unknown topic id {0}")]
     UnknownTopicId(Uuid),
-    /// Bad partition count (37, INVALID_PARTITIONS).
+    /// Bad partition count (INVALID_PARTITIONS).
     #[error("{0}")]
     InvalidPartitions(String),
-    /// Bad replication factor (38, INVALID_REPLICATION_FACTOR).
+    /// Bad replication factor (INVALID_REPLICATION_FACTOR).
     #[error("{0}")]
     InvalidReplicationFactor(String),
-    /// Bad replica assignment (39, INVALID_REPLICA_ASSIGNMENT).
+    /// Bad replica assignment (INVALID_REPLICA_ASSIGNMENT).
     #[error("{0}")]
     InvalidReplicaAssignment(String),
-    /// Bad topic setting (40, INVALID_CONFIG).
+    /// Bad topic setting (INVALID_CONFIG).
     #[error("{0}")]
     InvalidConfig(String),
-    /// DeleteTopics while `delete.topic.enable=false` (73, TOPIC_DELETION_DISABLED).
+    /// DeleteTopics while `delete.topic.enable=false` (TOPIC_DELETION_DISABLED).
     #[error("topic deletion is disabled on this broker (delete.topic.enable=false)")]
     DeletionDisabled,
-    /// Disk trouble (56, KAFKA_STORAGE_ERROR).
+    /// Disk trouble (KAFKA_STORAGE_ERROR).
     #[error("storage error: {0}")]
     Storage(String),
-}
-
-impl TopicError {
-    /// The Kafka error code.
-    pub fn code(&self) -> i16 {
-        match self {
-            TopicError::InvalidTopic(_) => 17,
-            TopicError::AlreadyExists(_) => 36,
-            TopicError::UnknownTopic(_) => 3,
-            TopicError::UnknownTopicId(_) => 100,
-            TopicError::InvalidPartitions(_) => 37,
-            TopicError::InvalidReplicationFactor(_) => 38,
-            TopicError::InvalidReplicaAssignment(_) => 39,
-            TopicError::InvalidConfig(_) => 40,
-            TopicError::DeletionDisabled => 73,
-            TopicError::Storage(_) => 56,
-        }
-    }
 }
 
 /// A CreateTopics entry.

@@ -1,0 +1,213 @@
+//! Committed offsets on disk: Kafka's OffsetMetadataManager over the replica manager.
+//!
+//! A commit is appended to the group's `__consumer_offsets` partition and fsynced before it is
+//! acknowledged; at start-up those partitions are replayed into the coordinator, so no
+//! acknowledged commit is lost to a crash. The coordinator holds the offsets in memory; this
+//! module only reads and writes their records.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
+
+use super::coordinator::GroupCoordinator;
+use super::error::GroupError;
+use super::records::{self, OffsetKey, OffsetValue};
+use super::state::CommittedOffset;
+use crate::config::BrokerConfig;
+use crate::log::PartitionLog;
+use crate::metadata::controller::{Controller, NewTopic, TopicError};
+use crate::replica::ReplicaManager;
+
+/// The internal topic of committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// A commit to write: (topic, partition) and Some((offset, leader epoch, metadata)), or None
+/// to delete the committed offset.
+pub type OffsetWrite = ((String, i32), Option<(i64, i32, String)>);
+
+/// Reads and writes the records of `__consumer_offsets` (Kafka's OffsetMetadataManager).
+///
+/// It goes through the controller only to create the topic on first use, and through the
+/// replica manager for the partition logs, so that with the cluster it can follow the
+/// leadership of the offsets partitions without knowing about the rest of the broker.
+pub struct OffsetMetadataManager {
+    controller: Arc<Controller>,
+    replicas: Arc<ReplicaManager>,
+    /// `offsets.topic.num.partitions`, used when the topic is created.
+    num_partitions: i32,
+}
+
+impl OffsetMetadataManager {
+    /// A manager writing through `replicas`, creating the topic through `controller`.
+    pub fn new(
+        config: &BrokerConfig,
+        controller: Arc<Controller>,
+        replicas: Arc<ReplicaManager>,
+    ) -> Self {
+        OffsetMetadataManager {
+            controller,
+            replicas,
+            num_partitions: config.offsets_topic_num_partitions,
+        }
+    }
+
+    /// The `__consumer_offsets` partition log of a group, creating the topic on first use (as
+    /// Kafka does, on the first FindCoordinator or commit).
+    pub fn offsets_log(&self, group_id: &str) -> Result<Arc<PartitionLog>, GroupError> {
+        let partitions = match self.controller.topic(OFFSETS_TOPIC) {
+            Some(topic) => topic.partitions,
+            None => {
+                let configs: BTreeMap<String, String> = [
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("segment.bytes".to_string(), "104857600".to_string()),
+                ]
+                .into();
+                let new = NewTopic {
+                    name: OFFSETS_TOPIC.to_string(),
+                    partitions: Some(self.num_partitions),
+                    replication_factor: Some(1),
+                    assignments: Vec::new(),
+                    configs,
+                };
+                match self.controller.create_topic(new, false) {
+                    Ok(topic) => topic.partitions,
+                    Err(TopicError::AlreadyExists(_)) => self
+                        .controller
+                        .topic(OFFSETS_TOPIC)
+                        .map_or(self.num_partitions, |t| t.partitions),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot create {OFFSETS_TOPIC}");
+                        return Err(GroupError::CoordinatorNotAvailable);
+                    }
+                }
+            }
+        };
+        let partition = records::partition_for(group_id, partitions);
+        self.replicas
+            .partition(OFFSETS_TOPIC, partition)
+            .ok_or(GroupError::CoordinatorNotAvailable)
+    }
+
+    /// Durably writes offset commits (`Some`) and deletions (`None`) of one group, then applies
+    /// them to `coordinator`. Returns once they are fsynced.
+    pub async fn store(
+        &self,
+        coordinator: &GroupCoordinator,
+        group_id: &str,
+        entries: Vec<OffsetWrite>,
+        now_ms: i64,
+    ) -> Result<(), GroupError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let log = self.offsets_log(group_id)?;
+        let encoded: Vec<(Bytes, Option<Bytes>)> = entries
+            .iter()
+            .map(|((topic, partition), value)| {
+                let key = OffsetKey {
+                    group: group_id.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                let value = value.as_ref().map(|(offset, leader_epoch, metadata)| {
+                    OffsetValue {
+                        offset: *offset,
+                        leader_epoch: *leader_epoch,
+                        metadata: metadata.clone(),
+                        commit_timestamp: now_ms,
+                    }
+                    .encode()
+                });
+                (key.encode(), value)
+            })
+            .collect();
+        let batch =
+            records::encode_batch(&encoded, now_ms).ok_or(GroupError::CoordinatorNotAvailable)?;
+        let info = log.append(batch, now_ms).map_err(|error| {
+            tracing::error!(%error, "cannot append to {OFFSETS_TOPIC}");
+            GroupError::CoordinatorNotAvailable
+        })?;
+        log.wait_durable(info.last_offset).await.map_err(|error| {
+            tracing::error!(%error, "cannot fsync {OFFSETS_TOPIC}");
+            GroupError::CoordinatorNotAvailable
+        })?;
+        let applied = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, value))| {
+                let log_offset = info.base_offset + i as i64;
+                let value = value.map(|(offset, leader_epoch, metadata)| CommittedOffset {
+                    offset,
+                    leader_epoch,
+                    metadata,
+                    commit_timestamp: now_ms,
+                    log_offset,
+                });
+                (key, value)
+            })
+            .collect();
+        coordinator.apply_offsets(group_id, applied);
+        Ok(())
+    }
+
+    /// Replays every `__consumer_offsets` partition into `coordinator` (start-up).
+    pub fn load(&self, coordinator: &GroupCoordinator) {
+        let Some(hosted) = self.replicas.topic(OFFSETS_TOPIC) else {
+            return;
+        };
+        let mut loaded = 0usize;
+        for log in &hosted.partitions {
+            let mut offset = log.log_start_offset();
+            let end = log.log_end_offset();
+            while offset < end {
+                let chunk = match log.read(offset, 1 << 20) {
+                    Ok(chunk) if !chunk.is_empty() => chunk,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::error!(%error, "reading {OFFSETS_TOPIC} failed; offsets may be missing");
+                        break;
+                    }
+                };
+                let mut buf = chunk;
+                let mut next = offset;
+                while !buf.is_empty() {
+                    let Ok(set) = RecordBatchDecoder::decode(&mut buf) else {
+                        break;
+                    };
+                    for record in set.records {
+                        next = next.max(record.offset + 1);
+                        if record.offset < offset || record.control {
+                            continue;
+                        }
+                        let Some(key) = record.key.and_then(OffsetKey::decode) else {
+                            continue;
+                        };
+                        let value =
+                            record
+                                .value
+                                .and_then(OffsetValue::decode)
+                                .map(|v| CommittedOffset {
+                                    offset: v.offset,
+                                    leader_epoch: v.leader_epoch,
+                                    metadata: v.metadata,
+                                    commit_timestamp: v.commit_timestamp,
+                                    log_offset: record.offset,
+                                });
+                        coordinator
+                            .apply_offsets(&key.group, vec![((key.topic, key.partition), value)]);
+                        loaded += 1;
+                    }
+                }
+                if next <= offset {
+                    // A batch we cannot decode: skip past it rather than loop forever.
+                    tracing::error!(offset, "undecodable batch in {OFFSETS_TOPIC}; skipping");
+                    next = offset + 1;
+                }
+                offset = next;
+            }
+        }
+        tracing::info!(records = loaded, "replayed {OFFSETS_TOPIC}");
+    }
+}
