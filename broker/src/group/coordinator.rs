@@ -837,3 +837,580 @@ fn new_member_id(prefix: &str) -> String {
     let prefix = if prefix.is_empty() { "member" } else { prefix };
     format!("{prefix}-{}", uuid::Uuid::new_v4())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use bytes::{BufMut, BytesMut};
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    const SESSION_MS: i32 = 10_000;
+    /// Long enough that a test's own steps never outlast it, short next to the session.
+    const INITIAL_DELAY_MS: u64 = 100;
+
+    fn coordinator() -> GroupCoordinator {
+        let mut config = BrokerConfig::new("127.0.0.1:0".parse().unwrap(), "unused".into());
+        config.group_min_session_timeout_ms = 6_000;
+        config.group_max_session_timeout_ms = 300_000;
+        config.group_initial_rebalance_delay_ms = INITIAL_DELAY_MS;
+        GroupCoordinator::new(&Arc::new(config))
+    }
+
+    fn join_request(group: &str, member_id: &str) -> JoinRequest {
+        JoinRequest {
+            group_id: group.into(),
+            member_id: member_id.into(),
+            group_instance_id: None,
+            client_id: "client".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: SESSION_MS,
+            rebalance_timeout_ms: SESSION_MS,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"range-metadata"))],
+            requires_known_member_id: false,
+        }
+    }
+
+    fn static_join_request(group: &str, member_id: &str, instance: &str) -> JoinRequest {
+        JoinRequest {
+            group_instance_id: Some(instance.into()),
+            ..join_request(group, member_id)
+        }
+    }
+
+    fn sync_request(
+        group: &str,
+        joined: &JoinOutcome,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncRequest {
+        SyncRequest {
+            group_id: group.into(),
+            generation_id: joined.generation_id,
+            member_id: joined.member_id.clone(),
+            group_instance_id: None,
+            protocol_type: None,
+            protocol_name: None,
+            assignments,
+        }
+    }
+
+    /// The answer, if the coordinator has given it already.
+    fn answered<T>(rx: &mut oneshot::Receiver<T>) -> Option<T> {
+        rx.try_recv().ok()
+    }
+
+    /// A join the coordinator must answer at once (a refusal, or MEMBER_ID_REQUIRED).
+    fn join_now(coordinator: &GroupCoordinator, request: JoinRequest) -> JoinOutcome {
+        answered(&mut coordinator.join(request)).unwrap()
+    }
+
+    /// Lets the initial rebalance delay pass, well inside every session and rebalance timeout.
+    fn settle(coordinator: &GroupCoordinator) {
+        coordinator.tick(Instant::now() + Duration::from_millis(INITIAL_DELAY_MS * 5));
+    }
+
+    /// `n` new members join `group` together; returns their join answers in joining order
+    /// (the first leads). The group is then CompletingRebalance in generation 1.
+    fn form_group(coordinator: &GroupCoordinator, group: &str, n: usize) -> Vec<JoinOutcome> {
+        let mut pending: Vec<_> = (0..n)
+            .map(|_| coordinator.join(join_request(group, "")))
+            .collect();
+        settle(coordinator);
+        pending.iter_mut().map(|rx| answered(rx).unwrap()).collect()
+    }
+
+    /// As [`form_group`], then every member syncs, the leader first: the group is Stable.
+    fn stable_group(coordinator: &GroupCoordinator, group: &str, n: usize) -> Vec<JoinOutcome> {
+        let joined = form_group(coordinator, group, n);
+        let assignments = joined
+            .iter()
+            .map(|m| (m.member_id.clone(), Bytes::from(m.member_id.clone())))
+            .collect();
+        let _leader = coordinator.sync(sync_request(group, &joined[0], assignments));
+        for member in &joined[1..] {
+            let _follower = coordinator.sync(sync_request(group, member, Vec::new()));
+        }
+        joined
+    }
+
+    fn state(coordinator: &GroupCoordinator, group: &str) -> &'static str {
+        coordinator.describe(group).unwrap().state
+    }
+
+    fn committed_offset(offset: i64, log_offset: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 0,
+            log_offset,
+        }
+    }
+
+    fn committed_at(coordinator: &GroupCoordinator, group: &str, partition: i32) -> Option<i64> {
+        let wanted = [("t".to_string(), vec![partition])];
+        let found = coordinator.committed(group, Some(&wanted[..]));
+        found[0].1[0].1.as_ref().map(|c| c.offset)
+    }
+
+    // JoinGroup
+
+    #[test]
+    fn join_with_an_empty_group_id_is_invalid_group_id() {
+        let outcome = join_now(&coordinator(), join_request("", ""));
+        assert_eq!(outcome.error, Some(GroupError::InvalidGroupId));
+    }
+
+    #[test]
+    fn join_with_a_session_timeout_below_the_minimum_is_invalid_session_timeout() {
+        let mut request = join_request("g", "");
+        request.session_timeout_ms = 1_000;
+        let outcome = join_now(&coordinator(), request);
+        assert_eq!(outcome.error, Some(GroupError::InvalidSessionTimeout));
+    }
+
+    #[test]
+    fn join_without_protocols_is_an_inconsistent_group_protocol() {
+        let mut request = join_request("g", "");
+        request.protocols.clear();
+        let outcome = join_now(&coordinator(), request);
+        assert_eq!(outcome.error, Some(GroupError::InconsistentGroupProtocol));
+    }
+
+    #[test]
+    fn a_member_of_another_protocol_type_cannot_join() {
+        let coordinator = coordinator();
+        stable_group(&coordinator, "g", 1);
+        let mut request = join_request("g", "");
+        request.protocol_type = "connect".into();
+        let outcome = join_now(&coordinator, request);
+        assert_eq!(outcome.error, Some(GroupError::InconsistentGroupProtocol));
+    }
+
+    #[test]
+    fn a_new_member_of_a_kip_394_client_must_rejoin_with_the_given_id() {
+        let mut request = join_request("g", "");
+        request.requires_known_member_id = true;
+        let outcome = join_now(&coordinator(), request);
+        assert_eq!(outcome.error, Some(GroupError::MemberIdRequired));
+    }
+
+    #[test]
+    fn the_member_id_given_with_member_id_required_is_accepted() {
+        let coordinator = coordinator();
+        let mut first = join_request("g", "");
+        first.requires_known_member_id = true;
+        let issued = join_now(&coordinator, first).member_id;
+        let mut again = join_request("g", &issued);
+        again.requires_known_member_id = true;
+        let mut rx = coordinator.join(again);
+        settle(&coordinator);
+        assert_eq!(answered(&mut rx).unwrap().error, None);
+    }
+
+    #[test]
+    fn join_with_a_member_id_the_group_never_gave_is_unknown_member_id() {
+        let outcome = join_now(&coordinator(), join_request("g", "made-up"));
+        assert_eq!(outcome.error, Some(GroupError::UnknownMemberId));
+    }
+
+    #[test]
+    fn the_first_join_waits_for_the_initial_rebalance_delay() {
+        let coordinator = coordinator();
+        let mut rx = coordinator.join(join_request("g", ""));
+        assert!(answered(&mut rx).is_none());
+    }
+
+    #[test]
+    fn the_first_completed_join_is_generation_one() {
+        let joined = form_group(&coordinator(), "g", 1);
+        assert_eq!(joined[0].generation_id, 1);
+    }
+
+    #[test]
+    fn the_longest_standing_member_leads() {
+        let joined = form_group(&coordinator(), "g", 2);
+        assert_eq!(joined[1].leader, joined[0].member_id);
+    }
+
+    #[test]
+    fn only_the_leader_is_sent_the_members() {
+        let joined = form_group(&coordinator(), "g", 2);
+        assert_eq!((joined[0].members.len(), joined[1].members.len()), (2, 0));
+    }
+
+    #[test]
+    fn a_rejoin_waits_for_every_known_member() {
+        let coordinator = coordinator();
+        let joined = stable_group(&coordinator, "g", 2);
+        let mut first = coordinator.join(join_request("g", &joined[0].member_id));
+        assert!(answered(&mut first).is_none());
+    }
+
+    #[test]
+    fn a_rejoin_completes_in_the_next_generation_when_the_last_member_rejoins() {
+        let coordinator = coordinator();
+        let joined = stable_group(&coordinator, "g", 2);
+        let mut first = coordinator.join(join_request("g", &joined[0].member_id));
+        let _second = coordinator.join(join_request("g", &joined[1].member_id));
+        assert_eq!(answered(&mut first).unwrap().generation_id, 2);
+    }
+
+    #[test]
+    fn a_rejoin_completes_without_members_that_did_not_rejoin_in_time() {
+        let coordinator = coordinator();
+        let joined = stable_group(&coordinator, "g", 2);
+        let mut first = coordinator.join(join_request("g", &joined[0].member_id));
+        let timeout = Duration::from_millis(u64::try_from(SESSION_MS).unwrap());
+        coordinator.tick(Instant::now() + timeout + Duration::from_secs(1));
+        assert_eq!(answered(&mut first).unwrap().members.len(), 1);
+    }
+
+    #[test]
+    fn a_restarted_static_member_fences_its_old_member_id() {
+        let coordinator = coordinator();
+        let mut rx = coordinator.join(static_join_request("g", "", "instance-1"));
+        settle(&coordinator);
+        let old = answered(&mut rx).unwrap();
+        let _restarted = coordinator.join(static_join_request("g", "", "instance-1"));
+        let heartbeat =
+            coordinator.heartbeat("g", old.generation_id, &old.member_id, Some("instance-1"));
+        assert_eq!(heartbeat, Err(GroupError::FencedInstanceId));
+    }
+
+    // SyncGroup
+
+    #[test]
+    fn a_follower_waits_for_the_leaders_assignment() {
+        let coordinator = coordinator();
+        let joined = form_group(&coordinator, "g", 2);
+        let mut follower = coordinator.sync(sync_request("g", &joined[1], Vec::new()));
+        assert!(answered(&mut follower).is_none());
+    }
+
+    #[test]
+    fn a_follower_gets_the_assignment_the_leader_made_for_it() {
+        let coordinator = coordinator();
+        let joined = form_group(&coordinator, "g", 2);
+        let mut follower = coordinator.sync(sync_request("g", &joined[1], Vec::new()));
+        let assignments = vec![(joined[1].member_id.clone(), Bytes::from_static(b"p1"))];
+        let _leader = coordinator.sync(sync_request("g", &joined[0], assignments));
+        let assignment = answered(&mut follower).unwrap().assignment;
+        assert_eq!(assignment, Bytes::from_static(b"p1"));
+    }
+
+    #[test]
+    fn a_member_the_leader_left_out_gets_an_empty_assignment() {
+        let coordinator = coordinator();
+        let joined = form_group(&coordinator, "g", 2);
+        let assignments = vec![(joined[0].member_id.clone(), Bytes::from_static(b"p0"))];
+        let _leader = coordinator.sync(sync_request("g", &joined[0], assignments));
+        let mut follower = coordinator.sync(sync_request("g", &joined[1], Vec::new()));
+        assert!(answered(&mut follower).unwrap().assignment.is_empty());
+    }
+
+    #[test]
+    fn the_leaders_sync_makes_the_group_stable() {
+        let coordinator = coordinator();
+        let joined = form_group(&coordinator, "g", 1);
+        let _leader = coordinator.sync(sync_request("g", &joined[0], Vec::new()));
+        assert_eq!(state(&coordinator, "g"), "Stable");
+    }
+
+    #[test]
+    fn sync_in_another_generation_is_illegal_generation() {
+        let coordinator = coordinator();
+        let joined = form_group(&coordinator, "g", 1);
+        let mut request = sync_request("g", &joined[0], Vec::new());
+        request.generation_id = 0;
+        let outcome = answered(&mut coordinator.sync(request)).unwrap();
+        assert_eq!(outcome.error, Some(GroupError::IllegalGeneration));
+    }
+
+    #[test]
+    fn sync_from_a_member_not_in_the_group_is_unknown_member_id() {
+        let coordinator = coordinator();
+        let joined = form_group(&coordinator, "g", 1);
+        let mut request = sync_request("g", &joined[0], Vec::new());
+        request.member_id = "nobody".into();
+        let outcome = answered(&mut coordinator.sync(request)).unwrap();
+        assert_eq!(outcome.error, Some(GroupError::UnknownMemberId));
+    }
+
+    #[test]
+    fn sync_naming_another_protocol_is_an_inconsistent_group_protocol() {
+        let coordinator = coordinator();
+        let joined = form_group(&coordinator, "g", 1);
+        let mut request = sync_request("g", &joined[0], Vec::new());
+        request.protocol_name = Some("roundrobin".into());
+        let outcome = answered(&mut coordinator.sync(request)).unwrap();
+        assert_eq!(outcome.error, Some(GroupError::InconsistentGroupProtocol));
+    }
+
+    #[test]
+    fn sync_during_a_rebalance_is_rebalance_in_progress() {
+        let coordinator = coordinator();
+        let joined = stable_group(&coordinator, "g", 2);
+        let _rejoin = coordinator.join(join_request("g", &joined[0].member_id));
+        let mut rx = coordinator.sync(sync_request("g", &joined[1], Vec::new()));
+        let outcome = answered(&mut rx).unwrap();
+        assert_eq!(outcome.error, Some(GroupError::RebalanceInProgress));
+    }
+
+    // Heartbeat
+
+    #[test]
+    fn a_stable_members_heartbeat_is_accepted() {
+        let coordinator = coordinator();
+        let joined = stable_group(&coordinator, "g", 1);
+        let member = &joined[0];
+        let heartbeat = coordinator.heartbeat("g", member.generation_id, &member.member_id, None);
+        assert_eq!(heartbeat, Ok(()));
+    }
+
+    #[test]
+    fn a_heartbeat_in_an_old_generation_is_illegal_generation() {
+        let coordinator = coordinator();
+        let joined = stable_group(&coordinator, "g", 1);
+        let member = &joined[0];
+        let heartbeat =
+            coordinator.heartbeat("g", member.generation_id - 1, &member.member_id, None);
+        assert_eq!(heartbeat, Err(GroupError::IllegalGeneration));
+    }
+
+    #[test]
+    fn a_heartbeat_during_a_rebalance_tells_the_member_to_rejoin() {
+        let coordinator = coordinator();
+        let joined = stable_group(&coordinator, "g", 2);
+        let _rejoin = coordinator.join(join_request("g", &joined[0].member_id));
+        let member = &joined[1];
+        let heartbeat = coordinator.heartbeat("g", member.generation_id, &member.member_id, None);
+        assert_eq!(heartbeat, Err(GroupError::RebalanceInProgress));
+    }
+
+    #[test]
+    fn a_heartbeat_from_a_member_not_in_the_group_is_unknown_member_id() {
+        let coordinator = coordinator();
+        let joined = stable_group(&coordinator, "g", 1);
+        let heartbeat = coordinator.heartbeat("g", joined[0].generation_id, "nobody", None);
+        assert_eq!(heartbeat, Err(GroupError::UnknownMemberId));
+    }
+
+    #[test]
+    fn a_heartbeat_to_an_unknown_group_is_unknown_member_id() {
+        let heartbeat = coordinator().heartbeat("nope", 1, "m", None);
+        assert_eq!(heartbeat, Err(GroupError::UnknownMemberId));
+    }
+
+    // Sessions
+
+    #[test]
+    fn a_member_whose_session_expires_is_removed() {
+        let coordinator = coordinator();
+        stable_group(&coordinator, "g", 1);
+        let timeout = Duration::from_millis(u64::try_from(SESSION_MS).unwrap());
+        coordinator.tick(Instant::now() + timeout + Duration::from_secs(1));
+        assert!(coordinator.describe("g").unwrap().members.is_empty());
+    }
+
+    #[test]
+    fn a_member_parked_in_join_group_does_not_expire() {
+        let coordinator = coordinator();
+        let joined = stable_group(&coordinator, "g", 2);
+        let mut parked = coordinator.join(join_request("g", &joined[0].member_id));
+        let timeout = Duration::from_millis(u64::try_from(SESSION_MS).unwrap());
+        coordinator.tick(Instant::now() + timeout + Duration::from_secs(1));
+        assert_eq!(answered(&mut parked).unwrap().error, None);
+    }
+
+    // LeaveGroup
+
+    #[test]
+    fn the_last_member_leaving_empties_the_group() {
+        let coordinator = coordinator();
+        let joined = stable_group(&coordinator, "g", 1);
+        let _ = coordinator.leave("g", &[(joined[0].member_id.clone(), None)]);
+        assert_eq!(state(&coordinator, "g"), "Empty");
+    }
+
+    #[test]
+    fn a_member_leaving_starts_a_rebalance_for_the_others() {
+        let coordinator = coordinator();
+        let joined = stable_group(&coordinator, "g", 2);
+        let _ = coordinator.leave("g", &[(joined[1].member_id.clone(), None)]);
+        assert_eq!(state(&coordinator, "g"), "PreparingRebalance");
+    }
+
+    #[test]
+    fn leaving_names_each_unknown_member() {
+        let coordinator = coordinator();
+        stable_group(&coordinator, "g", 1);
+        let left = coordinator.leave("g", &[("nobody".into(), None)]);
+        assert_eq!(left, Ok(vec![Err(GroupError::UnknownMemberId)]));
+    }
+
+    #[test]
+    fn leaving_an_unknown_group_is_unknown_member_id() {
+        let left = coordinator().leave("nope", &[("m".into(), None)]);
+        assert_eq!(left, Err(GroupError::UnknownMemberId));
+    }
+
+    #[test]
+    fn a_static_member_may_leave_by_its_instance_id_alone() {
+        let coordinator = coordinator();
+        let _rx = coordinator.join(static_join_request("g", "", "instance-1"));
+        settle(&coordinator);
+        let left = coordinator.leave("g", &[(String::new(), Some("instance-1".into()))]);
+        assert_eq!(left, Ok(vec![Ok(())]));
+    }
+
+    // OffsetCommit rules
+
+    #[test]
+    fn a_simple_commit_to_an_unknown_group_is_allowed() {
+        assert_eq!(coordinator().check_commit("g", -1, "", None), Ok(()));
+    }
+
+    #[test]
+    fn a_generation_commit_to_an_unknown_group_is_illegal_generation() {
+        let checked = coordinator().check_commit("g", 1, "m", None);
+        assert_eq!(checked, Err(GroupError::IllegalGeneration));
+    }
+
+    #[test]
+    fn a_commit_with_an_empty_group_id_is_invalid_group_id() {
+        let checked = coordinator().check_commit("", -1, "", None);
+        assert_eq!(checked, Err(GroupError::InvalidGroupId));
+    }
+
+    #[test]
+    fn a_simple_commit_to_a_group_with_members_is_refused() {
+        let coordinator = coordinator();
+        stable_group(&coordinator, "g", 1);
+        let checked = coordinator.check_commit("g", -1, "", None);
+        assert_eq!(checked, Err(GroupError::UnknownMemberId));
+    }
+
+    #[test]
+    fn a_members_commit_in_the_current_generation_is_allowed() {
+        let coordinator = coordinator();
+        let joined = stable_group(&coordinator, "g", 1);
+        let member = &joined[0];
+        let checked = coordinator.check_commit("g", member.generation_id, &member.member_id, None);
+        assert_eq!(checked, Ok(()));
+    }
+
+    #[test]
+    fn a_commit_in_a_stale_generation_is_illegal_generation() {
+        let coordinator = coordinator();
+        let joined = stable_group(&coordinator, "g", 1);
+        let member = &joined[0];
+        let checked =
+            coordinator.check_commit("g", member.generation_id - 1, &member.member_id, None);
+        assert_eq!(checked, Err(GroupError::IllegalGeneration));
+    }
+
+    #[test]
+    fn a_commit_before_the_assignment_arrives_is_rebalance_in_progress() {
+        let coordinator = coordinator();
+        let joined = form_group(&coordinator, "g", 1);
+        let member = &joined[0];
+        let checked = coordinator.check_commit("g", member.generation_id, &member.member_id, None);
+        assert_eq!(checked, Err(GroupError::RebalanceInProgress));
+    }
+
+    #[test]
+    fn a_commit_from_a_member_not_in_the_group_is_unknown_member_id() {
+        let coordinator = coordinator();
+        let joined = stable_group(&coordinator, "g", 1);
+        let checked = coordinator.check_commit("g", joined[0].generation_id, "nobody", None);
+        assert_eq!(checked, Err(GroupError::UnknownMemberId));
+    }
+
+    // Committed offsets
+
+    #[test]
+    fn an_older_commit_does_not_replace_a_newer_one() {
+        let coordinator = coordinator();
+        let key = ("t".to_string(), 0);
+        coordinator.apply_offsets("g", vec![(key.clone(), Some(committed_offset(50, 5)))]);
+        coordinator.apply_offsets("g", vec![(key, Some(committed_offset(30, 3)))]);
+        assert_eq!(committed_at(&coordinator, "g", 0), Some(50));
+    }
+
+    #[test]
+    fn a_tombstone_removes_a_committed_offset() {
+        let coordinator = coordinator();
+        let key = ("t".to_string(), 0);
+        coordinator.apply_offsets("g", vec![(key.clone(), Some(committed_offset(50, 5)))]);
+        coordinator.apply_offsets("g", vec![(key.clone(), Some(committed_offset(60, 6)))]);
+        coordinator.apply_offsets("g", vec![(key, None)]);
+        assert_eq!(committed_at(&coordinator, "g", 0), None);
+    }
+
+    #[test]
+    fn a_group_with_only_committed_offsets_is_listed_as_empty() {
+        let coordinator = coordinator();
+        let key = ("t".to_string(), 0);
+        coordinator.apply_offsets("g", vec![(key, Some(committed_offset(50, 5)))]);
+        let listed = coordinator.list();
+        assert_eq!(listed, vec![("g".to_string(), String::new(), "Empty")]);
+    }
+
+    #[test]
+    fn a_group_left_with_neither_offsets_nor_members_is_forgotten() {
+        let coordinator = coordinator();
+        let key = ("t".to_string(), 0);
+        coordinator.apply_offsets("g", vec![(key.clone(), Some(committed_offset(50, 5)))]);
+        coordinator.apply_offsets("g", vec![(key, None)]);
+        assert!(coordinator.list().is_empty());
+    }
+
+    // DeleteGroups and OffsetDelete
+
+    #[test]
+    fn deleting_a_group_with_members_is_non_empty_group() {
+        let coordinator = coordinator();
+        stable_group(&coordinator, "g", 1);
+        let deleted = coordinator.prepare_delete("g");
+        assert_eq!(deleted, Err(GroupError::NonEmptyGroup));
+    }
+
+    #[test]
+    fn deleting_an_unknown_group_is_group_id_not_found() {
+        let deleted = coordinator().prepare_delete("nope");
+        assert_eq!(deleted, Err(GroupError::GroupIdNotFound));
+    }
+
+    #[test]
+    fn deleting_an_empty_group_returns_its_committed_partitions_to_tombstone() {
+        let coordinator = coordinator();
+        let entries = vec![
+            (("t".to_string(), 0), Some(committed_offset(1, 1))),
+            (("t".to_string(), 1), Some(committed_offset(2, 2))),
+        ];
+        coordinator.apply_offsets("g", entries);
+        let deleted = coordinator.prepare_delete("g");
+        assert_eq!(
+            deleted,
+            Ok(vec![("t".to_string(), 0), ("t".to_string(), 1)])
+        );
+    }
+
+    #[test]
+    fn a_topic_named_in_a_members_subscription_is_subscribed() {
+        let subscription = ConsumerProtocolSubscription::default()
+            .with_topics(vec![StrBytes::from_static_str("orders")]);
+        let mut metadata = BytesMut::new();
+        metadata.put_i16(0);
+        subscription.encode(&mut metadata, 0).unwrap();
+        let mut request = join_request("g", "");
+        request.protocols = vec![("range".into(), metadata.freeze())];
+        let coordinator = coordinator();
+        let _rx = coordinator.join(request);
+        settle(&coordinator);
+        assert_eq!(coordinator.subscribed_to("g", "orders"), Ok(true));
+    }
+}

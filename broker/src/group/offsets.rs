@@ -211,3 +211,70 @@ impl OffsetMetadataManager {
         tracing::info!(records = loaded, "replayed {OFFSETS_TOPIC}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(dir: &Path) -> Arc<BrokerConfig> {
+        let listen = "127.0.0.1:0".parse().unwrap();
+        Arc::new(BrokerConfig::new(listen, dir.to_path_buf()))
+    }
+
+    /// The offsets manager of a broker on `dir`, and its replicas (to close them).
+    fn open(dir: &Path) -> (OffsetMetadataManager, Arc<ReplicaManager>) {
+        let config = config(dir);
+        let replicas = Arc::new(ReplicaManager::new(config.data_dir.clone()));
+        let controller = Arc::new(Controller::open(config.clone(), replicas.clone()).unwrap());
+        let offsets = OffsetMetadataManager::new(&config, controller, replicas.clone());
+        (offsets, replicas)
+    }
+
+    fn commit(offset: i64) -> Vec<OffsetWrite> {
+        vec![(("t".to_string(), 0), Some((offset, -1, String::new())))]
+    }
+
+    fn committed(coordinator: &GroupCoordinator) -> Option<i64> {
+        let all = coordinator.committed("g", None);
+        all.first()
+            .and_then(|(_, partitions)| partitions.first())
+            .and_then(|(_, value)| value.as_ref())
+            .map(|value| value.offset)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_use_creates_the_offsets_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let (offsets, replicas) = open(dir.path());
+        offsets.offsets_log("g").unwrap();
+        assert!(replicas.topic(OFFSETS_TOPIC).is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stored_commit_is_applied_to_the_coordinator() {
+        let dir = tempfile::tempdir().unwrap();
+        let (offsets, _replicas) = open(dir.path());
+        let coordinator = GroupCoordinator::new(&config(dir.path()));
+        offsets
+            .store(&coordinator, "g", commit(42), 1)
+            .await
+            .unwrap();
+        assert_eq!(committed(&coordinator), Some(42));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stored_commits_are_loaded_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (offsets, replicas) = open(dir.path());
+        let before = GroupCoordinator::new(&config(dir.path()));
+        offsets.store(&before, "g", commit(42), 1).await.unwrap();
+        replicas.close_all();
+        let (offsets, _replicas) = open(dir.path());
+        let after = GroupCoordinator::new(&config(dir.path()));
+        offsets.load(&after);
+        assert_eq!(committed(&after), Some(42));
+    }
+}
