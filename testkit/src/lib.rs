@@ -20,7 +20,7 @@
 //! let broker = TestBroker::start(&[FAST_GROUPS]).await;
 //! let client = broker.client_config("my-test");
 //! create_topic(&client, "events", 3).await;
-//! produce_all(ProducerConfig::new(client), [ProducerRecord::new("events", "hello")]).await;
+//! produce_all(ProducerConfig::new(client), vec![ProducerRecord::new("events", "hello")]).await;
 //! # }
 //! ```
 //!

@@ -6,9 +6,13 @@ use serde::Serialize;
 /// Sends every record with one producer, waits for every acknowledgement, closes the producer,
 /// and returns where each record landed, in the order given. Sends are not awaited one by
 /// one, so the producer batches them as it would in production.
+///
+/// The records come as a `Vec` rather than any iterator: a future that holds a borrowing
+/// iterator across awaits can fail `tokio::spawn`'s `Send` check ("FnOnce is not general
+/// enough"), and tests produce from spawned tasks.
 pub async fn produce_all(
     config: ProducerConfig,
-    records: impl IntoIterator<Item = ProducerRecord>,
+    records: Vec<ProducerRecord>,
 ) -> Vec<RecordMetadata> {
     let producer = Producer::connect(config)
         .await
