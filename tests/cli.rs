@@ -4,10 +4,11 @@
 mod common;
 
 use common::cli::{
-    cli, cli_ok, fast_group_broker, free_port, json_lines, millrace, send_signal, sorted,
-    wait_with_deadline, COMMAND_LIMIT,
+    cli, cli_ok, fast_group_broker, json_lines, millrace, send_signal, sorted, wait_with_deadline,
+    COMMAND_LIMIT,
 };
-use common::BrokerProcess;
+use common::MILLRACE_BIN;
+use millrace_testkit::{free_port, BrokerProcess};
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -61,7 +62,7 @@ fn bad_value_and_bad_config_file_exit_non_zero() {
 #[test]
 fn second_broker_on_the_same_data_dir_is_refused_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let first = BrokerProcess::start(dir.path(), 0, &[]);
+    let first = BrokerProcess::start(MILLRACE_BIN, dir.path(), 0, &[]);
 
     let output = millrace()
         .args([

@@ -7,12 +7,15 @@ mod common;
 use std::process::{Command, Output};
 
 use millrace_client::admin::NewTopic;
-use millrace_client::{Admin, ClientConfig, Producer, ProducerConfig, ProducerRecord};
+use millrace_client::{Admin, ClientConfig, ProducerConfig, ProducerRecord};
+use millrace_testkit::{
+    create_topic, free_port, produce_all, start_broker_in, TestBroker, FAST_GROUPS,
+};
 
 /// Runs the binary off the async runtime (the broker lives on it).
 async fn millrace(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_millrace"))
+        Command::new(common::MILLRACE_BIN)
             .args(&args)
             .output()
             .unwrap()
@@ -27,34 +30,19 @@ fn text(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_then_sql_counts_the_records_per_partition_column() {
-    let (broker, _data) = common::start_broker().await;
+    let TestBroker { broker, dir: _data } = TestBroker::start(&[]).await;
     let bootstrap = broker.local_addr().to_string();
     let client = ClientConfig::new(&bootstrap);
-    Admin::connect(client.clone())
-        .await
-        .unwrap()
-        .create_topic(NewTopic::new("views", 2))
-        .await
-        .unwrap();
-    let producer = Producer::connect(ProducerConfig::new(client))
-        .await
-        .unwrap();
-    let mut deliveries = Vec::new();
-    for i in 0..60 {
+    create_topic(&client, "views", 2).await;
+    let records = (0..60).map(|i| {
         let country = ["DE", "FR", "US"][i % 3];
         // 2026-11-25T10:00:00Z plus i minutes.
         let ts = 1_795_600_800_000_i64 + i as i64 * 60_000;
         let value = format!(r#"{{"id":{i},"ts":{ts},"country":"{country}"}}"#);
-        deliveries.push(
-            producer
-                .send(ProducerRecord::new("views", value))
-                .await
-                .unwrap(),
-        );
-    }
-    for d in deliveries {
-        d.await.unwrap();
-    }
+        ProducerRecord::new("views", value)
+    });
+    let records = records.collect();
+    produce_all(ProducerConfig::new(client), records).await;
     let out = tempfile::tempdir().unwrap();
     let out_dir = out.path().display().to_string();
 
@@ -162,8 +150,7 @@ async fn connect_runs_a_file_source_an_ingest_endpoint_and_a_sink_from_one_file(
     use std::time::{Duration, Instant};
 
     let data = tempfile::tempdir().unwrap();
-    let broker =
-        common::start_broker_in(data.path(), &["group.initial.rebalance.delay.ms=0"]).await;
+    let broker = start_broker_in(data.path(), &[FAST_GROUPS]).await;
     let bootstrap = broker.local_addr().to_string();
     let client = ClientConfig::new(&bootstrap);
     let admin = Admin::connect(client.clone()).await.unwrap();
@@ -175,7 +162,7 @@ async fn connect_runs_a_file_source_an_ingest_endpoint_and_a_sink_from_one_file(
     let csv = dir.path().join("people.csv");
     std::fs::write(&csv, "user,amount\nana,1.5\nbo,2\ncy,3.25\n").unwrap();
     let out = dir.path().join("lake");
-    let port = common::cli::free_port();
+    let port = free_port();
     let config = dir.path().join("connect.toml");
     std::fs::write(
         &config,

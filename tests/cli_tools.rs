@@ -7,10 +7,10 @@
 mod common;
 
 use common::cli::{
-    cli, cli_ok, fast_group_broker, free_port, json_lines, millrace, run_at, send_signal, sorted,
+    cli, cli_ok, fast_group_broker, json_lines, millrace, run_at, send_signal, sorted,
     wait_with_deadline, COMMAND_LIMIT,
 };
-use common::BrokerProcess;
+use millrace_testkit::{free_port, BrokerProcess};
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

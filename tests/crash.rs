@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{batch, decode_records, record, BrokerProcess, TestClient};
+use common::MILLRACE_BIN;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_commit_request::{
@@ -15,6 +15,9 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
+use millrace_testkit::records::{batch, decode_records, record};
+use millrace_testkit::wire::TestClient;
+use millrace_testkit::BrokerProcess;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -33,7 +36,12 @@ async fn create_topic(c: &mut TestClient, name: &str) {
 #[tokio::test]
 async fn committed_offsets_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path(), 0, &["-o", "offsets.topic.num.partitions=2"]);
+    let broker = BrokerProcess::start(
+        MILLRACE_BIN,
+        dir.path(),
+        0,
+        &["-o", "offsets.topic.num.partitions=2"],
+    );
     let mut c = TestClient::connect(broker.addr).await;
     create_topic(&mut c, "events").await;
     for offset in [10, 20, 30] {
@@ -52,7 +60,12 @@ async fn committed_offsets_survive_kill_9() {
     }
     broker.kill9();
 
-    let broker = BrokerProcess::start(dir.path(), 0, &["-o", "offsets.topic.num.partitions=2"]);
+    let broker = BrokerProcess::start(
+        MILLRACE_BIN,
+        dir.path(),
+        0,
+        &["-o", "offsets.topic.num.partitions=2"],
+    );
     let mut c = TestClient::connect(broker.addr).await;
     let fetch = OffsetFetchRequest::default()
         .with_group_id(GroupId(s("crashy")))
@@ -66,7 +79,12 @@ async fn committed_offsets_survive_kill_9() {
 #[tokio::test]
 async fn acknowledged_produces_survive_kill_9_in_mid_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path(), 0, &["-o", "offsets.topic.num.partitions=2"]);
+    let broker = BrokerProcess::start(
+        MILLRACE_BIN,
+        dir.path(),
+        0,
+        &["-o", "offsets.topic.num.partitions=2"],
+    );
     let addr = broker.addr;
     let mut c = TestClient::connect(addr).await;
     create_topic(&mut c, "ledger").await;
@@ -120,7 +138,12 @@ async fn acknowledged_produces_survive_kill_9_in_mid_stream() {
     let acked = producer.await.unwrap();
     assert!(acked.len() >= 250, "only {} acknowledged", acked.len());
 
-    let broker = BrokerProcess::start(dir.path(), 0, &["-o", "offsets.topic.num.partitions=2"]);
+    let broker = BrokerProcess::start(
+        MILLRACE_BIN,
+        dir.path(),
+        0,
+        &["-o", "offsets.topic.num.partitions=2"],
+    );
     let mut c = TestClient::connect(broker.addr).await;
     let mut stored: Vec<(i64, Bytes)> = Vec::new();
     let mut offset = 0;

@@ -9,15 +9,13 @@
 //! `chromium` and `chromium-driver` when it runs as root).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../dashboard/tests/common/http.rs"]
-mod http;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use millrace::activity::demo::{Demo, DemoOptions};
 use millrace_client::{Admin, ClientConfig, TopicPartition};
+use millrace_testkit::{free_port, http};
 use serde_json::{json, Value};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -40,11 +38,7 @@ impl Drop for Driver {
 
 impl Driver {
     async fn start() -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

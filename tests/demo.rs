@@ -13,12 +13,13 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::cli::{free_port, millrace, send_signal, wait_with_deadline};
+use common::cli::{millrace, send_signal, wait_with_deadline};
 use millrace::activity::generator::{CONTROL_USER, FAILING_SERVICE, VICTIMS};
 use millrace::activity::topics;
 use millrace_client::consumer::{Consumer, ConsumerConfig};
 use millrace_client::record::ConsumerRecord;
 use millrace_client::{Admin, ClientConfig, OffsetSpec, TopicPartition};
+use millrace_testkit::free_port;
 use serde_json::Value;
 
 /// Generous: a loaded 2-core machine builds windows slowly, but a hang must still fail.

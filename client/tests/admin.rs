@@ -1,15 +1,16 @@
 //! Admin client against an in-process broker.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use millrace_client::admin::{AlterConfigOp, NewTopic};
 use millrace_client::{Admin, ClientError, OffsetSpec, ResponseError, TopicPartition};
+use millrace_testkit::{TestBroker, FAST_GROUPS};
 
 #[tokio::test]
 async fn create_describe_list_and_delete_topics() {
-    let broker = common::start_broker().await;
-    let admin = Admin::connect(broker.config()).await.unwrap();
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let admin = Admin::connect(broker.client_config("millrace-client-test"))
+        .await
+        .unwrap();
     admin
         .create_topic(NewTopic::new("orders", 3).config("retention.ms", "3600000"))
         .await
@@ -41,8 +42,10 @@ async fn create_describe_list_and_delete_topics() {
 
 #[tokio::test]
 async fn creating_an_existing_topic_fails_without_retry() {
-    let broker = common::start_broker().await;
-    let admin = Admin::connect(broker.config()).await.unwrap();
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let admin = Admin::connect(broker.client_config("millrace-client-test"))
+        .await
+        .unwrap();
     admin.create_topic(NewTopic::new("t", 1)).await.unwrap();
     let error = admin.create_topic(NewTopic::new("t", 1)).await.unwrap_err();
     assert!(
@@ -60,8 +63,10 @@ async fn creating_an_existing_topic_fails_without_retry() {
 
 #[tokio::test]
 async fn create_partitions_and_alter_configs() {
-    let broker = common::start_broker().await;
-    let admin = Admin::connect(broker.config()).await.unwrap();
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let admin = Admin::connect(broker.client_config("millrace-client-test"))
+        .await
+        .unwrap();
     admin.create_topic(NewTopic::new("grow", 1)).await.unwrap();
     admin.create_partitions("grow", 4).await.unwrap();
     assert_eq!(
@@ -85,8 +90,10 @@ async fn create_partitions_and_alter_configs() {
 
 #[tokio::test]
 async fn list_offsets_of_an_empty_topic_are_zero_and_cluster_is_described() {
-    let broker = common::start_broker().await;
-    let admin = Admin::connect(broker.config()).await.unwrap();
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let admin = Admin::connect(broker.client_config("millrace-client-test"))
+        .await
+        .unwrap();
     admin.create_topic(NewTopic::new("empty", 2)).await.unwrap();
     let tp = TopicPartition::new("empty", 1);
     let offsets = admin

@@ -3,12 +3,9 @@
 //! restart while an idempotent producer writes.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use millrace_client::admin::NewTopic;
 use millrace_client::consumer::{
     AssignmentStrategy, AutoOffsetReset, Consumer, ConsumerConfig, ConsumerEvent,
 };
@@ -16,14 +13,9 @@ use millrace_client::{
     Admin, ClientConfig, ClientError, Compression, Producer, ProducerConfig, ProducerRecord,
     TopicPartition,
 };
-
-async fn create_topic(config: &ClientConfig, topic: &str, partitions: i32) {
-    let admin = Admin::connect(config.clone()).await.unwrap();
-    admin
-        .create_topic(NewTopic::new(topic, partitions))
-        .await
-        .unwrap();
-}
+use millrace_testkit::{
+    create_topic, free_port, produce_all, start_broker_at, TestBroker, FAST_GROUPS,
+};
 
 fn consumer_config(config: &ClientConfig, group: Option<&str>) -> ConsumerConfig {
     let mut builder = ConsumerConfig::builder(config.clone())
@@ -46,29 +38,22 @@ async fn produce(
     count: usize,
     compression: Compression,
 ) -> Vec<(i32, i64)> {
-    let producer = Producer::connect(
-        ProducerConfig::builder(config.clone())
-            .compression(compression)
-            .build()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    let mut deliveries = Vec::with_capacity(count);
-    for i in 0..count {
-        let record = ProducerRecord::new(topic, format!("value-{i}"))
+    let producer = ProducerConfig::builder(config.clone())
+        .compression(compression)
+        .build()
+        .unwrap();
+    let records = (0..count).map(|i| {
+        ProducerRecord::new(topic, format!("value-{i}"))
             .key(format!("key-{i}"))
             .header("n", i.to_string())
-            .header("n", "again");
-        deliveries.push(producer.send(record).await.unwrap());
-    }
-    let mut placed = Vec::with_capacity(count);
-    for delivery in deliveries {
-        let metadata = delivery.await.unwrap();
-        placed.push((metadata.partition, metadata.offset));
-    }
-    producer.close().await;
-    placed
+            .header("n", "again")
+    });
+    let records = records.collect();
+    produce_all(producer, records)
+        .await
+        .into_iter()
+        .map(|metadata| (metadata.partition, metadata.offset))
+        .collect()
 }
 
 /// Polls until `count` records arrived or the deadline passed.
@@ -87,8 +72,8 @@ async fn read(
 
 #[tokio::test]
 async fn every_codec_round_trips_keys_values_and_duplicate_headers() {
-    let broker = common::start_broker().await;
-    let config = broker.config();
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let config = broker.client_config("millrace-client-test");
     for compression in [
         Compression::None,
         Compression::Gzip,
@@ -177,8 +162,8 @@ fn spawn_member(
 }
 
 async fn group_splits_partitions(strategies: Vec<AssignmentStrategy>, group: &str) {
-    let broker = common::start_broker().await;
-    let config = broker.config();
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let config = broker.client_config("millrace-client-test");
     let topic = format!("{group}-topic");
     create_topic(&config, &topic, 6).await;
     let placed = produce(&config, &topic, 600, Compression::None).await;
@@ -271,8 +256,8 @@ async fn cooperative_sticky_group_moves_partitions_without_revoking_kept_ones() 
 
 #[tokio::test]
 async fn cooperative_member_keeps_its_partitions_through_the_rebalance() {
-    let broker = common::start_broker().await;
-    let config = broker.config();
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let config = broker.client_config("millrace-client-test");
     create_topic(&config, "sticky", 4).await;
     let mut member_config = consumer_config(&config, Some("sticky-group"));
     member_config.assignment_strategies = vec![AssignmentStrategy::CooperativeSticky];
@@ -316,8 +301,8 @@ async fn cooperative_member_keeps_its_partitions_through_the_rebalance() {
 
 #[tokio::test]
 async fn committed_offsets_are_resumed_exactly_by_the_next_member() {
-    let broker = common::start_broker().await;
-    let config = broker.config();
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let config = broker.client_config("millrace-client-test");
     create_topic(&config, "resume", 1).await;
     produce(&config, "resume", 100, Compression::None).await;
     let tp = TopicPartition::new("resume", 0);
@@ -366,8 +351,8 @@ async fn committed_offsets_are_resumed_exactly_by_the_next_member() {
 
 #[tokio::test]
 async fn seek_to_timestamp_offset_and_end() {
-    let broker = common::start_broker().await;
-    let config = broker.config();
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let config = broker.client_config("millrace-client-test");
     create_topic(&config, "timed", 1).await;
     let producer = Producer::connect(ProducerConfig::new(config.clone()))
         .await
@@ -421,8 +406,8 @@ async fn seek_to_timestamp_offset_and_end() {
 
 #[tokio::test]
 async fn paused_partitions_yield_nothing_until_resumed() {
-    let broker = common::start_broker().await;
-    let config = broker.config();
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let config = broker.client_config("millrace-client-test");
     create_topic(&config, "pausing", 2).await;
     let producer = Producer::connect(ProducerConfig::new(config.clone()))
         .await
@@ -468,8 +453,8 @@ async fn paused_partitions_yield_nothing_until_resumed() {
 #[tokio::test]
 async fn stream_yields_records_in_order() {
     use futures_util::StreamExt;
-    let broker = common::start_broker().await;
-    let config = broker.config();
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let config = broker.client_config("millrace-client-test");
     create_topic(&config, "streamed", 1).await;
     produce(&config, "streamed", 20, Compression::Lz4).await;
     let tp = TopicPartition::new("streamed", 0);
@@ -490,8 +475,8 @@ async fn stream_yields_records_in_order() {
 
 #[tokio::test]
 async fn misuse_gets_clear_errors() {
-    let broker = common::start_broker().await;
-    let config = broker.config();
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let config = broker.client_config("millrace-client-test");
     create_topic(&config, "strict", 1).await;
     let mut no_group = Consumer::connect(consumer_config(&config, None))
         .await
@@ -531,9 +516,9 @@ async fn misuse_gets_clear_errors() {
 #[tokio::test]
 async fn idempotent_producer_survives_a_broker_restart_without_loss_or_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
+    let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let broker = common::start_broker_at(dir.path(), addr, &[]).await;
+    let broker = start_broker_at(dir.path(), addr, &[FAST_GROUPS]).await;
     let config = ClientConfig::builder([addr.to_string()])
         .retry_backoff(Duration::from_millis(50))
         .build()
@@ -580,7 +565,7 @@ async fn idempotent_producer_survives_a_broker_restart_without_loss_or_duplicate
     });
     half_rx.await.unwrap();
     broker.shutdown().await;
-    let broker = common::start_broker_at(dir.path(), addr, &[]).await;
+    let broker = start_broker_at(dir.path(), addr, &[FAST_GROUPS]).await;
     let placed = writer.await.unwrap();
     assert_eq!(placed.len(), total);
 

@@ -2,13 +2,11 @@
 //! `cargo test --release -p millrace-client --test producer_bench -- --ignored --nocapture`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Instant;
 
 use bytes::Bytes;
-use millrace_client::admin::NewTopic;
-use millrace_client::{Acks, Admin, Producer, ProducerConfig, ProducerRecord};
+use millrace_client::{Acks, Producer, ProducerConfig, ProducerRecord};
+use millrace_testkit::{create_topic, TestBroker, FAST_GROUPS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark; run by hand in release mode"]
@@ -21,14 +19,15 @@ async fn produce_100_byte_records_acks_all() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let broker = common::start_broker().await;
-    let admin = Admin::connect(broker.config()).await.unwrap();
-    admin
-        .create_topic(NewTopic::new("bench", partitions))
-        .await
-        .unwrap();
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    create_topic(
+        &broker.client_config("millrace-client-test"),
+        "bench",
+        partitions,
+    )
+    .await;
     let producer = Producer::connect(
-        ProducerConfig::builder(broker.config())
+        ProducerConfig::builder(broker.client_config("millrace-client-test"))
             .acks(Acks::All)
             .build()
             .unwrap(),

@@ -14,6 +14,7 @@ use millrace_connectors::dead_letter::{ERROR_HEADER, OFFSET_HEADER};
 use millrace_connectors::export::{export, Bound, ExportOptions};
 use millrace_connectors::parquet_sink::{ParquetSink, ParquetSinkConfig, RollingPolicy};
 use millrace_connectors::ConnectConfig;
+use millrace_testkit::{create_topic, TestBroker, FAST_GROUPS};
 
 const BASE: i64 = 1_795_600_800_000; // 2026-11-25T10:00:00Z
 const HOUR: i64 = 3_600_000;
@@ -62,10 +63,10 @@ fn expected_dir(i: i64, count: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sink_writes_exactly_the_topic_and_dead_letters_bad_records() {
-    let broker = common::start_broker().await;
-    let client = broker.config();
-    common::create_topic(&client, "page-views", 2).await;
-    common::create_topic(&client, "page-views-dlq", 1).await;
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let client = broker.client_config(common::CLIENT_ID);
+    create_topic(&client, "page-views", 2).await;
+    create_topic(&client, "page-views-dlq", 1).await;
     let mut values = page_views(400);
     values.push("{broken".to_string());
     values.push(r#"{"id":"not a number","ts":0,"country":"DE","path":"/"}"#.to_string());
@@ -174,9 +175,9 @@ async fn the_sink_writes_exactly_the_topic_and_dead_letters_bad_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_sink_continues_without_duplicates() {
-    let broker = common::start_broker().await;
-    let client = broker.config();
-    common::create_topic(&client, "page-views", 1).await;
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let client = broker.client_config(common::CLIENT_ID);
+    create_topic(&client, "page-views", 1).await;
     let values = page_views(300);
     common::produce(&client, "page-views", 1, &values[..150]).await;
     let out = tempfile::tempdir().unwrap();
@@ -232,9 +233,9 @@ async fn a_restarted_sink_continues_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_writes_the_range_in_the_sink_layout() {
-    let broker = common::start_broker().await;
-    let client = broker.config();
-    common::create_topic(&client, "page-views", 3).await;
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let client = broker.client_config(common::CLIENT_ID);
+    create_topic(&client, "page-views", 3).await;
     common::produce(&client, "page-views", 3, &page_views(300)).await;
     let out = tempfile::tempdir().unwrap();
     let sink_config = ConnectConfig::parse(&format!(
@@ -270,9 +271,9 @@ async fn export_writes_the_range_in_the_sink_layout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tasks_share_the_partitions_and_one_inferred_schema() {
-    let broker = common::start_broker().await;
-    let client = broker.config();
-    common::create_topic(&client, "page-views", 4).await;
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let client = broker.client_config(common::CLIENT_ID);
+    create_topic(&client, "page-views", 4).await;
     common::produce(&client, "page-views", 4, &page_views(400)).await;
     let out = tempfile::tempdir().unwrap();
     let config = ConnectConfig::parse(&format!(

@@ -17,6 +17,7 @@ use millrace_connectors::file_source::{FileSource, FileSourceConfig};
 use millrace_connectors::framework::Shutdown;
 use millrace_connectors::http_source::{HttpSource, HttpSourceConfig};
 use millrace_connectors::ConnectConfig;
+use millrace_testkit::{create_topic, TestBroker, FAST_GROUPS};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -73,7 +74,7 @@ fn header(record: &ConsumerRecord, name: &str) -> String {
         .unwrap()
 }
 
-fn file_source_config(broker: &common::TestBroker, path: &Path, extra: &str) -> FileSourceConfig {
+fn file_source_config(broker: &TestBroker, path: &Path, extra: &str) -> FileSourceConfig {
     ConnectConfig::parse(&format!(
         "[[file_source]]\nname = \"files\"\nbootstrap = \"{}\"\ntopic = \"events\"\npath = \"{}\"\npoll_interval_ms = 20\n{extra}",
         broker.bootstrap(),
@@ -101,10 +102,10 @@ fn lines(from: usize, to: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tailed_json_lines_file_is_sent_once_across_a_restart() {
-    let broker = common::start_broker().await;
-    let client = broker.config();
-    common::create_topic(&client, "events", 1).await;
-    common::create_topic(&client, "events-dlq", 1).await;
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let client = broker.client_config(common::CLIENT_ID);
+    create_topic(&client, "events", 1).await;
+    create_topic(&client, "events-dlq", 1).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     append(&path, &lines(0, 30));
@@ -159,9 +160,9 @@ async fn a_tailed_json_lines_file_is_sent_once_across_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_of_csv_files_becomes_json_objects() {
-    let broker = common::start_broker().await;
-    let client = broker.config();
-    common::create_topic(&client, "events", 1).await;
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let client = broker.client_config(common::CLIENT_ID);
+    create_topic(&client, "events", 1).await;
     let dir = tempfile::tempdir().unwrap();
     let incoming = dir.path().join("incoming");
     std::fs::create_dir(&incoming).unwrap();
@@ -242,10 +243,10 @@ async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ingest_endpoint_produces_with_acks_all_and_answers_offsets() {
-    let broker = common::start_broker().await;
-    let client = broker.config();
-    common::create_topic(&client, "views", 2).await;
-    common::create_topic(&client, "private", 1).await;
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let client = broker.client_config(common::CLIENT_ID);
+    create_topic(&client, "views", 2).await;
+    create_topic(&client, "private", 1).await;
     let config: HttpSourceConfig = ConnectConfig::parse(&format!(
         "[[http_source]]\nname = \"ingest\"\nbootstrap = \"{}\"\nlisten = \"127.0.0.1:0\"\ntopics = [\"views\", \"missing\"]\nkey_field = \"user\"\nmax_body_bytes = 1024\n",
         broker.bootstrap()

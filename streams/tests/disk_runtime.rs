@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka::{channel_sink, create_topic, drain_now, produce_json, spawn_job};
+use kafka::{channel_sink, drain_now, produce_json, spawn_job};
 use millrace_client::ClientConfig;
 use millrace_streams::runtime::{EndOfInput, Job, JobMetrics, Source, StreamsConfig};
 use millrace_streams::{EmitMode, Record, Windowed, Windows};
+use millrace_testkit::{create_topic, start_broker_in, FAST_GROUPS};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -209,10 +210,10 @@ fn merge(into: &mut Counts, outputs: Vec<Output>) {
 /// leaving the group) and finishes the input with a new instance on the same state directory.
 async fn restarted_mid_way(app: &str, crash: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let broker = kafka::start_broker(&dir.path().join("broker")).await;
+    let broker = start_broker_in(&dir.path().join("broker"), &[FAST_GROUPS]).await;
     let client = ClientConfig::new(&broker.local_addr().to_string());
     let state = dir.path().join("state");
-    create_topic(&client, "views", 3, false).await;
+    create_topic(&client, "views", 3).await;
     let first = views(1_200, 0, BASE, 60_000);
     let mut second = views(1_200, 10_000, BASE + 60_000, 60_000);
     // Copies of first-half views in the second half: the restored dedupe state drops them.
@@ -288,10 +289,10 @@ async fn an_on_disk_job_crashed_mid_way_and_restarted_gives_the_batch_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_emitted_at_end_of_input_stays_closed_after_a_restart_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = kafka::start_broker(&dir.path().join("broker")).await;
+    let broker = start_broker_in(&dir.path().join("broker"), &[FAST_GROUPS]).await;
     let client = ClientConfig::new(&broker.local_addr().to_string());
     let state = dir.path().join("state");
-    create_topic(&client, "views", 1, false).await;
+    create_topic(&client, "views", 1).await;
     let input = views(200, 0, BASE, 30_000);
     let expected = batch(&input);
 

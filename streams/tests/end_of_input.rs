@@ -15,10 +15,11 @@ mod kafka;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kafka::{channel_sink, create_topic, drain_now, produce_json, spawn_job};
+use kafka::{channel_sink, drain_now, produce_json, spawn_job};
 use millrace_client::ClientConfig;
 use millrace_streams::runtime::{Job, Source, StreamsConfig};
 use millrace_streams::{EmitMode, Windows};
+use millrace_testkit::{create_topic, start_broker_in, FAST_GROUPS};
 use serde::{Deserialize, Serialize};
 
 const WINDOW_MS: i64 = 10_000;
@@ -87,9 +88,9 @@ fn as_map<I: IntoIterator<Item = ((String, i64), u64)>>(rows: I) -> BTreeMap<(St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_of_input_closes_every_window_of_a_co_partitioned_job() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = kafka::start_broker(dir.path()).await;
+    let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
     let client = ClientConfig::new(&broker.local_addr().to_string());
-    create_topic(&client, "views", 3, false).await;
+    create_topic(&client, "views", 3).await;
     let input = views(600, BASE, 60_000, true);
     produce_json(&client, "views", &input).await;
     let expected = batch(&input);
@@ -151,9 +152,9 @@ async fn end_of_input_closes_every_window_of_a_co_partitioned_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_of_input_waits_for_the_repartition_topic_in_a_group_by_job() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = kafka::start_broker(dir.path()).await;
+    let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
     let client = ClientConfig::new(&broker.local_addr().to_string());
-    create_topic(&client, "views", 3, false).await;
+    create_topic(&client, "views", 3).await;
     let input = views(1500, BASE, 90_000, false);
     produce_json(&client, "views", &input).await;
     let expected = batch(&input);
@@ -204,9 +205,9 @@ async fn end_of_input_waits_for_the_repartition_topic_in_a_group_by_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_of_a_group_by_job_drain_together() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = kafka::start_broker(dir.path()).await;
+    let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
     let client = ClientConfig::new(&broker.local_addr().to_string());
-    create_topic(&client, "views", 3, false).await;
+    create_topic(&client, "views", 3).await;
     let input = views(1200, BASE, 60_000, false);
     produce_json(&client, "views", &input).await;
     let expected = batch(&input);

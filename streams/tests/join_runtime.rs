@@ -8,11 +8,12 @@ mod kafka;
 
 use std::time::{Duration, Instant};
 
-use kafka::{channel_sink, create_topic, produce_json, recv_n, spawn_job};
+use kafka::{channel_sink, produce_json, recv_n, spawn_job};
 use millrace_client::ClientConfig;
 use millrace_streams::runtime::{Job, JobMetrics, Sink, Source, StreamsConfig};
 use millrace_streams::windows::join::{JoinWindows, Side};
 use millrace_streams::Record;
+use millrace_testkit::{create_topic, start_broker_in, FAST_GROUPS};
 use serde::{Deserialize, Serialize};
 
 const BASE: i64 = 1_800_000_000_000;
@@ -130,10 +131,10 @@ fn rows(records: Vec<Record<String, (u32, u32)>>) -> Vec<(String, u32, u32)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_windowed_join_survives_a_restart_with_its_buffers() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = kafka::start_broker(dir.path()).await;
+    let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
     let client = ClientConfig::new(&broker.local_addr().to_string());
-    create_topic(&client, "impressions", 3, false).await;
-    create_topic(&client, "clicks", 3, false).await;
+    create_topic(&client, "impressions", 3).await;
+    create_topic(&client, "clicks", 3).await;
     let all = input();
     let expected = batch(&all);
     let (impressions, clicks) = &all;

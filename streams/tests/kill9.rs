@@ -15,11 +15,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kafka::{create_topic, produce_json};
+use kafka::produce_json;
 use millrace_client::consumer::{Consumer, ConsumerConfig};
 use millrace_client::{Admin, ClientConfig, OffsetSpec, TopicPartition};
 use millrace_streams::runtime::{Job, Sink, Source, StreamsConfig};
 use millrace_streams::{EmitMode, Windows};
+use millrace_testkit::{create_topic, start_broker_in, FAST_GROUPS};
 use serde::{Deserialize, Serialize};
 
 /// Set in the child process: the broker address.
@@ -198,10 +199,10 @@ async fn read_counts(client: &ClientConfig) -> Vec<PageCount> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_killed_mid_stream_restarts_with_exact_window_counts() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = kafka::start_broker(dir.path()).await;
+    let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
     let address = broker.local_addr().to_string();
     let client = ClientConfig::new(&address);
-    create_topic(&client, "views", 3, false).await;
+    create_topic(&client, "views", 3).await;
     let admin = Admin::connect(client.clone()).await.unwrap();
     let input = views();
     let expected = batch(&input);

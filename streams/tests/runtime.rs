@@ -7,30 +7,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use millrace_broker::{BrokerConfig, RunningBroker};
-use millrace_client::admin::NewTopic;
 use millrace_client::consumer::{Consumer, ConsumerConfig};
 use millrace_client::TopicPartition;
-use millrace_client::{Admin, ClientConfig, OffsetSpec, Producer, ProducerConfig, ProducerRecord};
+use millrace_client::{ClientConfig, OffsetSpec, Producer, ProducerConfig, ProducerRecord};
 use millrace_streams::runtime::{Job, JobMetrics, Sink, Source, StreamsConfig};
 use millrace_streams::{EmitMode, Windows};
+use millrace_testkit::produce::json_record;
+use millrace_testkit::{produce_all, start_broker_in, FAST_GROUPS};
 use serde::{Deserialize, Serialize};
 
 const PARTITIONS: i32 = 3;
 const WINDOW_MS: i64 = 10_000;
 const BASE: i64 = 1_800_000_000_000;
-
-async fn start_broker(dir: &std::path::Path) -> RunningBroker {
-    let overrides = vec!["group.initial.rebalance.delay.ms=0".to_string()];
-    let settings = millrace_broker::config::parse_overrides(&overrides).unwrap();
-    let config = BrokerConfig::from_settings(
-        &settings,
-        Some("127.0.0.1:0".parse().unwrap()),
-        Some(dir.to_path_buf()),
-    )
-    .unwrap();
-    millrace_broker::start(config).await.unwrap()
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct View {
@@ -73,19 +61,11 @@ fn batch_counts(views: &[(String, View)]) -> BTreeMap<(String, i64), u64> {
 }
 
 async fn produce(config: &ClientConfig, topic: &str, records: &[(String, View)]) {
-    let producer = Producer::connect(ProducerConfig::new(config.clone()))
-        .await
-        .unwrap();
-    let mut deliveries = Vec::new();
-    for (user, view) in records {
-        let record =
-            ProducerRecord::new(topic, serde_json::to_vec(view).unwrap()).key(user.clone());
-        deliveries.push(producer.send(record).await.unwrap());
-    }
-    for delivery in deliveries {
-        delivery.await.unwrap();
-    }
-    producer.close().await;
+    let records = records
+        .iter()
+        .map(|(user, view)| json_record(topic, user, Some(view)))
+        .collect();
+    produce_all(ProducerConfig::new(config.clone()), records).await;
 }
 
 /// Records far in the future on every source partition, for 30 different pages so that
@@ -154,11 +134,7 @@ fn streams_config(client: &ClientConfig, app: &str) -> StreamsConfig {
 }
 
 async fn create_topic(client: &ClientConfig, topic: &str) {
-    let admin = Admin::connect(client.clone()).await.unwrap();
-    admin
-        .create_topic(NewTopic::new(topic, PARTITIONS))
-        .await
-        .unwrap();
+    millrace_testkit::create_topic(client, topic, PARTITIONS).await;
 }
 
 /// Reads a whole topic of JSON page counts.
@@ -263,7 +239,7 @@ async fn wait_for_records_in(metrics: &JobMetrics, at_least: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windowed_counts_equal_the_batch_answer_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path()).await;
+    let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
     let client = ClientConfig::new(&broker.local_addr().to_string());
     create_topic(&client, "views").await;
     let input = views(3000);
@@ -302,7 +278,7 @@ async fn windowed_counts_equal_the_batch_answer_and_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_without_commit_replays_input_without_double_counting() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path()).await;
+    let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
     let client = ClientConfig::new(&broker.local_addr().to_string());
     create_topic(&client, "views").await;
     let input = views(4000);
@@ -344,7 +320,7 @@ async fn a_crash_without_commit_replays_input_without_double_counting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_instance_takes_over_partitions_with_their_state() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path()).await;
+    let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
     let client = ClientConfig::new(&broker.local_addr().to_string());
     create_topic(&client, "views").await;
     let input = views(3000);
@@ -391,7 +367,7 @@ async fn a_second_instance_takes_over_partitions_with_their_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_records_go_to_the_dead_letter_topic_and_the_job_keeps_running() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path()).await;
+    let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
     let client = ClientConfig::new(&broker.local_addr().to_string());
     create_topic(&client, "views").await;
     let producer = Producer::connect(ProducerConfig::new(client.clone()))

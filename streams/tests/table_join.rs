@@ -8,10 +8,12 @@ mod kafka;
 
 use std::time::{Duration, Instant};
 
-use kafka::{channel_sink, create_topic, produce_json, recv_n, spawn_job};
+use kafka::{channel_sink, produce_json, recv_n, spawn_job};
+use millrace_client::admin::NewTopic;
 use millrace_client::ClientConfig;
 use millrace_streams::runtime::{Job, Source, StreamsConfig};
 use millrace_streams::{GlobalTable, Pipeline, Record, Stream};
+use millrace_testkit::{create_topic, create_topic_with, start_broker_in, FAST_GROUPS};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,10 +162,14 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_joins_social_events_with_the_items_table_topic() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = kafka::start_broker(dir.path()).await;
+    let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
     let client = ClientConfig::new(&broker.local_addr().to_string());
-    create_topic(&client, "social", 3, false).await;
-    create_topic(&client, "items", 2, true).await;
+    create_topic(&client, "social", 3).await;
+    create_topic_with(
+        &client,
+        NewTopic::new("items", 2).config("cleanup.policy", "compact"),
+    )
+    .await;
     // The table and a first batch of events exist before the job starts: the table must be
     // loaded before the first event is joined, or events would be dropped as misses.
     let items_in: Vec<(String, Option<Item>)> = (0..20)

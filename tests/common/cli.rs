@@ -5,29 +5,22 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use super::BrokerProcess;
+use millrace_testkit::{BrokerProcess, FAST_GROUPS};
+
+use super::MILLRACE_BIN;
 
 /// The longest any one command may run.
 pub const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 
 /// The built binary.
 pub fn millrace() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_millrace"))
-}
-
-/// A port on 127.0.0.1 that nobody listens on (bound and released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    Command::new(MILLRACE_BIN)
 }
 
 /// A broker process with a group join that does not wait for more members.
 pub fn fast_group_broker() -> (BrokerProcess, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path(), 0, &["-o", "group.initial.rebalance.delay.ms=0"]);
+    let dir = millrace_testkit::temp_dir();
+    let broker = BrokerProcess::start(MILLRACE_BIN, dir.path(), 0, &["-o", FAST_GROUPS]);
     (broker, dir)
 }
 

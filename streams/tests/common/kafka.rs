@@ -1,39 +1,15 @@
-//! Helpers for tests against a broker on a free port: start it, create topics, produce JSON,
-//! run a job and wait for what it collects.
+//! Helpers for stream jobs against a broker on a free port: produce JSON, run a job and wait
+//! for what it collects. The broker and topics come from `millrace-testkit`.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::time::Duration;
 
-use millrace_broker::{BrokerConfig, RunningBroker};
-use millrace_client::admin::NewTopic;
-use millrace_client::{Admin, ClientConfig, Producer, ProducerConfig, ProducerRecord};
+use millrace_client::{ClientConfig, ProducerConfig};
 use millrace_streams::runtime::Sink;
 use millrace_streams::Record;
+use millrace_testkit::produce::json_record;
 use serde::Serialize;
 use tokio::sync::mpsc;
-
-/// A broker on 127.0.0.1, port chosen by the OS, storing in `dir`.
-pub async fn start_broker(dir: &std::path::Path) -> RunningBroker {
-    let overrides = vec!["group.initial.rebalance.delay.ms=0".to_string()];
-    let settings = millrace_broker::config::parse_overrides(&overrides).unwrap();
-    let config = BrokerConfig::from_settings(
-        &settings,
-        Some("127.0.0.1:0".parse().unwrap()),
-        Some(dir.to_path_buf()),
-    )
-    .unwrap();
-    millrace_broker::start(config).await.unwrap()
-}
-
-/// Creates `topic` with `partitions` partitions, compacted when `compact`.
-pub async fn create_topic(client: &ClientConfig, topic: &str, partitions: i32, compact: bool) {
-    let admin = Admin::connect(client.clone()).await.unwrap();
-    let mut new = NewTopic::new(topic, partitions);
-    if compact {
-        new = new.config("cleanup.policy", "compact");
-    }
-    admin.create_topic(new).await.unwrap();
-}
 
 /// Produces `(key, value)` records (value as JSON, `None` as a tombstone) and waits for
 /// every acknowledgement.
@@ -42,25 +18,11 @@ pub async fn produce_json<T: Serialize>(
     topic: &str,
     records: &[(String, Option<T>)],
 ) {
-    let producer = Producer::connect(ProducerConfig::new(client.clone()))
-        .await
-        .unwrap();
-    let mut deliveries = Vec::new();
-    for (key, value) in records {
-        let record = ProducerRecord {
-            topic: topic.to_string(),
-            key: Some(key.clone().into_bytes().into()),
-            value: value
-                .as_ref()
-                .map(|v| serde_json::to_vec(v).unwrap().into()),
-            ..ProducerRecord::default()
-        };
-        deliveries.push(producer.send(record).await.unwrap());
-    }
-    for delivery in deliveries {
-        delivery.await.unwrap();
-    }
-    producer.close().await;
+    let records = records
+        .iter()
+        .map(|(key, value)| json_record(topic, key, value.as_ref()))
+        .collect();
+    millrace_testkit::produce_all(ProducerConfig::new(client.clone()), records).await;
 }
 
 /// A sink handing every output record to the returned channel.

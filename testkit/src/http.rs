@@ -2,7 +2,6 @@
 //! connection (`Connection: close`), bodies with Content-Length or chunked encoding, and a
 //! reader for server-sent events. Everything has a deadline, so a hanging server fails the
 //! test instead of stalling it.
-#![allow(dead_code, clippy::unwrap_used)]
 
 use std::time::Duration;
 
@@ -15,8 +14,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// A response.
 #[derive(Debug)]
 pub struct Response {
+    /// The status code.
     pub status: u16,
+    /// The headers, in the order received.
     pub headers: Vec<(String, String)>,
+    /// The body (de-chunked).
     pub body: Vec<u8>,
 }
 
@@ -72,11 +74,13 @@ pub async fn request(
     body: Option<&[u8]>,
 ) -> Response {
     let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .expect("a connection to the server");
         stream
             .write_all(&request_bytes(addr, method, path, headers, body))
             .await
-            .unwrap();
+            .expect("the request is written");
         // Read until the body is complete: some servers (chromedriver) keep the connection
         // open despite `Connection: close`.
         let mut raw = Vec::new();
@@ -85,7 +89,7 @@ pub async fn request(
             if complete(&raw) {
                 break;
             }
-            let n = stream.read(&mut buf).await.unwrap();
+            let n = stream.read(&mut buf).await.expect("the response is read");
             if n == 0 {
                 break;
             }
@@ -143,8 +147,12 @@ fn parse(raw: &[u8]) -> Response {
         .unwrap_or_else(|| panic!("no end of headers in {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let status_line = lines.next().expect("a status line");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status code in {status_line:?}"));
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
@@ -173,7 +181,8 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         };
         let size_text = String::from_utf8_lossy(&data[..line_end]);
         let size =
-            usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+            usize::from_str_radix(size_text.split(';').next().unwrap_or_default().trim(), 16)
+                .unwrap_or(0);
         if size == 0 {
             return out;
         }
@@ -194,17 +203,19 @@ pub async fn sse_events(
     count: usize,
 ) -> (u16, Vec<String>) {
     let read = async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .expect("a connection to the server");
         let mut all = vec![("Accept", "text/event-stream")];
         all.extend_from_slice(headers);
         stream
             .write_all(&request_bytes(addr, "GET", path, &all, None))
             .await
-            .unwrap();
+            .expect("the request is written");
         let mut raw = Vec::new();
         let mut buf = vec![0u8; 8192];
         loop {
-            let n = stream.read(&mut buf).await.unwrap();
+            let n = stream.read(&mut buf).await.expect("the response is read");
             raw.extend_from_slice(&buf[..n]);
             let text = String::from_utf8_lossy(&raw).into_owned();
             let status: u16 = text

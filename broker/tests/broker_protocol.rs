@@ -1,12 +1,9 @@
 //! The broker over real TCP, driven with requests encoded by the `kafka-protocol` crate.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use common::{batch, decode_records, record, start_broker, start_broker_in, TestClient};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
@@ -22,6 +19,9 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
+use millrace_testkit::records::{batch, decode_records, record};
+use millrace_testkit::wire::TestClient;
+use millrace_testkit::{start_broker_in, TestBroker};
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
@@ -107,7 +107,7 @@ async fn list_offset(
 
 #[tokio::test]
 async fn api_versions_advertises_the_implemented_apis() {
-    let (broker, _dir) = start_broker().await;
+    let TestBroker { broker, dir: _dir } = TestBroker::start(&[]).await;
     let mut client = TestClient::connect(broker.local_addr()).await;
     let response = client.call(3, &ApiVersionsRequest::default()).await;
     assert_eq!(response.error_code, 0);
@@ -128,7 +128,7 @@ async fn api_versions_advertises_the_implemented_apis() {
 
 #[tokio::test]
 async fn api_versions_of_an_unknown_version_gets_a_v0_error_and_the_connection_stays_open() {
-    let (broker, _dir) = start_broker().await;
+    let TestBroker { broker, dir: _dir } = TestBroker::start(&[]).await;
     let mut client = TestClient::connect(broker.local_addr()).await;
     let mut body = BytesMut::new();
     body.put_i16(ApiKey::ApiVersions as i16);
@@ -156,7 +156,7 @@ async fn api_versions_of_an_unknown_version_gets_a_v0_error_and_the_connection_s
 
 #[tokio::test]
 async fn produce_then_fetch_returns_the_same_records_at_assigned_offsets() {
-    let (broker, _dir) = start_broker().await;
+    let TestBroker { broker, dir: _dir } = TestBroker::start(&[]).await;
     let mut client = TestClient::connect(broker.local_addr()).await;
     assert_eq!(create_topic(&mut client, "orders", 3, &[]).await, 0);
 
@@ -192,7 +192,7 @@ async fn produce_then_fetch_returns_the_same_records_at_assigned_offsets() {
 
 #[tokio::test]
 async fn fetch_long_poll_is_woken_by_an_append() {
-    let (broker, _dir) = start_broker().await;
+    let TestBroker { broker, dir: _dir } = TestBroker::start(&[]).await;
     let mut producer = TestClient::connect(broker.local_addr()).await;
     let mut consumer = TestClient::connect(broker.local_addr()).await;
     assert_eq!(create_topic(&mut producer, "wake", 1, &[]).await, 0);
@@ -228,7 +228,7 @@ async fn fetch_long_poll_is_woken_by_an_append() {
 
 #[tokio::test]
 async fn fetch_with_no_data_waits_max_wait_and_returns_empty_records() {
-    let (broker, _dir) = start_broker().await;
+    let TestBroker { broker, dir: _dir } = TestBroker::start(&[]).await;
     let mut client = TestClient::connect(broker.local_addr()).await;
     assert_eq!(create_topic(&mut client, "quiet", 1, &[]).await, 0);
     let started = Instant::now();
@@ -246,7 +246,7 @@ async fn fetch_with_no_data_waits_max_wait_and_returns_empty_records() {
 
 #[tokio::test]
 async fn bad_produce_input_gets_kafka_error_codes() {
-    let (broker, _dir) = start_broker().await;
+    let TestBroker { broker, dir: _dir } = TestBroker::start(&[]).await;
     let mut client = TestClient::connect(broker.local_addr()).await;
     assert_eq!(create_topic(&mut client, "t", 1, &[]).await, 0);
     let good = batch(&[record("k", "v", 1)], Compression::None);
@@ -287,7 +287,7 @@ async fn bad_produce_input_gets_kafka_error_codes() {
 
 #[tokio::test]
 async fn invalid_and_duplicate_topics_are_refused() {
-    let (broker, _dir) = start_broker().await;
+    let TestBroker { broker, dir: _dir } = TestBroker::start(&[]).await;
     let mut client = TestClient::connect(broker.local_addr()).await;
     assert_eq!(create_topic(&mut client, "bad topic!", 1, &[]).await, 17);
     assert_eq!(create_topic(&mut client, "ok", 1, &[]).await, 0);
@@ -306,7 +306,7 @@ async fn invalid_and_duplicate_topics_are_refused() {
 
 #[tokio::test]
 async fn unknown_api_key_and_oversized_frames_close_only_that_connection() {
-    let (broker, _dir) = start_broker().await;
+    let TestBroker { broker, dir: _dir } = TestBroker::start(&[]).await;
     let mut bystander = TestClient::connect(broker.local_addr()).await;
 
     let mut unknown = TestClient::connect(broker.local_addr()).await;
@@ -335,7 +335,7 @@ async fn unknown_api_key_and_oversized_frames_close_only_that_connection() {
 
 #[tokio::test]
 async fn metadata_auto_creates_topics_only_when_enabled() {
-    let (broker, _dir) = start_broker().await;
+    let TestBroker { broker, dir: _dir } = TestBroker::start(&[]).await;
     let mut client = TestClient::connect(broker.local_addr()).await;
     let request = MetadataRequest::default()
         .with_topics(Some(vec![
@@ -411,7 +411,7 @@ async fn a_locked_data_dir_is_refused() {
 
 #[tokio::test]
 async fn list_offsets_by_time_and_delete_records() {
-    let (broker, _dir) = start_broker().await;
+    let TestBroker { broker, dir: _dir } = TestBroker::start(&[]).await;
     let mut client = TestClient::connect(broker.local_addr()).await;
     assert_eq!(create_topic(&mut client, "timed", 1, &[]).await, 0);
     for (i, ts) in [1_000, 2_000, 3_000].iter().enumerate() {
@@ -444,7 +444,7 @@ async fn list_offsets_by_time_and_delete_records() {
 
 #[tokio::test]
 async fn topic_configs_can_be_altered_and_partitions_added_and_topics_deleted() {
-    let (broker, _dir) = start_broker().await;
+    let TestBroker { broker, dir: _dir } = TestBroker::start(&[]).await;
     let mut client = TestClient::connect(broker.local_addr()).await;
     assert_eq!(create_topic(&mut client, "admin", 1, &[]).await, 0);
 

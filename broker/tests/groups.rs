@@ -2,10 +2,7 @@
 //! durability across restarts.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use bytes::Bytes;
-use common::{start_broker_in, TestClient};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{
@@ -15,6 +12,8 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use millrace_testkit::wire::TestClient;
+use millrace_testkit::{start_broker_in, FAST_GROUPS};
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -41,14 +40,7 @@ async fn new_member_id(client: &mut TestClient, group: &str) -> String {
 }
 
 async fn broker(dir: &std::path::Path) -> millrace_broker::RunningBroker {
-    start_broker_in(
-        dir,
-        &[
-            "group.initial.rebalance.delay.ms=0",
-            "offsets.topic.num.partitions=3",
-        ],
-    )
-    .await
+    start_broker_in(dir, &[FAST_GROUPS, "offsets.topic.num.partitions=3"]).await
 }
 
 #[tokio::test]

@@ -1,3 +1,0 @@
-//! Helpers shared by the dashboard tests.
-
-pub mod http;
