@@ -1,21 +1,18 @@
 //! The `millrace` client commands against a Kafka-protocol broker that lacks an optional API:
 //! the command does its job and says what it skipped, instead of failing. The broker is a
 //! real millrace broker behind a proxy that removes the API from ApiVersions
-//! (`support/api_hiding_proxy.rs`).
+//! (`millrace_testkit::api_hiding_proxy`).
 #![allow(clippy::unwrap_used)]
-
-#[path = "support/api_hiding_proxy.rs"]
-mod api_hiding_proxy;
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use api_hiding_proxy::{start_broker_without, BrokerWithoutApis};
 use kafka_protocol::messages::ApiKey;
 use millrace_client::admin::NewTopic;
 use millrace_client::{Admin, ClientConfig, ClientError, OffsetSpec, TopicPartition};
+use millrace_testkit::api_hiding_proxy::{start_broker_without, BrokerWithoutApis};
 
 /// The longest one command may run before the test fails.
 const COMMAND_LIMIT: Duration = Duration::from_secs(60);

@@ -4,19 +4,16 @@
 //! broker behind a proxy that removes the API from ApiVersions.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../tests/support/api_hiding_proxy.rs"]
-mod api_hiding_proxy;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use api_hiding_proxy::{start_broker_without, BrokerWithoutApis};
 use kafka_protocol::messages::ApiKey;
 use millrace_client::admin::NewTopic;
 use millrace_client::{
     Admin, ClientConfig, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 use millrace_dashboard::{Dashboard, DashboardConfig};
+use millrace_testkit::api_hiding_proxy::{start_broker_without, BrokerWithoutApis};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

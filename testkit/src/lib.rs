@@ -6,6 +6,8 @@
 //!   (`millrace_broker::start`) on a free port over a temp dir, with `KEY=VALUE` overrides;
 //! - [`BrokerProcess`]: a `millrace broker` process (the real binary), killed when dropped;
 //! - [`free_port`] and [`temp_dir`];
+//! - [`api_hiding_proxy`]: a broker whose ApiVersions leaves out chosen APIs, as another
+//!   Kafka-protocol broker without them would answer;
 //! - [`create_topic`] / [`create_topic_with`] and [`produce_all`] through `millrace-client`;
 //! - record builders: [`records`] (wire-level record batches for raw protocol tests) and
 //!   [`produce::json_record`] (a keyed JSON `ProducerRecord`);
@@ -29,9 +31,11 @@
 //!
 //! The kit depends on `millrace-broker` and `millrace-client`, and those crates use it as a
 //! dev-dependency: cargo allows that cycle because their integration tests link the same
-//! library build the kit links. (Unit tests inside `src/` must not use the kit: there the crate
-//! is compiled a second time, with `cfg(test)`, and its types would not match the kit's.)
+//! library build the kit links. (Unit tests inside `src/` may use the kit only for plain
+//! values, such as a broker's address: there the crate is compiled a second time, with
+//! `cfg(test)`, and its types would not match the kit's.)
 
+pub mod api_hiding_proxy;
 pub mod broker;
 pub mod dirs;
 pub mod http;

@@ -16,29 +16,20 @@ use crate::producer::{Producer, ProducerConfig, ProducerRecord};
 use crate::record::TimestampType;
 use crate::ClientConfig;
 
-/// A broker on a free port in a temp dir, with groups that form without delay.
+/// A broker on a free port in a temp dir, with groups that form without delay (the test
+/// kit's launcher; the client config is this crate's own type, so it is built here).
 struct TestBroker {
-    broker: millrace_broker::RunningBroker,
-    _dir: tempfile::TempDir,
+    broker: millrace_testkit::TestBroker,
 }
 
 impl TestBroker {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let overrides = vec!["group.initial.rebalance.delay.ms=0".to_string()];
-        let settings = millrace_broker::config::parse_overrides(&overrides).expect("overrides");
-        let config = millrace_broker::BrokerConfig::from_settings(
-            &settings,
-            Some("127.0.0.1:0".parse().expect("address")),
-            Some(dir.path().to_path_buf()),
-        )
-        .expect("broker config");
-        let broker = millrace_broker::start(config).await.expect("broker start");
-        TestBroker { broker, _dir: dir }
+        let broker = millrace_testkit::TestBroker::start(&[millrace_testkit::FAST_GROUPS]).await;
+        TestBroker { broker }
     }
 
     fn client(&self) -> ClientConfig {
-        ClientConfig::builder([self.broker.local_addr().to_string()])
+        ClientConfig::builder([self.broker.bootstrap()])
             .build()
             .expect("client config")
     }

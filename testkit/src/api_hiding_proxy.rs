@@ -6,9 +6,7 @@
 //! FindCoordinator and DescribeCluster send clients back through the proxy, and every
 //! connection negotiates its versions with the filtered list.
 //!
-//! Used by `tests/cli_optional_apis.rs` and `dashboard/tests/sampler_optional_apis.rs` (by
-//! path, as neither crate's tests can import the other's).
-#![allow(dead_code, clippy::unwrap_used)]
+//! Used by `tests/cli_optional_apis.rs` and `dashboard/tests/sampler_optional_apis.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use millrace_broker::{BrokerConfig, RunningBroker};
+use millrace_broker::RunningBroker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,20 +32,13 @@ pub struct BrokerWithoutApis {
 
 /// Starts a broker whose ApiVersions answers leave out `hidden`.
 pub async fn start_broker_without(hidden: &[ApiKey]) -> BrokerWithoutApis {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bootstrap = listener.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let settings = millrace_broker::config::parse_overrides(&[format!(
-        "advertised.listeners=PLAINTEXT://{bootstrap}"
-    )])
-    .unwrap();
-    let config = BrokerConfig::from_settings(
-        &settings,
-        Some("127.0.0.1:0".parse().unwrap()),
-        Some(dir.path().to_path_buf()),
-    )
-    .unwrap();
-    let broker = millrace_broker::start(config).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port for the proxy");
+    let bootstrap = listener.local_addr().expect("the proxy's address");
+    let dir = crate::temp_dir();
+    let advertised = format!("advertised.listeners=PLAINTEXT://{bootstrap}");
+    let broker = crate::start_broker_in(dir.path(), &[&advertised]).await;
     let upstream = broker.local_addr();
     let hidden: Arc<Vec<i16>> = Arc::new(hidden.iter().map(|k| *k as i16).collect());
     tokio::spawn(async move {
@@ -91,7 +82,7 @@ async fn forward_requests(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, pendi
             if header.request_api_key == ApiKey::ApiVersions as i16 {
                 pending
                     .lock()
-                    .unwrap()
+                    .expect("the pending map is never poisoned")
                     .insert(header.correlation_id, header.request_api_version);
             }
         }
@@ -123,7 +114,11 @@ fn filter_api_versions(frame: Bytes, pending: &Pending, hidden: &[i16]) -> Bytes
     let Ok(header) = ResponseHeader::decode(&mut frame.clone(), header_version) else {
         return frame;
     };
-    let Some(version) = pending.lock().unwrap().remove(&header.correlation_id) else {
+    let Some(version) = pending
+        .lock()
+        .expect("the pending map is never poisoned")
+        .remove(&header.correlation_id)
+    else {
         return frame;
     };
     let header_version = ApiKey::ApiVersions.response_header_version(version);
@@ -138,8 +133,11 @@ fn filter_api_versions(frame: Bytes, pending: &Pending, hidden: &[i16]) -> Bytes
         .api_keys
         .retain(|api| !hidden.contains(&api.api_key));
     let mut out = BytesMut::new();
-    header.encode(&mut out, header_version).unwrap();
-    response.encode(&mut out, version).unwrap();
+    if header.encode(&mut out, header_version).is_err()
+        || response.encode(&mut out, version).is_err()
+    {
+        return frame;
+    }
     out.freeze()
 }
 
@@ -153,7 +151,8 @@ async fn read_frame(from: &mut OwnedReadHalf) -> Option<Bytes> {
 
 async fn write_frame(to: &mut OwnedWriteHalf, frame: &[u8]) -> std::io::Result<()> {
     let mut out = BytesMut::with_capacity(4 + frame.len());
-    out.put_i32(i32::try_from(frame.len()).unwrap());
+    let size = i32::try_from(frame.len()).map_err(std::io::Error::other)?;
+    out.put_i32(size);
     out.put_slice(frame);
     to.write_all(&out).await
 }
