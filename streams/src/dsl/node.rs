@@ -187,13 +187,9 @@ where
     }
 }
 
-impl<O, K, V, K2, V2> Stage for OpNode<O, K, V, K2, V2>
+impl<O, K, V, K2: Send, V2: Send> Stage for OpNode<O, K, V, K2, V2>
 where
     O: Operator<K, V, OutKey = K2, OutValue = V2>,
-    K: Send,
-    V: Send,
-    K2: Send,
-    V2: Send,
 {
     forwarding_stage!();
 

@@ -24,7 +24,7 @@ use millrace_client::{
 use crate::error::StreamsError;
 
 use super::changelog::changelog_topic;
-use super::running::{Data, Running};
+use super::running::{send, Data, Running};
 use super::task::Task;
 
 impl<K0: Data, V0: Data, K: Data, V: Data> Running<K0, V0, K, V> {
@@ -162,13 +162,7 @@ struct KafkaIo<'a> {
 
 impl CommitIo for KafkaIo<'_> {
     async fn send(&mut self, record: ProducerRecord) -> Result<(), StreamsError> {
-        let delivery = self
-            .producer
-            .send(record)
-            .await
-            .map_err(|e| StreamsError::client("producing", e))?;
-        self.pending.push(delivery);
-        Ok(())
+        send(self.producer, self.pending, record).await
     }
 
     async fn acknowledged(&mut self) -> Result<(), StreamsError> {

@@ -280,12 +280,21 @@ impl<K0: Data, V0: Data, K: Data, V: Data> Running<K0, V0, K, V> {
 
     /// Sends `record`; the next commit waits for its acknowledgement.
     pub(super) async fn send(&mut self, record: ProducerRecord) -> Result<(), StreamsError> {
-        let delivery = self
-            .producer
-            .send(record)
-            .await
-            .map_err(|e| StreamsError::client("producing", e))?;
-        self.pending.push(delivery);
-        Ok(())
+        send(&self.producer, &mut self.pending, record).await
     }
+}
+
+/// Sends `record` through `producer`, keeping its delivery in `pending` for the next commit
+/// to wait for.
+pub(super) async fn send(
+    producer: &Producer,
+    pending: &mut Vec<DeliveryFuture>,
+    record: ProducerRecord,
+) -> Result<(), StreamsError> {
+    let delivery = producer
+        .send(record)
+        .await
+        .map_err(|e| StreamsError::client("producing", e))?;
+    pending.push(delivery);
+    Ok(())
 }
