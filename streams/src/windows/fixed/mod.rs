@@ -6,10 +6,10 @@
 //! counted and handed back to the caller as a side output, never dropped silently.
 //!
 //! Where the accumulators live is the [`StateBackend`]'s choice; the window logic above is
-//! the same for both. In memory ([`memory`]), state between commits is a typed map (open
+//! the same for both. In memory (`memory`), state between commits is a typed map (open
 //! windows → keys → accumulators), which keeps the per-record cost at one hash lookup, and a
 //! checkpoint writes the accumulators changed since the previous one to the
-//! [`KeyValueStore`]. On disk ([`stored`]), each record reads and writes its accumulator
+//! [`KeyValueStore`]. On disk (`stored`), each record reads and writes its accumulator
 //! through the store. The store layout, and so the changelog, is the same either way:
 //! `(window, key)` (window first, so a time range scan finds what to close). Closed windows
 //! are evicted: a tombstone goes to the changelog if the window had ever been written there.
