@@ -26,31 +26,97 @@ pub(super) struct Cx<'a> {
     pub(super) output: &'a mut dyn Any,
 }
 
-/// One step of the chain, owning everything downstream of it.
-pub(super) trait Node<K, V>: Send {
-    fn process(&mut self, record: Record<K, V>, cx: &mut Cx<'_>);
-    fn watermark(&mut self, cx: &mut Cx<'_>);
+/// What every step of the chain does besides taking records, whatever its record types:
+/// passing the watermark on, checkpointing, restoring, counting and showing state, naming
+/// the tables it joins with. A step states only what it adds to these; each default passes
+/// the call on to the rest of the chain ([`Stage::downstream`]).
+pub(super) trait Stage: Send {
+    /// The rest of the chain (`None` at its end, the sink).
+    fn downstream(&self) -> Option<&dyn Stage>;
+
+    /// The rest of the chain, for changing.
+    fn downstream_mut(&mut self) -> Option<&mut dyn Stage>;
+
+    /// The watermark moved to `cx.watermark`.
+    fn watermark(&mut self, cx: &mut Cx<'_>) {
+        if let Some(down) = self.downstream_mut() {
+            down.watermark(cx);
+        }
+    }
+
+    /// Appends each stateful step's changelog batch, in chain order.
     fn checkpoint(
         &mut self,
         meta: &TaskMeta,
         out: &mut Vec<StoreChanges>,
-    ) -> Result<(), StreamsError>;
+    ) -> Result<(), StreamsError> {
+        match self.downstream_mut() {
+            Some(down) => down.checkpoint(meta, out),
+            None => Ok(()),
+        }
+    }
+
+    /// Restores each stateful step from its store's batches (taken out of `changes`),
+    /// appending the task metadata each held.
     fn restore(
         &mut self,
         changes: &mut BTreeMap<String, Vec<Change>>,
         metas: &mut Vec<TaskMeta>,
-    ) -> Result<(), StreamsError>;
-    fn state_len(&self) -> usize;
+    ) -> Result<(), StreamsError> {
+        match self.downstream_mut() {
+            Some(down) => down.restore(changes, metas),
+            None => Ok(()),
+        }
+    }
+
+    /// Live state entries of the steps from here on.
+    fn state_len(&self) -> usize {
+        self.downstream().map_or(0, Stage::state_len)
+    }
+
     /// Appends each stateful step's snapshot (see [`Operator::snapshot`]) by store name.
-    fn snapshot(&self, out: &mut Vec<StoreSnapshot>);
+    fn snapshot(&self, out: &mut Vec<StoreSnapshot>) {
+        if let Some(down) = self.downstream() {
+            down.snapshot(out);
+        }
+    }
+
     /// Appends the global tables the chain joins with (the runtime loads them).
-    fn tables(&self, out: &mut Vec<Arc<dyn TableUpdates>>);
+    fn tables(&self, out: &mut Vec<Arc<dyn TableUpdates>>) {
+        if let Some(down) = self.downstream() {
+            down.tables(out);
+        }
+    }
+}
+
+/// One step of the chain taking `Record<K, V>`, owning everything downstream of it.
+pub(super) trait Node<K, V>: Stage {
+    /// Processes one record (and whatever it leads to downstream).
+    fn process(&mut self, record: Record<K, V>, cx: &mut Cx<'_>);
+}
+
+/// The [`Stage`] of a step whose rest of the chain is its `down` field and that adds
+/// nothing to the defaults.
+macro_rules! forwarding_stage {
+    () => {
+        fn downstream(&self) -> Option<&dyn Stage> {
+            Some(&*self.down)
+        }
+
+        fn downstream_mut(&mut self) -> Option<&mut dyn Stage> {
+            Some(&mut *self.down)
+        }
+    };
 }
 
 /// A stateless step producing at most one record per input (map, filter, key_by, inspect).
 pub(super) struct Step<F, K2, V2> {
     pub(super) f: F,
     pub(super) down: Box<dyn Node<K2, V2>>,
+}
+
+impl<F: Send, K2, V2> Stage for Step<F, K2, V2> {
+    forwarding_stage!();
 }
 
 impl<K, V, K2, V2, F> Node<K, V> for Step<F, K2, V2>
@@ -64,34 +130,16 @@ where
             self.down.process(r, cx);
         }
     }
-    fn watermark(&mut self, cx: &mut Cx<'_>) {
-        self.down.watermark(cx);
-    }
-    fn checkpoint(&mut self, m: &TaskMeta, o: &mut Vec<StoreChanges>) -> Result<(), StreamsError> {
-        self.down.checkpoint(m, o)
-    }
-    fn restore(
-        &mut self,
-        c: &mut BTreeMap<String, Vec<Change>>,
-        m: &mut Vec<TaskMeta>,
-    ) -> Result<(), StreamsError> {
-        self.down.restore(c, m)
-    }
-    fn state_len(&self) -> usize {
-        self.down.state_len()
-    }
-    fn snapshot(&self, out: &mut Vec<StoreSnapshot>) {
-        self.down.snapshot(out);
-    }
-    fn tables(&self, out: &mut Vec<Arc<dyn TableUpdates>>) {
-        self.down.tables(out);
-    }
 }
 
 /// A stateless step producing any number of records per input.
 pub(super) struct FlatStep<F, K2, V2> {
     pub(super) f: F,
     pub(super) down: Box<dyn Node<K2, V2>>,
+}
+
+impl<F: Send, K2, V2> Stage for FlatStep<F, K2, V2> {
+    forwarding_stage!();
 }
 
 impl<K, V, K2, V2, F, I> Node<K, V> for FlatStep<F, K2, V2>
@@ -113,28 +161,6 @@ where
             };
             self.down.process(r, cx);
         }
-    }
-    fn watermark(&mut self, cx: &mut Cx<'_>) {
-        self.down.watermark(cx);
-    }
-    fn checkpoint(&mut self, m: &TaskMeta, o: &mut Vec<StoreChanges>) -> Result<(), StreamsError> {
-        self.down.checkpoint(m, o)
-    }
-    fn restore(
-        &mut self,
-        c: &mut BTreeMap<String, Vec<Change>>,
-        m: &mut Vec<TaskMeta>,
-    ) -> Result<(), StreamsError> {
-        self.down.restore(c, m)
-    }
-    fn state_len(&self) -> usize {
-        self.down.state_len()
-    }
-    fn snapshot(&self, out: &mut Vec<StoreSnapshot>) {
-        self.down.snapshot(out);
-    }
-    fn tables(&self, out: &mut Vec<Arc<dyn TableUpdates>>) {
-        self.down.tables(out);
     }
 }
 
@@ -161,39 +187,11 @@ where
     }
 }
 
-impl<O, K, V, K2, V2> Node<K, V> for OpNode<O, K, V, K2, V2>
+impl<O, K, V, K2: Send, V2: Send> Stage for OpNode<O, K, V, K2, V2>
 where
     O: Operator<K, V, OutKey = K2, OutValue = V2>,
-    K: Send,
-    V: Send,
-    K2: Send,
-    V2: Send,
 {
-    fn process(&mut self, record: Record<K, V>, cx: &mut Cx<'_>) {
-        let mut ocx = Context {
-            watermark: cx.watermark,
-            metrics: cx.metrics,
-        };
-        if let Some(late) = self.op.process(record, &mut ocx, &mut self.buf) {
-            tracing::debug!(
-                operator = self.op.name(),
-                timestamp = late.timestamp,
-                watermark = cx.watermark,
-                "late record"
-            );
-            cx.late.push(LateRecord {
-                operator: self.op.name().to_string(),
-                timestamp: late.timestamp,
-                watermark: cx.watermark,
-                partition: late.partition,
-                offset: late.offset,
-            });
-            if let Some(f) = self.on_late.as_mut() {
-                f(&late);
-            }
-        }
-        self.forward(cx);
-    }
+    forwarding_stage!();
 
     fn watermark(&mut self, cx: &mut Cx<'_>) {
         let mut ocx = Context {
@@ -240,8 +238,40 @@ where
         });
         self.down.snapshot(out);
     }
-    fn tables(&self, out: &mut Vec<Arc<dyn TableUpdates>>) {
-        self.down.tables(out);
+}
+
+impl<O, K, V, K2, V2> Node<K, V> for OpNode<O, K, V, K2, V2>
+where
+    O: Operator<K, V, OutKey = K2, OutValue = V2>,
+    K: Send,
+    V: Send,
+    K2: Send,
+    V2: Send,
+{
+    fn process(&mut self, record: Record<K, V>, cx: &mut Cx<'_>) {
+        let mut ocx = Context {
+            watermark: cx.watermark,
+            metrics: cx.metrics,
+        };
+        if let Some(late) = self.op.process(record, &mut ocx, &mut self.buf) {
+            tracing::debug!(
+                operator = self.op.name(),
+                timestamp = late.timestamp,
+                watermark = cx.watermark,
+                "late record"
+            );
+            cx.late.push(LateRecord {
+                operator: self.op.name().to_string(),
+                timestamp: late.timestamp,
+                watermark: cx.watermark,
+                partition: late.partition,
+                offset: late.offset,
+            });
+            if let Some(f) = self.on_late.as_mut() {
+                f(&late);
+            }
+        }
+        self.forward(cx);
     }
 }
 
@@ -253,6 +283,24 @@ pub(super) struct TableJoin<TK, TV, F, G, K, V2> {
     /// inner join's miss).
     pub(super) join: G,
     pub(super) down: Box<dyn Node<K, V2>>,
+}
+
+impl<TK, TV, F, G, K, V2> Stage for TableJoin<TK, TV, F, G, K, V2>
+where
+    TK: Hash + Eq + Send + Sync + 'static,
+    TV: Send + Sync + 'static,
+    F: Send,
+    G: Send,
+{
+    forwarding_stage!();
+
+    fn tables(&self, out: &mut Vec<Arc<dyn TableUpdates>>) {
+        let table: Arc<dyn TableUpdates> = Arc::new(self.table.clone());
+        if !out.iter().any(|t| t.id() == table.id()) {
+            out.push(table);
+        }
+        self.down.tables(out);
+    }
 }
 
 impl<K, V, V2, TK, TV, F, G> Node<K, V> for TableJoin<TK, TV, F, G, K, V2>
@@ -290,36 +338,20 @@ where
             );
         }
     }
-    fn watermark(&mut self, cx: &mut Cx<'_>) {
-        self.down.watermark(cx);
-    }
-    fn checkpoint(&mut self, m: &TaskMeta, o: &mut Vec<StoreChanges>) -> Result<(), StreamsError> {
-        self.down.checkpoint(m, o)
-    }
-    fn restore(
-        &mut self,
-        c: &mut BTreeMap<String, Vec<Change>>,
-        m: &mut Vec<TaskMeta>,
-    ) -> Result<(), StreamsError> {
-        self.down.restore(c, m)
-    }
-    fn state_len(&self) -> usize {
-        self.down.state_len()
-    }
-    fn snapshot(&self, out: &mut Vec<StoreSnapshot>) {
-        self.down.snapshot(out);
-    }
-    fn tables(&self, out: &mut Vec<Arc<dyn TableUpdates>>) {
-        let table: Arc<dyn TableUpdates> = Arc::new(self.table.clone());
-        if !out.iter().any(|t| t.id() == table.id()) {
-            out.push(table);
-        }
-        self.down.tables(out);
-    }
 }
 
 /// The end of the chain: appends to the pipeline's output.
 pub(super) struct Sink<K, V>(pub(super) PhantomData<fn(K, V)>);
+
+impl<K: Send, V: Send> Stage for Sink<K, V> {
+    fn downstream(&self) -> Option<&dyn Stage> {
+        None
+    }
+
+    fn downstream_mut(&mut self) -> Option<&mut dyn Stage> {
+        None
+    }
+}
 
 impl<K: Send + 'static, V: Send + 'static> Node<K, V> for Sink<K, V> {
     fn process(&mut self, record: Record<K, V>, cx: &mut Cx<'_>) {
@@ -328,20 +360,4 @@ impl<K: Send + 'static, V: Send + 'static> Node<K, V> for Sink<K, V> {
             out.push(record);
         }
     }
-    fn watermark(&mut self, _cx: &mut Cx<'_>) {}
-    fn checkpoint(&mut self, _: &TaskMeta, _: &mut Vec<StoreChanges>) -> Result<(), StreamsError> {
-        Ok(())
-    }
-    fn restore(
-        &mut self,
-        _: &mut BTreeMap<String, Vec<Change>>,
-        _: &mut Vec<TaskMeta>,
-    ) -> Result<(), StreamsError> {
-        Ok(())
-    }
-    fn state_len(&self) -> usize {
-        0
-    }
-    fn snapshot(&self, _out: &mut Vec<StoreSnapshot>) {}
-    fn tables(&self, _out: &mut Vec<Arc<dyn TableUpdates>>) {}
 }

@@ -6,6 +6,7 @@ use std::hash::Hash;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::operator::Operator;
 use crate::record::{Record, Windowed};
 use crate::state::backend::StateBackend;
 use crate::windows::sliding::SlidingAggregate;
@@ -54,6 +55,27 @@ struct WindowConfig<K, V> {
     name: Option<String>,
     on_late: Option<LateFn<K, V>>,
     backend: StateBackend,
+}
+
+impl<K: Send + 'static, V: Send + 'static> WindowConfig<K, V> {
+    /// Adds to `stream` the step `make` builds from its name (given, or `<prefix>-<position>`),
+    /// emit mode and backend, with this config's late-record callback.
+    fn add<O>(
+        self,
+        stream: Stream<K, V>,
+        prefix: &str,
+        make: impl FnOnce(String, EmitMode, &StateBackend) -> O,
+    ) -> Stream<O::OutKey, O::OutValue>
+    where
+        O: Operator<K, V> + 'static,
+        O::OutKey: Send + 'static,
+        O::OutValue: Send + 'static,
+    {
+        let stateful = stream.stateful;
+        let name = self.name.unwrap_or_else(|| format!("{prefix}-{stateful}"));
+        let op = make(name, self.emit, &self.backend);
+        stream.operator(op, self.on_late)
+    }
 }
 
 impl<K, V> WindowConfig<K, V> {
@@ -151,20 +173,18 @@ where
     where
         A: Clone + Serialize + DeserializeOwned + Send + 'static,
     {
-        let stateful = self.stream.stateful;
-        let name = self
-            .config
-            .name
-            .unwrap_or_else(|| format!("aggregate-{stateful}"));
-        let op = WindowAggregate::with_backend(
-            name,
-            self.windows,
-            self.config.emit,
-            Box::new(init),
-            Box::new(add),
-            &self.config.backend,
-        );
-        self.stream.operator(op, self.config.on_late)
+        let windows = self.windows;
+        self.config
+            .add(self.stream, "aggregate", |name, emit, backend| {
+                WindowAggregate::with_backend(
+                    name,
+                    windows,
+                    emit,
+                    Box::new(init),
+                    Box::new(add),
+                    backend,
+                )
+            })
     }
 
     /// Counts records per key and window.
@@ -177,16 +197,8 @@ where
     where
         V: Clone + Serialize + DeserializeOwned,
     {
-        self.aggregate(
-            || None,
-            move |acc: &mut Option<V>, v: &V| {
-                *acc = Some(match acc.take() {
-                    Some(a) => f(&a, v),
-                    None => v.clone(),
-                });
-            },
-        )
-        .flat_map(|k, v: Option<V>| v.map(|v| (k, v)))
+        self.aggregate(|| None, reducing(f))
+            .flat_map(|k, v: Option<V>| v.map(|v| (k, v)))
     }
 }
 
@@ -208,21 +220,19 @@ where
     where
         A: Clone + Serialize + DeserializeOwned + Send + 'static,
     {
-        let stateful = self.stream.stateful;
-        let name = self
-            .config
-            .name
-            .unwrap_or_else(|| format!("session-aggregate-{stateful}"));
-        let op = SessionAggregate::with_backend(
-            name,
-            self.windows,
-            self.config.emit,
-            Box::new(init),
-            Box::new(add),
-            Box::new(merge),
-            &self.config.backend,
-        );
-        self.stream.operator(op, self.config.on_late)
+        let windows = self.windows;
+        self.config
+            .add(self.stream, "session-aggregate", |name, emit, backend| {
+                SessionAggregate::with_backend(
+                    name,
+                    windows,
+                    emit,
+                    Box::new(init),
+                    Box::new(add),
+                    Box::new(merge),
+                    backend,
+                )
+            })
     }
 
     /// Counts records per key and session.
@@ -239,12 +249,7 @@ where
         let g = std::sync::Arc::clone(&f);
         self.aggregate(
             || None,
-            move |acc: &mut Option<V>, v: &V| {
-                *acc = Some(match acc.take() {
-                    Some(a) => f(&a, v),
-                    None => v.clone(),
-                });
-            },
+            reducing(move |a: &V, b: &V| f(a, b)),
             move |acc: &mut Option<V>, other: Option<V>| {
                 *acc = match (acc.take(), other) {
                     (Some(a), Some(b)) => Some(g(&a, &b)),
@@ -273,24 +278,34 @@ where
     where
         A: Clone + Serialize + DeserializeOwned + Send + 'static,
     {
-        let stateful = self.stream.stateful;
-        let name = self
-            .config
-            .name
-            .unwrap_or_else(|| format!("sliding-aggregate-{stateful}"));
-        let op = SlidingAggregate::with_backend(
-            name,
-            self.windows,
-            self.config.emit,
-            Box::new(init),
-            Box::new(add),
-            &self.config.backend,
-        );
-        self.stream.operator(op, self.config.on_late)
+        let windows = self.windows;
+        self.config
+            .add(self.stream, "sliding-aggregate", |name, emit, backend| {
+                SlidingAggregate::with_backend(
+                    name,
+                    windows,
+                    emit,
+                    Box::new(init),
+                    Box::new(add),
+                    backend,
+                )
+            })
     }
 
     /// Counts records per key and window.
     pub fn count(self) -> Stream<Windowed<K>, u64> {
         self.aggregate(|| 0u64, |n: &mut u64, _: &V| *n += 1)
+    }
+}
+
+/// The `add` of a reduce: the first value, then each next one combined with `f`.
+fn reducing<V: Clone + 'static>(
+    f: impl Fn(&V, &V) -> V + Send + 'static,
+) -> impl Fn(&mut Option<V>, &V) + Send + 'static {
+    move |acc, v| {
+        *acc = Some(match acc.take() {
+            Some(a) => f(&a, v),
+            None => v.clone(),
+        });
     }
 }

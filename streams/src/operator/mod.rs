@@ -18,8 +18,15 @@
 //! checkpoint whenever it moved. The watermark implies it, except after an end of input
 //! ([`crate::Pipeline::end_of_input`]) sets the watermark back: the seal then keeps a record
 //! that would reopen closed state late rather than emitted twice, across restores too.
+//!
+//! The built-in stateful steps (windows, sessions, sliding windows, joins, dedupe, the
+//! anomaly detector, "also viewed") share one implementation of this trait: each states what
+//! it does with a record and with the watermark, and the opening checks (failed store,
+//! replay, late, sealed), failure handling, checkpoint, restore and snapshot are written
+//! once, in `step`. An operator of your own implements [`Operator`] directly.
 
 mod checkpoint;
+pub(crate) mod step;
 
 use crate::error::StreamsError;
 use crate::record::Record;
@@ -29,6 +36,7 @@ use crate::time::Timestamp;
 
 pub use checkpoint::TaskMeta;
 pub(crate) use checkpoint::{ReplayGuard, DATA_PREFIX, META_KEY};
+pub(crate) use step::{stateful_operator, StatefulStep, StepParts, StepState};
 
 /// Creates an empty accumulator.
 pub type InitFn<A> = Box<dyn Fn() -> A + Send>;

@@ -25,7 +25,7 @@
 //! exactly one login every minute has zero variance, and a second failure must not score
 //! infinity), and the [`Direction`] of interesting deviations (default: spikes up).
 //!
-//! The detector is an [`Operator`] added with [`Stream::operator`](crate::Stream::operator).
+//! The detector is an [`Operator`](crate::Operator) added with [`Stream::operator`](crate::Stream::operator).
 //! It scores values in arrival order, so feed it ordered values: final window results
 //! ([`EmitMode::Final`](crate::EmitMode::Final)) arrive in window order per key; raw
 //! measurements are scored as they come. Windows with no records produce no value: a windowed
@@ -82,11 +82,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StreamsError;
-use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
+use crate::operator::{stateful_operator, Context, Operator, StatefulStep, StepParts};
 use crate::record::{Record, Windowed};
-use crate::state::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
+use crate::state::backend::StateBackend;
 use crate::state::keyed::KeyedState;
-use crate::state::store::{Change, KeyValueStore};
+use crate::state::store::KeyValueStore;
 use crate::time::{millis, Timestamp};
 
 /// Scales the MAD to estimate the standard deviation of normally distributed data
@@ -348,7 +348,7 @@ enum BaselineState {
 
 /// One series' state, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct SeriesState {
+pub(crate) struct SeriesState {
     /// Values folded into the baseline.
     seen: u64,
     /// Event time of the latest value (for expiry).
@@ -367,13 +367,18 @@ struct SeriesState {
 pub struct AnomalyDetector<K, V, S> {
     config: Detector,
     extract: ExtractFn<K, V, S>,
-    state: KeyedState<S, (), SeriesState>,
     /// The backend chosen when building the operator, which the stream's does not override.
     backend: Option<StateBackend>,
-    /// With expiry on: each live series under the event time of its latest value.
-    expiry: BTreeMap<Timestamp, HashSet<S>>,
-    guard: ReplayGuard,
+    /// The series; their index (with expiry on) is each live series under the event time of
+    /// its latest value, in memory whatever the backend.
+    parts: StepParts<Series<S>, Expiry<S>>,
 }
+
+/// Every series' state.
+type Series<S> = KeyedState<S, (), SeriesState>;
+
+/// Live series by the event time of their latest value.
+type Expiry<S> = BTreeMap<Timestamp, HashSet<S>>;
 
 impl<K, V, S> AnomalyDetector<K, V, S>
 where
@@ -381,13 +386,12 @@ where
 {
     fn new(config: Detector, extract: ExtractFn<K, V, S>) -> Self {
         let state = KeyedState::new(&config.name, &StateBackend::InMemory);
+        let parts = StepParts::new(config.name.clone(), state, BTreeMap::new());
         Self {
             config,
             extract,
-            state,
             backend: None,
-            expiry: BTreeMap::new(),
-            guard: ReplayGuard::default(),
+            parts,
         }
     }
 
@@ -395,7 +399,7 @@ where
     /// is added to (by default it follows the stream's: see [`crate::Stream::state_backend`]).
     #[must_use]
     pub fn with_backend(mut self, backend: StateBackend) -> Self {
-        self.state = KeyedState::new(&self.config.name, &backend);
+        self.parts.state = KeyedState::new(&self.config.name, &backend);
         self.backend = Some(backend);
         self
     }
@@ -405,7 +409,7 @@ where
     /// [`AnomalyDetector::with_backend`] with [`StateBackend::OnDisk`].
     #[must_use]
     pub fn with_store(mut self, store: Box<dyn KeyValueStore>) -> Self {
-        self.state = KeyedState::in_memory(&self.config.name, store);
+        self.parts.state = KeyedState::in_memory(&self.config.name, store);
         self.backend = Some(StateBackend::InMemory);
         self
     }
@@ -416,19 +420,20 @@ where
             return;
         }
         if let Some(old) = before {
-            if let Some(set) = self.expiry.get_mut(&old) {
+            if let Some(set) = self.parts.index.get_mut(&old) {
                 set.remove(&series);
                 if set.is_empty() {
-                    self.expiry.remove(&old);
+                    self.parts.index.remove(&old);
                 }
             }
         }
-        self.expiry.entry(now).or_default().insert(series);
+        self.parts.index.entry(now).or_default().insert(series);
     }
 
     /// Forgets the series idle for longer than `idle` at `watermark`.
     fn expire(&mut self, idle: i64, watermark: Timestamp) -> Result<(), StreamsError> {
-        while let Some(entry) = self.expiry.first_entry() {
+        let parts = &mut self.parts;
+        while let Some(entry) = parts.index.first_entry() {
             if entry.key().saturating_add(idle) >= watermark {
                 break;
             }
@@ -436,7 +441,7 @@ where
             for series in entry.remove() {
                 // The index has one entry per series, at its latest value; checking again
                 // costs nothing and keeps a stale entry from deleting live state.
-                self.state.update(&series, |g| {
+                parts.state.update(&series, |g| {
                     if g.get(&()).is_some_and(|state| state.last == seen_at) {
                         g.remove(&());
                     }
@@ -606,31 +611,46 @@ where
     type OutKey = S;
     type OutValue = Anomaly<S>;
 
-    fn name(&self) -> &str {
-        &self.config.name
+    stateful_operator!(K, V);
+
+    fn adopt_backend(&mut self, backend: &StateBackend) {
+        if self.backend.is_none() {
+            self.parts.state = KeyedState::new(&self.config.name, backend);
+        }
+    }
+}
+
+impl<K, V, S> StatefulStep<K, V> for AnomalyDetector<K, V, S>
+where
+    K: Send,
+    V: Send,
+    S: Hash + Eq + Clone + Serialize + DeserializeOwned + Send,
+{
+    type State = Series<S>;
+    type Index = Expiry<S>;
+
+    fn parts(&self) -> &StepParts<Series<S>, Expiry<S>> {
+        &self.parts
     }
 
-    fn process(
+    fn parts_mut(&mut self) -> &mut StepParts<Series<S>, Expiry<S>> {
+        &mut self.parts
+    }
+
+    fn apply(
         &mut self,
         record: Record<K, V>,
-        cx: &mut Context<'_>,
+        _cx: &mut Context<'_>,
         out: &mut Vec<Record<S, Anomaly<S>>>,
-    ) -> Option<Record<K, V>> {
-        if self.state.failed() {
-            return None;
-        }
-        if self.guard.is_replay(&record) {
-            cx.metrics.replays_skipped += 1;
-            return None;
-        }
+    ) -> Result<Option<Record<K, V>>, StreamsError> {
         let obs = (self.extract)(&record.key, &record.value);
         if !obs.value.is_finite() {
             tracing::debug!(operator = %self.config.name, "skipping a non-finite value");
-            return None;
+            return Ok(None);
         }
         let t = record.timestamp;
         let config = &self.config;
-        let scored = self.state.update(&obs.series, |g| {
+        let scored = self.parts.state.update(&obs.series, |g| {
             let before = g.get(&()).map(|state| state.last);
             if before.is_none() {
                 g.insert((), config.fresh_state(t));
@@ -638,14 +658,9 @@ where
             g.get_mut(&())
                 .map(|state| (before, config.observe(state, obs.value, obs.window, t)))
         });
-        let (before, scored) = match scored {
-            Ok(Some(scored)) => scored,
+        let Some((before, scored)) = scored? else {
             // The entry was inserted just above.
-            Ok(None) => return None,
-            Err(error) => {
-                self.state.fail(error);
-                return None;
-            }
+            return Ok(None);
         };
         if scored.anomalous || self.config.emit == AnomalyEmit::EveryScore {
             out.push(Record {
@@ -670,75 +685,54 @@ where
         if self.config.expire_after.is_some() {
             self.reindex(obs.series, before, scored.last);
         }
-        None
+        Ok(None)
     }
 
-    fn on_watermark(&mut self, cx: &mut Context<'_>, _out: &mut Vec<Record<S, Anomaly<S>>>) {
-        let Some(idle) = self.config.expire_after else {
-            return;
-        };
-        if self.state.failed() {
-            return;
+    fn advance(
+        &mut self,
+        cx: &mut Context<'_>,
+        _out: &mut Vec<Record<S, Anomaly<S>>>,
+    ) -> Result<(), StreamsError> {
+        match self.config.expire_after {
+            Some(idle) => self.expire(idle, cx.watermark),
+            None => Ok(()),
         }
-        if let Err(error) = self.expire(idle, cx.watermark) {
-            self.state.fail(error);
-        }
     }
 
-    fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        self.state.checkpoint(&mut self.guard, meta)
-    }
-
-    fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.expiry.clear();
-        let expiry = &mut self.expiry;
+    fn restoring(
+        &mut self,
+    ) -> (
+        impl FnMut(&mut Expiry<S>, &S, &(), &SeriesState) -> Result<(), StreamsError>,
+        &mut StepParts<Series<S>, Expiry<S>>,
+    ) {
         let indexed = self.config.expire_after.is_some();
-        self.state.restore(
-            changes,
-            &mut self.guard,
-            |series, _, state: &SeriesState| {
+        let index_series =
+            move |expiry: &mut Expiry<S>, series: &S, _: &(), state: &SeriesState| {
                 if indexed {
                     expiry.entry(state.last).or_default().insert(series.clone());
                 }
-            },
-        )
-    }
-
-    fn state_len(&self) -> usize {
-        self.state.len()
-    }
-
-    fn adopt_backend(&mut self, backend: &StateBackend) {
-        if self.backend.is_none() {
-            self.state = KeyedState::new(&self.config.name, backend);
-        }
+                Ok(())
+            };
+        (index_series, &mut self.parts)
     }
 
     /// One row per series: `key`, `observations`, `baseline`, `spread` (raw, before
     /// `min_spread`) and `last_seen`. With the on-disk backend, at most
-    /// [`SNAPSHOT_ROW_CAP`] series (see [`crate::state::backend`]).
-    fn snapshot(&self) -> Vec<serde_json::Value> {
-        let mut rows = Vec::new();
-        let result = self
-            .state
-            .snapshot(SNAPSHOT_ROW_CAP, |series, _, state: &SeriesState| {
-                let (baseline, spread) = if state.seen == 0 {
-                    (0.0, 0.0)
-                } else {
-                    Detector::center_and_spread(state)
-                };
-                rows.push(serde_json::json!({
-                    "key": serde_json::to_value(series).unwrap_or(serde_json::Value::Null),
-                    "observations": state.seen,
-                    "baseline": baseline,
-                    "spread": spread,
-                    "last_seen": state.last,
-                }));
-            });
-        if let Err(error) = result {
-            snapshot_failed(&self.config.name, &error);
-        }
-        rows
+    /// [`SNAPSHOT_ROW_CAP`](crate::state::SNAPSHOT_ROW_CAP) series (see
+    /// [`crate::state::backend`]).
+    fn row(&self, series: &S, _: &(), state: &SeriesState) -> serde_json::Value {
+        let (baseline, spread) = if state.seen == 0 {
+            (0.0, 0.0)
+        } else {
+            Detector::center_and_spread(state)
+        };
+        serde_json::json!({
+            "key": serde_json::to_value(series).unwrap_or(serde_json::Value::Null),
+            "observations": state.seen,
+            "baseline": baseline,
+            "spread": spread,
+            "last_seen": state.last,
+        })
     }
 }
 

@@ -71,11 +71,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::dsl::Stream;
 use crate::error::StreamsError;
-use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
+use crate::operator::{stateful_operator, Context, Operator, StatefulStep, StepParts};
 use crate::record::{Record, Windowed};
-use crate::state::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
+use crate::state::backend::StateBackend;
 use crate::state::keyed::KeyedState;
-use crate::state::store::{Change, KeyValueStore};
+use crate::state::store::KeyValueStore;
 use crate::time::{millis, Timestamp};
 use crate::windows::EmitMode;
 use crate::windows::SessionWindows;
@@ -138,7 +138,7 @@ struct Candidate<I> {
 
 /// The bounded neighbour list of one item, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Neighbours<I> {
+pub(crate) struct Neighbours<I> {
     /// Event time the scores are decayed to.
     as_of: Timestamp,
     candidates: Vec<Candidate<I>>,
@@ -216,20 +216,22 @@ fn decay(elapsed_ms: i64, half_life_ms: f64) -> f64 {
 /// backend says (see [`crate::state::backend`]): in a hash map, or read and written through the
 /// operator's store for every item of a closed session. It needs no time index.
 pub struct AlsoViewed<I> {
-    name: String,
     top_k: usize,
     max_candidates: usize,
     max_session_items: usize,
     half_life_ms: f64,
-    state: KeyedState<I, (), Neighbours<I>>,
+    /// Each item's neighbours; no index (nothing expires by time).
+    parts: StepParts<Items<I>, ()>,
     /// The backend chosen when building the operator, which the stream's does not override
     /// (and which [`also_viewed`] gives its session step).
     backend: Option<StateBackend>,
     /// Whether [`AlsoViewed::with_store`] chose the store (then the stream's backend does not
     /// apply to this operator, but still does to the session step).
     own_store: bool,
-    guard: ReplayGuard,
 }
+
+/// Every item's neighbours.
+type Items<I> = KeyedState<I, (), Neighbours<I>>;
 
 impl<I> AlsoViewed<I>
 where
@@ -242,15 +244,13 @@ where
         let name = name.into();
         let state = KeyedState::new(&name, &StateBackend::InMemory);
         Self {
-            name,
+            parts: StepParts::new(name, state, ()),
             top_k: 10,
             max_candidates: 50,
             max_session_items: 50,
             half_life_ms: millis(Duration::from_secs(7 * 24 * 3600)) as f64,
-            state,
             backend: None,
             own_store: false,
-            guard: ReplayGuard::default(),
         }
     }
 
@@ -287,7 +287,7 @@ where
     /// is added to; [`also_viewed`] keeps its session step there too.
     #[must_use]
     pub fn with_backend(mut self, backend: StateBackend) -> Self {
-        self.state = KeyedState::new(&self.name, &backend);
+        self.parts.state = KeyedState::new(&self.parts.name, &backend);
         self.backend = Some(backend);
         self.own_store = false;
         self
@@ -298,7 +298,7 @@ where
     /// [`AlsoViewed::with_backend`] with [`StateBackend::OnDisk`].
     #[must_use]
     pub fn with_store(mut self, store: Box<dyn KeyValueStore>) -> Self {
-        self.state = KeyedState::in_memory(&self.name, store);
+        self.parts.state = KeyedState::in_memory(&self.parts.name, store);
         self.backend = None;
         self.own_store = true;
         self
@@ -313,31 +313,45 @@ where
     type OutKey = I;
     type OutValue = Related<I>;
 
-    fn name(&self) -> &str {
-        &self.name
+    stateful_operator!(Windowed<U>, SessionItems<I>);
+
+    fn adopt_backend(&mut self, backend: &StateBackend) {
+        if self.backend.is_none() && !self.own_store {
+            self.parts.state = KeyedState::new(&self.parts.name, backend);
+        }
+    }
+}
+
+impl<U, I> StatefulStep<Windowed<U>, SessionItems<I>> for AlsoViewed<I>
+where
+    U: Send,
+    I: Hash + Ord + Clone + Serialize + DeserializeOwned + Send,
+{
+    type State = Items<I>;
+    type Index = ();
+
+    fn parts(&self) -> &StepParts<Items<I>, ()> {
+        &self.parts
     }
 
-    fn process(
+    fn parts_mut(&mut self) -> &mut StepParts<Items<I>, ()> {
+        &mut self.parts
+    }
+
+    fn apply(
         &mut self,
         record: Record<Windowed<U>, SessionItems<I>>,
-        cx: &mut Context<'_>,
+        _cx: &mut Context<'_>,
         out: &mut Vec<Record<I, Related<I>>>,
-    ) -> Option<Record<Windowed<U>, SessionItems<I>>> {
-        if self.state.failed() {
-            return None;
-        }
-        if self.guard.is_replay(&record) {
-            cx.metrics.replays_skipped += 1;
-            return None;
-        }
+    ) -> Result<Option<Record<Windowed<U>, SessionItems<I>>>, StreamsError> {
         let items = record.value.items();
         if items.len() < 2 {
-            return None;
+            return Ok(None);
         }
         let t = record.timestamp;
         let (half_life, max, k) = (self.half_life_ms, self.max_candidates, self.top_k);
         for item in items {
-            let related = self.state.update(item, |g| {
+            let related = self.parts.state.update(item, |g| {
                 if !g.contains(&()) {
                     g.insert((), Neighbours::new(t));
                 }
@@ -350,14 +364,7 @@ where
                         neighbours.top(k)
                     })
                     .unwrap_or_default()
-            });
-            let related = match related {
-                Ok(related) => related,
-                Err(error) => {
-                    self.state.fail(error);
-                    return None;
-                }
-            };
+            })?;
             out.push(Record {
                 key: item.clone(),
                 value: Related {
@@ -369,47 +376,39 @@ where
                 offset: record.offset,
             });
         }
-        None
+        Ok(None)
     }
 
-    fn on_watermark(&mut self, _cx: &mut Context<'_>, _out: &mut Vec<Record<I, Related<I>>>) {}
-
-    fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        self.state.checkpoint(&mut self.guard, meta)
+    fn advance(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _out: &mut Vec<Record<I, Related<I>>>,
+    ) -> Result<(), StreamsError> {
+        Ok(())
     }
 
-    fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.state.restore(changes, &mut self.guard, |_, _, _| {})
-    }
-
-    fn state_len(&self) -> usize {
-        self.state.len()
-    }
-
-    fn adopt_backend(&mut self, backend: &StateBackend) {
-        if self.backend.is_none() && !self.own_store {
-            self.state = KeyedState::new(&self.name, backend);
-        }
+    fn restoring(
+        &mut self,
+    ) -> (
+        impl FnMut(&mut (), &I, &(), &Neighbours<I>) -> Result<(), StreamsError>,
+        &mut StepParts<Items<I>, ()>,
+    ) {
+        (
+            |_: &mut (), _: &I, _: &(), _: &Neighbours<I>| Ok(()),
+            &mut self.parts,
+        )
     }
 
     /// One row per item: `item`, `related` (the top-K as `[item, score]` pairs) and `as_of`.
-    /// With the on-disk backend, at most [`SNAPSHOT_ROW_CAP`] items (see [`crate::state::backend`]).
-    fn snapshot(&self) -> Vec<serde_json::Value> {
-        let mut rows = Vec::new();
-        let result =
-            self.state
-                .snapshot(SNAPSHOT_ROW_CAP, |item, _, neighbours: &Neighbours<I>| {
-                    rows.push(serde_json::json!({
-                        "item": serde_json::to_value(item).unwrap_or(serde_json::Value::Null),
-                        "related": serde_json::to_value(neighbours.top(self.top_k))
-                            .unwrap_or(serde_json::Value::Null),
-                        "as_of": neighbours.as_of,
-                    }));
-                });
-        if let Err(error) = result {
-            snapshot_failed(&self.name, &error);
-        }
-        rows
+    /// With the on-disk backend, at most [`SNAPSHOT_ROW_CAP`](crate::state::SNAPSHOT_ROW_CAP)
+    /// items (see [`crate::state::backend`]).
+    fn row(&self, item: &I, _: &(), neighbours: &Neighbours<I>) -> serde_json::Value {
+        serde_json::json!({
+            "item": serde_json::to_value(item).unwrap_or(serde_json::Value::Null),
+            "related": serde_json::to_value(neighbours.top(self.top_k))
+                .unwrap_or(serde_json::Value::Null),
+            "as_of": neighbours.as_of,
+        })
     }
 }
 
@@ -430,7 +429,7 @@ where
     let sessions = views
         .session_window(sessions)
         .emit(EmitMode::Final)
-        .named(format!("{}-sessions", operator.name));
+        .named(format!("{}-sessions", operator.parts.name));
     let sessions = match &operator.backend {
         None => sessions,
         Some(StateBackend::InMemory) => sessions.in_memory(),

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::error::StreamsError;
 
-use super::running::{now_ms, Running};
+use super::running::{now_ms, Data, Running};
 
 /// A handle to a job's end of input; clone it freely. Get it with
 /// [`Job::end_of_input`](super::Job::end_of_input) before calling `run`.
@@ -114,13 +114,7 @@ fn reached(position: Option<i64>, end: i64) -> bool {
     end <= 0 || position.is_some_and(|p| p >= end)
 }
 
-impl<K0, V0, K, V> Running<K0, V0, K, V>
-where
-    K0: Send + 'static,
-    V0: Send + 'static,
-    K: Send + 'static,
-    V: Send + 'static,
-{
+impl<K0: Data, V0: Data, K: Data, V: Data> Running<K0, V0, K, V> {
     /// Moves an end of input along (see [`EndOfInput`]); called once per loop turn.
     pub(super) async fn end_of_input_step(&mut self) -> Result<(), StreamsError> {
         let signalled = self.end.signalled();

@@ -132,15 +132,7 @@ where
             decode: source.decode,
             repartition: None,
         };
-        Job {
-            config,
-            ingest,
-            build: Arc::new(build),
-            sink,
-            metrics: Arc::new(JobMetrics::default()),
-            state: QueryableState::new(),
-            end: EndOfInput::new(),
-        }
+        Self::with_ingest(config, ingest, Arc::new(build), sink)
     }
 
     /// A job whose pipeline is keyed by `key` of each source record (Kafka Streams'
@@ -198,10 +190,19 @@ where
                 rekey,
             }),
         };
+        Self::with_ingest(config, ingest, Arc::new(build), sink)
+    }
+
+    fn with_ingest(
+        config: StreamsConfig,
+        ingest: Ingest<K0, V0>,
+        build: Build<K0, V0, K, V>,
+        sink: Sink<K, V>,
+    ) -> Self {
         Job {
             config,
             ingest,
-            build: Arc::new(build),
+            build,
             sink,
             metrics: Arc::new(JobMetrics::default()),
             state: QueryableState::new(),

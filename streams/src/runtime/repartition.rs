@@ -8,7 +8,7 @@ use millrace_client::ProducerRecord;
 
 use crate::time::PartitionId;
 
-use super::running::Running;
+use super::running::{Data, Running};
 
 /// Computes a source record's new key (as bytes) for repartitioning.
 pub(super) type Rekey = Arc<dyn Fn(&ConsumerRecord) -> Result<Vec<u8>, String> + Send + Sync>;
@@ -65,13 +65,7 @@ pub(super) fn repartitioned(
     }
 }
 
-impl<K0, V0, K, V> Running<K0, V0, K, V>
-where
-    K0: Send + 'static,
-    V0: Send + 'static,
-    K: Send + 'static,
-    V: Send + 'static,
-{
+impl<K0: Data, V0: Data, K: Data, V: Data> Running<K0, V0, K, V> {
     /// Where a pipeline-topic record counts as read from: its own partition and offset, or
     /// for a repartitioned record its source partition and offset.
     pub(super) fn input_position(&self, record: &ConsumerRecord) -> Option<(PartitionId, i64)> {

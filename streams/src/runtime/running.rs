@@ -30,6 +30,12 @@ use super::task::Task;
 /// only other publish is the one at the end of each end-of-input round.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// What the record types of a running job must be: what a task's pipeline can carry to
+/// another thread (the job runs in a spawned task).
+pub(super) trait Data: Send + 'static {}
+
+impl<T: Send + 'static> Data for T {}
+
 /// Everything the running loop owns.
 pub(super) struct Running<K0, V0, K, V> {
     pub(super) config: StreamsConfig,
@@ -64,13 +70,7 @@ pub(super) fn now_ms() -> Timestamp {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-impl<K0, V0, K, V> Running<K0, V0, K, V>
-where
-    K0: Send + 'static,
-    V0: Send + 'static,
-    K: Send + 'static,
-    V: Send + 'static,
-{
+impl<K0: Data, V0: Data, K: Data, V: Data> Running<K0, V0, K, V> {
     /// Polls and processes until `shutdown` completes or an error stops the job; commits and
     /// publishes state when their intervals pass.
     pub(super) async fn run(
@@ -280,12 +280,21 @@ where
 
     /// Sends `record`; the next commit waits for its acknowledgement.
     pub(super) async fn send(&mut self, record: ProducerRecord) -> Result<(), StreamsError> {
-        let delivery = self
-            .producer
-            .send(record)
-            .await
-            .map_err(|e| StreamsError::client("producing", e))?;
-        self.pending.push(delivery);
-        Ok(())
+        send(&self.producer, &mut self.pending, record).await
     }
+}
+
+/// Sends `record` through `producer`, keeping its delivery in `pending` for the next commit
+/// to wait for.
+pub(super) async fn send(
+    producer: &Producer,
+    pending: &mut Vec<DeliveryFuture>,
+    record: ProducerRecord,
+) -> Result<(), StreamsError> {
+    let delivery = producer
+        .send(record)
+        .await
+        .map_err(|e| StreamsError::client("producing", e))?;
+    pending.push(delivery);
+    Ok(())
 }

@@ -10,15 +10,9 @@ use millrace_client::ProducerRecord;
 use crate::error::StreamsError;
 use crate::time::PartitionId;
 
-use super::running::Running;
+use super::running::{Data, Running};
 
-impl<K0, V0, K, V> Running<K0, V0, K, V>
-where
-    K0: Send + 'static,
-    V0: Send + 'static,
-    K: Send + 'static,
-    V: Send + 'static,
-{
+impl<K0: Data, V0: Data, K: Data, V: Data> Running<K0, V0, K, V> {
     /// A record that cannot be decoded or encoded: fails the job, goes to the dead letter
     /// topic, or is skipped, as configured (counted either way).
     pub(super) async fn bad_record(

@@ -13,7 +13,7 @@ use crate::time::{PartitionId, Timestamp};
 
 use super::changelog::changelog_topic;
 use super::repartition::source_partition_id;
-use super::running::{now_ms, Running};
+use super::running::{now_ms, Data, Running};
 
 /// One input partition index across the source topics, with its pipeline.
 pub(super) struct Task<K0, V0, K, V> {
@@ -25,13 +25,7 @@ pub(super) struct Task<K0, V0, K, V> {
     pub(super) next_source_offset: HashMap<PartitionId, i64>,
 }
 
-impl<K0, V0, K, V> Running<K0, V0, K, V>
-where
-    K0: Send + 'static,
-    V0: Send + 'static,
-    K: Send + 'static,
-    V: Send + 'static,
-{
+impl<K0: Data, V0: Data, K: Data, V: Data> Running<K0, V0, K, V> {
     /// Creates tasks for newly assigned partitions, restoring their state and positions.
     pub(super) async fn assigned(
         &mut self,

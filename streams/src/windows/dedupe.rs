@@ -18,23 +18,25 @@
 //! hold across an end of input and a restart unchanged: a duplicate is dropped, and an
 //! unknown id older than the watermark (which the checkpoint keeps) is late.
 
-use std::collections::BTreeSet;
 use std::hash::Hash;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::StreamsError;
-use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
+use crate::operator::{stateful_operator, Context, Operator, StatefulStep, StepParts};
 use crate::record::Record;
-use crate::state::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
+use crate::state::backend::StateBackend;
 use crate::state::keyed::KeyedState;
-use crate::state::store::{Change, KeyValueStore};
+use crate::state::store::KeyValueStore;
 use crate::state::time_index::TimeIndex;
 use crate::time::Timestamp;
 
 /// Extracts the id that identifies duplicates (a click id, an event UUID).
 pub type IdFn<K, V, I> = Box<dyn Fn(&K, &V) -> I + Send>;
+
+/// The remembered ids, each with the event time of its first sighting.
+type Ids<I> = KeyedState<I, (), Timestamp>;
 
 /// What the state says about a record.
 enum Verdict {
@@ -51,15 +53,12 @@ enum Verdict {
 /// Each remembered id is one entry (`id` -> first event time) of its [`KeyedState`], in
 /// memory or on disk (see [`crate::state::backend`]).
 pub struct Dedupe<K, V, I> {
-    name: String,
     horizon: i64,
     id: IdFn<K, V, I>,
-    state: KeyedState<I, (), Timestamp>,
-    /// Ids by expiry time (`first + horizon`); on disk when the state is, so that memory does
-    /// not grow with the remembered ids. An id seen again after its horizon keeps its old
-    /// entry here, which is ignored when it fires.
-    expiry: TimeIndex<I>,
-    guard: ReplayGuard,
+    /// The ids; their index is the ids by expiry time (`first + horizon`), on disk when the
+    /// state is, so that memory does not grow with the remembered ids. An id seen again after
+    /// its horizon keeps its old index entry, which is ignored when it fires.
+    parts: StepParts<Ids<I>, TimeIndex<I>>,
 }
 
 impl<K, V, I> Dedupe<K, V, I>
@@ -74,14 +73,7 @@ where
         id: IdFn<K, V, I>,
         store: Box<dyn KeyValueStore>,
     ) -> Self {
-        let name = name.into();
-        let state = KeyedState::in_memory(&name, store);
-        Self::with(
-            name,
-            horizon_ms,
-            id,
-            (state, TimeIndex::Memory(BTreeSet::new())),
-        )
+        Self::with(horizon_ms, id, StepParts::in_memory(name.into(), store))
     }
 
     /// A dedupe step with its state where `backend` says.
@@ -91,53 +83,19 @@ where
         id: IdFn<K, V, I>,
         backend: &StateBackend,
     ) -> Self {
-        let name = name.into();
-        let mut state = KeyedState::new(&name, backend);
-        let expiry = TimeIndex::for_state(&name, backend, &mut state);
-        Self::with(name, horizon_ms, id, (state, expiry))
+        Self::with(
+            horizon_ms,
+            id,
+            StepParts::with_backend(name.into(), backend),
+        )
     }
 
-    fn with(
-        name: String,
-        horizon_ms: i64,
-        id: IdFn<K, V, I>,
-        (state, expiry): (KeyedState<I, (), Timestamp>, TimeIndex<I>),
-    ) -> Self {
+    fn with(horizon_ms: i64, id: IdFn<K, V, I>, parts: StepParts<Ids<I>, TimeIndex<I>>) -> Self {
         Self {
-            name,
             horizon: horizon_ms.max(0),
             id,
-            state,
-            expiry,
-            guard: ReplayGuard::default(),
+            parts,
         }
-    }
-
-    /// Forgets the ids whose horizon the watermark passed.
-    fn expire(&mut self, watermark: Timestamp) -> Result<(), StreamsError> {
-        if watermark == Timestamp::MAX {
-            // The end of time only comes from an end of input (or the end of a bounded
-            // input): keep the ids, see the module documentation.
-            return Ok(());
-        }
-        if watermark == Timestamp::MIN {
-            return Ok(());
-        }
-        // Entries expire once the watermark is past them.
-        while let Some((expires, ids)) = self.expiry.pop_due(watermark.saturating_sub(1))? {
-            let horizon = self.horizon;
-            for id in ids {
-                // Only expire the sighting this entry was made for.
-                self.state.update(&id, |g| {
-                    if g.get(&())
-                        .is_some_and(|first| first.saturating_add(horizon) == expires)
-                    {
-                        g.remove(&());
-                    }
-                })?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -150,28 +108,37 @@ where
     type OutKey = K;
     type OutValue = V;
 
-    fn name(&self) -> &str {
-        &self.name
+    stateful_operator!(K, V);
+}
+
+impl<K, V, I> StatefulStep<K, V> for Dedupe<K, V, I>
+where
+    K: Send,
+    V: Send,
+    I: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send,
+{
+    type State = Ids<I>;
+    type Index = TimeIndex<I>;
+
+    fn parts(&self) -> &StepParts<Ids<I>, TimeIndex<I>> {
+        &self.parts
     }
 
-    fn process(
+    fn parts_mut(&mut self) -> &mut StepParts<Ids<I>, TimeIndex<I>> {
+        &mut self.parts
+    }
+
+    fn apply(
         &mut self,
         record: Record<K, V>,
         cx: &mut Context<'_>,
         out: &mut Vec<Record<K, V>>,
-    ) -> Option<Record<K, V>> {
-        if self.state.failed() {
-            return None;
-        }
-        if self.guard.is_replay(&record) {
-            cx.metrics.replays_skipped += 1;
-            return None;
-        }
+    ) -> Result<Option<Record<K, V>>, StreamsError> {
         let id = (self.id)(&record.key, &record.value);
         let t = record.timestamp;
         let horizon = self.horizon.unsigned_abs();
         let late = t < cx.watermark;
-        let verdict = self.state.update(&id, |g| {
+        let verdict = self.parts.state.update(&id, |g| {
             if g.get(&())
                 .is_some_and(|first| t.abs_diff(*first) <= horizon)
             {
@@ -184,87 +151,78 @@ where
             // starts a new horizon.
             g.insert((), t);
             Verdict::New
-        });
+        })?;
         match verdict {
-            Ok(Verdict::New) => {
-                if let Err(error) = self.expiry.insert(t.saturating_add(self.horizon), id) {
-                    self.state.fail(error);
-                    return None;
-                }
+            Verdict::New => {
+                self.parts
+                    .index
+                    .insert(t.saturating_add(self.horizon), id)?;
                 out.push(record);
-                None
+                Ok(None)
             }
-            Ok(Verdict::Duplicate) => {
+            Verdict::Duplicate => {
                 cx.metrics.duplicates_dropped += 1;
-                None
+                Ok(None)
             }
-            Ok(Verdict::Late) => {
-                cx.metrics.late_records += 1;
-                Some(record)
-            }
-            Err(error) => {
-                self.state.fail(error);
-                None
-            }
+            Verdict::Late => Ok(Some(record)),
         }
     }
 
-    fn on_watermark(&mut self, cx: &mut Context<'_>, _out: &mut Vec<Record<K, V>>) {
-        if self.state.failed() {
-            return;
+    /// Forgets the ids whose horizon the watermark passed.
+    fn advance(
+        &mut self,
+        cx: &mut Context<'_>,
+        _out: &mut Vec<Record<K, V>>,
+    ) -> Result<(), StreamsError> {
+        let watermark = cx.watermark;
+        if watermark == Timestamp::MAX {
+            // The end of time only comes from an end of input (or the end of a bounded
+            // input): keep the ids, see the module documentation.
+            return Ok(());
         }
-        if let Err(error) = self.expire(cx.watermark) {
-            self.state.fail(error);
+        if watermark == Timestamp::MIN {
+            return Ok(());
         }
-    }
-
-    fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        self.expiry.checkpoint()?;
-        self.state.checkpoint(&mut self.guard, meta)
-    }
-
-    fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.expiry.clear()?;
-        let horizon = self.horizon;
-        let expiry = &mut self.expiry;
-        let mut failed = None;
-        let meta =
-            self.state
-                .restore(changes, &mut self.guard, |id: &I, _, first: &Timestamp| {
-                    if failed.is_none() {
-                        failed = expiry
-                            .insert(first.saturating_add(horizon), id.clone())
-                            .err();
+        // Entries expire once the watermark is past them.
+        let parts = &mut self.parts;
+        while let Some((expires, ids)) = parts.index.pop_due(watermark.saturating_sub(1))? {
+            let horizon = self.horizon;
+            for id in ids {
+                // Only expire the sighting this entry was made for.
+                parts.state.update(&id, |g| {
+                    if g.get(&())
+                        .is_some_and(|first| first.saturating_add(horizon) == expires)
+                    {
+                        g.remove(&());
                     }
                 })?;
-        match failed {
-            Some(error) => Err(error),
-            None => Ok(meta),
+            }
         }
+        Ok(())
     }
 
-    fn state_len(&self) -> usize {
-        self.state.len()
+    fn restoring(
+        &mut self,
+    ) -> (
+        impl FnMut(&mut TimeIndex<I>, &I, &(), &Timestamp) -> Result<(), StreamsError>,
+        &mut StepParts<Ids<I>, TimeIndex<I>>,
+    ) {
+        let horizon = self.horizon;
+        let index_id = move |expiry: &mut TimeIndex<I>, id: &I, _: &(), first: &Timestamp| {
+            expiry.insert(first.saturating_add(horizon), id.clone())
+        };
+        (index_id, &mut self.parts)
     }
 
     /// One row per remembered id: `id`, `first_seen`, `expires` (on disk at most
-    /// [`SNAPSHOT_ROW_CAP`] ids, see [`crate::state::backend`]).
-    fn snapshot(&self) -> Vec<serde_json::Value> {
-        let mut rows = Vec::new();
-        let horizon = self.horizon;
-        let result = self
-            .state
-            .snapshot(SNAPSHOT_ROW_CAP, |id: &I, _, first: &Timestamp| {
-                rows.push(serde_json::json!({
-                    "id": serde_json::to_value(id).unwrap_or(serde_json::Value::Null),
-                    "first_seen": first,
-                    "expires": first.saturating_add(horizon),
-                }));
-            });
-        if let Err(error) = result {
-            snapshot_failed(&self.name, &error);
-        }
-        rows
+    /// [`SNAPSHOT_ROW_CAP`](crate::state::SNAPSHOT_ROW_CAP) ids, see
+    /// [`crate::state::backend`]).
+    fn row(&self, id: &I, _: &(), first: &Timestamp) -> serde_json::Value {
+        serde_json::json!({
+            "id": serde_json::to_value(id).unwrap_or(serde_json::Value::Null),
+            "first_seen": first,
+            "expires": first.saturating_add(self.horizon),
+        })
     }
 }
 

@@ -27,7 +27,6 @@
 //! (and records whose "matched" flag changed) and deletes expired ones, and the buffers are
 //! restored from the changelog like every other store.
 
-use std::collections::BTreeSet;
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -35,11 +34,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StreamsError;
-use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
+use crate::operator::{stateful_operator, Context, Operator, StatefulStep, StepParts};
 use crate::record::{Record, NO_OFFSET};
-use crate::state::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
+use crate::state::backend::StateBackend;
 use crate::state::keyed::KeyedState;
-use crate::state::store::{Change, KeyValueStore};
+use crate::state::store::KeyValueStore;
 use crate::state::time_index::TimeIndex;
 use crate::time::{millis, Timestamp};
 
@@ -139,7 +138,7 @@ type Buffers<K, L, R> = KeyedState<K, Slot, Buffered<L, R>>;
 /// A buffered record in the expiry index: its arrival sequence (unique per operator, so it
 /// alone orders and identifies the records of one time), side and key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Expiring<K> {
+pub(crate) struct Expiring<K> {
     seq: u64,
     side: u8,
     key: K,
@@ -168,21 +167,20 @@ impl<K> Ord for Expiring<K> {
 const LEFT: u8 = 0;
 const RIGHT: u8 = 1;
 
+/// Every buffered record by expiry order: time, then arrival.
+type Expiry<K> = TimeIndex<Expiring<K>>;
+
 /// The windowed join operator. Both sides' buffered records of a key are entries
 /// `(key, side, time, sequence) -> (value, matched)` of a [`KeyedState`], in memory or on
 /// disk (see [`crate::state::backend`]).
 pub struct WindowJoin<K, L, R, O> {
-    name: String,
     windows: JoinWindows,
     kind: JoinKind,
     joiner: JoinFn<K, L, R, O>,
-    state: Buffers<K, L, R>,
-    /// Every buffered record by expiry order: time, then arrival. On disk when the state is
-    /// (see [`TimeIndex`]).
-    expiry: TimeIndex<Expiring<K>>,
     next_seq: u64,
-    /// Replays to skip, and the seal: the latest expired time + the join window.
-    guard: ReplayGuard,
+    /// The buffers; their index is every buffered record by expiry order (on disk when the
+    /// state is, see [`TimeIndex`]); the seal is the latest expired time + the join window.
+    parts: StepParts<Buffers<K, L, R>, Expiry<K>>,
 }
 
 impl<K, L, R, O> WindowJoin<K, L, R, O>
@@ -200,10 +198,8 @@ where
         joiner: JoinFn<K, L, R, O>,
         store: Box<dyn KeyValueStore>,
     ) -> Self {
-        let name = name.into();
-        let state = KeyedState::in_memory(&name, store);
-        let expiry = TimeIndex::Memory(BTreeSet::new());
-        Self::with(name, windows, kind, joiner, (state, expiry))
+        let parts = StepParts::in_memory(name.into(), store);
+        Self::with(windows, kind, joiner, parts)
     }
 
     /// A join with its buffers where `backend` says.
@@ -214,28 +210,22 @@ where
         joiner: JoinFn<K, L, R, O>,
         backend: &StateBackend,
     ) -> Self {
-        let name = name.into();
-        let mut state = KeyedState::new(&name, backend);
-        let expiry = TimeIndex::for_state(&name, backend, &mut state);
-        Self::with(name, windows, kind, joiner, (state, expiry))
+        let parts = StepParts::with_backend(name.into(), backend);
+        Self::with(windows, kind, joiner, parts)
     }
 
     fn with(
-        name: String,
         windows: JoinWindows,
         kind: JoinKind,
         joiner: JoinFn<K, L, R, O>,
-        (state, expiry): (Buffers<K, L, R>, TimeIndex<Expiring<K>>),
+        parts: StepParts<Buffers<K, L, R>, Expiry<K>>,
     ) -> Self {
         WindowJoin {
-            name,
             windows,
             kind,
             joiner,
-            state,
-            expiry,
             next_seq: 0,
-            guard: ReplayGuard::default(),
+            parts,
         }
     }
 
@@ -277,7 +267,7 @@ where
         };
         let range = self.window_range(other, t);
         let joiner = &self.joiner;
-        self.state.update(key, |buffers| {
+        self.parts.state.update(key, |buffers| {
             let mut results = Vec::new();
             let mut matched = false;
             buffers.update_range(range, |&(_, t_other, _), (buffered, was_matched)| {
@@ -314,13 +304,15 @@ where
         else {
             return Ok(());
         };
-        while let Some((t, due)) = self.expiry.pop_due(through)? {
-            self.guard.seal(t.saturating_add(self.windows.max_diff));
+        while let Some((t, due)) = self.parts.index.pop_due(through)? {
+            self.parts
+                .guard
+                .seal(t.saturating_add(self.windows.max_diff));
             for Expiring { seq, side, key } in due {
                 let (kind, joiner) = (self.kind, &self.joiner);
                 // The unmatched side of a left or outer join is emitted now that nothing can
                 // match it any more.
-                let result = self.state.update(&key, |buffers| {
+                let result = self.parts.state.update(&key, |buffers| {
                     let (value, matched) = buffers.remove(&(side, t, seq))?;
                     if matched {
                         return None;
@@ -350,118 +342,98 @@ where
     type OutKey = K;
     type OutValue = O;
 
-    fn name(&self) -> &str {
-        &self.name
+    stateful_operator!(K, Side<L, R>);
+}
+
+impl<K, L, R, O> StatefulStep<K, Side<L, R>> for WindowJoin<K, L, R, O>
+where
+    K: Hash + Eq + Clone + Serialize + DeserializeOwned + Send,
+    L: Serialize + DeserializeOwned + Send,
+    R: Serialize + DeserializeOwned + Send,
+    O: Send,
+{
+    type State = Buffers<K, L, R>;
+    type Index = Expiry<K>;
+
+    fn parts(&self) -> &StepParts<Buffers<K, L, R>, Expiry<K>> {
+        &self.parts
     }
 
-    fn process(
+    fn parts_mut(&mut self) -> &mut StepParts<Buffers<K, L, R>, Expiry<K>> {
+        &mut self.parts
+    }
+
+    fn is_late(&self, t: Timestamp, watermark: Timestamp) -> bool {
+        self.windows.is_late(t, watermark)
+    }
+
+    fn apply(
         &mut self,
         record: Record<K, Side<L, R>>,
-        cx: &mut Context<'_>,
+        _cx: &mut Context<'_>,
         out: &mut Vec<Record<K, O>>,
-    ) -> Option<Record<K, Side<L, R>>> {
-        if self.state.failed() {
-            return None;
-        }
-        if self.guard.is_replay(&record) {
-            cx.metrics.replays_skipped += 1;
-            return None;
-        }
-        let t = record.timestamp;
-        if self.windows.is_late(t, cx.watermark) || self.guard.is_sealed(t) {
-            cx.metrics.late_records += 1;
-            return Some(record);
-        }
+    ) -> Result<Option<Record<K, Side<L, R>>>, StreamsError> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let Record {
             key,
             value,
+            timestamp: t,
             partition,
             offset,
-            ..
         } = record;
         let side = match value {
             Side::Left(_) => LEFT,
             Side::Right(_) => RIGHT,
         };
-        let results = match self.join(&key, value, t, seq) {
-            Ok(results) => results,
-            Err(error) => {
-                self.state.fail(error);
-                return None;
-            }
-        };
+        let results = self.join(&key, value, t, seq)?;
         for (o, timestamp) in results {
             out.push(self.result(o, timestamp, partition, offset, key.clone()));
         }
-        if let Err(error) = self.expiry.insert(t, Expiring { seq, side, key }) {
-            self.state.fail(error);
-        }
-        None
+        self.parts.index.insert(t, Expiring { seq, side, key })?;
+        Ok(None)
     }
 
-    fn on_watermark(&mut self, cx: &mut Context<'_>, out: &mut Vec<Record<K, O>>) {
-        if self.state.failed() {
-            return;
-        }
-        if let Err(error) = self.expire(cx.watermark, out) {
-            self.state.fail(error);
-        }
+    fn advance(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Record<K, O>>,
+    ) -> Result<(), StreamsError> {
+        self.expire(cx.watermark, out)
     }
 
-    fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        self.expiry.checkpoint()?;
-        self.state.checkpoint(&mut self.guard, meta)
+    fn restoring(
+        &mut self,
+    ) -> (
+        impl FnMut(&mut Expiry<K>, &K, &Slot, &Buffered<L, R>) -> Result<(), StreamsError>,
+        &mut StepParts<Buffers<K, L, R>, Expiry<K>>,
+    ) {
+        // Sequence numbers go on after the largest restored one.
+        let next_seq = &mut self.next_seq;
+        let index_record =
+            move |expiry: &mut Expiry<K>, key: &K, &(side, t, seq): &Slot, _: &Buffered<L, R>| {
+                *next_seq = (*next_seq).max(seq.saturating_add(1));
+                let key = key.clone();
+                expiry.insert(t, Expiring { seq, side, key })
+            };
+        (index_record, &mut self.parts)
     }
 
-    fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.expiry.clear()?;
-        let expiry = &mut self.expiry;
-        let mut next_seq = 0;
-        let mut failed = None;
-        let meta = self.state.restore(
-            changes,
-            &mut self.guard,
-            |key: &K, &(side, t, seq): &Slot, _| {
-                if failed.is_none() {
-                    let key = key.clone();
-                    failed = expiry.insert(t, Expiring { seq, side, key }).err();
-                }
-                next_seq = next_seq.max(seq.saturating_add(1));
-            },
-        )?;
-        if let Some(error) = failed {
-            return Err(error);
-        }
-        self.next_seq = self.next_seq.max(next_seq);
-        Ok(meta)
-    }
-
-    fn state_len(&self) -> usize {
-        self.state.len()
-    }
-
-    fn snapshot(&self) -> Vec<serde_json::Value> {
-        let mut rows = Vec::with_capacity(self.state.len().min(SNAPSHOT_ROW_CAP));
+    fn row(
+        &self,
+        key: &K,
+        &(_, t, _): &Slot,
+        (value, matched): &Buffered<L, R>,
+    ) -> serde_json::Value {
         let json = |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or_default();
-        let result = self.state.snapshot(
-            SNAPSHOT_ROW_CAP,
-            |key: &K, &(_, t, _): &Slot, (value, matched): &Buffered<L, R>| {
-                let (side, value) = match value {
-                    Side::Left(l) => ("left", json(serde_json::to_value(l))),
-                    Side::Right(r) => ("right", json(serde_json::to_value(r))),
-                };
-                rows.push(serde_json::json!({
-                    "key": json(serde_json::to_value(key)), "side": side, "timestamp": t,
-                    "matched": matched, "value": value,
-                }));
-            },
-        );
-        if let Err(error) = result {
-            snapshot_failed(&self.name, &error);
-        }
-        rows
+        let (side, value) = match value {
+            Side::Left(l) => ("left", json(serde_json::to_value(l))),
+            Side::Right(r) => ("right", json(serde_json::to_value(r))),
+        };
+        serde_json::json!({
+            "key": json(serde_json::to_value(key)), "side": side, "timestamp": t,
+            "matched": matched, "value": value,
+        })
     }
 }
 

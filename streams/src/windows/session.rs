@@ -14,18 +14,19 @@
 //! update mode a session that absorbs another is emitted with its new bounds; no retraction
 //! is emitted for the absorbed session (Kafka sends a tombstone for it; a follow-up).
 
-use std::collections::BTreeSet;
 use std::hash::Hash;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::StreamsError;
-use crate::operator::{AddFn, Context, InitFn, MergeFn, Operator, ReplayGuard, TaskMeta};
+use crate::operator::{
+    stateful_operator, AddFn, Context, InitFn, MergeFn, Operator, StatefulStep, StepParts,
+};
 use crate::record::{Record, Windowed, NO_OFFSET};
-use crate::state::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
+use crate::state::backend::StateBackend;
 use crate::state::keyed::KeyedState;
-use crate::state::store::{Change, KeyValueStore};
+use crate::state::store::KeyValueStore;
 use crate::state::time_index::TimeIndex;
 use crate::time::Timestamp;
 use crate::windows::{window_row, EmitMode, SessionWindows, Window};
@@ -54,21 +55,17 @@ struct SessionChange<A> {
 /// entries `(key, session start) -> (end, accumulator)` of a [`KeyedState`], in memory or on
 /// disk (see [`crate::state::backend`]).
 pub struct SessionAggregate<K, V, A> {
-    name: String,
     windows: SessionWindows,
     emit: EmitMode,
     init: InitFn<A>,
     add: AddFn<V, A>,
     merge: MergeFn<A>,
-    state: Sessions<K, A>,
-    /// (close time, (key, session start)) for every open session: what to close next. On
-    /// disk when the state is (see [`TimeIndex`]).
-    closing: TimeIndex<(K, Timestamp)>,
-    /// Replays to skip, and the seal: the latest `end + gap` of a closed session. A record
-    /// at or before it could only have joined closed sessions. The watermark makes such
-    /// records late anyway, except after an end of input sets it back
-    /// ([`crate::Pipeline::end_of_input`]).
-    guard: ReplayGuard,
+    /// The sessions; their index is `(close time, (key, session start))` for every open
+    /// session: what to close next (on disk when the state is, see [`TimeIndex`]). The seal
+    /// is the latest `end + gap` of a closed session: a record at or before it could only
+    /// have joined closed sessions. The watermark makes such records late anyway, except
+    /// after an end of input sets it back ([`crate::Pipeline::end_of_input`]).
+    parts: StepParts<Sessions<K, A>, CloseIndex<K>>,
 }
 
 impl<K, V, A> SessionAggregate<K, V, A>
@@ -87,10 +84,8 @@ where
         merge: MergeFn<A>,
         store: Box<dyn KeyValueStore>,
     ) -> Self {
-        let name = name.into();
-        let state = KeyedState::in_memory(&name, store);
-        let closing = TimeIndex::Memory(BTreeSet::new());
-        Self::with(name, windows, emit, (init, add, merge), (state, closing))
+        let parts = StepParts::in_memory(name.into(), store);
+        Self::with(windows, emit, (init, add, merge), parts)
     }
 
     /// A session aggregate with its state where `backend` says.
@@ -103,29 +98,23 @@ where
         merge: MergeFn<A>,
         backend: &StateBackend,
     ) -> Self {
-        let name = name.into();
-        let mut state = KeyedState::new(&name, backend);
-        let closing = TimeIndex::for_state(&name, backend, &mut state);
-        Self::with(name, windows, emit, (init, add, merge), (state, closing))
+        let parts = StepParts::with_backend(name.into(), backend);
+        Self::with(windows, emit, (init, add, merge), parts)
     }
 
     fn with(
-        name: String,
         windows: SessionWindows,
         emit: EmitMode,
         (init, add, merge): (InitFn<A>, AddFn<V, A>, MergeFn<A>),
-        (state, closing): (Sessions<K, A>, CloseIndex<K>),
+        parts: StepParts<Sessions<K, A>, CloseIndex<K>>,
     ) -> Self {
         Self {
-            name,
             windows,
             emit,
             init,
             add,
             merge,
-            state,
-            closing,
-            guard: ReplayGuard::default(),
+            parts,
         }
     }
 
@@ -135,7 +124,7 @@ where
         let windows = self.windows;
         let (init, add, merge) = (&self.init, &self.add, &self.merge);
         let update = self.emit == EmitMode::Update;
-        self.state.update(&record.key, |sessions| {
+        self.parts.state.update(&record.key, |sessions| {
             let touching: Vec<Timestamp> = sessions
                 .iter()
                 .filter(|(&start, (end, _))| windows.touches(Window { start, end: *end }, t))
@@ -173,21 +162,88 @@ where
             }
         })
     }
+}
+
+impl<K, V, A> Operator<K, V> for SessionAggregate<K, V, A>
+where
+    K: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send,
+    V: Send,
+    A: Clone + Serialize + DeserializeOwned + Send,
+{
+    type OutKey = Windowed<K>;
+    type OutValue = A;
+
+    stateful_operator!(K, V);
+}
+
+impl<K, V, A> StatefulStep<K, V> for SessionAggregate<K, V, A>
+where
+    K: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send,
+    V: Send,
+    A: Clone + Serialize + DeserializeOwned + Send,
+{
+    type State = Sessions<K, A>;
+    type Index = CloseIndex<K>;
+
+    fn parts(&self) -> &StepParts<Sessions<K, A>, CloseIndex<K>> {
+        &self.parts
+    }
+
+    fn parts_mut(&mut self) -> &mut StepParts<Sessions<K, A>, CloseIndex<K>> {
+        &mut self.parts
+    }
+
+    fn is_late(&self, t: Timestamp, watermark: Timestamp) -> bool {
+        self.windows.is_late(t, watermark)
+    }
+
+    fn apply(
+        &mut self,
+        record: Record<K, V>,
+        _cx: &mut Context<'_>,
+        out: &mut Vec<Record<Windowed<K>, A>>,
+    ) -> Result<Option<Record<K, V>>, StreamsError> {
+        let change = self.assign(&record)?;
+        for old in &change.replaced {
+            let close_at = self.windows.close_at(*old);
+            self.parts
+                .index
+                .remove(close_at, (record.key.clone(), old.start))?;
+        }
+        let close_at = self.windows.close_at(change.window);
+        self.parts
+            .index
+            .insert(close_at, (record.key.clone(), change.window.start))?;
+        if let Some(acc) = change.updated {
+            out.push(Record {
+                key: Windowed {
+                    key: record.key,
+                    window_start: change.window.start,
+                    window_end: change.window.end,
+                },
+                value: acc,
+                timestamp: record.timestamp,
+                partition: record.partition,
+                offset: record.offset,
+            });
+        }
+        Ok(None)
+    }
 
     /// Closes every session the watermark closes, in close order.
-    fn close_sessions(
+    fn advance(
         &mut self,
-        watermark: Timestamp,
-        closed: &mut u64,
+        cx: &mut Context<'_>,
         out: &mut Vec<Record<Windowed<K>, A>>,
     ) -> Result<(), StreamsError> {
-        while let Some((_, due)) = self.closing.pop_due(watermark)? {
+        let parts = &mut self.parts;
+        while let Some((_, due)) = parts.index.pop_due(cx.watermark)? {
             for (key, start) in due {
-                let Some((end, acc)) = self.state.update(&key, |s| s.remove(&start))? else {
+                let Some((end, acc)) = parts.state.update(&key, |s| s.remove(&start))? else {
                     continue;
                 };
-                self.guard.seal(end.saturating_add(self.windows.gap_ms()));
-                *closed += 1;
+                parts.guard.seal(end.saturating_add(self.windows.gap_ms()));
+                cx.metrics.windows_closed += 1;
                 if self.emit == EmitMode::Final {
                     out.push(Record {
                         key: Windowed {
@@ -205,129 +261,26 @@ where
         }
         Ok(())
     }
-}
 
-impl<K, V, A> Operator<K, V> for SessionAggregate<K, V, A>
-where
-    K: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send,
-    V: Send,
-    A: Clone + Serialize + DeserializeOwned + Send,
-{
-    type OutKey = Windowed<K>;
-    type OutValue = A;
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn process(
+    fn restoring(
         &mut self,
-        record: Record<K, V>,
-        cx: &mut Context<'_>,
-        out: &mut Vec<Record<Windowed<K>, A>>,
-    ) -> Option<Record<K, V>> {
-        if self.state.failed() {
-            return None;
-        }
-        if self.guard.is_replay(&record) {
-            cx.metrics.replays_skipped += 1;
-            return None;
-        }
-        let t = record.timestamp;
-        if self.windows.is_late(t, cx.watermark) || self.guard.is_sealed(t) {
-            cx.metrics.late_records += 1;
-            return Some(record);
-        }
-        let change = match self.assign(&record) {
-            Ok(change) => change,
-            Err(error) => {
-                self.state.fail(error);
-                return None;
-            }
-        };
-        let mut index = || -> Result<(), StreamsError> {
-            for old in &change.replaced {
-                let close_at = self.windows.close_at(*old);
-                self.closing
-                    .remove(close_at, (record.key.clone(), old.start))?;
-            }
-            let close_at = self.windows.close_at(change.window);
-            self.closing
-                .insert(close_at, (record.key.clone(), change.window.start))
-        };
-        if let Err(error) = index() {
-            self.state.fail(error);
-            return None;
-        }
-        if let Some(acc) = change.updated {
-            out.push(Record {
-                key: Windowed {
-                    key: record.key,
-                    window_start: change.window.start,
-                    window_end: change.window.end,
-                },
-                value: acc,
-                timestamp: t,
-                partition: record.partition,
-                offset: record.offset,
-            });
-        }
-        None
-    }
-
-    fn on_watermark(&mut self, cx: &mut Context<'_>, out: &mut Vec<Record<Windowed<K>, A>>) {
-        if self.state.failed() {
-            return;
-        }
-        if let Err(error) = self.close_sessions(cx.watermark, &mut cx.metrics.windows_closed, out) {
-            self.state.fail(error);
-        }
-    }
-
-    fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        self.closing.checkpoint()?;
-        self.state.checkpoint(&mut self.guard, meta)
-    }
-
-    fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.closing.clear()?;
+    ) -> (
+        impl FnMut(&mut CloseIndex<K>, &K, &Timestamp, &SessionValue<A>) -> Result<(), StreamsError>,
+        &mut StepParts<Sessions<K, A>, CloseIndex<K>>,
+    ) {
         let windows = self.windows;
-        let closing = &mut self.closing;
-        let mut failed = None;
-        let meta = self.state.restore(
-            changes,
-            &mut self.guard,
-            |key: &K, &start: &Timestamp, (end, _): &SessionValue<A>| {
-                let window = Window { start, end: *end };
-                if failed.is_none() {
-                    failed = closing
-                        .insert(windows.close_at(window), (key.clone(), start))
-                        .err();
-                }
-            },
-        )?;
-        match failed {
-            Some(error) => Err(error),
-            None => Ok(meta),
-        }
+        let index_session = move |closing: &mut CloseIndex<K>,
+                                  key: &K,
+                                  &start: &Timestamp,
+                                  (end, _): &SessionValue<A>| {
+            let window = Window { start, end: *end };
+            closing.insert(windows.close_at(window), (key.clone(), start))
+        };
+        (index_session, &mut self.parts)
     }
 
-    fn state_len(&self) -> usize {
-        self.state.len()
-    }
-
-    fn snapshot(&self) -> Vec<serde_json::Value> {
-        let mut rows = Vec::new();
-        let result = self.state.snapshot(
-            SNAPSHOT_ROW_CAP,
-            |key: &K, &start: &Timestamp, (end, acc): &SessionValue<A>| {
-                rows.push(window_row(key, start, *end, acc));
-            },
-        );
-        if let Err(error) = result {
-            snapshot_failed(&self.name, &error);
-        }
-        rows
+    fn row(&self, key: &K, &start: &Timestamp, (end, acc): &SessionValue<A>) -> serde_json::Value {
+        window_row(key, start, *end, acc)
     }
 }
 

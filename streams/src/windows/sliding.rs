@@ -28,19 +28,25 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::StreamsError;
-use crate::operator::{AddFn, InitFn};
-use crate::operator::{Context, Operator, ReplayGuard, TaskMeta};
+use crate::operator::{
+    stateful_operator, AddFn, Context, InitFn, Operator, StatefulStep, StepParts, TaskMeta,
+};
 use crate::record::{Record, Windowed, NO_OFFSET};
-use crate::state::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
+use crate::state::backend::StateBackend;
 use crate::state::keyed::{Group, KeyedState};
-use crate::state::store::{Change, KeyValueStore};
+use crate::state::store::KeyValueStore;
 use crate::state::time_index::TimeIndex;
 use crate::time::{Timestamp, MIN_WATERMARK};
-use crate::windows::EmitMode;
-use crate::windows::SlidingWindows;
+use crate::windows::{EmitMode, SlidingWindows};
 
 /// The records of one key that may still be in an open window: values by event time.
 type Records<V> = Group<Timestamp, Vec<V>>;
+
+/// Each key's records by event time.
+type Buffered<K, V> = KeyedState<K, Timestamp, Vec<V>>;
+
+/// Candidate window ends not yet closed, with their key.
+type Ends<K> = TimeIndex<K>;
 
 /// The aggregate of the window ending at `end` over `recs`, if that window exists.
 fn window_at<V, A>(
@@ -72,17 +78,14 @@ fn window_at<V, A>(
 /// `(key, event time) -> values` of a [`KeyedState`], in memory or on disk (see
 /// [`crate::state::backend`]).
 pub struct SlidingAggregate<K, V, A> {
-    name: String,
     windows: SlidingWindows,
     emit: EmitMode,
     init: InitFn<A>,
     add: AddFn<V, A>,
-    state: KeyedState<K, Timestamp, Vec<V>>,
-    /// Candidate window ends not yet closed, with their key. On disk when the state is (see
-    /// [`TimeIndex`]).
-    ends: TimeIndex<K>,
-    /// Replays to skip, and the seal: the latest window end closed.
-    guard: ReplayGuard,
+    /// The records; their index is the candidate window ends not yet closed, with their key
+    /// (on disk when the state is, see [`TimeIndex`]); the seal is the latest window end
+    /// closed.
+    parts: StepParts<Buffered<K, V>, Ends<K>>,
 }
 
 impl<K, V, A> SlidingAggregate<K, V, A>
@@ -101,10 +104,8 @@ where
         add: AddFn<V, A>,
         store: Box<dyn KeyValueStore>,
     ) -> Self {
-        let name = name.into();
-        let state = KeyedState::in_memory(&name, store);
-        let ends = TimeIndex::Memory(BTreeSet::new());
-        Self::with(name, windows, emit, (init, add), (state, ends))
+        let parts = StepParts::in_memory(name.into(), store);
+        Self::with(windows, emit, (init, add), parts)
     }
 
     /// A sliding aggregate with its state where `backend` says.
@@ -116,28 +117,22 @@ where
         add: AddFn<V, A>,
         backend: &StateBackend,
     ) -> Self {
-        let name = name.into();
-        let mut state = KeyedState::new(&name, backend);
-        let ends = TimeIndex::for_state(&name, backend, &mut state);
-        Self::with(name, windows, emit, (init, add), (state, ends))
+        let parts = StepParts::with_backend(name.into(), backend);
+        Self::with(windows, emit, (init, add), parts)
     }
 
     fn with(
-        name: String,
         windows: SlidingWindows,
         emit: EmitMode,
         (init, add): (InitFn<A>, AddFn<V, A>),
-        (state, ends): (KeyedState<K, Timestamp, Vec<V>>, TimeIndex<K>),
+        parts: StepParts<Buffered<K, V>, Ends<K>>,
     ) -> Self {
         Self {
-            name,
             windows,
             emit,
             init,
             add,
-            state,
-            ends,
-            guard: ReplayGuard::default(),
+            parts,
         }
     }
 
@@ -182,7 +177,7 @@ where
         let diff = self.windows.diff_ms();
         let update = self.emit == EmitMode::Update;
         let (init, add) = (&self.init, &self.add);
-        self.state.update(key, |recs| {
+        self.parts.state.update(key, |recs| {
             match recs.get_mut(&t) {
                 Some(values) => values.push(value),
                 None => recs.insert(t, vec![value]),
@@ -207,40 +202,6 @@ where
                 .collect()
         })
     }
-
-    /// Emits (in final mode) the windows the watermark closes, in end order, and drops the
-    /// records no later window needs.
-    fn close_windows(
-        &mut self,
-        watermark: Timestamp,
-        closed: &mut u64,
-        out: &mut Vec<Record<Windowed<K>, A>>,
-    ) -> Result<(), StreamsError> {
-        let closed_through = self.closed_through(watermark);
-        let diff = self.windows.diff_ms();
-        while let Some((end, keys)) = self.ends.pop_due(closed_through)? {
-            // Whether or not a window exists there, its end is gone: a record at or before
-            // it could only add to windows that are emitted or no longer tracked.
-            self.guard.seal(end);
-            for key in keys {
-                let (init, add) = (&self.init, &self.add);
-                let acc = self.state.update(&key, |recs| {
-                    let acc = window_at(recs, end, diff, init, add);
-                    // Records before end - diff are in no later window and define no later
-                    // end.
-                    recs.remove_before(&end.saturating_sub(diff));
-                    acc
-                })?;
-                if let Some(acc) = acc {
-                    *closed += 1;
-                    if self.emit == EmitMode::Final {
-                        out.push(self.output(key, end, acc, None));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 impl<K, V, A> Operator<K, V> for SlidingAggregate<K, V, A>
@@ -252,122 +213,123 @@ where
     type OutKey = Windowed<K>;
     type OutValue = A;
 
-    fn name(&self) -> &str {
-        &self.name
+    stateful_operator!(K, V);
+}
+
+impl<K, V, A> StatefulStep<K, V> for SlidingAggregate<K, V, A>
+where
+    K: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send,
+    V: Clone + Serialize + DeserializeOwned + Send,
+    A: Clone + Serialize + DeserializeOwned + Send,
+{
+    type State = Buffered<K, V>;
+    type Index = Ends<K>;
+
+    fn parts(&self) -> &StepParts<Buffered<K, V>, Ends<K>> {
+        &self.parts
     }
 
-    fn process(
+    fn parts_mut(&mut self) -> &mut StepParts<Buffered<K, V>, Ends<K>> {
+        &mut self.parts
+    }
+
+    fn is_late(&self, t: Timestamp, watermark: Timestamp) -> bool {
+        watermark > t.saturating_add(self.windows.grace_ms())
+    }
+
+    fn apply(
         &mut self,
         record: Record<K, V>,
-        cx: &mut Context<'_>,
+        _cx: &mut Context<'_>,
         out: &mut Vec<Record<Windowed<K>, A>>,
-    ) -> Option<Record<K, V>> {
-        if self.state.failed() {
-            return None;
-        }
-        if self.guard.is_replay(&record) {
-            cx.metrics.replays_skipped += 1;
-            return None;
-        }
-        let t = record.timestamp;
-        if cx.watermark > t.saturating_add(self.windows.grace_ms()) || self.guard.is_sealed(t) {
-            cx.metrics.late_records += 1;
-            return Some(record);
-        }
+    ) -> Result<Option<Record<K, V>>, StreamsError> {
         let diff = self.windows.diff_ms();
         let Record {
             key,
             value,
+            timestamp: t,
             partition,
             offset,
-            ..
         } = record;
-        let updates = match self.insert(&key, t, value) {
-            Ok(updates) => updates,
-            Err(error) => {
-                self.state.fail(error);
-                return None;
-            }
-        };
-        let indexed = self.ends.insert(t, key.clone()).and_then(|()| {
-            self.ends
-                .insert(t.saturating_add(1).saturating_add(diff), key.clone())
-        });
-        if let Err(error) = indexed {
-            self.state.fail(error);
-            return None;
-        }
+        let updates = self.insert(&key, t, value)?;
+        self.parts.index.insert(t, key.clone())?;
+        self.parts
+            .index
+            .insert(t.saturating_add(1).saturating_add(diff), key.clone())?;
         for (end, acc) in updates {
             let o = self.output(key.clone(), end, acc, Some((offset, partition)));
             out.push(Record { timestamp: t, ..o });
         }
-        None
+        Ok(None)
     }
 
-    fn on_watermark(&mut self, cx: &mut Context<'_>, out: &mut Vec<Record<Windowed<K>, A>>) {
-        if self.state.failed() {
-            return;
-        }
-        if let Err(error) = self.close_windows(cx.watermark, &mut cx.metrics.windows_closed, out) {
-            self.state.fail(error);
-        }
-    }
-
-    fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        self.ends.checkpoint()?;
-        self.state.checkpoint(&mut self.guard, meta)
-    }
-
-    fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
-        self.ends.clear()?;
+    /// Emits (in final mode) the windows the watermark closes, in end order, and drops the
+    /// records no later window needs.
+    fn advance(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Record<Windowed<K>, A>>,
+    ) -> Result<(), StreamsError> {
+        let closed_through = self.closed_through(cx.watermark);
         let diff = self.windows.diff_ms();
-        let ends = &mut self.ends;
-        let mut failed = None;
-        let meta = self
-            .state
-            .restore(changes, &mut self.guard, |key: &K, &t: &Timestamp, _| {
-                let right = t.saturating_add(1).saturating_add(diff);
-                if failed.is_none() {
-                    failed = ends
-                        .insert(t, key.clone())
-                        .and_then(|()| ends.insert(right, key.clone()))
-                        .err();
+        while let Some((end, keys)) = self.parts.index.pop_due(closed_through)? {
+            // Whether or not a window exists there, its end is gone: a record at or before
+            // it could only add to windows that are emitted or no longer tracked.
+            self.parts.guard.seal(end);
+            for key in keys {
+                let (init, add) = (&self.init, &self.add);
+                let acc = self.parts.state.update(&key, |recs| {
+                    let acc = window_at(recs, end, diff, init, add);
+                    // Records before end - diff are in no later window and define no later
+                    // end.
+                    recs.remove_before(&end.saturating_sub(diff));
+                    acc
+                })?;
+                if let Some(acc) = acc {
+                    cx.metrics.windows_closed += 1;
+                    if self.emit == EmitMode::Final {
+                        out.push(self.output(key, end, acc, None));
+                    }
                 }
-            })?;
-        if let Some(error) = failed {
-            return Err(error);
+            }
         }
+        Ok(())
+    }
+
+    fn restoring(
+        &mut self,
+    ) -> (
+        impl FnMut(&mut Ends<K>, &K, &Timestamp, &Vec<V>) -> Result<(), StreamsError>,
+        &mut StepParts<Buffered<K, V>, Ends<K>>,
+    ) {
+        let diff = self.windows.diff_ms();
+        let index_record = move |ends: &mut Ends<K>, key: &K, &t: &Timestamp, _: &Vec<V>| {
+            let right = t.saturating_add(1).saturating_add(diff);
+            ends.insert(t, key.clone())?;
+            ends.insert(right, key.clone())
+        };
+        (index_record, &mut self.parts)
+    }
+
+    fn restored(&mut self, meta: Option<&TaskMeta>) -> Result<(), StreamsError> {
         // Ends already closed at the checkpoint were emitted then (or sealed by an end of
         // input); do not emit them again.
-        let closed = self.closed_through(meta.as_ref().map_or(MIN_WATERMARK, |m| m.watermark));
-        let closed = self.guard.sealed().map_or(closed, |s| s.max(closed));
-        while self.ends.pop_due(closed)?.is_some() {}
-        Ok(meta)
-    }
-
-    fn state_len(&self) -> usize {
-        self.state.len()
+        let closed = self.closed_through(meta.map_or(MIN_WATERMARK, |m| m.watermark));
+        let closed = self.parts.guard.sealed().map_or(closed, |s| s.max(closed));
+        while self.parts.index.pop_due(closed)?.is_some() {}
+        Ok(())
     }
 
     /// The buffered records a sliding window is computed from, one row per key and
-    /// timestamp: `key`, `timestamp`, `values` (on disk at most [`SNAPSHOT_ROW_CAP`] rows, see
+    /// timestamp: `key`, `timestamp`, `values` (on disk at most
+    /// [`SNAPSHOT_ROW_CAP`](crate::state::SNAPSHOT_ROW_CAP) rows, see
     /// [`crate::state::backend`]).
-    fn snapshot(&self) -> Vec<serde_json::Value> {
-        let mut rows = Vec::new();
-        let result = self.state.snapshot(
-            SNAPSHOT_ROW_CAP,
-            |key: &K, t: &Timestamp, values: &Vec<V>| {
-                rows.push(serde_json::json!({
-                    "key": serde_json::to_value(key).unwrap_or(serde_json::Value::Null),
-                    "timestamp": t,
-                    "values": serde_json::to_value(values).unwrap_or(serde_json::Value::Null),
-                }));
-            },
-        );
-        if let Err(error) = result {
-            snapshot_failed(&self.name, &error);
-        }
-        rows
+    fn row(&self, key: &K, t: &Timestamp, values: &Vec<V>) -> serde_json::Value {
+        serde_json::json!({
+            "key": serde_json::to_value(key).unwrap_or(serde_json::Value::Null),
+            "timestamp": t,
+            "values": serde_json::to_value(values).unwrap_or(serde_json::Value::Null),
+        })
     }
 }
 

@@ -17,7 +17,7 @@ use super::stored::window_key;
 
 /// One accumulator plus what the changelog knows about it.
 #[derive(Debug, Clone)]
-pub(super) struct Slot<A> {
+pub(crate) struct Slot<A> {
     pub(super) acc: A,
     /// Changed since the last checkpoint.
     pub(super) dirty: bool,
@@ -37,7 +37,7 @@ impl<A> Slot<A> {
 
 /// Window accumulators in typed memory (open windows -> keys -> accumulators), mirrored to
 /// the store at checkpoints: one hash lookup per record, no encoding.
-pub(super) struct MemoryWindows<K, A> {
+pub(crate) struct MemoryWindows<K, A> {
     /// Open windows by start; every window of one definition has the same size, so start
     /// order is close order and closing pops from the front.
     pub(super) open: BTreeMap<Timestamp, HashMap<K, Slot<A>>>,

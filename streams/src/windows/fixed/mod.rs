@@ -6,10 +6,10 @@
 //! counted and handed back to the caller as a side output, never dropped silently.
 //!
 //! Where the accumulators live is the [`StateBackend`]'s choice; the window logic above is
-//! the same for both. In memory ([`memory`]), state between commits is a typed map (open
+//! the same for both. In memory (`memory`), state between commits is a typed map (open
 //! windows → keys → accumulators), which keeps the per-record cost at one hash lookup, and a
 //! checkpoint writes the accumulators changed since the previous one to the
-//! [`KeyValueStore`]. On disk ([`stored`]), each record reads and writes its accumulator
+//! [`KeyValueStore`]. On disk (`stored`), each record reads and writes its accumulator
 //! through the store. The store layout, and so the changelog, is the same either way:
 //! `(window, key)` (window first, so a time range scan finds what to close). Closed windows
 //! are evicted: a tombstone goes to the changelog if the window had ever been written there.
@@ -28,9 +28,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::StreamsError;
-use crate::operator::{AddFn, Context, InitFn, Operator, ReplayGuard, TaskMeta};
+use crate::operator::{
+    stateful_operator, AddFn, Context, InitFn, Operator, ReplayGuard, StatefulStep, StepParts,
+    StepState, TaskMeta,
+};
 use crate::record::{Record, Windowed, NO_OFFSET};
-use crate::state::backend::{snapshot_failed, StateBackend, SNAPSHOT_ROW_CAP};
+use crate::state::backend::StateBackend;
 use crate::state::cell::StoreCell;
 use crate::state::store::{Change, KeyValueStore};
 use crate::time::Timestamp;
@@ -42,7 +45,7 @@ use stored::StoredWindows;
 /// Where a [`WindowAggregate`] keeps its accumulators (see [`crate::state::backend`]). An enum
 /// rather than a type parameter keeps the operator's type independent of the backend; the
 /// match costs one predictable branch per record.
-enum Accumulators<K, A> {
+pub(crate) enum Accumulators<K, A> {
     /// Typed in memory, mirrored to the store at checkpoints.
     Memory(MemoryWindows<K, A>),
     /// Read and written through the store on every record.
@@ -94,11 +97,30 @@ where
             Accumulators::Stored(s) => s.close(start, values, out),
         }
     }
+}
 
-    fn cell(&mut self) -> &mut StoreCell {
+/// The entries of fixed windows are `(key, window start) -> accumulator`. They have no index
+/// to rebuild (the open window starts are part of the state), so a restore visits none.
+impl<K, A> StepState for Accumulators<K, A>
+where
+    K: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send,
+    A: Serialize + DeserializeOwned + Send,
+{
+    type Group = K;
+    type Entry = Timestamp;
+    type Value = A;
+
+    fn failed(&self) -> bool {
         match self {
-            Accumulators::Memory(m) => &mut m.cell,
-            Accumulators::Stored(s) => s.cell(),
+            Accumulators::Memory(m) => m.cell.failed(),
+            Accumulators::Stored(s) => s.cell.failed(),
+        }
+    }
+
+    fn fail(&mut self, error: StreamsError) {
+        match self {
+            Accumulators::Memory(m) => m.cell.fail(error),
+            Accumulators::Stored(s) => s.cell.fail(error),
         }
     }
 
@@ -108,18 +130,63 @@ where
             Accumulators::Stored(s) => s.len(),
         }
     }
+
+    fn checkpoint(
+        &mut self,
+        guard: &mut ReplayGuard,
+        meta: &TaskMeta,
+    ) -> Result<Vec<Change>, StreamsError> {
+        match self {
+            Accumulators::Memory(m) => m.checkpoint(guard, meta),
+            Accumulators::Stored(s) => s.checkpoint(guard, meta),
+        }
+    }
+
+    fn restore(
+        &mut self,
+        changes: Vec<Change>,
+        guard: &mut ReplayGuard,
+        _visit: impl FnMut(&K, &Timestamp, &A),
+    ) -> Result<Option<TaskMeta>, StreamsError> {
+        match self {
+            Accumulators::Memory(m) => m.restore(changes, guard),
+            Accumulators::Stored(s) => s.restore(changes, guard),
+        }
+    }
+
+    /// In memory every window, oldest first; on disk at most `cap` entries, newest window
+    /// first (the store is laid out by window start, so that costs nothing).
+    fn snapshot(
+        &self,
+        cap: usize,
+        mut f: impl FnMut(&K, &Timestamp, &A),
+    ) -> Result<(), StreamsError> {
+        match self {
+            Accumulators::Memory(m) => {
+                for (start, keys) in &m.open {
+                    for (key, slot) in keys {
+                        f(key, start, &slot.acc);
+                    }
+                }
+                Ok(())
+            }
+            Accumulators::Stored(s) => s.snapshot(cap, |start, key: K, acc: A| {
+                f(&key, &start, &acc);
+            }),
+        }
+    }
 }
 
 /// Windowed aggregation over tumbling or hopping windows, with its accumulators in memory
 /// or in its store (see [`crate::state::backend::StateBackend`]); the window logic is the same.
 pub struct WindowAggregate<K, V, A> {
-    name: String,
     windows: Windows,
     emit: EmitMode,
     init: InitFn<A>,
     add: AddFn<V, A>,
-    accs: Accumulators<K, A>,
-    guard: ReplayGuard,
+    /// The accumulators; no index (the open window starts close in order); the seal is the
+    /// latest start of a closed window.
+    parts: StepParts<Accumulators<K, A>, ()>,
     /// The window of the previous record, for tumbling windows only.
     last_tumbling: Option<Window>,
 }
@@ -145,7 +212,7 @@ where
             evicted: Vec::new(),
             cell: StoreCell::new(&name, Ok(store)),
         });
-        Self::with(name, windows, emit, init, add, accs)
+        Self::with(StepParts::new(name, accs, ()), windows, emit, (init, add))
     }
 
     /// An aggregate that reads and writes each accumulator through `store` on every record
@@ -161,7 +228,7 @@ where
     ) -> Self {
         let name = name.into();
         let accs = Accumulators::Stored(StoredWindows::new(&name, store));
-        Self::with(name, windows, emit, init, add, accs)
+        Self::with(StepParts::new(name, accs, ()), windows, emit, (init, add))
     }
 
     /// An aggregate with its state where `backend` says.
@@ -182,21 +249,17 @@ where
     }
 
     fn with(
-        name: String,
+        parts: StepParts<Accumulators<K, A>, ()>,
         windows: Windows,
         emit: EmitMode,
-        init: InitFn<A>,
-        add: AddFn<V, A>,
-        accs: Accumulators<K, A>,
+        (init, add): (InitFn<A>, AddFn<V, A>),
     ) -> Self {
         Self {
-            name,
             windows,
             emit,
             init,
             add,
-            accs,
-            guard: ReplayGuard::default(),
+            parts,
             last_tumbling: None,
         }
     }
@@ -206,7 +269,7 @@ where
         // Windows starting at or before it stay closed even if the watermark goes back,
         // which it does only after an end of input ([`crate::Pipeline::end_of_input`]): a
         // late record then counts as late instead of reopening a window already emitted.
-        self.windows.is_closed(window, watermark) || self.guard.is_sealed(window.start)
+        self.windows.is_closed(window, watermark) || self.parts.guard.is_sealed(window.start)
     }
 
     /// Folds `record` into `window` unless the window is closed; returns whether it was open.
@@ -224,7 +287,8 @@ where
         let add = &self.add;
         let emit = self.emit == EmitMode::Update;
         let updated = self
-            .accs
+            .parts
+            .state
             .fold(window.start, &record.key, &self.init, |acc| {
                 add(acc, &record.value);
                 emit.then(|| acc.clone())
@@ -282,7 +346,7 @@ where
         let size = self.windows.size_ms();
         let emit = self.emit == EmitMode::Final;
         let mut results = Vec::new();
-        while let Some(start) = self.accs.first_start() {
+        while let Some(start) = self.parts.state.first_start() {
             let window = Window {
                 start,
                 end: start.saturating_add(size),
@@ -290,9 +354,9 @@ where
             if !self.windows.is_closed(window, watermark) {
                 break;
             }
-            self.guard.seal(start);
+            self.parts.guard.seal(start);
             results.clear();
-            self.accs.close(start, emit, &mut results)?;
+            self.parts.state.close(start, emit, &mut results)?;
             let last = window.end.saturating_sub(1);
             for (key, acc) in results.drain(..) {
                 out.push(Record {
@@ -322,88 +386,64 @@ where
     type OutKey = Windowed<K>;
     type OutValue = A;
 
-    fn name(&self) -> &str {
-        &self.name
+    stateful_operator!(K, V);
+}
+
+impl<K, V, A> StatefulStep<K, V> for WindowAggregate<K, V, A>
+where
+    K: Hash + Eq + Ord + Clone + Serialize + DeserializeOwned + Send,
+    V: Send,
+    A: Clone + Serialize + DeserializeOwned + Send,
+{
+    type State = Accumulators<K, A>;
+    type Index = ();
+
+    fn parts(&self) -> &StepParts<Accumulators<K, A>, ()> {
+        &self.parts
     }
 
-    fn process(
+    fn parts_mut(&mut self) -> &mut StepParts<Accumulators<K, A>, ()> {
+        &mut self.parts
+    }
+
+    #[inline]
+    fn apply(
         &mut self,
         record: Record<K, V>,
         cx: &mut Context<'_>,
         out: &mut Vec<Record<Windowed<K>, A>>,
-    ) -> Option<Record<K, V>> {
-        if self.accs.cell().failed() {
-            return None;
-        }
-        if self.guard.is_replay(&record) {
-            cx.metrics.replays_skipped += 1;
-            return None;
-        }
-        match self.assign(&record, cx.watermark, out) {
-            Ok(false) => None,
-            Ok(true) => {
-                cx.metrics.late_records += 1;
-                Some(record)
-            }
-            Err(error) => {
-                self.accs.cell().fail(error);
-                None
-            }
-        }
+    ) -> Result<Option<Record<K, V>>, StreamsError> {
+        let late = self.assign(&record, cx.watermark, out)?;
+        Ok(late.then_some(record))
     }
 
-    fn on_watermark(&mut self, cx: &mut Context<'_>, out: &mut Vec<Record<Windowed<K>, A>>) {
-        if self.accs.cell().failed() {
-            return;
-        }
-        if let Err(error) = self.close_windows(cx.watermark, &mut cx.metrics.windows_closed, out) {
-            self.accs.cell().fail(error);
-        }
+    fn advance(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Record<Windowed<K>, A>>,
+    ) -> Result<(), StreamsError> {
+        self.close_windows(cx.watermark, &mut cx.metrics.windows_closed, out)
     }
 
-    fn checkpoint(&mut self, meta: &TaskMeta) -> Result<Vec<Change>, StreamsError> {
-        match &mut self.accs {
-            Accumulators::Memory(m) => m.checkpoint(&mut self.guard, meta),
-            Accumulators::Stored(s) => s.checkpoint(&mut self.guard, meta),
-        }
+    fn restoring(
+        &mut self,
+    ) -> (
+        impl FnMut(&mut (), &K, &Timestamp, &A) -> Result<(), StreamsError>,
+        &mut StepParts<Accumulators<K, A>, ()>,
+    ) {
+        (
+            |_: &mut (), _: &K, _: &Timestamp, _: &A| Ok(()),
+            &mut self.parts,
+        )
     }
 
-    fn restore(&mut self, changes: Vec<Change>) -> Result<Option<TaskMeta>, StreamsError> {
+    fn restored(&mut self, _meta: Option<&TaskMeta>) -> Result<(), StreamsError> {
         self.last_tumbling = None;
-        match &mut self.accs {
-            Accumulators::Memory(m) => m.restore(changes, &mut self.guard),
-            Accumulators::Stored(s) => s.restore(changes, &mut self.guard),
-        }
+        Ok(())
     }
 
-    fn state_len(&self) -> usize {
-        self.accs.len()
-    }
-
-    fn snapshot(&self) -> Vec<serde_json::Value> {
-        let size = self.windows.size_ms();
-        match &self.accs {
-            Accumulators::Memory(m) => {
-                let mut rows = Vec::with_capacity(self.state_len());
-                for (start, keys) in &m.open {
-                    for (key, slot) in keys {
-                        rows.push(window_row(key, *start, start + size, &slot.acc));
-                    }
-                }
-                rows
-            }
-            Accumulators::Stored(s) => {
-                // Capped: the store may not fit in memory (see `crate::state::backend`).
-                let mut rows = Vec::with_capacity(self.state_len().min(SNAPSHOT_ROW_CAP));
-                let result = s.snapshot(SNAPSHOT_ROW_CAP, |start, key: K, acc: A| {
-                    rows.push(window_row(&key, start, start + size, &acc));
-                });
-                if let Err(error) = result {
-                    snapshot_failed(&self.name, &error);
-                }
-                rows
-            }
-        }
+    fn row(&self, key: &K, &start: &Timestamp, acc: &A) -> serde_json::Value {
+        window_row(key, start, start + self.windows.size_ms(), acc)
     }
 }
 

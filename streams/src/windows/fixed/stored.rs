@@ -45,7 +45,7 @@ pub(crate) struct StoredWindows<K, A> {
     open: BTreeSet<Timestamp>,
     /// Entries in the store (accumulators of open windows).
     entries: usize,
-    cell: StoreCell,
+    pub(super) cell: StoreCell,
     _types: PhantomData<fn(K, A)>,
 }
 
@@ -61,10 +61,6 @@ where
             cell: StoreCell::new(name, store),
             _types: PhantomData,
         }
-    }
-
-    pub(crate) fn cell(&mut self) -> &mut StoreCell {
-        &mut self.cell
     }
 
     /// Kept out of line: the in-memory path it shares a match with stays small.
