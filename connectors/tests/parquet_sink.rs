@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, Int64Array, StringArray};
 use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
 use millrace_client::TopicPartition;
-use millrace_connectors::dead_letter::{ERROR_HEADER, OFFSET_HEADER};
 use millrace_connectors::export::{export, Bound, ExportOptions};
+use millrace_connectors::framework::dead_letter::{ERROR_HEADER, OFFSET_HEADER};
 use millrace_connectors::parquet_sink::{ParquetSink, ParquetSinkConfig, RollingPolicy};
 use millrace_connectors::ConnectConfig;
 
