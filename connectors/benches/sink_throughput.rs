@@ -17,12 +17,24 @@
 //! ratio sink/raw. Before the runs, one pass prints where the sink's time goes: decoding on
 //! the engine's thread (the fast path, and the general path's stages for comparison) and the
 //! thread's encoding (which is the raw write).
+//!
+//! Then the JSON-to-Arrow step alone, the sink's own scanner ([`JsonDecoder`], the engine's
+//! fast path) next to arrow-json's `Decoder` (`ReaderBuilder::build_decoder`), on the same
+//! records and the same schema, in 4096-row batches, the two alternating within each run
+//! (which goes first alternates too); the medians of records/s and the median of the runs'
+//! ratios are printed. arrow-json cannot write a JSON object into a text column (the sink's
+//! `json` columns), so for it those columns are declared as what arrow-json infers from the
+//! same records (a struct here): it parses the same bytes, and every other column is
+//! checked to come out equal.
 
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::json::reader::infer_json_schema_from_iterator;
+use arrow::json::ReaderBuilder;
 use arrow::record_batch::RecordBatch;
 use millrace_client::record::{ConsumerRecord, TimestampType};
 use millrace_client::TopicPartition;
@@ -30,8 +42,8 @@ use millrace_connectors::metrics::SinkMetrics;
 use millrace_connectors::parquet_sink::convert::rows_to_batch;
 use millrace_connectors::parquet_sink::decode::JsonDecoder;
 use millrace_connectors::parquet_sink::{
-    Codec, EngineConfig, FileFormat, Partitioner, RollingPolicy, SchemaConfig, SinkEngine,
-    SinkSchema, TimePartitioning,
+    Codec, ColumnType, EngineConfig, FileFormat, Partitioner, RollingPolicy, SchemaConfig,
+    SinkEngine, SinkSchema, TimePartitioning,
 };
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -279,6 +291,114 @@ fn breakdown(records: &[ConsumerRecord]) {
     );
 }
 
+/// The sink's file schema for arrow-json: `json` columns (JSON text, which arrow-json does not
+/// produce from objects) become what arrow-json infers for those fields from the same records.
+fn arrow_json_schema(schema: &SinkSchema, records: &[ConsumerRecord]) -> SchemaRef {
+    let sample = records
+        .iter()
+        .take(SchemaConfig::default().infer_records)
+        .map(|r| {
+            serde_json::from_slice::<Value>(r.value.as_ref().expect("value"))
+                .map_err(|e| arrow::error::ArrowError::JsonError(e.to_string()))
+        });
+    let inferred = infer_json_schema_from_iterator(sample).expect("arrow-json infers");
+    let file = schema.arrow_schema(false);
+    let fields: Vec<Field> = schema
+        .columns
+        .iter()
+        .zip(file.fields())
+        .map(|(column, field)| match column.kind {
+            ColumnType::Json => inferred
+                .field_with_name(&column.name)
+                .expect("field inferred")
+                .clone(),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// One pass of the sink's scanner over `records`: (elapsed, batches).
+fn run_scanner(
+    decoder: &mut JsonDecoder,
+    records: &[ConsumerRecord],
+) -> (Duration, Vec<RecordBatch>) {
+    let mut out = Vec::with_capacity(records.len() / BATCH_ROWS + 1);
+    let started = Instant::now();
+    for chunk in records.chunks(BATCH_ROWS) {
+        for record in chunk {
+            assert!(decoder.push(record), "record {} declined", record.offset);
+        }
+        out.push(decoder.finish().expect("batch").expect("rows"));
+    }
+    (started.elapsed(), out)
+}
+
+/// One pass of arrow-json's decoder over `records`, one record's bytes per `decode` call as
+/// the sink receives them: (elapsed, batches).
+fn run_arrow_json(schema: &SchemaRef, records: &[ConsumerRecord]) -> (Duration, Vec<RecordBatch>) {
+    let mut out = Vec::with_capacity(records.len() / BATCH_ROWS + 1);
+    let started = Instant::now();
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(BATCH_ROWS)
+        .build_decoder()
+        .expect("decoder");
+    for chunk in records.chunks(BATCH_ROWS) {
+        for record in chunk {
+            let bytes = record.value.as_deref().expect("value");
+            let read = decoder.decode(bytes).expect("decode");
+            assert_eq!(read, bytes.len(), "record {} not consumed", record.offset);
+        }
+        out.push(decoder.flush().expect("batch").expect("rows"));
+    }
+    (started.elapsed(), out)
+}
+
+/// The scanner next to arrow-json (see the module documentation).
+fn compare_decoders(records: &[ConsumerRecord], runs: usize) {
+    let schema = inferred_schema(records);
+    let arrow_json = arrow_json_schema(&schema, records);
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let mut scanner = JsonDecoder::new(&schema, &engine_config(scratch.path())).expect("decoder");
+    // Same values in every column both can write.
+    let (_, ours) = run_scanner(&mut scanner, records);
+    let (_, theirs) = run_arrow_json(&arrow_json, records);
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(&theirs) {
+        for (i, column) in schema.columns.iter().enumerate() {
+            if column.kind != ColumnType::Json {
+                assert_eq!(a.column(i), b.column(i), "column {} differs", column.name);
+            }
+        }
+    }
+    let rate = |t: Duration| records.len() as f64 / t.as_secs_f64();
+    let (mut scanner_rates, mut arrow_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let (s, a) = if run % 2 == 0 {
+            let s = run_scanner(&mut scanner, records).0;
+            (s, run_arrow_json(&arrow_json, records).0)
+        } else {
+            let a = run_arrow_json(&arrow_json, records).0;
+            (run_scanner(&mut scanner, records).0, a)
+        };
+        println!(
+            "decoders run {run}: scanner {:>9.0} records/s, arrow-json {:>9.0} records/s",
+            rate(s),
+            rate(a)
+        );
+        scanner_rates.push(rate(s));
+        arrow_rates.push(rate(a));
+        ratios.push(rate(a) / rate(s));
+    }
+    println!(
+        "median decoders: scanner {:.0} records/s, arrow-json {:.0} records/s; \
+         arrow-json / scanner {:.0}% (median of the runs' ratios)",
+        median(scanner_rates),
+        median(arrow_rates),
+        100.0 * median(ratios)
+    );
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -303,6 +423,7 @@ fn main() {
     );
     let prepared = batches(&records);
     breakdown(&records);
+    compare_decoders(&records, runs);
 
     let mut sink = (Vec::new(), Vec::new());
     let mut raw = (Vec::new(), Vec::new());

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
 use millrace_client::{ClientConfig, OffsetSpec, TopicPartition};
 
-use crate::dead_letter::DeadLetterQueue;
 use crate::error::{ConnectorError, Result};
+use crate::framework::DeadLetterQueue;
 use crate::metrics::{MetricsSnapshot, SinkMetrics};
 use crate::parquet_sink::{EngineConfig, SinkEngine};
 

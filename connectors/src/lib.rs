@@ -30,7 +30,7 @@
 //! [`config`] is the `millrace connect` file format.
 
 pub mod config;
-pub mod dead_letter;
+mod durable;
 pub mod error;
 pub mod export;
 pub mod file_source;

@@ -17,6 +17,7 @@
 //! Failures of a whole task end the connector (and, under `millrace connect`, stop the others
 //! cleanly): bad *records* never do; they go to a dead-letter topic with the reason.
 
+pub mod dead_letter;
 pub mod position;
 pub mod sink_task;
 pub mod source;
@@ -28,12 +29,12 @@ use millrace_client::record::ConsumerRecord;
 use millrace_client::TopicPartition;
 use tokio::sync::watch;
 
+pub use dead_letter::{DeadLetter, DeadLetterQueue};
 pub use position::PositionFile;
-pub use sink_task::{run_sink_task, SinkTaskSettings};
+pub use sink_task::{run_sink_task, SinkTaskSettings, StartFrom};
 pub use source::{run_source, RejectedInput, SourceContext};
 
 use crate::error::{ConnectorError, Result};
-use crate::parquet_sink::DeadLetter;
 
 /// One task of a sink connector: what a member of the sink's consumer group does with the
 /// records of the partitions assigned to it. Calls come from one task at a time, in this

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::durable::sync_dir;
 use crate::error::{ConnectorError, IoContext, Result};
-use crate::parquet_sink::commit::sync_dir;
 
 const MAGIC: &str = "millrace-position 1";
 

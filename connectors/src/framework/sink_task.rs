@@ -6,15 +6,25 @@ use std::time::{Duration, Instant};
 
 use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerEvent};
 use millrace_client::{ClientConfig, TopicPartition};
+use serde::{Deserialize, Serialize};
 
-use super::{Shutdown, Sink};
-use crate::dead_letter::DeadLetterQueue;
+use super::{DeadLetterQueue, Shutdown, Sink};
 use crate::error::Result;
 use crate::metrics::SinkMetrics;
-use crate::parquet_sink::StartFrom;
 
 /// How long one poll waits; also how often [`Sink::tick`] runs on a quiet topic.
 const POLL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Where a partition the sink has no record of starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The first record still stored (default).
+    #[default]
+    Earliest,
+    /// Only records produced after the sink started.
+    Latest,
+}
 
 /// What a sink task needs to know about the Kafka side.
 #[derive(Debug, Clone)]

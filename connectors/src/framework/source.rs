@@ -6,7 +6,7 @@ use std::sync::Arc;
 use millrace_client::producer::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 use millrace_client::ClientConfig;
 
-use crate::dead_letter::{ERROR_HEADER, SOURCE_HEADER};
+use super::dead_letter::{ERROR_HEADER, SOURCE_HEADER};
 use crate::error::Result;
 use crate::metrics::SourceMetrics;
 

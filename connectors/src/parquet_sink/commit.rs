@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::durable::sync_dir;
 use crate::error::{ConnectorError, IoContext, Result};
 
 /// Lines after which the log is rewritten as its last line.
@@ -231,13 +232,6 @@ pub fn ensure_dir(root: &Path, directory: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// fsyncs a directory, making the names in it durable.
-pub fn sync_dir(directory: &Path) -> Result<()> {
-    File::open(directory)
-        .and_then(|d| d.sync_all())
-        .io("syncing directory", directory)
 }
 
 fn sync_parent(path: &Path) -> Result<()> {

@@ -29,26 +29,16 @@ use millrace_client::ClientConfig;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-pub use engine::{DeadLetter, EngineConfig, SinkEngine};
+pub use engine::{EngineConfig, SinkEngine};
 pub use partitioning::{Partitioner, TimePartitioning};
 pub use rolling::RollingPolicy;
 pub use schema::{ColumnSpec, ColumnType, ExtraFields, SchemaConfig, SinkSchema};
 pub use writer::{Codec, FileFormat};
 
 use crate::error::{ConnectorError, Result};
+pub use crate::framework::StartFrom;
 use crate::framework::{run_sink_task, supervise, Shutdown, SinkTaskSettings};
 use crate::metrics::SinkMetrics;
-
-/// Where a partition without any checkpoint starts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartFrom {
-    /// The first record still stored (default).
-    #[default]
-    Earliest,
-    /// Only records produced after the sink started.
-    Latest,
-}
 
 /// One `[[parquet_sink]]` table of a connect configuration file.
 ///

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use super::commit::{apply, ensure_dir, sync_dir, Checkpoint, CheckpointLog};
+use super::commit::{apply, ensure_dir, Checkpoint, CheckpointLog};
+use crate::durable::sync_dir;
 use crate::error::{IoContext, Result};
 
 /// Name of the directory under the output root that holds the sink's own state. Readers

@@ -14,29 +14,32 @@
 //! declines, and the engine runs the general path on that one record, which decides what
 //! happens to it and words the dead-letter reason as it always has. What it accepts, it
 //! writes exactly as the general path would: the engine's tests run both paths over the same
-//! records and compare the files.
+//! records and compare the files, and the scanner's property tests compare its batches with
+//! those of serde_json-parsed values.
+//!
+//! This file maps a topic's fields to the file's columns (`RowLayout`) and converts a cell for
+//! its column as the general path would; `scanner.rs` is the JSON reader and `builders.rs`
+//! the Arrow column builders of an open file.
+
+mod builders;
+mod scanner;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use arrow::array::timezone::Tz;
-use arrow::array::{
-    Array, ArrayRef, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder, Int32Builder,
-    Int64Builder, StringBuilder, TimestampMillisecondBuilder,
-};
 use arrow::compute::kernels::cast_utils::{string_to_datetime, Parser};
 use arrow::datatypes::{DataType, Date32Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use millrace_client::record::ConsumerRecord;
 use serde_json::Value;
 
+pub(crate) use builders::RowBuilders;
+use scanner::Scanner;
+
 use super::engine::EngineConfig;
 use super::schema::{ColumnType, ExtraFields, SinkSchema};
-use crate::error::{ConnectorError, Result};
-
-/// Rows per batch the builders start with room for (the open file converts 4096 at a time).
-const INITIAL_ROWS: usize = 4096;
+use crate::error::Result;
 
 /// One field of a record as parsed, borrowing the record's bytes where it can.
 #[derive(Debug, Clone, PartialEq)]
@@ -237,11 +240,7 @@ impl RowLayout {
         let Ok(text) = std::str::from_utf8(bytes) else {
             return false;
         };
-        let mut scan = Scanner {
-            text,
-            bytes,
-            pos: 0,
-        };
+        let mut scan = Scanner::new(text);
         self.parse_object(&mut scan, cells, order).is_some()
     }
 
@@ -283,7 +282,7 @@ impl RowLayout {
         }
         scan.ws();
         // Only whitespace may follow the object.
-        (scan.pos == scan.bytes.len()).then_some(())
+        scan.at_end().then_some(())
     }
 
     /// The slot of `key`, the `position`th key of its record.
@@ -370,6 +369,7 @@ fn rfc3339_ms(s: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
+#[inline]
 fn cell_of<'c, 'a>(column: &FileColumn, cells: &'c [Cell<'a>]) -> &'c Cell<'a> {
     column
         .slot
@@ -394,6 +394,7 @@ enum Scalar<'c> {
 /// Converts `cell` for `column` as the general path would (its schema check, then its
 /// direct conversion or arrow's JSON decoder), or `None` where that path refuses the value or
 /// needs the decoder.
+#[inline]
 fn convert<'c>(column: &FileColumn, cell: &'c Cell<'_>) -> Option<Scalar<'c>> {
     match (column.kind, cell) {
         (_, Cell::Missing | Cell::Null) => column.nullable.then_some(Scalar::Null),
@@ -432,388 +433,6 @@ fn number(cell: &Cell<'_>) -> Option<f64> {
         Cell::U64(n) => Some(*n as f64),
         Cell::F64(x) => Some(*x),
         _ => None,
-    }
-}
-
-/// The fast path's JSON reader.
-///
-/// It accepts a subset of JSON and declines (`None`) everything else, so that what it
-/// accepts is exactly what serde_json accepts, with the same values: object keys without
-/// escapes; strings (those with escapes are decoded by serde_json); integers of up to 18
-/// digits (anything else numeric is read by serde_json, whose float parsing is not always
-/// the correctly rounded one of `str::parse`); `true`, `false`, `null`; and nested objects
-/// and arrays, which serde_json reads as `Value`s.
-struct Scanner<'a> {
-    text: &'a str,
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-/// Nested objects and arrays deeper than this are left to the general path: serde_json
-/// stops at 128 levels, counted from the record, while a nested value read on its own
-/// starts counting at its own level.
-const MAX_NESTED_OPENINGS: usize = 100;
-
-impl<'a> Scanner<'a> {
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.pos) {
-            self.pos += 1;
-        }
-    }
-
-    fn eat(&mut self, byte: u8) -> bool {
-        let found = self.bytes.get(self.pos) == Some(&byte);
-        if found {
-            self.pos += 1;
-        }
-        found
-    }
-
-    fn expect(&mut self, byte: u8) -> Option<()> {
-        self.eat(byte).then_some(())
-    }
-
-    /// Where the string starting after its opening quote at `start` stops being plain: the
-    /// index of the first `"`, `\\` or control character. Eight bytes at a time (the classic
-    /// "has a zero byte" bit trick), as serde_json scans.
-    fn plain_end(&self, start: usize) -> Option<usize> {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGHS: u64 = 0x8080_8080_8080_8080;
-        let rest = self.bytes.get(start..)?;
-        let mut offset = 0;
-        for chunk in rest.chunks_exact(8) {
-            let mut word = [0; 8];
-            word.copy_from_slice(chunk);
-            let word = u64::from_le_bytes(word);
-            let quote = word ^ (ONES * u64::from(b'"'));
-            let backslash = word ^ (ONES * u64::from(b'\\'));
-            // High bit set in some byte iff some byte of `word` is '"', '\\' or below 0x20.
-            let hits = (quote.wrapping_sub(ONES) & !quote)
-                | (backslash.wrapping_sub(ONES) & !backslash)
-                | (word.wrapping_sub(ONES * 0x20) & !word);
-            if hits & HIGHS != 0 {
-                break;
-            }
-            offset += 8;
-        }
-        let found = rest
-            .get(offset..)?
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        Some(start + offset + found)
-    }
-
-    /// A string without escapes (at its opening quote).
-    fn plain_string(&mut self) -> Option<&'a str> {
-        self.expect(b'"')?;
-        let start = self.pos;
-        let end = self.plain_end(start)?;
-        if self.bytes.get(end) != Some(&b'"') {
-            return None;
-        }
-        self.pos = end + 1;
-        self.text.get(start..end)
-    }
-
-    /// A string (at its opening quote); escapes are decoded by serde_json.
-    fn string(&mut self) -> Option<Cow<'a, str>> {
-        let open = self.pos;
-        self.expect(b'"')?;
-        let end = self.plain_end(self.pos)?;
-        match self.bytes.get(end)? {
-            b'"' => {
-                let start = self.pos;
-                self.pos = end + 1;
-                Some(Cow::Borrowed(self.text.get(start..end)?))
-            }
-            b'\\' => {
-                // Find the closing quote, stepping over escaped characters.
-                let mut i = end;
-                loop {
-                    match self.bytes.get(i)? {
-                        b'\\' => i += 2,
-                        b'"' => break,
-                        _ => i += 1,
-                    }
-                }
-                let decoded: String = serde_json::from_str(self.text.get(open..=i)?).ok()?;
-                self.pos = i + 1;
-                Some(Cow::Owned(decoded))
-            }
-            // A raw control character: not JSON.
-            _ => None,
-        }
-    }
-
-    /// A number (at its first character).
-    fn number(&mut self) -> Option<Cell<'a>> {
-        let start = self.pos;
-        let len = self
-            .bytes
-            .get(start..)?
-            .iter()
-            .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'));
-        let end = len.map_or(self.bytes.len(), |n| start + n);
-        let span = self.bytes.get(start..end)?;
-        self.pos = end;
-        let (negative, digits) = match span.split_first() {
-            Some((b'-', digits)) => (true, digits),
-            _ => (false, span),
-        };
-        let simple = !digits.is_empty()
-            && digits.len() <= 18
-            && digits.iter().all(u8::is_ascii_digit)
-            && (digits[0] != b'0' || (digits.len() == 1 && !negative));
-        if simple {
-            // Exact and within i64: the value serde_json gives. (`-0` is a float there.)
-            let magnitude = digits
-                .iter()
-                .fold(0_i64, |n, &d| n * 10 + i64::from(d - b'0'));
-            return Some(Cell::I64(if negative { -magnitude } else { magnitude }));
-        }
-        let value: Value = serde_json::from_str(self.text.get(start..end)?).ok()?;
-        match &value {
-            Value::Number(_) => {
-                Some(Cell::of_value(SlotKind::Column(ColumnType::Float64), &value).into_owned())
-            }
-            _ => None,
-        }
-    }
-
-    /// A nested object or array (at its opening bracket), read by serde_json.
-    fn nested(&mut self) -> Option<Value> {
-        let rest = self.text.get(self.pos..)?;
-        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
-        let value = values.next()?.ok()?;
-        let consumed = values.byte_offset();
-        // Counting brackets inside strings too only overestimates: safe.
-        let openings = rest
-            .as_bytes()
-            .get(..consumed)?
-            .iter()
-            .filter(|&&b| b == b'{' || b == b'[')
-            .count();
-        if openings >= MAX_NESTED_OPENINGS {
-            return None;
-        }
-        self.pos += consumed;
-        Some(value)
-    }
-
-    /// One field's value, kept as its slot keeps it.
-    fn value(&mut self, kind: SlotKind) -> Option<Cell<'a>> {
-        let scalar = match self.bytes.get(self.pos)? {
-            b'"' => Cell::Str(self.string()?),
-            b'-' | b'0'..=b'9' => self.number()?,
-            b't' => self.literal(b"true", Cell::Bool(true))?,
-            b'f' => self.literal(b"false", Cell::Bool(false))?,
-            b'n' => self.literal(b"null", Cell::Null)?,
-            b'{' | b'[' => match kind {
-                // A typed column does not take objects or arrays.
-                SlotKind::Column(ColumnType::Json) | SlotKind::Raw => {
-                    Cell::Json(Cow::Owned(self.nested()?))
-                }
-                SlotKind::Column(_) => return None,
-            },
-            _ => return None,
-        };
-        Some(match (kind, scalar) {
-            (SlotKind::Column(ColumnType::Json), Cell::Null) => Cell::Null,
-            (SlotKind::Column(ColumnType::Json) | SlotKind::Raw, cell) => {
-                Cell::Json(Cow::Owned(cell.into_value()?))
-            }
-            (SlotKind::Column(_), cell) => cell,
-        })
-    }
-
-    fn literal(&mut self, word: &[u8], cell: Cell<'a>) -> Option<Cell<'a>> {
-        if self.bytes.get(self.pos..self.pos + word.len())? != word {
-            return None;
-        }
-        self.pos += word.len();
-        Some(cell)
-    }
-}
-
-/// One column being built.
-enum ColumnBuilder {
-    Boolean(BooleanBuilder),
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    Float32(Float32Builder),
-    Float64(Float64Builder),
-    Utf8 {
-        builder: StringBuilder,
-        /// Bytes of the last batch, to size the next one's buffer once instead of growing it.
-        last_bytes: usize,
-    },
-    Timestamp(TimestampMillisecondBuilder, Option<Arc<str>>),
-    Date32(Date32Builder),
-}
-
-impl ColumnBuilder {
-    fn new(data_type: &DataType) -> Option<Self> {
-        let n = INITIAL_ROWS;
-        Some(match data_type {
-            DataType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::with_capacity(n)),
-            DataType::Int32 => ColumnBuilder::Int32(Int32Builder::with_capacity(n)),
-            DataType::Int64 => ColumnBuilder::Int64(Int64Builder::with_capacity(n)),
-            DataType::Float32 => ColumnBuilder::Float32(Float32Builder::with_capacity(n)),
-            DataType::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(n)),
-            DataType::Utf8 => ColumnBuilder::Utf8 {
-                builder: StringBuilder::with_capacity(n, n * 16),
-                last_bytes: n * 16,
-            },
-            DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, tz) => {
-                ColumnBuilder::Timestamp(TimestampMillisecondBuilder::with_capacity(n), tz.clone())
-            }
-            DataType::Date32 => ColumnBuilder::Date32(Date32Builder::with_capacity(n)),
-            _ => return None,
-        })
-    }
-
-    /// Appends `value`; `false` if it is not of this column's type. `scratch` is a buffer for
-    /// JSON text.
-    fn append(&mut self, value: Scalar<'_>, scratch: &mut Vec<u8>) -> bool {
-        match (self, value) {
-            (ColumnBuilder::Boolean(b), Scalar::Null) => b.append_null(),
-            (ColumnBuilder::Boolean(b), Scalar::Bool(v)) => b.append_value(v),
-            (ColumnBuilder::Int32(b), Scalar::Null) => b.append_null(),
-            (ColumnBuilder::Int32(b), Scalar::I32(v)) => b.append_value(v),
-            (ColumnBuilder::Int64(b), Scalar::Null) => b.append_null(),
-            (ColumnBuilder::Int64(b), Scalar::I64(v)) => b.append_value(v),
-            (ColumnBuilder::Float32(b), Scalar::Null) => b.append_null(),
-            (ColumnBuilder::Float32(b), Scalar::F32(v)) => b.append_value(v),
-            (ColumnBuilder::Float64(b), Scalar::Null) => b.append_null(),
-            (ColumnBuilder::Float64(b), Scalar::F64(v)) => b.append_value(v),
-            (ColumnBuilder::Utf8 { builder, .. }, Scalar::Null) => builder.append_null(),
-            (ColumnBuilder::Utf8 { builder, .. }, Scalar::Str(v)) => builder.append_value(v),
-            (ColumnBuilder::Utf8 { builder, .. }, Scalar::Json(v)) => {
-                // What `Value::to_string` (the general path) writes, without `fmt`'s detour.
-                scratch.clear();
-                if serde_json::to_writer(&mut *scratch, v).is_err() {
-                    return false;
-                }
-                match std::str::from_utf8(scratch) {
-                    Ok(text) => builder.append_value(text),
-                    Err(_) => return false,
-                }
-            }
-            (ColumnBuilder::Timestamp(b, _), Scalar::Null) => b.append_null(),
-            (ColumnBuilder::Timestamp(b, _), Scalar::I64(v)) => b.append_value(v),
-            (ColumnBuilder::Date32(b), Scalar::Null) => b.append_null(),
-            (ColumnBuilder::Date32(b), Scalar::Date(v)) => b.append_value(v),
-            _ => return false,
-        }
-        true
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            ColumnBuilder::Boolean(b) => Arc::new(b.finish()),
-            ColumnBuilder::Int32(b) => Arc::new(b.finish()),
-            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Float32(b) => Arc::new(b.finish()),
-            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Utf8 {
-                builder,
-                last_bytes,
-            } => {
-                let array = builder.finish();
-                let rows = array.len();
-                *last_bytes = array.value_data().len();
-                // `finish` leaves an empty buffer behind: size it for a batch like this one.
-                *builder = StringBuilder::with_capacity(
-                    rows.max(INITIAL_ROWS),
-                    *last_bytes + *last_bytes / 8,
-                );
-                Arc::new(array)
-            }
-            ColumnBuilder::Timestamp(b, tz) => Arc::new(b.finish().with_timezone_opt(tz.clone())),
-            ColumnBuilder::Date32(b) => Arc::new(b.finish()),
-        }
-    }
-}
-
-/// Rows of one file being collected into Arrow columns.
-pub(crate) struct RowBuilders {
-    schema: SchemaRef,
-    columns: Vec<ColumnBuilder>,
-    rows: usize,
-    scratch: Vec<u8>,
-    /// Set if a push went wrong half-way (a broken promise of [`RowLayout::fits`]): the batch
-    /// is refused rather than written with misaligned columns.
-    broken: bool,
-}
-
-impl RowBuilders {
-    /// Empty builders for the files of `layout`.
-    pub(crate) fn new(layout: &RowLayout) -> Result<Self> {
-        let columns = layout
-            .arrow
-            .fields()
-            .iter()
-            .map(|f| {
-                ColumnBuilder::new(f.data_type()).ok_or_else(|| {
-                    ConnectorError::Config(format!(
-                        "column `{}`: no builder for {}",
-                        f.name(),
-                        f.data_type()
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(RowBuilders {
-            schema: layout.arrow.clone(),
-            columns,
-            rows: 0,
-            scratch: Vec::new(),
-            broken: false,
-        })
-    }
-
-    /// Rows collected since the last [`Self::finish`].
-    pub(crate) fn len(&self) -> usize {
-        self.rows
-    }
-
-    /// Appends a parsed record for which [`RowLayout::fits`] said yes.
-    pub(crate) fn push(&mut self, layout: &RowLayout, cells: &[Cell<'_>], record: &ConsumerRecord) {
-        let split = layout.columns.len().min(self.columns.len());
-        let (data, metadata) = self.columns.split_at_mut(split);
-        self.broken |= data.len() != layout.columns.len();
-        for (column, builder) in layout.columns.iter().zip(data) {
-            let appended = convert(column, cell_of(column, cells))
-                .is_some_and(|value| builder.append(value, &mut self.scratch));
-            self.broken |= !appended;
-        }
-        if layout.kafka_metadata {
-            let values = [
-                Scalar::I32(record.partition),
-                Scalar::I64(record.offset),
-                Scalar::I64(record.timestamp),
-            ];
-            self.broken |= metadata.len() != values.len();
-            for (value, builder) in values.into_iter().zip(metadata) {
-                self.broken |= !builder.append(value, &mut self.scratch);
-            }
-        }
-        self.rows += 1;
-    }
-
-    /// The collected rows as one batch (`None` when there are none); the builders start over.
-    pub(crate) fn finish(&mut self) -> Result<Option<RecordBatch>> {
-        if self.rows == 0 {
-            return Ok(None);
-        }
-        let columns: Vec<ArrayRef> = self.columns.iter_mut().map(ColumnBuilder::finish).collect();
-        self.rows = 0;
-        if std::mem::take(&mut self.broken) {
-            return Err(ConnectorError::Config(
-                "a record the fast path accepted did not convert (a bug: please report it)".into(),
-            ));
-        }
-        Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
     }
 }
 

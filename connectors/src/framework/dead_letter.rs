@@ -1,6 +1,8 @@
 //! The dead-letter topic: records a sink cannot write, sent on as they were read, with why.
-//! (Sources reject input through [`SourceContext::reject`](crate::framework::SourceContext::reject)
-//! with the same `millrace.error` header.)
+//! A [`Sink`](super::Sink) keeps its [`DeadLetter`]s for the task, which delivers them through
+//! a [`DeadLetterQueue`] before every commit. (Sources reject input through
+//! [`SourceContext::reject`](super::SourceContext::reject) with the same `millrace.error`
+//! header.)
 //!
 //! Headers added to the original ones: `millrace.error` (the reason), `millrace.topic`,
 //! `millrace.partition` and `millrace.offset` (where the record came from). Delivery is
@@ -8,10 +10,10 @@
 //! restart replays it.
 
 use millrace_client::producer::{Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use millrace_client::record::ConsumerRecord;
 use millrace_client::ClientConfig;
 
 use crate::error::Result;
-use crate::parquet_sink::DeadLetter;
 
 /// Header with the reason a record was dead-lettered.
 pub const ERROR_HEADER: &str = "millrace.error";
@@ -23,6 +25,15 @@ pub const PARTITION_HEADER: &str = "millrace.partition";
 pub const OFFSET_HEADER: &str = "millrace.offset";
 /// Header with where a source's rejected input came from (`FILE:BYTE` for the file source).
 pub const SOURCE_HEADER: &str = "millrace.source";
+
+/// A record that cannot be written, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The record as read.
+    pub record: ConsumerRecord,
+    /// The reason, for the `millrace.error` header.
+    pub reason: String,
+}
 
 /// Sends dead letters to a topic, or only logs them when no topic is configured.
 pub struct DeadLetterQueue {

@@ -1,15 +1,25 @@
 //! The table schema of a sink: declared in the configuration, or inferred from the first JSON
 //! records, and the check that decides whether a record fits it.
 //!
+//! This file holds the column types and the check; `inference.rs` fixes a schema from a
+//! topic's first records ([`SinkSchema::infer`]), and `store.rs` keeps an inferred schema on
+//! disk so that restarts and the other tasks of a sink write files of that same schema.
+//!
 //! A record that does not fit is never written with guessed values: it goes to the dead-letter
 //! topic with the reason (see [`Mismatch`]). Columns are a small, flat set of types that every
 //! warehouse tool reads the same way; nested JSON is kept as its text in a `json` column.
+
+mod inference;
+mod store;
 
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub(crate) use inference::{schema_before_records, settle_inferred};
+pub(crate) use store::SchemaStore;
 
 /// Name of the Kafka partition column added with `kafka_metadata = true`.
 pub const KAFKA_PARTITION_COLUMN: &str = "_kafka_partition";
@@ -80,29 +90,6 @@ impl ColumnType {
                 .as_str()
                 .is_some_and(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()),
             ColumnType::Json => true,
-        }
-    }
-
-    /// The narrowest type for one JSON value seen during inference (`None` for null).
-    fn of(value: &Value) -> Option<ColumnType> {
-        match value {
-            Value::Null => None,
-            Value::Bool(_) => Some(ColumnType::Boolean),
-            Value::Number(n) if n.is_i64() => Some(ColumnType::Int64),
-            Value::Number(_) => Some(ColumnType::Float64),
-            Value::String(_) => Some(ColumnType::String),
-            Value::Array(_) | Value::Object(_) => Some(ColumnType::Json),
-        }
-    }
-
-    /// The type both `self` and `other` fit: integers widen to floats, anything else that
-    /// disagrees becomes JSON text (nothing a record holds is lost).
-    fn widen(self, other: ColumnType) -> ColumnType {
-        use ColumnType::*;
-        match (self, other) {
-            (a, b) if a == b => a,
-            (Int64, Float64) | (Float64, Int64) => Float64,
-            _ => Json,
         }
     }
 }
@@ -182,37 +169,6 @@ pub struct SinkSchema {
 }
 
 impl SinkSchema {
-    /// Infers a schema from sample records: one nullable column per field, in order of first
-    /// appearance, of the narrowest type every sample fits. Fields that were only ever null
-    /// become JSON text.
-    pub fn infer<'a>(samples: impl IntoIterator<Item = &'a Map<String, Value>>) -> SinkSchema {
-        let mut columns: Vec<(String, Option<ColumnType>)> = Vec::new();
-        for record in samples {
-            for (name, value) in record {
-                let seen = ColumnType::of(value);
-                match columns.iter_mut().find(|(n, _)| n == name) {
-                    Some((_, kind)) => {
-                        *kind = match (*kind, seen) {
-                            (Some(a), Some(b)) => Some(a.widen(b)),
-                            (a, b) => a.or(b),
-                        }
-                    }
-                    None => columns.push((name.clone(), seen)),
-                }
-            }
-        }
-        SinkSchema {
-            columns: columns
-                .into_iter()
-                .map(|(name, kind)| ColumnSpec {
-                    name,
-                    kind: kind.unwrap_or(ColumnType::Json),
-                    nullable: true,
-                })
-                .collect(),
-        }
-    }
-
     /// The Arrow schema of the files, with the Kafka metadata columns last when asked for.
     pub fn arrow_schema(&self, kafka_metadata: bool) -> SchemaRef {
         let mut fields: Vec<Field> = self
@@ -307,30 +263,6 @@ mod tests {
 
     fn obj(value: Value) -> Map<String, Value> {
         value.as_object().unwrap().clone()
-    }
-
-    #[test]
-    fn inference_widens_integers_to_floats_and_conflicts_to_json() {
-        let samples = [
-            obj(json!({"a": 1, "b": "x", "c": 1, "d": null})),
-            obj(json!({"a": 2.5, "b": 3, "c": 2, "e": {"k": 1}})),
-        ];
-        let schema = SinkSchema::infer(&samples);
-        let kinds: Vec<(&str, ColumnType)> = schema
-            .columns
-            .iter()
-            .map(|c| (c.name.as_str(), c.kind))
-            .collect();
-        assert_eq!(
-            kinds,
-            vec![
-                ("a", ColumnType::Float64),
-                ("b", ColumnType::Json),
-                ("c", ColumnType::Int64),
-                ("d", ColumnType::Json),
-                ("e", ColumnType::Json),
-            ]
-        );
     }
 
     #[test]
