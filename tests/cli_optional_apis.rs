@@ -111,12 +111,10 @@ async fn bench_produce_without_describe_log_dirs_benchmarks_and_notes_the_missin
     cluster.broker.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_produce_json_without_describe_log_dirs_has_a_note_instead_of_the_overhead() {
-    let cluster = start_broker_without(&[ApiKey::DescribeLogDirs]).await;
-
+/// `millrace bench produce --json` of 1,000 records through `cluster`: its JSON report.
+async fn bench_produce_json(cluster: &BrokerWithoutApis) -> serde_json::Value {
     let output = millrace(
-        &cluster,
+        cluster,
         &[
             "bench",
             "produce",
@@ -129,9 +127,15 @@ async fn bench_produce_json_without_describe_log_dirs_has_a_note_instead_of_the_
         "",
     )
     .await;
-
     let (stdout, _) = succeeded(&output);
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_produce_json_without_describe_log_dirs_has_a_note_instead_of_the_overhead() {
+    let cluster = start_broker_without(&[ApiKey::DescribeLogDirs]).await;
+
+    let report = bench_produce_json(&cluster).await;
     assert_eq!(report["records"], 1000);
     assert!(
         report.get("overhead_bytes_per_record").is_none(),
@@ -150,23 +154,7 @@ async fn bench_produce_json_without_describe_log_dirs_has_a_note_instead_of_the_
 async fn bench_produce_through_the_proxy_hiding_nothing_still_measures_the_overhead() {
     let cluster = start_broker_without(&[]).await;
 
-    let output = millrace(
-        &cluster,
-        &[
-            "bench",
-            "produce",
-            "-t",
-            "bench",
-            "--records",
-            "1000",
-            "--json",
-        ],
-        "",
-    )
-    .await;
-
-    let (stdout, _) = succeeded(&output);
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let report = bench_produce_json(&cluster).await;
     assert!(report["overhead_bytes_per_record"].is_f64(), "{report}");
     cluster.broker.shutdown().await;
 }
