@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use millrace_client::admin::NewTopic;
 use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
 use millrace_client::{
-    Acks, Admin, Compression, OffsetSpec, ProducerConfig, ProducerRecord, TopicPartition,
+    Acks, Admin, Compression, OffsetSpec, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 
 use super::ConnectArgs;
@@ -192,8 +192,6 @@ async fn produce(connect: &ConnectArgs, args: ProduceBench) -> anyhow::Result<()
             .batch_size(args.batch_size)
             .linger_ms(args.linger_ms)
             .compression(compression)
-            // Idempotence needs acks=all; as in the Java client, it is off otherwise.
-            .enable_idempotence(acks == Acks::All)
             .build()?;
         let topic = args.topic.clone();
         let value = value.clone();
@@ -249,7 +247,7 @@ async fn produce_worker(
     // to the collector must hold at least that many, or it would throttle the benchmark
     // before the producer does (at 64 chunks it capped 100-byte records near 2 M/s).
     let chunks_in_flight = config.buffer_memory / value.len().max(1) / CHUNK + 2;
-    let producer = super::connect_producer(config).await?;
+    let producer = Producer::connect(config).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(Instant, millrace_client::DeliveryFuture)>>(
         chunks_in_flight,
     );
@@ -486,12 +484,11 @@ async fn end_to_end(connect: &ConnectArgs, args: EndToEndBench) -> anyhow::Resul
             .create_topic(NewTopic::new(&args.topic, args.partitions))
             .await?;
     }
-    let producer = super::connect_producer(
+    let producer = Producer::connect(
         ProducerConfig::builder(connect.client_config()?)
             .acks(acks)
             .linger_ms(args.linger_ms)
             .compression(compression)
-            .enable_idempotence(acks == Acks::All)
             .build()?,
     )
     .await?;

@@ -14,9 +14,7 @@ pub mod topics;
 
 use std::collections::BTreeMap;
 
-use millrace_client::{
-    Admin, ClientConfig, ClientError, OffsetSpec, Producer, ProducerConfig, TopicPartition,
-};
+use millrace_client::{Admin, ClientConfig, ClientError, OffsetSpec, TopicPartition};
 
 /// Options every client command takes.
 #[derive(clap::Args, Clone, Debug)]
@@ -77,28 +75,4 @@ pub async fn list_offsets(
 /// failing.
 pub fn is_unsupported(error: &ClientError) -> bool {
     matches!(error, ClientError::UnsupportedVersion { .. })
-}
-
-/// Connects a producer; with idempotence asked for and a broker without InitProducerId, it
-/// produces without idempotence instead, and says so once on stderr.
-pub async fn connect_producer(mut config: ProducerConfig) -> anyhow::Result<Producer> {
-    match Producer::connect(config.clone()).await {
-        Err(
-            error @ ClientError::UnsupportedVersion {
-                api: "InitProducerId",
-                ..
-            },
-        ) if config.enable_idempotence => {
-            static NOTED: std::sync::Once = std::sync::Once::new();
-            NOTED.call_once(|| {
-                eprintln!(
-                    "note: producing without idempotence, so a retried batch may be written \
-                     twice: {error}"
-                )
-            });
-            config.enable_idempotence = false;
-            Ok(Producer::connect(config).await?)
-        }
-        connected => Ok(connected?),
-    }
 }

@@ -3,7 +3,7 @@
 use std::io::BufRead;
 
 use bytes::Bytes;
-use millrace_client::{Acks, Compression, ProducerConfig, ProducerRecord};
+use millrace_client::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
 
 use super::{key_value, ConnectArgs};
 
@@ -37,9 +37,8 @@ pub async fn run(connect: &ConnectArgs, args: ProduceArgs) -> anyhow::Result<()>
     let config = ProducerConfig::builder(connect.client_config()?)
         .acks(acks)
         .compression(compression)
-        .enable_idempotence(acks == Acks::All)
         .build()?;
-    let producer = super::connect_producer(config).await?;
+    let producer = Producer::connect(config).await?;
     if producer.partition_count(&args.topic).await? == 0 {
         anyhow::bail!("topic `{}` has no partitions", args.topic);
     }

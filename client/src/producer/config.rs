@@ -65,6 +65,12 @@ pub struct ProducerConfig {
     /// let the broker drop a retried batch it already has, so retries neither duplicate nor
     /// reorder records. Needs `acks=all` and at most 5 requests in flight per connection.
     pub enable_idempotence: bool,
+    /// Whether `enable_idempotence` was asked for explicitly (the builder's
+    /// `enable_idempotence` sets it). As in the Java client (KIP-679), an explicit request is
+    /// an error where it cannot be honoured; the default quietly steps down instead: it is
+    /// off with `acks` other than all or more than 5 requests in flight, and off with a
+    /// warning on a broker without InitProducerId.
+    pub idempotence_explicit: bool,
     /// `retries` (default unlimited, bounded by `delivery_timeout`).
     pub retries: u32,
     /// `delivery.timeout.ms`: the longest a record may wait for its acknowledgement,
@@ -92,6 +98,7 @@ impl ProducerConfig {
             linger: Duration::from_millis(5),
             compression: Compression::None,
             enable_idempotence: true,
+            idempotence_explicit: false,
             retries: u32::MAX,
             delivery_timeout: Duration::from_secs(120),
             buffer_memory: 32 * 1024 * 1024,
@@ -106,6 +113,18 @@ impl ProducerConfig {
         ProducerConfigBuilder {
             config: ProducerConfig::new(client),
         }
+    }
+
+    /// The configuration with a default (not explicit) idempotence turned off where the other
+    /// settings conflict with it, as the Java client does.
+    pub(crate) fn resolve_idempotence(mut self) -> Self {
+        if self.enable_idempotence
+            && !self.idempotence_explicit
+            && (self.acks != Acks::All || self.max_in_flight_requests_per_connection > 5)
+        {
+            self.enable_idempotence = false;
+        }
+        self
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -158,6 +177,7 @@ impl ProducerConfigBuilder {
     /// `enable.idempotence`.
     pub fn enable_idempotence(mut self, enable: bool) -> Self {
         self.config.enable_idempotence = enable;
+        self.config.idempotence_explicit = true;
         self
     }
     /// `retries`.
@@ -192,7 +212,8 @@ impl ProducerConfigBuilder {
     }
     /// Checks the combination and returns the config.
     pub fn build(self) -> Result<ProducerConfig> {
-        self.config.validate()?;
-        Ok(self.config)
+        let config = self.config.resolve_idempotence();
+        config.validate()?;
+        Ok(config)
     }
 }

@@ -92,11 +92,32 @@ impl Drop for Inner {
 
 impl Producer {
     /// Connects to the cluster and, with idempotence, gets a producer id (InitProducerId).
+    ///
+    /// Idempotence that was not asked for explicitly is dropped, with a warning, on a broker
+    /// without InitProducerId: the producer then works against any Kafka-protocol broker,
+    /// as the Java client does. An explicit `enable_idempotence(true)` fails there instead.
     pub async fn connect(config: ProducerConfig) -> Result<Producer> {
+        let mut config = config.resolve_idempotence();
         config.validate()?;
         let cluster = Cluster::connect(config.client.clone(), true).await?;
         let (producer_id, producer_epoch) = if config.enable_idempotence {
-            init_producer_id(&cluster).await?
+            match init_producer_id(&cluster).await {
+                Ok(identity) => identity,
+                Err(
+                    error @ ClientError::UnsupportedVersion {
+                        api: "InitProducerId",
+                        ..
+                    },
+                ) if !config.idempotence_explicit => {
+                    tracing::warn!(
+                        %error,
+                        "producing without idempotence, so a retried batch may be written twice"
+                    );
+                    config.enable_idempotence = false;
+                    (-1, -1)
+                }
+                Err(error) => return Err(error),
+            }
         } else {
             (-1, -1)
         };

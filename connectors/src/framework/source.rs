@@ -35,17 +35,16 @@ pub struct RejectedInput {
 }
 
 impl SourceContext {
-    /// Connects the producer: acks=all, idempotent (a retried batch is not written twice).
+    /// Connects the producer: acks=all, idempotent (a retried batch is not written twice)
+    /// where the broker supports it; on a broker without InitProducerId the producer warns
+    /// and goes on without idempotence.
     pub async fn connect(
         name: impl Into<String>,
         client: ClientConfig,
         dead_letter_topic: Option<String>,
         metrics: Arc<SourceMetrics>,
     ) -> Result<Self> {
-        let config = ProducerConfig::builder(client)
-            .acks(Acks::All)
-            .enable_idempotence(true)
-            .build()?;
+        let config = ProducerConfig::builder(client).acks(Acks::All).build()?;
         Ok(SourceContext {
             inner: Arc::new(Inner {
                 name: name.into(),
