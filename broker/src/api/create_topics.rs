@@ -86,7 +86,11 @@ pub fn handle(
                     .with_error_code(NONE)
                     .with_topic_id(created.topic_id)
                     .with_num_partitions(created.partitions)
-                    .with_replication_factor(1);
+                    .with_replication_factor(
+                        created
+                            .partition(0)
+                            .map_or(-1, |p| i16::try_from(p.replicas.len()).unwrap_or(i16::MAX)),
+                    );
                 if ctx.version >= 5 {
                     let configs = topic_config::TOPIC_CONFIGS
                         .iter()

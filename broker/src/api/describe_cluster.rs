@@ -4,6 +4,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
+use super::metadata::client_endpoint;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::NONE;
@@ -15,16 +16,30 @@ pub fn handle(
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: DescribeClusterRequest = ctx.decode(&mut body)?;
-    let node_id = broker.config.node_id;
+    // Fenced brokers are listed only when asked for (v2's include_fenced_brokers).
+    let brokers = broker.controller.with_image(|image| {
+        image
+            .brokers()
+            .filter(|b| !b.fenced || request.include_fenced_brokers)
+            .filter_map(|b| {
+                let endpoint = client_endpoint(b)?;
+                Some(
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(b.broker_id))
+                        .with_host(str_bytes(endpoint.host.clone()))
+                        .with_port(i32::from(endpoint.port))
+                        .with_rack(b.rack.clone().map(str_bytes))
+                        .with_is_fenced(b.fenced),
+                )
+            })
+            .collect::<Vec<_>>()
+    });
     let response = DescribeClusterResponse::default()
         .with_throttle_time_ms(0)
         .with_error_code(NONE)
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(str_bytes(broker.controller.cluster_id()))
-        .with_controller_id(BrokerId(node_id))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(node_id))
-            .with_host(str_bytes(broker.config.advertised_host.clone()))
-            .with_port(i32::from(broker.config.advertised_port))]);
+        .with_controller_id(BrokerId(broker.controller.active_controller_id()))
+        .with_brokers(brokers);
     ctx.respond(&response)
 }

@@ -37,9 +37,7 @@ pub fn handle(
         let partitions = hosted
             .partitions
             .iter()
-            .enumerate()
-            .filter_map(|(index, log)| {
-                let index = i32::try_from(index).ok()?;
+            .filter_map(|(&index, log)| {
                 if let Some(only) = &partitions {
                     if !only.contains(&index) {
                         return None;

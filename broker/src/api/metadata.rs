@@ -12,7 +12,18 @@ use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 use crate::metadata::controller::{validate_topic_name, TopicError};
-use crate::metadata::TopicImage;
+use crate::metadata::{BrokerEndpoint, BrokerRegistration, MetadataImage, TopicImage};
+
+/// The listener clients reach the brokers on (the one Metadata answers with).
+pub const CLIENT_LISTENER: &str = "PLAINTEXT";
+
+/// The endpoint of `broker` that clients use: the client listener, or (for a registration
+/// without one) its first listener.
+pub fn client_endpoint(broker: &BrokerRegistration) -> Option<&BrokerEndpoint> {
+    broker
+        .endpoint(CLIENT_LISTENER)
+        .or_else(|| broker.listeners.first())
+}
 
 /// Answers a Metadata request.
 pub fn handle(
@@ -31,28 +42,28 @@ pub fn handle(
         Some(list) if !(list.is_empty() && version == 0) => Some(list),
         _ => None,
     };
-    let node_id = broker.config.node_id;
     let mut topics = Vec::new();
     match requested {
         None => {
-            let all: Vec<TopicImage> = broker
-                .controller
-                .with_image(|i| i.topics().cloned().collect());
-            topics.extend(all.iter().map(|t| topic_response(t, node_id)));
+            topics.extend(
+                broker
+                    .controller
+                    .with_image(|i| i.topics().map(|t| topic_response(t, i)).collect::<Vec<_>>()),
+            );
         }
         Some(list) => {
             for wanted in list {
                 match wanted.name {
                     Some(name) => {
-                        topics.push(named_topic(broker, name.0, allow_auto_create, node_id));
+                        topics.push(named_topic(broker, name.0, allow_auto_create));
                     }
                     None => {
                         let id = wanted.topic_id;
-                        let found = broker
-                            .controller
-                            .with_image(|i| i.topic_by_id(&id).cloned());
+                        let found = broker.controller.with_image(|i| {
+                            i.topic_by_id(&id).map(|topic| topic_response(topic, i))
+                        });
                         topics.push(match found {
-                            Some(topic) => topic_response(&topic, node_id),
+                            Some(topic) => topic,
                             None => error_topic(None, id, ResponseError::UnknownTopicId),
                         });
                     }
@@ -61,26 +72,37 @@ pub fn handle(
         }
     }
 
+    // Fenced brokers are left out, as Kafka does: clients must not connect to them.
+    let brokers = broker.controller.with_image(|image| {
+        image
+            .unfenced_brokers()
+            .filter_map(|b| {
+                let endpoint = client_endpoint(b)?;
+                Some(
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(b.broker_id))
+                        .with_host(str_bytes(endpoint.host.clone()))
+                        .with_port(i32::from(endpoint.port))
+                        .with_rack(b.rack.clone().map(str_bytes)),
+                )
+            })
+            .collect::<Vec<_>>()
+    });
     let response = MetadataResponse::default()
         .with_throttle_time_ms(0)
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(node_id))
-            .with_host(str_bytes(broker.config.advertised_host.clone()))
-            .with_port(i32::from(broker.config.advertised_port))])
+        .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(broker.controller.cluster_id())))
-        .with_controller_id(BrokerId(node_id))
+        .with_controller_id(BrokerId(broker.controller.active_controller_id()))
         .with_topics(topics);
     ctx.respond(&response)
 }
 
-fn named_topic(
-    broker: &Broker,
-    name: StrBytes,
-    allow_auto_create: bool,
-    node_id: i32,
-) -> MetadataResponseTopic {
-    if let Some(topic) = broker.controller.topic(&name) {
-        return topic_response(&topic, node_id);
+fn named_topic(broker: &Broker, name: StrBytes, allow_auto_create: bool) -> MetadataResponseTopic {
+    let existing = broker
+        .controller
+        .with_image(|i| i.topic(&name).map(|topic| topic_response(topic, i)));
+    if let Some(topic) = existing {
+        return topic;
     }
     if let Err(e) = validate_topic_name(&name) {
         return error_topic(Some(name), Uuid::nil(), (&e).into());
@@ -93,7 +115,7 @@ fn named_topic(
         );
     }
     match broker.controller.auto_create(&name) {
-        Ok(topic) => topic_response(&topic, node_id),
+        Ok(topic) => broker.controller.with_image(|i| topic_response(&topic, i)),
         Err(e @ TopicError::Storage(_)) => {
             tracing::error!(topic = %name, error = %e, "auto-creating topic failed");
             error_topic(Some(name), Uuid::nil(), (&e).into())
@@ -113,16 +135,35 @@ fn error_topic(
         .with_topic_id(topic_id)
 }
 
-fn topic_response(topic: &TopicImage, node_id: i32) -> MetadataResponseTopic {
+fn topic_response(topic: &TopicImage, image: &MetadataImage) -> MetadataResponseTopic {
+    let ids = |brokers: &[i32]| brokers.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
     let partitions = (0..topic.partitions)
         .map(|index| {
-            MetadataResponsePartition::default()
-                .with_error_code(NONE)
-                .with_partition_index(index)
-                .with_leader_id(BrokerId(node_id))
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![BrokerId(node_id)])
-                .with_isr_nodes(vec![BrokerId(node_id)])
+            let partition = MetadataResponsePartition::default().with_partition_index(index);
+            let Some(state) = topic.partition(index) else {
+                return partition
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_leader_epoch(-1);
+            };
+            let offline: Vec<i32> = state
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| image.broker(*r).is_none_or(|b| b.fenced))
+                .collect();
+            let error = if state.leader < 0 {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                NONE
+            };
+            partition
+                .with_error_code(error)
+                .with_leader_id(BrokerId(state.leader))
+                .with_leader_epoch(state.leader_epoch)
+                .with_replica_nodes(ids(&state.replicas))
+                .with_isr_nodes(ids(&state.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()

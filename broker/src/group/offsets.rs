@@ -158,7 +158,7 @@ impl OffsetMetadataManager {
             return;
         };
         let mut loaded = 0usize;
-        for log in &hosted.partitions {
+        for log in hosted.partitions.values() {
             let mut offset = log.log_start_offset();
             let end = log.log_end_offset();
             while offset < end {

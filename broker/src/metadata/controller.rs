@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
+use super::placement::{assign_replicas, PlacementBroker, PlacementError};
+use super::records::BrokerEndpoint;
 use super::topic_config;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -137,11 +139,25 @@ impl Controller {
                 id
             }
         };
+        let registration = register_local_broker(&config, store.image());
+        store.commit(&[registration])?;
+        let migrated = legacy_partition_records(config.node_id, store.image());
+        if !migrated.is_empty() {
+            tracing::info!(
+                partitions = migrated.len(),
+                "recording replicas of partitions written before the cluster metadata had them"
+            );
+            store.commit(&migrated)?;
+        }
         let topics: Vec<TopicImage> = store.image().topics().cloned().collect();
         {
             let image = store.image();
+            let node_id = config.node_id;
             replicas.remove_stray_dirs(|topic, partition| {
-                image.topic(topic).is_some_and(|t| partition < t.partitions)
+                image
+                    .topic(topic)
+                    .and_then(|t| t.partition(partition))
+                    .is_some_and(|p| p.replicas.contains(&node_id))
             });
         }
         for topic in &topics {
@@ -150,8 +166,7 @@ impl Controller {
                 .open_partitions(
                     &topic.name,
                     topic.topic_id,
-                    0,
-                    topic.partitions,
+                    local_partitions(topic, config.node_id),
                     &log_config,
                 )
                 .map_err(|e| BrokerError::Storage(format!("topic {}: {e}", topic.name)))?;
@@ -168,6 +183,11 @@ impl Controller {
     /// The cluster id.
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+
+    /// The node id of the active controller (this node, until the metadata quorum elects one).
+    pub fn active_controller_id(&self) -> i32 {
+        self.config.node_id
     }
 
     fn lock(&self) -> MutexGuard<'_, MetadataStore> {
@@ -209,22 +229,22 @@ impl Controller {
         let replication_factor = new
             .replication_factor
             .unwrap_or(self.config.default_replication_factor);
-        if replication_factor <= 0 {
+        if new.assignments.is_empty() && replication_factor <= 0 {
             return Err(TopicError::InvalidReplicationFactor(format!(
                 "replication factor must be positive, got {replication_factor}"
             )));
         }
-        if replication_factor > 1 {
-            return Err(TopicError::InvalidReplicationFactor(format!(
-                "replication factor {replication_factor} is larger than the number of brokers (1)"
-            )));
-        }
-        self.check_assignments(&new.assignments, partitions, 0)?;
         for (name, value) in &new.configs {
             topic_config::validate(name, value).map_err(TopicError::InvalidConfig)?;
         }
 
         let mut store = self.lock();
+        let assignments = if new.assignments.is_empty() {
+            place(store.image(), 0, partitions, replication_factor)?
+        } else {
+            check_assignments(store.image(), &new.assignments, partitions, 0, None)?;
+            new.assignments.clone()
+        };
         if store.image().topic(&new.name).is_some() {
             return Err(TopicError::AlreadyExists(new.name));
         }
@@ -238,28 +258,41 @@ impl Controller {
                 new.name, other.name
             )));
         }
-        let topic = TopicImage {
+        let topic_id = Uuid::new_v4();
+        let mut records = vec![MetadataRecord::Topic {
             name: new.name.clone(),
-            topic_id: Uuid::new_v4(),
+            topic_id,
             partitions,
             configs: new.configs.clone(),
-        };
+        }];
+        records.extend(new_partition_records(topic_id, &assignments));
         if validate_only {
-            return Ok(topic);
+            let mut image = MetadataImage::default();
+            for record in &records {
+                image.apply(record);
+            }
+            return image
+                .topic(&new.name)
+                .cloned()
+                .ok_or_else(|| TopicError::Storage("validating the new topic failed".into()));
         }
         store
-            .commit(&[MetadataRecord::Topic {
-                name: topic.name.clone(),
-                topic_id: topic.topic_id,
-                partitions,
-                configs: topic.configs.clone(),
-            }])
+            .commit(&records)
             .map_err(|e| TopicError::Storage(e.to_string()))?;
+        let topic =
+            store.image().topic(&new.name).cloned().ok_or_else(|| {
+                TopicError::Storage("the new topic is missing after commit".into())
+            })?;
         let log_config = topic_config::log_config(&self.config.log_defaults, &topic.configs);
         self.replicas
-            .open_partitions(&topic.name, topic.topic_id, 0, partitions, &log_config)
+            .open_partitions(
+                &topic.name,
+                topic.topic_id,
+                local_partitions(&topic, self.config.node_id),
+                &log_config,
+            )
             .map_err(|e| TopicError::Storage(e.to_string()))?;
-        tracing::info!(topic = %topic.name, partitions, "created topic");
+        tracing::info!(topic = %topic.name, partitions, replication_factor = assignments.first().map_or(0, |(_, r)| r.len()), "created topic");
         Ok(topic)
     }
 
@@ -276,38 +309,6 @@ impl Controller {
                 .ok_or_else(|| TopicError::UnknownTopic(name.to_string())),
             other => other,
         }
-    }
-
-    fn check_assignments(
-        &self,
-        assignments: &[(i32, Vec<i32>)],
-        expected: i32,
-        first_partition: i32,
-    ) -> Result<(), TopicError> {
-        if assignments.is_empty() {
-            return Ok(());
-        }
-        if i32::try_from(assignments.len()).ok() != Some(expected) {
-            return Err(TopicError::InvalidReplicaAssignment(format!(
-                "{} assignments for {expected} partitions",
-                assignments.len()
-            )));
-        }
-        for (offset, (partition, brokers)) in assignments.iter().enumerate() {
-            let wanted = first_partition + i32::try_from(offset).unwrap_or(i32::MAX);
-            if *partition != wanted {
-                return Err(TopicError::InvalidReplicaAssignment(format!(
-                    "assignments must cover partitions in order; expected {wanted}, got {partition}"
-                )));
-            }
-            if brokers.len() != 1 || brokers[0] != self.config.node_id {
-                return Err(TopicError::InvalidReplicaAssignment(format!(
-                    "partition {partition}: replicas {brokers:?}; the only broker is {}",
-                    self.config.node_id
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// Reserves `size` producer ids durably; returns the first. Ids are never reused, even
@@ -372,19 +373,46 @@ impl Controller {
                 topic.partitions
             )));
         }
-        self.check_assignments(assignments, count - topic.partitions, topic.partitions)?;
+        let replication_factor = topic
+            .partition(0)
+            .map_or(1, |p| i16::try_from(p.replicas.len()).unwrap_or(i16::MAX));
+        let added = count - topic.partitions;
+        let assignments = if assignments.is_empty() {
+            place(store.image(), topic.partitions, added, replication_factor)?
+        } else {
+            check_assignments(
+                store.image(),
+                assignments,
+                added,
+                topic.partitions,
+                Some(replication_factor),
+            )?;
+            assignments.to_vec()
+        };
         if validate_only {
             return Ok(());
         }
+        let mut records = vec![MetadataRecord::PartitionCount {
+            topic_id: topic.topic_id,
+            count,
+        }];
+        records.extend(new_partition_records(topic.topic_id, &assignments));
         store
-            .commit(&[MetadataRecord::PartitionCount {
-                topic_id: topic.topic_id,
-                count,
-            }])
+            .commit(&records)
             .map_err(|e| TopicError::Storage(e.to_string()))?;
+        let grown = store
+            .image()
+            .topic(name)
+            .cloned()
+            .ok_or_else(|| TopicError::UnknownTopic(name.to_string()))?;
         let log_config = topic_config::log_config(&self.config.log_defaults, &topic.configs);
         self.replicas
-            .open_partitions(name, topic.topic_id, topic.partitions, count, &log_config)
+            .open_partitions(
+                name,
+                topic.topic_id,
+                local_partitions(&grown, self.config.node_id),
+                &log_config,
+            )
             .map_err(|e| TopicError::Storage(e.to_string()))?;
         tracing::info!(topic = %name, from = topic.partitions, to = count, "added partitions");
         Ok(())
@@ -477,6 +505,154 @@ impl Controller {
         tracing::info!(topic = %name, "altered topic configs");
         Ok(())
     }
+}
+
+/// The registration of this broker at start-up: a new epoch, its client listener, its rack.
+/// A single node is caught up with its own metadata at once, so it registers unfenced.
+fn register_local_broker(config: &BrokerConfig, image: &MetadataImage) -> MetadataRecord {
+    MetadataRecord::RegisterBroker {
+        broker_id: config.node_id,
+        incarnation_id: Uuid::new_v4(),
+        broker_epoch: image.next_broker_epoch(),
+        listeners: vec![BrokerEndpoint {
+            name: "PLAINTEXT".to_string(),
+            host: config.advertised_host.clone(),
+            port: config.advertised_port,
+            security_protocol: "PLAINTEXT".to_string(),
+        }],
+        rack: None,
+        fenced: false,
+    }
+}
+
+/// Partition records for partitions that a single-node broker created before the metadata
+/// recorded replicas: their one replica and leader is this broker.
+fn legacy_partition_records(node_id: i32, image: &MetadataImage) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics() {
+        for partition in 0..topic.partitions {
+            if topic.partition(partition).is_none() {
+                records.push(MetadataRecord::Partition {
+                    topic_id: topic.topic_id,
+                    partition,
+                    replicas: vec![node_id],
+                    isr: vec![node_id],
+                    leader: node_id,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
+                });
+            }
+        }
+    }
+    records
+}
+
+/// Records for new partitions: every assigned replica in sync, the first one leading.
+fn new_partition_records(topic_id: Uuid, assignments: &[(i32, Vec<i32>)]) -> Vec<MetadataRecord> {
+    assignments
+        .iter()
+        .map(|(partition, replicas)| MetadataRecord::Partition {
+            topic_id,
+            partition: *partition,
+            replicas: replicas.clone(),
+            isr: replicas.clone(),
+            leader: replicas.first().copied().unwrap_or(-1),
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+        })
+        .collect()
+}
+
+/// The partitions of `topic` that have a replica on `node_id`.
+fn local_partitions(topic: &TopicImage, node_id: i32) -> Vec<i32> {
+    topic
+        .partition_states
+        .iter()
+        .filter(|(_, p)| p.replicas.contains(&node_id))
+        .map(|(index, _)| *index)
+        .collect()
+}
+
+/// Places `count` new partitions from `first` over the unfenced brokers.
+fn place(
+    image: &MetadataImage,
+    first: i32,
+    count: i32,
+    replication_factor: i16,
+) -> Result<Vec<(i32, Vec<i32>)>, TopicError> {
+    let brokers: Vec<PlacementBroker> = image
+        .unfenced_brokers()
+        .map(|b| PlacementBroker {
+            id: b.broker_id,
+            rack: b.rack.clone(),
+        })
+        .collect();
+    let start = usize::from(Uuid::new_v4().as_bytes()[0]);
+    assign_replicas(&brokers, first, count, replication_factor, start).map_err(|e| match e {
+        PlacementError::NotEnoughBrokers { .. } | PlacementError::InvalidReplicationFactor(_) => {
+            TopicError::InvalidReplicationFactor(e.to_string())
+        }
+    })
+}
+
+/// Checks explicit assignments (CreateTopics, CreatePartitions): one per new partition, in
+/// order, each a non-empty list of distinct registered brokers, all of one length (`expected_rf`
+/// when the topic has one already).
+fn check_assignments(
+    image: &MetadataImage,
+    assignments: &[(i32, Vec<i32>)],
+    expected: i32,
+    first_partition: i32,
+    expected_rf: Option<i16>,
+) -> Result<(), TopicError> {
+    let bad = |m: String| Err(TopicError::InvalidReplicaAssignment(m));
+    if i32::try_from(assignments.len()).ok() != Some(expected) {
+        return bad(format!(
+            "{} assignments for {expected} partitions",
+            assignments.len()
+        ));
+    }
+    let mut length = expected_rf.and_then(|rf| usize::try_from(rf).ok());
+    for (offset, (partition, brokers)) in assignments.iter().enumerate() {
+        let wanted = first_partition + i32::try_from(offset).unwrap_or(i32::MAX);
+        if *partition != wanted {
+            return bad(format!(
+                "assignments must cover partitions in order; expected {wanted}, got {partition}"
+            ));
+        }
+        if brokers.is_empty() {
+            return bad(format!("partition {partition}: no replicas"));
+        }
+        if let Some(dup) = brokers
+            .iter()
+            .enumerate()
+            .find(|(i, b)| brokers[..*i].contains(b))
+        {
+            return bad(format!(
+                "partition {partition}: broker {} appears twice in {brokers:?}",
+                dup.1
+            ));
+        }
+        if let Some(unknown) = brokers.iter().find(|b| image.broker(**b).is_none()) {
+            return bad(format!(
+                "partition {partition}: broker {unknown} is not registered in the cluster"
+            ));
+        }
+        match length {
+            Some(n) if n != brokers.len() => {
+                return bad(format!(
+                    "partition {partition}: {} replicas; every partition of the topic needs {n}",
+                    brokers.len()
+                ))
+            }
+            _ => length = Some(brokers.len()),
+        }
+    }
+    Ok(())
 }
 
 /// A Kafka-style cluster id: a random UUID in URL-safe base64 without padding (22 chars).

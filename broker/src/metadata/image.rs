@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use uuid::Uuid;
 
-use super::records::MetadataRecord;
+use super::records::{BrokerEndpoint, MetadataRecord};
 
 /// A topic as the metadata describes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,6 +17,58 @@ pub struct TopicImage {
     pub partitions: i32,
     /// Topic-level overrides.
     pub configs: BTreeMap<String, String>,
+    /// Replicas, leader and ISR of each partition that has them, by partition index.
+    pub partition_states: BTreeMap<i32, PartitionImage>,
+}
+
+impl TopicImage {
+    /// The state of one partition.
+    pub fn partition(&self, partition: i32) -> Option<&PartitionImage> {
+        self.partition_states.get(&partition)
+    }
+}
+
+/// Where a partition's replicas are and who leads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionImage {
+    /// Assigned replicas, preferred leader first.
+    pub replicas: Vec<i32>,
+    /// In-sync replicas.
+    pub isr: Vec<i32>,
+    /// Leader, or -1 when offline.
+    pub leader: i32,
+    /// Leader epoch.
+    pub leader_epoch: i32,
+    /// Partition epoch (bumped on every change).
+    pub partition_epoch: i32,
+    /// Replicas being added by a reassignment.
+    pub adding_replicas: Vec<i32>,
+    /// Replicas being removed by a reassignment.
+    pub removing_replicas: Vec<i32>,
+}
+
+/// A registered broker as the metadata describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    /// `node.id`.
+    pub broker_id: i32,
+    /// Identifies the process that registered.
+    pub incarnation_id: Uuid,
+    /// The registration's epoch.
+    pub epoch: i64,
+    /// Its listeners.
+    pub listeners: Vec<BrokerEndpoint>,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+    /// Fenced brokers get no leaderships and are not shown to clients.
+    pub fenced: bool,
+}
+
+impl BrokerRegistration {
+    /// The endpoint of one listener, by name.
+    pub fn endpoint(&self, listener: &str) -> Option<&BrokerEndpoint> {
+        self.listeners.iter().find(|l| l.name == listener)
+    }
 }
 
 /// The state the metadata records describe.
@@ -26,6 +78,9 @@ pub struct MetadataImage {
     topics: BTreeMap<String, TopicImage>,
     names_by_id: HashMap<Uuid, String>,
     next_producer_id_block: i64,
+    brokers: BTreeMap<i32, BrokerRegistration>,
+    /// Highest broker epoch ever given, so that a new registration always gets a larger one.
+    max_broker_epoch: i64,
 }
 
 impl MetadataImage {
@@ -50,6 +105,7 @@ impl MetadataImage {
                         topic_id: *topic_id,
                         partitions: *partitions,
                         configs: configs.clone(),
+                        partition_states: BTreeMap::new(),
                     },
                 );
             }
@@ -78,6 +134,78 @@ impl MetadataImage {
             MetadataRecord::RemoveTopic { topic_id } => {
                 if let Some(name) = self.names_by_id.remove(topic_id) {
                     self.topics.remove(&name);
+                }
+            }
+            MetadataRecord::RegisterBroker {
+                broker_id,
+                incarnation_id,
+                broker_epoch,
+                listeners,
+                rack,
+                fenced,
+            } => {
+                self.max_broker_epoch = self.max_broker_epoch.max(*broker_epoch);
+                self.brokers.insert(
+                    *broker_id,
+                    BrokerRegistration {
+                        broker_id: *broker_id,
+                        incarnation_id: *incarnation_id,
+                        epoch: *broker_epoch,
+                        listeners: listeners.clone(),
+                        rack: rack.clone(),
+                        fenced: *fenced,
+                    },
+                );
+            }
+            MetadataRecord::BrokerFencing {
+                broker_id,
+                broker_epoch,
+                fenced,
+            } => {
+                if let Some(broker) = self.brokers.get_mut(broker_id) {
+                    if broker.epoch == *broker_epoch {
+                        broker.fenced = *fenced;
+                    }
+                }
+            }
+            MetadataRecord::UnregisterBroker {
+                broker_id,
+                broker_epoch,
+            } => {
+                if self
+                    .brokers
+                    .get(broker_id)
+                    .is_some_and(|b| b.epoch == *broker_epoch)
+                {
+                    self.brokers.remove(broker_id);
+                }
+            }
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                adding_replicas,
+                removing_replicas,
+            } => {
+                if let Some(topic) = self.topic_by_id_mut(topic_id) {
+                    if (0..topic.partitions).contains(partition) {
+                        topic.partition_states.insert(
+                            *partition,
+                            PartitionImage {
+                                replicas: replicas.clone(),
+                                isr: isr.clone(),
+                                leader: *leader,
+                                leader_epoch: *leader_epoch,
+                                partition_epoch: *partition_epoch,
+                                adding_replicas: adding_replicas.clone(),
+                                removing_replicas: removing_replicas.clone(),
+                            },
+                        );
+                    }
                 }
             }
         }
@@ -114,6 +242,26 @@ impl MetadataImage {
     pub fn topics(&self) -> impl Iterator<Item = &TopicImage> {
         self.topics.values()
     }
+
+    /// Every registered broker, fenced or not, by id.
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values()
+    }
+
+    /// One registered broker.
+    pub fn broker(&self, broker_id: i32) -> Option<&BrokerRegistration> {
+        self.brokers.get(&broker_id)
+    }
+
+    /// Registered brokers that are not fenced: the ones that may lead and be shown to clients.
+    pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// The epoch the next broker registration gets: larger than every earlier one.
+    pub fn next_broker_epoch(&self) -> i64 {
+        self.max_broker_epoch + 1
+    }
 }
 
 #[cfg(test)]
@@ -148,5 +296,76 @@ mod tests {
         image.apply(&MetadataRecord::RemoveTopic { topic_id: id });
         assert!(image.topic("t").is_none());
         assert!(image.topic_by_id(&id).is_none());
+    }
+
+    fn register(broker_id: i32, broker_epoch: i64) -> MetadataRecord {
+        MetadataRecord::RegisterBroker {
+            broker_id,
+            incarnation_id: Uuid::new_v4(),
+            broker_epoch,
+            listeners: vec![],
+            rack: None,
+            fenced: true,
+        }
+    }
+
+    #[test]
+    fn fencing_applies_only_to_the_registration_it_names() {
+        let mut image = MetadataImage::default();
+        image.apply(&register(1, 5));
+        image.apply(&MetadataRecord::BrokerFencing {
+            broker_id: 1,
+            broker_epoch: 5,
+            fenced: false,
+        });
+        assert_eq!(image.unfenced_brokers().count(), 1);
+        // A restart registers again, fenced, with a larger epoch; a late record about the
+        // previous registration changes nothing.
+        image.apply(&register(1, image.next_broker_epoch()));
+        image.apply(&MetadataRecord::BrokerFencing {
+            broker_id: 1,
+            broker_epoch: 5,
+            fenced: false,
+        });
+        assert_eq!(image.unfenced_brokers().count(), 0);
+        assert_eq!(image.broker(1).map(|b| b.epoch), Some(6));
+        image.apply(&MetadataRecord::UnregisterBroker {
+            broker_id: 1,
+            broker_epoch: 5,
+        });
+        assert!(image.broker(1).is_some());
+        image.apply(&MetadataRecord::UnregisterBroker {
+            broker_id: 1,
+            broker_epoch: 6,
+        });
+        assert!(image.broker(1).is_none());
+    }
+
+    #[test]
+    fn partition_records_outside_the_topic_are_ignored() {
+        let id = Uuid::new_v4();
+        let mut image = MetadataImage::default();
+        image.apply(&MetadataRecord::Topic {
+            name: "t".into(),
+            topic_id: id,
+            partitions: 1,
+            configs: BTreeMap::new(),
+        });
+        for partition in [0, 1] {
+            image.apply(&MetadataRecord::Partition {
+                topic_id: id,
+                partition,
+                replicas: vec![1, 2],
+                isr: vec![1],
+                leader: 1,
+                leader_epoch: 3,
+                partition_epoch: 4,
+                adding_replicas: vec![],
+                removing_replicas: vec![],
+            });
+        }
+        let topic = image.topic("t").cloned().unwrap_or_else(|| panic!("topic"));
+        assert_eq!(topic.partition_states.len(), 1);
+        assert_eq!(topic.partition(0).map(|p| p.leader_epoch), Some(3));
     }
 }

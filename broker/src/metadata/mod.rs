@@ -13,6 +13,7 @@
 pub mod controller;
 pub mod image;
 pub mod log;
+pub mod placement;
 pub mod producer_ids;
 pub mod records;
 pub mod topic_config;
@@ -20,10 +21,10 @@ pub mod topic_config;
 use std::path::Path;
 
 pub use controller::{Controller, TopicError};
-pub use image::{MetadataImage, TopicImage};
+pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
 pub use log::{MetadataLog, MetadataLogError};
 pub use producer_ids::ProducerIdManager;
-pub use records::MetadataRecord;
+pub use records::{BrokerEndpoint, MetadataRecord};
 
 /// The metadata log and the image it produces, kept in step.
 #[derive(Debug)]

@@ -55,4 +55,79 @@ pub enum MetadataRecord {
         /// Topic id.
         topic_id: Uuid,
     },
+    /// A broker registered with the controller, or registered again after a restart
+    /// (Kafka's BrokerRegistrationRecord). A new registration replaces the old one and starts
+    /// fenced: the broker is unfenced once it has caught up with the metadata.
+    RegisterBroker {
+        /// `node.id` of the broker.
+        broker_id: i32,
+        /// Random per process start: tells a restart from a duplicate registration.
+        incarnation_id: Uuid,
+        /// The epoch the controller gave this registration; requests carrying an older one
+        /// come from a previous incarnation and are refused.
+        broker_epoch: i64,
+        /// Where clients and other brokers reach it, per listener name.
+        listeners: Vec<BrokerEndpoint>,
+        /// `broker.rack`, for rack-aware replica placement.
+        #[serde(default)]
+        rack: Option<String>,
+        /// Whether it starts fenced (not given leaderships, not listed to clients).
+        #[serde(default)]
+        fenced: bool,
+    },
+    /// A broker was fenced (missed heartbeats, or shut down) or unfenced (caught up and
+    /// heartbeating); Kafka's FenceBrokerRecord and UnfenceBrokerRecord.
+    BrokerFencing {
+        /// The broker.
+        broker_id: i32,
+        /// The registration this applies to; a stale epoch makes the record a no-op.
+        broker_epoch: i64,
+        /// Fenced (true) or unfenced (false).
+        fenced: bool,
+    },
+    /// A broker left the cluster for good (UnregisterBrokerRecord).
+    UnregisterBroker {
+        /// The broker.
+        broker_id: i32,
+        /// The registration removed.
+        broker_epoch: i64,
+    },
+    /// The whole state of one partition: replicas, leader, leader epoch and ISR. Written when
+    /// a partition is created and on every change (Kafka splits these into PartitionRecord
+    /// and PartitionChangeRecord; one full record keeps replay trivially idempotent).
+    Partition {
+        /// Topic id.
+        topic_id: Uuid,
+        /// Partition index.
+        partition: i32,
+        /// Assigned replicas, preferred leader first.
+        replicas: Vec<i32>,
+        /// In-sync replicas.
+        isr: Vec<i32>,
+        /// Leader broker, or -1 when the partition is offline.
+        leader: i32,
+        /// Bumped on every leader change; fences requests from older leaders.
+        leader_epoch: i32,
+        /// Bumped on every change of the partition's state (ISR updates compare it).
+        partition_epoch: i32,
+        /// Replicas being added by a reassignment.
+        #[serde(default)]
+        adding_replicas: Vec<i32>,
+        /// Replicas being removed by a reassignment.
+        #[serde(default)]
+        removing_replicas: Vec<i32>,
+    },
+}
+
+/// One listener of a registered broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEndpoint {
+    /// Listener name (`PLAINTEXT`, ...).
+    pub name: String,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised port.
+    pub port: u16,
+    /// Security protocol of the listener (`PLAINTEXT`, ...).
+    pub security_protocol: String,
 }

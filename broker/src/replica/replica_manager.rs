@@ -3,7 +3,7 @@
 //! The hot paths (produce, fetch) only take a read lock here to find an `Arc<PartitionLog>`;
 //! all IO happens outside the lock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -16,8 +16,8 @@ use crate::log::{LogConfig, LogError, PartitionLog};
 pub struct HostedTopic {
     /// Topic id.
     pub topic_id: Uuid,
-    /// Partition logs; index = partition number.
-    pub partitions: Vec<Arc<PartitionLog>>,
+    /// The logs of the partitions this broker holds a replica of, by partition index.
+    pub partitions: BTreeMap<i32, Arc<PartitionLog>>,
 }
 
 /// File in each partition dir recording which topic id it belongs to (as Kafka's
@@ -48,9 +48,7 @@ impl ReplicaManager {
     /// The log of one partition, if hosted.
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<PartitionLog>> {
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        let hosted = topics.get(topic)?;
-        let index = usize::try_from(partition).ok()?;
-        hosted.partitions.get(index).cloned()
+        topics.get(topic)?.partitions.get(&partition).cloned()
     }
 
     /// A hosted topic.
@@ -70,7 +68,8 @@ impl ReplicaManager {
         self.data_dir.join(format!("{topic}-{partition}"))
     }
 
-    /// Opens (creating if needed) partitions `from..to` of a topic and hosts them.
+    /// Opens (creating if needed) the given partitions of a topic and hosts them; ones
+    /// already hosted are left as they are.
     ///
     /// A directory that belongs to another topic id (a deleted topic of the same name) is
     /// removed first.
@@ -78,22 +77,24 @@ impl ReplicaManager {
         &self,
         topic: &str,
         topic_id: Uuid,
-        from: i32,
-        to: i32,
+        partitions: impl IntoIterator<Item = i32>,
         config: &LogConfig,
     ) -> Result<(), LogError> {
         let mut opened = Vec::new();
-        for partition in from..to {
+        for partition in partitions {
+            if self.partition(topic, partition).is_some() {
+                continue;
+            }
             let dir = self.partition_dir(topic, partition);
             prepare_partition_dir(&dir, topic_id)?;
-            opened.push(PartitionLog::open(dir, config.clone())?);
+            opened.push((partition, PartitionLog::open(dir, config.clone())?));
         }
         let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
         let hosted = topics
             .entry(topic.to_string())
             .or_insert_with(|| HostedTopic {
                 topic_id,
-                partitions: Vec::new(),
+                partitions: BTreeMap::new(),
             });
         hosted.partitions.extend(opened);
         Ok(())
@@ -102,7 +103,7 @@ impl ReplicaManager {
     /// Applies new settings to every partition of a topic.
     pub fn set_config(&self, topic: &str, config: &LogConfig) {
         if let Some(hosted) = self.topic(topic) {
-            for log in &hosted.partitions {
+            for log in hosted.partitions.values() {
                 log.set_config(config.clone());
             }
         }
@@ -118,7 +119,7 @@ impl ReplicaManager {
             topics.remove(topic)
         };
         let Some(hosted) = removed else { return };
-        for log in hosted.partitions {
+        for log in hosted.partitions.into_values() {
             if let Err(error) = log.close() {
                 tracing::warn!(%topic, %error, "closing a deleted partition failed");
             }
@@ -129,7 +130,7 @@ impl ReplicaManager {
     /// Closes every log (clean shutdown).
     pub fn close_all(&self) {
         for (name, hosted) in self.all() {
-            for (partition, log) in hosted.partitions.iter().enumerate() {
+            for (partition, log) in &hosted.partitions {
                 if let Err(error) = log.close() {
                     tracing::error!(topic = %name, partition, %error, "closing partition failed");
                 }

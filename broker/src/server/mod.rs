@@ -147,7 +147,7 @@ async fn run_maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool
             _ = tokio::time::sleep(interval) => {}
         }
         for (topic, hosted) in broker.replicas.all() {
-            for (partition, log) in hosted.partitions.into_iter().enumerate() {
+            for (partition, log) in hosted.partitions {
                 let now = crate::api::now_ms();
                 let outcome = tokio::task::spawn_blocking(move || log.run_maintenance(now)).await;
                 match outcome {
