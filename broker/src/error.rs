@@ -60,6 +60,10 @@ impl From<&LogError> for ResponseError {
             LogError::Closed => ResponseError::UnknownTopicOrPartition,
             LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
             LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+            // Only the replica fetcher meets it (Kafka's UnexpectedAppendOffsetException, which
+            // has no error code of its own either).
+            LogError::OffsetMismatch { .. } => ResponseError::UnknownServerError,
+            LogError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
         }
     }
 }
@@ -167,6 +171,20 @@ mod tests {
             (&LogError::Closed, ResponseError::UnknownTopicOrPartition),
             (&fenced, ResponseError::InvalidProducerEpoch),
             (&gap, ResponseError::OutOfOrderSequenceNumber),
+            (
+                &LogError::OffsetMismatch {
+                    expected: 2,
+                    got: 1,
+                },
+                ResponseError::UnknownServerError,
+            ),
+            (
+                &LogError::FencedLeaderEpoch {
+                    epoch: 1,
+                    latest: 2,
+                },
+                ResponseError::FencedLeaderEpoch,
+            ),
         ]);
     }
 

@@ -241,6 +241,102 @@ pub(crate) fn validate_produce(
     Ok(batches)
 }
 
+/// Largest batch a follower accepts: one that fits a segment's u32 positions. The leader
+/// already enforced `max.message.bytes`; refusing what it accepted would stall replication.
+const MAX_REPLICATED_BATCH: usize = i32::MAX as usize;
+
+/// Validates batches a follower fetched from its leader, before anything is written: batches
+/// exactly as the leader stored them, offsets and leader epochs already assigned.
+///
+/// Checks, per batch: a whole header, magic 2, a legal `batchLength` that ends inside the
+/// buffer, the CRC, `0 <= recordCount <= lastOffsetDelta + 1` (compaction leaves fewer records
+/// than the offsets a batch spans), a non-negative base offset, and base offsets that increase
+/// from batch to batch without overlap. The buffer must end exactly after the last batch.
+/// Returns each batch's position, size and header.
+pub(crate) fn validate_replicated(
+    buf: &[u8],
+) -> Result<Vec<(ValidatedBatch, BatchHeader)>, LogError> {
+    if buf.is_empty() {
+        return Err(LogError::InvalidRecord("empty record set".into()));
+    }
+    let mut batches: Vec<(ValidatedBatch, BatchHeader)> = Vec::new();
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let rest = &buf[pos..];
+        let Some(header) = BatchHeader::parse(rest) else {
+            return Err(LogError::CorruptRecord(format!(
+                "{} bytes at position {pos} are too few for a record batch header",
+                rest.len()
+            )));
+        };
+        if header.magic != 2 {
+            return Err(LogError::InvalidRecord(format!(
+                "unsupported record batch magic {}",
+                header.magic
+            )));
+        }
+        let size = match header.total_size() {
+            Some(size) if size <= MAX_REPLICATED_BATCH => size,
+            _ => {
+                return Err(LogError::CorruptRecord(format!(
+                    "illegal batch length {}",
+                    header.batch_length
+                )))
+            }
+        };
+        if size > rest.len() {
+            return Err(LogError::CorruptRecord(format!(
+                "batch of {size} bytes truncated to {}",
+                rest.len()
+            )));
+        }
+        let batch = &rest[..size];
+        if !crc_matches(batch, &header) {
+            return Err(LogError::CorruptRecord(format!(
+                "CRC mismatch at offset {}: header says {:#010x}, computed {:#010x}",
+                header.base_offset,
+                header.crc,
+                compute_crc(batch)
+            )));
+        }
+        if header.last_offset_delta < 0
+            || header.record_count < 0
+            || i64::from(header.record_count) > i64::from(header.last_offset_delta) + 1
+        {
+            return Err(LogError::InvalidRecord(format!(
+                "record count {} does not fit last offset delta {}",
+                header.record_count, header.last_offset_delta
+            )));
+        }
+        if header.base_offset < 0 {
+            return Err(LogError::InvalidRecord(format!(
+                "negative base offset {}",
+                header.base_offset
+            )));
+        }
+        if let Some((_, prev)) = batches.last() {
+            if header.base_offset < prev.next_offset() {
+                return Err(LogError::InvalidRecord(format!(
+                    "batch at offset {} overlaps the previous one ending at {}",
+                    header.base_offset,
+                    prev.last_offset()
+                )));
+            }
+        }
+        batches.push((
+            ValidatedBatch {
+                position: pos,
+                size,
+                record_count: header.record_count,
+                max_timestamp: header.max_timestamp,
+            },
+            header,
+        ));
+        pos += size;
+    }
+    Ok(batches)
+}
+
 /// Rewrites the base offset; outside the CRC, so the CRC stays valid.
 pub(crate) fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
@@ -441,10 +537,62 @@ mod tests {
         assert!(validate_produce(&b, MAX).is_ok());
     }
 
+    #[test]
+    fn leader_epoch_is_outside_the_crc() {
+        let mut b = encode_batch(&records(0, 3, 0), Compression::None).to_vec();
+        set_partition_leader_epoch(&mut b, 17);
+        let h = BatchHeader::parse(&b).unwrap();
+        assert_eq!(h.partition_leader_epoch, 17);
+        assert!(crc_matches(&b, &h));
+    }
+
+    #[test]
+    fn replicated_batches_are_checked_but_keep_their_offsets() {
+        let mut first = encode_batch(&records(0, 3, 0), Compression::None).to_vec();
+        set_base_offset(&mut first, 10);
+        let mut second = encode_batch(&records(0, 2, 0), Compression::Gzip).to_vec();
+        // A gap, as compaction on the leader leaves.
+        set_base_offset(&mut second, 20);
+        let mut buf = first.clone();
+        buf.extend_from_slice(&second);
+        let v = validate_replicated(&buf).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[0].1.base_offset, v[1].1.base_offset), (10, 20));
+        assert_eq!(v[1].0.position, first.len());
+
+        // Overlapping offsets.
+        let mut overlap = second.clone();
+        set_base_offset(&mut overlap, 12);
+        let mut buf = first.clone();
+        buf.extend_from_slice(&overlap);
+        assert!(matches!(
+            validate_replicated(&buf),
+            Err(LogError::InvalidRecord(_))
+        ));
+        // A bit flip anywhere under the CRC.
+        let mut bad = first.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x10;
+        assert!(matches!(
+            validate_replicated(&bad),
+            Err(LogError::CorruptRecord(_))
+        ));
+        // Truncated, trailing garbage, empty, wrong magic.
+        assert!(validate_replicated(&first[..first.len() - 1]).is_err());
+        let mut trailing = first.clone();
+        trailing.extend_from_slice(&[1, 2, 3]);
+        assert!(validate_replicated(&trailing).is_err());
+        assert!(validate_replicated(&[]).is_err());
+        let mut magic = first.clone();
+        magic[MAGIC] = 1;
+        assert!(validate_replicated(&magic).is_err());
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = validate_produce(&bytes, MAX);
+            let _ = validate_replicated(&bytes);
             let _ = BatchHeader::parse(&bytes).map(|h| (h.total_size(), h.next_offset()));
         }
 
@@ -460,6 +608,7 @@ mod tests {
             }
             b.truncate(cut.min(b.len()));
             let _ = validate_produce(&b, MAX);
+            let _ = validate_replicated(&b);
         }
     }
 }

@@ -48,6 +48,25 @@ pub enum LogError {
         /// The epoch the log knows for the producer id.
         current: i16,
     },
+    /// A follower's append does not continue its log: the first replicated batch starts below
+    /// the log end offset (it overlaps what the log holds). The replica fetcher asked for the
+    /// wrong offset, or its log changed under it; nothing was written.
+    #[error("replicated batches start at offset {got}, below the log end offset {expected}")]
+    OffsetMismatch {
+        /// The log end offset: where the next batch had to start at the earliest.
+        expected: i64,
+        /// The base offset of the first batch received.
+        got: i64,
+    },
+    /// An append as leader with a leader epoch older than the newest one the log has recorded:
+    /// this replica is no longer the leader of that epoch.
+    #[error("leader epoch {epoch} is older than the log's latest leader epoch {latest}")]
+    FencedLeaderEpoch {
+        /// The epoch the append was made with.
+        epoch: i32,
+        /// The newest epoch in the leader epoch cache.
+        latest: i32,
+    },
     /// An idempotent producer's batch does not continue its sequence: batches were lost or
     /// reordered, or a new epoch did not start at 0.
     #[error(

@@ -23,6 +23,9 @@ pub(crate) struct Durability {
     pub failed: Option<String>,
     /// The log was closed; nothing further will become durable.
     pub closed: bool,
+    /// Bumped by every [`Flusher::reset`]: an fsync begun before a truncation must not mark
+    /// offsets durable that the truncation removed and new appends may reuse.
+    pub generation: u64,
 }
 
 /// Something whose appended data the flusher can make durable.
@@ -122,6 +125,28 @@ impl Flusher {
         });
     }
 
+    /// Sets the durable end after a truncation, which fsynced everything below `durable_end`
+    /// and removed what was above it; an fsync already under way no longer counts.
+    pub(crate) fn reset(&self, durable_end: i64) {
+        self.durability.send_modify(|d| {
+            d.durable_end = durable_end;
+            d.generation += 1;
+        });
+    }
+
+    /// [`Self::mark_durable`] for an fsync begun at `generation`: ignored if a truncation
+    /// happened since.
+    fn mark_durable_at(&self, end: i64, generation: u64) {
+        self.durability.send_if_modified(|d| {
+            if d.generation != generation {
+                return false;
+            }
+            let grew = end > d.durable_end;
+            d.durable_end = d.durable_end.max(end);
+            grew
+        });
+    }
+
     /// Marks the log closed: waiters beyond the durable end fail, the task exits.
     pub(crate) fn mark_closed(&self, durable_end: i64) {
         self.durability.send_modify(|d| {
@@ -167,9 +192,10 @@ async fn run<T: FlushTarget>(flusher: Arc<Flusher>, target: Weak<T>) {
     loop {
         flusher.wake.notified().await;
         loop {
-            let (durable_end, closed) = {
+            // The generation is read before the target: see `Flusher::reset`.
+            let (durable_end, closed, generation) = {
                 let d = flusher.durability.borrow();
-                (d.durable_end, d.closed || d.failed.is_some())
+                (d.durable_end, d.closed || d.failed.is_some(), d.generation)
             };
             if closed {
                 return;
@@ -187,7 +213,7 @@ async fn run<T: FlushTarget>(flusher: Arc<Flusher>, target: Weak<T>) {
             flusher.fsyncs.fetch_add(1, Ordering::Relaxed);
             let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
             match synced {
-                Ok(Ok(())) => flusher.mark_durable(end),
+                Ok(Ok(())) => flusher.mark_durable_at(end, generation),
                 Ok(Err(e)) => {
                     error!(error = %e, "fsync of log segment failed");
                     flusher

@@ -4,7 +4,10 @@
 //! `.timeindex`) holding record batches byte for byte as producers sent them, with offsets
 //! assigned on append. Start reading at `partition_log.rs`, then `segment.rs` and `batch.rs`.
 //! Idempotent producers' epochs and sequences live in `producer_state.rs`, persisted as
-//! `<offset>.snapshot` files and rebuilt from batch headers on open.
+//! `<offset>.snapshot` files and rebuilt from batch headers on open. Which leader epoch began
+//! at which offset is in `leader_epoch_cache.rs` (`leader-epoch-checkpoint`), what followers
+//! truncate by; a follower writes its leader's batches unchanged with
+//! `PartitionLog::append_as_follower` and cuts its log with `PartitionLog::truncate_to`.
 
 mod batch;
 mod checkpoint;
@@ -13,6 +16,7 @@ mod config;
 mod error;
 mod flush;
 mod index;
+mod leader_epoch_cache;
 mod partition_log;
 mod producer_state;
 mod records;
@@ -22,8 +26,11 @@ mod time_index;
 mod timestamp_lookup;
 
 #[cfg(test)]
+mod replication_tests;
+#[cfg(test)]
 mod test_util;
 
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use error::LogError;
+pub use leader_epoch_cache::{EpochEntry, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use partition_log::{AppendInfo, MaintenanceReport, PartitionLog};

@@ -5,9 +5,18 @@
 //! shared to find the segment, file handle and published size to read, then do their I/O
 //! without it; writers take it exclusively only to publish what they already wrote. So a read
 //! never waits for a write syscall or an fsync, and never sees a partially written batch.
+//!
+//! Truncation (a follower cutting its log back to where it agrees with its leader) is the one
+//! change that shrinks files. It publishes the shortened segment list first, then cuts files,
+//! and bumps `truncations`; a read that began before compares the counter after its I/O and
+//! starts again, so a read never returns bytes a truncation was removing or replacing.
+//!
+//! Other locks are taken after `writer` and never while holding `state`: `producers` and
+//! `epochs` (the leader epoch cache) change only under `writer`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{
     Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
 };
@@ -16,17 +25,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use std::os::unix::fs::FileExt;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::batch::{self, BatchHeader};
 use super::checkpoint::{read_log_start, sync_dir, write_log_start};
 use super::config::{FlushPolicy, LogConfig, TimestampType};
 use super::error::LogError;
 use super::flush::{FlushTarget, Flusher};
+use super::leader_epoch_cache::{warn_corrupt, EpochEntry, LeaderEpochCache, Loaded};
 use super::producer_state::{
     AppendCheck, IncomingBatch, ProducerStateManager, PRODUCER_ID_EXPIRATION_MS,
 };
-use super::segment::{parse_segment_name, read_batches, LogSegment, NO_TIMESTAMP};
+use super::segment::{for_each_header, parse_segment_name, read_batches, LogSegment, NO_TIMESTAMP};
 
 /// What one `append` wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +116,10 @@ pub struct PartitionLog {
     /// Idempotent producer state; changed only under the writer lock, so that it always
     /// describes the log up to its end when a snapshot is taken.
     producers: Mutex<ProducerStateManager>,
+    /// Which leader epoch began at which offset; changed only under the writer lock.
+    epochs: Mutex<LeaderEpochCache>,
+    /// Bumped by every truncation when it publishes the shortened log; see the module docs.
+    truncations: AtomicU64,
 }
 
 /// See `PartitionLog::compaction_memo`.
@@ -190,6 +204,7 @@ impl PartitionLog {
         state.active.file().sync_data()?;
         sync_dir(&dir)?;
         let producers = ProducerStateManager::rebuild(&dir, &state)?;
+        let epochs = open_epoch_cache(&dir, &state)?;
         let log_end = state.log_end_offset();
         info!(dir = %dir.display(), log_start = state.log_start_offset, log_end, segments = state.closed.len() + 1, "opened partition log");
         let (end_tx, _) = watch::channel(log_end);
@@ -205,6 +220,8 @@ impl PartitionLog {
             maintenance: Mutex::new(()),
             compaction_memo: Mutex::new(None),
             producers: Mutex::new(producers),
+            epochs: Mutex::new(epochs),
+            truncations: AtomicU64::new(0),
         }))
     }
 
@@ -233,6 +250,11 @@ impl PartitionLog {
         lock(&self.producers)
     }
 
+    /// The leader epoch cache; change it only under the writer lock.
+    pub(crate) fn epochs(&self) -> MutexGuard<'_, LeaderEpochCache> {
+        lock(&self.epochs)
+    }
+
     /// The cleaner's note of a pass that left nothing for later.
     pub(crate) fn compaction_memo(&self) -> MutexGuard<'_, Option<CompactionMemo>> {
         lock(&self.compaction_memo)
@@ -240,7 +262,9 @@ impl PartitionLog {
 
     /// Validates every batch in `records` (one or more concatenated record batches, magic 2, as
     /// a producer sent them) before writing any, assigns offsets (rewrites base offset), sets
-    /// partition leader epoch to 0, and for LogAppendTime topics sets the timestamp-type
+    /// the partition leader epoch to the latest epoch of the leader epoch cache (0 on a log
+    /// whose replica layer never assigned one; see [`PartitionLog::append_as_leader`]), and for
+    /// LogAppendTime topics sets the timestamp-type
     /// attribute bit and max timestamp (= now_ms) and recomputes the CRC. Appends to the active
     /// segment (rolling first when the batch would exceed segment_bytes or the segment is older
     /// than segment_ms). Returns before fsync.
@@ -251,6 +275,40 @@ impl PartitionLog {
     /// retry), nothing is written and the original offsets come back with `duplicate` set; a
     /// call mixing such repeats with new batches fails with OutOfOrderSequence.
     pub fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.append_stamped(records, now_ms, None)
+    }
+
+    /// [`PartitionLog::append`] by the leader of `leader_epoch`: stamps every batch's partition
+    /// leader epoch with it (a field outside the CRC, so producers' CRCs stay valid) and, when
+    /// the epoch is new, records in the leader epoch cache that it begins at the first offset
+    /// written; the cache file is written only then, not on every append.
+    ///
+    /// Fails with FencedLeaderEpoch, writing nothing, if the cache already holds a newer epoch
+    /// (this replica was leader of `leader_epoch` but no longer is), and with InvalidRecord for
+    /// a negative epoch.
+    pub fn append_as_leader(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        if leader_epoch < 0 {
+            return Err(LogError::InvalidRecord(format!(
+                "leader epoch {leader_epoch} is negative"
+            )));
+        }
+        self.append_stamped(records, now_ms, Some(leader_epoch))
+    }
+
+    /// The body of [`PartitionLog::append`] and [`PartitionLog::append_as_leader`]; `None`
+    /// stamps the latest epoch the cache holds (read under the writer lock, so an epoch
+    /// assigned concurrently is never fenced by a plain append).
+    fn append_stamped(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        leader_epoch: Option<i32>,
+    ) -> Result<AppendInfo, LogError> {
         let config = self.config();
         let batches = batch::validate_produce(&records, config.max_message_bytes as usize)?;
         let headers = batches
@@ -271,6 +329,16 @@ impl PartitionLog {
             let st = self.read_state();
             st.check_open()?;
             (st.log_end_offset(), st.log_start_offset)
+        };
+        let leader_epoch = {
+            let latest = self.epochs().latest_epoch();
+            match (leader_epoch, latest) {
+                (Some(epoch), Some(latest)) if epoch < latest => {
+                    return Err(LogError::FencedLeaderEpoch { epoch, latest });
+                }
+                (Some(epoch), _) => epoch,
+                (None, latest) => latest.unwrap_or(0).max(0),
+            }
         };
         // Producer checks come before the roll: a refused or repeated batch changes nothing.
         let mut next = log_end;
@@ -324,11 +392,20 @@ impl PartitionLog {
                 st.active.next_offset(),
             )
         };
+        {
+            // Before the data, as Kafka does: a crash in between leaves an epoch beginning at
+            // the log end with no records yet, which is what a new leader has anyway; the
+            // other order could leave batches of an epoch the cache does not know.
+            let mut epochs = self.epochs();
+            if epochs.is_new_epoch(leader_epoch) {
+                epochs.assign(leader_epoch, base_offset)?;
+            }
+        }
         let mut next = base_offset;
         for b in &batches {
             let bytes = &mut buf[b.position..b.position + b.size];
             batch::set_base_offset(bytes, next);
-            batch::set_partition_leader_epoch(bytes, 0);
+            batch::set_partition_leader_epoch(bytes, leader_epoch);
             if log_append_time {
                 batch::set_log_append_time(bytes, now_ms);
             }
@@ -426,6 +503,20 @@ impl PartitionLog {
     /// offset == log_end_offset. Err OffsetOutOfRange if offset < log_start_offset or >
     /// log_end_offset. Batches are served byte for byte as stored.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+        loop {
+            let truncations = self.truncations.load(Ordering::SeqCst);
+            let result = self.read_published(offset, max_bytes);
+            if self.truncations.load(Ordering::SeqCst) == truncations {
+                return result;
+            }
+            // A truncation published a shorter log while this read was under way: what it read
+            // (or the error it met) may come from bytes being cut. Read the new log instead.
+            debug!(dir = %self.dir.display(), offset, "read raced a truncation; reading again");
+        }
+    }
+
+    /// [`PartitionLog::read`] against the segments published when it starts.
+    fn read_published(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
         let mut cursor = offset;
         loop {
             let target = {
@@ -521,6 +612,7 @@ impl PartitionLog {
             return Ok(start);
         }
         write_log_start(&self.dir, offset)?;
+        self.epochs().truncate_from_start(offset)?;
         if offset == end {
             // Everything goes: roll so the old active segment can be deleted too.
             self.roll_locked(wall_clock_ms())?;
@@ -643,12 +735,423 @@ impl PartitionLog {
     }
 }
 
+/// Replication: the leader epoch cache, appends of a leader's batches on a follower, truncation.
+impl PartitionLog {
+    /// Records that this replica leads `epoch` from the current log end offset on: called when
+    /// it becomes leader, before (and whether or not) anything is appended, so that it can
+    /// answer OffsetForLeaderEpoch for an epoch without records (KAFKA-7415, KAFKA-20961).
+    /// Returns false, changing nothing, if `epoch` is not newer than the latest epoch.
+    pub fn assign_leader_epoch(&self, epoch: i32) -> Result<bool, LogError> {
+        let _writer = self.writer_lock();
+        let end = {
+            let st = self.read_state();
+            st.check_open()?;
+            st.log_end_offset()
+        };
+        let assigned = self.epochs().assign(epoch, end)?;
+        if assigned {
+            info!(dir = %self.dir.display(), epoch, start_offset = end, "assigned leader epoch");
+        }
+        Ok(assigned)
+    }
+
+    /// The newest leader epoch in the cache, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs().latest_epoch()
+    }
+
+    /// OffsetForLeaderEpoch: `(epoch, end offset)` for a requested epoch, with Kafka's
+    /// semantics: the largest epoch `<= requested` and the start offset of the next larger
+    /// epoch, or the log end offset when that is the latest epoch. A requested epoch below the
+    /// first known one answers `(requested, start offset of the first epoch)` (KIP-279);
+    /// `UNDEFINED_EPOCH` requested, an empty cache or an epoch above the latest answer
+    /// `(UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)`, i.e. `(-1, -1)`.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let epochs = self.epochs();
+        let log_end = self.log_end_offset();
+        epochs.end_offset_for(epoch, log_end)
+    }
+
+    /// The leader epoch cache's entries, oldest first (tests and diagnostics).
+    pub fn epoch_entries(&self) -> Vec<EpochEntry> {
+        self.epochs().entries().to_vec()
+    }
+
+    /// Appends batches a follower fetched from its leader, exactly as the leader stored them:
+    /// offsets, leader epochs, timestamps and producer fields are kept, byte for byte.
+    ///
+    /// Every batch is validated first (length, magic 2, CRC-32C, record count, increasing
+    /// offsets) and a bad one fails the whole call with CorruptRecord or InvalidRecord, writing
+    /// nothing. The first batch must start at or after the log end offset: below it fails with
+    /// OffsetMismatch. Above it is accepted, since compaction on the leader removes whole
+    /// batches and leaves gaps in the offsets (Kafka checks the same way).
+    ///
+    /// Updates the leader epoch cache from the batches' partition leader epochs, and the
+    /// producer state as the leader's appends did (without sequence checks: the leader made
+    /// those), so this replica detects a retried batch should it become leader. Rolls segments
+    /// as `append` does and publishes the new log end; returns before fsync (use
+    /// [`PartitionLog::wait_durable`]). `max.message.bytes` is not applied: the leader accepted
+    /// the batches, and refusing them here would stall replication.
+    ///
+    /// If the log is empty and the leader's log start offset falls inside the first batch
+    /// (DeleteRecords on the leader), OffsetMismatch comes back with `got` below `expected`:
+    /// call [`PartitionLog::truncate_fully_and_start_at`] with `got`, append again, then raise
+    /// the log start offset with [`PartitionLog::delete_records_before`], as Kafka does.
+    pub fn append_as_follower(&self, records: Bytes) -> Result<AppendInfo, LogError> {
+        let config = self.config();
+        let batches = batch::validate_replicated(&records)?;
+        let (Some(&(_, first)), Some(&(_, last))) = (batches.first(), batches.last()) else {
+            return Err(LogError::InvalidRecord("empty record set".into()));
+        };
+        let record_count: i64 = batches.iter().map(|(b, _)| i64::from(b.record_count)).sum();
+        let interval = u64::from(config.index_interval_bytes.max(1));
+        let now_ms = wall_clock_ms();
+
+        let _writer = self.writer_lock();
+        let log_end = {
+            let st = self.read_state();
+            st.check_open()?;
+            st.log_end_offset()
+        };
+        if first.base_offset < log_end {
+            return Err(LogError::OffsetMismatch {
+                expected: log_end,
+                got: first.base_offset,
+            });
+        }
+        if first.base_offset > log_end {
+            debug!(dir = %self.dir.display(), log_end, base_offset = first.base_offset, "replicated batches leave an offset gap (compacted on the leader)");
+        }
+        {
+            // Before the data, for the reason given in `append_stamped`.
+            let mut epochs = self.epochs();
+            for (_, h) in &batches {
+                epochs.assign_replicated(h.partition_leader_epoch, h.base_offset)?;
+            }
+        }
+        let needs_roll = {
+            let st = self.read_state();
+            let a = &st.active;
+            a.size() > 0
+                && (a.size() + records.len() as u64 > config.effective_segment_bytes()
+                    || (config.segment_ms >= 0
+                        && now_ms.saturating_sub(a.created_ms()) >= config.segment_ms)
+                    || last.last_offset() - a.base_offset() > i64::from(u32::MAX))
+        };
+        if needs_roll {
+            self.roll_locked(now_ms)?;
+        }
+        let (file, position, active_base) = {
+            let st = self.read_state();
+            (
+                Arc::clone(st.active.file()),
+                st.active.size(),
+                st.active.base_offset(),
+            )
+        };
+        if last.last_offset() - active_base > i64::from(u32::MAX) {
+            // Index entries hold offsets relative to the segment base in 32 bits.
+            return Err(LogError::InvalidRecord(format!(
+                "offset {} is too far past the segment base {active_base}",
+                last.last_offset()
+            )));
+        }
+        file.write_all_at(&records, position)?;
+
+        let log_start_offset = {
+            let mut st = self.write_state();
+            if position == 0 {
+                st.active.set_created_ms(now_ms);
+            }
+            for (b, h) in &batches {
+                st.active
+                    .track_batch(position + b.position as u64, h, b.size as u64, interval);
+            }
+            st.log_start_offset
+        };
+        {
+            let mut producers = self.producers();
+            for (_, h) in &batches {
+                producers.replay(h);
+            }
+        }
+        self.end_tx.send_replace(last.next_offset());
+        Ok(AppendInfo {
+            base_offset: first.base_offset,
+            last_offset: last.last_offset(),
+            log_append_time_ms: -1,
+            log_start_offset,
+            record_count,
+            duplicate: false,
+        })
+    }
+
+    /// Like [`PartitionLog::read`], but only whole batches whose last offset is below
+    /// `upper_bound` (the high watermark, for consumers): a batch reaching the bound ends the
+    /// answer, even if it is the first. An `offset` in `[upper_bound, log end]` answers empty
+    /// bytes, not OffsetOutOfRange; outside `[log start, log end]` it is OffsetOutOfRange.
+    pub fn read_up_to(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+    ) -> Result<Bytes, LogError> {
+        {
+            let st = self.read_state();
+            st.check_open()?;
+            let (start, end) = (st.log_start_offset, st.log_end_offset());
+            if offset < start || offset > end {
+                return Err(LogError::OffsetOutOfRange {
+                    requested: offset,
+                    log_start: start,
+                    log_end: end,
+                });
+            }
+        }
+        if offset >= upper_bound {
+            return Ok(Bytes::new());
+        }
+        let data = self.read(offset, max_bytes)?;
+        let mut used = 0;
+        while let Some(h) = BatchHeader::parse(&data[used..]) {
+            match h.total_size() {
+                Some(size) if h.last_offset() < upper_bound && used + size <= data.len() => {
+                    used += size;
+                }
+                _ => break,
+            }
+        }
+        Ok(data.slice(..used))
+    }
+
+    /// Removes every record at and after `offset`, so the log ends there: a follower cutting
+    /// its log back to where it agrees with its leader. Segments wholly at or after `offset`
+    /// are deleted, the one holding it is cut at the batch boundary (if `offset` falls inside
+    /// a batch, that whole batch goes, with a warning: the log then ends at the batch's base),
+    /// its indexes with it; the producer state is rebuilt for the new end (from the newest
+    /// snapshot below it, then the batches after), leader epochs starting at or after the new
+    /// end are removed, and the new end is fsynced and published.
+    ///
+    /// If `offset >= log end`, no record is removed, but leader epochs starting at or after
+    /// `offset` still are (KAFKA-10706: epochs without records left by back-to-back elections
+    /// would otherwise make the follower's next fetch diverge again). An `offset` below the
+    /// log start offset empties the log and starts it at `offset`, as Kafka does.
+    ///
+    /// Readers see either the log before or the log after, never a mix (see the module docs).
+    pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        let _writer = self.writer_lock();
+        let (start, end) = {
+            let st = self.read_state();
+            st.check_open()?;
+            (st.log_start_offset, st.log_end_offset())
+        };
+        if offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        if offset >= end {
+            self.epochs().truncate_from_end(offset)?;
+            return Ok(());
+        }
+        if offset < start {
+            return self.truncate_fully_locked(offset);
+        }
+        let interval = u64::from(self.config().index_interval_bytes.max(1));
+        // The segment holding `offset` and the position of the batch holding (or following) it.
+        let (index, base, cut, cut_batch_base) = {
+            let st = self.read_state();
+            let segments: Vec<&LogSegment> = st
+                .closed
+                .iter()
+                .map(|s| s.as_ref())
+                .chain(std::iter::once(&st.active))
+                .collect();
+            let index = segments
+                .partition_point(|s| s.base_offset() <= offset)
+                .saturating_sub(1);
+            let Some(seg) = segments.get(index) else {
+                return Err(LogError::Io(std::io::Error::other("log has no segment")));
+            };
+            let mut cut = seg.size();
+            let mut cut_batch_base = None;
+            for_each_header(
+                seg.file(),
+                seg.position_for(offset)?,
+                seg.size(),
+                |pos, h, _| {
+                    if h.last_offset() >= offset {
+                        cut = pos;
+                        cut_batch_base = Some(h.base_offset);
+                        return Ok(false);
+                    }
+                    Ok(true)
+                },
+            )?;
+            (index, seg.base_offset(), cut, cut_batch_base)
+        };
+        if let Some(batch_base) = cut_batch_base.filter(|&b| b < offset) {
+            warn!(dir = %self.dir.display(), offset, batch_base, "truncation offset falls inside a batch; truncating to the batch's start");
+        }
+        let new_active = LogSegment::reopen_truncated(&self.dir, base, interval, cut)?;
+        let new_end = new_active.next_offset();
+        if new_end < start {
+            // The log start offset is inside the batch that goes (DeleteRecords moved it
+            // there): nothing readable is left.
+            drop(new_active);
+            return self.truncate_fully_locked(offset);
+        }
+        let (was_closed, tail, old_active) = {
+            let mut st = self.write_state();
+            let closed_count = st.closed.len();
+            let was_closed = index < closed_count;
+            let tail: Vec<Arc<LogSegment>> = st.closed.drain(index.min(closed_count)..).collect();
+            let old_active = std::mem::replace(&mut st.active, new_active);
+            self.truncations.fetch_add(1, Ordering::SeqCst);
+            (was_closed, tail, old_active)
+        };
+        // Newest first, so that a crash part way leaves a prefix of the log. The segment being
+        // cut (`tail[0]` when it was closed, else the old active) keeps its file.
+        if was_closed {
+            old_active.delete_files()?;
+            for seg in tail.iter().skip(1).rev() {
+                seg.delete_files()?;
+            }
+        }
+        drop((tail, old_active));
+        {
+            let st = self.read_state();
+            st.active.cut_file()?;
+            if was_closed {
+                st.active.remove_index_files()?;
+            }
+        }
+        sync_dir(&self.dir)?;
+        // Closed segments were fsynced when they rolled and the cut one just now.
+        self.flusher.reset(new_end);
+        let producers = ProducerStateManager::rebuild(&self.dir, &self.read_state())?;
+        *self.producers() = producers;
+        self.epochs().truncate_from_end(new_end)?;
+        *self.compaction_memo() = None;
+        self.end_tx.send_replace(new_end);
+        info!(dir = %self.dir.display(), offset, old_end = end, new_end, "truncated log");
+        Ok(())
+    }
+
+    /// Deletes every segment and starts the log empty at `offset`, which becomes the log start
+    /// offset (persisted): a follower whose log lies wholly below its leader's log start. The
+    /// producer state, its snapshots and the leader epoch cache are cleared.
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
+        let _writer = self.writer_lock();
+        self.read_state().check_open()?;
+        self.truncate_fully_locked(offset)
+    }
+
+    /// [`PartitionLog::truncate_fully_and_start_at`] under the writer lock.
+    fn truncate_fully_locked(&self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            let st = self.read_state();
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start: st.log_start_offset,
+                log_end: st.log_end_offset(),
+            });
+        }
+        let old_end = self.log_end_offset();
+        // First, so that after a crash part way open starts the log at `offset` (dropping
+        // whatever it finds below) rather than resurrecting the old start.
+        write_log_start(&self.dir, offset)?;
+        {
+            // Unlinked files stay readable through the handles readers hold; newest first, so
+            // a crash leaves a prefix of the log. A segment at `offset` itself is unlinked
+            // before its name is reused, so its readers keep the old bytes.
+            let st = self.read_state();
+            st.active.delete_files()?;
+            for seg in st.closed.iter().rev() {
+                seg.delete_files()?;
+            }
+        }
+        let new_active = LogSegment::create(&self.dir, offset, wall_clock_ms())?;
+        sync_dir(&self.dir)?;
+        let old = {
+            let mut st = self.write_state();
+            let closed = std::mem::take(&mut st.closed);
+            let active = std::mem::replace(&mut st.active, new_active);
+            st.log_start_offset = offset;
+            self.truncations.fetch_add(1, Ordering::SeqCst);
+            (closed, active)
+        };
+        drop(old);
+        self.flusher.reset(offset);
+        self.producers().truncate_fully(&self.dir)?;
+        self.epochs().clear()?;
+        *self.compaction_memo() = None;
+        self.end_tx.send_replace(offset);
+        info!(dir = %self.dir.display(), old_end, offset, "emptied log; it starts afresh");
+        Ok(())
+    }
+}
+
 impl PartitionLog {
     /// Number of fsyncs the group-commit flusher has issued so far: a metric, and how tests
     /// observe that waiters share fsyncs.
     pub fn fsync_count(&self) -> u64 {
         self.flusher.fsync_count()
     }
+}
+
+/// Loads the leader epoch cache of a just recovered log and makes it agree with the log.
+///
+/// A missing file on a log holding data (one written before the cache existed) or a corrupt
+/// one is rebuilt from the batches' partition leader epochs. Entries starting beyond the
+/// recovered log end describe batches lost in a crash and go; one starting exactly at the end
+/// is an epoch without records yet and stays (KAFKA-20961). Entries below the log start offset
+/// go as retention would have removed them. The cache is written before the batches of a new
+/// epoch, so the log cannot hold an epoch the cache lacks unless the file was lost.
+fn open_epoch_cache(dir: &Path, state: &LogState) -> Result<LeaderEpochCache, LogError> {
+    let has_data = state.active.size() > 0 || state.closed.iter().any(|s| s.size() > 0);
+    let mut cache = match LeaderEpochCache::load(dir)? {
+        Loaded::Cache(cache) => cache,
+        Loaded::Missing(mut cache) => {
+            if has_data {
+                info!(dir = %dir.display(), "no leader epoch cache; building it from the log's batches");
+                cache.replace(epochs_in_batches(state)?)?;
+            }
+            cache
+        }
+        Loaded::Corrupt(mut cache, error) => {
+            warn_corrupt(dir, &error);
+            cache.replace(epochs_in_batches(state)?)?;
+            cache
+        }
+    };
+    cache.truncate_from_end(state.log_end_offset().saturating_add(1))?;
+    cache.truncate_from_start(state.log_start_offset)?;
+    Ok(cache)
+}
+
+/// Where each leader epoch begins according to the batches' headers.
+fn epochs_in_batches(state: &LogState) -> Result<Vec<EpochEntry>, LogError> {
+    let mut entries: Vec<EpochEntry> = Vec::new();
+    let segments = state
+        .closed
+        .iter()
+        .map(|s| s.as_ref())
+        .chain(std::iter::once(&state.active));
+    for seg in segments {
+        seg.scan_headers(|h| {
+            let epoch = h.partition_leader_epoch;
+            if epoch >= 0 && entries.last().is_none_or(|e| epoch > e.epoch) {
+                entries.push(EpochEntry {
+                    epoch,
+                    start_offset: h.base_offset,
+                });
+            }
+        })?;
+    }
+    Ok(entries)
 }
 
 impl FlushTarget for PartitionLog {

@@ -247,9 +247,12 @@ impl ProducerStateManager {
         self.entries.extend(update.0);
     }
 
-    /// Replays one batch read back from the log (rebuilding after open). No checks: what is in
-    /// the log was accepted when it was written.
-    fn replay(&mut self, header: &BatchHeader) {
+    /// Replays one batch read back from the log (rebuilding after open), or written by a
+    /// follower exactly as its leader stored it. No checks: what is in the log was accepted
+    /// when it was written, and a follower mirrors its leader's decisions (Kafka skips the
+    /// sequence checks for replicated batches likewise), so that it recognises a retry should
+    /// it become the leader.
+    pub(crate) fn replay(&mut self, header: &BatchHeader) {
         // Control batches end transactions, which this log does not have; batches with a
         // negative sequence carry no idempotence (nothing written by this broker has one).
         if header.producer_id < 0 || header.base_sequence < 0 || header.is_control() {
@@ -260,6 +263,20 @@ impl ProducerStateManager {
             .entry(header.producer_id)
             .or_insert_with(|| ProducerStateEntry::new(header.producer_id, header.producer_epoch))
             .add_batch(header.producer_epoch, batch.metadata);
+    }
+
+    /// Forgets every producer and deletes every snapshot: the log was emptied and starts
+    /// afresh, so no snapshot describes it.
+    pub(crate) fn truncate_fully(&mut self, dir: &Path) -> io::Result<()> {
+        self.entries.clear();
+        let offsets = list_snapshots(dir)?;
+        for &offset in &offsets {
+            remove_if_exists(&snapshot_path(dir, offset))?;
+        }
+        if !offsets.is_empty() {
+            sync_dir(dir)?;
+        }
+        Ok(())
     }
 
     /// Forgets producers whose newest batch is older than `expiration_ms`; returns how many.

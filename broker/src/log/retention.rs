@@ -65,6 +65,8 @@ impl PartitionLog {
             st.log_start_offset = st.log_start_offset.max(first);
             removed
         };
+        let log_start = self.log_start_offset();
+        self.epochs().truncate_from_start(log_start)?;
         let mut bytes = 0;
         for seg in &removed {
             bytes += seg.size();

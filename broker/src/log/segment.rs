@@ -133,9 +133,42 @@ impl LogSegment {
         index_interval: u64,
         suffix: &'static str,
     ) -> io::Result<LogSegment> {
+        Self::load_scanned(dir, base_offset, index_interval, suffix, None)
+    }
+
+    /// The segment as it will be once cut at byte `cut` (a batch boundary), as the writable
+    /// active segment with in-memory indexes rebuilt by scanning `[0, cut)`. Opens its own
+    /// handle and changes no file: the caller publishes it first, then cuts the file with
+    /// [`Self::cut_file`], so readers of the old segment never meet a file shorter than the
+    /// size they were given before the new one is published.
+    pub(crate) fn reopen_truncated(
+        dir: &Path,
+        base_offset: i64,
+        index_interval: u64,
+        cut: u64,
+    ) -> io::Result<LogSegment> {
+        Self::load_scanned(dir, base_offset, index_interval, "", Some(cut))
+    }
+
+    /// Cuts the file to the published size and fsyncs it (after [`Self::reopen_truncated`]).
+    pub(crate) fn cut_file(&self) -> io::Result<()> {
+        self.log.set_len(self.size)?;
+        self.log.sync_all()
+    }
+
+    /// Builds a segment by scanning its batches: the whole file with CRC checks, truncating a
+    /// torn or corrupt tail (`limit` None, recovery), or `[0, limit)` trusting the CRCs of data
+    /// already validated and changing nothing on disk (`limit` Some, truncation).
+    fn load_scanned(
+        dir: &Path,
+        base_offset: i64,
+        index_interval: u64,
+        suffix: &'static str,
+        limit: Option<u64>,
+    ) -> io::Result<LogSegment> {
         let file = Self::open_log(dir, base_offset, suffix)?;
         let meta = file.metadata()?;
-        let file_len = meta.len();
+        let file_len = limit.map_or(meta.len(), |l| l.min(meta.len()));
         let mut seg = LogSegment {
             base_offset,
             dir: dir.to_path_buf(),
@@ -152,11 +185,16 @@ impl LogSegment {
         };
         let mut first_batch_ts = None;
         let log = Arc::clone(&seg.log);
-        let outcome = scan_batches(&log, file_len, base_offset, true, |pos, h, size| {
+        let verify_crc = limit.is_none();
+        let outcome = scan_batches(&log, file_len, base_offset, verify_crc, |pos, h, size| {
             first_batch_ts.get_or_insert(h.max_timestamp);
             seg.track_batch(pos, h, size, index_interval);
         })?;
-        if outcome.valid_size < file_len {
+        if limit.is_some() {
+            if outcome.valid_size < file_len {
+                warn!(segment = %seg.path("log").display(), cut = file_len, valid = outcome.valid_size, "malformed batch before the truncation point; cutting there");
+            }
+        } else if outcome.valid_size < file_len {
             warn!(
                 segment = %seg.path("log").display(),
                 dropped_bytes = file_len - outcome.valid_size,
@@ -389,6 +427,24 @@ impl LogSegment {
             Some(e) => self.position_for(self.base_offset + i64::from(e.relative_offset)),
             None => Ok(0),
         }
+    }
+
+    /// Removes the index files of a closed segment that became the active one again (its
+    /// indexes are in memory now, and the files describe bytes that were cut).
+    pub(crate) fn remove_index_files(&self) -> io::Result<()> {
+        for ext in ["index", "timeindex"] {
+            remove_if_exists(&self.path(ext))?;
+        }
+        Ok(())
+    }
+
+    /// Calls `visit` with every batch header of the segment, in order, reading in large chunks
+    /// (no CRC checks: the data was validated when written).
+    pub(crate) fn scan_headers(&self, mut visit: impl FnMut(&BatchHeader)) -> io::Result<()> {
+        scan_batches(&self.log, self.size, self.base_offset, false, |_, h, _| {
+            visit(h)
+        })?;
+        Ok(())
     }
 
     /// Removes the segment's files. Readers holding the file handle can still finish.
