@@ -7,12 +7,13 @@
 
 use std::fs::File;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::group::{GroupCoordinator, OffsetMetadataManager};
 use crate::metadata::{Controller, ProducerIdManager};
-use crate::replica::ReplicaManager;
+use crate::replica::{AlterPartitionManager, FetcherConfig, ReplicaManager};
 
 /// Everything request handlers share: one value per concern, each owned by its module.
 pub struct Broker {
@@ -28,6 +29,8 @@ pub struct Broker {
     pub offsets: OffsetMetadataManager,
     /// Producer ids handed out by InitProducerId.
     pub producer_ids: ProducerIdManager,
+    /// ISR changes on their way to the controller.
+    pub alter_partition: Arc<AlterPartitionManager>,
     /// Held for the broker's life: the OS releases it if the process dies.
     _data_dir_lock: File,
 }
@@ -43,12 +46,27 @@ impl Broker {
             source,
         })?;
         let lock = lock_data_dir(&config.data_dir)?;
-        let replicas = Arc::new(ReplicaManager::new(config.data_dir.clone()));
+        let replicas = Arc::new(ReplicaManager::new(
+            config.data_dir.clone(),
+            config.node_id,
+            "PLAINTEXT".to_string(),
+            fetcher_config(&config),
+        ));
         let controller = Arc::new(Controller::open(config.clone(), replicas.clone())?);
         let groups = GroupCoordinator::new(&config);
         let offsets = OffsetMetadataManager::new(&config, controller.clone(), replicas.clone());
         offsets.load(&groups);
         let producer_ids = ProducerIdManager::new(&controller);
+        let deciding = controller.clone();
+        let alter_partition = Arc::new(AlterPartitionManager::start(Arc::new(move |change| {
+            let controller = deciding.clone();
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || controller.alter_partition(&change))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            })
+        })));
         Ok(Arc::new(Broker {
             config,
             controller,
@@ -56,8 +74,21 @@ impl Broker {
             groups,
             offsets,
             producer_ids,
+            alter_partition,
             _data_dir_lock: lock,
         }))
+    }
+}
+
+/// How this broker's followers fetch from their leaders.
+pub fn fetcher_config(config: &BrokerConfig) -> FetcherConfig {
+    FetcherConfig {
+        local_id: config.node_id,
+        max_wait: Duration::from_millis(500),
+        max_bytes_per_partition: 1 << 20,
+        response_max_bytes: 10 << 20,
+        backoff: Duration::from_millis(1000),
+        request_timeout: Duration::from_secs(30),
     }
 }
 

@@ -46,7 +46,9 @@ pub fn handle(
                 Some(
                     DescribeLogDirsPartition::default()
                         .with_partition_index(index)
-                        .with_partition_size(i64::try_from(log.size_bytes()).unwrap_or(i64::MAX))
+                        .with_partition_size(
+                            i64::try_from(log.log().size_bytes()).unwrap_or(i64::MAX),
+                        )
                         .with_offset_lag(0)
                         .with_is_future_key(false),
                 )

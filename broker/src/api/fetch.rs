@@ -1,27 +1,34 @@
 //! Fetch: read record batches, long-polling until `min_bytes` are available or `max_wait_ms`
-//! passes. Waiting is woken by appends (each partition log's end-offset watch), never by
-//! polling.
+//! passes. Waiting is woken by appends or high-watermark moves (watches), never by polling.
+//!
+//! Two kinds of fetchers use it: consumers (replica id -1), served by the leader up to the
+//! high watermark, and followers (replica id = their broker id), served beyond it, whose fetch
+//! offset tells the leader how far they have come (and may put them back in the ISR).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    EpochEndOffset, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::time::Instant;
 
 use super::{Reply, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
-use crate::log::{LogError, PartitionLog};
+use crate::replica::{FollowerFetch, Partition};
 
 /// One partition a fetch asks for.
 struct Wanted {
     partition: i32,
     offset: i64,
     max_bytes: usize,
-    log: Option<Arc<PartitionLog>>,
+    current_leader_epoch: i32,
+    last_fetched_epoch: i32,
+    replica: Option<Arc<Partition>>,
 }
 
 /// Handles a Fetch request. The response is always deferred: it may wait for data.
@@ -52,7 +59,17 @@ pub fn handle(
                     partition: p.partition,
                     offset: p.fetch_offset,
                     max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
-                    log: broker.replicas.partition(&topic.topic, p.partition),
+                    current_leader_epoch: if ctx.version >= 9 {
+                        p.current_leader_epoch
+                    } else {
+                        -1
+                    },
+                    last_fetched_epoch: if ctx.version >= 12 {
+                        p.last_fetched_epoch
+                    } else {
+                        -1
+                    },
+                    replica: broker.replicas.replica(&topic.topic, p.partition),
                 })
                 .collect();
             (topic.topic, wanted)
@@ -63,20 +80,39 @@ pub fn handle(
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let response_max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
     let read_committed = request.isolation_level == 1;
+    // Followers say who they are; consumers send -1.
+    let replica_id = request.replica_id.0;
     let ctx = ctx.clone();
+    let broker = broker.clone();
 
     Ok(Reply::Later(Box::pin(async move {
         let deadline = Instant::now() + max_wait;
         loop {
             // Subscribe before reading, so an append between the read and the wait still
             // wakes us.
+            // Consumers see records when the high watermark passes them; followers as soon as
+            // they are appended.
             let mut watches: FuturesUnordered<_> = topics
                 .iter()
                 .flat_map(|(_, ws)| ws.iter())
-                .filter_map(|w| w.log.as_ref().map(|log| log.subscribe()))
+                .filter_map(|w| {
+                    w.replica.as_ref().map(|r| {
+                        if replica_id >= 0 {
+                            r.log().subscribe()
+                        } else {
+                            r.subscribe_high_watermark()
+                        }
+                    })
+                })
                 .map(|mut rx| async move { rx.changed().await })
                 .collect();
-            let gathered = gather(&topics, response_max_bytes, read_committed);
+            let gathered = gather(
+                &broker,
+                &topics,
+                response_max_bytes,
+                read_committed,
+                replica_id,
+            );
             let done = gathered.bytes >= min_bytes
                 || gathered.has_error
                 || Instant::now() >= deadline
@@ -108,9 +144,11 @@ struct Gathered {
 }
 
 fn gather(
+    broker: &Broker,
     topics: &[(TopicName, Vec<Wanted>)],
     response_max_bytes: usize,
     read_committed: bool,
+    replica_id: i32,
 ) -> Gathered {
     let mut remaining = response_max_bytes;
     let mut bytes = 0usize;
@@ -123,7 +161,7 @@ fn gather(
                 .with_partition_index(w.partition)
                 .with_records(Some(Bytes::new()))
                 .with_aborted_transactions(read_committed.then(Vec::new));
-            let Some(log) = &w.log else {
+            let Some(replica) = &w.replica else {
                 has_error = true;
                 partitions.push(
                     data.with_error_code(ResponseError::UnknownTopicOrPartition.code())
@@ -133,21 +171,38 @@ fn gather(
                 );
                 continue;
             };
-            let high_watermark = log.log_end_offset();
-            data = data
-                .with_high_watermark(high_watermark)
-                .with_last_stable_offset(high_watermark)
-                .with_log_start_offset(log.log_start_offset());
             let limit = w.max_bytes.min(remaining);
             // KIP-74: the first non-empty partition returns at least one whole batch, even
             // above the limits, so a big record can never stall a consumer.
             let first_with_data = bytes == 0;
-            if limit == 0 && !first_with_data {
-                partitions.push(data);
-                continue;
-            }
-            match log.read(w.offset, limit) {
-                Ok(records) => {
+            let read_limit = if limit == 0 && first_with_data {
+                1
+            } else {
+                limit
+            };
+            let read = if replica_id >= 0 {
+                follower_read(broker, replica, w, replica_id, read_limit)
+            } else {
+                replica
+                    .read_for_consumer(w.offset, read_limit, w.current_leader_epoch)
+                    .map(|(records, high_watermark)| (records, high_watermark, None))
+            };
+            let log_start_offset = replica.log().log_start_offset();
+            match read {
+                Ok((records, high_watermark, diverging)) => {
+                    data = data
+                        .with_high_watermark(high_watermark)
+                        .with_last_stable_offset(high_watermark)
+                        .with_log_start_offset(log_start_offset);
+                    if let Some(diverging) = diverging {
+                        has_error = true; // answer at once: the follower must truncate first
+                        partitions.push(data.with_diverging_epoch(diverging));
+                        continue;
+                    }
+                    if limit == 0 && !first_with_data {
+                        partitions.push(data);
+                        continue;
+                    }
                     if records.len() > limit && !first_with_data {
                         partitions.push(data);
                         continue;
@@ -156,12 +211,23 @@ fn gather(
                     remaining = remaining.saturating_sub(records.len());
                     partitions.push(data.with_records(Some(records)));
                 }
-                Err(error) => {
+                Err((error, message)) => {
                     has_error = true;
-                    if !matches!(error, LogError::OffsetOutOfRange { .. }) {
-                        tracing::warn!(topic = %name.0, partition = w.partition, %error, "fetch read failed");
+                    if !matches!(
+                        error,
+                        ResponseError::OffsetOutOfRange
+                            | ResponseError::NotLeaderOrFollower
+                            | ResponseError::FencedLeaderEpoch
+                            | ResponseError::UnknownLeaderEpoch
+                    ) {
+                        tracing::warn!(topic = %name.0, partition = w.partition, %message, "fetch read failed");
                     }
-                    partitions.push(data.with_error_code(ResponseError::from(&error).code()));
+                    partitions.push(
+                        data.with_error_code(error.code())
+                            .with_high_watermark(replica.high_watermark())
+                            .with_last_stable_offset(replica.high_watermark())
+                            .with_log_start_offset(log_start_offset),
+                    );
                 }
             }
         }
@@ -175,5 +241,49 @@ fn gather(
         responses,
         bytes,
         has_error,
+    }
+}
+
+/// A follower's read: records from its fetch offset, or where its log diverges. An ISR the
+/// follower now qualifies for is sent to the controller in the background.
+fn follower_read(
+    broker: &Broker,
+    replica: &Arc<Partition>,
+    wanted: &Wanted,
+    replica_id: i32,
+    max_bytes: usize,
+) -> Result<(Bytes, i64, Option<EpochEndOffset>), crate::replica::Refusal> {
+    match replica.fetch_from_follower(
+        replica_id,
+        wanted.offset,
+        wanted.last_fetched_epoch,
+        wanted.current_leader_epoch,
+        max_bytes,
+    )? {
+        FollowerFetch::Records {
+            records,
+            high_watermark,
+            expand_isr,
+            ..
+        } => {
+            if let Some(isr) = expand_isr {
+                broker.alter_partition.propose(replica.clone(), isr);
+            }
+            Ok((records, high_watermark, None))
+        }
+        FollowerFetch::Diverging {
+            epoch,
+            end_offset,
+            high_watermark,
+            ..
+        } => Ok((
+            Bytes::new(),
+            high_watermark,
+            Some(
+                EpochEndOffset::default()
+                    .with_epoch(epoch)
+                    .with_end_offset(end_offset),
+            ),
+        )),
     }
 }

@@ -1,6 +1,7 @@
 //! Produce: validate and append record batches, then answer once they are durable.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -10,16 +11,19 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use super::{now_ms, str_bytes, Reply, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
-use crate::log::{AppendInfo, PartitionLog};
+use crate::log::AppendInfo;
+use crate::replica::Partition;
 
-/// One partition's outcome before durability.
+/// One partition's outcome before durability: the replica, what was appended, and the
+/// leader epoch it was appended in.
 struct Appended {
     partition: i32,
-    outcome: Result<(Arc<PartitionLog>, AppendInfo), (ResponseError, String)>,
+    outcome: Result<(Arc<Partition>, AppendInfo, i32), (ResponseError, String)>,
 }
 
-/// Handles a Produce request: appends happen now, in request order; the answer waits for
-/// fsync (group commit) unless acks=0.
+/// Handles a Produce request: appends happen now, in request order, on the partitions this
+/// broker leads; the answer waits for fsync (group commit) unless acks=0, and with acks=all
+/// for the in-sync replicas too (up to the request's timeout).
 pub fn handle(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
@@ -28,6 +32,7 @@ pub fn handle(
     let request: ProduceRequest = ctx.decode(&mut body)?;
     let acks = request.acks;
     let now = now_ms();
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
 
     let refuse_all: Option<(ResponseError, String)> = if !(-1..=1).contains(&acks) {
         Some((
@@ -50,7 +55,7 @@ pub fn handle(
         for data in topic.partition_data {
             let outcome = match (
                 &refuse_all,
-                broker.replicas.partition(&topic.name, data.index),
+                broker.replicas.replica(&topic.name, data.index),
             ) {
                 (Some(refusal), _) => Err(refusal.clone()),
                 (None, None) => Err((
@@ -60,24 +65,29 @@ pub fn handle(
                         topic.name.0, data.index
                     ),
                 )),
-                (None, Some(log)) => match data.records {
+                (None, Some(replica)) => match data.records {
                     None => Err((ResponseError::InvalidRecord, "records are null".to_string())),
-                    Some(records) => match log.append(records, now) {
-                        Ok(info) => {
+                    Some(records) => match replica.append_as_leader(records, acks, now) {
+                        Ok((info, epoch)) => {
                             if acks != 0 {
-                                log.request_durable(info.last_offset);
+                                replica.log().request_durable(info.last_offset);
                             }
-                            Ok((log, info))
+                            Ok((replica, info, epoch))
                         }
-                        Err(error) => {
-                            tracing::warn!(
-                                topic = %topic.name.0,
-                                partition = data.index,
-                                client_id = ?ctx.client_id,
-                                %error,
-                                "produce rejected"
-                            );
-                            Err((ResponseError::from(&error), error.to_string()))
+                        Err((error, message)) => {
+                            // Leadership moves are routine in a cluster; bad batches are not.
+                            if error == ResponseError::NotLeaderOrFollower {
+                                tracing::debug!(topic = %topic.name.0, partition = data.index, %message, "produce to a non-leader");
+                            } else {
+                                tracing::warn!(
+                                    topic = %topic.name.0,
+                                    partition = data.index,
+                                    client_id = ?ctx.client_id,
+                                    %message,
+                                    "produce rejected"
+                                );
+                            }
+                            Err((error, message))
                         }
                     },
                 },
@@ -112,17 +122,28 @@ pub fn handle(
             let waits = partitions.into_iter().map(|appended| async move {
                 let response = PartitionProduceResponse::default().with_index(appended.partition);
                 match appended.outcome {
-                    Ok((log, info)) => match log.wait_durable(info.last_offset).await {
-                        Ok(()) => response
+                    Ok((replica, info, epoch)) => {
+                        if let Err(error) = replica.log().wait_durable(info.last_offset).await {
+                            tracing::error!(%error, "fsync failed; produce not acknowledged");
+                            return failed(
+                                response,
+                                ResponseError::from(&error),
+                                error.to_string(),
+                            );
+                        }
+                        if acks == -1 {
+                            if let Err((error, message)) =
+                                replica.wait_for_isr(info.last_offset, epoch, timeout).await
+                            {
+                                return failed(response, error, message);
+                            }
+                        }
+                        response
                             .with_error_code(NONE)
                             .with_base_offset(info.base_offset)
                             .with_log_append_time_ms(info.log_append_time_ms)
-                            .with_log_start_offset(info.log_start_offset),
-                        Err(error) => {
-                            tracing::error!(%error, "fsync failed; produce not acknowledged");
-                            failed(response, ResponseError::from(&error), error.to_string())
-                        }
-                    },
+                            .with_log_start_offset(info.log_start_offset)
+                    }
                     Err((error, message)) => failed(response, error, message),
                 }
             });

@@ -158,7 +158,7 @@ impl OffsetMetadataManager {
             return;
         };
         let mut loaded = 0usize;
-        for log in hosted.partitions.values() {
+        for log in hosted.partitions.values().map(|r| r.log()) {
             let mut offset = log.log_start_offset();
             let end = log.log_end_offset();
             while offset < end {
@@ -227,7 +227,12 @@ mod tests {
     /// The offsets manager of a broker on `dir`, and its replicas (to close them).
     fn open(dir: &Path) -> (OffsetMetadataManager, Arc<ReplicaManager>) {
         let config = config(dir);
-        let replicas = Arc::new(ReplicaManager::new(config.data_dir.clone()));
+        let replicas = Arc::new(ReplicaManager::new(
+            config.data_dir.clone(),
+            config.node_id,
+            "PLAINTEXT".to_string(),
+            crate::broker::fetcher_config(&config),
+        ));
         let controller = Arc::new(Controller::open(config.clone(), replicas.clone()).unwrap());
         let offsets = OffsetMetadataManager::new(&config, controller, replicas.clone());
         (offsets, replicas)

@@ -15,7 +15,7 @@ use super::topic_config;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metadata::{MetadataImage, MetadataRecord, MetadataStore, TopicImage};
-use crate::replica::ReplicaManager;
+use crate::replica::{AlterPartition, ReplicaManager};
 
 /// Why a topic operation was refused; each converts into the Kafka error clients expect
 /// (`ResponseError::from(&error)`, in `crate::error`).
@@ -49,6 +49,41 @@ pub enum TopicError {
     #[error("topic deletion is disabled on this broker (delete.topic.enable=false)")]
     DeletionDisabled,
     /// Disk trouble (KAFKA_STORAGE_ERROR).
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// Why an AlterPartition was refused (each is one of Kafka's AlterPartition error codes).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlterPartitionError {
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    /// NOT_LEADER_OR_FOLLOWER: the proposer does not lead the partition.
+    #[error("not the leader (the leader is {leader})")]
+    NotLeader {
+        /// The current leader.
+        leader: i32,
+    },
+    /// FENCED_LEADER_EPOCH: the proposal is from an older leader epoch.
+    #[error("leader epoch is stale (current {current})")]
+    FencedLeaderEpoch {
+        /// The current leader epoch.
+        current: i32,
+    },
+    /// INVALID_UPDATE_VERSION: the partition changed since the proposal was made.
+    #[error("partition epoch is stale (current {current})")]
+    InvalidUpdateVersion {
+        /// The current partition epoch.
+        current: i32,
+    },
+    /// INELIGIBLE_REPLICA: a fenced or unregistered broker may not join the ISR.
+    #[error("broker {0} is fenced or not registered and may not join the ISR")]
+    IneligibleReplica(i32),
+    /// INVALID_REQUEST.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// KAFKA_STORAGE_ERROR.
     #[error("storage error: {0}")]
     Storage(String),
 }
@@ -160,17 +195,9 @@ impl Controller {
                     .is_some_and(|p| p.replicas.contains(&node_id))
             });
         }
-        for topic in &topics {
-            let log_config = topic_config::log_config(&config.log_defaults, &topic.configs);
-            replicas
-                .open_partitions(
-                    &topic.name,
-                    topic.topic_id,
-                    local_partitions(topic, config.node_id),
-                    &log_config,
-                )
-                .map_err(|e| BrokerError::Storage(format!("topic {}: {e}", topic.name)))?;
-        }
+        replicas
+            .apply_image(store.image(), &config.log_defaults)
+            .map_err(|e| BrokerError::Storage(format!("opening partitions: {e}")))?;
         tracing::info!(%cluster_id, topics = topics.len(), "metadata replayed");
         Ok(Controller {
             config,
@@ -283,14 +310,8 @@ impl Controller {
             store.image().topic(&new.name).cloned().ok_or_else(|| {
                 TopicError::Storage("the new topic is missing after commit".into())
             })?;
-        let log_config = topic_config::log_config(&self.config.log_defaults, &topic.configs);
         self.replicas
-            .open_partitions(
-                &topic.name,
-                topic.topic_id,
-                local_partitions(&topic, self.config.node_id),
-                &log_config,
-            )
+            .apply_image(store.image(), &self.config.log_defaults)
             .map_err(|e| TopicError::Storage(e.to_string()))?;
         tracing::info!(topic = %topic.name, partitions, replication_factor = assignments.first().map_or(0, |(_, r)| r.len()), "created topic");
         Ok(topic)
@@ -324,6 +345,76 @@ impl Controller {
         Ok(start)
     }
 
+    /// Decides an ISR change a partition leader proposes (AlterPartition): only the current
+    /// leader, in its current leader epoch and partition epoch, may change the ISR; the new
+    /// ISR holds the leader, only assigned replicas, and no fenced broker among the members it
+    /// adds (KIP-841). On success the partition epoch is bumped.
+    pub fn alter_partition(&self, change: &AlterPartition) -> Result<(), AlterPartitionError> {
+        let mut store = self.lock();
+        let image = store.image();
+        let Some(topic) = image.topic_by_id(&change.topic_id) else {
+            return Err(AlterPartitionError::UnknownTopicOrPartition);
+        };
+        let Some(state) = topic.partition(change.partition) else {
+            return Err(AlterPartitionError::UnknownTopicOrPartition);
+        };
+        if state.leader != change.leader {
+            return Err(AlterPartitionError::NotLeader {
+                leader: state.leader,
+            });
+        }
+        if state.leader_epoch != change.leader_epoch {
+            return Err(AlterPartitionError::FencedLeaderEpoch {
+                current: state.leader_epoch,
+            });
+        }
+        if state.partition_epoch != change.partition_epoch {
+            return Err(AlterPartitionError::InvalidUpdateVersion {
+                current: state.partition_epoch,
+            });
+        }
+        if !change.isr.contains(&change.leader)
+            || change.isr.iter().any(|r| !state.replicas.contains(r))
+        {
+            return Err(AlterPartitionError::InvalidRequest(format!(
+                "ISR {:?} must hold the leader {} and only replicas {:?}",
+                change.isr, change.leader, state.replicas
+            )));
+        }
+        if let Some(ineligible) = change
+            .isr
+            .iter()
+            .filter(|r| !state.isr.contains(r))
+            .find(|r| image.broker(**r).is_none_or(|b| b.fenced))
+        {
+            return Err(AlterPartitionError::IneligibleReplica(*ineligible));
+        }
+        let mut isr = change.isr.clone();
+        isr.sort_unstable();
+        isr.dedup();
+        let record = MetadataRecord::Partition {
+            topic_id: change.topic_id,
+            partition: change.partition,
+            replicas: state.replicas.clone(),
+            isr,
+            leader: state.leader,
+            leader_epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch + 1,
+            adding_replicas: state.adding_replicas.clone(),
+            removing_replicas: state.removing_replicas.clone(),
+        };
+        store
+            .commit(&[record])
+            .map_err(|e| AlterPartitionError::Storage(e.to_string()))?;
+        if let Err(error) = self
+            .replicas
+            .apply_image(store.image(), &self.config.log_defaults)
+        {
+            tracing::warn!(%error, "applying an ISR change failed");
+        }
+        Ok(())
+    }
+
     /// Deletes a topic by name; returns its id.
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
         if !self.config.delete_topic_enable {
@@ -338,7 +429,12 @@ impl Controller {
                 topic_id: topic.topic_id,
             }])
             .map_err(|e| TopicError::Storage(e.to_string()))?;
-        self.replicas.remove_topic(name);
+        if let Err(error) = self
+            .replicas
+            .apply_image(store.image(), &self.config.log_defaults)
+        {
+            tracing::warn!(topic = %name, %error, "applying the deletion failed");
+        }
         tracing::info!(topic = %name, "deleted topic");
         Ok(topic.topic_id)
     }
@@ -400,19 +496,8 @@ impl Controller {
         store
             .commit(&records)
             .map_err(|e| TopicError::Storage(e.to_string()))?;
-        let grown = store
-            .image()
-            .topic(name)
-            .cloned()
-            .ok_or_else(|| TopicError::UnknownTopic(name.to_string()))?;
-        let log_config = topic_config::log_config(&self.config.log_defaults, &topic.configs);
         self.replicas
-            .open_partitions(
-                name,
-                topic.topic_id,
-                local_partitions(&grown, self.config.node_id),
-                &log_config,
-            )
+            .apply_image(store.image(), &self.config.log_defaults)
             .map_err(|e| TopicError::Storage(e.to_string()))?;
         tracing::info!(topic = %name, from = topic.partitions, to = count, "added partitions");
         Ok(())
@@ -500,8 +585,9 @@ impl Controller {
                 removed,
             }])
             .map_err(|e| TopicError::Storage(e.to_string()))?;
-        let log_config = topic_config::log_config(&self.config.log_defaults, &configs);
-        self.replicas.set_config(name, &log_config);
+        self.replicas
+            .apply_image(store.image(), &self.config.log_defaults)
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
         tracing::info!(topic = %name, "altered topic configs");
         Ok(())
     }
@@ -564,16 +650,6 @@ fn new_partition_records(topic_id: Uuid, assignments: &[(i32, Vec<i32>)]) -> Vec
             adding_replicas: Vec::new(),
             removing_replicas: Vec::new(),
         })
-        .collect()
-}
-
-/// The partitions of `topic` that have a replica on `node_id`.
-fn local_partitions(topic: &TopicImage, node_id: i32) -> Vec<i32> {
-    topic
-        .partition_states
-        .iter()
-        .filter(|(_, p)| p.replicas.contains(&node_id))
-        .map(|(index, _)| *index)
         .collect()
 }
 

@@ -278,6 +278,18 @@ pub fn effective(
     (def.default.to_string(), ConfigSource::Default)
 }
 
+/// The effective `min.insync.replicas` of a topic (1 where unparsable: values were validated
+/// when accepted).
+pub fn min_insync_replicas(
+    broker_defaults: &BTreeMap<String, String>,
+    overrides: &BTreeMap<String, String>,
+) -> usize {
+    def("min.insync.replicas")
+        .map(|d| effective(d, broker_defaults, overrides).0)
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(1)
+}
+
 /// The log settings of a topic with these overrides on a broker with these defaults.
 ///
 /// Values were validated when they were accepted, so a value that still fails to parse falls

@@ -1,23 +1,31 @@
-//! The partitions this broker hosts: their logs, looked up by topic and partition.
+//! The partitions this broker hosts (Kafka's `ReplicaManager`): their replicas, looked up
+//! by topic and partition, and the metadata that says which to host and in what role.
 //!
-//! The hot paths (produce, fetch) only take a read lock here to find an `Arc<PartitionLog>`;
-//! all IO happens outside the lock.
+//! The hot paths (produce, fetch) only take a read lock here to find an `Arc<Partition>`;
+//! all IO happens outside the lock. [`ReplicaManager::apply_image`] is the one place that
+//! opens, re-roles and removes replicas, from the cluster metadata: after the local
+//! controller commits on a single node, and on every metadata update in a cluster.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use uuid::Uuid;
 
-use crate::log::{LogConfig, LogError, PartitionLog};
+use super::partition::{Partition, Role, RoleChange};
+use super::replica_fetcher::{FetcherConfig, ReplicaFetcherManager};
+use crate::log::{LogError, PartitionLog};
+use crate::metadata::{topic_config, MetadataImage};
 
-/// A hosted topic: its id and one log per partition, indexed by partition number.
+/// A hosted topic: its id and the replicas of it on this broker, by partition index.
 #[derive(Clone)]
 pub struct HostedTopic {
     /// Topic id.
     pub topic_id: Uuid,
-    /// The logs of the partitions this broker holds a replica of, by partition index.
-    pub partitions: BTreeMap<i32, Arc<PartitionLog>>,
+    /// The replicas this broker holds, by partition index.
+    pub partitions: BTreeMap<i32, Arc<Partition>>,
+    /// The topic overrides last applied to the logs.
+    configs: BTreeMap<String, String>,
 }
 
 /// File in each partition dir recording which topic id it belongs to (as Kafka's
@@ -25,18 +33,45 @@ pub struct HostedTopic {
 /// topic of the same name.
 const PARTITION_METADATA: &str = "partition.metadata";
 
-/// Hosts partition logs.
+/// Hosts partition replicas.
 pub struct ReplicaManager {
     data_dir: PathBuf,
+    local_id: i32,
     topics: RwLock<HashMap<String, HostedTopic>>,
+    /// Inter-broker address of every registered broker, for the fetchers.
+    addresses: Arc<RwLock<HashMap<i32, String>>>,
+    /// The listener other brokers are reached on (`inter.broker.listener.name`).
+    inter_broker_listener: String,
+    fetchers: ReplicaFetcherManager,
+    /// Serializes [`ReplicaManager::apply_image`]: roles change in metadata order.
+    applying: Mutex<()>,
 }
 
 impl ReplicaManager {
-    /// A manager with no partitions, storing under `data_dir`.
-    pub fn new(data_dir: PathBuf) -> Self {
+    /// A manager with no partitions, storing under `data_dir`, for broker `local_id`.
+    pub fn new(
+        data_dir: PathBuf,
+        local_id: i32,
+        inter_broker_listener: String,
+        fetcher: FetcherConfig,
+    ) -> Self {
+        let addresses: Arc<RwLock<HashMap<i32, String>>> = Arc::default();
+        let lookup = addresses.clone();
+        let resolve = Arc::new(move |broker: i32| {
+            lookup
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&broker)
+                .cloned()
+        });
         ReplicaManager {
             data_dir,
+            local_id,
             topics: RwLock::new(HashMap::new()),
+            addresses,
+            inter_broker_listener,
+            fetchers: ReplicaFetcherManager::new(fetcher, resolve),
+            applying: Mutex::new(()),
         }
     }
 
@@ -47,6 +82,11 @@ impl ReplicaManager {
 
     /// The log of one partition, if hosted.
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<PartitionLog>> {
+        self.replica(topic, partition).map(|r| r.log().clone())
+    }
+
+    /// The replica of one partition, if hosted.
+    pub fn replica(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
         topics.get(topic)?.partitions.get(&partition).cloned()
     }
@@ -63,75 +103,156 @@ impl ReplicaManager {
         topics.iter().map(|(n, t)| (n.clone(), t.clone())).collect()
     }
 
+    /// The replicas this broker leads.
+    pub fn leaders(&self) -> Vec<Arc<Partition>> {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.role() == Role::Leader)
+            .cloned()
+            .collect()
+    }
+
+    /// The partitions followed, with their leaders: (topic, partition, leader).
+    pub fn followed(&self) -> Vec<(String, i32, i32)> {
+        self.fetchers.followed()
+    }
+
     /// Directory of one partition.
     pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
         self.data_dir.join(format!("{topic}-{partition}"))
     }
 
-    /// Opens (creating if needed) the given partitions of a topic and hosts them; ones
-    /// already hosted are left as they are.
-    ///
-    /// A directory that belongs to another topic id (a deleted topic of the same name) is
-    /// removed first.
-    pub fn open_partitions(
+    /// Makes the hosted replicas what `image` says: opens the partitions with a replica here,
+    /// applies topic settings, makes each leader or follower of its current epoch (starting
+    /// and stopping fetchers), and removes replicas of deleted topics or moved partitions.
+    /// Must be called inside a tokio runtime.
+    pub fn apply_image(
         &self,
-        topic: &str,
-        topic_id: Uuid,
-        partitions: impl IntoIterator<Item = i32>,
-        config: &LogConfig,
+        image: &MetadataImage,
+        log_defaults: &BTreeMap<String, String>,
     ) -> Result<(), LogError> {
-        let mut opened = Vec::new();
-        for partition in partitions {
-            if self.partition(topic, partition).is_some() {
-                continue;
-            }
-            let dir = self.partition_dir(topic, partition);
-            prepare_partition_dir(&dir, topic_id)?;
-            opened.push((partition, PartitionLog::open(dir, config.clone())?));
-        }
-        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
-        let hosted = topics
-            .entry(topic.to_string())
-            .or_insert_with(|| HostedTopic {
-                topic_id,
-                partitions: BTreeMap::new(),
-            });
-        hosted.partitions.extend(opened);
-        Ok(())
-    }
-
-    /// Applies new settings to every partition of a topic.
-    pub fn set_config(&self, topic: &str, config: &LogConfig) {
-        if let Some(hosted) = self.topic(topic) {
-            for log in hosted.partitions.values() {
-                log.set_config(config.clone());
+        let _applying = self.applying.lock().unwrap_or_else(PoisonError::into_inner);
+        {
+            let mut addresses = self.addresses.write().unwrap_or_else(|e| e.into_inner());
+            addresses.clear();
+            for broker in image.brokers() {
+                let endpoint = broker
+                    .endpoint(&self.inter_broker_listener)
+                    .or_else(|| broker.listeners.first());
+                if let Some(e) = endpoint {
+                    addresses.insert(broker.broker_id, format!("{}:{}", e.host, e.port));
+                }
             }
         }
+        self.remove_unassigned(image);
+        let mut first_error = None;
+        for topic in image.topics() {
+            let log_config = topic_config::log_config(log_defaults, &topic.configs);
+            let min_isr = topic_config::min_insync_replicas(log_defaults, &topic.configs);
+            let configs_changed = self
+                .topic(&topic.name)
+                .is_some_and(|hosted| hosted.configs != topic.configs);
+            for (&index, state) in &topic.partition_states {
+                if !state.replicas.contains(&self.local_id) {
+                    continue;
+                }
+                let replica = match self.replica(&topic.name, index) {
+                    Some(replica) => {
+                        if configs_changed {
+                            replica.log().set_config(log_config.clone());
+                        }
+                        replica
+                    }
+                    None => {
+                        let dir = self.partition_dir(&topic.name, index);
+                        let opened = prepare_partition_dir(&dir, topic.topic_id)
+                            .and_then(|()| PartitionLog::open(dir, log_config.clone()));
+                        let log = match opened {
+                            Ok(log) => log,
+                            Err(error) => {
+                                tracing::error!(topic = %topic.name, partition = index, %error, "cannot open partition");
+                                first_error.get_or_insert(error);
+                                continue;
+                            }
+                        };
+                        let replica =
+                            Partition::new(&topic.name, index, topic.topic_id, self.local_id, log);
+                        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+                        topics
+                            .entry(topic.name.clone())
+                            .or_insert_with(|| HostedTopic {
+                                topic_id: topic.topic_id,
+                                partitions: BTreeMap::new(),
+                                configs: topic.configs.clone(),
+                            })
+                            .partitions
+                            .insert(index, replica.clone());
+                        replica
+                    }
+                };
+                match replica.apply_metadata(state, min_isr) {
+                    RoleChange::Unchanged => {}
+                    RoleChange::BecameLeader => self.fetchers.remove(&topic.name, index),
+                    RoleChange::BecameFollower { leader } if leader >= 0 => {
+                        self.fetchers
+                            .add(leader, replica.clone(), state.leader_epoch)
+                    }
+                    RoleChange::BecameFollower { .. } => self.fetchers.remove(&topic.name, index),
+                }
+            }
+            if let Some(hosted) = self
+                .topics
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&topic.name)
+            {
+                hosted.configs = topic.configs.clone();
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
-    /// Stops hosting a topic, closes its logs and removes their directories.
-    ///
-    /// Directories are renamed first (one atomic step) so that a crash half-way through
-    /// removal leaves nothing that looks like a live partition.
-    pub fn remove_topic(&self, topic: &str) {
-        let removed = {
+    /// Stops hosting what the metadata no longer puts here: deleted topics (or a topic of the
+    /// same name with a new id) and partitions moved to other brokers.
+    fn remove_unassigned(&self, image: &MetadataImage) {
+        let mut removed = Vec::new();
+        {
             let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
-            topics.remove(topic)
-        };
-        let Some(hosted) = removed else { return };
-        for log in hosted.partitions.into_values() {
-            if let Err(error) = log.close() {
-                tracing::warn!(%topic, %error, "closing a deleted partition failed");
+            topics.retain(|name, hosted| {
+                let current = image.topic(name).filter(|t| t.topic_id == hosted.topic_id);
+                hosted.partitions.retain(|index, replica| {
+                    let keep = current
+                        .and_then(|t| t.partition(*index))
+                        .is_some_and(|p| p.replicas.contains(&self.local_id));
+                    if !keep {
+                        removed.push(replica.clone());
+                    }
+                    keep
+                });
+                current.is_some() && !hosted.partitions.is_empty()
+            });
+        }
+        for replica in removed {
+            self.fetchers.remove(replica.topic(), replica.index());
+            if let Err(error) = replica.log().close() {
+                tracing::warn!(topic = %replica.topic(), partition = replica.index(), %error, "closing a removed partition failed");
             }
-            remove_partition_dir(log.dir());
+            tracing::info!(topic = %replica.topic(), partition = replica.index(), "removed replica");
+            remove_partition_dir(replica.log().dir());
         }
     }
 
-    /// Closes every log (clean shutdown).
+    /// Stops every fetcher and closes every log (clean shutdown).
     pub fn close_all(&self) {
+        self.fetchers.shutdown();
         for (name, hosted) in self.all() {
-            for (partition, log) in &hosted.partitions {
-                if let Err(error) = log.close() {
+            for (partition, replica) in &hosted.partitions {
+                if let Err(error) = replica.log().close() {
                     tracing::error!(topic = %name, partition, %error, "closing partition failed");
                 }
             }

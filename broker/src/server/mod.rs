@@ -89,6 +89,11 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::
     let mut connections = JoinSet::new();
     let maintenance = tokio::spawn(run_maintenance(broker.clone(), shutdown.clone()));
     let group_timer = tokio::spawn(run_group_timer(broker.clone(), shutdown.clone()));
+    broker.alter_partition.start_isr_expiration(
+        broker.replicas.clone(),
+        Duration::from_millis(30_000),
+        shutdown.clone(),
+    );
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -147,7 +152,8 @@ async fn run_maintenance(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool
             _ = tokio::time::sleep(interval) => {}
         }
         for (topic, hosted) in broker.replicas.all() {
-            for (partition, log) in hosted.partitions {
+            for (partition, replica) in hosted.partitions {
+                let log = replica.log().clone();
                 let now = crate::api::now_ms();
                 let outcome = tokio::task::spawn_blocking(move || log.run_maintenance(now)).await;
                 match outcome {

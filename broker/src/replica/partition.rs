@@ -1,0 +1,657 @@
+//! One hosted replica of a partition and its place in the partition's replication (Kafka's
+//! `Partition`): leader or follower, leader epoch, ISR and high watermark; on the leader, what
+//! each follower has fetched.
+//!
+//! The metadata decides roles ([`Partition::apply_metadata`]); this type enforces them on
+//! every request: only the leader of the current epoch appends client records, consumers
+//! read up to the high watermark, and a follower's fetch moves the high watermark and may
+//! ask the controller to let it back into the ISR.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::error::ResponseError;
+use crate::log::{AppendInfo, LogError, PartitionLog};
+use crate::metadata::PartitionImage;
+
+/// A refusal with Kafka's error code and a message for the client.
+pub type Refusal = (ResponseError, String);
+
+/// What this broker is for the partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// It takes writes and serves consumers.
+    Leader,
+    /// It fetches from `leader` (-1: no leader right now).
+    Follower {
+        /// The leader's broker id.
+        leader: i32,
+    },
+}
+
+/// What a metadata update changed for this replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleChange {
+    /// Nothing that the fetchers care about.
+    Unchanged,
+    /// It became leader (of a new epoch).
+    BecameLeader,
+    /// It now follows `leader` (a new leader or a new epoch).
+    BecameFollower {
+        /// The leader to fetch from (-1: none).
+        leader: i32,
+    },
+}
+
+/// What the leader knows of one follower.
+#[derive(Clone, Copy, Debug)]
+struct FollowerState {
+    /// The follower's log end offset, from its last fetch offset (-1: unknown).
+    log_end_offset: i64,
+    /// Last time it was caught up with the leader's log end offset.
+    last_caught_up: Instant,
+    /// The leader's log end offset when the follower last fetched, and when: a follower
+    /// that reaches it was caught up at that time (Kafka's rule).
+    leader_end_at_last_fetch: i64,
+    last_fetch: Instant,
+}
+
+#[derive(Debug)]
+struct ReplicaState {
+    role: Role,
+    leader_epoch: i32,
+    partition_epoch: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    /// An ISR change sent to the controller and not yet seen in the metadata. While
+    /// expanding, the new member counts for the high watermark at once (the larger set is
+    /// the safe one); while shrinking, the old members count until it is committed.
+    pending_isr: Option<Vec<i32>>,
+    followers: BTreeMap<i32, FollowerState>,
+    /// Log end offset when this replica became leader of `leader_epoch`: a follower joins the
+    /// ISR only once it has reached it (it then has everything of earlier epochs).
+    leader_epoch_start_offset: i64,
+    high_watermark: i64,
+    min_insync_replicas: usize,
+}
+
+impl ReplicaState {
+    /// The replicas whose log end counts for the high watermark.
+    fn maximal_isr(&self) -> Vec<i32> {
+        let mut members = self.isr.clone();
+        if let Some(pending) = &self.pending_isr {
+            for id in pending {
+                if !members.contains(id) {
+                    members.push(*id);
+                }
+            }
+        }
+        members
+    }
+}
+
+/// A follower's fetch, as the leader answers it.
+#[derive(Debug)]
+pub enum FollowerFetch {
+    /// Records from the fetch offset (possibly none).
+    Records {
+        /// The batches.
+        records: Bytes,
+        /// The leader's high watermark after this fetch.
+        high_watermark: i64,
+        /// The leader's log start offset.
+        log_start_offset: i64,
+        /// An ISR the controller should be asked for (the follower caught up).
+        expand_isr: Option<Vec<i32>>,
+    },
+    /// The follower's log diverges from the leader's after `end_offset` of `epoch`: it must
+    /// truncate there (KIP-320's DivergingEpoch).
+    Diverging {
+        /// The largest epoch of the leader not above the follower's last fetched epoch.
+        epoch: i32,
+        /// Where that epoch ends on the leader.
+        end_offset: i64,
+        /// The leader's high watermark.
+        high_watermark: i64,
+        /// The leader's log start offset.
+        log_start_offset: i64,
+    },
+}
+
+/// One hosted replica.
+#[derive(Debug)]
+pub struct Partition {
+    topic: String,
+    index: i32,
+    topic_id: Uuid,
+    local_id: i32,
+    log: Arc<PartitionLog>,
+    state: Mutex<ReplicaState>,
+    hw_tx: watch::Sender<i64>,
+}
+
+impl Partition {
+    /// A replica over `log`, a follower without a leader until the metadata says more.
+    pub fn new(
+        topic: impl Into<String>,
+        index: i32,
+        topic_id: Uuid,
+        local_id: i32,
+        log: Arc<PartitionLog>,
+    ) -> Arc<Partition> {
+        // Until it learns better, a replica only vouches for what it has itself; a leader's
+        // followers and the first fetches move it from there.
+        let high_watermark = log.log_end_offset();
+        let (hw_tx, _) = watch::channel(high_watermark);
+        Arc::new(Partition {
+            topic: topic.into(),
+            index,
+            topic_id,
+            local_id,
+            log,
+            state: Mutex::new(ReplicaState {
+                role: Role::Follower { leader: -1 },
+                leader_epoch: -1,
+                partition_epoch: -1,
+                replicas: Vec::new(),
+                isr: Vec::new(),
+                pending_isr: None,
+                followers: BTreeMap::new(),
+                leader_epoch_start_offset: 0,
+                high_watermark,
+                min_insync_replicas: 1,
+            }),
+            hw_tx,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ReplicaState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition index.
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+
+    /// The topic id.
+    pub fn topic_id(&self) -> Uuid {
+        self.topic_id
+    }
+
+    /// This broker's id.
+    pub fn local_id(&self) -> i32 {
+        self.local_id
+    }
+
+    /// The local log.
+    pub fn log(&self) -> &Arc<PartitionLog> {
+        &self.log
+    }
+
+    /// Leader or follower.
+    pub fn role(&self) -> Role {
+        self.lock().role
+    }
+
+    /// The current leader epoch (-1 before the first metadata).
+    pub fn leader_epoch(&self) -> i32 {
+        self.lock().leader_epoch
+    }
+
+    /// The in-sync replicas as the metadata last said.
+    pub fn isr(&self) -> Vec<i32> {
+        self.lock().isr.clone()
+    }
+
+    /// The high watermark: the offset below which every in-sync replica has the records.
+    pub fn high_watermark(&self) -> i64 {
+        self.lock().high_watermark
+    }
+
+    /// A watch of the high watermark (produce with acks=all and consumer fetches await it).
+    pub fn subscribe_high_watermark(&self) -> watch::Receiver<i64> {
+        self.hw_tx.subscribe()
+    }
+
+    /// Applies the partition's state from the metadata. `min_insync_replicas` is the topic's
+    /// effective `min.insync.replicas`.
+    pub fn apply_metadata(&self, image: &PartitionImage, min_insync_replicas: usize) -> RoleChange {
+        let mut st = self.lock();
+        st.min_insync_replicas = min_insync_replicas.max(1);
+        if image.leader_epoch < st.leader_epoch {
+            // Metadata older than what we acted on: never go back.
+            return RoleChange::Unchanged;
+        }
+        let new_epoch = image.leader_epoch > st.leader_epoch;
+        st.replicas = image.replicas.clone();
+        if image.partition_epoch >= st.partition_epoch {
+            st.partition_epoch = image.partition_epoch;
+            st.isr = image.isr.clone();
+            if st.pending_isr.as_ref() == Some(&image.isr) {
+                st.pending_isr = None;
+            }
+        }
+        let change = if image.leader == self.local_id {
+            if new_epoch || st.role != Role::Leader {
+                st.leader_epoch = image.leader_epoch;
+                st.role = Role::Leader;
+                st.pending_isr = None;
+                let end = self.log.log_end_offset();
+                st.leader_epoch_start_offset = end;
+                let now = Instant::now();
+                // Kafka's rule: followers start with an unknown position; ISR members get the
+                // lag budget from now, so a leader change alone shrinks no ISR.
+                st.followers = st
+                    .replicas
+                    .iter()
+                    .filter(|id| **id != self.local_id)
+                    .map(|id| {
+                        (
+                            *id,
+                            FollowerState {
+                                log_end_offset: -1,
+                                last_caught_up: now,
+                                leader_end_at_last_fetch: end,
+                                last_fetch: now,
+                            },
+                        )
+                    })
+                    .collect();
+                if let Err(error) = self.log.assign_leader_epoch(image.leader_epoch) {
+                    tracing::error!(topic = %self.topic, partition = self.index, %error, "cannot record the new leader epoch");
+                }
+                tracing::info!(topic = %self.topic, partition = self.index, epoch = image.leader_epoch, isr = ?st.isr, "became leader");
+                RoleChange::BecameLeader
+            } else {
+                RoleChange::Unchanged
+            }
+        } else {
+            let was = st.role;
+            st.leader_epoch = image.leader_epoch;
+            st.role = Role::Follower {
+                leader: image.leader,
+            };
+            st.followers.clear();
+            st.pending_isr = None;
+            if new_epoch || was != st.role {
+                tracing::info!(topic = %self.topic, partition = self.index, leader = image.leader, epoch = image.leader_epoch, "following");
+                RoleChange::BecameFollower {
+                    leader: image.leader,
+                }
+            } else {
+                RoleChange::Unchanged
+            }
+        };
+        self.advance_high_watermark(&mut st);
+        change
+    }
+
+    /// Checks a client's view of the leader epoch (KIP-320): an older one is fenced, a newer
+    /// one is unknown here yet. -1 means the client does not say.
+    fn check_epoch(st: &ReplicaState, current_leader_epoch: i32) -> Result<(), Refusal> {
+        if current_leader_epoch < 0 || current_leader_epoch == st.leader_epoch {
+            Ok(())
+        } else if current_leader_epoch < st.leader_epoch {
+            Err((
+                ResponseError::FencedLeaderEpoch,
+                format!(
+                    "leader epoch {current_leader_epoch} is older than the current {}",
+                    st.leader_epoch
+                ),
+            ))
+        } else {
+            Err((
+                ResponseError::UnknownLeaderEpoch,
+                format!(
+                    "leader epoch {current_leader_epoch} is newer than this broker knows ({})",
+                    st.leader_epoch
+                ),
+            ))
+        }
+    }
+
+    fn not_leader(&self, st: &ReplicaState) -> Refusal {
+        let leader = match st.role {
+            Role::Leader => self.local_id,
+            Role::Follower { leader } => leader,
+        };
+        (
+            ResponseError::NotLeaderOrFollower,
+            format!(
+                "broker {} is not the leader of {}-{} (leader: {leader}, epoch {})",
+                self.local_id, self.topic, self.index, st.leader_epoch
+            ),
+        )
+    }
+
+    /// Appends a client's batches as leader. With `acks=all`, an ISR below
+    /// `min.insync.replicas` refuses before writing (NOT_ENOUGH_REPLICAS).
+    pub fn append_as_leader(
+        &self,
+        records: Bytes,
+        acks: i16,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, i32), Refusal> {
+        let mut st = self.lock();
+        if st.role != Role::Leader {
+            return Err(self.not_leader(&st));
+        }
+        if acks == -1 && st.isr.len() < st.min_insync_replicas {
+            return Err((
+                ResponseError::NotEnoughReplicas,
+                format!(
+                    "{} in-sync replicas ({:?}) for {}-{}, min.insync.replicas is {}",
+                    st.isr.len(),
+                    st.isr,
+                    self.topic,
+                    self.index,
+                    st.min_insync_replicas
+                ),
+            ));
+        }
+        let epoch = st.leader_epoch;
+        let info = self
+            .log
+            .append_as_leader(records, now_ms, epoch)
+            .map_err(|e| (ResponseError::from(&e), e.to_string()))?;
+        self.advance_high_watermark(&mut st);
+        Ok((info, epoch))
+    }
+
+    /// Waits until the in-sync replicas have everything up to `last_offset` (acks=all), or the
+    /// leadership moved (NOT_LEADER_OR_FOLLOWER), or `timeout` passed (REQUEST_TIMED_OUT).
+    /// An ISR that shrank below `min.insync.replicas` meanwhile answers
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND: the records are written but not safe as asked.
+    pub async fn wait_for_isr(
+        &self,
+        last_offset: i64,
+        epoch: i32,
+        timeout: Duration,
+    ) -> Result<(), Refusal> {
+        let mut hw = self.hw_tx.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            {
+                let st = self.lock();
+                if st.leader_epoch != epoch || st.role != Role::Leader {
+                    return Err(self.not_leader(&st));
+                }
+                if st.high_watermark > last_offset {
+                    if st.isr.len() < st.min_insync_replicas {
+                        return Err((
+                            ResponseError::NotEnoughReplicasAfterAppend,
+                            format!(
+                                "written, but the ISR shrank to {:?}, below min.insync.replicas {}",
+                                st.isr, st.min_insync_replicas
+                            ),
+                        ));
+                    }
+                    return Ok(());
+                }
+            }
+            match tokio::time::timeout_at(deadline, hw.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    return Err((
+                        ResponseError::RequestTimedOut,
+                        format!(
+                            "the in-sync replicas of {}-{} did not acknowledge offset {last_offset} in time",
+                            self.topic, self.index
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Reads for a consumer: only the leader serves, and only up to the high watermark.
+    /// Returns the records and the high watermark they were read under.
+    pub fn read_for_consumer(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        current_leader_epoch: i32,
+    ) -> Result<(Bytes, i64), Refusal> {
+        let high_watermark = {
+            let st = self.lock();
+            if st.role != Role::Leader {
+                return Err(self.not_leader(&st));
+            }
+            Self::check_epoch(&st, current_leader_epoch)?;
+            st.high_watermark
+        };
+        let records = self
+            .log
+            .read_up_to(offset, max_bytes, high_watermark)
+            .map_err(|e| (ResponseError::from(&e), e.to_string()))?;
+        Ok((records, high_watermark))
+    }
+
+    /// Checks that a request may be served here as leader of the current epoch (ListOffsets,
+    /// DeleteRecords, ...).
+    pub fn check_leader(&self, current_leader_epoch: i32) -> Result<(), Refusal> {
+        let st = self.lock();
+        if st.role != Role::Leader {
+            return Err(self.not_leader(&st));
+        }
+        Self::check_epoch(&st, current_leader_epoch)
+    }
+
+    /// Serves a follower's fetch: records from `fetch_offset` (beyond the high watermark:
+    /// followers need them to move it), or where its log diverges. The fetch offset is the
+    /// follower's (durable) log end: it moves the high watermark and may qualify the
+    /// follower for the ISR.
+    pub fn fetch_from_follower(
+        &self,
+        replica_id: i32,
+        fetch_offset: i64,
+        last_fetched_epoch: i32,
+        current_leader_epoch: i32,
+        max_bytes: usize,
+    ) -> Result<FollowerFetch, Refusal> {
+        let mut st = self.lock();
+        if st.role != Role::Leader {
+            return Err(self.not_leader(&st));
+        }
+        Self::check_epoch(&st, current_leader_epoch)?;
+        if !st.replicas.contains(&replica_id) || replica_id == self.local_id {
+            return Err((
+                ResponseError::NotLeaderOrFollower,
+                format!(
+                    "broker {replica_id} is not a replica of {}-{} (replicas {:?})",
+                    self.topic, self.index, st.replicas
+                ),
+            ));
+        }
+        let log_start_offset = self.log.log_start_offset();
+        if last_fetched_epoch >= 0 {
+            let (epoch, end_offset) = self.log.end_offset_for_epoch(last_fetched_epoch);
+            if epoch != last_fetched_epoch || end_offset < fetch_offset {
+                // No epoch of ours is that old: everything the follower has from before our
+                // log start is unknown here, so it keeps nothing past our log start.
+                let end_offset = if epoch < 0 {
+                    log_start_offset
+                } else {
+                    end_offset
+                };
+                return Ok(FollowerFetch::Diverging {
+                    epoch,
+                    end_offset,
+                    high_watermark: st.high_watermark,
+                    log_start_offset,
+                });
+            }
+        }
+        let leader_end = self.log.log_end_offset();
+        if fetch_offset > leader_end {
+            return Err((
+                ResponseError::OffsetOutOfRange,
+                format!("fetch offset {fetch_offset} is beyond the log end {leader_end}"),
+            ));
+        }
+        let now = Instant::now();
+        if let Some(follower) = st.followers.get_mut(&replica_id) {
+            if fetch_offset >= leader_end {
+                follower.last_caught_up = now;
+            } else if fetch_offset >= follower.leader_end_at_last_fetch {
+                // It has reached where the leader was at its previous fetch: it was caught up
+                // then.
+                follower.last_caught_up = follower.last_fetch;
+            }
+            follower.log_end_offset = fetch_offset;
+            follower.leader_end_at_last_fetch = leader_end;
+            follower.last_fetch = now;
+        }
+        let expand_isr = self.maybe_expand_isr(&mut st, replica_id, fetch_offset);
+        self.advance_high_watermark(&mut st);
+        let high_watermark = st.high_watermark;
+        drop(st);
+        let records = self
+            .log
+            .read(fetch_offset, max_bytes)
+            .map_err(|e| (ResponseError::from(&e), e.to_string()))?;
+        Ok(FollowerFetch::Records {
+            records,
+            high_watermark,
+            log_start_offset,
+            expand_isr,
+        })
+    }
+
+    /// A follower outside the ISR joins it once it has the high watermark and everything of
+    /// the current epoch's start (KIP-841: and it is not fenced; the controller checks that).
+    fn maybe_expand_isr(
+        &self,
+        st: &mut ReplicaState,
+        replica_id: i32,
+        fetch_offset: i64,
+    ) -> Option<Vec<i32>> {
+        if st.maximal_isr().contains(&replica_id) {
+            return None;
+        }
+        if fetch_offset < st.high_watermark || fetch_offset < st.leader_epoch_start_offset {
+            return None;
+        }
+        let mut isr = st.isr.clone();
+        isr.push(replica_id);
+        isr.sort_unstable();
+        st.pending_isr = Some(isr.clone());
+        Some(isr)
+    }
+
+    /// The ISR without the followers that have not caught up for `max_lag`
+    /// (`replica.lag.time.max.ms`), if that removes any; the caller asks the controller.
+    pub fn maybe_shrink_isr(&self, max_lag: Duration) -> Option<Vec<i32>> {
+        let mut st = self.lock();
+        if st.role != Role::Leader || st.pending_isr.is_some() {
+            return None;
+        }
+        let now = Instant::now();
+        let lagging: Vec<i32> = st
+            .isr
+            .iter()
+            .copied()
+            .filter(|id| *id != self.local_id)
+            .filter(|id| {
+                st.followers
+                    .get(id)
+                    .is_none_or(|f| now.duration_since(f.last_caught_up) > max_lag)
+            })
+            .collect();
+        if lagging.is_empty() {
+            return None;
+        }
+        let isr: Vec<i32> = st
+            .isr
+            .iter()
+            .copied()
+            .filter(|id| !lagging.contains(id))
+            .collect();
+        tracing::info!(topic = %self.topic, partition = self.index, ?lagging, new_isr = ?isr, "shrinking ISR");
+        st.pending_isr = Some(isr.clone());
+        Some(isr)
+    }
+
+    /// Forgets an ISR change the controller refused, so that it can be proposed again.
+    pub fn clear_pending_isr(&self) {
+        self.lock().pending_isr = None;
+    }
+
+    /// The partition epoch the next AlterPartition must name.
+    pub fn partition_epoch(&self) -> i32 {
+        self.lock().partition_epoch
+    }
+
+    /// On the leader: the high watermark is the smallest log end offset over the ISR (the
+    /// larger of the current and a pending ISR). On a follower it only follows what the
+    /// leader says ([`Partition::follower_high_watermark`]).
+    fn advance_high_watermark(&self, st: &mut ReplicaState) {
+        if st.role != Role::Leader {
+            return;
+        }
+        let mut candidate = self.log.log_end_offset();
+        for id in st.maximal_isr() {
+            if id == self.local_id {
+                continue;
+            }
+            match st.followers.get(&id) {
+                Some(f) if f.log_end_offset >= 0 => candidate = candidate.min(f.log_end_offset),
+                // A member we have not heard from yet holds the high watermark where it is.
+                _ => candidate = candidate.min(st.high_watermark),
+            }
+        }
+        if candidate > st.high_watermark {
+            st.high_watermark = candidate;
+            self.hw_tx.send_replace(candidate);
+        }
+    }
+
+    /// On a follower: appends what the leader sent, exactly as the leader stored it.
+    pub fn append_as_follower(&self, records: Bytes) -> Result<AppendInfo, LogError> {
+        self.log.append_as_follower(records)
+    }
+
+    /// On a follower: takes the leader's high watermark, capped at the local log end.
+    pub fn follower_high_watermark(&self, leader_high_watermark: i64) {
+        let mut st = self.lock();
+        if st.role == Role::Leader {
+            return;
+        }
+        let hw = leader_high_watermark.min(self.log.log_end_offset());
+        if hw != st.high_watermark {
+            st.high_watermark = hw;
+            self.hw_tx.send_replace(hw);
+        }
+    }
+
+    /// On a follower: truncates the divergent suffix, never below what the leader said.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        self.log.truncate_to(offset)?;
+        let mut st = self.lock();
+        if st.high_watermark > offset {
+            st.high_watermark = offset;
+            self.hw_tx.send_replace(offset);
+        }
+        Ok(())
+    }
+
+    /// The leader's state of each follower, for metrics and tests: (id, log end offset).
+    pub fn follower_positions(&self) -> Vec<(i32, i64)> {
+        self.lock()
+            .followers
+            .iter()
+            .map(|(id, f)| (*id, f.log_end_offset))
+            .collect()
+    }
+}
