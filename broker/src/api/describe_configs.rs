@@ -172,7 +172,11 @@ fn broker_settings(broker: &Broker) -> Vec<(String, String, i8)> {
         ("log.dirs".to_string(), c.data_dir.display().to_string(), 2),
         (
             "advertised.listeners".to_string(),
-            format!("PLAINTEXT://{}:{}", c.advertised_host, c.advertised_port),
+            c.advertised_listeners
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             2,
         ),
     ];

@@ -67,9 +67,7 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, BrokerErro
         source,
     })?;
     // Listening on port 0 (tests, embedding): clients must be told the port actually bound.
-    if config.advertised_port == 0 {
-        config.advertised_port = local_addr.port();
-    }
+    config.set_bound_client_port(local_addr.port());
     let broker = Broker::open(config)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(serve(broker.clone(), listener, shutdown_rx));
