@@ -736,3 +736,24 @@ mod tests {
         assert!(err.contains("`min.insync.replicas`"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod readme_example {
+    #![allow(clippy::unwrap_used)]
+    use super::super::{parse_settings_toml, BrokerConfig};
+
+    /// The three-node example of README.md's "Cluster settings" must stay valid.
+    #[test]
+    fn the_readme_cluster_example_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let start = readme.find("```toml\nnode.id = 2").unwrap() + "```toml\n".len();
+        let end = start + readme[start..].find("```").unwrap();
+        let settings = parse_settings_toml(&readme[start..end]).unwrap();
+        let config = BrokerConfig::from_settings(&settings, None, None).unwrap();
+        assert_eq!(config.node_id, 2);
+        assert_eq!(config.quorum_voters.len(), 3);
+        assert_eq!(config.controller_listener().map(|l| l.port), Some(19094));
+        assert_eq!(config.inter_broker_advertised(), ("broker2.example", 9192));
+    }
+}
