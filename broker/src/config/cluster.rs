@@ -498,6 +498,19 @@ mod tests {
         config.set_bound_client_port(45678);
         assert_eq!(config.advertised_port, 45678);
         assert_eq!(config.inter_broker_advertised(), ("127.0.0.1", 45678));
+        assert_eq!(
+            config.voter_addresses().get(&1).map(String::as_str),
+            Some("127.0.0.1:45678")
+        );
+        // A controller listener on port 0 is not the client's port: its voter keeps port 0.
+        let settings = parse_overrides(&[
+            "listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:0".to_string(),
+        ])
+        .unwrap();
+        let mut config = BrokerConfig::from_settings(&settings, None, None).unwrap();
+        config.set_bound_client_port(45678);
+        assert_eq!(config.quorum_voters[0].port, 0);
+        assert_eq!(config.advertised_port, 45678);
     }
 
     #[test]

@@ -499,7 +499,8 @@ impl BrokerConfig {
     }
 
     /// Records the port the client listener actually bound when it was configured as port 0,
-    /// so what is advertised (Metadata, the inter-broker address) is dialable.
+    /// so what is advertised (Metadata, the inter-broker address, a default voter on the
+    /// client listener) is dialable.
     pub fn set_bound_client_port(&mut self, port: u16) {
         if self.advertised_port == 0 {
             self.advertised_port = port;
@@ -508,6 +509,16 @@ impl BrokerConfig {
         if let Some(advertised) = self.advertised_listeners.get_mut(index) {
             if advertised.port == 0 {
                 advertised.port = port;
+            }
+        }
+        // Only a defaulted voter has port 0 (a given one is rejected), and without a
+        // controller listener the default voter is the client listener.
+        if self.controller_listener().is_none() {
+            let node_id = self.node_id;
+            for voter in &mut self.quorum_voters {
+                if voter.id == node_id && voter.port == 0 {
+                    voter.port = port;
+                }
             }
         }
     }
