@@ -119,8 +119,8 @@ pub(super) fn resolve(
             }
         }
     } else if let Some(listener) = listeners.iter().find(|l| is_controller_name(&l.name)) {
-        // Kafka forbids it: a broker-only node's controller listener names are the
-        // controllers' listeners, and clients would be sent to a port no one serves.
+        // Kafka forbids it: on a broker-only node these names say how to dial the
+        // controllers; a local listener of that name would be served by nobody.
         return Err(invalid(
             LISTENERS,
             &listeners_value,
@@ -511,6 +511,22 @@ mod tests {
         config.set_bound_client_port(45678);
         assert_eq!(config.quorum_voters[0].port, 0);
         assert_eq!(config.advertised_port, 45678);
+    }
+
+    #[test]
+    fn node_ids_are_non_negative_and_agree_with_broker_id() {
+        let err = error(&["node.id=-1"]);
+        assert!(
+            err.contains("`node.id`") && err.contains("negative"),
+            "{err}"
+        );
+        let err = error(&["node.id=2", "broker.id=3"]);
+        assert!(
+            err.contains("`broker.id`") && err.contains("node.id (2)"),
+            "{err}"
+        );
+        assert_eq!(config(&["node.id=2", "broker.id=2"]).unwrap().node_id, 2);
+        assert_eq!(config(&["broker.id=5"]).unwrap().node_id, 5);
     }
 
     #[test]

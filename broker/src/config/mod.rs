@@ -227,6 +227,23 @@ impl BrokerConfig {
             Some(v) => parse_num::<i32>("node.id", v)?,
             None => 1,
         };
+        if node_id < 0 {
+            // -1 means "no node" in Kafka's protocol (a partition without a leader).
+            return Err(invalid(
+                "node.id",
+                &node_id.to_string(),
+                "must not be negative",
+            ));
+        }
+        if let (Some(_), Some(alias)) = (get("node.id"), get("broker.id")) {
+            if parse_num::<i32>("broker.id", alias)? != node_id {
+                return Err(invalid(
+                    "broker.id",
+                    alias,
+                    format!("differs from node.id ({node_id}); set one of them"),
+                ));
+            }
+        }
         let process_roles = match get("process.roles") {
             Some(v) => ProcessRoles::parse(v)?,
             None => ProcessRoles::default(),
