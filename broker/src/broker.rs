@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::group::{GroupCoordinator, OffsetMetadataManager};
+use crate::meta_properties;
 use crate::metadata::{Controller, ProducerIdManager};
 use crate::replica::{AlterPartitionManager, FetcherConfig, ReplicaManager};
 
@@ -36,7 +37,8 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Locks the data dir, replays metadata and opens every partition.
+    /// Locks the data dir, checks it belongs to this node (`meta.properties`, written on first
+    /// start), replays metadata and opens every partition.
     ///
     /// Must run inside a tokio runtime (partition logs start their flushers).
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
@@ -46,13 +48,17 @@ impl Broker {
             source,
         })?;
         let lock = lock_data_dir(&config.data_dir)?;
+        // Before anything in the dir is replayed or cleaned up: another node's dir must not be
+        // touched. The cluster id is checked once the controller has it.
+        meta_properties::check_node_id(&config.data_dir, config.node_id)?;
         let replicas = Arc::new(ReplicaManager::new(
             config.data_dir.clone(),
             config.node_id,
-            "PLAINTEXT".to_string(),
+            config.inter_broker_listener_name.clone(),
             fetcher_config(&config),
         ));
         let controller = Arc::new(Controller::open(config.clone(), replicas.clone())?);
+        meta_properties::check_or_write(&config.data_dir, controller.cluster_id(), config.node_id)?;
         let groups = GroupCoordinator::new(&config);
         let offsets = OffsetMetadataManager::new(&config, controller.clone(), replicas.clone());
         offsets.load(&groups);
@@ -84,8 +90,8 @@ impl Broker {
 pub fn fetcher_config(config: &BrokerConfig) -> FetcherConfig {
     FetcherConfig {
         local_id: config.node_id,
-        max_wait: Duration::from_millis(500),
-        max_bytes_per_partition: 1 << 20,
+        max_wait: Duration::from_millis(config.replica_fetch_wait_max_ms),
+        max_bytes_per_partition: config.replica_fetch_max_bytes,
         response_max_bytes: 10 << 20,
         backoff: Duration::from_millis(1000),
         request_timeout: Duration::from_secs(30),
@@ -112,5 +118,117 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<File, BrokerError> {
             context: format!("locking {}", path.display()),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::meta_properties::{MetaPropertiesError, FILE_NAME};
+
+    fn config(dir: &Path, node_id: i32) -> BrokerConfig {
+        let settings = BTreeMap::from([("node.id".to_string(), node_id.to_string())]);
+        BrokerConfig::from_settings(
+            &settings,
+            Some("127.0.0.1:0".parse().unwrap()),
+            Some(dir.to_path_buf()),
+        )
+        .unwrap()
+    }
+
+    /// The error opening `dir` as `node_id` gives; the broker must not open.
+    fn open_error(dir: &Path, node_id: i32) -> BrokerError {
+        match Broker::open(config(dir, node_id)) {
+            Ok(_) => panic!("opened {} as node {node_id}", dir.display()),
+            Err(error) => error,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broker_reopens_on_its_own_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Broker::open(config(dir.path(), 1)).unwrap();
+        let cluster_id = first.controller.cluster_id().to_string();
+        drop(first);
+        let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        assert!(
+            text.contains(&format!("cluster.id={cluster_id}\n")),
+            "{text}"
+        );
+        assert!(text.contains("node.id=1\n"), "{text}");
+
+        let again = Broker::open(config(dir.path(), 1)).unwrap();
+        assert_eq!(again.controller.cluster_id(), cluster_id);
+    }
+
+    #[tokio::test]
+    async fn another_node_id_on_the_dir_is_refused_naming_both_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Broker::open(config(dir.path(), 1)).unwrap();
+        let cluster_id = first.controller.cluster_id().to_string();
+        drop(first);
+        let error = open_error(dir.path(), 2);
+        assert!(
+            matches!(
+                error,
+                BrokerError::MetaProperties(MetaPropertiesError::NodeMismatch {
+                    found_node_id: 1,
+                    node_id: 2,
+                    ..
+                })
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("cluster {cluster_id} node 1, not node 2")),
+            "{message}"
+        );
+        // The refusal changed nothing: node 1 still opens the dir.
+        Broker::open(config(dir.path(), 1)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dir_of_another_cluster_is_refused_naming_both_cluster_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Broker::open(config(dir.path(), 1)).unwrap();
+        let cluster_id = first.controller.cluster_id().to_string();
+        drop(first);
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "version=1\ncluster.id=OtherClusterAAAAAAAAAA\nnode.id=1\n",
+        )
+        .unwrap();
+        let error = open_error(dir.path(), 1);
+        assert!(
+            matches!(
+                error,
+                BrokerError::MetaProperties(MetaPropertiesError::Mismatch { .. })
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!(
+                "belongs to cluster OtherClusterAAAAAAAAAA node 1, not cluster {cluster_id} node 1"
+            )),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_meta_properties_stops_the_broker_with_a_message() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "version=1\nnode.id=1\n").unwrap();
+        let message = open_error(dir.path(), 1).to_string();
+        assert!(
+            message.contains("meta.properties is malformed"),
+            "{message}"
+        );
+        assert!(message.contains("no `cluster.id`"), "{message}");
     }
 }

@@ -43,6 +43,11 @@ pub enum BrokerError {
     /// The metadata log failed.
     #[error(transparent)]
     Metadata(#[from] crate::metadata::MetadataLogError),
+    /// The data dir belongs to another cluster or node
+    /// ([`MetaPropertiesError::Mismatch`](crate::meta_properties::MetaPropertiesError::Mismatch),
+    /// `NodeMismatch`), or its `meta.properties` is unreadable or malformed.
+    #[error(transparent)]
+    MetaProperties(#[from] crate::meta_properties::MetaPropertiesError),
     /// A partition log could not be opened.
     #[error("storage: {0}")]
     Storage(String),

@@ -25,7 +25,8 @@
 //!   that changes topics, topic settings and producer ids;
 //! - [`error`] is the error vocabulary: what stops the broker, and the Kafka error every
 //!   request-level error (of the log, the controller, the coordinator) converts into;
-//! - [`config`] is the broker settings.
+//! - [`config`] is the broker settings, and [`meta_properties`] the identity (cluster id and
+//!   node id) each data dir carries.
 
 pub mod api;
 pub mod broker;
@@ -33,6 +34,7 @@ pub mod config;
 pub mod error;
 pub mod group;
 pub mod log;
+pub mod meta_properties;
 pub mod metadata;
 pub mod replica;
 pub mod server;

@@ -504,3 +504,60 @@ async fn topic_configs_can_be_altered_and_partitions_added_and_topics_deleted() 
     assert_eq!(client.call(12, &metadata).await.topics[0].error_code, 3);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn describe_broker_configs_reports_the_cluster_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker_in(
+        dir.path(),
+        &["broker.rack=rack-a", "replica.lag.time.max.ms=10000"],
+    )
+    .await;
+    let port = broker.local_addr().port();
+    let mut client = TestClient::connect(broker.local_addr()).await;
+    let keys = [
+        "process.roles",
+        "controller.quorum.voters",
+        "advertised.listeners",
+        "broker.rack",
+        "replica.lag.time.max.ms",
+        "unclean.leader.election.enable",
+    ];
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_static_str("1"))
+            .with_configuration_keys(Some(
+                keys.iter().map(|k| StrBytes::from_static_str(k)).collect(),
+            ))]);
+    let response = client.call(4, &request).await;
+    assert_eq!(response.results[0].error_code, 0);
+    let values: std::collections::BTreeMap<String, String> = response.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.value.as_deref().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let expect = |key: &str, value: &str| {
+        assert_eq!(
+            values.get(key).map(String::as_str),
+            Some(value),
+            "{values:?}"
+        );
+    };
+    expect("process.roles", "broker,controller");
+    // Port 0 was asked for: the default voter and the advertised listener carry the bound port.
+    expect("controller.quorum.voters", &format!("1@127.0.0.1:{port}"));
+    expect(
+        "advertised.listeners",
+        &format!("PLAINTEXT://127.0.0.1:{port}"),
+    );
+    expect("broker.rack", "rack-a");
+    expect("replica.lag.time.max.ms", "10000");
+    expect("unclean.leader.election.enable", "false");
+    broker.shutdown().await;
+}

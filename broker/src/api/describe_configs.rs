@@ -134,6 +134,100 @@ fn synonym(name: &str, value: &str, source: ConfigSource) -> DescribeConfigsSyno
         .with_source(source.code())
 }
 
+/// The cluster settings (`process.roles`, `listeners`, the quorum, replication timings) as
+/// (name, value, config type code); `broker.rack` only when set.
+fn cluster_settings(c: &crate::config::BrokerConfig) -> Vec<(String, String, i8)> {
+    fn joined<T: ToString>(items: &[T]) -> String {
+        items
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+    let protocol_map: Vec<String> = c
+        .listener_security_protocol_map
+        .iter()
+        .map(|(name, protocol)| format!("{name}:{protocol}"))
+        .collect();
+    let mut out = vec![
+        ("process.roles", c.process_roles.to_string(), 7),
+        ("listeners", joined(&c.listeners), 2),
+        ("listener.security.protocol.map", protocol_map.join(","), 2),
+        (
+            "controller.listener.names",
+            joined(&c.controller_listener_names),
+            2,
+        ),
+        (
+            "inter.broker.listener.name",
+            c.inter_broker_listener_name.clone(),
+            2,
+        ),
+        ("controller.quorum.voters", joined(&c.quorum_voters), 7),
+        (
+            "offsets.topic.replication.factor",
+            c.offsets_topic_replication_factor.to_string(),
+            4,
+        ),
+        (
+            "replica.lag.time.max.ms",
+            c.replica_lag_time_max_ms.to_string(),
+            5,
+        ),
+        (
+            "broker.session.timeout.ms",
+            c.broker_session_timeout_ms.to_string(),
+            3,
+        ),
+        (
+            "broker.heartbeat.interval.ms",
+            c.broker_heartbeat_interval_ms.to_string(),
+            3,
+        ),
+        (
+            "auto.leader.rebalance.enable",
+            c.auto_leader_rebalance_enable.to_string(),
+            1,
+        ),
+        (
+            "leader.imbalance.check.interval.seconds",
+            c.leader_imbalance_check_interval_seconds.to_string(),
+            5,
+        ),
+        (
+            "controller.quorum.election.timeout.ms",
+            c.controller_quorum_election_timeout_ms.to_string(),
+            3,
+        ),
+        (
+            "controller.quorum.fetch.timeout.ms",
+            c.controller_quorum_fetch_timeout_ms.to_string(),
+            3,
+        ),
+        (
+            "replica.fetch.max.bytes",
+            c.replica_fetch_max_bytes.to_string(),
+            3,
+        ),
+        (
+            "replica.fetch.wait.max.ms",
+            c.replica_fetch_wait_max_ms.to_string(),
+            3,
+        ),
+        (
+            "num.replica.fetchers",
+            c.num_replica_fetchers.to_string(),
+            3,
+        ),
+    ];
+    if let Some(rack) = &c.broker_rack {
+        out.push(("broker.rack", rack.clone(), 2));
+    }
+    out.into_iter()
+        .map(|(name, value, kind)| (name.to_string(), value, kind))
+        .collect()
+}
+
 /// The broker's effective settings as (name, value, config type code).
 fn broker_settings(broker: &Broker) -> Vec<(String, String, i8)> {
     let c = &broker.config;
@@ -172,10 +266,15 @@ fn broker_settings(broker: &Broker) -> Vec<(String, String, i8)> {
         ("log.dirs".to_string(), c.data_dir.display().to_string(), 2),
         (
             "advertised.listeners".to_string(),
-            format!("PLAINTEXT://{}:{}", c.advertised_host, c.advertised_port),
+            c.advertised_listeners
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             2,
         ),
     ];
+    out.extend(cluster_settings(c));
     for def in topic_config::TOPIC_CONFIGS {
         let value = c
             .log_defaults

@@ -600,15 +600,33 @@ fn register_local_broker(config: &BrokerConfig, image: &MetadataImage) -> Metada
         broker_id: config.node_id,
         incarnation_id: Uuid::new_v4(),
         broker_epoch: image.next_broker_epoch(),
-        listeners: vec![BrokerEndpoint {
-            name: "PLAINTEXT".to_string(),
-            host: config.advertised_host.clone(),
-            port: config.advertised_port,
-            security_protocol: "PLAINTEXT".to_string(),
-        }],
-        rack: None,
+        listeners: broker_endpoints(config),
+        rack: config.broker_rack.clone(),
         fenced: false,
     }
+}
+
+/// The advertised listeners of this broker that clients and brokers use (not the
+/// controller's), with their security protocols.
+pub fn broker_endpoints(config: &BrokerConfig) -> Vec<BrokerEndpoint> {
+    config
+        .listeners
+        .iter()
+        .filter(|l| !config.controller_listener_names.contains(&l.name))
+        .map(|listener| {
+            let advertised = config.advertised(listener);
+            BrokerEndpoint {
+                name: listener.name.clone(),
+                host: advertised.host.clone(),
+                port: advertised.port,
+                security_protocol: config
+                    .listener_security_protocol_map
+                    .get(&listener.name)
+                    .map_or("PLAINTEXT", |p| p.name())
+                    .to_string(),
+            }
+        })
+        .collect()
 }
 
 /// Partition records for partitions that a single-node broker created before the metadata

@@ -25,6 +25,8 @@ pub enum ConfigKind {
     Choice(&'static [&'static str]),
     /// A comma-separated non-empty list drawn from a fixed set.
     List(&'static [&'static str]),
+    /// `true` or `false`.
+    Bool,
 }
 
 impl ConfigKind {
@@ -35,6 +37,7 @@ impl ConfigKind {
             ConfigKind::Long { .. } => 5,
             ConfigKind::Choice(_) => 2,
             ConfigKind::List(_) => 7,
+            ConfigKind::Bool => 1,
         }
     }
 }
@@ -147,6 +150,13 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         kind: ConfigKind::Long { min: 1 },
         doc: "Age at which the active segment rolls",
     },
+    ConfigDef {
+        name: "unclean.leader.election.enable",
+        broker_name: "unclean.leader.election.enable",
+        default: "false",
+        kind: ConfigKind::Bool,
+        doc: "Whether a replica outside the ISR may become leader, losing acknowledged records (not acted on until replication)",
+    },
 ];
 
 /// Looks up a topic-level setting.
@@ -226,6 +236,11 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
                     "`{name}` must be one of {}, got `{value}`",
                     choices.join(", ")
                 ));
+            }
+        }
+        ConfigKind::Bool => {
+            if !matches!(value, "true" | "false") {
+                return Err(format!("`{name}` must be true or false, got `{value}`"));
             }
         }
         ConfigKind::List(choices) => {

@@ -67,9 +67,7 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, BrokerErro
         source,
     })?;
     // Listening on port 0 (tests, embedding): clients must be told the port actually bound.
-    if config.advertised_port == 0 {
-        config.advertised_port = local_addr.port();
-    }
+    config.set_bound_client_port(local_addr.port());
     let broker = Broker::open(config)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(serve(broker.clone(), listener, shutdown_rx));
@@ -91,7 +89,7 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::
     let group_timer = tokio::spawn(run_group_timer(broker.clone(), shutdown.clone()));
     broker.alter_partition.start_isr_expiration(
         broker.replicas.clone(),
-        Duration::from_millis(30_000),
+        Duration::from_millis(broker.config.replica_lag_time_max_ms),
         shutdown.clone(),
     );
     loop {

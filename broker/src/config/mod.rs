@@ -4,12 +4,25 @@
 //! (`--config`), and `KEY=VALUE` overrides (`--override`). TOML tables are flattened into
 //! dotted names, so `log.segment.bytes = 1048576` and `[log] segment.bytes = 1048576` mean
 //! the same thing.
+//!
+//! The cluster settings (`process.roles`, named `listeners`, `controller.quorum.voters`, ...)
+//! live in their own files: [`listeners`], [`quorum_voters`], [`process_roles`], and the rules
+//! that tie them together in `cluster.rs`.
+
+mod cluster;
+pub mod listeners;
+pub mod process_roles;
+pub mod quorum_voters;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::metadata::topic_config;
+
+pub use listeners::{Listener, SecurityProtocol};
+pub use process_roles::ProcessRoles;
+pub use quorum_voters::QuorumVoter;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +51,24 @@ pub enum ConfigError {
     /// An override that is not `KEY=VALUE`.
     #[error("override `{0}` is not KEY=VALUE")]
     BadOverride(String),
+    /// A valid Kafka value for a feature Millrace does not implement yet (TLS, SASL).
+    #[error("`{name}` = `{value}`: {what} is not supported yet (only PLAINTEXT is)")]
+    Unsupported {
+        /// Setting name.
+        name: String,
+        /// The setting's value.
+        value: String,
+        /// The unsupported feature, in the setting's words.
+        what: String,
+    },
+    /// A setting with no default that this node's other settings require.
+    #[error("`{name}` must be set: {reason}")]
+    Missing {
+        /// Setting name.
+        name: String,
+        /// Why it is needed.
+        reason: String,
+    },
 }
 
 /// Everything a broker needs to start.
@@ -45,13 +76,64 @@ pub enum ConfigError {
 pub struct BrokerConfig {
     /// This broker's id (`node.id`, alias `broker.id`).
     pub node_id: i32,
-    /// Address the listener binds.
+    /// Address the client listener binds: the first listener that is not a controller
+    /// listener (for a controller-only node, its first listener).
     pub listen: SocketAddr,
-    /// Host advertised to clients in Metadata (`advertised.listeners`), defaulting to the
-    /// listen address.
+    /// Host advertised to clients in Metadata: the client listener's entry of
+    /// `advertised.listeners`, defaulting to the listen address.
     pub advertised_host: String,
     /// Port advertised to clients.
     pub advertised_port: u16,
+    /// Whether this node is a broker, a controller or both (`process.roles`, default both).
+    pub process_roles: ProcessRoles,
+    /// Every listener this node binds (`listeners`: `NAME://HOST:PORT,...`; a bare
+    /// `HOST:PORT` is a PLAINTEXT listener). Its client listener is [`Self::listen`].
+    pub listeners: Vec<Listener>,
+    /// What each listener is advertised as, one per entry of [`Self::listeners`] and in the
+    /// same order (`advertised.listeners`, each defaulting to the listener itself).
+    pub advertised_listeners: Vec<Listener>,
+    /// Security protocol of each listener name (`listener.security.protocol.map`). Only
+    /// PLAINTEXT is implemented; a listener mapped to another protocol is rejected.
+    pub listener_security_protocol_map: BTreeMap<String, SecurityProtocol>,
+    /// Names of the listeners the metadata quorum speaks on (`controller.listener.names`,
+    /// default `CONTROLLER`). On a broker-only node they name the controllers' listeners.
+    pub controller_listener_names: Vec<String>,
+    /// The listener other brokers reach this one on, for replication
+    /// (`inter.broker.listener.name`, default PLAINTEXT or the first broker listener).
+    pub inter_broker_listener_name: String,
+    /// The metadata quorum's voters (`controller.quorum.voters`; default this node alone, on
+    /// its controller listener or else its client listener).
+    pub quorum_voters: Vec<QuorumVoter>,
+    /// Rack of this broker, for rack-aware replica placement (`broker.rack`).
+    pub broker_rack: Option<String>,
+    /// Replication factor of `__consumer_offsets` (`offsets.topic.replication.factor`,
+    /// default 3). As in Kafka, not clamped to the number of brokers.
+    pub offsets_topic_replication_factor: i16,
+    /// A follower not caught up for this long leaves the ISR (`replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
+    /// A broker not heard from for this long is fenced by the controller
+    /// (`broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
+    /// How often a broker heartbeats to the controller (`broker.heartbeat.interval.ms`).
+    pub broker_heartbeat_interval_ms: u64,
+    /// Whether the controller moves leadership back to preferred replicas
+    /// (`auto.leader.rebalance.enable`).
+    pub auto_leader_rebalance_enable: bool,
+    /// How often leader imbalance is checked (`leader.imbalance.check.interval.seconds`).
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// A voter that hears no leader for this long starts an election
+    /// (`controller.quorum.election.timeout.ms`).
+    pub controller_quorum_election_timeout_ms: u64,
+    /// A quorum leader not fetched from by a majority for this long resigns, and a follower
+    /// that cannot fetch for this long looks for a new leader
+    /// (`controller.quorum.fetch.timeout.ms`).
+    pub controller_quorum_fetch_timeout_ms: u64,
+    /// Bytes a follower asks for per partition in one fetch (`replica.fetch.max.bytes`).
+    pub replica_fetch_max_bytes: i32,
+    /// Longest a follower's fetch waits at the leader for data (`replica.fetch.wait.max.ms`).
+    pub replica_fetch_wait_max_ms: u64,
+    /// Fetcher tasks per source broker (`num.replica.fetchers`).
+    pub num_replica_fetchers: usize,
     /// Where partition logs and the metadata log live (`log.dirs`).
     pub data_dir: PathBuf,
     /// Partitions of an auto-created topic, and the default for CreateTopics (`num.partitions`).
@@ -104,6 +186,23 @@ const BROKER_SETTINGS: &[&str] = &[
     "group.max.session.timeout.ms",
     "offsets.topic.num.partitions",
     "offset.metadata.max.bytes",
+    "process.roles",
+    "controller.quorum.voters",
+    "listener.security.protocol.map",
+    "controller.listener.names",
+    "inter.broker.listener.name",
+    "broker.rack",
+    "offsets.topic.replication.factor",
+    "replica.lag.time.max.ms",
+    "broker.session.timeout.ms",
+    "broker.heartbeat.interval.ms",
+    "auto.leader.rebalance.enable",
+    "leader.imbalance.check.interval.seconds",
+    "controller.quorum.election.timeout.ms",
+    "controller.quorum.fetch.timeout.ms",
+    "replica.fetch.max.bytes",
+    "replica.fetch.wait.max.ms",
+    "num.replica.fetchers",
 ];
 
 impl BrokerConfig {
@@ -128,16 +227,40 @@ impl BrokerConfig {
             Some(v) => parse_num::<i32>("node.id", v)?,
             None => 1,
         };
-        let listen = match listen {
-            Some(addr) => addr,
-            None => match get("listeners") {
-                Some(v) => parse_listener("listeners", v)?,
-                None => default_listen(),
-            },
+        if node_id < 0 {
+            // -1 means "no node" in Kafka's protocol (a partition without a leader).
+            return Err(invalid(
+                "node.id",
+                &node_id.to_string(),
+                "must not be negative",
+            ));
+        }
+        if let (Some(_), Some(alias)) = (get("node.id"), get("broker.id")) {
+            if parse_num::<i32>("broker.id", alias)? != node_id {
+                return Err(invalid(
+                    "broker.id",
+                    alias,
+                    format!("differs from node.id ({node_id}); set one of them"),
+                ));
+            }
+        }
+        let process_roles = match get("process.roles") {
+            Some(v) => ProcessRoles::parse(v)?,
+            None => ProcessRoles::default(),
         };
-        let (advertised_host, advertised_port) = match get("advertised.listeners") {
-            Some(v) => split_host_port("advertised.listeners", v)?,
-            None => (listen.ip().to_string(), listen.port()),
+        let network = cluster::resolve(settings, node_id, process_roles, listen)?;
+        let client = client_listener_index(&network.listeners, &network.controller_listener_names);
+        let (listen, advertised_host, advertised_port) = match (
+            network.listeners.get(client),
+            network.advertised_listeners.get(client),
+        ) {
+            (Some(bound), Some(advertised)) => (
+                bound.socket_addr().unwrap_or_else(default_listen),
+                advertised.host.clone(),
+                advertised.port,
+            ),
+            // `resolve` returns at least one listener, advertised one for one.
+            _ => unreachable!("resolved listeners are never empty"),
         };
         let data_dir = data_dir
             .or_else(|| get("log.dirs").or(get("log.dir")).map(PathBuf::from))
@@ -194,6 +317,61 @@ impl BrokerConfig {
             Some(v) => parse_positive::<usize>("offset.metadata.max.bytes", v)?,
             None => 4096,
         };
+        let broker_rack = get("broker.rack")
+            .map(str::trim)
+            .filter(|rack| !rack.is_empty())
+            .map(str::to_string);
+        let positive_or = |name: &str, default: u64| -> Result<u64, ConfigError> {
+            get(name).map_or(Ok(default), |v| parse_positive::<u64>(name, v))
+        };
+        let offsets_topic_replication_factor = match get("offsets.topic.replication.factor") {
+            Some(v) => parse_positive::<i16>("offsets.topic.replication.factor", v)?,
+            None => 3,
+        };
+        let replica_lag_time_max_ms = positive_or("replica.lag.time.max.ms", 30_000)?;
+        let broker_session_timeout_ms = positive_or("broker.session.timeout.ms", 9_000)?;
+        let broker_heartbeat_interval_ms = positive_or("broker.heartbeat.interval.ms", 2_000)?;
+        if broker_heartbeat_interval_ms >= broker_session_timeout_ms {
+            // A heartbeat interval as long as the session would fence a healthy broker.
+            return Err(invalid(
+                "broker.heartbeat.interval.ms",
+                &broker_heartbeat_interval_ms.to_string(),
+                format!(
+                    "must be less than broker.session.timeout.ms ({broker_session_timeout_ms})"
+                ),
+            ));
+        }
+        let auto_leader_rebalance_enable = match get("auto.leader.rebalance.enable") {
+            Some(v) => parse_bool("auto.leader.rebalance.enable", v)?,
+            None => true,
+        };
+        let leader_imbalance_check_interval_seconds =
+            positive_or("leader.imbalance.check.interval.seconds", 300)?;
+        let controller_quorum_election_timeout_ms =
+            positive_or("controller.quorum.election.timeout.ms", 1_000)?;
+        let controller_quorum_fetch_timeout_ms =
+            positive_or("controller.quorum.fetch.timeout.ms", 2_000)?;
+        let replica_fetch_max_bytes = match get("replica.fetch.max.bytes") {
+            Some(v) => parse_positive::<i32>("replica.fetch.max.bytes", v)?,
+            None => 1_048_576,
+        };
+        let replica_fetch_wait_max_ms = match get("replica.fetch.wait.max.ms") {
+            Some(v) => parse_num::<u64>("replica.fetch.wait.max.ms", v)?,
+            None => 500,
+        };
+        if replica_fetch_wait_max_ms > replica_lag_time_max_ms {
+            // Kafka's rule: a follower parked in a fetch longer than the lag limit would drop
+            // out of the ISR while waiting.
+            return Err(invalid(
+                "replica.fetch.wait.max.ms",
+                &replica_fetch_wait_max_ms.to_string(),
+                format!("must not exceed replica.lag.time.max.ms ({replica_lag_time_max_ms})"),
+            ));
+        }
+        let num_replica_fetchers = match get("num.replica.fetchers") {
+            Some(v) => parse_positive::<usize>("num.replica.fetchers", v)?,
+            None => 1,
+        };
 
         let mut log_defaults = BTreeMap::new();
         for (name, value) in settings {
@@ -232,6 +410,25 @@ impl BrokerConfig {
             offsets_topic_num_partitions,
             offset_metadata_max_bytes,
             log_defaults,
+            process_roles,
+            listeners: network.listeners,
+            advertised_listeners: network.advertised_listeners,
+            listener_security_protocol_map: network.security_protocol_map,
+            controller_listener_names: network.controller_listener_names,
+            inter_broker_listener_name: network.inter_broker_listener_name,
+            quorum_voters: network.quorum_voters,
+            broker_rack,
+            offsets_topic_replication_factor,
+            replica_lag_time_max_ms,
+            broker_session_timeout_ms,
+            broker_heartbeat_interval_ms,
+            auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_seconds,
+            controller_quorum_election_timeout_ms,
+            controller_quorum_fetch_timeout_ms,
+            replica_fetch_max_bytes,
+            replica_fetch_wait_max_ms,
+            num_replica_fetchers,
         })
     }
 
@@ -243,6 +440,113 @@ impl BrokerConfig {
             Err(_) => unreachable!("built-in defaults are valid"),
         }
     }
+
+    /// The listener clients connect to: the first that is not a controller listener (for a
+    /// controller-only node, its first listener). [`Self::listen`] is its address.
+    pub fn client_listener(&self) -> &Listener {
+        let index = client_listener_index(&self.listeners, &self.controller_listener_names);
+        match self.listeners.get(index) {
+            Some(listener) => listener,
+            None => unreachable!("a BrokerConfig always has a listener"),
+        }
+    }
+
+    /// The listener the metadata quorum speaks on: the first name of
+    /// `controller.listener.names` that this node defines. `None` on a broker-only node and
+    /// on a single-node quorum run without one.
+    pub fn controller_listener(&self) -> Option<&Listener> {
+        self.controller_listener_names
+            .iter()
+            .find_map(|name| self.listeners.iter().find(|l| &l.name == name))
+    }
+
+    /// What `listener` is advertised as (the listener itself when it is not one of ours).
+    pub fn advertised<'a>(&'a self, listener: &'a Listener) -> &'a Listener {
+        self.listeners
+            .iter()
+            .position(|l| l.name == listener.name)
+            .and_then(|i| self.advertised_listeners.get(i))
+            .unwrap_or(listener)
+    }
+
+    /// Host and port other brokers replicate from: the advertised address of
+    /// `inter.broker.listener.name`, or of the client listener on a controller-only node.
+    pub fn inter_broker_advertised(&self) -> (&str, u16) {
+        let listener = self
+            .listeners
+            .iter()
+            .find(|l| l.name == self.inter_broker_listener_name)
+            .unwrap_or_else(|| self.client_listener());
+        let advertised = self.advertised(listener);
+        (advertised.host.as_str(), advertised.port)
+    }
+
+    /// Each voter's `host:port` by node id, as an openraft membership wants it.
+    pub fn voter_addresses(&self) -> BTreeMap<i32, String> {
+        self.quorum_voters
+            .iter()
+            .map(|voter| (voter.id, voter.address()))
+            .collect()
+    }
+
+    /// Whether this node is one of the quorum's voters.
+    pub fn is_voter(&self) -> bool {
+        self.quorum_voters.iter().any(|v| v.id == self.node_id)
+    }
+
+    /// The broker-wide default of topic setting `min.insync.replicas` (a topic may override
+    /// it, as in Kafka).
+    pub fn min_insync_replicas(&self) -> i32 {
+        self.topic_default("min.insync.replicas")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+    }
+
+    /// The broker-wide default of topic setting `unclean.leader.election.enable` (a topic may
+    /// override it, as in Kafka).
+    pub fn unclean_leader_election_enable(&self) -> bool {
+        self.topic_default("unclean.leader.election.enable") == Some("true")
+    }
+
+    fn topic_default(&self, name: &str) -> Option<&str> {
+        match self.log_defaults.get(name) {
+            Some(value) => Some(value.as_str()),
+            None => topic_config::def(name).map(|d| d.default),
+        }
+    }
+
+    /// Records the port the client listener actually bound when it was configured as port 0,
+    /// so what is advertised (Metadata, the inter-broker address, a default voter on the
+    /// client listener) is dialable.
+    pub fn set_bound_client_port(&mut self, port: u16) {
+        if self.advertised_port == 0 {
+            self.advertised_port = port;
+        }
+        let index = client_listener_index(&self.listeners, &self.controller_listener_names);
+        if let Some(advertised) = self.advertised_listeners.get_mut(index) {
+            if advertised.port == 0 {
+                advertised.port = port;
+            }
+        }
+        // Only a defaulted voter has port 0 (a given one is rejected), and without a
+        // controller listener the default voter is the client listener.
+        if self.controller_listener().is_none() {
+            let node_id = self.node_id;
+            for voter in &mut self.quorum_voters {
+                if voter.id == node_id && voter.port == 0 {
+                    voter.port = port;
+                }
+            }
+        }
+    }
+}
+
+/// Index of the client listener: the first non-controller listener, else the first.
+fn client_listener_index(listeners: &[Listener], controller_listener_names: &[String]) -> usize {
+    listeners
+        .iter()
+        .position(|l| !controller_listener_names.contains(&l.name))
+        .unwrap_or(0)
 }
 
 /// The default listener, `127.0.0.1:9092`.
@@ -366,33 +670,6 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
         "false" => Ok(false),
         _ => Err(invalid(name, value, "expected true or false")),
     }
-}
-
-/// Accepts `HOST:PORT` or Kafka's `PLAINTEXT://HOST:PORT` (the first listener of a list).
-fn split_host_port(name: &str, value: &str) -> Result<(String, u16), ConfigError> {
-    let first = value.split(',').next().unwrap_or_default().trim();
-    let without_scheme = first.split_once("://").map_or(first, |(_, rest)| rest);
-    let Some((host, port)) = without_scheme.rsplit_once(':') else {
-        return Err(invalid(name, value, "expected HOST:PORT"));
-    };
-    let port = port
-        .parse::<u16>()
-        .map_err(|e| invalid(name, value, e.to_string()))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let host = if host.is_empty() { "127.0.0.1" } else { host };
-    Ok((host.to_string(), port))
-}
-
-fn parse_listener(name: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    let (host, port) = split_host_port(name, value)?;
-    let joined = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    joined
-        .parse::<SocketAddr>()
-        .map_err(|e| invalid(name, value, e.to_string()))
 }
 
 #[cfg(test)]
