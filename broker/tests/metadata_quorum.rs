@@ -514,15 +514,68 @@ async fn a_legacy_metadata_log_is_imported_once() {
     assert!(!legacy.exists());
     quorum.shutdown().await;
 
-    // Several voters cannot import.
+    // Several voters cannot import: the start is refused before anything runs.
+    std::fs::copy(legacy.with_file_name("metadata.log.imported"), &legacy).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut voters = BTreeMap::new();
-    voters.insert(1, "127.0.0.1:1".parse().unwrap());
-    voters.insert(2, "127.0.0.1:2".parse().unwrap());
-    let config = QuorumConfig::new(1, voters, dir.path().join("other"));
-    assert!(matches!(
-        MetadataQuorum::start(config, None, Arc::new(NoApplication)).await,
-        Err(QuorumError::Config(_))
-    ));
+    voters.insert(1, listener.local_addr().unwrap());
+    voters.insert(2, "127.0.0.1:1".parse().unwrap());
+    let mut config = QuorumConfig::new(1, voters, dir.path().join("other"));
+    config.legacy_log = Some(legacy.clone());
+    match MetadataQuorum::start(config, Some(listener), Arc::new(NoApplication)).await {
+        Err(QuorumError::Config(message)) => assert!(message.contains("single-voter"), "{message}"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+    assert!(legacy.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_majority_steps_down() {
+    let mut cluster = Cluster::start(3, |_| {}).await;
+    let leader = cluster.stable_leader().await;
+    let index = cluster.nodes[&leader]
+        .propose(vec![topic("before")])
+        .await
+        .unwrap();
+    let followers: Vec<NodeId> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != leader)
+        .collect();
+    for id in &followers {
+        cluster.stop(*id).await;
+    }
+    // Within the lease (election timeout max) plus a few heartbeats it stops claiming to lead.
+    let mut changes = cluster.nodes[&leader].leader_changes();
+    tokio::time::timeout(WAIT, changes.wait_for(|s| s.leader.is_none()))
+        .await
+        .expect("the cut-off leader kept leading")
+        .unwrap();
+    assert!(!cluster.nodes[&leader].is_leader());
+    let started = Instant::now();
+    match cluster.nodes[&leader].propose(vec![topic("lost")]).await {
+        Err(QuorumError::NotLeader { leader: None }) => {}
+        other => panic!("expected NotLeader without a leader, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "propose hung");
+
+    // The majority returns: a leader again, and nothing was lost.
+    for id in followers {
+        cluster.restart(id).await;
+    }
+    let leader = cluster.stable_leader().await;
+    let next = cluster.nodes[&leader]
+        .propose(vec![topic("after")])
+        .await
+        .unwrap();
+    assert!(next > index);
+    for node in cluster.nodes.values() {
+        let applied = node.wait_applied(next, WAIT).await.unwrap();
+        assert!(applied.image.topic("before").is_some());
+        assert!(applied.image.topic("lost").is_none());
+    }
+    cluster.shutdown().await;
 }
 
 #[tokio::test]

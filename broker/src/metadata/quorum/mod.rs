@@ -21,6 +21,13 @@
 //! and applied here; elsewhere it is `NotLeader` with the leader as known. This layer never
 //! forwards: the controller decides what to do with a proposal that must move.
 //!
+//! **Stepping down (KAFKA-15489).** A leader cut off from its majority keeps its Raft role
+//! until it hears a higher term, and openraft would queue proposals on it forever. So the
+//! *active* leader here is a Raft leader whose latest quorum acknowledgement is at most
+//! `election_timeout_max` old (openraft's `millis_since_quorum_ack`; a single voter is its own
+//! quorum): past that, a new leader may already exist, so this node reports no leader,
+//! `is_leader()` turns false and `propose` answers `NotLeader` at once.
+//!
 //! [`MetadataRecord`]: crate::metadata::records::MetadataRecord
 
 pub mod log_store;
@@ -125,6 +132,9 @@ pub struct QuorumConfig {
     pub logs_kept_after_snapshot: u64,
     /// Deadline of one application call ([`MetadataQuorum::call`]).
     pub rpc_timeout: Duration,
+    /// Deadline of one proposal; past it the outcome is unknown (it may still commit), as
+    /// for any request that times out.
+    pub propose_timeout: Duration,
     /// A single-node broker's metadata log (`<data_dir>/__cluster_metadata-0/metadata.log`)
     /// to import on first start; see [`MetadataQuorum::import_legacy`].
     pub legacy_log: Option<PathBuf>,
@@ -145,6 +155,7 @@ impl QuorumConfig {
             snapshot_every: 1000,
             logs_kept_after_snapshot: 1000,
             rpc_timeout: Duration::from_secs(5),
+            propose_timeout: Duration::from_secs(10),
             legacy_log: None,
         }
     }
@@ -175,6 +186,16 @@ impl QuorumConfig {
                 "heartbeat interval must be below the election timeout".into(),
             ));
         }
+        if let Some(path) = &self.legacy_log {
+            if self.voters.len() > 1 && path.exists() {
+                return Err(QuorumError::Config(format!(
+                    "the single-node metadata log {} can only be imported into a single-voter \
+                     quorum (controller.quorum.voters names {}); start this node alone first",
+                    path.display(),
+                    self.voters.len()
+                )));
+            }
+        }
         if self.snapshot_every == 0 {
             return Err(QuorumError::Config(
                 "snapshot_every must be positive".into(),
@@ -193,6 +214,9 @@ impl QuorumConfig {
             // Openraft's 200 ms default is too short to ship a multi-megabyte snapshot chunk on
             // a busy two-core machine; a timed-out chunk only restarts the transfer.
             install_snapshot_timeout: 10_000,
+            // A chunk travels as a JSON array of numbers (up to 4 bytes per byte): an eighth of
+            // the frame cap keeps every chunk frame well inside it.
+            snapshot_max_chunk_size: (wire::MAX_FRAME_BYTES / 8) as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
             ..Default::default()
@@ -229,6 +253,8 @@ pub struct MetadataQuorum {
     applied: watch::Receiver<AppliedImage>,
     leader: watch::Receiver<LeaderState>,
     client: ControllerClient,
+    lease: Lease,
+    propose_timeout: Duration,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -278,8 +304,19 @@ impl MetadataQuorum {
         if let Some(listener) = listener {
             tasks.push(server::spawn(listener, raft.clone(), voters.clone(), app));
         }
+        let lease = Lease {
+            node_id: config.node_id,
+            single: config.voters.len() == 1,
+            max_ack_age_ms: u64::try_from(config.election_timeout_max.as_millis())
+                .unwrap_or(u64::MAX),
+        };
         let (leader_tx, leader) = watch::channel(LeaderState::default());
-        tasks.push(tokio::spawn(watch_leader(raft.clone(), leader_tx)));
+        tasks.push(tokio::spawn(watch_leader(
+            raft.clone(),
+            lease,
+            config.heartbeat_interval,
+            leader_tx,
+        )));
 
         let quorum = MetadataQuorum {
             node_id: config.node_id,
@@ -292,11 +329,21 @@ impl MetadataQuorum {
             raft,
             applied,
             leader,
+            lease,
+            propose_timeout: config.propose_timeout,
             tasks: Mutex::new(tasks),
         };
-        quorum.initialize().await?;
-        if let Some(path) = &config.legacy_log {
-            quorum.import_legacy(path).await?;
+        let ready = match quorum.initialize().await {
+            Ok(()) => match &config.legacy_log {
+                Some(path) => quorum.import_legacy(path).await.map(|_| ()),
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ready {
+            // Don't leave Raft and the listener running behind a failed start.
+            quorum.shutdown().await;
+            return Err(e);
         }
         Ok(quorum)
     }
@@ -346,7 +393,22 @@ impl MetadataQuorum {
     /// Appends `records` as one log entry. On the leader, returns the entry's index once it is
     /// committed and applied here; elsewhere [`QuorumError::NotLeader`].
     pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<LogIndex, QuorumError> {
-        match self.raft.client_write(MetadataBatch(records)).await {
+        let stale_leader = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.state == ServerState::Leader && self.lease.active_leader(&m).is_none()
+        };
+        if stale_leader {
+            // A Raft leader without a recent majority: it would queue the entry, maybe forever.
+            return Err(QuorumError::NotLeader { leader: None });
+        }
+        let write = self.raft.client_write(MetadataBatch(records));
+        let result = tokio::time::timeout(self.propose_timeout, write)
+            .await
+            .map_err(|_| {
+                QuorumError::Wait("a proposal to commit (its outcome is unknown)".into())
+            })?;
+        match result {
             Ok(response) => Ok(response.log_id.index),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(QuorumError::NotLeader {
@@ -373,11 +435,12 @@ impl MetadataQuorum {
         self.leader.borrow().leader
     }
 
-    /// Whether this node is the leader.
+    /// Whether this node is the active leader (the active controller): the Raft leader, with
+    /// a majority heard from recently (see the module docs).
     pub fn is_leader(&self) -> bool {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+        self.lease.active_leader(&m) == Some(self.node_id)
     }
 
     /// The leader and term as they change.
@@ -493,24 +556,75 @@ fn image_is_empty(image: &MetadataImage) -> bool {
         && image.next_producer_id_block() == 0
 }
 
-/// Mirrors openraft's metrics into the leader watch, changing it only when leader or term do.
-async fn watch_leader(raft: Raft, tx: watch::Sender<LeaderState>) {
+impl Drop for MetadataQuorum {
+    /// Stops the listener and the leader watch if `shutdown` was not called; Raft itself stops
+    /// once its last handle is gone.
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+/// When this node counts as the active leader.
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    node_id: NodeId,
+    /// A single voter is its own majority: always fresh.
+    single: bool,
+    /// Oldest quorum acknowledgement a leader may act on.
+    max_ack_age_ms: u64,
+}
+
+impl Lease {
+    /// The leader as this node should report it: others' leadership as openraft knows it, our
+    /// own only while a majority acknowledged us recently.
+    fn active_leader(&self, m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Option<NodeId> {
+        if m.current_leader != Some(self.node_id) {
+            return m.current_leader;
+        }
+        let fresh = self.single
+            || m.millis_since_quorum_ack
+                .is_some_and(|age| age <= self.max_ack_age_ms);
+        (m.state == ServerState::Leader && fresh).then_some(self.node_id)
+    }
+}
+
+/// Mirrors openraft's metrics into the leader watch, changing it only when the active leader
+/// or the term does. Also re-evaluated every heartbeat interval, so that a lease running out
+/// is noticed even when nothing else changes.
+async fn watch_leader(raft: Raft, lease: Lease, every: Duration, tx: watch::Sender<LeaderState>) {
     let mut metrics = raft.metrics();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let state = {
             let m = metrics.borrow_and_update();
             LeaderState {
-                leader: m.current_leader,
+                leader: lease.active_leader(&m),
                 term: m.current_term,
             }
         };
         tx.send_if_modified(|current| {
             let changed = *current != state;
+            if changed {
+                tracing::info!(leader = ?state.leader, term = state.term, "metadata quorum leader changed");
+            }
             *current = state;
             changed
         });
-        if metrics.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {}
         }
     }
 }

@@ -311,3 +311,72 @@ impl ControllerClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use openraft::Vote;
+    use tokio::net::TcpListener;
+
+    fn vote_request() -> VoteRequest<NodeId> {
+        VoteRequest::new(Vote::new(1, 1), None)
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable_and_a_silent_peer_times_out() {
+        // A port nobody listens on: bind one, note it, close it.
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let mut client = PeerClient {
+            channel: Channel::new(1, 2, Some(closed)),
+        };
+        let option = RPCOption::new(Duration::from_secs(2));
+        match client.vote(vote_request(), option).await {
+            Err(RPCError::Unreachable(_)) => {}
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+
+        // A peer that accepts and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let _held = tokio::spawn(async move {
+            let (conn, _) = silent.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(conn);
+        });
+        let mut client = PeerClient {
+            channel: Channel::new(1, 2, Some(addr)),
+        };
+        let option = RPCOption::new(Duration::from_millis(200));
+        match client.vote(vote_request(), option).await {
+            Err(RPCError::Timeout(t)) => assert_eq!((t.id, t.target), (1, 2)),
+            other => panic!("expected Timeout, got {other:?}"),
+        }
+        // The abandoned connection is not reused.
+        assert!(client.channel.conn.is_none());
+
+        // A peer that answers garbage: a network error, and the connection is dropped.
+        let liar = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = liar.local_addr().unwrap();
+        let _liar = tokio::spawn(async move {
+            let (mut conn, _) = liar.accept().await.unwrap();
+            let _ = read_frame(&mut conn).await;
+            let _ = write_frame(&mut conn, b"{\"nonsense\":true}").await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let mut client = PeerClient {
+            channel: Channel::new(1, 2, Some(addr)),
+        };
+        match client
+            .vote(vote_request(), RPCOption::new(Duration::from_secs(2)))
+            .await
+        {
+            Err(RPCError::Network(_)) => {}
+            other => panic!("expected a network error, got {other:?}"),
+        }
+        assert!(client.channel.conn.is_none());
+    }
+}

@@ -241,3 +241,96 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::metadata::quorum::type_config::MetadataBatch;
+    use crate::metadata::records::MetadataRecord;
+    use openraft::{BasicNode, CommittedLeaderId, Membership};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn topic(name: &str) -> MetadataRecord {
+        MetadataRecord::Topic {
+            name: name.into(),
+            topic_id: uuid::Uuid::new_v4(),
+            partitions: 2,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn applied_batches_snapshot_install_elsewhere_and_reload_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, mut watch) = StateMachineStore::open(SnapshotFile::new(dir.path())).unwrap();
+        let membership = Membership::new(
+            vec![BTreeSet::from([1])],
+            BTreeMap::from([(1, BasicNode::new("127.0.0.1:1"))]),
+        );
+        sm.apply(vec![
+            Entry {
+                log_id: log_id(0),
+                payload: EntryPayload::Membership(membership),
+            },
+            Entry {
+                log_id: log_id(1),
+                payload: EntryPayload::Normal(MetadataBatch(vec![topic("a"), topic("b")])),
+            },
+            Entry {
+                log_id: log_id(2),
+                payload: EntryPayload::Blank,
+            },
+        ])
+        .await
+        .unwrap();
+        assert!(watch.has_changed().unwrap());
+        let published = watch.borrow_and_update().clone();
+        assert_eq!(published.index, Some(2));
+        assert!(published.image.topic("b").is_some());
+        let (applied, stored_membership) = sm.applied_state().await.unwrap();
+        assert_eq!(applied, Some(log_id(2)));
+        assert_eq!(stored_membership.log_id(), &Some(log_id(0)));
+
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(snapshot.meta.last_log_id, Some(log_id(2)));
+
+        // A follower installs it.
+        let other = tempfile::tempdir().unwrap();
+        let (mut follower, follower_watch) =
+            StateMachineStore::open(SnapshotFile::new(other.path())).unwrap();
+        follower
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(follower_watch.borrow().index, Some(2));
+        assert!(follower_watch.borrow().image.topic("a").is_some());
+        assert!(follower.get_current_snapshot().await.unwrap().is_some());
+
+        // Both rebuild from their snapshot file.
+        for path in [dir.path(), other.path()] {
+            let (mut reopened, watch) = StateMachineStore::open(SnapshotFile::new(path)).unwrap();
+            assert_eq!(reopened.applied_state().await.unwrap().0, Some(log_id(2)));
+            assert_eq!(watch.borrow().image.topics().count(), 2);
+        }
+
+        // A snapshot whose bytes are not an image is refused and changes nothing.
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id(9)),
+            last_membership: Default::default(),
+            snapshot_id: "bad".into(),
+        };
+        let garbage = Box::new(Cursor::new(b"not json".to_vec()));
+        assert!(follower.install_snapshot(&meta, garbage).await.is_err());
+        assert_eq!(follower.applied_state().await.unwrap().0, Some(log_id(2)));
+    }
+}
