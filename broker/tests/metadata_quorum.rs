@@ -187,6 +187,21 @@ async fn single_voter_elects_itself_and_applies_proposals() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_voter_calls_its_own_controller_without_a_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let quorum = MetadataQuorum::start(
+        QuorumConfig::single(7, dir.path().join("quorum")),
+        None,
+        Arc::new(Echo),
+    )
+    .await
+    .unwrap();
+    let answer = quorum.call(7, b"register".to_vec()).await.unwrap();
+    assert_eq!(answer, b"7:register".to_vec());
+    quorum.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_single_voter_rebuilds_its_image_before_any_proposal() {
     let dir = tempfile::tempdir().unwrap();
     let qdir = dir.path().join("quorum");

@@ -253,6 +253,7 @@ pub struct MetadataQuorum {
     applied: watch::Receiver<AppliedImage>,
     leader: watch::Receiver<LeaderState>,
     client: ControllerClient,
+    app: Arc<dyn ControllerRpcHandler>,
     lease: Lease,
     propose_timeout: Duration,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -302,7 +303,12 @@ impl MetadataQuorum {
 
         let mut tasks = Vec::new();
         if let Some(listener) = listener {
-            tasks.push(server::spawn(listener, raft.clone(), voters.clone(), app));
+            tasks.push(server::spawn(
+                listener,
+                raft.clone(),
+                voters.clone(),
+                app.clone(),
+            ));
         }
         let lease = Lease {
             node_id: config.node_id,
@@ -329,6 +335,7 @@ impl MetadataQuorum {
             raft,
             applied,
             leader,
+            app,
             lease,
             propose_timeout: config.propose_timeout,
             tasks: Mutex::new(tasks),
@@ -481,8 +488,12 @@ impl MetadataQuorum {
     }
 
     /// Sends an application request to `node`'s [`ControllerRpcHandler`] and returns its
-    /// answer (see [`ControllerClient::call`]).
+    /// answer (see [`ControllerClient::call`]). A call to this node itself goes straight to
+    /// the local handler: a single-node broker is its own controller and has no network.
     pub async fn call(&self, node: NodeId, request: Vec<u8>) -> Result<Vec<u8>, QuorumError> {
+        if node == self.node_id {
+            return Ok(self.app.handle(self.node_id, request).await);
+        }
         self.client.call(node, request).await
     }
 

@@ -99,8 +99,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(input: &mut R) -> io::Result<Optio
             format!("frame of {len} bytes exceeds {MAX_FRAME_BYTES}"),
         ));
     }
-    let mut body = vec![0u8; len];
-    input.read_exact(&mut body).await?;
+    // Grow with the bytes that actually arrive rather than trusting the prefix: a peer that
+    // announces 64 MiB and sends nothing costs nothing.
+    let mut body = Vec::with_capacity(len.min(64 << 10));
+    (&mut *input)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed inside a frame",
+        ));
+    }
     Ok(Some(body))
 }
 
