@@ -593,6 +593,35 @@ async fn a_leader_that_loses_its_majority_steps_down() {
     cluster.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_voter_set_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("quorum");
+    let quorum = MetadataQuorum::start(
+        QuorumConfig::single(1, qdir.clone()),
+        None,
+        Arc::new(NoApplication),
+    )
+    .await
+    .unwrap();
+    quorum.wait_for_leader(WAIT).await.unwrap();
+    quorum.shutdown().await;
+    drop(quorum);
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut voters = BTreeMap::new();
+    voters.insert(1, listener.local_addr().unwrap());
+    voters.insert(2, "127.0.0.1:1".parse().unwrap());
+    voters.insert(3, "127.0.0.1:2".parse().unwrap());
+    let config = QuorumConfig::new(1, voters, qdir);
+    match MetadataQuorum::start(config, Some(listener), Arc::new(NoApplication)).await {
+        Err(QuorumError::Config(message)) => {
+            assert!(message.contains("controller.quorum.voters"), "{message}")
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_bad_configuration_names_the_setting() {
     let dir = tempfile::tempdir().unwrap();

@@ -280,6 +280,7 @@ impl MetadataQuorum {
         app: Arc<dyn ControllerRpcHandler>,
     ) -> Result<MetadataQuorum, QuorumError> {
         config.validate()?;
+        let raft_config = Arc::new(config.raft_config()?);
         if listener.is_none() && config.voters.len() > 1 {
             return Err(QuorumError::Config(
                 "a quorum of several voters needs a CONTROLLER listener".into(),
@@ -293,7 +294,7 @@ impl MetadataQuorum {
         let network = network::NetworkFactory::new(config.node_id, voters.clone());
         let raft = Raft::new(
             config.node_id,
-            Arc::new(config.raft_config()?),
+            raft_config,
             network,
             log_store,
             state_machine,
@@ -340,13 +341,15 @@ impl MetadataQuorum {
             propose_timeout: config.propose_timeout,
             tasks: Mutex::new(tasks),
         };
-        let ready = match quorum.initialize().await {
-            Ok(()) => match &config.legacy_log {
-                Some(path) => quorum.import_legacy(path).await.map(|_| ()),
-                None => Ok(()),
-            },
-            Err(e) => Err(e),
-        };
+        let ready = async {
+            quorum.initialize().await?;
+            quorum.check_membership().await?;
+            if let Some(path) = &config.legacy_log {
+                quorum.import_legacy(path).await?;
+            }
+            Ok(())
+        }
+        .await;
         if let Err(e) = ready {
             // Don't leave Raft and the listener running behind a failed start.
             quorum.shutdown().await;
@@ -385,6 +388,27 @@ impl MetadataQuorum {
             }
             Err(e) => Err(QuorumError::Stopped(format!("initialize: {e}"))),
         }
+    }
+
+    /// Refuses to run with a voter set other than the one in the log: membership changes are
+    /// not supported, and a silently ignored `controller.quorum.voters` (say, a single-node
+    /// dir started as one of three voters) would leave the operator with a cluster that is
+    /// not the one configured.
+    async fn check_membership(&self) -> Result<(), QuorumError> {
+        let in_log: Vec<NodeId> = self
+            .raft
+            .with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
+            .await
+            .map_err(|e| QuorumError::Stopped(e.to_string()))?;
+        let configured: Vec<NodeId> = self.voters.keys().copied().collect();
+        if in_log != configured {
+            return Err(QuorumError::Config(format!(
+                "controller.quorum.voters names {configured:?} but the metadata log in this \
+                 data dir was written by voters {in_log:?}; changing the voter set is not \
+                 supported"
+            )));
+        }
+        Ok(())
     }
 
     /// This node's id.
