@@ -241,6 +241,9 @@ async fn three_voters_elect_one_leader_and_their_images_converge() {
         .propose(vec![topic("a"), topic("b")])
         .await
         .unwrap();
+    let status = cluster.nodes[&leader].status();
+    assert_eq!(status.leader, Some(leader));
+    assert!(status.last_applied >= Some(index));
     let expected = topics(&cluster.nodes[&leader].image());
     assert_eq!(expected.len(), 2);
     for node in cluster.nodes.values() {
@@ -351,6 +354,8 @@ async fn a_follower_down_past_the_snapshot_threshold_catches_up_by_snapshot() {
     let mut cluster = Cluster::start(3, |c| {
         c.snapshot_every = 20;
         c.logs_kept_after_snapshot = 0;
+        // Small chunks, so the transfer takes many InstallSnapshot RPCs.
+        c.snapshot_chunk_bytes = 512;
     })
     .await;
     let leader = cluster.stable_leader().await;
@@ -389,9 +394,12 @@ async fn a_follower_down_past_the_snapshot_threshold_catches_up_by_snapshot() {
         topics(&cluster.nodes[&leader].image())
     );
     assert_eq!(topics(&applied.image).len(), 60);
-    let snapshot = cluster.nodes[&follower].raft_metrics().borrow().snapshot;
+    let leader_status = cluster.nodes[&leader].status();
+    assert_eq!(leader_status.leader, Some(leader));
+    assert_eq!(leader_status.replication.len(), 3);
+    let status = cluster.nodes[&follower].status();
     assert!(
-        snapshot.is_some(),
+        status.snapshot.is_some(),
         "the follower did not install a snapshot"
     );
     cluster.shutdown().await;

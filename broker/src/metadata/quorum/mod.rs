@@ -63,6 +63,10 @@ use snapshot::SnapshotFile;
 use state_machine::StateMachineStore;
 use type_config::Raft;
 
+/// Largest snapshot chunk: a chunk travels as a JSON array of numbers (up to 4 bytes per
+/// byte), so an eighth of the frame cap keeps every chunk frame well inside it.
+pub const MAX_SNAPSHOT_CHUNK_BYTES: u64 = (wire::MAX_FRAME_BYTES / 8) as u64;
+
 /// File name of the Raft log database in the quorum dir.
 const LOG_FILE: &str = "raft-log.redb";
 
@@ -130,6 +134,9 @@ pub struct QuorumConfig {
     /// Entries kept in the log behind the last snapshot, so a briefly lagging follower catches
     /// up from the log rather than by a snapshot transfer.
     pub logs_kept_after_snapshot: u64,
+    /// Largest snapshot chunk per InstallSnapshot RPC (at most an eighth of the frame cap,
+    /// since a chunk's bytes travel as a JSON array).
+    pub snapshot_chunk_bytes: u64,
     /// Deadline of one application call ([`MetadataQuorum::call`]).
     pub rpc_timeout: Duration,
     /// Deadline of one proposal; past it the outcome is unknown (it may still commit), as
@@ -154,6 +161,7 @@ impl QuorumConfig {
             heartbeat_interval: Duration::from_millis(100),
             snapshot_every: 1000,
             logs_kept_after_snapshot: 1000,
+            snapshot_chunk_bytes: MAX_SNAPSHOT_CHUNK_BYTES,
             rpc_timeout: Duration::from_secs(5),
             propose_timeout: Duration::from_secs(10),
             legacy_log: None,
@@ -196,6 +204,11 @@ impl QuorumConfig {
                 )));
             }
         }
+        if self.snapshot_chunk_bytes == 0 || self.snapshot_chunk_bytes > MAX_SNAPSHOT_CHUNK_BYTES {
+            return Err(QuorumError::Config(format!(
+                "snapshot_chunk_bytes must be between 1 and {MAX_SNAPSHOT_CHUNK_BYTES}"
+            )));
+        }
         if self.snapshot_every == 0 {
             return Err(QuorumError::Config(
                 "snapshot_every must be positive".into(),
@@ -214,9 +227,7 @@ impl QuorumConfig {
             // Openraft's 200 ms default is too short to ship a multi-megabyte snapshot chunk on
             // a busy two-core machine; a timed-out chunk only restarts the transfer.
             install_snapshot_timeout: 10_000,
-            // A chunk travels as a JSON array of numbers (up to 4 bytes per byte): an eighth of
-            // the frame cap keeps every chunk frame well inside it.
-            snapshot_max_chunk_size: (wire::MAX_FRAME_BYTES / 8) as u64,
+            snapshot_max_chunk_size: self.snapshot_chunk_bytes,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
             ..Default::default()
@@ -243,6 +254,26 @@ pub struct LeaderState {
     pub leader: Option<NodeId>,
     /// The Raft term.
     pub term: u64,
+}
+
+/// One member's view of the quorum, for status pages and DescribeQuorum-like answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumStatus {
+    /// This node.
+    pub node_id: NodeId,
+    /// The active leader as this node sees it.
+    pub leader: Option<NodeId>,
+    /// The Raft term.
+    pub term: u64,
+    /// Last index in this node's log.
+    pub last_log_index: Option<LogIndex>,
+    /// Last index applied to this node's image.
+    pub last_applied: Option<LogIndex>,
+    /// Last index covered by this node's snapshot.
+    pub snapshot: Option<LogIndex>,
+    /// On the leader: each voter's last replicated index (`None`: nothing confirmed yet).
+    /// Empty elsewhere.
+    pub replication: BTreeMap<NodeId, Option<LogIndex>>,
 }
 
 /// A running quorum member.
@@ -519,6 +550,26 @@ impl MetadataQuorum {
             return Ok(self.app.handle(self.node_id, request).await);
         }
         self.client.call(node, request).await
+    }
+
+    /// This node's view of the quorum now.
+    pub fn status(&self) -> QuorumStatus {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        QuorumStatus {
+            node_id: self.node_id,
+            leader: self.lease.active_leader(&m),
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
+            replication: m
+                .replication
+                .iter()
+                .flatten()
+                .map(|(id, matched)| (*id, matched.map(|l| l.index)))
+                .collect(),
+        }
     }
 
     /// Openraft's metrics, for status pages and tests.
