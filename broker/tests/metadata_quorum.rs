@@ -254,6 +254,35 @@ async fn three_voters_elect_one_leader_and_their_images_converge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_proposals_get_distinct_indexes_and_every_image_has_all_of_them() {
+    let cluster = Cluster::start(3, |_| {}).await;
+    let leader = cluster.nodes[&cluster.stable_leader().await].clone();
+    let mut proposals = Vec::new();
+    for i in 0..40 {
+        let leader = leader.clone();
+        proposals.push(tokio::spawn(async move {
+            leader.propose(vec![topic(&format!("c{i}"))]).await
+        }));
+    }
+    let mut indexes = Vec::new();
+    for proposal in proposals {
+        indexes.push(proposal.await.unwrap().unwrap());
+    }
+    let last = *indexes.iter().max().unwrap();
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(indexes.len(), 40, "two proposals shared a log index");
+    let expected = topics(&leader.image());
+    assert_eq!(expected.len(), 40);
+    for node in cluster.nodes.values() {
+        let applied = node.wait_applied(last, WAIT).await.unwrap();
+        assert_eq!(topics(&applied.image), expected, "node {}", node.node_id());
+    }
+    drop(leader);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn propose_on_a_follower_is_not_leader_naming_the_leader() {
     let cluster = Cluster::start(3, |_| {}).await;
     let leader = cluster.stable_leader().await;
