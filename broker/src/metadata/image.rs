@@ -2,12 +2,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::records::{BrokerEndpoint, MetadataRecord};
 
 /// A topic as the metadata describes it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopicImage {
     /// Name.
     pub name: String,
@@ -71,8 +72,9 @@ impl BrokerRegistration {
     }
 }
 
-/// The state the metadata records describe.
-#[derive(Clone, Debug, Default)]
+/// The state the metadata records describe. Serializable because the metadata quorum's
+/// snapshots are this image.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MetadataImage {
     cluster_id: Option<String>,
     topics: BTreeMap<String, TopicImage>,

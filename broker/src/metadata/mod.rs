@@ -9,12 +9,14 @@
 //! - `controller.rs`: the one writer; topic creation, growth, reconfiguration and deletion.
 //! - `topic_config.rs`: topic-level settings, their broker-level defaults and validation.
 //! - `producer_ids.rs`: producer ids handed out from blocks the controller reserves.
+//! - `quorum/`: the same records replicated by a Raft quorum (openraft), applied into the image.
 
 pub mod controller;
 pub mod image;
 pub mod log;
 pub mod placement;
 pub mod producer_ids;
+pub mod quorum;
 pub mod records;
 pub mod topic_config;
 

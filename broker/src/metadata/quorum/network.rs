@@ -1,0 +1,382 @@
+//! The client side of the controller protocol: openraft's network (one connection per
+//! replication stream, reused across RPCs) and application calls to another member.
+//!
+//! Failures are reported the way openraft acts on them: a peer we cannot connect to is
+//! `Unreachable` (openraft backs off before retrying), a connection that breaks mid-request is
+//! a `Network` error (retried at the next heartbeat), and an RPC past its deadline is a
+//! `Timeout`. A connection whose request failed or timed out is dropped, never reused: its
+//! next bytes could be the late answer to the abandoned request.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use tokio::net::TcpStream;
+
+use super::type_config::{NodeId, TypeConfig};
+use super::wire::{read_frame, write_frame, RequestFrame, RpcRequest, RpcResponse};
+use super::QuorumError;
+
+/// Why one exchange failed, before it is mapped to openraft's or our error type.
+#[derive(Debug)]
+enum SendError {
+    /// No connection could be made (or the peer refused to serve us).
+    Unreachable(io::Error),
+    /// The connection broke or carried garbage.
+    Network(io::Error),
+    /// The deadline passed.
+    Timeout,
+}
+
+/// One lazily made, reused connection to a peer.
+#[derive(Debug)]
+struct Channel {
+    from: NodeId,
+    target: NodeId,
+    addr: Option<SocketAddr>,
+    conn: Option<TcpStream>,
+}
+
+impl Channel {
+    fn new(from: NodeId, target: NodeId, addr: Option<SocketAddr>) -> Self {
+        Channel {
+            from,
+            target,
+            addr,
+            conn: None,
+        }
+    }
+
+    /// Sends one request and waits for its answer within `ttl`.
+    async fn exchange(
+        &mut self,
+        body: RpcRequest,
+        ttl: Duration,
+    ) -> Result<RpcResponse, SendError> {
+        let frame = RequestFrame {
+            from: self.from,
+            body,
+        };
+        let bytes =
+            serde_json::to_vec(&frame).map_err(|e| SendError::Network(io::Error::other(e)))?;
+        match tokio::time::timeout(ttl, self.exchange_bytes(&bytes)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(SendError::Timeout)
+            }
+        }
+    }
+
+    async fn exchange_bytes(&mut self, bytes: &[u8]) -> Result<RpcResponse, SendError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let addr = self.addr.ok_or_else(|| {
+                    SendError::Unreachable(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("no address for node {}", self.target),
+                    ))
+                })?;
+                let stream = TcpStream::connect(addr)
+                    .await
+                    .map_err(SendError::Unreachable)?;
+                // Raft RPCs are small and latency-bound.
+                stream.set_nodelay(true).map_err(SendError::Unreachable)?;
+                self.conn.insert(stream)
+            }
+        };
+        write_frame(conn, bytes).await.map_err(SendError::Network)?;
+        let body = read_frame(conn)
+            .await
+            .map_err(SendError::Network)?
+            .ok_or_else(|| {
+                SendError::Network(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before the answer",
+                ))
+            })?;
+        let response: RpcResponse = serde_json::from_slice(&body)
+            .map_err(|e| SendError::Network(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        if let RpcResponse::Refused(why) = response {
+            // The server closes after refusing; back off as if it were unreachable.
+            self.conn = None;
+            return Err(SendError::Unreachable(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("node {} refused: {why}", self.target),
+            )));
+        }
+        Ok(response)
+    }
+}
+
+/// Makes openraft's per-peer clients; knows every voter's address.
+#[derive(Clone, Debug)]
+pub struct NetworkFactory {
+    from: NodeId,
+    voters: Arc<BTreeMap<NodeId, SocketAddr>>,
+}
+
+impl NetworkFactory {
+    /// A factory for node `from` of the quorum `voters`.
+    pub fn new(from: NodeId, voters: Arc<BTreeMap<NodeId, SocketAddr>>) -> Self {
+        NetworkFactory { from, voters }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        // The configured voters are authoritative; the address recorded in the membership is
+        // the fallback for a node the configuration does not name.
+        let addr = self
+            .voters
+            .get(&target)
+            .copied()
+            .or_else(|| node.addr.parse().ok());
+        PeerClient {
+            channel: Channel::new(self.from, target, addr),
+        }
+    }
+}
+
+/// Openraft's client for one peer.
+#[derive(Debug)]
+pub struct PeerClient {
+    channel: Channel,
+}
+
+impl PeerClient {
+    fn rpc_error<E: std::error::Error>(
+        &self,
+        e: SendError,
+        action: RPCTypes,
+        ttl: Duration,
+    ) -> RPCError<NodeId, BasicNode, E> {
+        match e {
+            SendError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            SendError::Network(e) => RPCError::Network(NetworkError::new(&e)),
+            SendError::Timeout => RPCError::Timeout(Timeout {
+                action,
+                id: self.channel.from,
+                target: self.channel.target,
+                timeout: ttl,
+            }),
+        }
+    }
+
+    fn mismatch<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
+        let e = io::Error::new(io::ErrorKind::InvalidData, "answer of the wrong kind");
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+type RaftResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RaftResult<AppendEntriesResponse<NodeId>> {
+        let ttl = option.hard_ttl();
+        match self
+            .channel
+            .exchange(RpcRequest::AppendEntries(rpc), ttl)
+            .await
+        {
+            Ok(RpcResponse::AppendEntries(Ok(r))) => Ok(r),
+            Ok(RpcResponse::AppendEntries(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(
+                self.channel.target,
+                e,
+            ))),
+            Ok(_) => Err(self.mismatch()),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::AppendEntries, ttl)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RaftResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        let ttl = option.hard_ttl();
+        match self
+            .channel
+            .exchange(RpcRequest::InstallSnapshot(rpc), ttl)
+            .await
+        {
+            Ok(RpcResponse::InstallSnapshot(Ok(r))) => Ok(r),
+            Ok(RpcResponse::InstallSnapshot(Err(e))) => Err(RPCError::RemoteError(
+                RemoteError::new(self.channel.target, e),
+            )),
+            Ok(_) => Err(self.mismatch()),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::InstallSnapshot, ttl)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RaftResult<VoteResponse<NodeId>> {
+        let ttl = option.hard_ttl();
+        match self.channel.exchange(RpcRequest::Vote(rpc), ttl).await {
+            Ok(RpcResponse::Vote(Ok(r))) => Ok(r),
+            Ok(RpcResponse::Vote(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(
+                self.channel.target,
+                e,
+            ))),
+            Ok(_) => Err(self.mismatch()),
+            Err(e) => Err(self.rpc_error(e, RPCTypes::Vote, ttl)),
+        }
+    }
+}
+
+/// Application calls to other members (the broker-to-controller conversation), one reused
+/// connection per target. Usable without a quorum of one's own: a broker that is not a
+/// voter talks to the controllers with this alone.
+#[derive(Debug)]
+pub struct ControllerClient {
+    from: NodeId,
+    voters: Arc<BTreeMap<NodeId, SocketAddr>>,
+    timeout: Duration,
+    channels: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Channel>>>>,
+}
+
+impl ControllerClient {
+    /// A client that calls as node `from`, to the controllers at `voters`, each call bounded by
+    /// `timeout`.
+    pub fn new(from: NodeId, voters: BTreeMap<NodeId, SocketAddr>, timeout: Duration) -> Self {
+        ControllerClient {
+            from,
+            voters: Arc::new(voters),
+            timeout,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `request` to the application handler of `node` and returns its answer.
+    pub async fn call(&self, node: NodeId, request: Vec<u8>) -> Result<Vec<u8>, QuorumError> {
+        let addr = *self
+            .voters
+            .get(&node)
+            .ok_or(QuorumError::UnknownNode(node))?;
+        let channel = {
+            let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+            channels
+                .entry(node)
+                .or_insert_with(|| {
+                    Arc::new(tokio::sync::Mutex::new(Channel::new(
+                        self.from,
+                        node,
+                        Some(addr),
+                    )))
+                })
+                .clone()
+        };
+        // One request at a time per connection: answers come back in order.
+        let mut channel = channel.lock().await;
+        match channel
+            .exchange(RpcRequest::Application(request), self.timeout)
+            .await
+        {
+            Ok(RpcResponse::Application(answer)) => Ok(answer),
+            Ok(_) => Err(QuorumError::Rpc {
+                node,
+                message: "answer of the wrong kind".into(),
+            }),
+            Err(SendError::Timeout) => Err(QuorumError::Timeout { node }),
+            Err(SendError::Unreachable(e) | SendError::Network(e)) => Err(QuorumError::Rpc {
+                node,
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use openraft::Vote;
+    use tokio::net::TcpListener;
+
+    fn vote_request() -> VoteRequest<NodeId> {
+        VoteRequest::new(Vote::new(1, 1), None)
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable_and_a_silent_peer_times_out() {
+        // A port nobody listens on: bind one, note it, close it.
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let mut client = PeerClient {
+            channel: Channel::new(1, 2, Some(closed)),
+        };
+        let option = RPCOption::new(Duration::from_secs(2));
+        match client.vote(vote_request(), option).await {
+            Err(RPCError::Unreachable(_)) => {}
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+
+        // A peer that accepts and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let _held = tokio::spawn(async move {
+            let (conn, _) = silent.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(conn);
+        });
+        let mut client = PeerClient {
+            channel: Channel::new(1, 2, Some(addr)),
+        };
+        let option = RPCOption::new(Duration::from_millis(200));
+        match client.vote(vote_request(), option).await {
+            Err(RPCError::Timeout(t)) => assert_eq!((t.id, t.target), (1, 2)),
+            other => panic!("expected Timeout, got {other:?}"),
+        }
+        // The abandoned connection is not reused.
+        assert!(client.channel.conn.is_none());
+
+        // A peer that answers garbage: a network error, and the connection is dropped.
+        let liar = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = liar.local_addr().unwrap();
+        let _liar = tokio::spawn(async move {
+            let (mut conn, _) = liar.accept().await.unwrap();
+            let _ = read_frame(&mut conn).await;
+            let _ = write_frame(&mut conn, b"{\"nonsense\":true}").await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let mut client = PeerClient {
+            channel: Channel::new(1, 2, Some(addr)),
+        };
+        match client
+            .vote(vote_request(), RPCOption::new(Duration::from_secs(2)))
+            .await
+        {
+            Err(RPCError::Network(_)) => {}
+            other => panic!("expected a network error, got {other:?}"),
+        }
+        assert!(client.channel.conn.is_none());
+    }
+}
