@@ -30,7 +30,7 @@ impl TopicImage {
 }
 
 /// Where a partition's replicas are and who leads it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
     /// Assigned replicas, preferred leader first.
     pub replicas: Vec<i32>,
@@ -49,7 +49,7 @@ pub struct PartitionImage {
 }
 
 /// A registered broker as the metadata describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRegistration {
     /// `node.id`.
     pub broker_id: i32,
