@@ -5,24 +5,31 @@
 //! order at start-up. The network side (`server/`) and the Kafka APIs (`api/`) both use it;
 //! neither is used by it.
 
+use std::collections::BTreeMap;
 use std::fs::File;
+use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::group::{GroupCoordinator, OffsetMetadataManager};
 use crate::meta_properties;
-use crate::metadata::{Controller, ProducerIdManager};
+use crate::metadata::quorum::{MetadataQuorum, QuorumConfig};
+use crate::metadata::{publisher, Controller, ControllerHandler, ProducerIdManager};
+use crate::server::broker_lifecycle::BrokerLifecycle;
 use crate::replica::{AlterPartitionManager, FetcherConfig, ReplicaManager};
 
 /// Everything request handlers share: one value per concern, each owned by its module.
 pub struct Broker {
     /// Settings.
     pub config: Arc<BrokerConfig>,
-    /// Topic lifecycle and metadata.
+    /// The controller role, and the way to the active controller.
     pub controller: Arc<Controller>,
-    /// Hosted partition logs.
+    /// Hosted partition replicas.
     pub replicas: Arc<ReplicaManager>,
     /// Consumer groups.
     pub groups: GroupCoordinator,
@@ -32,16 +39,23 @@ pub struct Broker {
     pub producer_ids: ProducerIdManager,
     /// ISR changes on their way to the controller.
     pub alter_partition: Arc<AlterPartitionManager>,
+    /// Registration and heartbeats.
+    pub lifecycle: Arc<BrokerLifecycle>,
+    /// Stops the background tasks (metadata publisher, heartbeats, fencing, ISR expiry).
+    pub background_shutdown: watch::Sender<bool>,
     /// Held for the broker's life: the OS releases it if the process dies.
     _data_dir_lock: File,
 }
 
 impl Broker {
     /// Locks the data dir, checks it belongs to this node (`meta.properties`, written on first
-    /// start), replays metadata and opens every partition.
-    ///
-    /// Must run inside a tokio runtime (partition logs start their flushers).
-    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
+    /// start), joins the metadata quorum (serving it on `controller_listener` when there are
+    /// several voters), opens the partitions the metadata puts here, and registers with the
+    /// active controller. Returns once the controller has unfenced this broker.
+    pub async fn open(
+        config: BrokerConfig,
+        controller_listener: Option<TcpListener>,
+    ) -> Result<Arc<Broker>, BrokerError> {
         let config = Arc::new(config);
         std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::Io {
             context: format!("creating data dir {}", config.data_dir.display()),
@@ -57,22 +71,62 @@ impl Broker {
             config.inter_broker_listener_name.clone(),
             fetcher_config(&config),
         ));
-        let controller = Arc::new(Controller::open(config.clone(), replicas.clone())?);
+        let (background_shutdown, shutdown) = watch::channel(false);
+
+        let handler = Arc::new(ControllerHandler::default());
+        let quorum = Arc::new(
+            MetadataQuorum::start(
+                quorum_config(&config)?,
+                controller_listener,
+                handler.clone(),
+            )
+            .await
+            .map_err(|e| BrokerError::Storage(e.to_string()))?,
+        );
+        let controller = Controller::start(config.clone(), quorum.clone(), replicas.clone()).await?;
+        handler.bind(&controller);
         meta_properties::check_or_write(&config.data_dir, controller.cluster_id(), config.node_id)?;
+
+        // The partitions on disk that the metadata does not put here are leftovers.
+        let image = quorum.image();
+        let node_id = config.node_id;
+        replicas.remove_stray_dirs(|topic, partition| {
+            image
+                .topic(topic)
+                .and_then(|t| t.partition(partition))
+                .is_some_and(|p| p.replicas.contains(&node_id))
+        });
+        tokio::spawn(publisher::run(
+            quorum.clone(),
+            replicas.clone(),
+            config.log_defaults.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(controller.clone().run_liveness(shutdown.clone()));
+
         let groups = GroupCoordinator::new(&config);
         let offsets = OffsetMetadataManager::new(&config, controller.clone(), replicas.clone());
-        offsets.load(&groups);
-        let producer_ids = ProducerIdManager::new(&controller);
+        let producer_ids = ProducerIdManager::new();
         let deciding = controller.clone();
         let alter_partition = Arc::new(AlterPartitionManager::start(Arc::new(move |change| {
             let controller = deciding.clone();
             Box::pin(async move {
-                tokio::task::spawn_blocking(move || controller.alter_partition(&change))
+                controller
+                    .alter_partition(change)
                     .await
-                    .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())
             })
         })));
+        let lifecycle = BrokerLifecycle::start(controller.clone(), &config, shutdown).await?;
+        // Now that this broker leads what it should, rebuild the groups of the offsets
+        // partitions it leads.
+        replicas
+            .wait_applied(
+                quorum.status().last_applied.unwrap_or(0),
+                Duration::from_secs(10),
+            )
+            .await;
+        offsets.load(&groups);
         Ok(Arc::new(Broker {
             config,
             controller,
@@ -81,9 +135,47 @@ impl Broker {
             offsets,
             producer_ids,
             alter_partition,
+            lifecycle,
+            background_shutdown,
             _data_dir_lock: lock,
         }))
     }
+}
+
+/// The quorum this node votes in: `controller.quorum.voters`, or this node alone.
+fn quorum_config(config: &BrokerConfig) -> Result<QuorumConfig, BrokerError> {
+    let node_id = u64::try_from(config.node_id).map_err(|_| {
+        BrokerError::Storage(format!("node.id {} must not be negative", config.node_id))
+    })?;
+    let dir = config.data_dir.join("__cluster_metadata-0");
+    let voters = config.voter_addresses();
+    let mut quorum = if voters.len() <= 1 {
+        QuorumConfig::single(node_id, dir.clone())
+    } else {
+        let mut resolved = BTreeMap::new();
+        for (id, address) in voters {
+            let addr = address
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| {
+                    BrokerError::Storage(format!(
+                        "controller.quorum.voters: cannot resolve `{address}` of voter {id}"
+                    ))
+                })?;
+            let id = u64::try_from(id).map_err(|_| {
+                BrokerError::Storage(format!("controller.quorum.voters: bad voter id {id}"))
+            })?;
+            resolved.insert(id, addr);
+        }
+        QuorumConfig::new(node_id, resolved, dir.clone())
+    };
+    quorum.legacy_log = Some(dir.join("metadata.log"));
+    let election = Duration::from_millis(config.controller_quorum_election_timeout_ms);
+    quorum.election_timeout_min = election / 2;
+    quorum.election_timeout_max = election;
+    quorum.heartbeat_interval = (election / 10).max(Duration::from_millis(10));
+    Ok(quorum)
 }
 
 /// How this broker's followers fetch from their leaders.

@@ -86,6 +86,7 @@ impl From<&TopicError> for ResponseError {
             TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
             TopicError::DeletionDisabled => ResponseError::TopicDeletionDisabled,
             TopicError::Storage(_) => ResponseError::KafkaStorageError,
+            TopicError::NotController(_) => ResponseError::NotController,
         }
     }
 }
@@ -105,6 +106,7 @@ impl From<GroupError> for ResponseError {
             GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
             GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
             GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+            GroupError::NotCoordinator => ResponseError::NotCoordinator,
         }
     }
 }

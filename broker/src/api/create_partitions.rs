@@ -9,16 +9,14 @@ use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 
 /// Answers a CreatePartitions request.
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: CreatePartitionsRequest = ctx.decode(&mut body)?;
-    let results = request
-        .topics
-        .into_iter()
-        .map(|topic| {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
             let current = broker
                 .controller
                 .topic(&topic.name)
@@ -34,19 +32,17 @@ pub fn handle(
                 })
                 .collect();
             let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-            match broker.controller.create_partitions(
-                &topic.name,
-                topic.count,
-                &assignments,
-                request.validate_only,
-            ) {
+            let outcome = broker
+                .controller
+                .create_partitions(&topic.name, topic.count, &assignments, request.validate_only)
+                .await;
+            results.push(match outcome {
                 Ok(()) => result.with_error_code(NONE),
                 Err(error) => result
                     .with_error_code(ResponseError::from(&error).code())
                     .with_error_message(Some(str_bytes(error.to_string()))),
-            }
-        })
-        .collect();
+            });
+    }
     let response = CreatePartitionsResponse::default()
         .with_throttle_time_ms(0)
         .with_results(results);

@@ -15,7 +15,7 @@ use crate::metadata::controller::NewTopic;
 use crate::metadata::topic_config;
 
 /// Answers a CreateTopics request.
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
     mut body: Bytes,
@@ -80,7 +80,7 @@ pub fn handle(
                 .collect(),
             configs,
         };
-        match broker.controller.create_topic(new, request.validate_only) {
+        match broker.controller.create_topic(new, request.validate_only).await {
             Ok(created) => {
                 let mut result = result
                     .with_error_code(NONE)

@@ -10,7 +10,7 @@ use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 
 /// Answers a DeleteTopics request.
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
     mut body: Bytes,
@@ -29,20 +29,21 @@ pub fn handle(
             .map(|n| (Some(n), Uuid::nil()))
             .collect()
     };
-    let responses = targets
-        .into_iter()
-        .map(|(name, topic_id)| {
-            let outcome = match &name {
-                Some(name) => broker
-                    .controller
-                    .delete_topic(&name.0)
-                    .map(|id| (name.clone(), id)),
-                None => broker
-                    .controller
-                    .delete_topic_by_id(topic_id)
-                    .map(|n| (TopicName(str_bytes(n)), topic_id)),
-            };
-            match outcome {
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, topic_id) in targets {
+        let outcome = match &name {
+            Some(name) => broker
+                .controller
+                .delete_topic(&name.0)
+                .await
+                .map(|id| (name.clone(), id)),
+            None => broker
+                .controller
+                .delete_topic_by_id(topic_id)
+                .await
+                .map(|n| (TopicName(str_bytes(n)), topic_id)),
+        };
+        responses.push(match outcome {
                 Ok((name, id)) => DeletableTopicResult::default()
                     .with_name(Some(name))
                     .with_topic_id(id)
@@ -52,9 +53,8 @@ pub fn handle(
                     .with_topic_id(topic_id)
                     .with_error_code(ResponseError::from(&error).code())
                     .with_error_message(Some(str_bytes(error.to_string()))),
-            }
-        })
-        .collect();
+        });
+    }
     let response = DeleteTopicsResponse::default()
         .with_throttle_time_ms(0)
         .with_responses(responses);

@@ -1,66 +1,49 @@
-//! FindCoordinator: this broker coordinates every group (single key up to v3, batched v4).
+//! FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
+//! partition (single key up to v3, batched v4).
 
 use bytes::Bytes;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
 
+use super::metadata::client_endpoint;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{error_code, ResponseError};
+use crate::group::OFFSETS_TOPIC;
 
 /// Key type of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;
 
+/// Where a coordinator is: node id, host, port.
+type Found = (i32, StrBytes, i32);
+
 /// Answers a FindCoordinator request.
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: FindCoordinatorRequest = ctx.decode(&mut body)?;
-    // Ok, or the error with its message.
-    let lookup = |key: &str| -> Result<(), (ResponseError, String)> {
-        if request.key_type != KEY_TYPE_GROUP {
-            return Err((
-                ResponseError::CoordinatorNotAvailable,
-                "transactions are not supported yet".to_string(),
-            ));
-        }
-        if key.is_empty() {
-            return Err((ResponseError::InvalidRequest, "empty group id".to_string()));
-        }
-        // Creating the offsets topic here, as Kafka does, makes the first commit fast.
-        match broker.offsets.offsets_log(key) {
-            Ok(_) => Ok(()),
-            Err(error) => Err((error.into(), "offsets topic unavailable".to_string())),
-        }
-    };
-    let node = BrokerId(broker.config.node_id);
-    let host = str_bytes(broker.config.advertised_host.clone());
-    let port = i32::from(broker.config.advertised_port);
     let response = if ctx.version >= 4 {
-        let coordinators = request
-            .coordinator_keys
-            .iter()
-            .map(|key| {
-                let found = lookup(key);
-                let (error, message) = found.clone().err().unzip();
+        let mut coordinators = Vec::with_capacity(request.coordinator_keys.len());
+        for key in &request.coordinator_keys {
+            let found = lookup(broker, request.key_type, key).await;
+            let (error, message) = found.clone().err().unzip();
+            let (node, host, port) = found.unwrap_or((-1, str_bytes(""), -1));
+            coordinators.push(
                 Coordinator::default()
                     .with_key(key.clone())
-                    .with_node_id(if found.is_ok() { node } else { BrokerId(-1) })
-                    .with_host(if found.is_ok() {
-                        host.clone()
-                    } else {
-                        str_bytes("")
-                    })
-                    .with_port(if found.is_ok() { port } else { -1 })
+                    .with_node_id(BrokerId(node))
+                    .with_host(host)
+                    .with_port(port)
                     .with_error_code(error_code(error))
-                    .with_error_message(message.map(str_bytes))
-            })
-            .collect();
+                    .with_error_message(message.map(str_bytes)),
+            );
+        }
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
-        let found = lookup(&request.key);
+        let found = lookup(broker, request.key_type, &request.key).await;
         let (error, message) = found.clone().err().unzip();
         let response = FindCoordinatorResponse::default().with_error_code(error_code(error));
         let response = if ctx.version >= 1 {
@@ -68,14 +51,48 @@ pub fn handle(
         } else {
             response
         };
-        if found.is_ok() {
-            response.with_node_id(node).with_host(host).with_port(port)
-        } else {
-            response
-                .with_node_id(BrokerId(-1))
-                .with_host(str_bytes(""))
-                .with_port(-1)
-        }
+        let (node, host, port) = found.unwrap_or((-1, str_bytes(""), -1));
+        response
+            .with_node_id(BrokerId(node))
+            .with_host(host)
+            .with_port(port)
     };
     ctx.respond(&response.with_throttle_time_ms(0))
+}
+
+/// The coordinator of one key, or the error with its message.
+async fn lookup(broker: &Broker, key_type: i8, key: &str) -> Result<Found, (ResponseError, String)> {
+    if key_type != KEY_TYPE_GROUP {
+        return Err((
+            ResponseError::CoordinatorNotAvailable,
+            "transactions are not supported yet".to_string(),
+        ));
+    }
+    if key.is_empty() {
+        return Err((ResponseError::InvalidRequest, "empty group id".to_string()));
+    }
+    // Creating the offsets topic here, as Kafka does, makes the first commit fast.
+    let partitions = broker
+        .offsets
+        .ensure_topic()
+        .await
+        .map_err(|e| (ResponseError::from(e), "offsets topic unavailable".to_string()))?;
+    let partition = broker.offsets.partition_of(key, partitions);
+    broker.controller.with_image(|image| {
+        let leader = image
+            .topic(OFFSETS_TOPIC)
+            .and_then(|t| t.partition(partition))
+            .map_or(-1, |p| p.leader);
+        let endpoint = image
+            .broker(leader)
+            .filter(|b| !b.fenced)
+            .and_then(client_endpoint);
+        match endpoint {
+            Some(e) => Ok((leader, str_bytes(e.host.clone()), i32::from(e.port))),
+            None => Err((
+                ResponseError::CoordinatorNotAvailable,
+                format!("{OFFSETS_TOPIC}-{partition} has no leader right now"),
+            )),
+        }
+    })
 }

@@ -1,6 +1,7 @@
 //! IncrementalAlterConfigs: set, delete, append to or subtract from topic settings.
 
 use bytes::Bytes;
+use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
@@ -11,16 +12,28 @@ use crate::error::{ResponseError, NONE};
 use crate::metadata::controller::ConfigOp;
 
 /// Answers an IncrementalAlterConfigs request.
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: IncrementalAlterConfigsRequest = ctx.decode(&mut body)?;
-    let responses = request
-        .resources
-        .into_iter()
-        .map(|resource| {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        responses.push(alter_one(broker, resource, request.validate_only).await);
+    }
+    let response = IncrementalAlterConfigsResponse::default()
+        .with_throttle_time_ms(0)
+        .with_responses(responses);
+    ctx.respond(&response)
+}
+
+/// Changes (or checks) one resource's settings.
+async fn alter_one(
+    broker: &Broker,
+    resource: AlterConfigsResource,
+    validate_only: bool,
+) -> AlterConfigsResourceResponse {
             let response = AlterConfigsResourceResponse::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
@@ -67,18 +80,12 @@ pub fn handle(
                 };
                 ops.push((config.name.to_string(), op));
             }
-            match broker.controller.alter_topic_configs(
-                &resource.resource_name,
-                &ops,
-                request.validate_only,
-            ) {
+            match broker
+                .controller
+                .alter_topic_configs(&resource.resource_name, &ops, validate_only)
+                .await
+            {
                 Ok(()) => response.with_error_code(NONE),
                 Err(error) => fail((&error).into(), error.to_string()),
             }
-        })
-        .collect();
-    let response = IncrementalAlterConfigsResponse::default()
-        .with_throttle_time_ms(0)
-        .with_responses(responses);
-    ctx.respond(&response)
 }

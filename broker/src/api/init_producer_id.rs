@@ -9,7 +9,7 @@ use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 
 /// Answers an InitProducerId request.
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
     mut body: Bytes,
@@ -28,16 +28,16 @@ pub fn handle(
                 .with_error_code(NONE)
                 .with_producer_id(request.producer_id)
                 .with_producer_epoch(epoch),
-            None => fresh(broker, response),
+            None => fresh(broker, response).await,
         }
     } else {
-        fresh(broker, response)
+        fresh(broker, response).await
     };
     ctx.respond(&response)
 }
 
-fn fresh(broker: &Broker, response: InitProducerIdResponse) -> InitProducerIdResponse {
-    match broker.producer_ids.next_id(&broker.controller) {
+async fn fresh(broker: &Broker, response: InitProducerIdResponse) -> InitProducerIdResponse {
+    match broker.producer_ids.next_id(&broker.controller).await {
         Ok(id) => response
             .with_error_code(NONE)
             .with_producer_id(ProducerId(id))

@@ -26,7 +26,7 @@ pub fn client_endpoint(broker: &BrokerRegistration) -> Option<&BrokerEndpoint> {
 }
 
 /// Answers a Metadata request.
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     ctx: &RequestContext,
     mut body: Bytes,
@@ -55,7 +55,7 @@ pub fn handle(
             for wanted in list {
                 match wanted.name {
                     Some(name) => {
-                        topics.push(named_topic(broker, name.0, allow_auto_create));
+                        topics.push(named_topic(broker, name.0, allow_auto_create).await);
                     }
                     None => {
                         let id = wanted.topic_id;
@@ -97,7 +97,11 @@ pub fn handle(
     ctx.respond(&response)
 }
 
-fn named_topic(broker: &Broker, name: StrBytes, allow_auto_create: bool) -> MetadataResponseTopic {
+async fn named_topic(
+    broker: &Broker,
+    name: StrBytes,
+    allow_auto_create: bool,
+) -> MetadataResponseTopic {
     let existing = broker
         .controller
         .with_image(|i| i.topic(&name).map(|topic| topic_response(topic, i)));
@@ -114,7 +118,7 @@ fn named_topic(broker: &Broker, name: StrBytes, allow_auto_create: bool) -> Meta
             ResponseError::UnknownTopicOrPartition,
         );
     }
-    match broker.controller.auto_create(&name) {
+    match broker.controller.auto_create(&name).await {
         Ok(topic) => broker.controller.with_image(|i| topic_response(&topic, i)),
         Err(e @ TopicError::Storage(_)) => {
             tracing::error!(topic = %name, error = %e, "auto-creating topic failed");

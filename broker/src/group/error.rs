@@ -40,4 +40,7 @@ pub enum GroupError {
     /// The group's `__consumer_offsets` partition cannot be read or written.
     #[error("the offsets topic is not available")]
     CoordinatorNotAvailable,
+    /// Another broker leads the group's `__consumer_offsets` partition (NOT_COORDINATOR).
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
 }

@@ -37,6 +37,8 @@ pub struct OffsetMetadataManager {
     replicas: Arc<ReplicaManager>,
     /// `offsets.topic.num.partitions`, used when the topic is created.
     num_partitions: i32,
+    /// `offsets.topic.replication.factor`, used when the topic is created.
+    replication_factor: i16,
 }
 
 impl OffsetMetadataManager {
@@ -50,44 +52,72 @@ impl OffsetMetadataManager {
             controller,
             replicas,
             num_partitions: config.offsets_topic_num_partitions,
+            replication_factor: config.offsets_topic_replication_factor,
         }
     }
 
-    /// The `__consumer_offsets` partition log of a group, creating the topic on first use (as
-    /// Kafka does, on the first FindCoordinator or commit).
-    pub fn offsets_log(&self, group_id: &str) -> Result<Arc<PartitionLog>, GroupError> {
-        let partitions = match self.controller.topic(OFFSETS_TOPIC) {
-            Some(topic) => topic.partitions,
-            None => {
-                let configs: BTreeMap<String, String> = [
-                    ("cleanup.policy".to_string(), "compact".to_string()),
-                    ("segment.bytes".to_string(), "104857600".to_string()),
-                ]
-                .into();
-                let new = NewTopic {
-                    name: OFFSETS_TOPIC.to_string(),
-                    partitions: Some(self.num_partitions),
-                    replication_factor: Some(1),
-                    assignments: Vec::new(),
-                    configs,
-                };
-                match self.controller.create_topic(new, false) {
-                    Ok(topic) => topic.partitions,
-                    Err(TopicError::AlreadyExists(_)) => self
-                        .controller
-                        .topic(OFFSETS_TOPIC)
-                        .map_or(self.num_partitions, |t| t.partitions),
-                    Err(error) => {
-                        tracing::error!(%error, "cannot create {OFFSETS_TOPIC}");
-                        return Err(GroupError::CoordinatorNotAvailable);
-                    }
-                }
-            }
+    /// Creates `__consumer_offsets` on first use (as Kafka does, on the first FindCoordinator
+    /// or commit); returns its partition count. Its replication factor is
+    /// `offsets.topic.replication.factor`, capped at the brokers there are, so that a
+    /// single-node broker has one too.
+    pub async fn ensure_topic(&self) -> Result<i32, GroupError> {
+        if let Some(topic) = self.controller.topic(OFFSETS_TOPIC) {
+            return Ok(topic.partitions);
+        }
+        let brokers = self
+            .controller
+            .with_image(|i| i.unfenced_brokers().count())
+            .max(1);
+        let replication_factor = self
+            .replication_factor
+            .min(i16::try_from(brokers).unwrap_or(i16::MAX));
+        let configs: BTreeMap<String, String> = [
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("segment.bytes".to_string(), "104857600".to_string()),
+        ]
+        .into();
+        let new = NewTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            partitions: Some(self.num_partitions),
+            replication_factor: Some(replication_factor),
+            assignments: Vec::new(),
+            configs,
         };
+        match self.controller.create_topic(new, false).await {
+            Ok(topic) => Ok(topic.partitions),
+            Err(TopicError::AlreadyExists(_)) => Ok(self
+                .controller
+                .topic(OFFSETS_TOPIC)
+                .map_or(self.num_partitions, |t| t.partitions)),
+            Err(error) => {
+                tracing::error!(%error, "cannot create {OFFSETS_TOPIC}");
+                Err(GroupError::CoordinatorNotAvailable)
+            }
+        }
+    }
+
+    /// The `__consumer_offsets` partition of a group.
+    pub fn partition_of(&self, group_id: &str, partitions: i32) -> i32 {
+        records::partition_for(group_id, partitions)
+    }
+
+    /// The log of the group's `__consumer_offsets` partition, which this broker must lead
+    /// (NOT_COORDINATOR otherwise: the client looks the coordinator up again).
+    pub fn offsets_log(&self, group_id: &str) -> Result<Arc<PartitionLog>, GroupError> {
+        let partitions = self
+            .controller
+            .topic(OFFSETS_TOPIC)
+            .map(|t| t.partitions)
+            .ok_or(GroupError::CoordinatorNotAvailable)?;
         let partition = records::partition_for(group_id, partitions);
-        self.replicas
-            .partition(OFFSETS_TOPIC, partition)
-            .ok_or(GroupError::CoordinatorNotAvailable)
+        let replica = self
+            .replicas
+            .replica(OFFSETS_TOPIC, partition)
+            .ok_or(GroupError::NotCoordinator)?;
+        if replica.role() != crate::replica::Role::Leader {
+            return Err(GroupError::NotCoordinator);
+        }
+        Ok(replica.log().clone())
     }
 
     /// Durably writes offset commits (`Some`) and deletions (`None`) of one group, then applies
@@ -102,6 +132,7 @@ impl OffsetMetadataManager {
         if entries.is_empty() {
             return Ok(());
         }
+        self.ensure_topic().await?;
         let log = self.offsets_log(group_id)?;
         let encoded: Vec<(Bytes, Option<Bytes>)> = entries
             .iter()
@@ -158,7 +189,13 @@ impl OffsetMetadataManager {
             return;
         };
         let mut loaded = 0usize;
-        for log in hosted.partitions.values().map(|r| r.log()) {
+        // Only the partitions this broker leads: it coordinates their groups.
+        for log in hosted
+            .partitions
+            .values()
+            .filter(|r| r.role() == crate::replica::Role::Leader)
+            .map(|r| r.log())
+        {
             let mut offset = log.log_start_offset();
             let end = log.log_end_offset();
             while offset < end {

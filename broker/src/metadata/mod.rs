@@ -16,13 +16,14 @@ pub mod image;
 pub mod log;
 pub mod placement;
 pub mod producer_ids;
+pub mod publisher;
 pub mod quorum;
 pub mod records;
 pub mod topic_config;
 
 use std::path::Path;
 
-pub use controller::{Controller, TopicError};
+pub use controller::{Controller, ControllerHandler, TopicError};
 pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
 pub use log::{MetadataLog, MetadataLogError};
 pub use producer_ids::ProducerIdManager;

@@ -17,7 +17,7 @@ use super::partition::Partition;
 use super::replica_manager::ReplicaManager;
 
 /// One proposed ISR change, as the controller receives it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AlterPartition {
     /// Topic id.
     pub topic_id: Uuid,

@@ -45,6 +45,8 @@ pub struct ReplicaManager {
     fetchers: ReplicaFetcherManager,
     /// Serializes [`ReplicaManager::apply_image`]: roles change in metadata order.
     applying: Mutex<()>,
+    /// The metadata log index the replicas were last made to match.
+    applied_index: tokio::sync::watch::Sender<u64>,
 }
 
 impl ReplicaManager {
@@ -72,7 +74,26 @@ impl ReplicaManager {
             inter_broker_listener,
             fetchers: ReplicaFetcherManager::new(fetcher, resolve),
             applying: Mutex::new(()),
+            applied_index: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// Records that the replicas match the metadata up to log `index`.
+    pub fn set_applied(&self, index: u64) {
+        self.applied_index.send_if_modified(|current| {
+            let moved = index > *current;
+            if moved {
+                *current = index;
+            }
+            moved
+        });
+    }
+
+    /// Waits until the replicas match the metadata up to log `index`, for at most `timeout`
+    /// (returns either way: callers only want read-your-writes, not a guarantee).
+    pub async fn wait_applied(&self, index: u64, timeout: std::time::Duration) {
+        let mut applied = self.applied_index.subscribe();
+        let _ = tokio::time::timeout(timeout, applied.wait_for(|i| *i >= index)).await;
     }
 
     /// The data directory.

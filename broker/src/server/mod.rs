@@ -5,6 +5,7 @@
 //! connections finish the responses they owe, then every log is flushed and closed, and the
 //! data-dir lock is released.
 
+pub mod broker_lifecycle;
 pub mod connection;
 
 use std::net::SocketAddr;
@@ -38,12 +39,21 @@ impl RunningBroker {
         &self.broker
     }
 
-    /// Stops accepting, lets connections finish what they owe, closes every log.
+    /// Moves this broker's leaderships away (controlled shutdown), stops accepting, lets
+    /// connections finish what they owe, leaves the metadata quorum and closes every log.
     pub async fn shutdown(self) {
+        if self.broker.controller.quorum().voters().len() > 1 {
+            self.broker
+                .lifecycle
+                .controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT)
+                .await;
+        }
         let _ = self.shutdown.send(true);
         if let Err(error) = self.task.await {
             tracing::error!(%error, "broker task failed");
         }
+        self.broker.background_shutdown.send_replace(true);
+        self.broker.controller.quorum().shutdown().await;
         let replicas = self.broker.replicas.clone();
         let closed = tokio::task::spawn_blocking(move || replicas.close_all()).await;
         if let Err(error) = closed {
@@ -68,7 +78,18 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, BrokerErro
     })?;
     // Listening on port 0 (tests, embedding): clients must be told the port actually bound.
     config.set_bound_client_port(local_addr.port());
-    let broker = Broker::open(config)?;
+    // The quorum's own listener, when there are other voters to talk to.
+    let controller_listener = match config.controller_listener() {
+        Some(listener) if config.process_roles.is_controller() && config.quorum_voters.len() > 1 => {
+            let address = listener.address();
+            Some(TcpListener::bind(&address).await.map_err(|source| BrokerError::Io {
+                context: format!("binding the controller listener {address}"),
+                source,
+            })?)
+        }
+        _ => None,
+    };
+    let broker = Broker::open(config, controller_listener).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(serve(broker.clone(), listener, shutdown_rx));
     tracing::info!(%local_addr, data_dir = %broker.config.data_dir.display(), cluster_id = %broker.controller.cluster_id(), "broker listening");
@@ -79,6 +100,9 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, BrokerErro
         task,
     })
 }
+
+/// How long a controlled shutdown waits for the controller to move leaderships away.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long shutdown waits for connections to flush their owed responses.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(10);

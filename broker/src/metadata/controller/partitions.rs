@@ -1,0 +1,265 @@
+//! The controller's partition decisions: ISR changes proposed by leaders (AlterPartition) and
+//! leader elections when brokers are fenced, shut down or come back.
+//!
+//! Elections are clean only (`unclean.leader.election.enable` off): a new leader always comes
+//! from the ISR, and an ISR never loses its last member, so a partition whose every in-sync
+//! replica is down stays offline (leader -1) until one of them returns, instead of electing a
+//! replica that may lack acknowledged records.
+
+use super::AlterPartitionError;
+use crate::metadata::{MetadataImage, MetadataRecord, PartitionImage, TopicImage};
+use crate::replica::AlterPartition;
+
+/// The record of a partition's new state.
+fn partition_record(topic: &TopicImage, partition: i32, state: &PartitionImage) -> MetadataRecord {
+    MetadataRecord::Partition {
+        topic_id: topic.topic_id,
+        partition,
+        replicas: state.replicas.clone(),
+        isr: state.isr.clone(),
+        leader: state.leader,
+        leader_epoch: state.leader_epoch,
+        partition_epoch: state.partition_epoch,
+        adding_replicas: state.adding_replicas.clone(),
+        removing_replicas: state.removing_replicas.clone(),
+    }
+}
+
+/// Judges an ISR change a partition leader proposes: only the current leader, in its current
+/// leader epoch and partition epoch, may change the ISR; the new ISR holds the leader, only
+/// assigned replicas, and no fenced broker among the members it adds (KIP-841). The partition
+/// epoch is bumped.
+pub(super) fn alter_partition(
+    image: &MetadataImage,
+    change: &AlterPartition,
+) -> Result<Vec<MetadataRecord>, AlterPartitionError> {
+    let Some(topic) = image.topic_by_id(&change.topic_id) else {
+        return Err(AlterPartitionError::UnknownTopicOrPartition);
+    };
+    let Some(state) = topic.partition(change.partition) else {
+        return Err(AlterPartitionError::UnknownTopicOrPartition);
+    };
+    if state.leader != change.leader {
+        return Err(AlterPartitionError::NotLeader {
+            leader: state.leader,
+        });
+    }
+    if state.leader_epoch != change.leader_epoch {
+        return Err(AlterPartitionError::FencedLeaderEpoch {
+            current: state.leader_epoch,
+        });
+    }
+    if state.partition_epoch != change.partition_epoch {
+        return Err(AlterPartitionError::InvalidUpdateVersion {
+            current: state.partition_epoch,
+        });
+    }
+    if !change.isr.contains(&change.leader)
+        || change.isr.iter().any(|r| !state.replicas.contains(r))
+    {
+        return Err(AlterPartitionError::InvalidRequest(format!(
+            "ISR {:?} must hold the leader {} and only replicas {:?}",
+            change.isr, change.leader, state.replicas
+        )));
+    }
+    if let Some(ineligible) = change
+        .isr
+        .iter()
+        .filter(|r| !state.isr.contains(r))
+        .find(|r| image.broker(**r).is_none_or(|b| b.fenced))
+    {
+        return Err(AlterPartitionError::IneligibleReplica(*ineligible));
+    }
+    let mut next = state.clone();
+    next.isr = change.isr.clone();
+    next.isr.sort_unstable();
+    next.isr.dedup();
+    next.partition_epoch += 1;
+    Ok(vec![partition_record(topic, change.partition, &next)])
+}
+
+/// Whether `broker` may lead or join an ISR now: registered and not fenced.
+fn is_eligible(image: &MetadataImage, broker: i32, excluded: Option<i32>) -> bool {
+    Some(broker) != excluded && image.broker(broker).is_some_and(|b| !b.fenced)
+}
+
+/// Moves everything away from `broker` (fenced for missed heartbeats, or shutting down): it
+/// leaves every ISR that has another member, and partitions it leads get a new leader from the
+/// rest of the ISR (in replica order: the preferred leader first), or none, with a new leader
+/// epoch either way so that the old leader is fenced.
+pub(super) fn move_away_from(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics() {
+        for (&index, state) in &topic.partition_states {
+            let leads = state.leader == broker;
+            let in_isr = state.isr.contains(&broker);
+            if !leads && !in_isr {
+                continue;
+            }
+            let mut next = state.clone();
+            if in_isr && state.isr.len() > 1 {
+                next.isr.retain(|r| *r != broker);
+            }
+            if leads {
+                next.leader = next
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|r| next.isr.contains(r) && is_eligible(image, *r, Some(broker)))
+                    .unwrap_or(-1);
+                next.leader_epoch += 1;
+            }
+            if next == *state {
+                continue;
+            }
+            next.partition_epoch += 1;
+            records.push(partition_record(topic, index, &next));
+        }
+    }
+    records
+}
+
+/// Elects leaders for offline partitions (leader -1) that have an eligible ISR member again,
+/// for example the last in-sync replica coming back after being fenced.
+pub(super) fn elect_offline_leaders(image: &MetadataImage) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics() {
+        for (&index, state) in &topic.partition_states {
+            if state.leader >= 0 {
+                continue;
+            }
+            let Some(leader) = state
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| state.isr.contains(r) && is_eligible(image, *r, None))
+            else {
+                continue;
+            };
+            let mut next = state.clone();
+            next.leader = leader;
+            next.leader_epoch += 1;
+            next.partition_epoch += 1;
+            records.push(partition_record(topic, index, &next));
+        }
+    }
+    records
+}
+
+/// How many partitions `broker` leads.
+pub(super) fn leaderships(image: &MetadataImage, broker: i32) -> usize {
+    image
+        .topics()
+        .flat_map(|t| t.partition_states.values())
+        .filter(|p| p.leader == broker)
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn image(fenced: &[i32], isr: Vec<i32>, leader: i32) -> (MetadataImage, Uuid) {
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            image.apply(&MetadataRecord::RegisterBroker {
+                broker_id: id,
+                incarnation_id: Uuid::new_v4(),
+                broker_epoch: i64::from(id),
+                listeners: vec![],
+                rack: None,
+                fenced: fenced.contains(&id),
+            });
+        }
+        let topic_id = Uuid::new_v4();
+        image.apply(&MetadataRecord::Topic {
+            name: "t".into(),
+            topic_id,
+            partitions: 1,
+            configs: BTreeMap::new(),
+        });
+        image.apply(&MetadataRecord::Partition {
+            topic_id,
+            partition: 0,
+            replicas: vec![1, 2, 3],
+            isr,
+            leader,
+            leader_epoch: 5,
+            partition_epoch: 7,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
+        });
+        (image, topic_id)
+    }
+
+    fn apply(image: &mut MetadataImage, records: &[MetadataRecord]) -> PartitionImage {
+        for record in records {
+            image.apply(record);
+        }
+        image.topic("t").unwrap().partition(0).unwrap().clone()
+    }
+
+    #[test]
+    fn a_fenced_leader_is_replaced_from_the_isr_with_a_new_epoch() {
+        let (mut image, _) = image(&[1], vec![1, 2, 3], 1);
+        let records = move_away_from(&image, 1);
+        let state = apply(&mut image, &records);
+        assert_eq!(state.leader, 2);
+        assert_eq!(state.isr, vec![2, 3]);
+        assert_eq!(state.leader_epoch, 6);
+        assert_eq!(state.partition_epoch, 8);
+    }
+
+    #[test]
+    fn the_last_isr_member_stays_and_the_partition_goes_offline_until_it_returns() {
+        let (mut image, _) = image(&[1], vec![1], 1);
+        let state = apply(&mut image, &move_away_from(&image.clone(), 1));
+        assert_eq!(state.leader, -1);
+        assert_eq!(state.isr, vec![1], "no unclean election, no empty ISR");
+        // Broker 2 is alive but out of sync: not elected.
+        assert!(elect_offline_leaders(&image).is_empty());
+        image.apply(&MetadataRecord::BrokerFencing {
+            broker_id: 1,
+            broker_epoch: 1,
+            fenced: false,
+        });
+        let state = apply(&mut image, &elect_offline_leaders(&image.clone()));
+        assert_eq!(state.leader, 1);
+        assert_eq!(state.leader_epoch, 7);
+    }
+
+    #[test]
+    fn isr_changes_need_the_current_epochs_and_unfenced_new_members() {
+        let (image, topic_id) = image(&[3], vec![1, 2], 1);
+        let change = |leader_epoch, partition_epoch, isr: Vec<i32>| AlterPartition {
+            topic_id,
+            partition: 0,
+            leader: 1,
+            leader_epoch,
+            partition_epoch,
+            isr,
+        };
+        assert!(alter_partition(&image, &change(5, 7, vec![1])).is_ok());
+        assert_eq!(
+            alter_partition(&image, &change(4, 7, vec![1])),
+            Err(AlterPartitionError::FencedLeaderEpoch { current: 5 })
+        );
+        assert_eq!(
+            alter_partition(&image, &change(5, 6, vec![1])),
+            Err(AlterPartitionError::InvalidUpdateVersion { current: 7 })
+        );
+        assert_eq!(
+            alter_partition(&image, &change(5, 7, vec![1, 2, 3])),
+            Err(AlterPartitionError::IneligibleReplica(3))
+        );
+        assert!(matches!(
+            alter_partition(&image, &change(5, 7, vec![2])),
+            Err(AlterPartitionError::InvalidRequest(_))
+        ));
+    }
+}

@@ -1,0 +1,182 @@
+//! The broker's conversation with the active controller (Kafka's `BrokerLifecycleManager`):
+//! register at start-up, heartbeat every `broker.heartbeat.interval.ms`, and on SIGTERM a
+//! controlled shutdown that moves this broker's leaderships away before it stops.
+//!
+//! A broker starts fenced and serves only once a heartbeat has unfenced it: clients are never
+//! sent to a broker the controller does not count as alive.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::metadata::controller::brokers::{
+    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest,
+    BrokerRequestError,
+};
+use crate::metadata::controller::{broker_endpoints, ControllerCallError};
+use crate::metadata::Controller;
+
+/// How long a broker waits at start-up to be registered and unfenced.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The pause between failed controller calls.
+const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+
+/// This broker's registration and heartbeats.
+pub struct BrokerLifecycle {
+    controller: Arc<Controller>,
+    registration: BrokerRegistrationRequest,
+    broker_epoch: AtomicI64,
+    fenced: watch::Sender<bool>,
+    interval: Duration,
+}
+
+impl BrokerLifecycle {
+    /// Registers with the active controller and heartbeats until unfenced (or fails after
+    /// [`STARTUP_TIMEOUT`]), then keeps heartbeating in the background until `shutdown`.
+    pub async fn start(
+        controller: Arc<Controller>,
+        config: &BrokerConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<BrokerLifecycle>, BrokerError> {
+        let lifecycle = Arc::new(BrokerLifecycle {
+            controller,
+            registration: BrokerRegistrationRequest {
+                broker_id: config.node_id,
+                incarnation_id: Uuid::new_v4(),
+                listeners: broker_endpoints(config),
+                rack: config.broker_rack.clone(),
+            },
+            broker_epoch: AtomicI64::new(-1),
+            fenced: watch::channel(true).0,
+            interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
+        });
+        let started = tokio::time::timeout(STARTUP_TIMEOUT, async {
+            loop {
+                match lifecycle.register().await {
+                    Ok(()) => {}
+                    Err(ControllerCallError::Refused(error)) => {
+                        return Err(BrokerError::Storage(error.to_string()))
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "registration failed; retrying");
+                        tokio::time::sleep(RETRY_BACKOFF).await;
+                        continue;
+                    }
+                }
+                match lifecycle.beat(false).await {
+                    Ok(answer) if !answer.fenced => return Ok(()),
+                    Ok(_) | Err(_) => tokio::time::sleep(RETRY_BACKOFF).await,
+                }
+            }
+        })
+        .await;
+        match started {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                return Err(BrokerError::Storage(format!(
+                    "broker {} was not registered and unfenced by the controller within {}s",
+                    config.node_id,
+                    STARTUP_TIMEOUT.as_secs()
+                )))
+            }
+        }
+        tokio::spawn(lifecycle.clone().heartbeat_loop(shutdown));
+        Ok(lifecycle)
+    }
+
+    /// This broker's current epoch.
+    pub fn broker_epoch(&self) -> i64 {
+        self.broker_epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether the controller counts this broker as fenced, as it changes.
+    pub fn fenced(&self) -> watch::Receiver<bool> {
+        self.fenced.subscribe()
+    }
+
+    async fn register(&self) -> Result<(), ControllerCallError> {
+        let epoch = self
+            .controller
+            .register_broker(self.registration.clone())
+            .await?;
+        self.broker_epoch.store(epoch, Ordering::Release);
+        tracing::info!(broker_epoch = epoch, "registered with the controller");
+        Ok(())
+    }
+
+    /// One heartbeat and its answer. A stale epoch (the controller replaced the registration)
+    /// registers again and counts as fenced.
+    async fn beat(
+        &self,
+        want_shutdown: bool,
+    ) -> Result<BrokerHeartbeatResponse, ControllerCallError> {
+        let request = BrokerHeartbeatRequest {
+            broker_id: self.registration.broker_id,
+            broker_epoch: self.broker_epoch(),
+            // `submit` waited until this node's image holds the registration.
+            caught_up: true,
+            want_shutdown,
+        };
+        match self.controller.heartbeat(request).await {
+            Ok(answer) => {
+                self.fenced.send_if_modified(|fenced| {
+                    let changed = *fenced != answer.fenced;
+                    *fenced = answer.fenced;
+                    changed
+                });
+                Ok(answer)
+            }
+            Err(ControllerCallError::Refused(BrokerRequestError::StaleBrokerEpoch { .. })) => {
+                tracing::warn!("the controller no longer knows this registration; registering again");
+                self.fenced.send_replace(true);
+                self.register().await?;
+                Ok(BrokerHeartbeatResponse {
+                    fenced: true,
+                    should_shutdown: false,
+                })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(error) = self.beat(false).await {
+                tracing::debug!(%error, "heartbeat failed");
+            }
+        }
+    }
+
+    /// Controlled shutdown: asks the controller to move this broker's leaderships away and
+    /// waits (at most `timeout`) until it says the broker may stop.
+    pub async fn controlled_shutdown(&self, timeout: Duration) {
+        let done = tokio::time::timeout(timeout, async {
+            loop {
+                match self.beat(true).await {
+                    Ok(answer) if answer.should_shutdown => return,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(error) => {
+                        tracing::debug!(%error, "controlled shutdown heartbeat failed");
+                        tokio::time::sleep(RETRY_BACKOFF).await;
+                    }
+                }
+            }
+        })
+        .await;
+        match done {
+            Ok(()) => tracing::info!("controlled shutdown: leaderships moved away"),
+            Err(_) => tracing::warn!("controlled shutdown did not finish in time; stopping anyway"),
+        }
+    }
+}
