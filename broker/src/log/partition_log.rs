@@ -503,15 +503,23 @@ impl PartitionLog {
     /// offset == log_end_offset. Err OffsetOutOfRange if offset < log_start_offset or >
     /// log_end_offset. Batches are served byte for byte as stored.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+        self.untorn(|| self.read_published(offset, max_bytes))
+    }
+
+    /// Runs `read`, which captures segments under the state lock and does its I/O after
+    /// releasing it, until no truncation ran meanwhile: if one did, what `read` found (or the
+    /// error it met) may come from bytes being cut, so it reads the new log instead.
+    pub(crate) fn untorn<T>(
+        &self,
+        mut read: impl FnMut() -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
         loop {
             let truncations = self.truncations.load(Ordering::SeqCst);
-            let result = self.read_published(offset, max_bytes);
+            let result = read();
             if self.truncations.load(Ordering::SeqCst) == truncations {
                 return result;
             }
-            // A truncation published a shorter log while this read was under way: what it read
-            // (or the error it met) may come from bytes being cut. Read the new log instead.
-            debug!(dir = %self.dir.display(), offset, "read raced a truncation; reading again");
+            debug!(dir = %self.dir.display(), "read raced a truncation; reading again");
         }
     }
 
@@ -793,10 +801,11 @@ impl PartitionLog {
     /// [`PartitionLog::wait_durable`]). `max.message.bytes` is not applied: the leader accepted
     /// the batches, and refusing them here would stall replication.
     ///
-    /// If the log is empty and the leader's log start offset falls inside the first batch
-    /// (DeleteRecords on the leader), OffsetMismatch comes back with `got` below `expected`:
-    /// call [`PartitionLog::truncate_fully_and_start_at`] with `got`, append again, then raise
-    /// the log start offset with [`PartitionLog::delete_records_before`], as Kafka does.
+    /// One case below the log end is accepted: an empty log (started with
+    /// [`PartitionLog::truncate_fully_and_start_at`] at the leader's log start offset) whose
+    /// end falls inside the first batch, because DeleteRecords on the leader moved its log
+    /// start into that batch. The log then restarts at the batch's base offset and keeps its
+    /// log start offset (Kafka does the same in `Partition`, on UnexpectedAppendOffset).
     pub fn append_as_follower(&self, records: Bytes) -> Result<AppendInfo, LogError> {
         let config = self.config();
         let batches = batch::validate_replicated(&records)?;
@@ -808,16 +817,23 @@ impl PartitionLog {
         let now_ms = wall_clock_ms();
 
         let _writer = self.writer_lock();
-        let log_end = {
+        let (log_end, log_start, empty) = {
             let st = self.read_state();
             st.check_open()?;
-            st.log_end_offset()
+            let empty = st.active.size() == 0 && st.closed.iter().all(|s| s.size() == 0);
+            (st.log_end_offset(), st.log_start_offset, empty)
         };
+        let start_inside_first_batch =
+            empty && log_start == log_end && first.last_offset() >= log_end;
         if first.base_offset < log_end {
-            return Err(LogError::OffsetMismatch {
-                expected: log_end,
-                got: first.base_offset,
-            });
+            if !start_inside_first_batch {
+                return Err(LogError::OffsetMismatch {
+                    expected: log_end,
+                    got: first.base_offset,
+                });
+            }
+            info!(dir = %self.dir.display(), log_start, base_offset = first.base_offset, "log start offset falls inside the first replicated batch; restarting the empty log at the batch's base");
+            self.truncate_fully_locked(first.base_offset)?;
         }
         if first.base_offset > log_end {
             debug!(dir = %self.dir.display(), log_end, base_offset = first.base_offset, "replicated batches leave an offset gap (compacted on the leader)");
@@ -875,6 +891,15 @@ impl PartitionLog {
                 producers.replay(h);
             }
         }
+        let log_start_offset = if first.base_offset < log_end {
+            // Records below the old start stay unreadable, as on the leader.
+            write_log_start(&self.dir, log_start)?;
+            self.write_state().log_start_offset = log_start;
+            self.epochs().truncate_from_start(log_start)?;
+            log_start
+        } else {
+            log_start_offset
+        };
         self.end_tx.send_replace(last.next_offset());
         Ok(AppendInfo {
             base_offset: first.base_offset,
@@ -1060,9 +1085,6 @@ impl PartitionLog {
             });
         }
         let old_end = self.log_end_offset();
-        // First, so that after a crash part way open starts the log at `offset` (dropping
-        // whatever it finds below) rather than resurrecting the old start.
-        write_log_start(&self.dir, offset)?;
         {
             // Unlinked files stay readable through the handles readers hold; newest first, so
             // a crash leaves a prefix of the log. A segment at `offset` itself is unlinked
@@ -1075,6 +1097,10 @@ impl PartitionLog {
         }
         let new_active = LogSegment::create(&self.dir, offset, wall_clock_ms())?;
         sync_dir(&self.dir)?;
+        // After the deletions: a crash before them then leaves the old log (or a prefix of it)
+        // with its old start, never old records below an old DeleteRecords start made visible
+        // again by a lower checkpoint.
+        write_log_start(&self.dir, offset)?;
         let old = {
             let mut st = self.write_state();
             let closed = std::mem::take(&mut st.closed);

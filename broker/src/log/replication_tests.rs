@@ -452,18 +452,13 @@ fn follower_starting_inside_the_leaders_first_batch() {
     for _ in 0..3 {
         leader.append_as_leader(batch_of(10, 50, 0), 0, 1).unwrap();
     }
+    // DeleteRecords put the leader's log start inside the batch 10..=19.
     leader.delete_records_before(15).unwrap();
     let follower = open(&dir.path().join("follower"), config());
     follower.truncate_fully_and_start_at(15).unwrap();
     let data = leader.read(15, 1 << 20).unwrap();
-    // The recipe of append_as_follower's docs.
-    let got = match follower.append_as_follower(data.clone()) {
-        Err(LogError::OffsetMismatch { expected: 15, got }) => got,
-        other => panic!("{other:?}"),
-    };
-    follower.truncate_fully_and_start_at(got).unwrap();
-    follower.append_as_follower(data).unwrap();
-    follower.delete_records_before(15).unwrap();
+    let info = follower.append_as_follower(data).unwrap();
+    assert_eq!((info.base_offset, info.log_start_offset), (10, 15));
     assert_eq!(
         (follower.log_start_offset(), follower.log_end_offset()),
         (15, 30)
@@ -473,6 +468,26 @@ fn follower_starting_inside_the_leaders_first_batch() {
         follower.read(15, 1 << 20).unwrap(),
         leader.read(15, 1 << 20).unwrap()
     );
+    assert!(matches!(
+        follower.read(14, 1),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    let config = follower.config();
+    drop(follower);
+    let follower = open(&dir.path().join("follower"), config);
+    assert_eq!(
+        (follower.log_start_offset(), follower.log_end_offset()),
+        (15, 30)
+    );
+    // Only an empty log restarts: a log holding data refuses an overlap.
+    let data = leader.read(20, 1 << 20).unwrap();
+    assert!(matches!(
+        follower.append_as_follower(data),
+        Err(LogError::OffsetMismatch {
+            expected: 30,
+            got: 20
+        })
+    ));
 }
 
 #[test]
