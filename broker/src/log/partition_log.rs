@@ -838,13 +838,6 @@ impl PartitionLog {
         if first.base_offset > log_end {
             debug!(dir = %self.dir.display(), log_end, base_offset = first.base_offset, "replicated batches leave an offset gap (compacted on the leader)");
         }
-        {
-            // Before the data, for the reason given in `append_stamped`.
-            let mut epochs = self.epochs();
-            for (_, h) in &batches {
-                epochs.assign_replicated(h.partition_leader_epoch, h.base_offset)?;
-            }
-        }
         let needs_roll = {
             let st = self.read_state();
             let a = &st.active;
@@ -871,6 +864,13 @@ impl PartitionLog {
                 "offset {} is too far past the segment base {active_base}",
                 last.last_offset()
             )));
+        }
+        {
+            // Before the data, for the reason given in `append_stamped`.
+            let mut epochs = self.epochs();
+            for (_, h) in &batches {
+                epochs.assign_replicated(h.partition_leader_epoch, h.base_offset)?;
+            }
         }
         file.write_all_at(&records, position)?;
 
