@@ -1159,23 +1159,41 @@ fn open_epoch_cache(dir: &Path, state: &LogState) -> Result<LeaderEpochCache, Lo
 }
 
 /// Where each leader epoch begins according to the batches' headers.
+///
+/// Epochs never decrease along a log, so a segment whose last batch carries no newer epoch
+/// than found so far is skipped, and one whose first and last batches agree holds one epoch:
+/// only segments where the epoch changes are scanned. A log written before the cache existed
+/// (every batch stamped 0) costs two header reads per segment.
 fn epochs_in_batches(state: &LogState) -> Result<Vec<EpochEntry>, LogError> {
     let mut entries: Vec<EpochEntry> = Vec::new();
+    let mut note = |h: &BatchHeader| {
+        let epoch = h.partition_leader_epoch;
+        if epoch >= 0 && entries.last().is_none_or(|e| epoch > e.epoch) {
+            entries.push(EpochEntry {
+                epoch,
+                start_offset: h.base_offset,
+            });
+        }
+    };
     let segments = state
         .closed
         .iter()
         .map(|s| s.as_ref())
         .chain(std::iter::once(&state.active));
+    let mut latest = None;
     for seg in segments {
-        seg.scan_headers(|h| {
-            let epoch = h.partition_leader_epoch;
-            if epoch >= 0 && entries.last().is_none_or(|e| epoch > e.epoch) {
-                entries.push(EpochEntry {
-                    epoch,
-                    start_offset: h.base_offset,
-                });
-            }
-        })?;
+        let (Some(first), Some(last)) = (seg.first_header()?, seg.last_header()?) else {
+            continue;
+        };
+        if latest.is_some_and(|l| last.partition_leader_epoch <= l) {
+            continue;
+        }
+        if first.partition_leader_epoch == last.partition_leader_epoch {
+            note(&first);
+        } else {
+            seg.scan_headers(&mut note)?;
+        }
+        latest = Some(last.partition_leader_epoch);
     }
     Ok(entries)
 }

@@ -602,6 +602,25 @@ fn corrupt_or_missing_epoch_file_is_rebuilt_from_batches() {
 }
 
 #[test]
+fn epochs_are_rebuilt_from_segments_where_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments(3);
+    {
+        let log = open(dir.path(), config.clone());
+        for epoch in [1, 1, 2, 2, 2, 2, 2, 3, 3, 5] {
+            log.append_as_leader(batch_of(10, 50, 0), 0, epoch).unwrap();
+        }
+        log.close().unwrap();
+    }
+    std::fs::remove_file(dir.path().join(LEADER_EPOCH_FILE)).unwrap();
+    let log = open(dir.path(), config);
+    assert_eq!(
+        log.epoch_entries(),
+        vec![e(1, 0), e(2, 20), e(3, 70), e(5, 90)]
+    );
+}
+
+#[test]
 fn log_start_moves_trim_the_epoch_cache() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_segments(1));
