@@ -523,6 +523,11 @@ impl PartitionLog {
         }
     }
 
+    /// How many truncations have been published; see the module docs.
+    pub(crate) fn truncation_count(&self) -> u64 {
+        self.truncations.load(Ordering::SeqCst)
+    }
+
     /// [`PartitionLog::read`] against the segments published when it starts.
     fn read_published(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
         let mut cursor = offset;
