@@ -838,7 +838,7 @@ impl PartitionLog {
                 });
             }
             info!(dir = %self.dir.display(), log_start, base_offset = first.base_offset, "log start offset falls inside the first replicated batch; restarting the empty log at the batch's base");
-            self.truncate_fully_locked(first.base_offset)?;
+            self.truncate_fully_locked(first.base_offset, log_start)?;
         }
         if first.base_offset > log_end {
             debug!(dir = %self.dir.display(), log_end, base_offset = first.base_offset, "replicated batches leave an offset gap (compacted on the leader)");
@@ -896,15 +896,10 @@ impl PartitionLog {
                 producers.replay(h);
             }
         }
-        let log_start_offset = if first.base_offset < log_end {
-            // Records below the old start stay unreadable, as on the leader.
-            write_log_start(&self.dir, log_start)?;
-            self.write_state().log_start_offset = log_start;
+        if first.base_offset < log_end {
+            // The batch's epoch begins at the log start offset, as on the leader.
             self.epochs().truncate_from_start(log_start)?;
-            log_start
-        } else {
-            log_start_offset
-        };
+        }
         self.end_tx.send_replace(last.next_offset());
         Ok(AppendInfo {
             base_offset: first.base_offset,
@@ -987,7 +982,7 @@ impl PartitionLog {
             return Ok(());
         }
         if offset < start {
-            return self.truncate_fully_locked(offset);
+            return self.truncate_fully_locked(offset, offset);
         }
         let interval = u64::from(self.config().index_interval_bytes.max(1));
         // The segment holding `offset` and the position of the batch holding (or following) it.
@@ -1031,7 +1026,7 @@ impl PartitionLog {
             // The log start offset is inside the batch that goes (DeleteRecords moved it
             // there): nothing readable is left.
             drop(new_active);
-            return self.truncate_fully_locked(offset);
+            return self.truncate_fully_locked(offset, offset);
         }
         let (was_closed, tail, old_active) = {
             let mut st = self.write_state();
@@ -1076,12 +1071,14 @@ impl PartitionLog {
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
         let _writer = self.writer_lock();
         self.read_state().check_open()?;
-        self.truncate_fully_locked(offset)
+        self.truncate_fully_locked(offset, offset)
     }
 
-    /// [`PartitionLog::truncate_fully_and_start_at`] under the writer lock.
-    fn truncate_fully_locked(&self, offset: i64) -> Result<(), LogError> {
-        if offset < 0 {
+    /// [`PartitionLog::truncate_fully_and_start_at`] under the writer lock, with the new
+    /// segment at `offset` and the log start offset at `log_start` (`>= offset`; above it only
+    /// for a follower about to append a batch that straddles its log start).
+    fn truncate_fully_locked(&self, offset: i64, log_start: i64) -> Result<(), LogError> {
+        if offset < 0 || log_start < offset {
             let st = self.read_state();
             return Err(LogError::OffsetOutOfRange {
                 requested: offset,
@@ -1105,12 +1102,12 @@ impl PartitionLog {
         // After the deletions: a crash before them then leaves the old log (or a prefix of it)
         // with its old start, never old records below an old DeleteRecords start made visible
         // again by a lower checkpoint.
-        write_log_start(&self.dir, offset)?;
+        write_log_start(&self.dir, log_start)?;
         let old = {
             let mut st = self.write_state();
             let closed = std::mem::take(&mut st.closed);
             let active = std::mem::replace(&mut st.active, new_active);
-            st.log_start_offset = offset;
+            st.log_start_offset = log_start;
             self.truncations.fetch_add(1, Ordering::SeqCst);
             (closed, active)
         };
