@@ -9,8 +9,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::batch::{crc_matches, BatchHeader};
 use super::leader_epoch_cache::LEADER_EPOCH_FILE;
-use super::test_util::{batch_of, producer_batch, read_all_records};
+use super::test_util::{batch_of, encode_batch, producer_batch, read_all_records, records};
 use super::{EpochEntry, LogConfig, LogError, PartitionLog, TimestampType};
+use kafka_protocol::records::Compression;
 
 fn config() -> LogConfig {
     LogConfig {
@@ -190,9 +191,13 @@ fn follower_log_is_byte_identical_and_detects_retries_after_taking_over() {
         leader
             .append_as_leader(b.clone(), 1000 + i64::from(i), epoch)
             .unwrap();
-        leader
-            .append_as_leader(batch_of(10, 50, 0), 2000, epoch)
-            .unwrap();
+        // Plain and compressed batches alternate with the producer's.
+        let plain = if i % 2 == 0 {
+            batch_of(10, 50, 0)
+        } else {
+            encode_batch(&records(0, 10, 0), Compression::Zstd)
+        };
+        leader.append_as_leader(plain, 2000, epoch).unwrap();
         sent.push(b);
     }
     assert!(leader.log_end_offset() == 120);
