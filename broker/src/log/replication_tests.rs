@@ -701,3 +701,110 @@ fn readers_never_see_a_half_truncated_log() {
     });
     assert_every_offset_readable(&log);
 }
+
+/// One step of the model test.
+#[derive(Clone, Debug)]
+enum Op {
+    /// Append a batch of `n` records as leader, in a new epoch when `new_epoch`.
+    Append { n: i64, new_epoch: bool },
+    /// Truncate to the start of the model's batch at this index (modulo their count).
+    Truncate(usize),
+    /// Drop the log without closing it and open it again.
+    Reopen,
+    /// Empty the log and start it at the end offset plus this much.
+    StartAfresh(i64),
+    /// This replica becomes leader of the next epoch (an epoch without records, until
+    /// something is appended).
+    NewLeader,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (1i64..12, proptest::bool::weighted(0.3))
+            .prop_map(|(n, new_epoch)| Op::Append { n, new_epoch }),
+        2 => any::<usize>().prop_map(Op::Truncate),
+        1 => Just(Op::Reopen),
+        1 => (0i64..20).prop_map(Op::StartAfresh),
+        1 => Just(Op::NewLeader),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(40))]
+    /// Appends, leader changes, truncations, restarts and fresh starts in any order leave the
+    /// log equal to a model: same bytes at every offset, same start and end, the leader epoch
+    /// cache as its rules say (epochs without records included), and every batch stamped with
+    /// the epoch in force at its offset.
+    #[test]
+    fn log_matches_a_model_of_its_batches(ops in proptest::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 900,
+            ..config()
+        };
+        let mut log = open(dir.path(), config.clone());
+        // (base offset, epoch, bytes as stored)
+        let mut model: Vec<(i64, i32, Bytes)> = Vec::new();
+        let mut start = 0i64;
+        let mut epoch = 0i32;
+        // The leader epoch cache as the rules say it must be.
+        let mut epochs: Vec<EpochEntry> = Vec::new();
+        let assign = |epochs: &mut Vec<EpochEntry>, epoch: i32, at: i64| {
+            if epochs.last().is_none_or(|l| epoch > l.epoch) {
+                epochs.retain(|x| x.start_offset < at);
+                epochs.push(e(epoch, at));
+            }
+        };
+        for op in ops {
+            let end = model.last().map_or(start, |(b, _, bytes)| {
+                b + i64::from(headers(bytes)[0].last_offset_delta) + 1
+            });
+            match op {
+                Op::Append { n, new_epoch } => {
+                    epoch += i32::from(new_epoch);
+                    let info = log.append_as_leader(batch_of(n, 20, end), 0, epoch).unwrap();
+                    proptest::prop_assert_eq!(info.base_offset, end);
+                    assign(&mut epochs, epoch, end);
+                    model.push((end, epoch, log.read(end, 1).unwrap()));
+                }
+                Op::Truncate(i) if !model.is_empty() => {
+                    let i = i % model.len();
+                    log.truncate_to(model[i].0).unwrap();
+                    epochs.retain(|x| x.start_offset < model[i].0);
+                    model.truncate(i);
+                }
+                Op::Truncate(_) => {}
+                Op::Reopen => {
+                    drop(log);
+                    log = open(dir.path(), config.clone());
+                }
+                Op::StartAfresh(gap) => {
+                    start = end + gap;
+                    log.truncate_fully_and_start_at(start).unwrap();
+                    model.clear();
+                    epochs.clear();
+                }
+                Op::NewLeader => {
+                    epoch += 1;
+                    proptest::prop_assert!(log.assign_leader_epoch(epoch).unwrap());
+                    assign(&mut epochs, epoch, end);
+                }
+            }
+            let end = model.last().map_or(start, |(b, _, bytes)| {
+                b + i64::from(headers(bytes)[0].last_offset_delta) + 1
+            });
+            proptest::prop_assert_eq!(log.log_end_offset(), end);
+            proptest::prop_assert_eq!(log.log_start_offset(), start);
+            let stored: Vec<Bytes> = model.iter().map(|(_, _, b)| b.clone()).collect();
+            proptest::prop_assert_eq!(all_batches(&log), stored);
+            proptest::prop_assert_eq!(log.epoch_entries(), epochs.clone());
+            // Every batch carries the epoch in force at its offset.
+            for (base, batch_epoch, _) in &model {
+                let in_force = epochs.iter().rev().find(|x| x.start_offset <= *base);
+                proptest::prop_assert_eq!(in_force.map(|x| x.epoch), Some(*batch_epoch));
+            }
+        }
+        assert_every_offset_readable(&log);
+    }
+}
