@@ -266,3 +266,75 @@ fn offset_for_leader_epoch_edge_cases() {
         (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
     );
 }
+
+/// One leader term of the convergence test.
+#[derive(Clone, Debug)]
+struct Term {
+    /// Which replica is elected (any of them: unclean elections included).
+    leader: usize,
+    /// Batches it writes.
+    writes: usize,
+    /// Fetches each other replica gets to make during the term (0: it is offline).
+    fetches: [usize; 3],
+    /// Whether every replica restarts (without a clean shutdown) afterwards.
+    restart: bool,
+}
+
+fn term() -> impl proptest::strategy::Strategy<Value = Term> {
+    use proptest::prelude::*;
+    (
+        0usize..3,
+        0usize..4,
+        [0usize..4, 0usize..4, 0usize..4],
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(|(leader, writes, fetches, restart)| Term {
+            leader,
+            writes,
+            fetches,
+            restart,
+        })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    /// Whatever the sequence of leaders (clean or not), how far followers got and restarts,
+    /// once every follower truncates by leader epoch and catches up with the last leader, all
+    /// logs are byte for byte the last leader's.
+    #[test]
+    fn replicas_converge_under_any_leader_sequence(terms in proptest::collection::vec(term(), 1..16)) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<_> = (0..3).map(|i| dir.path().join(format!("r{i}"))).collect();
+        let mut logs: Vec<_> = paths.iter().map(|p| open(p)).collect();
+        let mut leader = 0;
+        for (i, t) in terms.iter().enumerate() {
+            let epoch = i as i32 + 1;
+            leader = t.leader;
+            proptest::prop_assert!(logs[leader].assign_leader_epoch(epoch).unwrap());
+            for w in 0..t.writes {
+                logs[leader]
+                    .append_as_leader(records(&format!("e{epoch}w{w}"), 1 + w), 0, epoch)
+                    .unwrap();
+            }
+            for f in (0..3).filter(|&f| f != leader && t.fetches[f] > 0) {
+                truncate_by_epoch(&logs[f], &logs[leader]);
+                for _ in 0..t.fetches[f] {
+                    let from = logs[f].log_end_offset();
+                    if from >= logs[leader].log_end_offset() {
+                        break;
+                    }
+                    let data = logs[leader].read(from, 300).unwrap();
+                    logs[f].append_as_follower(data).unwrap();
+                }
+            }
+            if t.restart {
+                drop(std::mem::take(&mut logs));
+                logs = paths.iter().map(|p| open(p)).collect();
+            }
+        }
+        for f in (0..3).filter(|&f| f != leader) {
+            follow(&logs[f], &logs[leader]);
+            proptest::prop_assert_eq!(batches(&logs[f]), batches(&logs[leader]));
+        }
+    }
+}
