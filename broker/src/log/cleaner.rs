@@ -123,7 +123,29 @@ struct Cleaned {
 
 impl PartitionLog {
     /// Compacts the closed segments; returns how many were rewritten.
+    ///
+    /// A truncation (a follower cutting its log) during a pass abandons it: the key map may
+    /// hold records the truncation removed, and dropping older records for them would lose
+    /// keys (Kafka aborts its cleaner before truncating for the same reason). Errors met while
+    /// a truncation cut the files being read are part of that and are not reported.
     pub(crate) fn compact(&self, now_ms: i64, config: &LogConfig) -> Result<usize, LogError> {
+        let truncations = self.truncation_count();
+        match self.compact_pass(now_ms, config, truncations) {
+            Err(error) if self.truncation_count() != truncations => {
+                debug!(dir = %self.dir().display(), %error, "compaction pass abandoned: the log was truncated meanwhile");
+                Ok(0)
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// One compaction pass; `truncations` is the truncation count when it began.
+    fn compact_pass(
+        &self,
+        now_ms: i64,
+        config: &LogConfig,
+        truncations: u64,
+    ) -> Result<usize, LogError> {
         let (closed, active_file, active_size, log_end) = {
             let st = self.read_state();
             st.check_open()?;
@@ -188,11 +210,12 @@ impl PartitionLog {
                 seg.max_timestamp() != NO_TIMESTAMP && seg.max_timestamp() < tombstone_horizon;
             let outcome = self.clean_segment(seg, &map, expired)?;
             pending_tombstones |= outcome.pending_tombstones;
-            if outcome.changed && self.swap_cleaned(seg, config)? {
+            if outcome.changed && self.swap_cleaned(seg, config, truncations)? {
                 compacted += 1;
             }
         }
-        *self.compaction_memo() = if pending_tombstones || cleanable < closed.len() {
+        let truncated = self.truncation_count() != truncations;
+        *self.compaction_memo() = if pending_tombstones || cleanable < closed.len() || truncated {
             None
         } else {
             // Any rewrite or swap above leaves log end and segment count as they were, except
@@ -285,8 +308,14 @@ impl PartitionLog {
     }
 
     /// Puts the cleaned copy of `old` in its place. Returns false if the segment went away in
-    /// the meantime (DeleteRecords), in which case the copy is discarded.
-    fn swap_cleaned(&self, old: &Arc<LogSegment>, config: &LogConfig) -> Result<bool, LogError> {
+    /// the meantime (DeleteRecords) or the log was truncated since the pass began (its key map
+    /// is stale), in which case the copy is discarded.
+    fn swap_cleaned(
+        &self,
+        old: &Arc<LogSegment>,
+        config: &LogConfig,
+        truncations: u64,
+    ) -> Result<bool, LogError> {
         let dir = self.dir().to_path_buf();
         let base = old.base_offset();
         let interval = u64::from(config.index_interval_bytes.max(1));
@@ -300,7 +329,9 @@ impl PartitionLog {
         let _writer = self.writer_lock();
         let still_there = {
             let st = self.read_state();
-            !st.closed_flag && st.closed.iter().any(|s| Arc::ptr_eq(s, old))
+            !st.closed_flag
+                && self.truncation_count() == truncations
+                && st.closed.iter().any(|s| Arc::ptr_eq(s, old))
         };
         if !still_there {
             for ext in ["log", "index", "timeindex"] {
@@ -408,6 +439,34 @@ mod tests {
 
     fn s(o: i64, k: &str, v: Option<&str>) -> (i64, String, Option<String>) {
         (o, k.to_string(), v.map(str::to_string))
+    }
+
+    #[test]
+    fn a_truncation_during_a_pass_discards_its_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = compacted_log(dir.path());
+        fill(&log);
+        let config = log.config();
+        let before = log.truncation_count();
+        let first = Arc::clone(&log.read_state().closed[0]);
+        // The pass has seen "a" at offset 3 and cleaned the first segment accordingly ...
+        let mut map = OffsetMap::new();
+        map.put(b"a", 3);
+        assert!(log.clean_segment(&first, &map, false).unwrap().changed);
+        // ... when a follower truncation removes offset 3.
+        log.truncate_to(3).unwrap();
+        assert!(!log.swap_cleaned(&first, &config, before).unwrap());
+        assert_eq!(
+            kv(&read_all_records(&log)),
+            vec![
+                s(0, "a", Some("a1")),
+                s(1, "b", Some("b1")),
+                s(2, "c", Some("c1"))
+            ]
+        );
+        assert!(!dir.path().join("00000000000000000000.log.cleaned").exists());
+        // A whole pass after the truncation runs normally.
+        assert_eq!(log.run_maintenance(DAY).unwrap().segments_compacted, 0);
     }
 
     #[test]

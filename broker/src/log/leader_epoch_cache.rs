@@ -417,6 +417,43 @@ mod tests {
         assert_eq!(reload(dir.path()), vec![]);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any sequence of changes keeps both columns strictly increasing, and the file always
+        /// says what memory says.
+        #[test]
+        fn changes_keep_the_cache_ordered_and_durable(
+            ops in proptest::collection::vec((0u8..5, 0i32..12, 0i64..200), 1..24),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut c = LeaderEpochCache::empty(dir.path());
+            for (op, epoch, offset) in ops {
+                match op {
+                    0 => { c.assign(epoch, offset).unwrap(); }
+                    1 => { c.assign_replicated(epoch, offset).unwrap(); }
+                    2 => c.truncate_from_end(offset).unwrap(),
+                    3 => c.truncate_from_start(offset).unwrap(),
+                    _ => {
+                        let (found, end) = c.end_offset_for(epoch, 500);
+                        if let Some(first) = c.entries().first() {
+                            if epoch >= first.epoch && epoch <= c.latest_epoch().unwrap() {
+                                proptest::prop_assert!(found <= epoch && found >= first.epoch);
+                                proptest::prop_assert!(end >= first.start_offset);
+                            }
+                        }
+                    }
+                }
+                for w in c.entries().windows(2) {
+                    proptest::prop_assert!(w[0].epoch < w[1].epoch);
+                    proptest::prop_assert!(w[0].start_offset < w[1].start_offset);
+                }
+                if op < 4 && !c.entries().is_empty() {
+                    proptest::prop_assert_eq!(reload(dir.path()), c.entries().to_vec());
+                }
+            }
+        }
+    }
+
     #[test]
     fn corrupt_or_missing_files_are_reported() {
         let dir = tempfile::tempdir().unwrap();

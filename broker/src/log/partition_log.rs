@@ -503,16 +503,29 @@ impl PartitionLog {
     /// offset == log_end_offset. Err OffsetOutOfRange if offset < log_start_offset or >
     /// log_end_offset. Batches are served byte for byte as stored.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+        self.untorn(|| self.read_published(offset, max_bytes))
+    }
+
+    /// Runs `read`, which captures segments under the state lock and does its I/O after
+    /// releasing it, until no truncation ran meanwhile: if one did, what `read` found (or the
+    /// error it met) may come from bytes being cut, so it reads the new log instead.
+    pub(crate) fn untorn<T>(
+        &self,
+        mut read: impl FnMut() -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
         loop {
             let truncations = self.truncations.load(Ordering::SeqCst);
-            let result = self.read_published(offset, max_bytes);
+            let result = read();
             if self.truncations.load(Ordering::SeqCst) == truncations {
                 return result;
             }
-            // A truncation published a shorter log while this read was under way: what it read
-            // (or the error it met) may come from bytes being cut. Read the new log instead.
-            debug!(dir = %self.dir.display(), offset, "read raced a truncation; reading again");
+            debug!(dir = %self.dir.display(), "read raced a truncation; reading again");
         }
+    }
+
+    /// How many truncations have been published; see the module docs.
+    pub(crate) fn truncation_count(&self) -> u64 {
+        self.truncations.load(Ordering::SeqCst)
     }
 
     /// [`PartitionLog::read`] against the segments published when it starts.
@@ -793,10 +806,11 @@ impl PartitionLog {
     /// [`PartitionLog::wait_durable`]). `max.message.bytes` is not applied: the leader accepted
     /// the batches, and refusing them here would stall replication.
     ///
-    /// If the log is empty and the leader's log start offset falls inside the first batch
-    /// (DeleteRecords on the leader), OffsetMismatch comes back with `got` below `expected`:
-    /// call [`PartitionLog::truncate_fully_and_start_at`] with `got`, append again, then raise
-    /// the log start offset with [`PartitionLog::delete_records_before`], as Kafka does.
+    /// One case below the log end is accepted: an empty log (started with
+    /// [`PartitionLog::truncate_fully_and_start_at`] at the leader's log start offset) whose
+    /// end falls inside the first batch, because DeleteRecords on the leader moved its log
+    /// start into that batch. The log then restarts at the batch's base offset and keeps its
+    /// log start offset (Kafka does the same in `Partition`, on UnexpectedAppendOffset).
     pub fn append_as_follower(&self, records: Bytes) -> Result<AppendInfo, LogError> {
         let config = self.config();
         let batches = batch::validate_replicated(&records)?;
@@ -808,26 +822,26 @@ impl PartitionLog {
         let now_ms = wall_clock_ms();
 
         let _writer = self.writer_lock();
-        let log_end = {
+        let (log_end, log_start, empty) = {
             let st = self.read_state();
             st.check_open()?;
-            st.log_end_offset()
+            let empty = st.active.size() == 0 && st.closed.iter().all(|s| s.size() == 0);
+            (st.log_end_offset(), st.log_start_offset, empty)
         };
+        let start_inside_first_batch =
+            empty && log_start == log_end && first.last_offset() >= log_end;
         if first.base_offset < log_end {
-            return Err(LogError::OffsetMismatch {
-                expected: log_end,
-                got: first.base_offset,
-            });
+            if !start_inside_first_batch {
+                return Err(LogError::OffsetMismatch {
+                    expected: log_end,
+                    got: first.base_offset,
+                });
+            }
+            info!(dir = %self.dir.display(), log_start, base_offset = first.base_offset, "log start offset falls inside the first replicated batch; restarting the empty log at the batch's base");
+            self.truncate_fully_locked(first.base_offset, log_start)?;
         }
         if first.base_offset > log_end {
             debug!(dir = %self.dir.display(), log_end, base_offset = first.base_offset, "replicated batches leave an offset gap (compacted on the leader)");
-        }
-        {
-            // Before the data, for the reason given in `append_stamped`.
-            let mut epochs = self.epochs();
-            for (_, h) in &batches {
-                epochs.assign_replicated(h.partition_leader_epoch, h.base_offset)?;
-            }
         }
         let needs_roll = {
             let st = self.read_state();
@@ -856,6 +870,13 @@ impl PartitionLog {
                 last.last_offset()
             )));
         }
+        {
+            // Before the data, for the reason given in `append_stamped`.
+            let mut epochs = self.epochs();
+            for (_, h) in &batches {
+                epochs.assign_replicated(h.partition_leader_epoch, h.base_offset)?;
+            }
+        }
         file.write_all_at(&records, position)?;
 
         let log_start_offset = {
@@ -874,6 +895,10 @@ impl PartitionLog {
             for (_, h) in &batches {
                 producers.replay(h);
             }
+        }
+        if first.base_offset < log_end {
+            // The batch's epoch begins at the log start offset, as on the leader.
+            self.epochs().truncate_from_start(log_start)?;
         }
         self.end_tx.send_replace(last.next_offset());
         Ok(AppendInfo {
@@ -957,7 +982,7 @@ impl PartitionLog {
             return Ok(());
         }
         if offset < start {
-            return self.truncate_fully_locked(offset);
+            return self.truncate_fully_locked(offset, offset);
         }
         let interval = u64::from(self.config().index_interval_bytes.max(1));
         // The segment holding `offset` and the position of the batch holding (or following) it.
@@ -1001,7 +1026,7 @@ impl PartitionLog {
             // The log start offset is inside the batch that goes (DeleteRecords moved it
             // there): nothing readable is left.
             drop(new_active);
-            return self.truncate_fully_locked(offset);
+            return self.truncate_fully_locked(offset, offset);
         }
         let (was_closed, tail, old_active) = {
             let mut st = self.write_state();
@@ -1046,12 +1071,14 @@ impl PartitionLog {
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
         let _writer = self.writer_lock();
         self.read_state().check_open()?;
-        self.truncate_fully_locked(offset)
+        self.truncate_fully_locked(offset, offset)
     }
 
-    /// [`PartitionLog::truncate_fully_and_start_at`] under the writer lock.
-    fn truncate_fully_locked(&self, offset: i64) -> Result<(), LogError> {
-        if offset < 0 {
+    /// [`PartitionLog::truncate_fully_and_start_at`] under the writer lock, with the new
+    /// segment at `offset` and the log start offset at `log_start` (`>= offset`; above it only
+    /// for a follower about to append a batch that straddles its log start).
+    fn truncate_fully_locked(&self, offset: i64, log_start: i64) -> Result<(), LogError> {
+        if offset < 0 || log_start < offset {
             let st = self.read_state();
             return Err(LogError::OffsetOutOfRange {
                 requested: offset,
@@ -1060,9 +1087,6 @@ impl PartitionLog {
             });
         }
         let old_end = self.log_end_offset();
-        // First, so that after a crash part way open starts the log at `offset` (dropping
-        // whatever it finds below) rather than resurrecting the old start.
-        write_log_start(&self.dir, offset)?;
         {
             // Unlinked files stay readable through the handles readers hold; newest first, so
             // a crash leaves a prefix of the log. A segment at `offset` itself is unlinked
@@ -1075,11 +1099,15 @@ impl PartitionLog {
         }
         let new_active = LogSegment::create(&self.dir, offset, wall_clock_ms())?;
         sync_dir(&self.dir)?;
+        // After the deletions: a crash before them then leaves the old log (or a prefix of it)
+        // with its old start, never old records below an old DeleteRecords start made visible
+        // again by a lower checkpoint.
+        write_log_start(&self.dir, log_start)?;
         let old = {
             let mut st = self.write_state();
             let closed = std::mem::take(&mut st.closed);
             let active = std::mem::replace(&mut st.active, new_active);
-            st.log_start_offset = offset;
+            st.log_start_offset = log_start;
             self.truncations.fetch_add(1, Ordering::SeqCst);
             (closed, active)
         };
@@ -1133,23 +1161,41 @@ fn open_epoch_cache(dir: &Path, state: &LogState) -> Result<LeaderEpochCache, Lo
 }
 
 /// Where each leader epoch begins according to the batches' headers.
+///
+/// Epochs never decrease along a log, so a segment whose last batch carries no newer epoch
+/// than found so far is skipped, and one whose first and last batches agree holds one epoch:
+/// only segments where the epoch changes are scanned. A log written before the cache existed
+/// (every batch stamped 0) costs two header reads per segment.
 fn epochs_in_batches(state: &LogState) -> Result<Vec<EpochEntry>, LogError> {
     let mut entries: Vec<EpochEntry> = Vec::new();
+    let mut note = |h: &BatchHeader| {
+        let epoch = h.partition_leader_epoch;
+        if epoch >= 0 && entries.last().is_none_or(|e| epoch > e.epoch) {
+            entries.push(EpochEntry {
+                epoch,
+                start_offset: h.base_offset,
+            });
+        }
+    };
     let segments = state
         .closed
         .iter()
         .map(|s| s.as_ref())
         .chain(std::iter::once(&state.active));
+    let mut latest = None;
     for seg in segments {
-        seg.scan_headers(|h| {
-            let epoch = h.partition_leader_epoch;
-            if epoch >= 0 && entries.last().is_none_or(|e| epoch > e.epoch) {
-                entries.push(EpochEntry {
-                    epoch,
-                    start_offset: h.base_offset,
-                });
-            }
-        })?;
+        let (Some(first), Some(last)) = (seg.first_header()?, seg.last_header()?) else {
+            continue;
+        };
+        if latest.is_some_and(|l| last.partition_leader_epoch <= l) {
+            continue;
+        }
+        if first.partition_leader_epoch == last.partition_leader_epoch {
+            note(&first);
+        } else {
+            seg.scan_headers(&mut note)?;
+        }
+        latest = Some(last.partition_leader_epoch);
     }
     Ok(entries)
 }

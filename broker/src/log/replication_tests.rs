@@ -9,8 +9,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::batch::{crc_matches, BatchHeader};
 use super::leader_epoch_cache::LEADER_EPOCH_FILE;
-use super::test_util::{batch_of, producer_batch, read_all_records};
+use super::test_util::{batch_of, encode_batch, producer_batch, read_all_records, records};
 use super::{EpochEntry, LogConfig, LogError, PartitionLog, TimestampType};
+use kafka_protocol::records::Compression;
 
 fn config() -> LogConfig {
     LogConfig {
@@ -190,9 +191,13 @@ fn follower_log_is_byte_identical_and_detects_retries_after_taking_over() {
         leader
             .append_as_leader(b.clone(), 1000 + i64::from(i), epoch)
             .unwrap();
-        leader
-            .append_as_leader(batch_of(10, 50, 0), 2000, epoch)
-            .unwrap();
+        // Plain and compressed batches alternate with the producer's.
+        let plain = if i % 2 == 0 {
+            batch_of(10, 50, 0)
+        } else {
+            encode_batch(&records(0, 10, 0), Compression::Zstd)
+        };
+        leader.append_as_leader(plain, 2000, epoch).unwrap();
         sent.push(b);
     }
     assert!(leader.log_end_offset() == 120);
@@ -452,18 +457,13 @@ fn follower_starting_inside_the_leaders_first_batch() {
     for _ in 0..3 {
         leader.append_as_leader(batch_of(10, 50, 0), 0, 1).unwrap();
     }
+    // DeleteRecords put the leader's log start inside the batch 10..=19.
     leader.delete_records_before(15).unwrap();
     let follower = open(&dir.path().join("follower"), config());
     follower.truncate_fully_and_start_at(15).unwrap();
     let data = leader.read(15, 1 << 20).unwrap();
-    // The recipe of append_as_follower's docs.
-    let got = match follower.append_as_follower(data.clone()) {
-        Err(LogError::OffsetMismatch { expected: 15, got }) => got,
-        other => panic!("{other:?}"),
-    };
-    follower.truncate_fully_and_start_at(got).unwrap();
-    follower.append_as_follower(data).unwrap();
-    follower.delete_records_before(15).unwrap();
+    let info = follower.append_as_follower(data).unwrap();
+    assert_eq!((info.base_offset, info.log_start_offset), (10, 15));
     assert_eq!(
         (follower.log_start_offset(), follower.log_end_offset()),
         (15, 30)
@@ -473,6 +473,26 @@ fn follower_starting_inside_the_leaders_first_batch() {
         follower.read(15, 1 << 20).unwrap(),
         leader.read(15, 1 << 20).unwrap()
     );
+    assert!(matches!(
+        follower.read(14, 1),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    let config = follower.config();
+    drop(follower);
+    let follower = open(&dir.path().join("follower"), config);
+    assert_eq!(
+        (follower.log_start_offset(), follower.log_end_offset()),
+        (15, 30)
+    );
+    // Only an empty log restarts: a log holding data refuses an overlap.
+    let data = leader.read(20, 1 << 20).unwrap();
+    assert!(matches!(
+        follower.append_as_follower(data),
+        Err(LogError::OffsetMismatch {
+            expected: 30,
+            got: 20
+        })
+    ));
 }
 
 #[test]
@@ -587,6 +607,25 @@ fn corrupt_or_missing_epoch_file_is_rebuilt_from_batches() {
 }
 
 #[test]
+fn epochs_are_rebuilt_from_segments_where_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments(3);
+    {
+        let log = open(dir.path(), config.clone());
+        for epoch in [1, 1, 2, 2, 2, 2, 2, 3, 3, 5] {
+            log.append_as_leader(batch_of(10, 50, 0), 0, epoch).unwrap();
+        }
+        log.close().unwrap();
+    }
+    std::fs::remove_file(dir.path().join(LEADER_EPOCH_FILE)).unwrap();
+    let log = open(dir.path(), config);
+    assert_eq!(
+        log.epoch_entries(),
+        vec![e(1, 0), e(2, 20), e(3, 70), e(5, 90)]
+    );
+}
+
+#[test]
 fn log_start_moves_trim_the_epoch_cache() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_segments(1));
@@ -661,4 +700,111 @@ fn readers_never_see_a_half_truncated_log() {
         }
     });
     assert_every_offset_readable(&log);
+}
+
+/// One step of the model test.
+#[derive(Clone, Debug)]
+enum Op {
+    /// Append a batch of `n` records as leader, in a new epoch when `new_epoch`.
+    Append { n: i64, new_epoch: bool },
+    /// Truncate to the start of the model's batch at this index (modulo their count).
+    Truncate(usize),
+    /// Drop the log without closing it and open it again.
+    Reopen,
+    /// Empty the log and start it at the end offset plus this much.
+    StartAfresh(i64),
+    /// This replica becomes leader of the next epoch (an epoch without records, until
+    /// something is appended).
+    NewLeader,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (1i64..12, proptest::bool::weighted(0.3))
+            .prop_map(|(n, new_epoch)| Op::Append { n, new_epoch }),
+        2 => any::<usize>().prop_map(Op::Truncate),
+        1 => Just(Op::Reopen),
+        1 => (0i64..20).prop_map(Op::StartAfresh),
+        1 => Just(Op::NewLeader),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(40))]
+    /// Appends, leader changes, truncations, restarts and fresh starts in any order leave the
+    /// log equal to a model: same bytes at every offset, same start and end, the leader epoch
+    /// cache as its rules say (epochs without records included), and every batch stamped with
+    /// the epoch in force at its offset.
+    #[test]
+    fn log_matches_a_model_of_its_batches(ops in proptest::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 900,
+            ..config()
+        };
+        let mut log = open(dir.path(), config.clone());
+        // (base offset, epoch, bytes as stored)
+        let mut model: Vec<(i64, i32, Bytes)> = Vec::new();
+        let mut start = 0i64;
+        let mut epoch = 0i32;
+        // The leader epoch cache as the rules say it must be.
+        let mut epochs: Vec<EpochEntry> = Vec::new();
+        let assign = |epochs: &mut Vec<EpochEntry>, epoch: i32, at: i64| {
+            if epochs.last().is_none_or(|l| epoch > l.epoch) {
+                epochs.retain(|x| x.start_offset < at);
+                epochs.push(e(epoch, at));
+            }
+        };
+        for op in ops {
+            let end = model.last().map_or(start, |(b, _, bytes)| {
+                b + i64::from(headers(bytes)[0].last_offset_delta) + 1
+            });
+            match op {
+                Op::Append { n, new_epoch } => {
+                    epoch += i32::from(new_epoch);
+                    let info = log.append_as_leader(batch_of(n, 20, end), 0, epoch).unwrap();
+                    proptest::prop_assert_eq!(info.base_offset, end);
+                    assign(&mut epochs, epoch, end);
+                    model.push((end, epoch, log.read(end, 1).unwrap()));
+                }
+                Op::Truncate(i) if !model.is_empty() => {
+                    let i = i % model.len();
+                    log.truncate_to(model[i].0).unwrap();
+                    epochs.retain(|x| x.start_offset < model[i].0);
+                    model.truncate(i);
+                }
+                Op::Truncate(_) => {}
+                Op::Reopen => {
+                    drop(log);
+                    log = open(dir.path(), config.clone());
+                }
+                Op::StartAfresh(gap) => {
+                    start = end + gap;
+                    log.truncate_fully_and_start_at(start).unwrap();
+                    model.clear();
+                    epochs.clear();
+                }
+                Op::NewLeader => {
+                    epoch += 1;
+                    proptest::prop_assert!(log.assign_leader_epoch(epoch).unwrap());
+                    assign(&mut epochs, epoch, end);
+                }
+            }
+            let end = model.last().map_or(start, |(b, _, bytes)| {
+                b + i64::from(headers(bytes)[0].last_offset_delta) + 1
+            });
+            proptest::prop_assert_eq!(log.log_end_offset(), end);
+            proptest::prop_assert_eq!(log.log_start_offset(), start);
+            let stored: Vec<Bytes> = model.iter().map(|(_, _, b)| b.clone()).collect();
+            proptest::prop_assert_eq!(all_batches(&log), stored);
+            proptest::prop_assert_eq!(log.epoch_entries(), epochs.clone());
+            // Every batch carries the epoch in force at its offset.
+            for (base, batch_epoch, _) in &model {
+                let in_force = epochs.iter().rev().find(|x| x.start_offset <= *base);
+                proptest::prop_assert_eq!(in_force.map(|x| x.epoch), Some(*batch_epoch));
+            }
+        }
+        assert_every_offset_readable(&log);
+    }
 }

@@ -438,6 +438,23 @@ impl LogSegment {
         Ok(())
     }
 
+    /// The header of the segment's first batch, if any.
+    pub(crate) fn first_header(&self) -> io::Result<Option<BatchHeader>> {
+        Ok(read_header_at(&self.log, 0, self.size)?.map(|(h, _)| h))
+    }
+
+    /// The header of the segment's last batch, if any: found from the index entry nearest the
+    /// end, so it reads a few headers, not the segment.
+    pub(crate) fn last_header(&self) -> io::Result<Option<BatchHeader>> {
+        let mut last = None;
+        let start = self.position_for(self.next_offset.saturating_sub(1))?;
+        for_each_header(&self.log, start, self.size, |_, h, _| {
+            last = Some(*h);
+            Ok(true)
+        })?;
+        Ok(last)
+    }
+
     /// Calls `visit` with every batch header of the segment, in order, reading in large chunks
     /// (no CRC checks: the data was validated when written).
     pub(crate) fn scan_headers(&self, mut visit: impl FnMut(&BatchHeader)) -> io::Result<()> {

@@ -78,6 +78,14 @@ impl PartitionLog {
     /// that record's timestamp); None if no such record. For LogAppendTime batches all records
     /// have the batch's max timestamp.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+        self.untorn(|| self.offset_for_timestamp_published(timestamp))
+    }
+
+    /// [`PartitionLog::offset_for_timestamp`] against the segments published when it starts.
+    fn offset_for_timestamp_published(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, LogError> {
         let (candidates, log_start) = self.candidates(|a| {
             if a.max_timestamp() >= timestamp {
                 a.position_for_timestamp(timestamp)
@@ -117,6 +125,11 @@ impl PartitionLog {
     /// ListOffsets MAX_TIMESTAMP (-3): offset and timestamp of the record with the largest
     /// timestamp (the first such record on ties); None if empty.
     pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+        self.untorn(|| self.max_timestamp_published())
+    }
+
+    /// [`PartitionLog::max_timestamp`] against the segments published when it starts.
+    fn max_timestamp_published(&self) -> Result<Option<(i64, i64)>, LogError> {
         let (candidates, _) = self.candidates(|a| a.position_for(a.max_timestamp_offset()))?;
         let mut best: Option<Candidate> = None;
         for c in candidates {
