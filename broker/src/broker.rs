@@ -20,8 +20,8 @@ use crate::group::{GroupCoordinator, OffsetMetadataManager};
 use crate::meta_properties;
 use crate::metadata::quorum::{MetadataQuorum, QuorumConfig};
 use crate::metadata::{publisher, Controller, ControllerHandler, ProducerIdManager};
-use crate::server::broker_lifecycle::BrokerLifecycle;
 use crate::replica::{AlterPartitionManager, FetcherConfig, ReplicaManager};
+use crate::server::broker_lifecycle::BrokerLifecycle;
 
 /// Everything request handlers share: one value per concern, each owned by its module.
 pub struct Broker {
@@ -83,7 +83,8 @@ impl Broker {
             .await
             .map_err(|e| BrokerError::Storage(e.to_string()))?,
         );
-        let controller = Controller::start(config.clone(), quorum.clone(), replicas.clone()).await?;
+        let controller =
+            Controller::start(config.clone(), quorum.clone(), replicas.clone()).await?;
         handler.bind(&controller);
         meta_properties::check_or_write(&config.data_dir, controller.cluster_id(), config.node_id)?;
 
@@ -139,6 +140,19 @@ impl Broker {
             background_shutdown,
             _data_dir_lock: lock,
         }))
+    }
+}
+
+impl Broker {
+    /// Stops the background tasks, leaves the metadata quorum and closes every log (the last
+    /// step of a shutdown, also for tests that reopen the same dir).
+    pub async fn close(&self) {
+        self.background_shutdown.send_replace(true);
+        self.controller.quorum().shutdown().await;
+        let replicas = self.replicas.clone();
+        if let Err(error) = tokio::task::spawn_blocking(move || replicas.close_all()).await {
+            tracing::error!(%error, "closing logs failed");
+        }
     }
 }
 
@@ -233,8 +247,8 @@ mod tests {
     }
 
     /// The error opening `dir` as `node_id` gives; the broker must not open.
-    fn open_error(dir: &Path, node_id: i32) -> BrokerError {
-        match Broker::open(config(dir, node_id)) {
+    async fn open_error(dir: &Path, node_id: i32) -> BrokerError {
+        match Broker::open(config(dir, node_id), None).await {
             Ok(_) => panic!("opened {} as node {node_id}", dir.display()),
             Err(error) => error,
         }
@@ -243,8 +257,9 @@ mod tests {
     #[tokio::test]
     async fn a_broker_reopens_on_its_own_dir() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Broker::open(config(dir.path(), 1)).unwrap();
+        let first = Broker::open(config(dir.path(), 1), None).await.unwrap();
         let cluster_id = first.controller.cluster_id().to_string();
+        first.close().await;
         drop(first);
         let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         assert!(
@@ -253,17 +268,18 @@ mod tests {
         );
         assert!(text.contains("node.id=1\n"), "{text}");
 
-        let again = Broker::open(config(dir.path(), 1)).unwrap();
+        let again = Broker::open(config(dir.path(), 1), None).await.unwrap();
         assert_eq!(again.controller.cluster_id(), cluster_id);
     }
 
     #[tokio::test]
     async fn another_node_id_on_the_dir_is_refused_naming_both_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Broker::open(config(dir.path(), 1)).unwrap();
+        let first = Broker::open(config(dir.path(), 1), None).await.unwrap();
         let cluster_id = first.controller.cluster_id().to_string();
+        first.close().await;
         drop(first);
-        let error = open_error(dir.path(), 2);
+        let error = open_error(dir.path(), 2).await;
         assert!(
             matches!(
                 error,
@@ -281,21 +297,22 @@ mod tests {
             "{message}"
         );
         // The refusal changed nothing: node 1 still opens the dir.
-        Broker::open(config(dir.path(), 1)).unwrap();
+        Broker::open(config(dir.path(), 1), None).await.unwrap();
     }
 
     #[tokio::test]
     async fn a_dir_of_another_cluster_is_refused_naming_both_cluster_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Broker::open(config(dir.path(), 1)).unwrap();
+        let first = Broker::open(config(dir.path(), 1), None).await.unwrap();
         let cluster_id = first.controller.cluster_id().to_string();
+        first.close().await;
         drop(first);
         std::fs::write(
             dir.path().join(FILE_NAME),
             "version=1\ncluster.id=OtherClusterAAAAAAAAAA\nnode.id=1\n",
         )
         .unwrap();
-        let error = open_error(dir.path(), 1);
+        let error = open_error(dir.path(), 1).await;
         assert!(
             matches!(
                 error,
@@ -316,7 +333,7 @@ mod tests {
     async fn a_malformed_meta_properties_stops_the_broker_with_a_message() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), "version=1\nnode.id=1\n").unwrap();
-        let message = open_error(dir.path(), 1).to_string();
+        let message = open_error(dir.path(), 1).await.to_string();
         assert!(
             message.contains("meta.properties is malformed"),
             "{message}"

@@ -28,7 +28,7 @@ fn fixture() -> &'static Fixture {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config = BrokerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-        let broker = runtime.block_on(async { Broker::open(config) }).unwrap();
+        let broker = runtime.block_on(Broker::open(config, None)).unwrap();
         Fixture {
             runtime,
             broker,

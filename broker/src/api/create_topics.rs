@@ -80,7 +80,11 @@ pub async fn handle(
                 .collect(),
             configs,
         };
-        match broker.controller.create_topic(new, request.validate_only).await {
+        match broker
+            .controller
+            .create_topic(new, request.validate_only)
+            .await
+        {
             Ok(created) => {
                 let mut result = result
                     .with_error_code(NONE)

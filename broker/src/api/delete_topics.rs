@@ -44,15 +44,15 @@ pub async fn handle(
                 .map(|n| (TopicName(str_bytes(n)), topic_id)),
         };
         responses.push(match outcome {
-                Ok((name, id)) => DeletableTopicResult::default()
-                    .with_name(Some(name))
-                    .with_topic_id(id)
-                    .with_error_code(NONE),
-                Err(error) => DeletableTopicResult::default()
-                    .with_name(name)
-                    .with_topic_id(topic_id)
-                    .with_error_code(ResponseError::from(&error).code())
-                    .with_error_message(Some(str_bytes(error.to_string()))),
+            Ok((name, id)) => DeletableTopicResult::default()
+                .with_name(Some(name))
+                .with_topic_id(id)
+                .with_error_code(NONE),
+            Err(error) => DeletableTopicResult::default()
+                .with_name(name)
+                .with_topic_id(topic_id)
+                .with_error_code(ResponseError::from(&error).code())
+                .with_error_message(Some(str_bytes(error.to_string()))),
         });
     }
     let response = DeleteTopicsResponse::default()

@@ -61,7 +61,11 @@ pub async fn handle(
 }
 
 /// The coordinator of one key, or the error with its message.
-async fn lookup(broker: &Broker, key_type: i8, key: &str) -> Result<Found, (ResponseError, String)> {
+async fn lookup(
+    broker: &Broker,
+    key_type: i8,
+    key: &str,
+) -> Result<Found, (ResponseError, String)> {
     if key_type != KEY_TYPE_GROUP {
         return Err((
             ResponseError::CoordinatorNotAvailable,
@@ -72,11 +76,12 @@ async fn lookup(broker: &Broker, key_type: i8, key: &str) -> Result<Found, (Resp
         return Err((ResponseError::InvalidRequest, "empty group id".to_string()));
     }
     // Creating the offsets topic here, as Kafka does, makes the first commit fast.
-    let partitions = broker
-        .offsets
-        .ensure_topic()
-        .await
-        .map_err(|e| (ResponseError::from(e), "offsets topic unavailable".to_string()))?;
+    let partitions = broker.offsets.ensure_topic().await.map_err(|e| {
+        (
+            ResponseError::from(e),
+            "offsets topic unavailable".to_string(),
+        )
+    })?;
     let partition = broker.offsets.partition_of(key, partitions);
     broker.controller.with_image(|image| {
         let leader = image

@@ -250,19 +250,25 @@ pub async fn handle(
         ApiKey::Produce => produce::handle(broker, &ctx, body),
         ApiKey::Fetch => fetch::handle(broker, &ctx, body),
         ApiKey::ListOffsets => list_offsets::handle(broker, &ctx, body).map(Reply::Now),
-        ApiKey::CreateTopics => create_topics::handle(broker, &ctx, body).await.map(Reply::Now),
-        ApiKey::DeleteTopics => delete_topics::handle(broker, &ctx, body).await.map(Reply::Now),
-        ApiKey::CreatePartitions => create_partitions::handle(broker, &ctx, body).await.map(Reply::Now),
+        ApiKey::CreateTopics => create_topics::handle(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
+        ApiKey::DeleteTopics => delete_topics::handle(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
+        ApiKey::CreatePartitions => create_partitions::handle(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
         ApiKey::DescribeConfigs => describe_configs::handle(broker, &ctx, body).map(Reply::Now),
-        ApiKey::IncrementalAlterConfigs => {
-            incremental_alter_configs::handle(broker, &ctx, body)
-                .await
-                .map(Reply::Now)
-        }
+        ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
         ApiKey::DescribeCluster => describe_cluster::handle(broker, &ctx, body).map(Reply::Now),
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(broker, &ctx, body).map(Reply::Now),
         ApiKey::DeleteRecords => delete_records::handle(broker, &ctx, body).map(Reply::Now),
-        ApiKey::FindCoordinator => find_coordinator::handle(broker, &ctx, body).await.map(Reply::Now),
+        ApiKey::FindCoordinator => find_coordinator::handle(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
         ApiKey::JoinGroup => join_group::handle(broker, &ctx, body),
         ApiKey::SyncGroup => sync_group::handle(broker, &ctx, body),
         ApiKey::Heartbeat => heartbeat::handle(broker, &ctx, body).map(Reply::Now),
@@ -273,7 +279,9 @@ pub async fn handle(
         ApiKey::DescribeGroups => describe_groups::handle(broker, &ctx, body).map(Reply::Now),
         ApiKey::DeleteGroups => delete_groups::handle(broker, &ctx, body),
         ApiKey::OffsetDelete => offset_delete::handle(broker, &ctx, body),
-        ApiKey::InitProducerId => init_producer_id::handle(broker, &ctx, body).await.map(Reply::Now),
+        ApiKey::InitProducerId => init_producer_id::handle(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
         other => Err(RequestError::UnsupportedVersion {
             api: other,
             version,

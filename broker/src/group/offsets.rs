@@ -255,24 +255,20 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::broker::Broker;
 
-    fn config(dir: &Path) -> Arc<BrokerConfig> {
+    fn config(dir: &Path) -> BrokerConfig {
         let listen = "127.0.0.1:0".parse().unwrap();
-        Arc::new(BrokerConfig::new(listen, dir.to_path_buf()))
+        BrokerConfig::new(listen, dir.to_path_buf())
     }
 
-    /// The offsets manager of a broker on `dir`, and its replicas (to close them).
-    fn open(dir: &Path) -> (OffsetMetadataManager, Arc<ReplicaManager>) {
-        let config = config(dir);
-        let replicas = Arc::new(ReplicaManager::new(
-            config.data_dir.clone(),
-            config.node_id,
-            "PLAINTEXT".to_string(),
-            crate::broker::fetcher_config(&config),
-        ));
-        let controller = Arc::new(Controller::open(config.clone(), replicas.clone()).unwrap());
-        let offsets = OffsetMetadataManager::new(&config, controller, replicas.clone());
-        (offsets, replicas)
+    /// A whole broker on `dir`: its offsets manager works through its controller and replicas.
+    async fn open(dir: &Path) -> Arc<Broker> {
+        Broker::open(config(dir), None).await.unwrap()
+    }
+
+    async fn close(broker: Arc<Broker>) {
+        broker.close().await;
     }
 
     fn commit(offset: i64) -> Vec<OffsetWrite> {
@@ -290,33 +286,40 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_use_creates_the_offsets_topic() {
         let dir = tempfile::tempdir().unwrap();
-        let (offsets, replicas) = open(dir.path());
-        offsets.offsets_log("g").unwrap();
-        assert!(replicas.topic(OFFSETS_TOPIC).is_some());
+        let broker = open(dir.path()).await;
+        broker.offsets.ensure_topic().await.unwrap();
+        broker.offsets.offsets_log("g").unwrap();
+        assert!(broker.replicas.topic(OFFSETS_TOPIC).is_some());
+        close(broker).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stored_commit_is_applied_to_the_coordinator() {
         let dir = tempfile::tempdir().unwrap();
-        let (offsets, _replicas) = open(dir.path());
-        let coordinator = GroupCoordinator::new(&config(dir.path()));
-        offsets
+        let broker = open(dir.path()).await;
+        let coordinator = GroupCoordinator::new(&Arc::new(config(dir.path())));
+        broker
+            .offsets
             .store(&coordinator, "g", commit(42), 1)
             .await
             .unwrap();
         assert_eq!(committed(&coordinator), Some(42));
+        close(broker).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stored_commits_are_loaded_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let (offsets, replicas) = open(dir.path());
-        let before = GroupCoordinator::new(&config(dir.path()));
-        offsets.store(&before, "g", commit(42), 1).await.unwrap();
-        replicas.close_all();
-        let (offsets, _replicas) = open(dir.path());
-        let after = GroupCoordinator::new(&config(dir.path()));
-        offsets.load(&after);
-        assert_eq!(committed(&after), Some(42));
+        let broker = open(dir.path()).await;
+        let before = GroupCoordinator::new(&Arc::new(config(dir.path())));
+        broker
+            .offsets
+            .store(&before, "g", commit(42), 1)
+            .await
+            .unwrap();
+        close(broker).await;
+        let broker = open(dir.path()).await;
+        assert_eq!(committed(&broker.groups), Some(42));
+        close(broker).await;
     }
 }

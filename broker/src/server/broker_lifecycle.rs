@@ -15,8 +15,7 @@ use uuid::Uuid;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metadata::controller::brokers::{
-    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest,
-    BrokerRequestError,
+    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRequestError,
 };
 use crate::metadata::controller::{broker_endpoints, ControllerCallError};
 use crate::metadata::Controller;
@@ -134,7 +133,9 @@ impl BrokerLifecycle {
                 Ok(answer)
             }
             Err(ControllerCallError::Refused(BrokerRequestError::StaleBrokerEpoch { .. })) => {
-                tracing::warn!("the controller no longer knows this registration; registering again");
+                tracing::warn!(
+                    "the controller no longer knows this registration; registering again"
+                );
                 self.fenced.send_replace(true);
                 self.register().await?;
                 Ok(BrokerHeartbeatResponse {

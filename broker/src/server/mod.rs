@@ -42,23 +42,15 @@ impl RunningBroker {
     /// Moves this broker's leaderships away (controlled shutdown), stops accepting, lets
     /// connections finish what they owe, leaves the metadata quorum and closes every log.
     pub async fn shutdown(self) {
-        if self.broker.controller.quorum().voters().len() > 1 {
-            self.broker
-                .lifecycle
-                .controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT)
-                .await;
-        }
+        self.broker
+            .lifecycle
+            .controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT)
+            .await;
         let _ = self.shutdown.send(true);
         if let Err(error) = self.task.await {
             tracing::error!(%error, "broker task failed");
         }
-        self.broker.background_shutdown.send_replace(true);
-        self.broker.controller.quorum().shutdown().await;
-        let replicas = self.broker.replicas.clone();
-        let closed = tokio::task::spawn_blocking(move || replicas.close_all()).await;
-        if let Err(error) = closed {
-            tracing::error!(%error, "closing logs failed");
-        }
+        self.broker.close().await;
         tracing::info!("broker stopped");
     }
 }
@@ -80,12 +72,18 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, BrokerErro
     config.set_bound_client_port(local_addr.port());
     // The quorum's own listener, when there are other voters to talk to.
     let controller_listener = match config.controller_listener() {
-        Some(listener) if config.process_roles.is_controller() && config.quorum_voters.len() > 1 => {
+        Some(listener)
+            if config.process_roles.is_controller() && config.quorum_voters.len() > 1 =>
+        {
             let address = listener.address();
-            Some(TcpListener::bind(&address).await.map_err(|source| BrokerError::Io {
-                context: format!("binding the controller listener {address}"),
-                source,
-            })?)
+            Some(
+                TcpListener::bind(&address)
+                    .await
+                    .map_err(|source| BrokerError::Io {
+                        context: format!("binding the controller listener {address}"),
+                        source,
+                    })?,
+            )
         }
         _ => None,
     };

@@ -87,9 +87,10 @@ pub(super) fn register(
         if existing.incarnation_id == request.incarnation_id {
             return Ok((Vec::new(), existing.epoch));
         }
-        // Another process with this id that still heartbeats: a configuration mistake (two
-        // brokers with one node.id), not a restart.
-        if !existing.fenced && liveness.is_alive(request.broker_id) {
+        // Another process with this id that still heartbeats to this controller: a
+        // configuration mistake (two brokers with one node.id), not a restart. One this
+        // controller has not heard from (it was elected since) may be replaced.
+        if !existing.fenced && liveness.heard_recently(request.broker_id) {
             return Err(BrokerRequestError::DuplicateRegistration(request.broker_id));
         }
     }
@@ -230,6 +231,13 @@ impl Liveness {
         self.last_heartbeat.insert(broker_id, Instant::now());
     }
 
+    /// Whether this controller itself heard from `broker_id` within the session timeout.
+    pub fn heard_recently(&self, broker_id: i32) -> bool {
+        self.last_heartbeat
+            .get(&broker_id)
+            .is_some_and(|last| last.elapsed() <= self.session_timeout)
+    }
+
     /// Whether `broker_id` was heard from within the session timeout.
     pub fn is_alive(&self, broker_id: i32) -> bool {
         let last = self
@@ -264,7 +272,10 @@ mod tests {
         image = preview(&image, &records);
         assert!(image.broker(1).unwrap().fenced);
         // A retry of the same registration changes nothing.
-        assert_eq!(register(&image, &first, &liveness).unwrap(), (vec![], epoch));
+        assert_eq!(
+            register(&image, &first, &liveness).unwrap(),
+            (vec![], epoch)
+        );
 
         let beat = |caught_up| BrokerHeartbeatRequest {
             broker_id: 1,
@@ -287,8 +298,14 @@ mod tests {
             Err(BrokerRequestError::StaleBrokerEpoch { .. })
         ));
         // Another live process with the same id is refused; after the session it may take over.
+        let mut heard = Liveness::new(Duration::from_secs(9));
+        assert!(
+            register(&image, &request(1), &heard).is_ok(),
+            "not heard from: a restart"
+        );
+        heard.heard_from(1);
         assert_eq!(
-            register(&image, &request(1), &liveness),
+            register(&image, &request(1), &heard),
             Err(BrokerRequestError::DuplicateRegistration(1))
         );
         let expired = Liveness::new(Duration::ZERO);

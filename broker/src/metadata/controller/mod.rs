@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use self::brokers::{
-    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest,
-    BrokerRequestError, Liveness,
+    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRequestError,
+    Liveness,
 };
 use self::rpc::{ControllerRequest, ControllerResponse};
 pub use self::topics::validate_topic_name;
@@ -141,7 +141,6 @@ pub enum ConfigOp {
     Subtract(String),
 }
 
-
 /// How long a forwarded request or a proposal may take before the caller gives up (the
 /// client then retries, as for any request timeout).
 const CONTROLLER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -195,7 +194,10 @@ impl Controller {
                     let migrated =
                         topics::legacy_partition_records(self.config.node_id, &self.quorum.image());
                     if !migrated.is_empty() {
-                        tracing::info!(partitions = migrated.len(), "recording replicas of partitions written before the metadata had them");
+                        tracing::info!(
+                            partitions = migrated.len(),
+                            "recording replicas of partitions written before the metadata had them"
+                        );
                         self.quorum
                             .propose(migrated)
                             .await
@@ -324,9 +326,9 @@ impl Controller {
         match self.submit(ControllerRequest::AlterPartition(change)).await {
             ControllerResponse::Done { .. } => Ok(()),
             ControllerResponse::AlterPartitionError(error) => Err(error),
-            ControllerResponse::NotController { .. } => {
-                Err(AlterPartitionError::NotController("no active controller".into()))
-            }
+            ControllerResponse::NotController { .. } => Err(AlterPartitionError::NotController(
+                "no active controller".into(),
+            )),
             ControllerResponse::Unavailable(reason) => {
                 Err(AlterPartitionError::NotController(reason))
             }
@@ -408,7 +410,10 @@ impl Controller {
         &self,
         request: BrokerRegistrationRequest,
     ) -> Result<i64, ControllerCallError> {
-        match self.submit(ControllerRequest::RegisterBroker(request)).await {
+        match self
+            .submit(ControllerRequest::RegisterBroker(request))
+            .await
+        {
             ControllerResponse::Registered { broker_epoch, .. } => Ok(broker_epoch),
             other => Err(ControllerCallError::from_response(other)),
         }
@@ -428,16 +433,15 @@ impl Controller {
     /// Runs `request` on the active controller (this node or another) and waits until this
     /// node's image and replicas have applied what it changed.
     async fn submit(&self, request: ControllerRequest) -> ControllerResponse {
-        let response = match tokio::time::timeout(CONTROLLER_REQUEST_TIMEOUT, self.route(request))
-            .await
-        {
-            Ok(response) => response,
-            Err(_) => {
-                return ControllerResponse::Unavailable(
-                    "the active controller did not answer in time".into(),
-                )
-            }
-        };
+        let response =
+            match tokio::time::timeout(CONTROLLER_REQUEST_TIMEOUT, self.route(request)).await {
+                Ok(response) => response,
+                Err(_) => {
+                    return ControllerResponse::Unavailable(
+                        "the active controller did not answer in time".into(),
+                    )
+                }
+            };
         if let Some(index) = response.index() {
             if let Err(error) = self
                 .quorum
@@ -480,11 +484,9 @@ impl Controller {
                 ControllerResponse::NotController { .. } | ControllerResponse::Unavailable(_)
                     if retriable(&request) =>
                 {
-                    let _ = tokio::time::timeout(
-                        Duration::from_millis(500),
-                        leader_changes.changed(),
-                    )
-                    .await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(500), leader_changes.changed())
+                            .await;
                 }
                 other => return other,
             }
@@ -501,7 +503,11 @@ impl Controller {
         }
         // Decide against everything committed so far (a new leader may still be applying).
         if let Some(last) = self.quorum.status().last_log_index {
-            if let Err(error) = self.quorum.wait_applied(last, CONTROLLER_REQUEST_TIMEOUT).await {
+            if let Err(error) = self
+                .quorum
+                .wait_applied(last, CONTROLLER_REQUEST_TIMEOUT)
+                .await
+            {
                 return ControllerResponse::Unavailable(error.to_string());
             }
         }
@@ -584,7 +590,11 @@ impl Controller {
                 match decided {
                     Ok((records, broker_epoch)) => match self.commit(records).await {
                         Ok(index) => {
-                            tracing::info!(broker_id = request.broker_id, broker_epoch, "broker registered");
+                            tracing::info!(
+                                broker_id = request.broker_id,
+                                broker_epoch,
+                                "broker registered"
+                            );
                             ControllerResponse::Registered {
                                 broker_epoch,
                                 index,
@@ -613,7 +623,10 @@ impl Controller {
     }
 
     /// Proposes `records` (nothing to do for none); the committed index.
-    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<Option<u64>, ControllerResponse> {
+    async fn commit(
+        &self,
+        records: Vec<MetadataRecord>,
+    ) -> Result<Option<u64>, ControllerResponse> {
         if records.is_empty() {
             return Ok(None);
         }
@@ -722,7 +735,10 @@ impl ControllerRpcHandler for ControllerHandler {
     fn handle(&self, from: u64, request: Vec<u8>) -> BoxFuture<'_, Vec<u8>> {
         Box::pin(async move {
             let controller = self.controller.get().and_then(std::sync::Weak::upgrade);
-            let response = match (controller, serde_json::from_slice::<ControllerRequest>(&request)) {
+            let response = match (
+                controller,
+                serde_json::from_slice::<ControllerRequest>(&request),
+            ) {
                 (None, _) => ControllerResponse::Unavailable("controller starting".into()),
                 (Some(_), Err(error)) => {
                     tracing::warn!(from, %error, "malformed controller request");

@@ -218,7 +218,8 @@ mod tests {
     #[test]
     fn the_last_isr_member_stays_and_the_partition_goes_offline_until_it_returns() {
         let (mut image, _) = image(&[1], vec![1], 1);
-        let state = apply(&mut image, &move_away_from(&image.clone(), 1));
+        let records = move_away_from(&image, 1);
+        let state = apply(&mut image, &records);
         assert_eq!(state.leader, -1);
         assert_eq!(state.isr, vec![1], "no unclean election, no empty ISR");
         // Broker 2 is alive but out of sync: not elected.
@@ -228,7 +229,8 @@ mod tests {
             broker_epoch: 1,
             fenced: false,
         });
-        let state = apply(&mut image, &elect_offline_leaders(&image.clone()));
+        let records = elect_offline_leaders(&image);
+        let state = apply(&mut image, &records);
         assert_eq!(state.leader, 1);
         assert_eq!(state.leader_epoch, 7);
     }

@@ -253,7 +253,10 @@ pub(super) fn alter_topic_configs(
 
 /// The record reserving `size` producer ids, and the first of them. Ids are never reused, even
 /// across restarts and controller changes, because the reservation is in the metadata.
-pub(super) fn allocate_producer_ids(image: &MetadataImage, size: i64) -> (Vec<MetadataRecord>, i64) {
+pub(super) fn allocate_producer_ids(
+    image: &MetadataImage,
+    size: i64,
+) -> (Vec<MetadataRecord>, i64) {
     let start = image.next_producer_id_block();
     (
         vec![MetadataRecord::ProducerIds {
