@@ -4,6 +4,7 @@
 //!
 //! - [`TestBroker`] and [`start_broker_in`] / [`start_broker_at`]: an in-process broker
 //!   (`millrace_broker::start`) on a free port over a temp dir, with `KEY=VALUE` overrides;
+//! - [`TestCluster`]: several in-process brokers forming one cluster (all quorum voters);
 //! - [`BrokerProcess`]: a `millrace broker` process (the real binary), killed when dropped;
 //! - [`free_port`] and [`temp_dir`];
 //! - [`api_hiding_proxy`]: a broker whose ApiVersions leaves out chosen APIs, as another
@@ -43,6 +44,7 @@ pub mod net;
 pub mod process;
 pub mod produce;
 pub mod records;
+pub mod test_cluster;
 pub mod topics;
 pub mod wire;
 
@@ -51,4 +53,5 @@ pub use dirs::temp_dir;
 pub use net::free_port;
 pub use process::BrokerProcess;
 pub use produce::produce_all;
+pub use test_cluster::{TestCluster, FAST_FAILOVER};
 pub use topics::{create_topic, create_topic_with};

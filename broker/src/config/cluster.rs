@@ -424,8 +424,8 @@ mod tests {
         assert_eq!(config.broker_rack, None);
         assert_eq!(config.offsets_topic_replication_factor, 3);
         assert_eq!(config.replica_lag_time_max_ms, 30_000);
-        assert_eq!(config.broker_session_timeout_ms, 9_000);
-        assert_eq!(config.broker_heartbeat_interval_ms, 2_000);
+        assert_eq!(config.broker_session_timeout_ms, 2_000);
+        assert_eq!(config.broker_heartbeat_interval_ms, 400);
         assert!(config.auto_leader_rebalance_enable);
         assert_eq!(config.leader_imbalance_check_interval_seconds, 300);
         assert_eq!(config.controller_quorum_election_timeout_ms, 1_000);
@@ -712,7 +712,7 @@ mod tests {
         let err = error(&["replica.fetch.wait.max.ms=40000"]);
         assert!(err.contains("`replica.fetch.wait.max.ms`"), "{err}");
         assert!(err.contains("replica.lag.time.max.ms"), "{err}");
-        let err = error(&["broker.heartbeat.interval.ms=9000"]);
+        let err = error(&["broker.heartbeat.interval.ms=2000"]);
         assert!(err.contains("`broker.heartbeat.interval.ms`"), "{err}");
         assert!(err.contains("broker.session.timeout.ms"), "{err}");
         for bad in [

@@ -348,18 +348,30 @@ async fn handle_partition(
             );
             return Outcome::BackOff;
         }
+        Some(ResponseError::FencedLeaderEpoch) => {
+            // Our epoch is older than the leader's: the metadata will bring the new one (and
+            // re-add the partition with it).
+            tracing::debug!(
+                topic,
+                partition = index,
+                "fenced leader epoch; waiting for metadata"
+            );
+            return Outcome::Pause;
+        }
         Some(
-            ResponseError::FencedLeaderEpoch
-            | ResponseError::NotLeaderOrFollower
-            | ResponseError::UnknownTopicOrPartition,
+            ResponseError::NotLeaderOrFollower
+            | ResponseError::UnknownTopicOrPartition
+            | ResponseError::UnknownLeaderEpoch,
         ) => {
+            // The leader has not applied the metadata that makes it leader yet (or it moved
+            // on, which the metadata will tell us): try again shortly.
             tracing::debug!(
                 topic,
                 partition = index,
                 code = data.error_code,
-                "leader no longer serves this epoch; waiting for metadata"
+                "leader not ready for this epoch"
             );
-            return Outcome::Pause;
+            return Outcome::BackOff;
         }
         Some(other) => {
             tracing::debug!(topic, partition = index, error = ?other, "replica fetch error");

@@ -39,6 +39,16 @@ impl RunningBroker {
         &self.broker
     }
 
+    /// Stops at once, as close to a crash as a process can do to a part of itself: no
+    /// controlled shutdown, connections dropped, heartbeats and quorum traffic stopped. For
+    /// failover tests in one process; real crashes are tested with `kill -9`.
+    pub async fn halt(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.broker.close().await;
+        tracing::info!("broker halted");
+    }
+
     /// Moves this broker's leaderships away (controlled shutdown), stops accepting, lets
     /// connections finish what they owe, leaves the metadata quorum and closes every log.
     pub async fn shutdown(self) {
@@ -100,7 +110,8 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, BrokerErro
 }
 
 /// How long a controlled shutdown waits for the controller to move leaderships away.
-const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// (Past it, the broker stops anyway: its session then expires and the controller fences it.)
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long shutdown waits for connections to flush their owed responses.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(10);

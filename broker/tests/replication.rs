@@ -1,0 +1,227 @@
+//! Replicated partitions on a cluster of three in-process brokers: followers copy the leader
+//! byte for byte, acks=all waits for the ISR, and a new leader from the ISR keeps every
+//! acknowledged record when the old one stops.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::Compression;
+use kafka_protocol::ResponseError;
+use millrace_testkit::records::{batch, record};
+use millrace_testkit::wire::TestClient;
+use millrace_testkit::{TestCluster, FAST_FAILOVER};
+
+/// Logs to the test output with `RUST_LOG` (for example `RUST_LOG=millrace_broker=debug`).
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+async fn create_replicated(cluster: &TestCluster, topic: &str, min_isr: &str) {
+    let mut client = TestClient::connect(cluster.members[0].addr).await;
+    let response = client
+        .call(
+            7,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(name(topic))
+                    .with_num_partitions(1)
+                    .with_replication_factor(3)
+                    .with_configs(vec![CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                        .with_value(Some(StrBytes::from_string(min_isr.to_string())))])])
+                .with_timeout_ms(10_000),
+        )
+        .await;
+    assert_eq!(response.topics[0].error_code, 0, "{response:?}");
+}
+
+/// (leader, leader epoch, ISR) of partition 0 as broker `node_id` answers Metadata.
+async fn partition_state(cluster: &TestCluster, node_id: i32, topic: &str) -> (i32, i32, Vec<i32>) {
+    let mut client = TestClient::connect(cluster.member(node_id).addr).await;
+    let response = client
+        .call(
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name(topic)))
+            ])),
+        )
+        .await;
+    let partition = &response.topics[0].partitions[0];
+    (
+        partition.leader_id.0,
+        partition.leader_epoch,
+        partition.isr_nodes.iter().map(|b| b.0).collect(),
+    )
+}
+
+/// Waits (bounded) until `check` holds.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Produces with acks=all, retrying (bounded) while the broker is not the leader yet: a new
+/// leader learns of its leadership from the metadata a moment after the controller decides it,
+/// and clients retry NOT_LEADER_OR_FOLLOWER.
+async fn produce(addr: std::net::SocketAddr, topic: &str, values: &[&str]) -> (i16, i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = produce_once(addr, topic, values).await;
+        if answer.0 != ResponseError::NotLeaderOrFollower.code() || Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn produce_once(addr: std::net::SocketAddr, topic: &str, values: &[&str]) -> (i16, i64) {
+    let records: Vec<_> = values.iter().map(|v| record("k", v, 1)).collect();
+    let mut client = TestClient::connect(addr).await;
+    let response = client
+        .call(
+            9,
+            &ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(10_000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(name(topic))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch(&records, Compression::None)))])]),
+        )
+        .await;
+    let partition = &response.responses[0].partition_responses[0];
+    (partition.error_code, partition.base_offset)
+}
+
+/// Everything broker `node_id` holds of partition 0, read straight from its log.
+fn local_log(cluster: &TestCluster, node_id: i32, topic: &str) -> Bytes {
+    let log = cluster
+        .broker(node_id)
+        .broker()
+        .replicas
+        .partition(topic, 0)
+        .expect("a replica on this broker");
+    // A read stops at a segment's end: read on until the log end.
+    let mut all = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let chunk = log.read(offset, usize::MAX).unwrap();
+        let records = millrace_testkit::records::decode_records(chunk.clone());
+        let Some(last) = records.last() else { break };
+        offset = last.offset + 1;
+        all.extend_from_slice(&chunk);
+    }
+    Bytes::from(all)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_copy_the_leader_byte_for_byte_and_acks_all_waits_for_them() {
+    init_logs();
+    let cluster = TestCluster::start(3, FAST_FAILOVER).await;
+    create_replicated(&cluster, "replicated", "2").await;
+    let (leader, epoch, isr) = partition_state(&cluster, 1, "replicated").await;
+    assert!(leader > 0 && epoch >= 0, "leader {leader} epoch {epoch}");
+    assert_eq!(isr.len(), 3);
+
+    for round in 0..5 {
+        let (error, base) =
+            produce(cluster.member(leader).addr, "replicated", &["a", "b", "c"]).await;
+        assert_eq!(error, 0);
+        assert_eq!(base, round * 3);
+        // acks=all answered: every ISR member has the batch.
+        let hw = cluster
+            .broker(leader)
+            .broker()
+            .replicas
+            .replica("replicated", 0)
+            .unwrap()
+            .high_watermark();
+        assert!(
+            hw >= (round + 1) * 3,
+            "high watermark {hw} after round {round}"
+        );
+    }
+    let on_leader = local_log(&cluster, leader, "replicated");
+    for node in [1, 2, 3] {
+        eventually("followers to hold the whole log", || {
+            let same = local_log(&cluster, node, "replicated") == on_leader;
+            async move { same }
+        })
+        .await;
+    }
+    // A produce to a follower is refused with the leader's error code.
+    let follower = [1, 2, 3].into_iter().find(|n| *n != leader).unwrap();
+    let (error, _) = produce_once(cluster.member(follower).addr, "replicated", &["x"]).await;
+    assert_eq!(error, ResponseError::NotLeaderOrFollower.code());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_halted_leader_is_replaced_from_the_isr_and_no_acknowledged_record_is_lost() {
+    init_logs();
+    let mut cluster = TestCluster::start(3, FAST_FAILOVER).await;
+    create_replicated(&cluster, "failover", "2").await;
+    let (leader, epoch, _) = partition_state(&cluster, 1, "failover").await;
+    for _ in 0..3 {
+        assert_eq!(
+            produce(cluster.member(leader).addr, "failover", &["v"])
+                .await
+                .0,
+            0
+        );
+    }
+    cluster.halt(leader).await;
+    let survivor = [1, 2, 3].into_iter().find(|n| *n != leader).unwrap();
+    let mut new_leader = -1;
+    eventually("a new leader", || {
+        let cluster = &cluster;
+        async move {
+            let (l, e, _) = partition_state(cluster, survivor, "failover").await;
+            l > 0 && l != leader && e > epoch
+        }
+    })
+    .await;
+    let (l, _, isr) = partition_state(&cluster, survivor, "failover").await;
+    new_leader = new_leader.max(l);
+    assert!(
+        !isr.contains(&leader),
+        "the halted broker left the ISR: {isr:?}"
+    );
+    let (error, base) = produce(cluster.member(new_leader).addr, "failover", &["after"]).await;
+    assert_eq!(error, 0);
+    assert_eq!(
+        base, 3,
+        "every acknowledged record is still there, in order"
+    );
+
+    // The old leader comes back as a follower and catches up.
+    cluster.restart(leader).await;
+    eventually("the old leader to catch up", || {
+        let same =
+            local_log(&cluster, leader, "failover") == local_log(&cluster, new_leader, "failover");
+        async move { same }
+    })
+    .await;
+    cluster.shutdown().await;
+}
