@@ -28,18 +28,24 @@ pub fn handle(
                     let result = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
-                    let Some(log) = broker.replicas.partition(&topic.name, p.partition_index)
+                    let Some(replica) = broker.replicas.replica(&topic.name, p.partition_index)
                     else {
                         return result
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
-                    // -1 means "up to the high watermark".
+                    if let Err((error, _)) = replica.check_leader(-1) {
+                        return result.with_error_code(error.code());
+                    }
+                    let log = replica.log();
+                    // -1 means "up to the high watermark"; beyond it is out of range, as in
+                    // Kafka (followers may not have those records yet).
+                    let high_watermark = replica.high_watermark();
                     let offset = if p.offset == -1 {
-                        log.log_end_offset()
+                        high_watermark
                     } else {
                         p.offset
                     };
-                    if offset < 0 {
+                    if offset < 0 || offset > high_watermark {
                         return result.with_error_code(ResponseError::OffsetOutOfRange.code());
                     }
                     match log.delete_records_before(offset) {

@@ -36,13 +36,32 @@ pub fn handle(
                         .with_offset(-1)
                         // The field exists from v4; setting it earlier fails the encoding.
                         .with_leader_epoch(if ctx.version >= 4 { 0 } else { -1 });
-                    let Some(log) = broker.replicas.partition(&topic.name, p.partition_index) else {
+                    let Some(replica) = broker.replicas.replica(&topic.name, p.partition_index)
+                    else {
                         return response
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                             .with_leader_epoch(-1);
                     };
+                    // Only the leader answers, and only in the epoch the client knows (v4+).
+                    let current_epoch = if ctx.version >= 4 {
+                        p.current_leader_epoch
+                    } else {
+                        -1
+                    };
+                    if let Err((error, _)) = replica.check_leader(current_epoch) {
+                        return response
+                            .with_error_code(error.code())
+                            .with_leader_epoch(-1);
+                    }
+                    let response = response.with_leader_epoch(if ctx.version >= 4 {
+                        replica.leader_epoch()
+                    } else {
+                        -1
+                    });
+                    let log = replica.log();
                     let found = match p.timestamp {
-                        LATEST => Ok(Some((log.log_end_offset(), -1))),
+                        // Consumers see up to the high watermark, so the end they can reach is there.
+                        LATEST => Ok(Some((replica.high_watermark(), -1))),
                         EARLIEST => Ok(Some((log.log_start_offset(), -1))),
                         MAX_TIMESTAMP if ctx.version >= 7 => log.max_timestamp(),
                         ts if ts < 0 => {

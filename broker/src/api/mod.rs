@@ -28,6 +28,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -123,6 +124,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::OffsetForLeaderEpoch, 0, 4),
 ];
 
 /// The advertised `[min, max]` versions of an API, if we implement it.
@@ -279,6 +281,9 @@ pub async fn handle(
         ApiKey::DescribeGroups => describe_groups::handle(broker, &ctx, body).map(Reply::Now),
         ApiKey::DeleteGroups => delete_groups::handle(broker, &ctx, body),
         ApiKey::OffsetDelete => offset_delete::handle(broker, &ctx, body),
+        ApiKey::OffsetForLeaderEpoch => {
+            offset_for_leader_epoch::handle(broker, &ctx, body).map(Reply::Now)
+        }
         ApiKey::InitProducerId => init_producer_id::handle(broker, &ctx, body)
             .await
             .map(Reply::Now),

@@ -423,5 +423,13 @@ async fn handle_partition(
         }
     }
     partition.follower_high_watermark(data.high_watermark);
+    // DeleteRecords and retention on the leader move its log start; followers follow.
+    let log = partition.log();
+    if data.log_start_offset > log.log_start_offset() {
+        let target = data.log_start_offset.min(log.log_end_offset());
+        if let Err(error) = log.delete_records_before(target) {
+            tracing::warn!(topic, partition = index, %error, "cannot follow the leader's log start");
+        }
+    }
     Outcome::Continue
 }
