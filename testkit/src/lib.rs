@@ -12,7 +12,9 @@
 //! - record builders: [`records`] (wire-level record batches for raw protocol tests) and
 //!   [`produce::json_record`] (a keyed JSON `ProducerRecord`);
 //! - [`wire::TestClient`], one Kafka request at a time over TCP, and [`http`], a small HTTP/1.1
-//!   client with server-sent events.
+//!   client with server-sent events;
+//! - [`jepsen`]: the history of a fault test and the checker that names its anomalies
+//!   (lost-write, duplicate, inconsistent-offsets, nonmonotonic-poll, poll-skip, divergence).
 //!
 //! ```no_run
 //! # async fn example() {
@@ -39,6 +41,7 @@ pub mod api_hiding_proxy;
 pub mod broker;
 pub mod dirs;
 pub mod http;
+pub mod jepsen;
 pub mod net;
 pub mod process;
 pub mod produce;
