@@ -6,9 +6,26 @@
 //! ([`workload::final_read`], and per replica through
 //! [`history::History::record_replica_read`]), then [`check`] names what went wrong:
 //! lost-write, duplicate, inconsistent-offsets, nonmonotonic-poll, poll-skip and divergence.
+//!
+//! ```no_run
+//! # async fn example(bootstrap: String) -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! use millrace_testkit::jepsen::{check, workload::{final_read, Workload}, Recorder};
+//!
+//! let recorder = Recorder::new();
+//! let mut running = Workload::new(&bootstrap, "jepsen", 3).start(recorder.clone());
+//! assert!(running.wait_for_acks(100, Duration::from_secs(30)).await);
+//! // ... inject faults, heal ...
+//! let summary = running.stop().await?;
+//! final_read(&bootstrap, "jepsen", 3, &recorder).await?;
+//! check(&recorder.snapshot()).assert_valid();
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod checker;
 pub mod history;
+pub mod workload;
 
 #[cfg(test)]
 mod checker_tests;

@@ -1,0 +1,106 @@
+//! The Jepsen workload and checker end to end against one in-process broker: with no fault
+//! the checker must find nothing, and a fault put into the recorded history must be found
+//! (the pipeline can fail).
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use millrace_testkit::jepsen::workload::{final_read, Workload};
+use millrace_testkit::jepsen::{check, AnomalyKind, ReadSource, Recorder, SendOutcome};
+use millrace_testkit::{create_topic, TestBroker, FAST_GROUPS};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_healthy_broker_has_no_anomalies_and_a_dropped_record_is_a_lost_write() {
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let topic = "jepsen-healthy";
+    create_topic(&broker.client_config("jepsen-setup"), topic, 3).await;
+    let recorder = Recorder::new();
+    let mut running = Workload::new(&broker.bootstrap(), topic, 3)
+        .producers(2)
+        .consumers(1, 2)
+        .writes_per_producer(300)
+        .start(recorder.clone());
+    assert!(
+        running.wait_for_acks(600, Duration::from_secs(60)).await,
+        "600 acknowledgements within 60 s (got {})",
+        running.acked()
+    );
+    let summary = running.stop().await.unwrap();
+    eprintln!("workload: {summary:?}");
+    final_read(&broker.bootstrap(), topic, 3, &recorder)
+        .await
+        .unwrap();
+    let history = recorder.snapshot();
+
+    let report = check(&history);
+    eprintln!("{report}");
+    report.assert_valid();
+    assert_eq!(report.counts.acknowledged, 600);
+    assert_eq!(report.counts.indeterminate + report.counts.failed, 0);
+    assert_eq!(report.counts.read, 600);
+    assert_eq!(report.counts.final_reads, 3);
+    // The assigned consumer alone reads every record once; the group reads them again.
+    assert!(
+        report.counts.polled_records >= 1200,
+        "{} records polled",
+        report.counts.polled_records
+    );
+
+    // The fault: one acknowledged record vanishes from the final read.
+    let (victim, partition, offset) = history
+        .sends
+        .iter()
+        .find_map(|s| match s.outcome {
+            SendOutcome::Acked { partition, offset } => Some((s.value.clone(), partition, offset)),
+            _ => None,
+        })
+        .unwrap();
+    let mut faulty = history.clone();
+    let read = faulty
+        .final_reads
+        .iter_mut()
+        .find(|r| r.source == ReadSource::Leader && r.partition == partition)
+        .unwrap();
+    read.records.retain(|r| r.value != victim);
+    let report = check(&faulty);
+    assert_eq!(
+        report.found_kinds(),
+        vec![AnomalyKind::LostWrite],
+        "{report}"
+    );
+    assert_eq!(report.count(AnomalyKind::LostWrite), 1);
+    let text = report.to_string();
+    assert!(
+        text.contains(&format!("acknowledged at {partition}@{offset}")),
+        "{text}"
+    );
+
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workload_runs_until_stopped() {
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let topic = "jepsen-until-stopped";
+    create_topic(&broker.client_config("jepsen-setup"), topic, 2).await;
+    let recorder = Recorder::new();
+    let mut running = Workload::new(&broker.bootstrap(), topic, 2)
+        .producers(1)
+        .consumers(1, 1)
+        .rate_per_producer(500.0)
+        .start(recorder.clone());
+    assert!(running.wait_for_acks(100, Duration::from_secs(30)).await);
+    running.stop().await.unwrap();
+    final_read(&broker.bootstrap(), topic, 2, &recorder)
+        .await
+        .unwrap();
+    let report = check(&recorder.snapshot());
+    report.assert_valid();
+    assert!(report.counts.acknowledged >= 100, "{report}");
+    // Every acknowledged write was polled by the consumers before they stopped.
+    assert!(
+        report.counts.polled_records >= 2 * report.counts.acknowledged,
+        "{report}"
+    );
+    broker.shutdown().await;
+}
