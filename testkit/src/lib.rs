@@ -14,7 +14,9 @@
 //! - [`wire::TestClient`], one Kafka request at a time over TCP, and [`http`], a small HTTP/1.1
 //!   client with server-sent events;
 //! - [`jepsen`]: the history of a fault test and the checker that names its anomalies
-//!   (lost-write, duplicate, inconsistent-offsets, nonmonotonic-poll, poll-skip, divergence).
+//!   (lost-write, duplicate, inconsistent-offsets, nonmonotonic-poll, poll-skip, divergence);
+//! - [`netns::NetnsLab`]: hosts in network namespaces behind a router, with cuts, isolation
+//!   and delays; [`faults`]: kill -9, SIGSTOP/SIGCONT, bit flips and torn tails.
 //!
 //! ```no_run
 //! # async fn example() {
@@ -40,9 +42,11 @@
 pub mod api_hiding_proxy;
 pub mod broker;
 pub mod dirs;
+pub mod faults;
 pub mod http;
 pub mod jepsen;
 pub mod net;
+pub mod netns;
 pub mod process;
 pub mod produce;
 pub mod records;

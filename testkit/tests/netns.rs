@@ -1,0 +1,162 @@
+//! The network namespace lab on this machine (as root; otherwise each test prints SKIP and
+//! returns): hosts reach each other until cut or isolated, heal, and leave nothing behind.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use millrace_testkit::netns::{cleanup_stale, NetnsLab};
+
+/// Set in the environment of this test binary when it runs as the listener inside a host.
+const LISTEN_ON: &str = "MILLRACE_NETNS_TEST_LISTEN_ON";
+
+/// Not a test on its own: when this binary is started inside a namespace with `LISTEN_ON`
+/// set, this is the TCP listener the lab tests connect to (a Rust listener, so the tests need
+/// no Python or netcat). Without the variable it returns at once.
+#[test]
+fn listener_inside_a_namespace() {
+    let Ok(addr) = std::env::var(LISTEN_ON) else {
+        return;
+    };
+    let listener = std::net::TcpListener::bind(&addr).unwrap();
+    println!("listening on {}", listener.local_addr().unwrap());
+    for stream in listener.incoming() {
+        drop(stream);
+    }
+}
+
+/// Starts the listener in host `i` and returns it with its address.
+fn listen_in(lab: &NetnsLab, i: usize) -> (Child, SocketAddr) {
+    let mut child = lab
+        .command(i, std::env::current_exe().unwrap())
+        .args(["--exact", "listener_inside_a_namespace", "--nocapture"])
+        .args(["--test-threads", "1"])
+        .env(LISTEN_ON, format!("{}:0", lab.host_addr(i)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let addr = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        // libtest prints `test <name> ... ` first, on the same line.
+        .find_map(|line| {
+            line.split_once("listening on ")
+                .map(|(_, addr)| addr.trim().to_string())
+        })
+        .expect("the listener starts")
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+fn test_process_connects(addr: SocketAddr, timeout: Duration) -> bool {
+    TcpStream::connect_timeout(&addr, timeout).is_ok()
+}
+
+fn namespaces() -> String {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn links() -> String {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const UP: Duration = Duration::from_secs(3);
+const DOWN: Duration = Duration::from_millis(700);
+
+#[test]
+fn hosts_reach_each_other_until_cut_or_isolated_and_after_healing() {
+    let Some(lab) = NetnsLab::new(2).unwrap() else {
+        return;
+    };
+    let name = lab.name().to_string();
+    assert!(namespaces().contains(&lab.host_ns(1)));
+    let (mut listener, addr) = listen_in(&lab, 1);
+    assert_eq!(addr.ip(), lab.host_addr(1));
+
+    assert!(lab.connects(0, addr, UP), "host 0 reaches host 1");
+    assert!(test_process_connects(addr, UP), "the test reaches host 1");
+
+    lab.cut(0, 1).unwrap();
+    assert!(!lab.connects(0, addr, DOWN), "host 0 is cut from host 1");
+    assert!(
+        test_process_connects(addr, UP),
+        "a cut between two hosts leaves the test's link alone"
+    );
+    lab.heal(0, 1).unwrap();
+    assert!(lab.connects(0, addr, UP), "healed");
+
+    // One way is enough to stop TCP: the SYN-ACK does not come back.
+    lab.cut_one_way(1, 0).unwrap();
+    assert!(!lab.connects(0, addr, DOWN));
+    lab.heal_all().unwrap();
+    assert!(lab.connects(0, addr, UP));
+
+    lab.isolate(1).unwrap();
+    assert!(!lab.connects(0, addr, DOWN), "isolated from host 0");
+    assert!(!test_process_connects(addr, DOWN), "isolated from the test");
+    lab.rejoin(1).unwrap();
+    assert!(lab.connects(0, addr, UP), "rejoined");
+    assert!(test_process_connects(addr, UP));
+
+    // A delay on host 1 holds back its SYN-ACK (where the kernel has netem).
+    if lab.delay(1, 150).unwrap() {
+        let start = Instant::now();
+        assert!(test_process_connects(addr, UP));
+        assert!(start.elapsed() >= Duration::from_millis(150));
+        lab.clear_delay(1).unwrap();
+    }
+
+    drop(lab);
+    // The lab killed the listener running inside it.
+    let status = listener.wait().unwrap();
+    assert!(!status.success());
+    let left = namespaces();
+    assert!(!left.contains(&name), "namespaces left behind: {left}");
+    assert!(!links().contains(&name), "links left behind");
+}
+
+#[test]
+fn a_panicking_test_leaves_no_lab_behind() {
+    if NetnsLab::new(1).unwrap().is_none() {
+        return;
+    }
+    let name = std::sync::Mutex::new(String::new());
+    let result = std::panic::catch_unwind(|| {
+        let lab = NetnsLab::new(3).unwrap().unwrap();
+        *name.lock().unwrap() = lab.name().to_string();
+        assert!(namespaces().contains(&lab.host_ns(2)));
+        panic!("the test fails with its lab up");
+    });
+    assert!(result.is_err());
+    let name = name.into_inner().unwrap();
+    assert!(!name.is_empty());
+    assert!(!namespaces().contains(&name), "{}", namespaces());
+}
+
+#[test]
+fn stale_namespaces_of_dead_processes_are_removed() {
+    if NetnsLab::new(1).unwrap().is_none() {
+        return;
+    }
+    // A pid that was ours and is gone.
+    let mut gone = Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let stale = format!("mr-{}-0-rt", gone.id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &stale])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert!(cleanup_stale().unwrap() >= 1);
+    assert!(!namespaces().contains(&stale));
+}
