@@ -16,7 +16,9 @@
 //! - [`jepsen`]: the history of a fault test and the checker that names its anomalies
 //!   (lost-write, duplicate, inconsistent-offsets, nonmonotonic-poll, poll-skip, divergence);
 //! - [`netns::NetnsLab`]: hosts in network namespaces behind a router, with cuts, isolation
-//!   and delays; [`faults`]: kill -9, SIGSTOP/SIGCONT, bit flips and torn tails.
+//!   and delays; [`faults`]: kill -9, SIGSTOP/SIGCONT, bit flips and torn tails;
+//! - [`cluster::ClusterProcesses`]: N `millrace broker` processes configured as one cluster
+//!   with Kafka's settings, each killed, paused or restarted on its own.
 //!
 //! ```no_run
 //! # async fn example() {
@@ -41,6 +43,7 @@
 
 pub mod api_hiding_proxy;
 pub mod broker;
+pub mod cluster;
 pub mod dirs;
 pub mod faults;
 pub mod http;
