@@ -3,7 +3,8 @@
 //! A fault test runs a [`workload`] (producers with acks=all and idempotence writing unique
 //! values, consumers polling, some of them in a group) while it injects faults, recording
 //! everything into a [`history::History`]; after the faults heal it reads every partition back
-//! ([`workload::final_read`], and per replica through
+//! ([`workload::final_read`] through the client, and per broker with
+//! [`replica_read::record_broker_reads`] or any reader feeding
 //! [`history::History::record_replica_read`]), then [`check`] names what went wrong:
 //! lost-write, duplicate, inconsistent-offsets, nonmonotonic-poll, poll-skip and divergence.
 //!
@@ -25,6 +26,7 @@
 
 pub mod checker;
 pub mod history;
+pub mod replica_read;
 pub mod workload;
 
 #[cfg(test)]
