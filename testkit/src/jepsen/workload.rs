@@ -156,8 +156,8 @@ impl Workload {
     }
 }
 
-/// A started [`Workload`]. Dropping it without [`RunningWorkload::stop`] aborts nothing: the
-/// tasks end with the runtime (a test's runtime ends with the test).
+/// A started [`Workload`]. Dropping it without [`RunningWorkload::stop`] (a test that failed
+/// half-way) aborts its tasks.
 pub struct RunningWorkload {
     stop_producers: watch::Sender<bool>,
     stop_consumers: watch::Sender<bool>,
@@ -194,10 +194,10 @@ impl RunningWorkload {
     /// delivery timeout), lets the consumers poll up to the end of every partition (up to the
     /// drain timeout), closes everything, and reports the consumers' troubles. An error if a
     /// producer or consumer could not start or a task panicked.
-    pub async fn stop(self) -> anyhow::Result<WorkloadSummary> {
+    pub async fn stop(mut self) -> anyhow::Result<WorkloadSummary> {
         let _ = self.stop_producers.send(true);
         let mut failures = Vec::new();
-        for (i, task) in self.producers.into_iter().enumerate() {
+        for (i, task) in std::mem::take(&mut self.producers).into_iter().enumerate() {
             match task.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => failures.push(format!("producer {i}: {e:#}")),
@@ -206,7 +206,7 @@ impl RunningWorkload {
         }
         let _ = self.stop_consumers.send(true);
         let mut summary = WorkloadSummary::default();
-        for (i, task) in self.consumers.into_iter().enumerate() {
+        for (i, task) in std::mem::take(&mut self.consumers).into_iter().enumerate() {
             match task.await {
                 Ok(Ok(stats)) => {
                     summary.consumer_errors += stats.errors;
@@ -224,6 +224,17 @@ impl RunningWorkload {
             bail!("the workload failed: {}", failures.join("; "));
         }
         Ok(summary)
+    }
+}
+
+impl Drop for RunningWorkload {
+    fn drop(&mut self) {
+        for task in &self.producers {
+            task.abort();
+        }
+        for task in &self.consumers {
+            task.abort();
+        }
     }
 }
 
