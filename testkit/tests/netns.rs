@@ -160,3 +160,67 @@ fn stale_namespaces_of_dead_processes_are_removed() {
     assert!(cleanup_stale().unwrap() >= 1);
     assert!(!namespaces().contains(&stale));
 }
+
+/// With `MILLRACE_BIN` set and as root: a real broker inside a lab host serves the test's
+/// client over the lab's router; isolated, it cannot be reached; rejoined, it serves again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_in_a_lab_host_is_reached_until_isolated() {
+    let Some(binary) = millrace_testkit::cluster::ClusterProcesses::binary_from_env() else {
+        return;
+    };
+    let Some(lab) = NetnsLab::new(1).unwrap() else {
+        return;
+    };
+    let dir = millrace_testkit::temp_dir();
+    let addr = SocketAddr::new(lab.host_addr(0).into(), 9092);
+    let mut broker = lab
+        .command(0, &binary)
+        .args(["broker", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = broker.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    assert!(
+        lines.any(|l| l.contains("broker listening")),
+        "the broker starts in the lab"
+    );
+    // Keep draining its log so that it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let client = millrace_client::ClientConfig::builder([addr.to_string()])
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    millrace_testkit::create_topic(&client, "lab", 1).await;
+    let producer = |timeout_ms: u64| {
+        millrace_client::ProducerConfig::builder(client.clone())
+            .delivery_timeout_ms(timeout_ms)
+            .build()
+            .unwrap()
+    };
+    let send = |timeout_ms: u64, value: &'static str| {
+        let config = producer(timeout_ms);
+        async move {
+            let producer = millrace_client::Producer::connect(config).await?;
+            let delivery = producer
+                .send(millrace_client::ProducerRecord::new("lab", value))
+                .await?;
+            delivery.await
+        }
+    };
+    assert_eq!(send(10_000, "before").await.unwrap().offset, 0);
+
+    lab.isolate(0).unwrap();
+    assert!(
+        send(3_000, "isolated").await.is_err(),
+        "an isolated broker acknowledges nothing"
+    );
+    lab.rejoin(0).unwrap();
+    let after = send(30_000, "after").await.unwrap();
+    assert!(after.offset >= 1, "{after:?}");
+    drop(lab);
+    broker.wait().unwrap();
+}
