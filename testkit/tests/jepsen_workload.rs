@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use millrace_testkit::jepsen::replica_read::record_broker_reads;
+use millrace_testkit::jepsen::topology;
 use millrace_testkit::jepsen::workload::{final_read, Workload};
 use millrace_testkit::jepsen::{check, AnomalyKind, ReadSource, Recorder, SendOutcome};
 use millrace_testkit::{
@@ -213,5 +214,61 @@ async fn a_broker_restart_under_load_has_no_anomalies() {
     eprintln!("{report}");
     report.assert_valid();
     assert!(report.counts.acknowledged >= 400);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_topology_names_the_leader_isr_and_brokers() {
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let bootstrap = broker.bootstrap();
+    let topic = "jepsen-topology";
+    create_topic(&broker.client_config("jepsen-setup"), topic, 2).await;
+    let views = topology::describe_partitions(&bootstrap, topic)
+        .await
+        .unwrap();
+    assert_eq!(views.len(), 2);
+    let leader = views[0].leader.unwrap();
+    assert_eq!(views[1].isr, vec![leader]);
+    assert_eq!(
+        topology::leader_of(&bootstrap, topic, 1).await.unwrap(),
+        Some(leader)
+    );
+    assert_eq!(
+        topology::brokers(&bootstrap).await.unwrap(),
+        vec![(leader, broker.addr())]
+    );
+    let found = topology::wait_for_leader(&bootstrap, topic, 0, None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(found, leader);
+    let error = topology::wait_for_leader(
+        &bootstrap,
+        topic,
+        0,
+        Some(leader),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("no new leader"), "{error}");
+
+    // The per-broker reads and the ISR, as a fault test ends.
+    let recorder = Recorder::new();
+    let mut running = Workload::new(&bootstrap, topic, 2)
+        .consumers(0, 0)
+        .writes_per_producer(20)
+        .start(recorder.clone());
+    assert!(running.wait_for_acks(40, Duration::from_secs(30)).await);
+    running.stop().await.unwrap();
+    topology::record_every_broker(&recorder, &bootstrap, topic, 2)
+        .await
+        .unwrap();
+    let history = recorder.snapshot();
+    assert_eq!(history.isr.get(&0), Some(&vec![leader]));
+    assert_eq!(history.final_reads.len(), 2);
+    let report = check(&history);
+    report.assert_valid();
+    assert_eq!(report.counts.read, 40);
     broker.shutdown().await;
 }

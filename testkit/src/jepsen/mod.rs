@@ -5,7 +5,8 @@
 //! everything into a [`history::History`]; after the faults heal it reads every partition back
 //! ([`workload::final_read`] through the client, and per broker with
 //! [`replica_read::record_broker_reads`] or any reader feeding
-//! [`history::History::record_replica_read`]), then [`check`] names what went wrong:
+//! [`history::History::record_replica_read`]; [`topology`] finds leaders, in-sync replicas and
+//! brokers), then [`check`] names what went wrong:
 //! lost-write, duplicate, inconsistent-offsets, nonmonotonic-poll, poll-skip and divergence.
 //!
 //! ```no_run
@@ -27,6 +28,7 @@
 pub mod checker;
 pub mod history;
 pub mod replica_read;
+pub mod topology;
 pub mod workload;
 
 #[cfg(test)]
