@@ -36,6 +36,11 @@ const PREFIX: &str = "mr-";
 /// Labs created by this process so far (the `<k>` of the names).
 static LABS: AtomicUsize = AtomicUsize::new(0);
 
+/// Held while a lab is built: parallel tests of one binary then do not race on the first
+/// `ip netns add` of a machine (which sets up the shared `/run/netns` mount) or on claiming a
+/// subnet.
+static BUILDING: Mutex<()> = Mutex::new(());
+
 /// A set of network namespaces, one per host, joined by a router. See the module docs.
 pub struct NetnsLab {
     /// `mr-<pid>-<k>`.
@@ -192,6 +197,7 @@ impl NetnsLab {
             eprintln!("SKIP: no network namespace lab ({reason})");
             return Ok(None);
         }
+        let _building = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = cleanup_stale() {
             eprintln!("netns: cleaning up stale labs: {e:#}");
         }
