@@ -197,8 +197,10 @@ async fn a_broker_restart_under_load_has_no_anomalies() {
         .rate_per_producer(400.0)
         .start(recorder.clone());
     assert!(running.wait_for_acks(200, Duration::from_secs(30)).await);
+    recorder.note("broker stops");
     broker.shutdown().await;
     let broker = start_broker_at(dir.path(), addr, &[FAST_GROUPS]).await;
+    recorder.note("broker restarted");
     let before = running.acked();
     assert!(
         running

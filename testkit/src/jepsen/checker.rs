@@ -23,10 +23,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::history::{BrokerId, FinalRead, History, Partition, ReadSource, SendOutcome};
+use super::history::{BrokerId, Event, FinalRead, History, Partition, ReadSource, SendOutcome};
 
 /// The anomalies the checker knows, by Jepsen's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -117,6 +118,8 @@ pub enum Anomaly {
         offset: i64,
         /// The value.
         value: Bytes,
+        /// When it was acknowledged, if recorded.
+        acked_at: Option<Duration>,
     },
     /// One value at several places.
     Duplicate {
@@ -146,6 +149,8 @@ pub enum Anomaly {
         previous: i64,
         /// The offset that followed it.
         offset: i64,
+        /// When the poll that returned `offset` returned, if recorded.
+        at: Option<Duration>,
     },
     /// A consumer's offsets for a partition jumped over records.
     PollSkip {
@@ -163,6 +168,8 @@ pub enum Anomaly {
         skipped: Vec<i64>,
         /// How many offsets in between are known to hold records.
         skipped_count: usize,
+        /// When the poll that returned `offset` returned, if recorded.
+        at: Option<Duration>,
     },
     /// Two in-sync replicas differ below the high watermark.
     Divergence {
@@ -207,6 +214,12 @@ pub fn show_value(value: &[u8]) -> String {
     }
 }
 
+/// " at 1.234s", or nothing when the time was not recorded.
+fn show_at(at: &Option<Duration>) -> String {
+    at.map(|at| format!(" at {:.3}s", at.as_secs_f64()))
+        .unwrap_or_default()
+}
+
 fn show_slot(value: &Option<Bytes>) -> String {
     value
         .as_ref()
@@ -220,10 +233,12 @@ impl fmt::Display for Anomaly {
                 partition,
                 offset,
                 value,
+                acked_at,
             } => write!(
                 f,
-                "{} acknowledged at {partition}@{offset}, in no final read",
-                show_value(value)
+                "{} acknowledged at {partition}@{offset}{}, in no final read",
+                show_value(value),
+                show_at(acked_at)
             ),
             Anomaly::Duplicate { value, places } => {
                 let places: Vec<String> = places.iter().map(|(p, o)| format!("{p}@{o}")).collect();
@@ -248,10 +263,12 @@ impl fmt::Display for Anomaly {
                 partition,
                 previous,
                 offset,
+                at,
             } => write!(
                 f,
                 "consumer {consumer} (session {session}) read partition {partition} at \
-                 {previous} then at {offset}"
+                 {previous} then at {offset} (poll{})",
+                show_at(at)
             ),
             Anomaly::PollSkip {
                 consumer,
@@ -261,10 +278,13 @@ impl fmt::Display for Anomaly {
                 offset,
                 skipped,
                 skipped_count,
+                at,
             } => write!(
                 f,
                 "consumer {consumer} (session {session}) read partition {partition} at \
-                 {previous} then at {offset}, skipping {skipped_count} record(s) at {skipped:?}{}",
+                 {previous} then at {offset} (poll{}), skipping {skipped_count} record(s) at \
+                 {skipped:?}{}",
+                show_at(at),
                 if *skipped_count > skipped.len() {
                     " ..."
                 } else {
@@ -350,6 +370,8 @@ pub struct CheckReport {
     /// Remarks that are not anomalies but explain the numbers (a partition without a final
     /// read, values nobody sent).
     pub notes: Vec<String>,
+    /// What the test did and when (the history's events), to read the anomalies against.
+    pub timeline: Vec<Event>,
 }
 
 impl CheckReport {
@@ -428,6 +450,12 @@ impl fmt::Display for CheckReport {
         for note in &self.notes {
             writeln!(f, "  note: {note}")?;
         }
+        if !self.timeline.is_empty() {
+            writeln!(f, "  timeline:")?;
+            for event in &self.timeline {
+                writeln!(f, "    {event}")?;
+            }
+        }
         Ok(())
     }
 }
@@ -455,6 +483,7 @@ pub fn check_with(history: &History, options: CheckOptions) -> CheckReport {
             .map(|k| (k, Found::default()))
             .collect(),
         notes: Vec::new(),
+        timeline: history.events.clone(),
     };
 
     // What each value's producer was told.
@@ -468,12 +497,12 @@ pub fn check_with(history: &History, options: CheckOptions) -> CheckReport {
         let entry = status.entry(&send.value).or_insert(s);
         *entry = (*entry).max(s);
     }
-    let acks: Vec<(&Bytes, Partition, i64, usize)> = history
+    let acks: Vec<(&Bytes, Partition, i64, usize, Option<Duration>)> = history
         .sends
         .iter()
         .filter_map(|s| match s.outcome {
             SendOutcome::Acked { partition, offset } => {
-                Some((&s.value, partition, offset, s.producer))
+                Some((&s.value, partition, offset, s.producer, s.at))
             }
             _ => None,
         })
@@ -485,7 +514,7 @@ pub fn check_with(history: &History, options: CheckOptions) -> CheckReport {
         BTreeMap::new();
     let mut places_of: BTreeMap<&Bytes, BTreeSet<(Partition, i64)>> = BTreeMap::new();
     let mut read_values: BTreeSet<&Bytes> = BTreeSet::new();
-    for &(value, partition, offset, producer) in &acks {
+    for &(value, partition, offset, producer, _) in &acks {
         at_place
             .entry((partition, offset))
             .or_default()
@@ -568,7 +597,7 @@ pub fn check_with(history: &History, options: CheckOptions) -> CheckReport {
         values.extend(read.committed().map(|r| &r.value));
     }
     let mut unread_partitions: BTreeMap<Partition, usize> = BTreeMap::new();
-    for &(value, partition, offset, _) in &acks {
+    for &(value, partition, offset, _, acked_at) in &acks {
         let present = final_values
             .get(&partition)
             .is_some_and(|values| values.contains(value));
@@ -581,6 +610,7 @@ pub fn check_with(history: &History, options: CheckOptions) -> CheckReport {
                     partition,
                     offset,
                     value: value.clone(),
+                    acked_at,
                 },
                 max,
             );
@@ -626,7 +656,7 @@ pub fn check_with(history: &History, options: CheckOptions) -> CheckReport {
     // nonmonotonic-poll and poll-skip. An offset is known to hold a record if it was
     // acknowledged or a final read has it below the high watermark.
     let mut known: BTreeMap<Partition, BTreeSet<i64>> = BTreeMap::new();
-    for &(_, partition, offset, _) in &acks {
+    for &(_, partition, offset, _, _) in &acks {
         known.entry(partition).or_default().insert(offset);
     }
     for read in &history.final_reads {
@@ -648,6 +678,7 @@ pub fn check_with(history: &History, options: CheckOptions) -> CheckReport {
                             partition: r.partition,
                             previous,
                             offset: r.offset,
+                            at: poll.at,
                         },
                         max,
                     );
@@ -666,6 +697,7 @@ pub fn check_with(history: &History, options: CheckOptions) -> CheckReport {
                                 offset: r.offset,
                                 skipped_count: skipped.len(),
                                 skipped: skipped.into_iter().take(8).collect(),
+                                at: poll.at,
                             },
                             max,
                         );

@@ -122,6 +122,7 @@ fn an_acknowledged_write_missing_from_the_final_reads_is_lost() {
             partition: 0,
             offset: 1,
             value: v("lost"),
+            acked_at: None,
         }]
     );
 }
@@ -313,6 +314,7 @@ fn going_back_within_a_session_is_nonmonotonic() {
             partition: 0,
             previous: 2,
             offset: 1,
+            at: None,
         }]
     );
 }
@@ -369,6 +371,7 @@ fn jumping_over_acknowledged_records_is_a_poll_skip() {
             offset: 3,
             skipped: vec![1, 2],
             skipped_count: 2,
+            at: None,
         }]
     );
     assert!(report.to_string().contains("poll-skip: 1"));
@@ -544,4 +547,38 @@ fn the_recorder_is_shared_between_threads() {
         handle.join().expect("a recording thread");
     }
     assert_eq!(recorder.snapshot().sends.len(), 40);
+}
+
+#[test]
+fn the_recorder_stamps_times_and_the_report_shows_the_timeline() {
+    let recorder = Recorder::new();
+    recorder.send(
+        0,
+        "lost",
+        Some(0),
+        super::history::SendOutcome::Acked {
+            partition: 0,
+            offset: 0,
+        },
+    );
+    recorder.poll(1, 0, vec![polled(0, 1, "x"), polled(0, 0, "y")]);
+    recorder.poll(1, 0, vec![]);
+    recorder.note("kill -9 broker 2");
+    recorder.with(|h| h.record_leader_read(0, records(&[]), Some(0)));
+    let history = recorder.snapshot();
+    assert!(history.sends[0].at.is_some());
+    assert_eq!(history.polls.len(), 1, "an empty poll is not recorded");
+    assert!(history.polls[0].at.is_some());
+    assert_eq!(history.events.len(), 1);
+    assert!(Some(history.events[0].at) >= history.sends[0].at);
+    let report = check(&history);
+    let Anomaly::LostWrite { acked_at, .. } = &report.examples(AnomalyKind::LostWrite)[0] else {
+        panic!("{report}");
+    };
+    assert_eq!(*acked_at, history.sends[0].at);
+    let text = report.to_string();
+    assert!(text.contains("timeline:"), "{text}");
+    assert!(text.contains("s kill -9 broker 2"), "{text}");
+    assert!(text.contains("acknowledged at 0@0 at "), "{text}");
+    assert!(text.contains("then at 0 (poll at "), "{text}");
 }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -53,6 +54,8 @@ pub struct Send {
     pub value: Bytes,
     /// What the producer was told.
     pub outcome: SendOutcome,
+    /// When the outcome was known, since the recorder started (set by [`Recorder`]).
+    pub at: Option<Duration>,
 }
 
 /// One record a consumer saw.
@@ -78,6 +81,23 @@ pub struct Poll {
     pub session: u64,
     /// The records, in the order the poll returned them.
     pub records: Vec<PolledRecord>,
+    /// When the poll returned, since the recorder started (set by [`Recorder`]).
+    pub at: Option<Duration>,
+}
+
+/// Something a test did (a fault, a heal), with when, for the report's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// When, since the recorder started.
+    pub at: Duration,
+    /// What, in a few words ("kill -9 broker 2").
+    pub what: String,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:>8.3}s {}", self.at.as_secs_f64(), self.what)
+    }
 }
 
 /// One record of a final read.
@@ -158,6 +178,8 @@ pub struct History {
     /// recorded them. A partition without an entry counts every replica read as in sync
     /// (after the faults heal and the cluster settles, every replica should be).
     pub isr: BTreeMap<Partition, Vec<BrokerId>>,
+    /// What the test did and when ([`Recorder::note`]).
+    pub events: Vec<Event>,
 }
 
 impl History {
@@ -179,6 +201,7 @@ impl History {
             partition: Some(partition),
             value: value.into(),
             outcome: SendOutcome::Acked { partition, offset },
+            at: None,
         });
     }
 
@@ -197,6 +220,7 @@ impl History {
             outcome: SendOutcome::Failed {
                 error: error.into(),
             },
+            at: None,
         });
     }
 
@@ -215,6 +239,7 @@ impl History {
             outcome: SendOutcome::Indeterminate {
                 error: error.into(),
             },
+            at: None,
         });
     }
 
@@ -225,6 +250,7 @@ impl History {
                 consumer,
                 session,
                 records,
+                at: None,
             });
         }
     }
@@ -262,6 +288,14 @@ impl History {
         });
     }
 
+    /// Records that the test did `what` at `at`.
+    pub fn note(&mut self, at: Duration, what: impl Into<String>) {
+        self.events.push(Event {
+            at,
+            what: what.into(),
+        });
+    }
+
     /// Records the in-sync replicas of `partition` at the time of the final reads.
     pub fn set_isr(&mut self, partition: Partition, isr: Vec<BrokerId>) {
         self.isr.insert(partition, isr);
@@ -278,15 +312,27 @@ impl History {
 }
 
 /// A [`History`] shared by the tasks of a workload: cheap to clone, safe to write from any
-/// thread. A poisoned lock (a task panicked while recording) still yields the history, so the
-/// test reports what was seen up to then.
-#[derive(Debug, Clone, Default)]
+/// thread, and a clock: what is recorded through its methods carries the time since the
+/// recorder was made, so a report can be read against the test's own [`Recorder::note`]s. A
+/// poisoned lock (a task panicked while recording) still yields the history, so the test
+/// reports what was seen up to then.
+#[derive(Debug, Clone)]
 pub struct Recorder {
     inner: Arc<Mutex<History>>,
+    start: Instant,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            inner: Arc::default(),
+            start: Instant::now(),
+        }
+    }
 }
 
 impl Recorder {
-    /// A recorder with an empty history.
+    /// A recorder with an empty history; its clock starts now.
     pub fn new() -> Self {
         Recorder::default()
     }
@@ -300,5 +346,53 @@ impl Recorder {
     /// A copy of the history as it is now.
     pub fn snapshot(&self) -> History {
         self.with(|h| h.clone())
+    }
+
+    /// Time since the recorder was made.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Records that the test did `what` now (a fault, a heal), for the report's timeline.
+    pub fn note(&self, what: impl Into<String>) {
+        let at = self.elapsed();
+        self.with(|h| h.note(at, what));
+    }
+
+    /// Records a send's outcome, now.
+    pub fn send(
+        &self,
+        producer: usize,
+        value: impl Into<Bytes>,
+        partition: Option<Partition>,
+        outcome: SendOutcome,
+    ) {
+        let at = Some(self.elapsed());
+        let value = value.into();
+        self.with(|h| {
+            h.sends.push(Send {
+                producer,
+                partition,
+                value,
+                outcome,
+                at,
+            })
+        });
+    }
+
+    /// Records a poll that returned now (nothing for an empty poll).
+    pub fn poll(&self, consumer: usize, session: u64, records: Vec<PolledRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        let at = Some(self.elapsed());
+        self.with(|h| {
+            h.polls.push(Poll {
+                consumer,
+                session,
+                records,
+                at,
+            })
+        });
     }
 }

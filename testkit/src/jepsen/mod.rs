@@ -38,5 +38,5 @@ pub use checker::{
     check, check_with, Anomaly, AnomalyKind, CheckOptions, CheckReport, Counts, Observer,
 };
 pub use history::{
-    FinalRead, History, PolledRecord, ReadSource, Recorder, ReplicaRecord, Send, SendOutcome,
+    Event, FinalRead, History, PolledRecord, ReadSource, Recorder, ReplicaRecord, Send, SendOutcome,
 };

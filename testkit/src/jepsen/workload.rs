@@ -21,7 +21,7 @@ use millrace_client::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::history::{PolledRecord, Recorder, ReplicaRecord};
+use super::history::{PolledRecord, Recorder, ReplicaRecord, SendOutcome};
 
 /// What to run. Build it with [`Workload::new`] and the setters, then [`Workload::start`] it.
 #[derive(Debug, Clone)]
@@ -289,9 +289,14 @@ impl ProducerTask {
             match producer.send(record).await {
                 Ok(delivery) => in_flight.push_back((value, partition, delivery)),
                 // Refused before it left the client: it cannot have been written.
-                Err(e) => self
-                    .recorder
-                    .with(|h| h.failed(self.index, value, Some(partition), e.to_string())),
+                Err(e) => self.recorder.send(
+                    self.index,
+                    value,
+                    Some(partition),
+                    SendOutcome::Failed {
+                        error: e.to_string(),
+                    },
+                ),
             }
             n += 1;
         }
@@ -306,16 +311,28 @@ impl ProducerTask {
     async fn settle(&self, (value, partition, delivery): (Bytes, i32, DeliveryFuture)) {
         match delivery.await {
             Ok(metadata) => {
-                self.recorder
-                    .with(|h| h.acked(self.index, value, metadata.partition, metadata.offset));
+                self.recorder.send(
+                    self.index,
+                    value,
+                    Some(partition),
+                    SendOutcome::Acked {
+                        partition: metadata.partition,
+                        offset: metadata.offset,
+                    },
+                );
                 self.acked.send_modify(|n| *n += 1);
             }
             // Any error after the record left the client may follow a write that happened (a
             // timed-out attempt that the broker did apply, then retries that failed), so it
             // proves nothing either way.
-            Err(e) => self
-                .recorder
-                .with(|h| h.indeterminate(self.index, value, Some(partition), e.to_string())),
+            Err(e) => self.recorder.send(
+                self.index,
+                value,
+                Some(partition),
+                SendOutcome::Indeterminate {
+                    error: e.to_string(),
+                },
+            ),
         }
     }
 }
@@ -398,7 +415,7 @@ impl ConsumerTask {
                             value: r.value.unwrap_or_default(),
                         })
                         .collect();
-                    self.recorder.with(|h| h.poll(self.index, session, records));
+                    self.recorder.poll(self.index, session, records);
                 }
                 // A new assignment starts from committed offsets, which may be behind what
                 // this consumer read before: a new session.
