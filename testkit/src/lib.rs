@@ -14,7 +14,8 @@
 //! - [`wire::TestClient`], one Kafka request at a time over TCP, and [`http`], a small HTTP/1.1
 //!   client with server-sent events;
 //! - [`jepsen`]: the history of a fault test and the checker that names its anomalies
-//!   (lost-write, duplicate, inconsistent-offsets, nonmonotonic-poll, poll-skip, divergence);
+//!   (lost-write, duplicate, inconsistent-offsets, nonmonotonic-poll, poll-skip, divergence,
+//!   nonmonotonic-send);
 //! - [`netns::NetnsLab`]: hosts in network namespaces behind a router, with cuts, isolation
 //!   and delays; [`faults`]: kill -9, SIGSTOP/SIGCONT, bit flips and torn tails;
 //! - [`cluster::ClusterProcesses`]: N `millrace broker` processes configured as one cluster

@@ -15,7 +15,10 @@
 //! - **poll-skip**: within one consumer session, a partition's offsets jump over an offset known
 //!   to hold a record (acknowledged, or present in a final read below the high watermark);
 //! - **divergence**: two in-sync replicas differ (a record missing on one side, or different
-//!   bytes) at an offset below both their high watermarks.
+//!   bytes) at an offset below both their high watermarks;
+//! - **nonmonotonic-send**: one producer's acknowledged offsets in a partition do not grow in
+//!   the order it sent the records (an idempotent producer must not reorder, also across
+//!   leader changes); only sends with a recorded sequence number count.
 //!
 //! Records at or past a final read's high watermark are not committed: a deposed leader may
 //! still hold a suffix it is about to truncate, so they are neither counted as reads nor
@@ -44,17 +47,20 @@ pub enum AnomalyKind {
     PollSkip,
     /// In-sync replicas differ below the high watermark.
     Divergence,
+    /// A producer's writes to a partition landed out of send order.
+    NonmonotonicSend,
 }
 
 impl AnomalyKind {
     /// Every kind, in report order.
-    pub const ALL: [AnomalyKind; 6] = [
+    pub const ALL: [AnomalyKind; 7] = [
         AnomalyKind::LostWrite,
         AnomalyKind::Duplicate,
         AnomalyKind::InconsistentOffsets,
         AnomalyKind::NonmonotonicPoll,
         AnomalyKind::PollSkip,
         AnomalyKind::Divergence,
+        AnomalyKind::NonmonotonicSend,
     ];
 
     /// Jepsen's name for it, e.g. `lost-write`.
@@ -66,6 +72,7 @@ impl AnomalyKind {
             AnomalyKind::NonmonotonicPoll => "nonmonotonic-poll",
             AnomalyKind::PollSkip => "poll-skip",
             AnomalyKind::Divergence => "divergence",
+            AnomalyKind::NonmonotonicSend => "nonmonotonic-send",
         }
     }
 }
@@ -184,6 +191,18 @@ pub enum Anomaly {
         /// How many offsets differ between the two.
         differing_offsets: usize,
     },
+    /// A producer sent `earlier` before `later` to one partition, yet `later` got the lower
+    /// offset.
+    NonmonotonicSend {
+        /// The producer.
+        producer: usize,
+        /// The partition.
+        partition: Partition,
+        /// The earlier send: its sequence number, offset and value.
+        earlier: (u64, i64, Bytes),
+        /// The later send: its sequence number, offset and value.
+        later: (u64, i64, Bytes),
+    },
 }
 
 impl Anomaly {
@@ -196,6 +215,7 @@ impl Anomaly {
             Anomaly::NonmonotonicPoll { .. } => AnomalyKind::NonmonotonicPoll,
             Anomaly::PollSkip { .. } => AnomalyKind::PollSkip,
             Anomaly::Divergence { .. } => AnomalyKind::Divergence,
+            Anomaly::NonmonotonicSend { .. } => AnomalyKind::NonmonotonicSend,
         }
     }
 }
@@ -305,6 +325,22 @@ impl fmt::Display for Anomaly {
                 show_slot(&first.1),
                 second.0,
                 show_slot(&second.1)
+            ),
+            Anomaly::NonmonotonicSend {
+                producer,
+                partition,
+                earlier,
+                later,
+            } => write!(
+                f,
+                "producer {producer} sent {} (send {}) before {} (send {}) to partition \
+                 {partition}, but they were acknowledged at offsets {} and {}",
+                show_value(&earlier.2),
+                earlier.0,
+                show_value(&later.2),
+                later.0,
+                earlier.1,
+                later.1
             ),
         }
     }
@@ -705,6 +741,35 @@ pub fn check_with(history: &History, options: CheckOptions) -> CheckReport {
                 }
             }
             last.insert(key, r.offset);
+        }
+    }
+
+    // nonmonotonic-send: per producer and partition, acknowledged offsets in send order.
+    // (sequence number, offset, value) of each acknowledged send.
+    type Sent<'a> = Vec<(u64, i64, &'a Bytes)>;
+    let mut sent: BTreeMap<(usize, Partition), Sent<'_>> = BTreeMap::new();
+    for send in &history.sends {
+        if let (Some(seq), SendOutcome::Acked { partition, offset }) = (send.seq, &send.outcome) {
+            sent.entry((send.producer, *partition))
+                .or_default()
+                .push((seq, *offset, &send.value));
+        }
+    }
+    for ((producer, partition), mut sends) in sent {
+        sends.sort_unstable_by_key(|&(seq, _, _)| seq);
+        for pair in sends.windows(2) {
+            let ((s1, o1, v1), (s2, o2, v2)) = (pair[0], pair[1]);
+            if o2 <= o1 {
+                report.push(
+                    Anomaly::NonmonotonicSend {
+                        producer,
+                        partition,
+                        earlier: (s1, o1, v1.clone()),
+                        later: (s2, o2, v2.clone()),
+                    },
+                    max,
+                );
+            }
         }
     }
 

@@ -4,7 +4,9 @@
 use bytes::Bytes;
 
 use super::checker::{check, check_with, show_value, Anomaly, AnomalyKind, CheckOptions, Observer};
-use super::history::{History, PolledRecord, ReadSource, Recorder, ReplicaRecord};
+use super::history::{
+    History, PolledRecord, ReadSource, Recorder, ReplicaRecord, Send, SendOutcome,
+};
 
 fn v(s: &str) -> Bytes {
     Bytes::from(s.to_string())
@@ -554,9 +556,10 @@ fn the_recorder_stamps_times_and_the_report_shows_the_timeline() {
     let recorder = Recorder::new();
     recorder.send(
         0,
+        0,
         "lost",
         Some(0),
-        super::history::SendOutcome::Acked {
+        SendOutcome::Acked {
             partition: 0,
             offset: 0,
         },
@@ -581,4 +584,59 @@ fn the_recorder_stamps_times_and_the_report_shows_the_timeline() {
     assert!(text.contains("s kill -9 broker 2"), "{text}");
     assert!(text.contains("acknowledged at 0@0 at "), "{text}");
     assert!(text.contains("then at 0 (poll at "), "{text}");
+}
+
+/// An acknowledged send with its sequence number.
+fn sent(producer: usize, seq: u64, value: &str, partition: i32, offset: i64) -> Send {
+    Send {
+        producer,
+        seq: Some(seq),
+        partition: Some(partition),
+        value: v(value),
+        outcome: SendOutcome::Acked { partition, offset },
+        at: None,
+    }
+}
+
+#[test]
+fn writes_landing_out_of_send_order_are_a_nonmonotonic_send() {
+    let mut h = History::new();
+    // Producer 0 sent a, b, c to partition 0 in that order; c overtook b (a retried batch
+    // that a new leader appended after the next one).
+    h.sends.push(sent(0, 0, "a", 0, 0));
+    h.sends.push(sent(0, 2, "c", 0, 1));
+    h.sends.push(sent(0, 1, "b", 0, 2));
+    h.record_leader_read(0, records(&[(0, "a"), (1, "c"), (2, "b")]), Some(3));
+    let report = check(&h);
+    assert_eq!(report.found_kinds(), vec![AnomalyKind::NonmonotonicSend]);
+    assert_eq!(
+        report.examples(AnomalyKind::NonmonotonicSend),
+        &[Anomaly::NonmonotonicSend {
+            producer: 0,
+            partition: 0,
+            earlier: (1, 2, v("b")),
+            later: (2, 1, v("c")),
+        }]
+    );
+    assert!(report.to_string().contains("nonmonotonic-send: 1"));
+}
+
+#[test]
+fn send_order_is_per_producer_and_partition() {
+    let mut h = History::new();
+    // Interleaved producers and partitions, completions out of order: all fine.
+    h.sends.push(sent(1, 0, "p1-0", 0, 1));
+    h.sends.push(sent(0, 1, "p0-1", 1, 0));
+    h.sends.push(sent(0, 0, "p0-0", 0, 0));
+    h.sends.push(sent(0, 2, "p0-2", 0, 2));
+    h.sends.push(sent(1, 1, "p1-1", 1, 1));
+    // A send without a sequence number is not ordered.
+    h.acked(0, "unordered", 0, 3);
+    h.record_leader_read(
+        0,
+        records(&[(0, "p0-0"), (1, "p1-0"), (2, "p0-2"), (3, "unordered")]),
+        Some(4),
+    );
+    h.record_leader_read(1, records(&[(0, "p0-1"), (1, "p1-1")]), Some(2));
+    check(&h).assert_valid();
 }

@@ -48,6 +48,10 @@ pub enum SendOutcome {
 pub struct Send {
     /// The producer's index in the workload.
     pub producer: usize,
+    /// The place of this send among the producer's sends (0, 1, 2, ... in the order `send`
+    /// was called), when known: an idempotent producer's acknowledged offsets in a partition
+    /// must grow in this order.
+    pub seq: Option<u64>,
     /// The partition the record was sent to, if the producer chose one.
     pub partition: Option<Partition>,
     /// The value: unique per write, which is what lets the checker tell writes apart.
@@ -198,6 +202,7 @@ impl History {
     ) {
         self.sends.push(Send {
             producer,
+            seq: None,
             partition: Some(partition),
             value: value.into(),
             outcome: SendOutcome::Acked { partition, offset },
@@ -215,6 +220,7 @@ impl History {
     ) {
         self.sends.push(Send {
             producer,
+            seq: None,
             partition,
             value: value.into(),
             outcome: SendOutcome::Failed {
@@ -234,6 +240,7 @@ impl History {
     ) {
         self.sends.push(Send {
             producer,
+            seq: None,
             partition,
             value: value.into(),
             outcome: SendOutcome::Indeterminate {
@@ -359,10 +366,11 @@ impl Recorder {
         self.with(|h| h.note(at, what));
     }
 
-    /// Records a send's outcome, now.
+    /// Records the outcome, known now, of send number `seq` of `producer`.
     pub fn send(
         &self,
         producer: usize,
+        seq: u64,
         value: impl Into<Bytes>,
         partition: Option<Partition>,
         outcome: SendOutcome,
@@ -372,6 +380,7 @@ impl Recorder {
         self.with(|h| {
             h.sends.push(Send {
                 producer,
+                seq: Some(seq),
                 partition,
                 value,
                 outcome,

@@ -7,7 +7,8 @@
 //! [`replica_read::record_broker_reads`] or any reader feeding
 //! [`history::History::record_replica_read`]; [`topology`] finds leaders, in-sync replicas and
 //! brokers), then [`check`] names what went wrong:
-//! lost-write, duplicate, inconsistent-offsets, nonmonotonic-poll, poll-skip and divergence.
+//! lost-write, duplicate, inconsistent-offsets, nonmonotonic-poll, poll-skip, divergence and
+//! nonmonotonic-send.
 //!
 //! ```no_run
 //! # async fn example(bootstrap: String) -> anyhow::Result<()> {

@@ -266,7 +266,7 @@ impl ProducerTask {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
-        let mut in_flight: VecDeque<(Bytes, i32, DeliveryFuture)> = VecDeque::new();
+        let mut in_flight: VecDeque<(u64, Bytes, i32, DeliveryFuture)> = VecDeque::new();
         let mut n: u64 = 0;
         loop {
             if *self.stop.borrow() || w.writes_per_producer.is_some_and(|max| n >= max) {
@@ -287,10 +287,11 @@ impl ProducerTask {
             let partition = ((n + self.index as u64) % w.partitions.max(1) as u64) as i32;
             let record = ProducerRecord::new(w.topic.clone(), value.clone()).partition(partition);
             match producer.send(record).await {
-                Ok(delivery) => in_flight.push_back((value, partition, delivery)),
+                Ok(delivery) => in_flight.push_back((n, value, partition, delivery)),
                 // Refused before it left the client: it cannot have been written.
                 Err(e) => self.recorder.send(
                     self.index,
+                    n,
                     value,
                     Some(partition),
                     SendOutcome::Failed {
@@ -308,11 +309,12 @@ impl ProducerTask {
     }
 
     /// Waits for one send's answer and records it.
-    async fn settle(&self, (value, partition, delivery): (Bytes, i32, DeliveryFuture)) {
+    async fn settle(&self, (n, value, partition, delivery): (u64, Bytes, i32, DeliveryFuture)) {
         match delivery.await {
             Ok(metadata) => {
                 self.recorder.send(
                     self.index,
+                    n,
                     value,
                     Some(partition),
                     SendOutcome::Acked {
@@ -327,6 +329,7 @@ impl ProducerTask {
             // proves nothing either way.
             Err(e) => self.recorder.send(
                 self.index,
+                n,
                 value,
                 Some(partition),
                 SendOutcome::Indeterminate {
