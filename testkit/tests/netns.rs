@@ -157,8 +157,30 @@ fn stale_namespaces_of_dead_processes_are_removed() {
         .status()
         .unwrap();
     assert!(ok.success());
-    assert!(cleanup_stale().unwrap() >= 1);
+    // And a lab's link in the test's namespace (named outside the 0-255 a lab claims).
+    let link = format!("mrlab{}", 1000 + gone.id() % 1000);
+    let ip = |args: &[&str]| Command::new("ip").args(args).status().unwrap().success();
+    assert!(ip(&[
+        "link",
+        "add",
+        &link,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{link}p")
+    ]));
+    assert!(ip(&[
+        "link",
+        "set",
+        "dev",
+        &link,
+        "alias",
+        &format!("mr-{}-0", gone.id())
+    ]));
+    assert!(cleanup_stale().unwrap() >= 2);
     assert!(!namespaces().contains(&stale));
+    assert!(!links().contains(&format!(": {link}@")), "{}", links());
 }
 
 /// With `MILLRACE_BIN` set and as root: a real broker inside a lab host serves the test's
