@@ -369,6 +369,31 @@ impl ClusterProcesses {
         )
     }
 
+    /// Waits until the cluster's metadata lists every broker of this launcher (listening is
+    /// not yet being registered with the controller), polling every 100 ms.
+    pub async fn wait_for_brokers(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        let want = self.ids();
+        let bootstrap = self.bootstrap();
+        loop {
+            let last = match crate::jepsen::topology::brokers(&bootstrap).await {
+                Ok(brokers) => {
+                    let mut ids: Vec<i32> = brokers.into_iter().map(|(id, _)| id).collect();
+                    ids.sort_unstable();
+                    if ids == want {
+                        return Ok(());
+                    }
+                    format!("brokers {ids:?}")
+                }
+                Err(e) => format!("{e:#}"),
+            };
+            if Instant::now() >= deadline {
+                bail!("the cluster did not list brokers {want:?} within {within:?} (last: {last})");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The process id of broker `id` while it runs.
     pub fn pid(&self, id: i32) -> Option<u32> {
         self.node(id).pid()
@@ -516,6 +541,36 @@ mod tests {
             "controller.quorum.voters=1@{}",
             spec.controller_addr
         )));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn waits_until_the_metadata_lists_every_broker() {
+        let broker = crate::TestBroker::start(&[]).await;
+        let spec = |id: i32| NodeSpec {
+            id,
+            client_addr: broker.addr(),
+            controller_addr: broker.addr(),
+            data_dir: PathBuf::from("/nonexistent"),
+            netns: None,
+        };
+        let one = ClusterProcesses::from_specs("/bin/false", vec![spec(1)], &[], crate::temp_dir());
+        one.wait_for_brokers(Duration::from_secs(10))
+            .await
+            .expect("broker 1 is listed");
+        let two = ClusterProcesses::from_specs(
+            "/bin/false",
+            vec![spec(1), spec(2)],
+            &[],
+            crate::temp_dir(),
+        );
+        let error = two
+            .wait_for_brokers(Duration::from_millis(300))
+            .await
+            .expect_err("broker 2 is not there")
+            .to_string();
+        assert!(error.contains("[1, 2]"), "{error}");
+        assert!(error.contains("last: brokers [1]"), "{error}");
+        broker.shutdown().await;
     }
 
     #[test]

@@ -112,6 +112,10 @@ async fn a_real_single_broker_survives_kill9_and_restart() {
     };
     let mut cluster = ClusterProcesses::plan(binary, 1, &[]);
     tokio::task::block_in_place(|| cluster.start_all()).unwrap();
+    cluster
+        .wait_for_brokers(Duration::from_secs(30))
+        .await
+        .unwrap();
     let client = millrace_client::ClientConfig::new(&cluster.bootstrap());
     create_topic(&client, "launcher", 1).await;
     let placed = produce_all(
