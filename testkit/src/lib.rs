@@ -13,7 +13,14 @@
 //! - record builders: [`records`] (wire-level record batches for raw protocol tests) and
 //!   [`produce::json_record`] (a keyed JSON `ProducerRecord`);
 //! - [`wire::TestClient`], one Kafka request at a time over TCP, and [`http`], a small HTTP/1.1
-//!   client with server-sent events.
+//!   client with server-sent events;
+//! - [`jepsen`]: the history of a fault test and the checker that names its anomalies
+//!   (lost-write, duplicate, inconsistent-offsets, nonmonotonic-poll, poll-skip, divergence,
+//!   nonmonotonic-send);
+//! - [`netns::NetnsLab`]: hosts in network namespaces behind a router, with cuts, isolation
+//!   and delays; [`faults`]: kill -9, SIGSTOP/SIGCONT, bit flips and torn tails;
+//! - [`cluster::ClusterProcesses`]: N `millrace broker` processes configured as one cluster
+//!   with Kafka's settings, each killed, paused or restarted on its own.
 //!
 //! ```no_run
 //! # async fn example() {
@@ -38,9 +45,13 @@
 
 pub mod api_hiding_proxy;
 pub mod broker;
+pub mod cluster;
 pub mod dirs;
+pub mod faults;
 pub mod http;
+pub mod jepsen;
 pub mod net;
+pub mod netns;
 pub mod process;
 pub mod produce;
 pub mod records;

@@ -26,6 +26,14 @@ impl TestClient {
         }
     }
 
+    /// Connects to `addr`, or the connection error (for tests where the broker may be down).
+    pub async fn try_connect(addr: SocketAddr) -> std::io::Result<Self> {
+        Ok(TestClient {
+            stream: TcpStream::connect(addr).await?,
+            correlation_id: 0,
+        })
+    }
+
     /// Sends a request at `version` and reads its response.
     pub async fn call<R: Request>(&mut self, version: i16, request: &R) -> R::Response {
         let api = ApiKey::try_from(R::KEY).expect("a known API key");
