@@ -21,6 +21,10 @@ use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 use crate::replica::{FollowerFetch, Partition};
 
+/// Kafka's replica id of a debugging consumer: served by any replica, up to its high
+/// watermark.
+const DEBUGGING_CONSUMER_ID: i32 = -2;
+
 /// One partition a fetch asks for.
 struct Wanted {
     partition: i32,
@@ -182,6 +186,10 @@ fn gather(
             };
             let read = if replica_id >= 0 {
                 follower_read(broker, replica, w, replica_id, read_limit)
+            } else if replica_id == DEBUGGING_CONSUMER_ID {
+                replica
+                    .read_for_debugging(w.offset, read_limit)
+                    .map(|(records, high_watermark)| (records, high_watermark, None))
             } else {
                 replica
                     .read_for_consumer(w.offset, read_limit, w.current_leader_epoch)

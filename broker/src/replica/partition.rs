@@ -438,6 +438,17 @@ impl Partition {
         Ok((records, high_watermark))
     }
 
+    /// Reads for a debugging consumer (replica id -2, as in Kafka): any replica, leader or
+    /// follower, up to its own high watermark. Tests compare replicas with it.
+    pub fn read_for_debugging(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64), Refusal> {
+        let high_watermark = self.high_watermark();
+        let records = self
+            .log
+            .read_up_to(offset, max_bytes, high_watermark)
+            .map_err(|e| (ResponseError::from(&e), e.to_string()))?;
+        Ok((records, high_watermark))
+    }
+
     /// Checks that a request may be served here as leader of the current epoch (ListOffsets,
     /// DeleteRecords, ...).
     pub fn check_leader(&self, current_leader_epoch: i32) -> Result<(), Refusal> {

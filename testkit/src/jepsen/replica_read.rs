@@ -89,6 +89,9 @@ fn decode(mut bytes: Bytes) -> anyhow::Result<Vec<Record>> {
     Ok(records)
 }
 
+/// Kafka's replica id of a debugging consumer (`FetchRequest.DEBUGGING_CONSUMER_ID`).
+pub const DEBUGGING_CONSUMER_ID: i32 = -2;
+
 /// Reads partition `partition` of `topic` from the broker at `addr`, from its log start to its
 /// high watermark, giving up after `within`.
 pub async fn fetch_partition(
@@ -113,8 +116,10 @@ async fn fetch_partition_inner(
     let mut offset = 0;
     let mut records = Vec::new();
     loop {
+        // -2 is Kafka's debugging consumer: any replica answers, leader or follower, up to
+        // its own high watermark, which is what comparing replicas needs.
         let request = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
+            .with_replica_id(BrokerId(DEBUGGING_CONSUMER_ID))
             .with_max_wait_ms(0)
             .with_min_bytes(0)
             .with_max_bytes(8 << 20)
