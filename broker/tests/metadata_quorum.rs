@@ -241,6 +241,15 @@ async fn three_voters_elect_one_leader_and_their_images_converge() {
         .propose(vec![topic("a"), topic("b")])
         .await
         .unwrap();
+    // openraft publishes its metrics after the write returns: wait for them to catch up.
+    let mut metrics = cluster.nodes[&leader].raft_metrics();
+    tokio::time::timeout(
+        WAIT,
+        metrics.wait_for(|m| m.last_applied.map(|l| l.index) >= Some(index)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let status = cluster.nodes[&leader].status();
     assert_eq!(status.leader, Some(leader));
     assert!(status.last_applied >= Some(index));
@@ -426,11 +435,13 @@ async fn a_follower_down_past_the_snapshot_threshold_catches_up_by_snapshot() {
     let leader_status = cluster.nodes[&leader].status();
     assert_eq!(leader_status.leader, Some(leader));
     assert_eq!(leader_status.replication.len(), 3);
-    let status = cluster.nodes[&follower].status();
-    assert!(
-        status.snapshot.is_some(),
-        "the follower did not install a snapshot"
-    );
+    // Its log restarts after the leader's purge point, which only a snapshot can bridge.
+    let mut metrics = cluster.nodes[&follower].raft_metrics();
+    tokio::time::timeout(WAIT, metrics.wait_for(|m| m.snapshot.is_some()))
+        .await
+        .expect("the follower did not install a snapshot")
+        .unwrap();
+    assert!(cluster.nodes[&follower].status().snapshot.is_some());
     cluster.shutdown().await;
 }
 
