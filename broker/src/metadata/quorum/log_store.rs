@@ -37,7 +37,33 @@ const PURGED_KEY: &str = "last_purged";
 /// The durable Raft log. Cloning shares the database (openraft wants a separate log reader).
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    db: Arc<OpenDatabase>,
+}
+
+/// The database and a signal that fires once it is closed. redb locks its file while open,
+/// and openraft's tasks hold log readers for a moment after `Raft::shutdown` returns; a
+/// restart in the same process waits for this signal rather than racing them.
+struct OpenDatabase {
+    // Declared first: fields drop in order, so the file is closed before the signal fires.
+    db: Database,
+    _closed: ClosedSignal,
+}
+
+struct ClosedSignal(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for ClosedSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl std::ops::Deref for OpenDatabase {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        &self.db
+    }
 }
 
 fn any(e: impl std::error::Error + 'static) -> AnyError {
@@ -45,8 +71,9 @@ fn any(e: impl std::error::Error + 'static) -> AnyError {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log database at `path`.
-    pub fn open(path: &Path) -> Result<Self, QuorumError> {
+    /// Opens (or creates) the log database at `path`. The receiver completes once every
+    /// clone of the store is gone and the database file is closed.
+    pub fn open(path: &Path) -> Result<(Self, tokio::sync::oneshot::Receiver<()>), QuorumError> {
         let storage = |e: redb::Error| QuorumError::Storage(format!("{}: {e}", path.display()));
         let db = Database::create(path).map_err(|e| storage(e.into()))?;
         // Create both tables once, so that readers never meet a missing table.
@@ -56,7 +83,12 @@ impl LogStore {
             txn.open_table(META).map_err(|e| storage(e.into()))?;
         }
         txn.commit().map_err(|e| storage(e.into()))?;
-        Ok(LogStore { db: Arc::new(db) })
+        let (tx, closed) = tokio::sync::oneshot::channel();
+        let db = OpenDatabase {
+            db,
+            _closed: ClosedSignal(Some(tx)),
+        };
+        Ok((LogStore { db: Arc::new(db) }, closed))
     }
 
     /// Whether nothing was ever written: no vote and no entry (a fresh quorum dir).
@@ -289,7 +321,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft.redb");
         {
-            let mut store = LogStore::open(&path).unwrap();
+            let (mut store, _) = LogStore::open(&path).unwrap();
             assert!(store.is_pristine().unwrap());
             store
                 .blocking_append((0..10).map(|i| entry(1, i)))
@@ -309,7 +341,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let mut store = LogStore::open(&path).unwrap();
+        let (mut store, closed) = LogStore::open(&path).unwrap();
         assert!(!store.is_pristine().unwrap());
         assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
         let state = store.get_log_state().await.unwrap();
@@ -324,5 +356,11 @@ mod tests {
             store.read_committed().await.unwrap().map(|l| l.index),
             Some(5)
         );
+        let reader = store.get_log_reader().await;
+        drop(store);
+        drop(reader);
+        closed.await.unwrap();
+        // Closed means reopenable.
+        LogStore::open(&path).unwrap();
     }
 }

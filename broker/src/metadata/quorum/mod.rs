@@ -289,6 +289,7 @@ pub struct MetadataQuorum {
     lease: Lease,
     propose_timeout: Duration,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    storage_closed: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for MetadataQuorum {
@@ -320,7 +321,7 @@ impl MetadataQuorum {
         }
         std::fs::create_dir_all(&config.dir)
             .map_err(|e| QuorumError::Storage(format!("creating {}: {e}", config.dir.display())))?;
-        let log_store = LogStore::open(&config.dir.join(LOG_FILE))?;
+        let (log_store, storage_closed) = LogStore::open(&config.dir.join(LOG_FILE))?;
         let (state_machine, applied) = StateMachineStore::open(SnapshotFile::new(&config.dir))?;
         let voters = Arc::new(config.voters.clone());
         let network = network::NetworkFactory::new(config.node_id, voters.clone());
@@ -372,6 +373,7 @@ impl MetadataQuorum {
             lease,
             propose_timeout: config.propose_timeout,
             tasks: Mutex::new(tasks),
+            storage_closed: tokio::sync::Mutex::new(Some(storage_closed)),
         };
         let ready = async {
             quorum.initialize().await?;
@@ -433,7 +435,10 @@ impl MetadataQuorum {
             .await
             .map_err(|e| QuorumError::Stopped(e.to_string()))?;
         let configured: Vec<NodeId> = self.voters.keys().copied().collect();
-        if in_log != configured {
+        // No membership yet: a fresh voter whose `initialize` lost the race against another
+        // voter's vote request (which made its vote non-default first). The leader's log,
+        // initialized from the same configuration, brings the membership.
+        if !in_log.is_empty() && in_log != configured {
             return Err(QuorumError::Config(format!(
                 "controller.quorum.voters names {configured:?} but the metadata log in this \
                  data dir was written by voters {in_log:?}; changing the voter set is not \
@@ -632,6 +637,16 @@ impl MetadataQuorum {
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "metadata quorum did not shut down cleanly");
+        }
+        // Return only once the log database is closed, so the same dir can be opened again
+        // right away (openraft's replication tasks drop their log readers asynchronously).
+        if let Some(closed) = self.storage_closed.lock().await.take() {
+            if tokio::time::timeout(Duration::from_secs(10), closed)
+                .await
+                .is_err()
+            {
+                tracing::warn!("metadata log still open 10 s after shutdown");
+            }
         }
     }
 }
