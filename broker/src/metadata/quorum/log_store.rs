@@ -91,17 +91,6 @@ impl LogStore {
         Ok((LogStore { db: Arc::new(db) }, closed))
     }
 
-    /// Whether nothing was ever written: no vote and no entry (a fresh quorum dir).
-    pub fn is_pristine(&self) -> Result<bool, QuorumError> {
-        let vote: Option<Vote<NodeId>> = self
-            .read_meta(VOTE_KEY)
-            .map_err(|e| QuorumError::Storage(e.to_string()))?;
-        let state = self
-            .log_state()
-            .map_err(|e| QuorumError::Storage(e.to_string()))?;
-        Ok(vote.is_none() && state.last_log_id.is_none())
-    }
-
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, redb::Error> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(META)?;
@@ -322,7 +311,8 @@ mod tests {
         let path = dir.path().join("raft.redb");
         {
             let (mut store, _) = LogStore::open(&path).unwrap();
-            assert!(store.is_pristine().unwrap());
+            assert_eq!(store.read_vote().await.unwrap(), None);
+            assert_eq!(store.get_log_state().await.unwrap(), LogState::default());
             store
                 .blocking_append((0..10).map(|i| entry(1, i)))
                 .await
@@ -342,7 +332,6 @@ mod tests {
                 .unwrap();
         }
         let (mut store, closed) = LogStore::open(&path).unwrap();
-        assert!(!store.is_pristine().unwrap());
         assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id.map(|l| l.index), Some(6));

@@ -30,13 +30,13 @@
 //!
 //! [`MetadataRecord`]: crate::metadata::records::MetadataRecord
 
-pub mod log_store;
-pub mod network;
-pub mod server;
-pub mod snapshot;
-pub mod state_machine;
-pub mod type_config;
-pub mod wire;
+mod log_store;
+mod network;
+mod server;
+mod snapshot;
+mod state_machine;
+mod type_config;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -57,6 +57,7 @@ use crate::metadata::records::MetadataRecord;
 pub use network::ControllerClient;
 pub use server::{BoxFuture, ControllerRpcHandler, NoApplication};
 pub use type_config::{LogIndex, MetadataBatch, NodeId, TypeConfig};
+pub use wire::MAX_FRAME_BYTES;
 
 use log_store::LogStore;
 use snapshot::SnapshotFile;
