@@ -683,3 +683,94 @@ async fn a_bad_configuration_names_the_setting() {
         other => panic!("expected a configuration error, got {other:?}"),
     }
 }
+
+/// Env var that turns [`quorum_child_process`] into a proposer over the given dir.
+const CHILD_DIR_ENV: &str = "MILLRACE_QUORUM_CHILD_DIR";
+
+/// Not a test on its own: run by [`acknowledged_proposals_survive_kill_9`] as a separate
+/// process (this test binary, filtered to this function), it proposes topics `k0`, `k1`, ...
+/// on a single voter and prints `ack N` once proposal N returned. Without the env var it
+/// returns at once.
+#[test]
+fn quorum_child_process() {
+    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let quorum = MetadataQuorum::start(
+            QuorumConfig::single(1, PathBuf::from(dir)),
+            None,
+            Arc::new(NoApplication),
+        )
+        .await
+        .unwrap();
+        quorum.wait_for_leader(WAIT).await.unwrap();
+        // Bounded, in case the parent dies without killing us.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut i = 0u64;
+        while Instant::now() < deadline {
+            quorum.propose(vec![topic(&format!("k{i}"))]).await.unwrap();
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "ack {i}").unwrap();
+            out.flush().unwrap();
+            i += 1;
+        }
+    });
+}
+
+#[test]
+fn acknowledged_proposals_survive_kill_9() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("quorum");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "quorum_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, &qdir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut acked = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("ack ") {
+            acked.push(n.parse::<u64>().unwrap());
+            if acked.len() >= 30 {
+                break;
+            }
+        }
+    }
+    // SIGKILL: no shutdown, no flush, in the middle of the next proposal.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(acked.len(), 30, "the child stopped early");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let quorum =
+            MetadataQuorum::start(QuorumConfig::single(1, qdir), None, Arc::new(NoApplication))
+                .await
+                .unwrap();
+        quorum.wait_for_leader(WAIT).await.unwrap();
+        // A proposal in this term commits everything before it, so the image is complete.
+        quorum.propose(vec![topic("after-crash")]).await.unwrap();
+        let image = quorum.image();
+        for n in &acked {
+            assert!(
+                image.topic(&format!("k{n}")).is_some(),
+                "acknowledged proposal k{n} was lost"
+            );
+        }
+        quorum.shutdown().await;
+    });
+}
