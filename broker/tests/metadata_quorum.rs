@@ -477,6 +477,29 @@ async fn garbage_frames_close_the_connection_and_the_node_keeps_working() {
     assert!(String::from_utf8_lossy(&answer).contains("Refused"));
     assert_closed(&mut conn).await;
 
+    // From a voter's id, entries no correct leader sends (a gap in the indexes), at a term
+    // high enough to depose the leader if openraft ever saw it: refused, then closed.
+    let other = cluster
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| *id != leader)
+        .unwrap();
+    let body = format!(
+        r#"{{"from":{other},"body":{{"AppendEntries":{{"vote":{{"leader_id":{{"term":99,"node_id":{other}}},"committed":true}},"prev_log_id":null,"leader_commit":null,"entries":[{{"log_id":{{"leader_id":{{"term":99,"node_id":{other}}},"index":5}},"payload":"Blank"}}]}}}}}}"#
+    );
+    let answer = exchange_raw(target, body.as_bytes()).await;
+    assert!(
+        answer.contains("Refused") && answer.contains("index"),
+        "{answer}"
+    );
+    // A vote asked by one voter on behalf of another.
+    let body = format!(
+        r#"{{"from":{other},"body":{{"Vote":{{"vote":{{"leader_id":{{"term":99,"node_id":{leader}}},"committed":false}},"last_log_id":null}}}}}}"#
+    );
+    let answer = exchange_raw(target, body.as_bytes()).await;
+    assert!(answer.contains("Refused"), "{answer}");
+
     // A torn frame, then the peer goes away.
     let mut conn = TcpStream::connect(target).await.unwrap();
     conn.write_all(&[0, 0, 1, 0, b'{']).await.unwrap();
@@ -492,6 +515,21 @@ async fn garbage_frames_close_the_connection_and_the_node_keeps_working() {
         node.wait_applied(index, WAIT).await.unwrap();
     }
     cluster.shutdown().await;
+}
+
+/// Sends one frame on a new connection; returns the answer and checks the server then closes.
+async fn exchange_raw(target: SocketAddr, body: &[u8]) -> String {
+    let mut conn = TcpStream::connect(target).await.unwrap();
+    conn.write_all(&(body.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    conn.write_all(body).await.unwrap();
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len).await.unwrap();
+    let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
+    conn.read_exact(&mut answer).await.unwrap();
+    assert_closed(&mut conn).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 async fn assert_closed(conn: &mut TcpStream) {

@@ -5,7 +5,8 @@
 //! - `type_config.rs`: openraft's types: an entry carries a [`MetadataBatch`].
 //! - `log_store.rs`: the durable Raft log and vote (redb, fsynced before openraft is told).
 //! - `state_machine.rs`, `snapshot.rs`: the image, and its durable snapshots.
-//! - `wire.rs`, `network.rs`, `server.rs`: the controller protocol over TCP, both sides.
+//! - `wire.rs`, `network.rs`, `server.rs`: the controller protocol over TCP, both sides;
+//!   `validate.rs`: what the server refuses before openraft sees it.
 //!
 //! **Membership.** The voters are static configuration (`controller.quorum.voters`). Every
 //! voter calls openraft's `initialize` with the same voter set on every start: on a fresh dir
@@ -36,6 +37,7 @@ mod server;
 mod snapshot;
 mod state_machine;
 mod type_config;
+mod validate;
 mod wire;
 
 use std::collections::BTreeMap;
