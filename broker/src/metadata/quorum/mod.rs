@@ -8,6 +8,10 @@
 //! - `wire.rs`, `network.rs`, `server.rs`: the controller protocol over TCP, both sides;
 //!   `validate.rs`: what the server refuses before openraft sees it.
 //!
+//! **On disk** (`QuorumConfig::dir`): `raft-log.redb` (entries, vote, committed and purged
+//! log ids) and `snapshot.bin` (the image as of a log id). Starting again from the dir
+//! rebuilds the image: the snapshot, then the committed entries after it.
+//!
 //! **Membership.** The voters are static configuration (`controller.quorum.voters`). Every
 //! voter calls openraft's `initialize` with the same voter set on every start: on a fresh dir
 //! that writes the same membership entry at log index 0 on each voter (identical entries, so

@@ -129,4 +129,38 @@ mod tests {
         assert!(check_request(2, &vote(2, Some(6))).is_err());
         assert!(check_request(9, &RpcRequest::Application(vec![])).is_ok());
     }
+
+    proptest::proptest! {
+        /// Whatever bytes arrive, decoding and checking them returns; it never panics.
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoder_or_the_checks(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            if let Ok(frame) = serde_json::from_slice::<crate::metadata::quorum::wire::RequestFrame>(&bytes) {
+                let _ = check_request(frame.from, &frame.body);
+            }
+        }
+
+        /// Well-formed JSON with arbitrary numbers in the places the checks read.
+        #[test]
+        fn arbitrary_append_entries_never_panic_the_checks(
+            from in 0u64..4,
+            leader in 0u64..4,
+            term in proptest::num::u64::ANY,
+            prev in proptest::option::of((proptest::num::u64::ANY, proptest::num::u64::ANY)),
+            entries in proptest::collection::vec((proptest::num::u64::ANY, proptest::num::u64::ANY), 0..8),
+        ) {
+            let rpc = RpcRequest::AppendEntries(AppendEntriesRequest {
+                vote: Vote::new_committed(term, leader),
+                prev_log_id: prev.map(|(t, i)| LogId::new(CommittedLeaderId::new(t, leader), i)),
+                leader_commit: None,
+                entries: entries
+                    .into_iter()
+                    .map(|(t, i)| Entry {
+                        log_id: LogId::new(CommittedLeaderId::new(t, leader), i),
+                        payload: EntryPayload::Blank,
+                    })
+                    .collect(),
+            });
+            let _ = check_request(from, &rpc);
+        }
+    }
 }
