@@ -241,6 +241,15 @@ async fn three_voters_elect_one_leader_and_their_images_converge() {
         .propose(vec![topic("a"), topic("b")])
         .await
         .unwrap();
+    // openraft publishes its metrics after the write returns: wait for them to catch up.
+    let mut metrics = cluster.nodes[&leader].raft_metrics();
+    tokio::time::timeout(
+        WAIT,
+        metrics.wait_for(|m| m.last_applied.map(|l| l.index) >= Some(index)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let status = cluster.nodes[&leader].status();
     assert_eq!(status.leader, Some(leader));
     assert!(status.last_applied >= Some(index));
@@ -426,11 +435,13 @@ async fn a_follower_down_past_the_snapshot_threshold_catches_up_by_snapshot() {
     let leader_status = cluster.nodes[&leader].status();
     assert_eq!(leader_status.leader, Some(leader));
     assert_eq!(leader_status.replication.len(), 3);
-    let status = cluster.nodes[&follower].status();
-    assert!(
-        status.snapshot.is_some(),
-        "the follower did not install a snapshot"
-    );
+    // Its log restarts after the leader's purge point, which only a snapshot can bridge.
+    let mut metrics = cluster.nodes[&follower].raft_metrics();
+    tokio::time::timeout(WAIT, metrics.wait_for(|m| m.snapshot.is_some()))
+        .await
+        .expect("the follower did not install a snapshot")
+        .unwrap();
+    assert!(cluster.nodes[&follower].status().snapshot.is_some());
     cluster.shutdown().await;
 }
 
@@ -466,6 +477,29 @@ async fn garbage_frames_close_the_connection_and_the_node_keeps_working() {
     assert!(String::from_utf8_lossy(&answer).contains("Refused"));
     assert_closed(&mut conn).await;
 
+    // From a voter's id, entries no correct leader sends (a gap in the indexes), at a term
+    // high enough to depose the leader if openraft ever saw it: refused, then closed.
+    let other = cluster
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| *id != leader)
+        .unwrap();
+    let body = format!(
+        r#"{{"from":{other},"body":{{"AppendEntries":{{"vote":{{"leader_id":{{"term":99,"node_id":{other}}},"committed":true}},"prev_log_id":null,"leader_commit":null,"entries":[{{"log_id":{{"leader_id":{{"term":99,"node_id":{other}}},"index":5}},"payload":"Blank"}}]}}}}}}"#
+    );
+    let answer = exchange_raw(target, body.as_bytes()).await;
+    assert!(
+        answer.contains("Refused") && answer.contains("index"),
+        "{answer}"
+    );
+    // A vote asked by one voter on behalf of another.
+    let body = format!(
+        r#"{{"from":{other},"body":{{"Vote":{{"vote":{{"leader_id":{{"term":99,"node_id":{leader}}},"committed":false}},"last_log_id":null}}}}}}"#
+    );
+    let answer = exchange_raw(target, body.as_bytes()).await;
+    assert!(answer.contains("Refused"), "{answer}");
+
     // A torn frame, then the peer goes away.
     let mut conn = TcpStream::connect(target).await.unwrap();
     conn.write_all(&[0, 0, 1, 0, b'{']).await.unwrap();
@@ -481,6 +515,21 @@ async fn garbage_frames_close_the_connection_and_the_node_keeps_working() {
         node.wait_applied(index, WAIT).await.unwrap();
     }
     cluster.shutdown().await;
+}
+
+/// Sends one frame on a new connection; returns the answer and checks the server then closes.
+async fn exchange_raw(target: SocketAddr, body: &[u8]) -> String {
+    let mut conn = TcpStream::connect(target).await.unwrap();
+    conn.write_all(&(body.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    conn.write_all(body).await.unwrap();
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len).await.unwrap();
+    let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
+    conn.read_exact(&mut answer).await.unwrap();
+    assert_closed(&mut conn).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 async fn assert_closed(conn: &mut TcpStream) {
@@ -671,4 +720,95 @@ async fn a_bad_configuration_names_the_setting() {
         }
         other => panic!("expected a configuration error, got {other:?}"),
     }
+}
+
+/// Env var that turns [`quorum_child_process`] into a proposer over the given dir.
+const CHILD_DIR_ENV: &str = "MILLRACE_QUORUM_CHILD_DIR";
+
+/// Not a test on its own: run by [`acknowledged_proposals_survive_kill_9`] as a separate
+/// process (this test binary, filtered to this function), it proposes topics `k0`, `k1`, ...
+/// on a single voter and prints `ack N` once proposal N returned. Without the env var it
+/// returns at once.
+#[test]
+fn quorum_child_process() {
+    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let quorum = MetadataQuorum::start(
+            QuorumConfig::single(1, PathBuf::from(dir)),
+            None,
+            Arc::new(NoApplication),
+        )
+        .await
+        .unwrap();
+        quorum.wait_for_leader(WAIT).await.unwrap();
+        // Bounded, in case the parent dies without killing us.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut i = 0u64;
+        while Instant::now() < deadline {
+            quorum.propose(vec![topic(&format!("k{i}"))]).await.unwrap();
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "ack {i}").unwrap();
+            out.flush().unwrap();
+            i += 1;
+        }
+    });
+}
+
+#[test]
+fn acknowledged_proposals_survive_kill_9() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("quorum");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "quorum_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, &qdir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut acked = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("ack ") {
+            acked.push(n.parse::<u64>().unwrap());
+            if acked.len() >= 30 {
+                break;
+            }
+        }
+    }
+    // SIGKILL: no shutdown, no flush, in the middle of the next proposal.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(acked.len(), 30, "the child stopped early");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let quorum =
+            MetadataQuorum::start(QuorumConfig::single(1, qdir), None, Arc::new(NoApplication))
+                .await
+                .unwrap();
+        quorum.wait_for_leader(WAIT).await.unwrap();
+        // A proposal in this term commits everything before it, so the image is complete.
+        quorum.propose(vec![topic("after-crash")]).await.unwrap();
+        let image = quorum.image();
+        for n in &acked {
+            assert!(
+                image.topic(&format!("k{n}")).is_some(),
+                "acknowledged proposal k{n} was lost"
+            );
+        }
+        quorum.shutdown().await;
+    });
 }

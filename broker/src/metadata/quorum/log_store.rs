@@ -37,7 +37,33 @@ const PURGED_KEY: &str = "last_purged";
 /// The durable Raft log. Cloning shares the database (openraft wants a separate log reader).
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    db: Arc<OpenDatabase>,
+}
+
+/// The database and a signal that fires once it is closed. redb locks its file while open,
+/// and openraft's tasks hold log readers for a moment after `Raft::shutdown` returns; a
+/// restart in the same process waits for this signal rather than racing them.
+struct OpenDatabase {
+    // Declared first: fields drop in order, so the file is closed before the signal fires.
+    db: Database,
+    _closed: ClosedSignal,
+}
+
+struct ClosedSignal(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for ClosedSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl std::ops::Deref for OpenDatabase {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        &self.db
+    }
 }
 
 fn any(e: impl std::error::Error + 'static) -> AnyError {
@@ -45,8 +71,9 @@ fn any(e: impl std::error::Error + 'static) -> AnyError {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log database at `path`.
-    pub fn open(path: &Path) -> Result<Self, QuorumError> {
+    /// Opens (or creates) the log database at `path`. The receiver completes once every
+    /// clone of the store is gone and the database file is closed.
+    pub fn open(path: &Path) -> Result<(Self, tokio::sync::oneshot::Receiver<()>), QuorumError> {
         let storage = |e: redb::Error| QuorumError::Storage(format!("{}: {e}", path.display()));
         let db = Database::create(path).map_err(|e| storage(e.into()))?;
         // Create both tables once, so that readers never meet a missing table.
@@ -56,18 +83,12 @@ impl LogStore {
             txn.open_table(META).map_err(|e| storage(e.into()))?;
         }
         txn.commit().map_err(|e| storage(e.into()))?;
-        Ok(LogStore { db: Arc::new(db) })
-    }
-
-    /// Whether nothing was ever written: no vote and no entry (a fresh quorum dir).
-    pub fn is_pristine(&self) -> Result<bool, QuorumError> {
-        let vote: Option<Vote<NodeId>> = self
-            .read_meta(VOTE_KEY)
-            .map_err(|e| QuorumError::Storage(e.to_string()))?;
-        let state = self
-            .log_state()
-            .map_err(|e| QuorumError::Storage(e.to_string()))?;
-        Ok(vote.is_none() && state.last_log_id.is_none())
+        let (tx, closed) = tokio::sync::oneshot::channel();
+        let db = OpenDatabase {
+            db,
+            _closed: ClosedSignal(Some(tx)),
+        };
+        Ok((LogStore { db: Arc::new(db) }, closed))
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, redb::Error> {
@@ -289,8 +310,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft.redb");
         {
-            let mut store = LogStore::open(&path).unwrap();
-            assert!(store.is_pristine().unwrap());
+            let (mut store, _) = LogStore::open(&path).unwrap();
+            assert_eq!(store.read_vote().await.unwrap(), None);
+            assert_eq!(store.get_log_state().await.unwrap(), LogState::default());
             store
                 .blocking_append((0..10).map(|i| entry(1, i)))
                 .await
@@ -309,8 +331,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let mut store = LogStore::open(&path).unwrap();
-        assert!(!store.is_pristine().unwrap());
+        let (mut store, closed) = LogStore::open(&path).unwrap();
         assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id.map(|l| l.index), Some(6));
@@ -324,5 +345,11 @@ mod tests {
             store.read_committed().await.unwrap().map(|l| l.index),
             Some(5)
         );
+        let reader = store.get_log_reader().await;
+        drop(store);
+        drop(reader);
+        closed.await.unwrap();
+        // Closed means reopenable.
+        LogStore::open(&path).unwrap();
     }
 }

@@ -59,6 +59,11 @@ impl Channel {
     }
 
     /// Sends one request and waits for its answer within `ttl`.
+    ///
+    /// Cancellation-safe: the connection is taken out of the channel for the exchange and put
+    /// back only after a complete answer. If this future is dropped half-way (openraft wraps
+    /// its RPCs in timeouts of its own), the connection goes with it, so a late answer can
+    /// never be read as the answer to the next request.
     async fn exchange(
         &mut self,
         body: RpcRequest,
@@ -70,21 +75,24 @@ impl Channel {
         };
         let bytes =
             serde_json::to_vec(&frame).map_err(|e| SendError::Network(io::Error::other(e)))?;
-        match tokio::time::timeout(ttl, self.exchange_bytes(&bytes)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => {
-                self.conn = None;
-                Err(e)
+        let conn = self.conn.take();
+        match tokio::time::timeout(ttl, self.exchange_on(conn, &bytes)).await {
+            Ok(Ok((conn, response))) => {
+                self.conn = Some(conn);
+                Ok(response)
             }
-            Err(_) => {
-                self.conn = None;
-                Err(SendError::Timeout)
-            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SendError::Timeout),
         }
     }
 
-    async fn exchange_bytes(&mut self, bytes: &[u8]) -> Result<RpcResponse, SendError> {
-        let conn = match &mut self.conn {
+    /// One exchange on `conn` (or a new connection); returns the connection for reuse.
+    async fn exchange_on(
+        &self,
+        conn: Option<TcpStream>,
+        bytes: &[u8],
+    ) -> Result<(TcpStream, RpcResponse), SendError> {
+        let mut conn = match conn {
             Some(conn) => conn,
             None => {
                 let addr = self.addr.ok_or_else(|| {
@@ -98,11 +106,13 @@ impl Channel {
                     .map_err(SendError::Unreachable)?;
                 // Raft RPCs are small and latency-bound.
                 stream.set_nodelay(true).map_err(SendError::Unreachable)?;
-                self.conn.insert(stream)
+                stream
             }
         };
-        write_frame(conn, bytes).await.map_err(SendError::Network)?;
-        let body = read_frame(conn)
+        write_frame(&mut conn, bytes)
+            .await
+            .map_err(SendError::Network)?;
+        let body = read_frame(&mut conn)
             .await
             .map_err(SendError::Network)?
             .ok_or_else(|| {
@@ -115,13 +125,12 @@ impl Channel {
             .map_err(|e| SendError::Network(io::Error::new(io::ErrorKind::InvalidData, e)))?;
         if let RpcResponse::Refused(why) = response {
             // The server closes after refusing; back off as if it were unreachable.
-            self.conn = None;
             return Err(SendError::Unreachable(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!("node {} refused: {why}", self.target),
             )));
         }
-        Ok(response)
+        Ok((conn, response))
     }
 }
 
@@ -356,6 +365,23 @@ mod tests {
             other => panic!("expected Timeout, got {other:?}"),
         }
         // The abandoned connection is not reused.
+        assert!(client.channel.conn.is_none());
+
+        // Cancelled from outside (as openraft's own timeouts do): the connection is gone too.
+        let slow = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = slow.local_addr().unwrap();
+        let _slow = tokio::spawn(async move {
+            let (conn, _) = slow.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(conn);
+        });
+        let mut client = PeerClient {
+            channel: Channel::new(1, 2, Some(addr)),
+        };
+        let call = client.vote(vote_request(), RPCOption::new(Duration::from_secs(10)));
+        assert!(tokio::time::timeout(Duration::from_millis(200), call)
+            .await
+            .is_err());
         assert!(client.channel.conn.is_none());
 
         // A peer that answers garbage: a network error, and the connection is dropped.

@@ -4,7 +4,8 @@
 //! Input from other members is untrusted bytes: an oversized, truncated or unparsable frame
 //! closes that connection (and only it); Raft RPCs from a node that is not a voter are refused.
 //! Application requests are accepted from any node id, because brokers that are not voters
-//! must reach the controller too; the handler is given the claimed id and judges it.
+//! must reach the controller too; the handler is given the claimed id and judges it. Raft RPCs
+//! that no correct member sends are refused too (see [`super::validate`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -17,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::type_config::{NodeId, Raft};
+use super::validate::check_request;
 use super::wire::{read_frame, write_frame, RequestFrame, RpcRequest, RpcResponse};
 
 /// A boxed, sendable future: lets [`ControllerRpcHandler`] be a trait object without
@@ -122,6 +124,10 @@ async fn answer(context: &Context, frame: RequestFrame) -> (RpcResponse, bool) {
             RpcResponse::Refused(format!("node {from} is not a voter of this quorum")),
             false,
         );
+    }
+    if let Err(why) = check_request(from, &frame.body) {
+        tracing::warn!(from, %why, "refusing a malformed Raft RPC");
+        return (RpcResponse::Refused(why), false);
     }
     let response = match frame.body {
         RpcRequest::AppendEntries(rpc) => {
