@@ -70,17 +70,14 @@ async fn kill_9_of_a_partition_leader_during_acks_all_writes_loses_nothing() {
         .unwrap()
         .expect("partition 0 has a leader");
     cluster.kill9(victim).unwrap();
-    recorder.note(format!("kill -9 of broker {victim}, the leader of partition 0"));
+    recorder.note(format!(
+        "kill -9 of broker {victim}, the leader of partition 0"
+    ));
     let started = std::time::Instant::now();
-    let successor = topology::wait_for_leader(
-        &bootstrap,
-        topic,
-        0,
-        Some(victim),
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    let successor =
+        topology::wait_for_leader(&bootstrap, topic, 0, Some(victim), Duration::from_secs(30))
+            .await
+            .unwrap();
     recorder.note(format!(
         "broker {successor} leads partition 0 after {:?}",
         started.elapsed()
@@ -115,7 +112,9 @@ async fn kill_9_of_a_partition_leader_during_acks_all_writes_loses_nothing() {
     for partition in 0..PARTITIONS {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let views = topology::describe_partitions(&bootstrap, topic).await.unwrap();
+            let views = topology::describe_partitions(&bootstrap, topic)
+                .await
+                .unwrap();
             let view = views.iter().find(|v| v.partition == partition).unwrap();
             if view.isr.len() == 3 {
                 break;

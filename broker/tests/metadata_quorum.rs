@@ -250,6 +250,15 @@ async fn three_voters_elect_one_leader_and_their_images_converge() {
     .await
     .unwrap()
     .unwrap();
+    // Openraft publishes its metrics a moment after the apply that `propose` waited for.
+    let mut metrics = cluster.nodes[&leader].raft_metrics();
+    tokio::time::timeout(
+        WAIT,
+        metrics.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= index)),
+    )
+    .await
+    .expect("the applied index shows in the metrics")
+    .unwrap();
     let status = cluster.nodes[&leader].status();
     assert_eq!(status.leader, Some(leader));
     assert!(status.last_applied >= Some(index));

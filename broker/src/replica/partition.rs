@@ -440,7 +440,11 @@ impl Partition {
 
     /// Reads for a debugging consumer (replica id -2, as in Kafka): any replica, leader or
     /// follower, up to its own high watermark. Tests compare replicas with it.
-    pub fn read_for_debugging(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64), Refusal> {
+    pub fn read_for_debugging(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(Bytes, i64), Refusal> {
         let high_watermark = self.high_watermark();
         let records = self
             .log
