@@ -92,7 +92,7 @@ async fn kill_9_of_a_partition_leader_during_acks_all_writes_loses_nothing() {
         running.acked()
     );
 
-    cluster.restart(victim).unwrap();
+    cluster.start(victim).unwrap();
     recorder.note(format!("broker {victim} restarted"));
     cluster
         .wait_for_brokers(Duration::from_secs(60))

@@ -127,7 +127,8 @@ impl Broker {
                 Duration::from_secs(10),
             )
             .await;
-        offsets.load(&groups);
+        groups.set_ownership(offsets.ownership());
+        offsets.sync_coordination(&groups);
         Ok(Arc::new(Broker {
             config,
             controller,

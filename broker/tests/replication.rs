@@ -81,13 +81,18 @@ where
 }
 
 /// Produces with acks=all, retrying (bounded) while the broker is not the leader yet: a new
-/// leader learns of its leadership from the metadata a moment after the controller decides it,
-/// and clients retry NOT_LEADER_OR_FOLLOWER.
+/// leader learns of its leadership (or of a new topic) from the metadata a moment after the
+/// controller decides it, and clients retry NOT_LEADER_OR_FOLLOWER and
+/// UNKNOWN_TOPIC_OR_PARTITION.
 async fn produce(addr: std::net::SocketAddr, topic: &str, values: &[&str]) -> (i16, i64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let answer = produce_once(addr, topic, values).await;
-        if answer.0 != ResponseError::NotLeaderOrFollower.code() || Instant::now() > deadline {
+        let not_yet = [
+            ResponseError::NotLeaderOrFollower.code(),
+            ResponseError::UnknownTopicOrPartition.code(),
+        ];
+        if !not_yet.contains(&answer.0) || Instant::now() > deadline {
             return answer;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -147,7 +152,7 @@ async fn followers_copy_the_leader_byte_for_byte_and_acks_all_waits_for_them() {
     for round in 0..5 {
         let (error, base) =
             produce(cluster.member(leader).addr, "replicated", &["a", "b", "c"]).await;
-        assert_eq!(error, 0);
+        assert_eq!(error, 0, "round {round}");
         assert_eq!(base, round * 3);
         // acks=all answered: every ISR member has the batch.
         let hw = cluster

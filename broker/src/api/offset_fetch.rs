@@ -9,7 +9,7 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse,
 
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
-use crate::error::NONE;
+use crate::error::{ResponseError, NONE};
 use crate::group::CommittedOffset;
 
 type Committed = crate::group::state::TopicOffsets;
@@ -55,10 +55,15 @@ pub fn handle(
                             )
                     })
                     .collect();
+                let error = if broker.groups.owns(&g.group_id) {
+                    NONE
+                } else {
+                    ResponseError::NotCoordinator.code()
+                };
                 OffsetFetchResponseGroup::default()
                     .with_group_id(GroupId(g.group_id.0.clone()))
-                    .with_topics(topics)
-                    .with_error_code(NONE)
+                    .with_topics(if error == NONE { topics } else { Vec::new() })
+                    .with_error_code(error)
             })
             .collect();
         OffsetFetchResponse::default().with_groups(groups)
@@ -93,9 +98,14 @@ pub fn handle(
                     )
             })
             .collect();
-        OffsetFetchResponse::default()
-            .with_topics(topics)
-            .with_error_code(NONE)
+        // The top-level error code exists from v2; a v1 client sees the offsets it asked for.
+        if ctx.version >= 2 && !broker.groups.owns(&request.group_id) {
+            OffsetFetchResponse::default().with_error_code(ResponseError::NotCoordinator.code())
+        } else {
+            OffsetFetchResponse::default()
+                .with_topics(topics)
+                .with_error_code(NONE)
+        }
     };
     ctx.respond(&response.with_throttle_time_ms(0))
 }

@@ -104,10 +104,15 @@ struct Limits {
     initial_delay: Duration,
 }
 
+/// Whether this broker coordinates a group (leads its `__consumer_offsets` partition).
+pub type Ownership = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// All consumer groups this broker coordinates.
 pub struct GroupCoordinator {
     limits: Limits,
     groups: Mutex<HashMap<String, Group>>,
+    /// Set once the broker can tell; until then (and on a single node) every group is ours.
+    ownership: std::sync::OnceLock<Ownership>,
 }
 
 fn reply<T>(value: T) -> oneshot::Receiver<T> {
@@ -142,7 +147,33 @@ impl GroupCoordinator {
                 initial_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
             },
             groups: Mutex::new(HashMap::new()),
+            ownership: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Tells the coordinator which groups are its own; requests for the others get
+    /// NOT_COORDINATOR, so clients look the coordinator up again.
+    pub fn set_ownership(&self, ownership: Ownership) {
+        let _ = self.ownership.set(ownership);
+    }
+
+    /// Whether this broker coordinates `group_id`.
+    pub fn owns(&self, group_id: &str) -> bool {
+        self.check_owned(group_id).is_ok()
+    }
+
+    /// NOT_COORDINATOR unless this broker coordinates `group_id`.
+    fn check_owned(&self, group_id: &str) -> Result<(), GroupError> {
+        match self.ownership.get() {
+            Some(owns) if !owns(group_id) => Err(GroupError::NotCoordinator),
+            _ => Ok(()),
+        }
+    }
+
+    /// Forgets every group `keep` rejects (their offsets partition moved to another broker);
+    /// their members rejoin at the new coordinator.
+    pub fn unload(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().retain(|group_id, _| keep(group_id));
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
@@ -153,6 +184,9 @@ impl GroupCoordinator {
     pub fn join(&self, request: JoinRequest) -> oneshot::Receiver<JoinOutcome> {
         if request.group_id.is_empty() {
             return reply(join_error(GroupError::InvalidGroupId, &request.member_id));
+        }
+        if let Err(error) = self.check_owned(&request.group_id) {
+            return reply(join_error(error, &request.member_id));
         }
         if request.session_timeout_ms < self.limits.min_session
             || request.session_timeout_ms > self.limits.max_session
@@ -420,6 +454,9 @@ impl GroupCoordinator {
 
     /// SyncGroup. The receiver resolves when the leader's assignment arrives (or at once).
     pub fn sync(&self, request: SyncRequest) -> oneshot::Receiver<SyncOutcome> {
+        if let Err(error) = self.check_owned(&request.group_id) {
+            return reply(sync_error(error));
+        }
         let now = Instant::now();
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(&request.group_id) else {
@@ -496,6 +533,7 @@ impl GroupCoordinator {
         member_id: &str,
         instance: Option<&str>,
     ) -> Result<(), GroupError> {
+        self.check_owned(group_id)?;
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return Err(GroupError::UnknownMemberId);
@@ -517,6 +555,7 @@ impl GroupCoordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        self.check_owned(group_id)?;
         let now = Instant::now();
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
@@ -588,6 +627,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        self.check_owned(group_id)?;
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return if generation_id < 0 {

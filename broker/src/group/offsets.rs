@@ -5,20 +5,20 @@
 //! acknowledged commit is lost to a crash. The coordinator holds the offsets in memory; this
 //! module only reads and writes their records.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
 
-use super::coordinator::GroupCoordinator;
+use super::coordinator::{GroupCoordinator, Ownership};
 use super::error::GroupError;
 use super::records::{self, OffsetKey, OffsetValue};
 use super::state::CommittedOffset;
 use crate::config::BrokerConfig;
 use crate::log::PartitionLog;
 use crate::metadata::controller::{Controller, NewTopic, TopicError};
-use crate::replica::ReplicaManager;
+use crate::replica::{ReplicaManager, Role};
 
 /// The internal topic of committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -39,6 +39,8 @@ pub struct OffsetMetadataManager {
     num_partitions: i32,
     /// `offsets.topic.replication.factor`, used when the topic is created.
     replication_factor: i16,
+    /// The `__consumer_offsets` partitions whose groups are loaded here.
+    led: Mutex<BTreeSet<i32>>,
 }
 
 impl OffsetMetadataManager {
@@ -53,6 +55,7 @@ impl OffsetMetadataManager {
             replicas,
             num_partitions: config.offsets_topic_num_partitions,
             replication_factor: config.offsets_topic_replication_factor,
+            led: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -114,7 +117,7 @@ impl OffsetMetadataManager {
             .replicas
             .replica(OFFSETS_TOPIC, partition)
             .ok_or(GroupError::NotCoordinator)?;
-        if replica.role() != crate::replica::Role::Leader {
+        if replica.role() != Role::Leader {
             return Err(GroupError::NotCoordinator);
         }
         Ok(replica.log().clone())
@@ -183,18 +186,70 @@ impl OffsetMetadataManager {
         Ok(())
     }
 
-    /// Replays every `__consumer_offsets` partition into `coordinator` (start-up).
-    pub fn load(&self, coordinator: &GroupCoordinator) {
+    /// Whether this broker coordinates `group_id`: it leads the group's `__consumer_offsets`
+    /// partition (before the topic exists, any broker may take the group's first requests;
+    /// its first commit creates the topic and finds the coordinator).
+    pub fn ownership(&self) -> Ownership {
+        let controller = self.controller.clone();
+        let replicas = self.replicas.clone();
+        Arc::new(move |group_id: &str| {
+            let Some(topic) = controller.topic(OFFSETS_TOPIC) else {
+                return true;
+            };
+            let partition = records::partition_for(group_id, topic.partitions);
+            replicas
+                .replica(OFFSETS_TOPIC, partition)
+                .is_some_and(|r| r.role() == Role::Leader)
+        })
+    }
+
+    /// Follows leadership of the `__consumer_offsets` partitions: groups of partitions this
+    /// broker now leads are loaded from the log (their committed offsets), groups of partitions
+    /// it no longer leads are forgotten. Cheap when nothing changed; the group timer calls it.
+    pub fn sync_coordination(&self, coordinator: &GroupCoordinator) {
         let Some(hosted) = self.replicas.topic(OFFSETS_TOPIC) else {
             return;
         };
-        let mut loaded = 0usize;
-        // Only the partitions this broker leads: it coordinates their groups.
-        for log in hosted
+        let now_led: BTreeSet<i32> = hosted
             .partitions
-            .values()
-            .filter(|r| r.role() == crate::replica::Role::Leader)
-            .map(|r| r.log())
+            .iter()
+            .filter(|(_, r)| r.role() == Role::Leader)
+            .map(|(index, _)| *index)
+            .collect();
+        let mut led = self.led.lock().unwrap_or_else(|e| e.into_inner());
+        if *led == now_led {
+            return;
+        }
+        let lost: BTreeSet<i32> = led.difference(&now_led).copied().collect();
+        let gained: BTreeSet<i32> = now_led.difference(&led).copied().collect();
+        let partitions = self
+            .controller
+            .topic(OFFSETS_TOPIC)
+            .map_or(self.num_partitions, |t| t.partitions);
+        if !lost.is_empty() {
+            tracing::info!(
+                ?lost,
+                "no longer coordinating the groups of these offsets partitions"
+            );
+            coordinator.unload(|group| !lost.contains(&records::partition_for(group, partitions)));
+        }
+        if !gained.is_empty() {
+            tracing::info!(
+                ?gained,
+                "coordinating the groups of these offsets partitions"
+            );
+            for index in &gained {
+                if let Some(replica) = hosted.partitions.get(index) {
+                    self.load_log(coordinator, replica.log());
+                }
+            }
+        }
+        *led = now_led;
+    }
+
+    /// Replays one `__consumer_offsets` partition into `coordinator`.
+    fn load_log(&self, coordinator: &GroupCoordinator, log: &PartitionLog) {
+        let mut loaded = 0usize;
         {
             let mut offset = log.log_start_offset();
             let end = log.log_end_offset();
@@ -245,7 +300,7 @@ impl OffsetMetadataManager {
                 offset = next;
             }
         }
-        tracing::info!(records = loaded, "replayed {OFFSETS_TOPIC}");
+        tracing::info!(records = loaded, "replayed a partition of {OFFSETS_TOPIC}");
     }
 }
 

@@ -169,7 +169,11 @@ async fn run_group_timer(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            now = interval.tick() => broker.groups.tick(now),
+            now = interval.tick() => {
+                broker.groups.tick(now);
+                // Offsets partitions change leaders with the cluster: follow them.
+                broker.offsets.sync_coordination(&broker.groups);
+            }
         }
     }
 }
