@@ -292,8 +292,33 @@ fn canonical(rows: &[Value]) -> Vec<String> {
 
 #[test]
 fn demo_pipeline_matches_a_batch_recomputation() {
+    run_demo_and_check(1);
+}
+
+/// The same pipeline on an embedded cluster of three brokers, every topic replicated three
+/// times: replication must not change a single result.
+#[test]
+fn demo_pipeline_on_three_brokers_matches_a_batch_recomputation() {
+    run_demo_and_check(3);
+}
+
+/// A port `p` with `p..p+n` and `p+100..p+100+n` free (the demo's brokers and controllers).
+fn free_port_range(n: u16) -> u16 {
+    loop {
+        let base = free_port();
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        let all_free = (0..n).all(|i| {
+            base.checked_add(i).is_some_and(free) && base.checked_add(100 + i).is_some_and(free)
+        });
+        if all_free {
+            return base;
+        }
+    }
+}
+
+fn run_demo_and_check(brokers: u16) {
     let dir = tempfile::tempdir().unwrap();
-    let bootstrap = format!("127.0.0.1:{}", free_port());
+    let bootstrap = format!("127.0.0.1:{}", free_port_range(brokers));
     let http = format!("127.0.0.1:{}", free_port());
     let mut child = millrace()
         .args([
@@ -302,6 +327,8 @@ fn demo_pipeline_matches_a_batch_recomputation() {
             dir.path().to_str().unwrap(),
             "--listen",
             &bootstrap,
+            "--brokers",
+            &brokers.to_string(),
             "--http",
             &http,
             "--events",

@@ -30,8 +30,11 @@ pub struct DemoOptions {
     /// Data directory (the embedded broker's data under `broker/`, the Parquet export under
     /// `export/`); a temporary one (removed at the end) when `None`.
     pub data_dir: Option<PathBuf>,
-    /// Where the broker listens.
+    /// Where the (first) broker listens; further brokers take the next ports.
     pub listen: SocketAddr,
+    /// Embedded brokers: 1, or a cluster of this many (every one a voter of the metadata
+    /// quorum; topics replicated to all of them, `min.insync.replicas` 2).
+    pub brokers: u16,
     /// Where the dashboard listens.
     pub http: SocketAddr,
     /// Generated events per second of wall time.
@@ -54,6 +57,7 @@ impl Default for DemoOptions {
             bootstrap: None,
             data_dir: None,
             listen: millrace_broker::config::default_listen(),
+            brokers: 1,
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             rate: 2_000.0,
             seed: 42,
@@ -67,7 +71,7 @@ impl Default for DemoOptions {
 
 /// A running demo.
 pub struct Demo {
-    broker: Option<RunningBroker>,
+    brokers: Vec<RunningBroker>,
     _temp_dir: Option<tempfile::TempDir>,
     data_dir: PathBuf,
     bootstrap: String,
@@ -98,22 +102,16 @@ impl Demo {
         };
         let broker_dir = data_dir.join("broker");
         let export_dir = data_dir.join("export");
-        let (broker, bootstrap) = match &options.bootstrap {
-            Some(bootstrap) => (None, bootstrap.clone()),
+        let (brokers, bootstrap) = match &options.bootstrap {
+            Some(bootstrap) => (Vec::new(), bootstrap.clone()),
             None => {
-                // Every member of the demo's groups starts at once: no need to wait for more.
-                let settings = BTreeMap::from([(
-                    "group.initial.rebalance.delay.ms".to_string(),
-                    "0".to_string(),
-                )]);
-                let broker_config =
-                    BrokerConfig::from_settings(&settings, Some(options.listen), Some(broker_dir))
-                        .context("broker settings")?;
-                let broker = millrace_broker::start(broker_config)
-                    .await
-                    .with_context(|| format!("starting the broker on {}", options.listen))?;
-                let bootstrap = broker.local_addr().to_string();
-                (Some(broker), bootstrap)
+                let brokers = start_brokers(&options, &broker_dir).await?;
+                let bootstrap = brokers
+                    .iter()
+                    .map(|b| b.local_addr().to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                (brokers, bootstrap)
             }
         };
         let client = ClientConfig::builder(bootstrap.split(',').map(str::trim))
@@ -200,7 +198,7 @@ impl Demo {
         let generator = tokio::spawn(generator.run(stop_generating.clone()));
 
         Ok(Demo {
-            broker,
+            brokers,
             _temp_dir: temp_dir,
             data_dir,
             bootstrap,
@@ -310,7 +308,7 @@ impl Demo {
                 }
             }
         }
-        if let Some(broker) = self.broker.take() {
+        for broker in std::mem::take(&mut self.brokers) {
             broker.shutdown().await;
         }
         match first_error {
@@ -318,4 +316,82 @@ impl Demo {
             None => Ok(()),
         }
     }
+}
+
+/// Starts the embedded broker, or a cluster of `options.brokers` brokers on consecutive ports
+/// from `options.listen` (controller listeners 100 ports above), each in `broker_dir/<id>`.
+async fn start_brokers(
+    options: &DemoOptions,
+    broker_dir: &Path,
+) -> anyhow::Result<Vec<RunningBroker>> {
+    // Every member of the demo's groups starts at once: no need to wait for more.
+    let mut common = vec![(
+        "group.initial.rebalance.delay.ms".to_string(),
+        "0".to_string(),
+    )];
+    if options.brokers <= 1 {
+        let settings: BTreeMap<String, String> = common.into_iter().collect();
+        let broker_config = BrokerConfig::from_settings(
+            &settings,
+            Some(options.listen),
+            Some(broker_dir.to_path_buf()),
+        )
+        .context("broker settings")?;
+        let broker = millrace_broker::start(broker_config)
+            .await
+            .with_context(|| format!("starting the broker on {}", options.listen))?;
+        return Ok(vec![broker]);
+    }
+    let n = options.brokers;
+    let host = options.listen.ip();
+    let port = |offset: u16| -> anyhow::Result<u16> {
+        options
+            .listen
+            .port()
+            .checked_add(offset)
+            .context("--listen port too high for the cluster's ports")
+    };
+    let mut voters = Vec::new();
+    for id in 1..=n {
+        voters.push(format!(
+            "{id}@{}",
+            SocketAddr::new(host, port(100 + id - 1)?)
+        ));
+    }
+    common.extend([
+        ("controller.quorum.voters".to_string(), voters.join(",")),
+        (
+            "controller.listener.names".to_string(),
+            "CONTROLLER".to_string(),
+        ),
+        ("default.replication.factor".to_string(), n.to_string()),
+        ("min.insync.replicas".to_string(), n.min(2).to_string()),
+    ]);
+    let mut starting = Vec::new();
+    for id in 1..=n {
+        let mut settings: BTreeMap<String, String> = common.iter().cloned().collect();
+        settings.insert("node.id".to_string(), id.to_string());
+        settings.insert(
+            "listeners".to_string(),
+            format!(
+                "PLAINTEXT://{},CONTROLLER://{}",
+                SocketAddr::new(host, port(id - 1)?),
+                SocketAddr::new(host, port(100 + id - 1)?)
+            ),
+        );
+        let config =
+            BrokerConfig::from_settings(&settings, None, Some(broker_dir.join(id.to_string())))
+                .context("broker settings")?;
+        // Each on its own task: the quorum needs a majority before any start completes.
+        starting.push(tokio::spawn(millrace_broker::start(config)));
+    }
+    let mut brokers = Vec::new();
+    for (index, started) in starting.into_iter().enumerate() {
+        let broker = started
+            .await
+            .context("a broker's start task")?
+            .with_context(|| format!("starting broker {}", index + 1))?;
+        brokers.push(broker);
+    }
+    Ok(brokers)
 }

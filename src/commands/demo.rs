@@ -20,9 +20,14 @@ pub struct DemoArgs {
     /// directory, removed at exit].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Where the embedded broker listens (any Kafka client can connect).
+    /// Where the embedded broker listens (any Kafka client can connect); with `--brokers N`,
+    /// the first of N consecutive ports (controllers listen 100 ports above).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
     listen: SocketAddr,
+    /// Embedded brokers: 3 runs the pipeline on a cluster with every topic replicated three
+    /// times (min.insync.replicas 2).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    brokers: u16,
     /// Where the dashboard listens.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
     http: SocketAddr,
@@ -55,10 +60,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.partitions < 1 {
         bail!("--partitions must be at least 1");
     }
+    if args.brokers < 1 {
+        bail!("--brokers must be at least 1");
+    }
     let mut stop = StopSignals::install()?;
     let options = DemoOptions {
         data_dir: args.data_dir,
         listen: args.listen,
+        brokers: args.brokers,
         http: args.http,
         rate: args.rate,
         seed: args.seed,

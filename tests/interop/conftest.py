@@ -294,9 +294,90 @@ def broker_factory(
         pytest.fail("\n".join(problems), pytrace=False)
 
 
+class BrokerCluster:
+    """Several `millrace broker` processes forming one cluster (each a voter of the metadata
+    quorum), started together; tests that only need `bootstrap` run against it unchanged."""
+
+    def __init__(self, brokers: list[BrokerProcess]):
+        self.brokers = brokers
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.brokers)
+
+    def __repr__(self) -> str:
+        return f"BrokerCluster({self.bootstrap})"
+
+
+#: How long a cluster may take until every broker has joined the quorum and serves.
+CLUSTER_READY_DEADLINE_S = 60.0
+
+
+def start_cluster(make: Callable[..., BrokerProcess], size: int = 3, overrides=()) -> BrokerCluster:
+    """Starts `size` brokers of one cluster with `broker_factory`'s `make`: all are spawned
+    before any is waited for (the quorum needs a majority), then each must log that it listens
+    (which it does once registered with the controller and unfenced)."""
+    ports = [free_port() for _ in range(size)]
+    controller_ports = [free_port() for _ in range(size)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{controller_ports[i]}" for i in range(size))
+    brokers = []
+    for i in range(size):
+        settings = {
+            "node.id": str(i + 1),
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://127.0.0.1:{ports[i]},CONTROLLER://127.0.0.1:{controller_ports[i]}",
+            "controller.listener.names": "CONTROLLER",
+            "default.replication.factor": str(size),
+            "min.insync.replicas": str(max(1, size - 1)),
+        }
+        settings.update(dict(overrides))
+        brokers.append(make(settings, start=False, name=f"cluster-broker{i + 1}", port=ports[i]))
+    for broker in brokers:
+        broker.spawn()
+    deadline = time.monotonic() + CLUSTER_READY_DEADLINE_S
+    for broker in brokers:
+        while "broker listening" not in broker.log_text():
+            code = broker.proc.poll() if broker.proc else None
+            if code is not None:
+                broker._reaped(code)
+                raise BrokerStartError(
+                    f"cluster broker exited with code {code}\n--- broker log ---\n{broker.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise BrokerStartError(
+                    f"cluster broker {broker.bootstrap} did not serve within "
+                    f"{CLUSTER_READY_DEADLINE_S:.0f}s\n--- broker log ---\n{broker.log_tail()}"
+                )
+            time.sleep(0.05)
+    return BrokerCluster(brokers)
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "cluster: also run the test against a three-broker cluster (replication factor 3, "
+        "min.insync.replicas 2), through the same `broker` fixture",
+    )
+
+
+def pytest_generate_tests(metafunc) -> None:
+    # Tests marked `cluster` (or in a module marked so) run twice: one broker, then a cluster.
+    if "broker" in metafunc.fixturenames and metafunc.definition.get_closest_marker("cluster"):
+        metafunc.parametrize("broker_shape", ["single", "cluster"])
+
+
 @pytest.fixture
-def broker(broker_factory) -> BrokerProcess:
-    """A broker with default settings (auto-create on, 1 partition per new topic)."""
+def broker_shape() -> str:
+    """One broker unless the test is marked `cluster` (see `pytest_generate_tests`)."""
+    return "single"
+
+
+@pytest.fixture
+def broker(broker_factory, broker_shape):
+    """A broker with default settings (auto-create on, 1 partition per new topic), or for
+    tests marked `cluster` also a three-broker cluster."""
+    if broker_shape == "cluster":
+        return start_cluster(broker_factory)
     return broker_factory(name="broker")
 
 

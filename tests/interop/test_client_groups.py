@@ -40,6 +40,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+# Every test here runs against one broker and against a three-broker cluster.
+pytestmark = pytest.mark.cluster
+
 from conftest import millrace_bin
 from support import DeliveryLog, confluent_admin, confluent_create_topic, unique_topic, wait_until
 
