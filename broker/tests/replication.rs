@@ -230,3 +230,66 @@ async fn a_halted_leader_is_replaced_from_the_isr_and_no_acknowledged_record_is_
     .await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_returns_to_the_preferred_replica_once_it_is_back_in_sync() {
+    init_logs();
+    let mut overrides = FAST_FAILOVER.to_vec();
+    overrides.push("leader.imbalance.check.interval.seconds=1");
+    let mut cluster = TestCluster::start(3, &overrides).await;
+    create_replicated(&cluster, "preferred", "2").await;
+    let (preferred, _, _) = partition_state(&cluster, 1, "preferred").await;
+    assert_eq!(
+        produce(cluster.member(preferred).addr, "preferred", &["v"])
+            .await
+            .0,
+        0
+    );
+    cluster.halt(preferred).await;
+    let survivor = [1, 2, 3].into_iter().find(|n| *n != preferred).unwrap();
+    eventually("another leader", || {
+        let cluster = &cluster;
+        async move {
+            let (leader, _, _) = partition_state(cluster, survivor, "preferred").await;
+            leader > 0 && leader != preferred
+        }
+    })
+    .await;
+    cluster.restart(preferred).await;
+    // Back in the ISR, it is made leader again by the controller's balancing.
+    eventually("the preferred replica to lead again", || {
+        let cluster = &cluster;
+        async move {
+            let (leader, _, isr) = partition_state(cluster, survivor, "preferred").await;
+            leader == preferred && isr.len() == 3
+        }
+    })
+    .await;
+    // An explicit election now has nothing to do.
+    let mut client = TestClient::connect(cluster.member(survivor).addr).await;
+    let response = client
+        .call(
+            2,
+            &ElectLeadersRequest::default()
+                .with_election_type(0)
+                .with_topic_partitions(Some(vec![
+                    kafka_protocol::messages::elect_leaders_request::TopicPartitions::default()
+                        .with_topic(name("preferred"))
+                        .with_partitions(vec![0]),
+                ]))
+                .with_timeout_ms(10_000),
+        )
+        .await;
+    assert_eq!(response.error_code, 0);
+    assert_eq!(
+        response.replica_election_results[0].partition_result[0].error_code,
+        ResponseError::ElectionNotNeeded.code()
+    );
+    assert_eq!(
+        produce(cluster.member(preferred).addr, "preferred", &["w"])
+            .await
+            .0,
+        0
+    );
+    cluster.shutdown().await;
+}

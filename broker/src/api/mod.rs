@@ -15,6 +15,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -125,6 +126,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 0, 4),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// The advertised `[min, max]` versions of an API, if we implement it.
@@ -281,6 +283,9 @@ pub async fn handle(
         ApiKey::DescribeGroups => describe_groups::handle(broker, &ctx, body).map(Reply::Now),
         ApiKey::DeleteGroups => delete_groups::handle(broker, &ctx, body),
         ApiKey::OffsetDelete => offset_delete::handle(broker, &ctx, body),
+        ApiKey::ElectLeaders => elect_leaders::handle(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
         ApiKey::OffsetForLeaderEpoch => {
             offset_for_leader_epoch::handle(broker, &ctx, body).map(Reply::Now)
         }

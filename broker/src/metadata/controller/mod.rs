@@ -27,6 +27,7 @@ use self::brokers::{
     BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRequestError,
     Liveness,
 };
+use self::partitions::ElectionOutcome;
 use self::rpc::{ControllerRequest, ControllerResponse};
 pub use self::topics::validate_topic_name;
 use super::quorum::{BoxFuture, ControllerRpcHandler, MetadataQuorum, QuorumError};
@@ -405,6 +406,20 @@ impl Controller {
         }
     }
 
+    /// Preferred-leader elections (ElectLeaders): for the given (topic, partition)s, or all.
+    pub async fn elect_preferred_leaders(
+        &self,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<Vec<(String, i32, ElectionOutcome)>, TopicError> {
+        match self
+            .submit(ControllerRequest::ElectPreferredLeaders { partitions })
+            .await
+        {
+            ControllerResponse::Elections { results, .. } => Ok(results),
+            other => Err(topic_error(other)),
+        }
+    }
+
     /// Registers this process as broker `node.id`; returns its broker epoch.
     pub async fn register_broker(
         &self,
@@ -605,6 +620,25 @@ impl Controller {
                     Err(error) => ControllerResponse::BrokerError(error),
                 }
             }
+            ControllerRequest::ElectPreferredLeaders { partitions } => {
+                let wanted: Vec<(String, i32)> = partitions.unwrap_or_else(|| {
+                    image
+                        .topics()
+                        .flat_map(|t| t.partition_states.keys().map(|p| (t.name.clone(), *p)))
+                        .collect()
+                });
+                let mut records = Vec::new();
+                let mut results = Vec::with_capacity(wanted.len());
+                for (topic, partition) in wanted {
+                    let (outcome, record) = partitions::elect_preferred(&image, &topic, partition);
+                    records.extend(record);
+                    results.push((topic, partition, outcome));
+                }
+                match self.commit(records).await {
+                    Ok(index) => ControllerResponse::Elections { results, index },
+                    Err(answer) => answer,
+                }
+            }
             ControllerRequest::Heartbeat(request) => match brokers::heartbeat(&image, &request) {
                 Ok((records, response)) => {
                     self.lock_liveness().heard_from(request.broker_id);
@@ -646,10 +680,14 @@ impl Controller {
         }
     }
 
-    /// While this node is the active controller, fences brokers whose heartbeats stopped.
-    /// Runs until `shutdown`.
+    /// While this node is the active controller, fences brokers whose heartbeats stopped and,
+    /// with `auto.leader.rebalance.enable`, every `leader.imbalance.check.interval.seconds`
+    /// gives leadership back to preferred replicas that are in sync. Runs until `shutdown`.
     pub async fn run_liveness(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut was_leader = false;
+        let balance_every =
+            Duration::from_secs(self.config.leader_imbalance_check_interval_seconds.max(1));
+        let mut last_balance = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(LIVENESS_CHECK_INTERVAL) => {}
@@ -666,7 +704,20 @@ impl Controller {
             }
             let _deciding = self.deciding.lock().await;
             let image = self.quorum.image();
-            let records = brokers::fence_expired(&image, &self.lock_liveness());
+            let mut records = brokers::fence_expired(&image, &self.lock_liveness());
+            if records.is_empty()
+                && self.config.auto_leader_rebalance_enable
+                && last_balance.elapsed() >= balance_every
+            {
+                last_balance = tokio::time::Instant::now();
+                records = partitions::rebalance_leaders(&image);
+                if !records.is_empty() {
+                    tracing::info!(
+                        partitions = records.len(),
+                        "moving leadership back to preferred replicas"
+                    );
+                }
+            }
             if records.is_empty() {
                 continue;
             }

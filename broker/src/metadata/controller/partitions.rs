@@ -146,6 +146,67 @@ pub(super) fn elect_offline_leaders(image: &MetadataImage) -> Vec<MetadataRecord
     records
 }
 
+/// Why a preferred-leader election did not happen for one partition.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ElectionOutcome {
+    /// The preferred replica became leader (or will, once the record is committed).
+    Elected,
+    /// ELECTION_NOT_NEEDED: it already leads.
+    NotNeeded,
+    /// PREFERRED_LEADER_NOT_AVAILABLE: it is fenced or out of the ISR.
+    PreferredNotAvailable,
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    UnknownPartition,
+}
+
+/// Makes the preferred replica (the first assigned) leader of `partition` of `topic`, if it
+/// is in the ISR and not fenced: ElectLeaders, and the controller's automatic balancing.
+pub(super) fn elect_preferred(
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> (ElectionOutcome, Option<MetadataRecord>) {
+    let Some(topic) = image.topic(topic) else {
+        return (ElectionOutcome::UnknownPartition, None);
+    };
+    let Some(state) = topic.partition(partition) else {
+        return (ElectionOutcome::UnknownPartition, None);
+    };
+    let Some(&preferred) = state.replicas.first() else {
+        return (ElectionOutcome::UnknownPartition, None);
+    };
+    if state.leader == preferred {
+        return (ElectionOutcome::NotNeeded, None);
+    }
+    if !state.isr.contains(&preferred) || !is_eligible(image, preferred, None) {
+        return (ElectionOutcome::PreferredNotAvailable, None);
+    }
+    let mut next = state.clone();
+    next.leader = preferred;
+    next.leader_epoch += 1;
+    next.partition_epoch += 1;
+    (
+        ElectionOutcome::Elected,
+        Some(partition_record(topic, partition, &next)),
+    )
+}
+
+/// Preferred-leader elections for every partition whose preferred replica could lead but does
+/// not (`auto.leader.rebalance.enable`).
+pub(super) fn rebalance_leaders(image: &MetadataImage) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics() {
+        for &index in topic.partition_states.keys() {
+            if let (ElectionOutcome::Elected, Some(record)) =
+                elect_preferred(image, &topic.name, index)
+            {
+                records.push(record);
+            }
+        }
+    }
+    records
+}
+
 /// How many partitions `broker` leads.
 pub(super) fn leaderships(image: &MetadataImage, broker: i32) -> usize {
     image
@@ -263,5 +324,29 @@ mod tests {
             alter_partition(&image, &change(5, 7, vec![2])),
             Err(AlterPartitionError::InvalidRequest(_))
         ));
+    }
+
+    #[test]
+    fn the_preferred_replica_leads_again_once_it_is_back_in_the_isr() {
+        // Broker 1 (preferred) is out of the ISR: no election.
+        let (image, _) = image(&[], vec![2, 3], 2);
+        assert_eq!(
+            elect_preferred(&image, "t", 0).0,
+            ElectionOutcome::PreferredNotAvailable
+        );
+        assert!(rebalance_leaders(&image).is_empty());
+        // Back in the ISR: it leads again, in a new epoch.
+        let (mut image, _) = super::tests::image(&[], vec![1, 2, 3], 2);
+        let records = rebalance_leaders(&image);
+        let state = apply(&mut image, &records);
+        assert_eq!((state.leader, state.leader_epoch), (1, 6));
+        assert_eq!(
+            elect_preferred(&image, "t", 0).0,
+            ElectionOutcome::NotNeeded
+        );
+        assert_eq!(
+            elect_preferred(&image, "nope", 0).0,
+            ElectionOutcome::UnknownPartition
+        );
     }
 }

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::brokers::{
     BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRequestError,
 };
+use super::partitions::ElectionOutcome;
 use super::{AlterPartitionError, ConfigOp, NewTopic, TopicError};
 use crate::metadata::TopicImage;
 use crate::replica::AlterPartition;
@@ -62,6 +63,11 @@ pub enum ControllerRequest {
     RegisterBroker(BrokerRegistrationRequest),
     /// BrokerHeartbeat.
     Heartbeat(BrokerHeartbeatRequest),
+    /// ElectLeaders (preferred): the given (topic, partition)s, or every partition.
+    ElectPreferredLeaders {
+        /// Which partitions; `None` for all.
+        partitions: Option<Vec<(String, i32)>>,
+    },
 }
 
 /// The active controller's answer. `index` is the metadata log index that holds the change
@@ -108,6 +114,13 @@ pub enum ControllerResponse {
         /// Where a change it caused was committed.
         index: Option<u64>,
     },
+    /// Preferred-leader elections, per partition.
+    Elections {
+        /// (topic, partition, outcome).
+        results: Vec<(String, i32, ElectionOutcome)>,
+        /// Where the elections were committed.
+        index: Option<u64>,
+    },
     /// A topic request was refused.
     TopicError(TopicError),
     /// An ISR change was refused.
@@ -132,7 +145,8 @@ impl ControllerResponse {
             | ControllerResponse::Done { index }
             | ControllerResponse::ProducerIds { index, .. }
             | ControllerResponse::Registered { index, .. }
-            | ControllerResponse::Heartbeat { index, .. } => *index,
+            | ControllerResponse::Heartbeat { index, .. }
+            | ControllerResponse::Elections { index, .. } => *index,
             _ => None,
         }
     }
