@@ -293,3 +293,101 @@ async fn leadership_returns_to_the_preferred_replica_once_it_is_back_in_sync() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reassignment_moves_a_partition_to_other_brokers_without_losing_records() {
+    init_logs();
+    let cluster = TestCluster::start(3, FAST_FAILOVER).await;
+    let mut client = TestClient::connect(cluster.member(1).addr).await;
+    let created = client
+        .call(
+            7,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(name("moving"))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_assignments(vec![
+                        kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment::default()
+                            .with_partition_index(0)
+                            .with_broker_ids(vec![BrokerId(1)]),
+                    ])])
+                .with_timeout_ms(10_000),
+        )
+        .await;
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    for _ in 0..3 {
+        assert_eq!(
+            produce(cluster.member(1).addr, "moving", &["a", "b"])
+                .await
+                .0,
+            0
+        );
+    }
+    let before = local_log(&cluster, 1, "moving");
+
+    let moved = client
+        .call(
+            0,
+            &AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![
+                    kafka_protocol::messages::alter_partition_reassignments_request::ReassignableTopic::default()
+                        .with_name(name("moving"))
+                        .with_partitions(vec![
+                            kafka_protocol::messages::alter_partition_reassignments_request::ReassignablePartition::default()
+                                .with_partition_index(0)
+                                .with_replicas(Some(vec![BrokerId(2), BrokerId(3)])),
+                        ]),
+                ]),
+        )
+        .await;
+    assert_eq!(moved.error_code, 0);
+    assert_eq!(moved.responses[0].partitions[0].error_code, 0, "{moved:?}");
+
+    eventually("the move to complete", || {
+        let cluster = &cluster;
+        async move {
+            let mut client = TestClient::connect(cluster.member(2).addr).await;
+            let ongoing = client
+                .call(
+                    0,
+                    &ListPartitionReassignmentsRequest::default().with_timeout_ms(1000),
+                )
+                .await;
+            let (leader, _, isr) = partition_state(cluster, 2, "moving").await;
+            ongoing.topics.is_empty()
+                && [2, 3].contains(&leader)
+                && isr.len() == 2
+                && !isr.contains(&1)
+        }
+    })
+    .await;
+    for node in [2, 3] {
+        eventually("the new replicas to hold every record", || {
+            let same = cluster
+                .broker(node)
+                .broker()
+                .replicas
+                .partition("moving", 0)
+                .is_some()
+                && local_log(&cluster, node, "moving") == before;
+            async move { same }
+        })
+        .await;
+    }
+    eventually("broker 1 to drop its replica", || {
+        let gone = cluster
+            .broker(1)
+            .broker()
+            .replicas
+            .partition("moving", 0)
+            .is_none();
+        async move { gone }
+    })
+    .await;
+    let (leader, _, _) = partition_state(&cluster, 2, "moving").await;
+    let (error, base) = produce(cluster.member(leader).addr, "moving", &["after"]).await;
+    assert_eq!((error, base), (0, 6));
+    cluster.shutdown().await;
+}

@@ -30,6 +30,7 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
+pub mod partition_reassignments;
 pub mod produce;
 pub mod sync_group;
 
@@ -127,6 +128,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 0, 4),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// The advertised `[min, max]` versions of an API, if we implement it.
@@ -283,6 +286,12 @@ pub async fn handle(
         ApiKey::DescribeGroups => describe_groups::handle(broker, &ctx, body).map(Reply::Now),
         ApiKey::DeleteGroups => delete_groups::handle(broker, &ctx, body),
         ApiKey::OffsetDelete => offset_delete::handle(broker, &ctx, body),
+        ApiKey::AlterPartitionReassignments => partition_reassignments::alter(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
+        ApiKey::ListPartitionReassignments => {
+            partition_reassignments::list(broker, &ctx, body).map(Reply::Now)
+        }
         ApiKey::ElectLeaders => elect_leaders::handle(broker, &ctx, body)
             .await
             .map(Reply::Now),

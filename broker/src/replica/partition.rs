@@ -274,6 +274,20 @@ impl Partition {
                 tracing::info!(topic = %self.topic, partition = self.index, epoch = image.leader_epoch, isr = ?st.isr, "became leader");
                 RoleChange::BecameLeader
             } else {
+                // Same epoch, other replicas (a reassignment): track the new followers from
+                // now, forget the removed ones.
+                let now = Instant::now();
+                let end = self.log.log_end_offset();
+                let replicas = st.replicas.clone();
+                st.followers.retain(|id, _| replicas.contains(id));
+                for id in replicas.iter().filter(|id| **id != self.local_id) {
+                    st.followers.entry(*id).or_insert(FollowerState {
+                        log_end_offset: -1,
+                        last_caught_up: now,
+                        leader_end_at_last_fetch: end,
+                        last_fetch: now,
+                    });
+                }
                 RoleChange::Unchanged
             }
         } else {

@@ -27,7 +27,7 @@ use self::brokers::{
     BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRequestError,
     Liveness,
 };
-use self::partitions::ElectionOutcome;
+use self::partitions::{ElectionOutcome, ReassignmentError};
 use self::rpc::{ControllerRequest, ControllerResponse};
 pub use self::topics::validate_topic_name;
 use super::quorum::{BoxFuture, ControllerRpcHandler, MetadataQuorum, QuorumError};
@@ -406,6 +406,17 @@ impl Controller {
         }
     }
 
+    /// Starts or cancels replica moves (AlterPartitionReassignments).
+    pub async fn reassign(
+        &self,
+        moves: Vec<(String, i32, Option<Vec<i32>>)>,
+    ) -> Result<Vec<(String, i32, Option<ReassignmentError>)>, TopicError> {
+        match self.submit(ControllerRequest::Reassign { moves }).await {
+            ControllerResponse::Reassignments { results, .. } => Ok(results),
+            other => Err(topic_error(other)),
+        }
+    }
+
     /// Preferred-leader elections (ElectLeaders): for the given (topic, partition)s, or all.
     pub async fn elect_preferred_leaders(
         &self,
@@ -589,7 +600,12 @@ impl Controller {
             }
             ControllerRequest::AlterPartition(change) => {
                 match partitions::alter_partition(&image, &change) {
-                    Ok(records) => self.commit_done(records).await,
+                    Ok(mut records) => {
+                        // An ISR that now holds every replica being added completes its move.
+                        let preview = brokers::preview(&image, &records);
+                        records.extend(partitions::complete_reassignments(&preview));
+                        self.commit_done(records).await
+                    }
                     Err(error) => ControllerResponse::AlterPartitionError(error),
                 }
             }
@@ -618,6 +634,27 @@ impl Controller {
                         Err(answer) => answer,
                     },
                     Err(error) => ControllerResponse::BrokerError(error),
+                }
+            }
+            ControllerRequest::Reassign { moves } => {
+                let mut preview = (*image).clone();
+                let mut records = Vec::new();
+                let mut results = Vec::with_capacity(moves.len());
+                for (topic, partition, target) in moves {
+                    match partitions::reassign(&preview, &topic, partition, target.as_deref()) {
+                        Ok(changes) => {
+                            for record in &changes {
+                                preview.apply(record);
+                            }
+                            records.extend(changes);
+                            results.push((topic, partition, None));
+                        }
+                        Err(error) => results.push((topic, partition, Some(error))),
+                    }
+                }
+                match self.commit(records).await {
+                    Ok(index) => ControllerResponse::Reassignments { results, index },
+                    Err(answer) => answer,
                 }
             }
             ControllerRequest::ElectPreferredLeaders { partitions } => {

@@ -207,6 +207,152 @@ pub(super) fn rebalance_leaders(image: &MetadataImage) -> Vec<MetadataRecord> {
     records
 }
 
+/// Why a reassignment of one partition was refused.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ReassignmentError {
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    UnknownPartition,
+    /// INVALID_REPLICA_ASSIGNMENT, with why.
+    InvalidAssignment(String),
+    /// NO_REASSIGNMENT_IN_PROGRESS: a cancellation of nothing.
+    NoReassignmentInProgress,
+}
+
+/// Starts (or with `target` None cancels) moving a partition's replicas to `target` (KIP-455):
+/// the replicas become the union of the target and the current ones, the target's new members
+/// are `adding` (they start fetching as followers) and the others `removing`. The move
+/// completes (see [`complete_reassignments`]) once every added replica is in the ISR.
+pub(super) fn reassign(
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+    target: Option<&[i32]>,
+) -> Result<Vec<MetadataRecord>, ReassignmentError> {
+    let Some(topic) = image.topic(topic) else {
+        return Err(ReassignmentError::UnknownPartition);
+    };
+    let Some(state) = topic.partition(partition) else {
+        return Err(ReassignmentError::UnknownPartition);
+    };
+    let in_progress = !state.adding_replicas.is_empty() || !state.removing_replicas.is_empty();
+    let mut next = state.clone();
+    match target {
+        None => {
+            if !in_progress {
+                return Err(ReassignmentError::NoReassignmentInProgress);
+            }
+            // Back to the replicas before the move: drop the ones being added.
+            next.replicas.retain(|r| !state.adding_replicas.contains(r));
+            next.isr.retain(|r| next.replicas.contains(r));
+        }
+        Some(target) => {
+            if target.is_empty() {
+                return Err(ReassignmentError::InvalidAssignment(
+                    "the target replica list is empty".into(),
+                ));
+            }
+            if let Some(dup) = target
+                .iter()
+                .enumerate()
+                .find(|(i, r)| target[..*i].contains(r))
+            {
+                return Err(ReassignmentError::InvalidAssignment(format!(
+                    "broker {} appears twice in {target:?}",
+                    dup.1
+                )));
+            }
+            if let Some(unknown) = target.iter().find(|r| image.broker(**r).is_none()) {
+                return Err(ReassignmentError::InvalidAssignment(format!(
+                    "broker {unknown} is not registered in the cluster"
+                )));
+            }
+            // The original replicas of a move in progress stay the base of the new one.
+            let original: Vec<i32> = state
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !state.adding_replicas.contains(r))
+                .collect();
+            let mut replicas = target.to_vec();
+            replicas.extend(original.iter().copied().filter(|r| !target.contains(r)));
+            next.adding_replicas = target
+                .iter()
+                .copied()
+                .filter(|r| !original.contains(r))
+                .collect();
+            next.removing_replicas = original
+                .iter()
+                .copied()
+                .filter(|r| !target.contains(r))
+                .collect();
+            next.replicas = replicas;
+            next.isr.retain(|r| next.replicas.contains(r));
+        }
+    }
+    if target.is_none() {
+        next.adding_replicas.clear();
+        next.removing_replicas.clear();
+    }
+    if next == *state {
+        return Ok(Vec::new());
+    }
+    // A leader that is no longer a replica (a cancelled move) hands over.
+    if !next.replicas.contains(&next.leader) {
+        next.leader = next
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| next.isr.contains(r) && is_eligible(image, *r, None))
+            .unwrap_or(-1);
+        next.leader_epoch += 1;
+    }
+    next.partition_epoch += 1;
+    let mut records = vec![partition_record(topic, partition, &next)];
+    let mut preview = image.clone();
+    preview.apply(&records[0]);
+    records.extend(complete_reassignments(&preview));
+    Ok(records)
+}
+
+/// Finishes the moves whose added replicas are all in the ISR: the replicas become the
+/// target, the removed ones leave the ISR, and a leader that was removed hands over to an
+/// in-sync target replica in a new epoch.
+pub(super) fn complete_reassignments(image: &MetadataImage) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics() {
+        for (&index, state) in &topic.partition_states {
+            if state.adding_replicas.is_empty() && state.removing_replicas.is_empty() {
+                continue;
+            }
+            if !state.adding_replicas.iter().all(|r| state.isr.contains(r)) {
+                continue;
+            }
+            let mut next = state.clone();
+            next.replicas
+                .retain(|r| !state.removing_replicas.contains(r));
+            next.isr.retain(|r| next.replicas.contains(r));
+            next.adding_replicas.clear();
+            next.removing_replicas.clear();
+            if !next.replicas.contains(&next.leader) {
+                next.leader = next
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|r| next.isr.contains(r) && is_eligible(image, *r, None))
+                    .unwrap_or(-1);
+                next.leader_epoch += 1;
+            }
+            if next.isr.is_empty() {
+                // Never leave an empty ISR: wait for a target replica to be in sync.
+                continue;
+            }
+            next.partition_epoch += 1;
+            records.push(partition_record(topic, index, &next));
+        }
+    }
+    records
+}
+
 /// How many partitions `broker` leads.
 pub(super) fn leaderships(image: &MetadataImage, broker: i32) -> usize {
     image
@@ -347,6 +493,35 @@ mod tests {
         assert_eq!(
             elect_preferred(&image, "nope", 0).0,
             ElectionOutcome::UnknownPartition
+        );
+    }
+
+    #[test]
+    fn a_move_adds_then_removes_and_can_be_cancelled() {
+        let (mut image, _) = image(&[], vec![1, 2], 1);
+        // Move from [1, 2, 3] (ISR 1, 2) to [2, 3]: 1 is removed; nothing to add, and 3 is
+        // already a replica, so the move completes at once.
+        let records = reassign(&image, "t", 0, Some(&[2, 3])).unwrap();
+        let state = apply(&mut image, &records);
+        assert_eq!(state.replicas, vec![2, 3]);
+        assert_eq!(state.isr, vec![2]);
+        assert_eq!(state.leader, 2, "the removed leader handed over");
+        assert!(state.adding_replicas.is_empty() && state.removing_replicas.is_empty());
+        assert_eq!(
+            reassign(&image, "t", 0, None),
+            Err(ReassignmentError::NoReassignmentInProgress)
+        );
+        assert!(matches!(
+            reassign(&image, "t", 0, Some(&[2, 2])),
+            Err(ReassignmentError::InvalidAssignment(_))
+        ));
+        assert!(matches!(
+            reassign(&image, "t", 0, Some(&[9])),
+            Err(ReassignmentError::InvalidAssignment(_))
+        ));
+        assert_eq!(
+            reassign(&image, "nope", 0, Some(&[1])),
+            Err(ReassignmentError::UnknownPartition)
         );
     }
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::brokers::{
     BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRequestError,
 };
-use super::partitions::ElectionOutcome;
+use super::partitions::{ElectionOutcome, ReassignmentError};
 use super::{AlterPartitionError, ConfigOp, NewTopic, TopicError};
 use crate::metadata::TopicImage;
 use crate::replica::AlterPartition;
@@ -63,6 +63,11 @@ pub enum ControllerRequest {
     RegisterBroker(BrokerRegistrationRequest),
     /// BrokerHeartbeat.
     Heartbeat(BrokerHeartbeatRequest),
+    /// AlterPartitionReassignments: per (topic, partition), the target replicas (None cancels).
+    Reassign {
+        /// The moves.
+        moves: Vec<(String, i32, Option<Vec<i32>>)>,
+    },
     /// ElectLeaders (preferred): the given (topic, partition)s, or every partition.
     ElectPreferredLeaders {
         /// Which partitions; `None` for all.
@@ -114,6 +119,13 @@ pub enum ControllerResponse {
         /// Where a change it caused was committed.
         index: Option<u64>,
     },
+    /// Reassignments started or cancelled, per partition.
+    Reassignments {
+        /// (topic, partition, refusal if any).
+        results: Vec<(String, i32, Option<ReassignmentError>)>,
+        /// Where they were committed.
+        index: Option<u64>,
+    },
     /// Preferred-leader elections, per partition.
     Elections {
         /// (topic, partition, outcome).
@@ -146,7 +158,8 @@ impl ControllerResponse {
             | ControllerResponse::ProducerIds { index, .. }
             | ControllerResponse::Registered { index, .. }
             | ControllerResponse::Heartbeat { index, .. }
-            | ControllerResponse::Elections { index, .. } => *index,
+            | ControllerResponse::Elections { index, .. }
+            | ControllerResponse::Reassignments { index, .. } => *index,
             _ => None,
         }
     }
