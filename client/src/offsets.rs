@@ -9,9 +9,12 @@ use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, GroupId, ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest,
-    TopicName,
+    OffsetForLeaderEpochRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -110,12 +113,20 @@ async fn list_offsets_from(
 ) -> Result<Vec<Result<ListedOffset>>> {
     let connection = cluster.connection(leader).await?;
     let version = connection.version(ApiKey::ListOffsets)?;
+    let metadata = cluster.metadata();
     let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
     for (tp, spec) in partitions {
+        // From v4 the leader checks the epoch the client believes in, so a deposed leader
+        // answers FENCED_LEADER_EPOCH (retried after a metadata refresh) instead of offsets.
+        let current_leader_epoch = if version >= 4 {
+            metadata.leader_epoch(&tp.topic, tp.partition)
+        } else {
+            -1
+        };
         topics.entry(tp.topic.as_str()).or_default().push(
             ListOffsetsPartition::default()
                 .with_partition_index(tp.partition)
-                .with_current_leader_epoch(-1)
+                .with_current_leader_epoch(current_leader_epoch)
                 .with_timestamp(spec.wire_timestamp()),
         );
     }
@@ -165,6 +176,85 @@ async fn list_offsets_from(
                 .unwrap_or_else(|| {
                     Err(ClientError::Protocol {
                         api: "ListOffsets",
+                        reason: format!("the broker did not answer for {tp}"),
+                    })
+                })
+        })
+        .collect())
+}
+
+/// Where a leader epoch ends in a leader's log (OffsetForLeaderEpoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EpochEnd {
+    /// The largest epoch at or below the one asked for that the leader has (-1: none).
+    pub(crate) leader_epoch: i32,
+    /// The offset after that epoch's last record (-1: unknown).
+    pub(crate) end_offset: i64,
+}
+
+/// Asks `leader` where each of `partitions`' epochs ends: (partition, current leader epoch,
+/// epoch to look up). Results come in the order asked; a broker without the API fails the
+/// whole call with [`ClientError::UnsupportedVersion`].
+pub(crate) async fn offsets_for_leader_epochs(
+    cluster: &Cluster,
+    leader: i32,
+    partitions: &[(TopicPartition, i32, i32)],
+) -> Result<Vec<Result<EpochEnd>>> {
+    let connection = cluster.connection(leader).await?;
+    let version = connection.version(ApiKey::OffsetForLeaderEpoch)?;
+    let mut topics: BTreeMap<&str, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
+    for (tp, current_leader_epoch, leader_epoch) in partitions {
+        topics.entry(tp.topic.as_str()).or_default().push(
+            OffsetForLeaderPartition::default()
+                .with_partition(tp.partition)
+                .with_current_leader_epoch(*current_leader_epoch)
+                .with_leader_epoch(*leader_epoch),
+        );
+    }
+    let request = OffsetForLeaderEpochRequest::default()
+        // -1: a consumer, not a follower (v3+; v2 has no such field).
+        .with_replica_id(BrokerId(-1))
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetForLeaderTopic::default()
+                        .with_topic(topic_name(name))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        );
+    let response = connection
+        .send_at(&request, version, cluster.config.request_timeout)
+        .await?;
+    let mut answers: HashMap<(String, i32), Result<EpochEnd>> = HashMap::new();
+    for topic in response.topics {
+        for partition in topic.partitions {
+            let tp = TopicPartition::new(topic.topic.0.as_str(), partition.partition);
+            let answer = if partition.error_code != 0 {
+                Err(ClientError::kafka(
+                    "OffsetForLeaderEpoch",
+                    tp.to_string(),
+                    partition.error_code,
+                    None,
+                ))
+            } else {
+                Ok(EpochEnd {
+                    leader_epoch: partition.leader_epoch,
+                    end_offset: partition.end_offset,
+                })
+            };
+            answers.insert((tp.topic, tp.partition), answer);
+        }
+    }
+    Ok(partitions
+        .iter()
+        .map(|(tp, _, _)| {
+            answers
+                .remove(&(tp.topic.clone(), tp.partition))
+                .unwrap_or_else(|| {
+                    Err(ClientError::Protocol {
+                        api: "OffsetForLeaderEpoch",
                         reason: format!("the broker did not answer for {tp}"),
                     })
                 })

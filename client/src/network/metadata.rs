@@ -174,6 +174,22 @@ impl Metadata {
             .filter(|leader| *leader >= 0 && self.brokers.contains_key(leader))
     }
 
+    /// A partition's metadata, if known.
+    pub(crate) fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionInfo> {
+        let partitions = &self.topics.get(topic)?.partitions;
+        partitions
+            .get(partition as usize)
+            .filter(|p| p.id == partition)
+            .or_else(|| partitions.iter().find(|p| p.id == partition))
+    }
+
+    /// The leader epoch of a partition, -1 when unknown (what the protocol sends for "no
+    /// epoch": the broker then skips its epoch check).
+    pub(crate) fn leader_epoch(&self, topic: &str, partition: i32) -> i32 {
+        self.partition(topic, partition)
+            .map_or(-1, |p| p.leader_epoch.max(-1))
+    }
+
     /// The number of partitions of a topic, if known.
     pub(crate) fn partition_count(&self, topic: &str) -> Option<usize> {
         self.topics
