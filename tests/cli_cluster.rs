@@ -105,6 +105,15 @@ fn cluster_up(args: &[&str]) -> (Child, String) {
 
 #[test]
 fn cluster_up_with_one_broker_serves_clients_and_stops_on_sigterm() {
+    one_broker_serves_clients_and_stops_on("TERM");
+}
+
+#[test]
+fn cluster_up_stops_its_brokers_on_ctrl_c() {
+    one_broker_serves_clients_and_stops_on("INT");
+}
+
+fn one_broker_serves_clients_and_stops_on(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port();
     let data = dir.path().join("cluster");
@@ -128,7 +137,7 @@ fn cluster_up_with_one_broker_serves_clients_and_stops_on_sigterm() {
     assert!(data.join("broker-1.log").is_file());
     assert!(data.join("broker-1").is_dir());
 
-    send_signal(child.id(), "TERM");
+    send_signal(child.id(), signal);
     let output = wait_with_deadline(child, Duration::from_secs(30));
     assert!(
         output.status.success(),

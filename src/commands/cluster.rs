@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -359,6 +360,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     for plan in &plans {
         loop {
             tokio::select! {
+                // A stop request wins over whatever else is ready.
+                biased;
+                _ = stop.wait() => {
+                    stop_all(&running, &mut exited).await;
+                    return Ok(());
+                }
                 ready = answers(plan.port) => {
                     if ready {
                         break;
@@ -383,24 +390,21 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                     stop_all(&running, &mut exited).await;
                     anyhow::bail!("{}", died(id, status, &plans));
                 }
-                _ = stop.wait() => {
-                    stop_all(&running, &mut exited).await;
-                    return Ok(());
-                }
             }
         }
     }
     println!("{}", bootstrap.join(","));
     tokio::select! {
-        Some((id, status)) = exited.recv() => {
-            running.retain(|r| r.id != id);
-            stop_all(&running, &mut exited).await;
-            anyhow::bail!("{}", died(id, status, &plans));
-        }
+        biased;
         _ = stop.wait() => {
             eprintln!("stopping the brokers");
             stop_all(&running, &mut exited).await;
             Ok(())
+        }
+        Some((id, status)) = exited.recv() => {
+            running.retain(|r| r.id != id);
+            stop_all(&running, &mut exited).await;
+            anyhow::bail!("{}", died(id, status, &plans));
         }
     }
 }
@@ -434,6 +438,10 @@ fn spawn(
         .with_context(|| format!("opening {}", plan.log.display()))?;
     let mut child = std::process::Command::new(exe)
         .args(args)
+        // Its own process group: Ctrl-C in the terminal reaches `cluster up` alone, which
+        // stops the brokers itself, so a broker stopping on the keypress is never taken
+        // for one that died.
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(stderr)
