@@ -597,3 +597,17 @@ async fn after_a_leader_change_a_truncated_log_is_an_error_without_a_reset_polic
     assert_eq!(records.first().map(|r| r.offset), Some(6));
     proxied.broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_survives_a_burst_of_faults_of_both_kinds() {
+    let proxied = Proxied::start().await;
+    // More faults than the five batches the broker remembers per producer, some hitting
+    // retries: the window must never slide past a batch still being retried.
+    proxied.faults.produce_faults.store(8, Ordering::Release);
+    proxied.faults.produce_drops.store(2, Ordering::Release);
+
+    idempotent_delivery_survives(&proxied, "burst", 1000).await;
+
+    assert_eq!(proxied.faults.injected.load(Ordering::Acquire), 10);
+    proxied.broker.shutdown().await;
+}
