@@ -611,7 +611,7 @@ impl Admin {
         group: &str,
         offsets: &HashMap<TopicPartition, i64>,
     ) -> Result<()> {
-        offsets::commit_offsets(&self.cluster, group, -1, "", None, offsets).await
+        offsets::commit_offsets(&self.cluster, group, -1, "", None, offsets, &HashMap::new()).await
     }
 
     /// Lag per partition of a group: committed offset against the log end offset, sorted by

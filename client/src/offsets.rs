@@ -269,6 +269,21 @@ pub(crate) async fn fetch_committed(
     group: &str,
     partitions: Option<&[TopicPartition]>,
 ) -> Result<HashMap<TopicPartition, i64>> {
+    Ok(fetch_committed_with_epochs(cluster, group, partitions)
+        .await?
+        .into_iter()
+        .map(|(tp, (offset, _))| (tp, offset))
+        .collect())
+}
+
+/// Like [`fetch_committed`], with the leader epoch committed with each offset (OffsetFetch
+/// v5+; `None` when there is none): the consumer validates a committed position in that
+/// epoch before fetching from it (KIP-320).
+pub(crate) async fn fetch_committed_with_epochs(
+    cluster: &Cluster,
+    group: &str,
+    partitions: Option<&[TopicPartition]>,
+) -> Result<HashMap<TopicPartition, (i64, Option<i32>)>> {
     with_retries(cluster, "OffsetFetch", || async {
         let coordinator = find_group_coordinator(cluster, group).await?;
         let connection = cluster.connection(coordinator).await?;
@@ -325,7 +340,8 @@ pub(crate) async fn fetch_committed(
                     ));
                 }
                 if partition.committed_offset >= 0 {
-                    committed.insert(tp, partition.committed_offset);
+                    let epoch = Some(partition.committed_leader_epoch).filter(|e| *e >= 0);
+                    committed.insert(tp, (partition.committed_offset, epoch));
                 }
             }
         }
@@ -344,6 +360,7 @@ pub(crate) async fn commit_offsets(
     member_id: &str,
     group_instance_id: Option<&str>,
     offsets: &HashMap<TopicPartition, i64>,
+    epochs: &HashMap<TopicPartition, i32>,
 ) -> Result<()> {
     if offsets.is_empty() {
         return Ok(());
@@ -353,10 +370,17 @@ pub(crate) async fn commit_offsets(
     let version = connection.version(ApiKey::OffsetCommit)?;
     let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
     for (tp, offset) in offsets {
+        // The epoch of the last record consumed (v6+), so whoever resumes from this offset
+        // can check it against the leader's log (KIP-320).
+        let epoch = match epochs.get(tp) {
+            Some(epoch) if version >= 6 => *epoch,
+            _ => -1,
+        };
         by_topic.entry(tp.topic.as_str()).or_default().push(
             OffsetCommitRequestPartition::default()
                 .with_partition_index(tp.partition)
                 .with_committed_offset(*offset)
+                .with_committed_leader_epoch(epoch)
                 .with_committed_metadata(Some(StrBytes::new())),
         );
     }

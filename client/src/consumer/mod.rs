@@ -53,7 +53,10 @@ pub use protocol::Subscription;
 
 use crate::error::{ClientError, Result};
 use crate::network::cluster::Cluster;
-use crate::offsets::{commit_offsets, fetch_committed, list_offsets, offsets_for_leader_epochs};
+use crate::offsets::{
+    commit_offsets, fetch_committed, fetch_committed_with_epochs, list_offsets,
+    offsets_for_leader_epochs,
+};
 use crate::record::ConsumerRecord;
 use crate::types::{ListedOffset, OffsetSpec, TopicPartition};
 
@@ -641,6 +644,18 @@ impl Consumer {
             // Simple (assign-mode) commits are outside any generation.
             _ => (String::new(), -1),
         };
+        // An offset that is a partition's position goes with the epoch of the record before
+        // it; any other offset has no known epoch.
+        let epochs: HashMap<TopicPartition, i32> = offsets
+            .iter()
+            .filter_map(|(tp, offset)| {
+                let state = self.partitions.get(tp)?;
+                (state.position == Some(*offset))
+                    .then_some(state.position_epoch)
+                    .flatten()
+                    .map(|epoch| (tp.clone(), epoch))
+            })
+            .collect();
         let result = commit_offsets(
             &self.cluster,
             &group,
@@ -648,6 +663,7 @@ impl Consumer {
             &member_id,
             self.config.group_instance_id.as_deref(),
             offsets,
+            &epochs,
         )
         .await;
         if let Err(error) = &result {
@@ -985,13 +1001,22 @@ impl Consumer {
             return Ok(());
         }
         let mut resolved: HashMap<TopicPartition, i64> = HashMap::new();
+        // Committed offsets that came with the epoch of the record before them.
+        let mut committed_epochs: HashMap<TopicPartition, i32> = HashMap::new();
         let wants_committed: Vec<TopicPartition> = missing
             .iter()
             .filter(|(_, s)| *s == PositionSource::Committed)
             .map(|(tp, _)| tp.clone())
             .collect();
         if let (false, Some(group)) = (wants_committed.is_empty(), &self.config.group_id) {
-            resolved.extend(fetch_committed(&self.cluster, group, Some(&wants_committed)).await?);
+            let committed =
+                fetch_committed_with_epochs(&self.cluster, group, Some(&wants_committed)).await?;
+            for (tp, (offset, epoch)) in committed {
+                if let Some(epoch) = epoch {
+                    committed_epochs.insert(tp.clone(), epoch);
+                }
+                resolved.insert(tp, offset);
+            }
         }
         let mut lookups: Vec<(TopicPartition, OffsetSpec)> = Vec::new();
         for (tp, source) in &missing {
@@ -1043,6 +1068,14 @@ impl Consumer {
                 if state.position.is_none() {
                     tracing::debug!(partition = %tp, offset, "position set");
                     state.seek(offset);
+                    // A committed offset with its epoch is validated with the leader before
+                    // the first fetch, as after a leader change: the log may have been
+                    // truncated while nobody read it (KIP-320).
+                    if let Some(epoch) = committed_epochs.get(&tp) {
+                        state.position_epoch = Some(*epoch);
+                        state.fetch_epoch = Some(*epoch);
+                        state.awaiting_validation = true;
+                    }
                 }
             }
         }

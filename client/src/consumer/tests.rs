@@ -643,3 +643,38 @@ async fn a_diverging_epoch_below_the_position_moves_it_back() {
     assert_eq!(consumer.position(&tp(0)), Some(8));
     assert_eq!(consumer.partitions[&tp(0)].next_fetch, 8);
 }
+
+#[tokio::test]
+async fn a_commit_carries_the_position_epoch_and_a_resumed_position_is_validated() {
+    let broker = TestBroker::start().await;
+    broker.topic_with_records("t", 1, 4).await;
+    let mut first = broker.consumer(Some("epochs")).await;
+    first.assign(&[tp(0)]).expect("assign");
+    assert_eq!(offsets(&read(&mut first, 4).await), [0, 1, 2, 3]);
+    let epoch = first.partitions[&tp(0)].position_epoch;
+    assert!(
+        epoch.is_some(),
+        "the broker stamps a leader epoch on its batches"
+    );
+    first.commit().await.expect("commit");
+
+    let committed =
+        crate::offsets::fetch_committed_with_epochs(&first.cluster, "epochs", Some(&[tp(0)]))
+            .await
+            .expect("committed");
+    assert_eq!(committed[&tp(0)], (4, epoch));
+
+    let mut second = broker.consumer(Some("epochs")).await;
+    second.assign(&[tp(0)]).expect("assign");
+    second.update_positions().await.expect("positions");
+    let state = &second.partitions[&tp(0)];
+    assert_eq!((state.position, state.position_epoch), (Some(4), epoch));
+    assert!(
+        state.awaiting_validation,
+        "validated before the first fetch"
+    );
+    // This broker has no OffsetForLeaderEpoch: the position goes on unvalidated.
+    second.ensure_leaders().await;
+    second.validate_positions().await.expect("validate");
+    assert!(!second.partitions[&tp(0)].awaiting_validation);
+}
