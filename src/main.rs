@@ -70,6 +70,14 @@ enum Command {
     Sql(commands::sql::SqlArgs),
     /// Serve the web console (topics, lag, messages, SQL) until SIGINT or SIGTERM.
     Dashboard(commands::dashboard::DashboardArgs),
+    /// Cluster status (brokers, controller, under-replicated and offline partitions), and a
+    /// local cluster of broker processes (`cluster up`).
+    Cluster {
+        #[command(flatten)]
+        connect: commands::ConnectArgs,
+        #[command(subcommand)]
+        command: commands::cluster::ClusterCommand,
+    },
     /// Run the activity-tracking demo: broker, generator, stream jobs, Parquet export and
     /// dashboard in one process.
     Demo(commands::demo::DemoArgs),
@@ -96,7 +104,13 @@ fn main() -> std::process::ExitCode {
     init_tracing(
         if matches!(
             cli.command,
-            Command::Broker(_) | Command::Connect(_) | Command::Dashboard(_)
+            Command::Broker(_)
+                | Command::Connect(_)
+                | Command::Dashboard(_)
+                | Command::Cluster {
+                    command: commands::cluster::ClusterCommand::Up(_),
+                    ..
+                }
         ) {
             "info"
         } else {
@@ -123,6 +137,12 @@ fn main() -> std::process::ExitCode {
         Command::Export { connect, args } => {
             run_client(async move { commands::export::run(&connect, args).await })
         }
+        Command::Cluster { connect, command } => match command {
+            commands::cluster::ClusterCommand::Status { json } => {
+                run_client(async move { commands::cluster::status(&connect, json).await })
+            }
+            commands::cluster::ClusterCommand::Up(args) => run_client(commands::cluster::up(args)),
+        },
         Command::Connect(args) => run_client(commands::connect::run(args)),
         Command::Sql(args) => run_client(commands::sql::run(args)),
         Command::Dashboard(args) => run_client(commands::dashboard::run(args)),

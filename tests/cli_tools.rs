@@ -71,7 +71,11 @@ fn describe_topic(broker: &BrokerProcess, topic: &str, all_configs: bool) -> Top
         lines[0].starts_with(&format!("topic {topic}  id ")),
         "{lines:?}"
     );
-    assert_eq!(lines[1], "partition\tleader\treplicas\tisr\tstart\tend");
+    // The first six columns are as before; leader epoch and offline replicas follow.
+    assert_eq!(
+        lines[1],
+        "partition\tleader\treplicas\tisr\tstart\tend\tepoch\toffline"
+    );
     let mut partitions = BTreeMap::new();
     let mut configs = Vec::new();
     let mut in_configs = false;
@@ -82,7 +86,12 @@ fn describe_topic(broker: &BrokerProcess, topic: &str, all_configs: bool) -> Top
             configs.push(line.strip_prefix("  ").unwrap().to_string());
         } else {
             let fields: Vec<&str> = line.split('\t').collect();
-            assert_eq!(fields.len(), 6, "{line}");
+            assert_eq!(fields.len(), 8, "{line}");
+            // One broker: it is the only replica and in sync; the epoch is a number.
+            assert_eq!(fields[2], format!("[{}]", fields[1]), "{line}");
+            assert_eq!(fields[3], fields[2], "{line}");
+            assert!(fields[6].parse::<i32>().unwrap() >= 0, "{line}");
+            assert_eq!(fields[7], "[]", "{line}");
             partitions.insert(
                 fields[0].parse().unwrap(),
                 (fields[4].parse().unwrap(), fields[5].parse().unwrap()),

@@ -368,7 +368,8 @@ impl Admin {
         Ok(topics)
     }
 
-    /// Describes topics: partitions, leaders, replicas, topic ids. Fails with
+    /// Describes topics: per partition the leader, its epoch, replicas, in-sync and offline
+    /// replicas, and the topic id. Fails with
     /// `UnknownTopicOrPartition` for a topic that does not exist.
     pub async fn describe_topics(&self, names: &[&str]) -> Result<Vec<TopicDescription>> {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
@@ -610,7 +611,7 @@ impl Admin {
         group: &str,
         offsets: &HashMap<TopicPartition, i64>,
     ) -> Result<()> {
-        offsets::commit_offsets(&self.cluster, group, -1, "", None, offsets).await
+        offsets::commit_offsets(&self.cluster, group, -1, "", None, offsets, &HashMap::new()).await
     }
 
     /// Lag per partition of a group: committed offset against the log end offset, sorted by
@@ -708,11 +709,12 @@ impl Admin {
                 brokers,
             });
         }
-        let (_, response) = connection
-            .send(
-                &DescribeClusterRequest::default(),
-                self.cluster.config.request_timeout,
-            )
+        // v2 lists fenced brokers too when asked (earlier versions cannot carry the flag), so a
+        // broker the controller fenced shows up as fenced instead of missing.
+        let version = connection.version(ApiKey::DescribeCluster)?;
+        let request = DescribeClusterRequest::default().with_include_fenced_brokers(version >= 2);
+        let response = connection
+            .send_at(&request, version, self.cluster.config.request_timeout)
             .await?;
         check(
             "DescribeCluster",
@@ -728,6 +730,7 @@ impl Admin {
                 host: b.host.as_str().to_string(),
                 port: b.port,
                 rack: b.rack.map(|r| r.as_str().to_string()),
+                fenced: b.is_fenced,
             })
             .collect();
         brokers.sort_by_key(|b| b.id);

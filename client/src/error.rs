@@ -103,6 +103,22 @@ pub enum ClientError {
         /// The partition.
         partition: i32,
     },
+    /// The partition's log was truncated under the consumer's position by a leader change
+    /// (KIP-320): records it already handed out are gone from the new leader's log, and
+    /// `auto_offset_reset` is `none`, so it does not choose where to go on (Java:
+    /// `LogTruncationException`). Seek to `divergent_offset` (or elsewhere) to continue.
+    #[error("log of {topic}-{partition} truncated below the position {position} (the leader's log diverges at offset {divergent_offset}) and auto_offset_reset is none")]
+    LogTruncation {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The consumer's position when the truncation was found.
+        position: i64,
+        /// The first offset where the leader's log and what was consumed differ: the end
+        /// offset, on the leader, of the epoch of the last record consumed.
+        divergent_offset: i64,
+    },
     /// The producer or consumer was closed; no further calls are possible.
     #[error("the {0} is closed")]
     Closed(&'static str),
@@ -134,6 +150,7 @@ impl ClientError {
             | ClientError::InvalidArgument(_)
             | ClientError::DeliveryTimeout { .. }
             | ClientError::NoOffsetForPartition { .. }
+            | ClientError::LogTruncation { .. }
             | ClientError::Closed(_) => false,
         }
     }
@@ -179,6 +196,27 @@ impl ClientError {
     }
 }
 
+impl ClientError {
+    /// True for the errors after which a partition's leader may be elsewhere, or its replica
+    /// set changed: the stale-metadata errors, plus the replication errors a leader answers
+    /// while its followers fall behind (NOT_ENOUGH_REPLICAS, NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    /// REQUEST_TIMED_OUT) and a timed-out request. The producer and fetcher refresh metadata
+    /// after any of these before retrying, so a failover is followed within one backoff.
+    pub(crate) fn leader_may_have_moved(&self) -> bool {
+        self.invalidates_metadata()
+            || matches!(
+                self.kafka_error(),
+                Some(
+                    ResponseError::NotEnoughReplicas
+                        | ResponseError::NotEnoughReplicasAfterAppend
+                        | ResponseError::RequestTimedOut
+                        | ResponseError::KafkaStorageError
+                )
+            )
+            || matches!(self, ClientError::Timeout { .. })
+    }
+}
+
 /// `Result` with a [`ClientError`].
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
@@ -204,6 +242,37 @@ mod tests {
     fn not_leader_is_retriable_and_invalid_config_is_not() {
         assert!(ClientError::kafka("Produce", "t-0", 6, None).is_retriable());
         assert!(!ClientError::kafka("CreateTopics", "t", 40, None).is_retriable());
+    }
+
+    #[test]
+    fn every_leader_change_error_is_retriable_and_refreshes_metadata() {
+        // NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE, REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS,
+        // NOT_ENOUGH_REPLICAS_AFTER_APPEND, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH.
+        for code in [6, 5, 7, 19, 20, 74, 75] {
+            let error = ClientError::kafka("Produce", "t-0", code, None);
+            assert!(error.is_retriable(), "code {code}");
+            assert!(error.leader_may_have_moved(), "code {code}");
+        }
+        let lost = ClientError::Connection {
+            broker: "b".into(),
+            reason: "reset".into(),
+        };
+        assert!(lost.is_retriable() && lost.leader_may_have_moved());
+        // A bad request is neither.
+        let invalid = ClientError::kafka("Produce", "t-0", 87, None);
+        assert!(!invalid.is_retriable() && !invalid.leader_may_have_moved());
+    }
+
+    #[test]
+    fn log_truncation_is_not_retriable() {
+        let error = ClientError::LogTruncation {
+            topic: "t".into(),
+            partition: 0,
+            position: 10,
+            divergent_offset: 7,
+        };
+        assert!(!error.is_retriable());
+        assert!(error.to_string().contains("offset 7"), "{error}");
     }
 
     #[test]

@@ -9,9 +9,12 @@ use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, GroupId, ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest,
-    TopicName,
+    OffsetForLeaderEpochRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -110,12 +113,20 @@ async fn list_offsets_from(
 ) -> Result<Vec<Result<ListedOffset>>> {
     let connection = cluster.connection(leader).await?;
     let version = connection.version(ApiKey::ListOffsets)?;
+    let metadata = cluster.metadata();
     let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
     for (tp, spec) in partitions {
+        // From v4 the leader checks the epoch the client believes in, so a deposed leader
+        // answers FENCED_LEADER_EPOCH (retried after a metadata refresh) instead of offsets.
+        let current_leader_epoch = if version >= 4 {
+            metadata.leader_epoch(&tp.topic, tp.partition)
+        } else {
+            -1
+        };
         topics.entry(tp.topic.as_str()).or_default().push(
             ListOffsetsPartition::default()
                 .with_partition_index(tp.partition)
-                .with_current_leader_epoch(-1)
+                .with_current_leader_epoch(current_leader_epoch)
                 .with_timestamp(spec.wire_timestamp()),
         );
     }
@@ -172,6 +183,85 @@ async fn list_offsets_from(
         .collect())
 }
 
+/// Where a leader epoch ends in a leader's log (OffsetForLeaderEpoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EpochEnd {
+    /// The largest epoch at or below the one asked for that the leader has (-1: none).
+    pub(crate) leader_epoch: i32,
+    /// The offset after that epoch's last record (-1: unknown).
+    pub(crate) end_offset: i64,
+}
+
+/// Asks `leader` where each of `partitions`' epochs ends: (partition, current leader epoch,
+/// epoch to look up). Results come in the order asked; a broker without the API fails the
+/// whole call with [`ClientError::UnsupportedVersion`].
+pub(crate) async fn offsets_for_leader_epochs(
+    cluster: &Cluster,
+    leader: i32,
+    partitions: &[(TopicPartition, i32, i32)],
+) -> Result<Vec<Result<EpochEnd>>> {
+    let connection = cluster.connection(leader).await?;
+    let version = connection.version(ApiKey::OffsetForLeaderEpoch)?;
+    let mut topics: BTreeMap<&str, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
+    for (tp, current_leader_epoch, leader_epoch) in partitions {
+        topics.entry(tp.topic.as_str()).or_default().push(
+            OffsetForLeaderPartition::default()
+                .with_partition(tp.partition)
+                .with_current_leader_epoch(*current_leader_epoch)
+                .with_leader_epoch(*leader_epoch),
+        );
+    }
+    let request = OffsetForLeaderEpochRequest::default()
+        // -1: a consumer, not a follower (v3+; v2 has no such field).
+        .with_replica_id(BrokerId(-1))
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetForLeaderTopic::default()
+                        .with_topic(topic_name(name))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        );
+    let response = connection
+        .send_at(&request, version, cluster.config.request_timeout)
+        .await?;
+    let mut answers: HashMap<(String, i32), Result<EpochEnd>> = HashMap::new();
+    for topic in response.topics {
+        for partition in topic.partitions {
+            let tp = TopicPartition::new(topic.topic.0.as_str(), partition.partition);
+            let answer = if partition.error_code != 0 {
+                Err(ClientError::kafka(
+                    "OffsetForLeaderEpoch",
+                    tp.to_string(),
+                    partition.error_code,
+                    None,
+                ))
+            } else {
+                Ok(EpochEnd {
+                    leader_epoch: partition.leader_epoch,
+                    end_offset: partition.end_offset,
+                })
+            };
+            answers.insert((tp.topic, tp.partition), answer);
+        }
+    }
+    Ok(partitions
+        .iter()
+        .map(|(tp, _, _)| {
+            answers
+                .remove(&(tp.topic.clone(), tp.partition))
+                .unwrap_or_else(|| {
+                    Err(ClientError::Protocol {
+                        api: "OffsetForLeaderEpoch",
+                        reason: format!("the broker did not answer for {tp}"),
+                    })
+                })
+        })
+        .collect())
+}
+
 /// The committed offsets of `group` (all partitions it has offsets for when `partitions` is
 /// `None`). Partitions without a committed offset are left out.
 pub(crate) async fn fetch_committed(
@@ -179,6 +269,21 @@ pub(crate) async fn fetch_committed(
     group: &str,
     partitions: Option<&[TopicPartition]>,
 ) -> Result<HashMap<TopicPartition, i64>> {
+    Ok(fetch_committed_with_epochs(cluster, group, partitions)
+        .await?
+        .into_iter()
+        .map(|(tp, (offset, _))| (tp, offset))
+        .collect())
+}
+
+/// Like [`fetch_committed`], with the leader epoch committed with each offset (OffsetFetch
+/// v5+; `None` when there is none): the consumer validates a committed position in that
+/// epoch before fetching from it (KIP-320).
+pub(crate) async fn fetch_committed_with_epochs(
+    cluster: &Cluster,
+    group: &str,
+    partitions: Option<&[TopicPartition]>,
+) -> Result<HashMap<TopicPartition, (i64, Option<i32>)>> {
     with_retries(cluster, "OffsetFetch", || async {
         let coordinator = find_group_coordinator(cluster, group).await?;
         let connection = cluster.connection(coordinator).await?;
@@ -235,7 +340,8 @@ pub(crate) async fn fetch_committed(
                     ));
                 }
                 if partition.committed_offset >= 0 {
-                    committed.insert(tp, partition.committed_offset);
+                    let epoch = Some(partition.committed_leader_epoch).filter(|e| *e >= 0);
+                    committed.insert(tp, (partition.committed_offset, epoch));
                 }
             }
         }
@@ -254,6 +360,7 @@ pub(crate) async fn commit_offsets(
     member_id: &str,
     group_instance_id: Option<&str>,
     offsets: &HashMap<TopicPartition, i64>,
+    epochs: &HashMap<TopicPartition, i32>,
 ) -> Result<()> {
     if offsets.is_empty() {
         return Ok(());
@@ -263,10 +370,17 @@ pub(crate) async fn commit_offsets(
     let version = connection.version(ApiKey::OffsetCommit)?;
     let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
     for (tp, offset) in offsets {
+        // The epoch of the last record consumed (v6+), so whoever resumes from this offset
+        // can check it against the leader's log (KIP-320).
+        let epoch = match epochs.get(tp) {
+            Some(epoch) if version >= 6 => *epoch,
+            _ => -1,
+        };
         by_topic.entry(tp.topic.as_str()).or_default().push(
             OffsetCommitRequestPartition::default()
                 .with_partition_index(tp.partition)
                 .with_committed_offset(*offset)
+                .with_committed_leader_epoch(epoch)
                 .with_committed_metadata(Some(StrBytes::new())),
         );
     }

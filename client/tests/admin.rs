@@ -114,3 +114,34 @@ async fn list_offsets_of_an_empty_topic_are_zero_and_cluster_is_described() {
     let dirs = admin.describe_log_dirs(Some(&["empty"])).await.unwrap();
     assert_eq!(dirs.iter().map(|d| d.partitions.len()).sum::<usize>(), 2);
 }
+
+#[tokio::test]
+async fn describe_reports_replicas_isr_leader_epochs_and_live_brokers() {
+    let broker = TestBroker::start(&[]).await;
+    let admin = Admin::connect(broker.client_config("millrace-client-test"))
+        .await
+        .unwrap();
+    admin
+        .create_topic(NewTopic::new("placed", 2))
+        .await
+        .unwrap();
+
+    let cluster = admin.describe_cluster().await.unwrap();
+    let described = admin.describe_topics(&["placed"]).await.unwrap();
+
+    assert_eq!(cluster.brokers.len(), 1);
+    let only = &cluster.brokers[0];
+    assert!(!only.fenced, "a running broker is not fenced");
+    assert_eq!(
+        cluster.controller_id, only.id,
+        "the single broker is the controller"
+    );
+    for partition in &described[0].partitions {
+        assert_eq!(partition.leader, only.id);
+        assert!(partition.leader_epoch >= 0, "{partition:?}");
+        assert_eq!(partition.replicas, vec![only.id]);
+        assert_eq!(partition.isr, partition.replicas);
+        assert!(partition.offline_replicas.is_empty());
+        assert!(!partition.under_replicated() && !partition.offline());
+    }
+}

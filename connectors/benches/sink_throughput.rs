@@ -129,6 +129,7 @@ fn records(count: usize) -> Vec<ConsumerRecord> {
             key: None,
             value: Some(record_json(i, &mut rng).into_bytes().into()),
             headers: Vec::new(),
+            leader_epoch: None,
         })
         .collect()
 }

@@ -264,8 +264,9 @@ pages.overview = async (page, first) => {
           || `<tr><td colspan="6" class="muted">No topics yet.</td></tr>`}</tbody>
       </table>
     </div>
-    <div class="panel"><h2>Brokers</h2><table><thead><tr><th>Id</th><th>Address</th><th>Rack</th><th>Role</th></tr></thead>
-      <tbody>${cluster.brokers.map((b) => `<tr><td>${b.id}</td><td>${esc(b.host)}:${b.port}</td><td>${esc(b.rack || "–")}</td><td>${b.id === cluster.controller_id ? "controller" : ""}</td></tr>`).join("")}</tbody></table></div>`;
+    <div class="panel"><h2>Brokers</h2><table id="brokers-table"><thead><tr><th>Id</th><th>Address</th><th>Rack</th><th>Role</th><th>State</th><th class="num">Leaders</th><th class="num">Under-replicated</th></tr></thead>
+      <tbody>${cluster.brokers.map((b) => `<tr><td>${b.id}</td><td>${esc(b.host)}:${b.port}</td><td>${esc(b.rack || "–")}</td><td>${b.controller ? "controller" : ""}</td><td>${b.fenced ? "fenced" : "alive"}</td><td class="num">${fmtNum(b.leader_partitions)}</td><td class="num">${fmtNum(b.under_replicated_partitions)}</td></tr>`).join("")}</tbody></table>
+      <p class="muted">Under-replicated partitions: ${fmtNum(cluster.under_replicated_partitions)} · offline partitions: ${fmtNum(cluster.offline_partitions)}</p></div>`;
   app.innerHTML = html;
   dropPlot("rate-chart");
   document.getElementById("show-internal").onchange = (e) => { page.state.internal = e.target.checked; refresh(true); };
@@ -307,9 +308,9 @@ pages.topic = async (page) => {
     </div>
     <p><a href="#/messages/${encodeURIComponent(topic.name)}">Browse messages →</a></p>
     <div class="panel"><div id="topic-chart" class="chart"></div></div>
-    <div class="panel"><h2>Partitions</h2><table id="partitions-table"><thead><tr><th>Partition</th><th>Leader</th><th>Replicas</th><th>ISR</th><th class="num">Start</th><th class="num">End</th><th class="num">Messages</th><th class="num">Size</th></tr></thead>
-      <tbody>${topic.partitions.map((p) => `<tr><td>${p.partition}</td><td>${p.leader}</td><td>${p.replicas.join(", ")}</td><td>${p.isr.join(", ")}</td>
-        <td class="num">${fmtNum(p.start_offset)}</td><td class="num">${fmtNum(p.end_offset)}</td><td class="num">${fmtNum(p.end_offset - p.start_offset)}</td><td class="num">${fmtBytes(p.size_bytes)}</td></tr>`).join("")}</tbody></table></div>
+    <div class="panel"><h2>Partitions</h2><table id="partitions-table"><thead><tr><th>Partition</th><th>Leader</th><th>Replicas</th><th>ISR</th><th class="num">Start</th><th class="num">End</th><th class="num">Messages</th><th class="num">Size</th><th class="num">Leader epoch</th></tr></thead>
+      <tbody>${topic.partitions.map((p) => `<tr${p.under_replicated || p.leader < 0 ? ' class="warn"' : ""}><td>${p.partition}</td><td>${p.leader}</td><td>${p.replicas.join(", ")}</td><td>${p.isr.join(", ")}</td>
+        <td class="num">${fmtNum(p.start_offset)}</td><td class="num">${fmtNum(p.end_offset)}</td><td class="num">${fmtNum(p.end_offset - p.start_offset)}</td><td class="num">${fmtBytes(p.size_bytes)}</td><td class="num">${p.leader_epoch}</td></tr>`).join("")}</tbody></table></div>
     <div class="panel"><h2>Consumer groups</h2>${topic.groups.length ? `<table><thead><tr><th>Group</th><th class="num">Lag</th></tr></thead><tbody>${topic.groups.map((g) => `<tr><td><a href="#/group/${encodeURIComponent(g.group_id)}">${esc(g.group_id)}</a></td><td class="num">${fmtNum(g.lag)}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">No group has committed offsets for this topic.</p>`}</div>
     <div class="panel"><h2>Configs</h2>${topic.configs ? `<table><thead><tr><th>Name</th><th>Value</th><th>Source</th></tr></thead><tbody>${topic.configs.map((c) => `<tr><td>${esc(c.name)}</td><td>${esc(c.value ?? "")}</td><td class="muted">${esc(c.source)}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">Configs unavailable.</p>`}</div>`;
   dropPlot("topic-chart");

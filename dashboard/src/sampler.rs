@@ -38,6 +38,12 @@ pub struct PartitionSample {
     pub replicas: Vec<i32>,
     /// In-sync replica node ids.
     pub isr: Vec<i32>,
+    /// The leader's epoch (bumped by every leader change; -1 if the broker did not say).
+    pub leader_epoch: i32,
+    /// Replicas whose log directory is offline.
+    pub offline_replicas: Vec<i32>,
+    /// Fewer in-sync replicas than replicas.
+    pub under_replicated: bool,
     /// Log start offset.
     pub start_offset: i64,
     /// Log end offset (high watermark).
@@ -58,6 +64,43 @@ pub struct TopicSample {
     /// False when the broker could not report sizes: then every `size_bytes` is `None`
     /// because nobody knows it, not because the partition is new.
     pub sizes_reported: bool,
+}
+
+impl Sample {
+    /// Every partition of every topic (internal ones too: a broker leads those as well).
+    pub fn all_partitions(&self) -> impl Iterator<Item = &PartitionSample> {
+        self.topics.values().flat_map(|t| t.partitions.iter())
+    }
+
+    /// Per broker id: partitions it leads, and of those the under-replicated ones (Kafka's
+    /// per-broker `UnderReplicatedPartitions`: a leader counts the partitions whose ISR is
+    /// smaller than the replica set).
+    pub fn leadership(&self) -> BTreeMap<i32, (usize, usize)> {
+        let mut counts: BTreeMap<i32, (usize, usize)> = self
+            .cluster
+            .brokers
+            .iter()
+            .map(|b| (b.id, (0, 0)))
+            .collect();
+        for p in self.all_partitions().filter(|p| p.leader >= 0) {
+            let entry = counts.entry(p.leader).or_default();
+            entry.0 += 1;
+            if p.under_replicated {
+                entry.1 += 1;
+            }
+        }
+        counts
+    }
+
+    /// Partitions without a leader (Kafka's `OfflinePartitionsCount`).
+    pub fn offline_partitions(&self) -> usize {
+        self.all_partitions().filter(|p| p.leader < 0).count()
+    }
+
+    /// Partitions with fewer in-sync replicas than replicas, cluster-wide.
+    pub fn under_replicated_partitions(&self) -> usize {
+        self.all_partitions().filter(|p| p.under_replicated).count()
+    }
 }
 
 impl TopicSample {
@@ -460,6 +503,9 @@ async fn sample(admin: &Admin) -> Result<Sample, ClientError> {
                     leader: p.leader,
                     replicas: p.replicas.clone(),
                     isr: p.isr.clone(),
+                    leader_epoch: p.leader_epoch,
+                    offline_replicas: p.offline_replicas.clone(),
+                    under_replicated: p.under_replicated(),
                     start_offset: starts.get(&tp).map(|o| o.offset).unwrap_or(0),
                     end_offset: ends.get(&tp).map(|o| o.offset).unwrap_or(0),
                     size_bytes: sizes.get(&tp).copied(),
@@ -580,6 +626,63 @@ async fn sample_groups(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn partition(partition: i32, leader: i32, replicas: &[i32], isr: &[i32]) -> PartitionSample {
+        PartitionSample {
+            partition,
+            leader,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader_epoch: 2,
+            offline_replicas: Vec::new(),
+            under_replicated: isr.len() < replicas.len(),
+            start_offset: 0,
+            end_offset: 0,
+            size_bytes: None,
+        }
+    }
+
+    #[test]
+    fn leaders_count_their_partitions_and_under_replicated_ones_and_leaderless_are_offline() {
+        let broker = |id: i32| millrace_client::network::metadata::BrokerInfo {
+            id,
+            host: "h".into(),
+            port: 9000,
+            rack: None,
+            fenced: id == 3,
+        };
+        let topic = TopicSample {
+            name: "t".into(),
+            internal: false,
+            partitions: vec![
+                partition(0, 1, &[1, 2], &[1, 2]),
+                partition(1, 1, &[1, 2], &[1]),
+                partition(2, 2, &[2, 3], &[2]),
+                partition(3, -1, &[3], &[]),
+            ],
+            sizes_reported: false,
+        };
+        let sample = Sample {
+            at_ms: 0,
+            cluster: ClusterDescription {
+                cluster_id: "c".into(),
+                controller_id: 1,
+                brokers: vec![broker(1), broker(2), broker(3)],
+            },
+            topics: BTreeMap::from([("t".to_string(), topic)]),
+            groups: BTreeMap::new(),
+            notes: Vec::new(),
+        };
+
+        let leadership = sample.leadership();
+
+        assert_eq!(
+            leadership,
+            BTreeMap::from([(1, (2, 1)), (2, (1, 1)), (3, (0, 0))])
+        );
+        assert_eq!(sample.offline_partitions(), 1);
+        assert_eq!(sample.under_replicated_partitions(), 3);
+    }
 
     #[test]
     fn rate_uses_the_last_ten_seconds_and_never_goes_negative() {

@@ -399,6 +399,17 @@ async fn cluster_names_the_broker_the_jobs_and_the_connectors() {
         let cluster = cluster.json();
         assert_eq!(cluster["brokers"].as_array().unwrap().len(), 1);
         assert_eq!(cluster["brokers"][0]["port"], world.broker.addr().port());
+        // One broker: alive, the controller, leading every partition, none lagging.
+        let broker = &cluster["brokers"][0];
+        assert_eq!(broker["fenced"], false);
+        assert_eq!(broker["controller"], true);
+        assert!(broker["leader_partitions"].as_u64().unwrap() >= PARTITIONS as u64);
+        assert_eq!(broker["under_replicated_partitions"], 0);
+        assert_eq!(cluster["under_replicated_partitions"], 0);
+        assert_eq!(cluster["offline_partitions"], 0);
+        let brokers = api(&addr, "/api/brokers").await.json();
+        assert_eq!(brokers["brokers"], cluster["brokers"]);
+        assert_eq!(brokers["controller_id"], cluster["controller_id"]);
         assert_eq!(cluster["allow_admin"], false);
         assert_eq!(cluster["jobs"], json!(["page-counter"]));
         assert_eq!(cluster["connectors"], json!(["archive"]));
@@ -436,6 +447,13 @@ async fn topics_are_listed_and_described_with_offsets_sizes_and_configs() {
         assert!(partitions
             .iter()
             .all(|p| p["leader"] == 1 && p["size_bytes"].as_i64().unwrap() > 0));
+        for p in partitions {
+            assert!(p["leader_epoch"].as_i64().unwrap() >= 0, "{p}");
+            assert_eq!(p["replicas"], json!([1]), "{p}");
+            assert_eq!(p["isr"], json!([1]), "{p}");
+            assert_eq!(p["offline_replicas"], json!([]), "{p}");
+            assert_eq!(p["under_replicated"], false, "{p}");
+        }
         assert!(!topic["history"].as_array().unwrap().is_empty());
         assert!(topic["configs"]
             .as_array()
@@ -849,6 +867,12 @@ async fn metrics_are_prometheus_text() {
             "# TYPE millrace_job_records_in_total counter",
             "millrace_job_records_in_total{job=\"page-counter\"}",
             "millrace_connector_records_in_total{connector=\"archive\"} 0",
+            "# TYPE millrace_under_replicated_partitions gauge",
+            "millrace_under_replicated_partitions{broker=\"1\"} 0",
+            "millrace_leader_partitions{broker=\"1\"}",
+            "millrace_offline_partitions 0",
+            "millrace_active_controller{broker=\"1\"} 1",
+            "millrace_broker_fenced{broker=\"1\"} 0",
         ] {
             assert!(text.contains(expected), "{expected} missing from\n{text}");
         }

@@ -2,6 +2,7 @@
 //! logic beyond calling the crates and printing their results.
 
 pub mod bench;
+pub mod cluster;
 pub mod connect;
 pub mod consume;
 pub mod dashboard;

@@ -99,17 +99,20 @@ pub async fn run(connect: &ConnectArgs, command: TopicsCommand) -> anyhow::Resul
                 .collect();
             let earliest = list_offsets(&admin, &partitions, OffsetSpec::Earliest).await?;
             let latest = list_offsets(&admin, &partitions, OffsetSpec::Latest).await?;
-            println!("partition\tleader\treplicas\tisr\tstart\tend");
+            // New columns go at the end, so scripts reading the first six keep working.
+            println!("partition\tleader\treplicas\tisr\tstart\tend\tepoch\toffline");
             for p in &topic.partitions {
                 let tp = TopicPartition::new(&name, p.id);
                 println!(
-                    "{}\t{}\t{:?}\t{:?}\t{}\t{}",
+                    "{}\t{}\t{:?}\t{:?}\t{}\t{}\t{}\t{:?}",
                     p.id,
                     p.leader,
                     p.replicas,
                     p.isr,
                     earliest.get(&tp).copied().unwrap_or(-1),
-                    latest.get(&tp).copied().unwrap_or(-1)
+                    latest.get(&tp).copied().unwrap_or(-1),
+                    p.leader_epoch,
+                    p.offline_replicas
                 );
             }
             // Settings are an extra of `describe`: a broker without DescribeConfigs still

@@ -26,6 +26,14 @@ pub(crate) struct FetchTarget {
     /// The partition's seek epoch when the fetch was sent; an answer for an older epoch is
     /// dropped (the application moved the position meanwhile).
     pub(crate) epoch: u64,
+    /// The leader epoch metadata gave for the partition (-1 if unknown), sent as
+    /// `current_leader_epoch` (Fetch v9+) so a broker that is no longer leader, or not yet,
+    /// says so (FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH) instead of serving stale data.
+    pub(crate) current_leader_epoch: i32,
+    /// The leader epoch of the last batch fetched before `offset` (Fetch v12+
+    /// `last_fetched_epoch`): the broker compares it with its log and answers a
+    /// `diverging_epoch` when the two logs went different ways.
+    pub(crate) last_fetched_epoch: Option<i32>,
 }
 
 /// The limits of one fetch request.
@@ -51,6 +59,11 @@ pub(crate) enum PartitionFetch {
         next_offset: Option<i64>,
         high_watermark: i64,
         log_start_offset: i64,
+        /// The leader epoch of the last complete batch (for the next `last_fetched_epoch`).
+        last_epoch: Option<i32>,
+        /// The broker's `diverging_epoch` (epoch, its end offset) when the log diverges from
+        /// what the consumer fetched (Fetch v12+); no records come with it.
+        diverging: Option<(i32, i64)>,
     },
     /// A Kafka error for this partition.
     Error(ResponseError, i16),
@@ -96,7 +109,16 @@ async fn fetch_inner(
         let partition = FetchPartition::default()
             .with_partition(target.partition.partition)
             .with_fetch_offset(target.offset)
-            .with_partition_max_bytes(limits.partition_max_bytes);
+            .with_partition_max_bytes(limits.partition_max_bytes)
+            .with_current_leader_epoch(if version >= 9 {
+                target.current_leader_epoch
+            } else {
+                -1
+            })
+            .with_last_fetched_epoch(match target.last_fetched_epoch {
+                Some(epoch) if version >= 12 => epoch,
+                _ => -1,
+            });
         match topics.last_mut() {
             Some(topic) if topic.topic.0.as_str() == target.partition.topic => {
                 topic.partitions.push(partition)
@@ -134,8 +156,21 @@ async fn fetch_inner(
             }) else {
                 continue;
             };
+            // Fields a version lacks decode as their defaults (-1), so this reads as "none" on
+            // brokers before v12.
+            let diverging = Some((data.diverging_epoch.epoch, data.diverging_epoch.end_offset))
+                .filter(|(epoch, offset)| *epoch >= 0 && *offset >= 0);
             let outcome = match ResponseError::try_from_code(data.error_code) {
                 Some(error) => PartitionFetch::Error(error, data.error_code),
+                None if diverging.is_some() => PartitionFetch::Records {
+                    records: Vec::new(),
+                    bytes: 0,
+                    next_offset: None,
+                    high_watermark: data.high_watermark,
+                    log_start_offset: data.log_start_offset,
+                    last_epoch: None,
+                    diverging,
+                },
                 None => {
                     let mut records = Vec::new();
                     let bytes = data.records.unwrap_or_default();
@@ -153,6 +188,8 @@ async fn fetch_inner(
                             next_offset: decoded.next_offset,
                             high_watermark: data.high_watermark,
                             log_start_offset: data.log_start_offset,
+                            last_epoch: decoded.last_epoch,
+                            diverging: None,
                         },
                         Err(error) => PartitionFetch::Corrupt(ClientError::CorruptRecord {
                             topic: target.partition.topic.clone(),

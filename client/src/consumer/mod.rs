@@ -53,7 +53,10 @@ pub use protocol::Subscription;
 
 use crate::error::{ClientError, Result};
 use crate::network::cluster::Cluster;
-use crate::offsets::{commit_offsets, fetch_committed, list_offsets};
+use crate::offsets::{
+    commit_offsets, fetch_committed, fetch_committed_with_epochs, list_offsets,
+    offsets_for_leader_epochs,
+};
 use crate::record::ConsumerRecord;
 use crate::types::{ListedOffset, OffsetSpec, TopicPartition};
 
@@ -135,6 +138,19 @@ struct PartitionState {
     retry_at: Option<Instant>,
     high_watermark: i64,
     log_start_offset: i64,
+    /// The leader epoch of the last record handed out (KIP-320's "offset epoch"): after a
+    /// leader change, the new leader is asked where that epoch ends in its log, to find out
+    /// whether records already consumed were truncated away.
+    position_epoch: Option<i32>,
+    /// The leader epoch of the last batch fetched (before `next_fetch`), sent as
+    /// `last_fetched_epoch`.
+    fetch_epoch: Option<i32>,
+    /// The leader (node id, leader epoch) the last fetch went to; a different one in the
+    /// metadata means the leadership moved.
+    leader: Option<(i32, i32)>,
+    /// The leader changed: no fetch until the position is validated with
+    /// OffsetForLeaderEpoch.
+    awaiting_validation: bool,
 }
 
 impl PartitionState {
@@ -152,6 +168,10 @@ impl PartitionState {
             retry_at: None,
             high_watermark: -1,
             log_start_offset: -1,
+            position_epoch: None,
+            fetch_epoch: None,
+            leader: None,
+            awaiting_validation: false,
         }
     }
 
@@ -160,13 +180,92 @@ impl PartitionState {
         self.source = source;
         self.clear_buffer();
         self.epoch += 1;
+        self.forget_epochs();
     }
 
+    /// A seek to an offset whose epoch is unknown: nothing to validate it against (as in Java,
+    /// an explicit seek is trusted).
     fn seek(&mut self, offset: i64) {
         self.position = Some(offset);
         self.next_fetch = offset;
         self.clear_buffer();
         self.epoch += 1;
+        self.forget_epochs();
+    }
+
+    fn forget_epochs(&mut self) {
+        self.position_epoch = None;
+        self.fetch_epoch = None;
+        self.awaiting_validation = false;
+    }
+
+    /// Compares the leader the metadata names now with the one fetched from last; a change
+    /// with a known position epoch starts a validation (KIP-320). Records buffered from the
+    /// old leader are dropped: they may be among what the new leader truncated, and the
+    /// validated position refetches them otherwise.
+    fn note_leader(&mut self, node: i32, leader_epoch: i32) {
+        let moved = self
+            .leader
+            .is_some_and(|(old_node, old_epoch)| old_node != node || leader_epoch > old_epoch);
+        self.leader = Some((node, leader_epoch));
+        if moved && self.position_epoch.is_some() && !self.awaiting_validation {
+            if let Some(position) = self.position {
+                tracing::debug!(
+                    node,
+                    leader_epoch,
+                    position,
+                    "leader changed; validating the position"
+                );
+                self.awaiting_validation = true;
+                self.next_fetch = position;
+                self.fetch_epoch = self.position_epoch;
+                self.clear_buffer();
+                self.epoch += 1;
+            }
+        }
+    }
+
+    /// Applies what the leader said about the epoch of the position: `end_offset` is where
+    /// `leader_epoch` ends in its log. Below the position, the log was truncated: with a reset
+    /// policy the position moves back to the divergence point (the first offset not known
+    /// to match, as the Java consumer does), without one a [`ClientError::LogTruncation`]
+    /// is returned and the partition stays unvalidated until the application seeks.
+    fn apply_epoch_end(
+        &mut self,
+        partition: &TopicPartition,
+        leader_epoch: i32,
+        end_offset: i64,
+        reset: AutoOffsetReset,
+    ) -> Result<()> {
+        let Some(position) = self.position else {
+            self.awaiting_validation = false;
+            return Ok(());
+        };
+        if leader_epoch < 0 || end_offset < 0 {
+            // The leader knows no such epoch (or no end for it): nothing matches, so the
+            // position is as good as out of range.
+            tracing::info!(%partition, position, "the leader has no end offset for the position's epoch; resetting by auto_offset_reset");
+            self.reset_to(PositionSource::ResetPolicy);
+            return Ok(());
+        }
+        if end_offset >= position {
+            self.awaiting_validation = false;
+            return Ok(());
+        }
+        if reset == AutoOffsetReset::None {
+            return Err(ClientError::LogTruncation {
+                topic: partition.topic.clone(),
+                partition: partition.partition,
+                position,
+                divergent_offset: end_offset,
+            });
+        }
+        tracing::warn!(%partition, position, divergent_offset = end_offset, leader_epoch,
+            "log truncation detected; moving the position back to where the logs diverge");
+        self.seek(end_offset);
+        self.position_epoch = Some(leader_epoch);
+        self.fetch_epoch = Some(leader_epoch);
+        Ok(())
     }
 
     /// Past compacted-away offsets or control batches, with nothing buffered, the position
@@ -176,6 +275,7 @@ impl PartitionState {
             if let Some(position) = self.position {
                 if self.next_fetch > position {
                     self.position = Some(self.next_fetch);
+                    self.position_epoch = self.fetch_epoch.or(self.position_epoch);
                 }
             }
         }
@@ -204,6 +304,18 @@ impl Chunk {
             record_bytes,
         }
     }
+}
+
+/// One partition's position to validate with its new leader.
+#[derive(Debug)]
+struct EpochQuery {
+    partition: TopicPartition,
+    current_leader_epoch: i32,
+    /// The epoch of the last consumed record.
+    leader_epoch: i32,
+    position: i64,
+    /// The partition's seek counter when asked.
+    seek_epoch: u64,
 }
 
 /// A Kafka consumer. See the [module documentation](self) for an example.
@@ -532,6 +644,18 @@ impl Consumer {
             // Simple (assign-mode) commits are outside any generation.
             _ => (String::new(), -1),
         };
+        // An offset that is a partition's position goes with the epoch of the record before
+        // it; any other offset has no known epoch.
+        let epochs: HashMap<TopicPartition, i32> = offsets
+            .iter()
+            .filter_map(|(tp, offset)| {
+                let state = self.partitions.get(tp)?;
+                (state.position == Some(*offset))
+                    .then_some(state.position_epoch)
+                    .flatten()
+                    .map(|epoch| (tp.clone(), epoch))
+            })
+            .collect();
         let result = commit_offsets(
             &self.cluster,
             &group,
@@ -539,6 +663,7 @@ impl Consumer {
             &member_id,
             self.config.group_instance_id.as_deref(),
             offsets,
+            &epochs,
         )
         .await;
         if let Err(error) = &result {
@@ -684,6 +809,7 @@ impl Consumer {
             self.maybe_auto_commit().await;
             self.update_positions().await?;
             self.ensure_leaders().await;
+            self.validate_positions().await?;
             self.send_fetches();
             let records = self.take_records(max_records);
             if !records.is_empty() {
@@ -875,13 +1001,22 @@ impl Consumer {
             return Ok(());
         }
         let mut resolved: HashMap<TopicPartition, i64> = HashMap::new();
+        // Committed offsets that came with the epoch of the record before them.
+        let mut committed_epochs: HashMap<TopicPartition, i32> = HashMap::new();
         let wants_committed: Vec<TopicPartition> = missing
             .iter()
             .filter(|(_, s)| *s == PositionSource::Committed)
             .map(|(tp, _)| tp.clone())
             .collect();
         if let (false, Some(group)) = (wants_committed.is_empty(), &self.config.group_id) {
-            resolved.extend(fetch_committed(&self.cluster, group, Some(&wants_committed)).await?);
+            let committed =
+                fetch_committed_with_epochs(&self.cluster, group, Some(&wants_committed)).await?;
+            for (tp, (offset, epoch)) in committed {
+                if let Some(epoch) = epoch {
+                    committed_epochs.insert(tp.clone(), epoch);
+                }
+                resolved.insert(tp, offset);
+            }
         }
         let mut lookups: Vec<(TopicPartition, OffsetSpec)> = Vec::new();
         for (tp, source) in &missing {
@@ -933,6 +1068,116 @@ impl Consumer {
                 if state.position.is_none() {
                     tracing::debug!(partition = %tp, offset, "position set");
                     state.seek(offset);
+                    // A committed offset with its epoch is validated with the leader before
+                    // the first fetch, as after a leader change: the log may have been
+                    // truncated while nobody read it (KIP-320).
+                    if let Some(epoch) = committed_epochs.get(&tp) {
+                        state.position_epoch = Some(*epoch);
+                        state.fetch_epoch = Some(*epoch);
+                        state.awaiting_validation = true;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates the positions of partitions whose leader changed (KIP-320): asks each new
+    /// leader with OffsetForLeaderEpoch where the epoch of the last consumed record ends in
+    /// its log. A broker without the API cannot say, so its partitions go on unvalidated.
+    async fn validate_positions(&mut self) -> Result<()> {
+        let metadata = self.cluster.metadata();
+        // A leader change is noticed when fetches are planned; do it here too so a partition
+        // is validated before its first fetch from the new leader.
+        for (tp, state) in self.partitions.iter_mut() {
+            if let Some(leader) = metadata.leader(&tp.topic, tp.partition) {
+                if state.position.is_some() && !state.paused && !state.in_flight {
+                    state.note_leader(leader, metadata.leader_epoch(&tp.topic, tp.partition));
+                }
+            }
+        }
+        let now = Instant::now();
+        let mut by_leader: BTreeMap<i32, Vec<EpochQuery>> = BTreeMap::new();
+        for (tp, state) in self.partitions.iter_mut() {
+            if !state.awaiting_validation
+                || state.in_flight
+                || state.retry_at.is_some_and(|at| at > now)
+            {
+                continue;
+            }
+            let (Some(position), Some(epoch)) = (state.position, state.position_epoch) else {
+                state.awaiting_validation = false;
+                continue;
+            };
+            let Some(leader) = metadata.leader(&tp.topic, tp.partition) else {
+                continue;
+            };
+            by_leader.entry(leader).or_default().push(EpochQuery {
+                partition: tp.clone(),
+                current_leader_epoch: metadata.leader_epoch(&tp.topic, tp.partition),
+                leader_epoch: epoch,
+                position,
+                seek_epoch: state.epoch,
+            });
+        }
+        let retry_at = now + self.cluster.config.retry_backoff;
+        for (leader, queries) in by_leader {
+            let asked: Vec<(TopicPartition, i32, i32)> = queries
+                .iter()
+                .map(|q| (q.partition.clone(), q.current_leader_epoch, q.leader_epoch))
+                .collect();
+            let answers = match offsets_for_leader_epochs(&self.cluster, leader, &asked).await {
+                Ok(answers) => answers,
+                Err(ClientError::UnsupportedVersion { .. }) => {
+                    tracing::debug!(
+                        leader,
+                        "broker lacks OffsetForLeaderEpoch; positions not validated"
+                    );
+                    for query in &queries {
+                        if let Some(state) = self.partitions.get_mut(&query.partition) {
+                            state.awaiting_validation = false;
+                        }
+                    }
+                    continue;
+                }
+                Err(error) if error.is_retriable() => {
+                    tracing::debug!(leader, %error, "OffsetForLeaderEpoch failed; retrying");
+                    if error.leader_may_have_moved() {
+                        self.cluster.invalidate_metadata();
+                        self.refresh_metadata_in_background();
+                    }
+                    for query in &queries {
+                        if let Some(state) = self.partitions.get_mut(&query.partition) {
+                            state.retry_at = Some(retry_at);
+                        }
+                    }
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            for (query, answer) in queries.into_iter().zip(answers) {
+                let Some(state) = self.partitions.get_mut(&query.partition) else {
+                    continue;
+                };
+                // The application moved the position meanwhile: the answer is moot.
+                if state.epoch != query.seek_epoch || state.position != Some(query.position) {
+                    continue;
+                }
+                match answer {
+                    Ok(end) => state.apply_epoch_end(
+                        &query.partition,
+                        end.leader_epoch,
+                        end.end_offset,
+                        self.config.auto_offset_reset,
+                    )?,
+                    Err(error) if error.is_retriable() => {
+                        state.retry_at = Some(retry_at);
+                        if error.leader_may_have_moved() {
+                            self.cluster.invalidate_metadata();
+                            self.refresh_metadata_in_background();
+                        }
+                    }
+                    Err(error) => return Err(error),
                 }
             }
         }
@@ -978,7 +1223,9 @@ impl Consumer {
                 state.retry_at = Some(now + self.cluster.config.retry_backoff);
                 continue;
             };
-            if self.nodes_in_flight.contains(&leader) {
+            let leader_epoch = metadata.leader_epoch(&tp.topic, tp.partition);
+            state.note_leader(leader, leader_epoch);
+            if state.awaiting_validation || self.nodes_in_flight.contains(&leader) {
                 continue;
             }
             state.retry_at = None;
@@ -987,6 +1234,8 @@ impl Consumer {
                 topic: state.topic.clone(),
                 offset: state.next_fetch,
                 epoch: state.epoch,
+                current_leader_epoch: leader_epoch,
+                last_fetched_epoch: state.fetch_epoch,
             });
         }
         if stale_metadata {
@@ -1033,7 +1282,7 @@ impl Consumer {
             Ok(results) => results,
             Err(error) => {
                 tracing::debug!(node = outcome.node, %error, "fetch failed");
-                if error.invalidates_metadata() {
+                if error.leader_may_have_moved() {
                     self.cluster.invalidate_metadata();
                     self.refresh_metadata_in_background();
                 }
@@ -1056,16 +1305,42 @@ impl Consumer {
             }
             match fetched {
                 PartitionFetch::Records {
+                    diverging: Some((leader_epoch, end_offset)),
+                    ..
+                } => {
+                    // The leader's log went another way after `leader_epoch` (Fetch v12+):
+                    // whatever is buffered may be gone; check the consumed position against
+                    // the divergence point as a validation would.
+                    state.clear_buffer();
+                    state.epoch += 1;
+                    if let Some(position) = state.position {
+                        state.next_fetch = position;
+                        state.fetch_epoch = state.position_epoch;
+                    }
+                    if let Err(error) = state.apply_epoch_end(
+                        &target.partition,
+                        leader_epoch,
+                        end_offset,
+                        self.config.auto_offset_reset,
+                    ) {
+                        state.awaiting_validation = true;
+                        self.pending_error = Some(error);
+                    }
+                }
+                PartitionFetch::Records {
                     records,
                     bytes,
                     next_offset,
                     high_watermark,
                     log_start_offset,
+                    last_epoch,
+                    diverging: None,
                 } => {
                     state.high_watermark = high_watermark;
                     state.log_start_offset = log_start_offset;
                     if let Some(next) = next_offset {
                         state.next_fetch = state.next_fetch.max(next);
+                        state.fetch_epoch = last_epoch.or(state.fetch_epoch);
                     }
                     if !records.is_empty() {
                         let chunk = Chunk::new(records, bytes);
@@ -1081,10 +1356,10 @@ impl Consumer {
                 PartitionFetch::Error(error, code) => {
                     let client_error =
                         ClientError::kafka("Fetch", target.partition.to_string(), code, None);
-                    if client_error.is_retriable() || client_error.invalidates_metadata() {
+                    if client_error.is_retriable() || client_error.leader_may_have_moved() {
                         tracing::debug!(partition = %target.partition, ?error, "fetch error; retrying");
                         state.retry_at = Some(Instant::now() + self.cluster.config.retry_backoff);
-                        if client_error.invalidates_metadata() {
+                        if client_error.leader_may_have_moved() {
                             self.cluster.invalidate_metadata();
                             self.refresh_metadata_in_background();
                         }
@@ -1145,6 +1420,7 @@ impl Consumer {
                     }
                     if let Some(last) = out.last() {
                         state.position = Some(last.offset + 1);
+                        state.position_epoch = last.leader_epoch;
                     }
                     state.skip_to_fetch_position();
                     return out;
@@ -1156,6 +1432,7 @@ impl Consumer {
                 }
                 if let Some(last) = out.last() {
                     state.position = Some(last.offset + 1);
+                    state.position_epoch = last.leader_epoch;
                 }
             }
             state.skip_to_fetch_position();

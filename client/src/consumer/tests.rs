@@ -89,6 +89,7 @@ fn record(partition: i32, offset: i64) -> ConsumerRecord {
         key: None,
         value: Some(Bytes::from_static(b"v")),
         headers: Vec::new(),
+        leader_epoch: None,
     }
 }
 
@@ -107,6 +108,8 @@ fn answer(
         topic: Arc::from("t"),
         offset: state.next_fetch,
         epoch: state.epoch,
+        current_leader_epoch: -1,
+        last_fetched_epoch: state.fetch_epoch,
     };
     let records: Vec<ConsumerRecord> = offsets.map(|o| record(partition, o)).collect();
     let bytes = records.len() * 10;
@@ -120,6 +123,8 @@ fn answer(
                 next_offset: Some(next_offset),
                 high_watermark,
                 log_start_offset: 0,
+                last_epoch: None,
+                diverging: None,
             },
         )]),
         targets: vec![target],
@@ -459,4 +464,217 @@ async fn revoked_partitions_keep_their_positions_until_the_next_poll_gives_them_
     assert_eq!(second.positions(), HashMap::from([(moved, expected)]));
     second.close().await.expect("close");
     first.close().await.expect("close");
+}
+
+// KIP-320: leader changes, validation and truncation.
+
+fn record_in_epoch(offset: i64, epoch: i32) -> ConsumerRecord {
+    ConsumerRecord {
+        leader_epoch: Some(epoch),
+        ..record(0, offset)
+    }
+}
+
+/// A partition that handed out offsets 0..10, the last written in leader epoch 3, fetched
+/// from node 1 in epoch 3.
+fn consumed_up_to_10() -> PartitionState {
+    let mut state = PartitionState::new(Arc::from("t"));
+    state.seek(0);
+    state.note_leader(1, 3);
+    state.position = Some(10);
+    state.position_epoch = Some(3);
+    state.next_fetch = 12;
+    state.fetch_epoch = Some(3);
+    state.buffered.push_back(Chunk::new(
+        vec![record_in_epoch(10, 3), record_in_epoch(11, 3)],
+        20,
+    ));
+    state.buffered_bytes = 20;
+    state
+}
+
+#[test]
+fn a_new_leader_epoch_starts_a_validation_from_the_consumed_position() {
+    let mut state = consumed_up_to_10();
+    let seek_epoch = state.epoch;
+
+    state.note_leader(1, 3);
+    assert!(!state.awaiting_validation, "same leader, same epoch");
+
+    state.note_leader(2, 4);
+
+    assert!(state.awaiting_validation);
+    assert_eq!(state.next_fetch, 10, "refetch from the consumed position");
+    assert_eq!(state.fetch_epoch, Some(3));
+    assert!(
+        state.buffered.is_empty(),
+        "records of the old leader dropped"
+    );
+    assert!(state.epoch > seek_epoch, "fetches in flight are stale");
+}
+
+#[test]
+fn without_a_known_epoch_a_leader_change_is_not_validated() {
+    let mut state = PartitionState::new(Arc::from("t"));
+    state.seek(5);
+    state.note_leader(1, 0);
+    state.note_leader(2, 1);
+    assert!(!state.awaiting_validation);
+}
+
+#[test]
+fn an_epoch_ending_at_or_after_the_position_validates_it() {
+    let mut state = consumed_up_to_10();
+    state.note_leader(2, 4);
+
+    state
+        .apply_epoch_end(&tp(0), 3, 10, AutoOffsetReset::None)
+        .expect("no truncation");
+
+    assert!(!state.awaiting_validation);
+    assert_eq!(state.position, Some(10));
+}
+
+#[test]
+fn truncation_with_a_reset_policy_moves_the_position_back_to_the_divergence() {
+    let mut state = consumed_up_to_10();
+    state.note_leader(2, 4);
+
+    state
+        .apply_epoch_end(&tp(0), 3, 7, AutoOffsetReset::Earliest)
+        .expect("reset, no error");
+
+    assert_eq!(state.position, Some(7));
+    assert_eq!(state.next_fetch, 7);
+    assert_eq!(state.position_epoch, Some(3));
+    assert!(!state.awaiting_validation);
+}
+
+#[test]
+fn truncation_without_a_reset_policy_is_a_log_truncation_error() {
+    let mut state = consumed_up_to_10();
+    state.note_leader(2, 4);
+
+    let error = state
+        .apply_epoch_end(&tp(0), 3, 7, AutoOffsetReset::None)
+        .expect_err("truncated below the position");
+
+    match error {
+        ClientError::LogTruncation {
+            position,
+            divergent_offset,
+            ..
+        } => assert_eq!((position, divergent_offset), (10, 7)),
+        other => panic!("expected LogTruncation, got {other}"),
+    }
+    assert!(
+        state.awaiting_validation,
+        "no fetch until the application seeks"
+    );
+    assert_eq!(state.position, Some(10));
+
+    state.seek(7);
+    assert!(!state.awaiting_validation);
+}
+
+#[test]
+fn an_unknown_epoch_on_the_leader_resets_by_the_policy() {
+    let mut state = consumed_up_to_10();
+    state.note_leader(2, 4);
+
+    state
+        .apply_epoch_end(&tp(0), -1, -1, AutoOffsetReset::Earliest)
+        .expect("reset");
+
+    assert_eq!(state.position, None);
+    assert_eq!(state.source, PositionSource::ResetPolicy);
+}
+
+#[tokio::test]
+async fn handed_out_records_set_the_position_epoch_and_fetches_the_fetch_epoch() {
+    let broker = TestBroker::start().await;
+    broker.topic_with_records("t", 1, 0).await;
+    let mut consumer = broker.consumer(None).await;
+    consumer.assign(&[tp(0)]).expect("assign");
+    consumer.seek(&tp(0), 0).expect("seek");
+    let mut outcome = answer(&consumer, 0, 0..2, 2, 2);
+    if let Ok(results) = &mut outcome.result {
+        if let PartitionFetch::Records {
+            records,
+            last_epoch,
+            ..
+        } = &mut results[0].1
+        {
+            *records = vec![record_in_epoch(0, 2), record_in_epoch(1, 5)];
+            *last_epoch = Some(5);
+        }
+    }
+
+    consumer.handle_fetch(outcome);
+    assert_eq!(consumer.partitions[&tp(0)].fetch_epoch, Some(5));
+    let records = consumer.take_records(1);
+
+    assert_eq!(offsets(&records), vec![0]);
+    assert_eq!(consumer.partitions[&tp(0)].position_epoch, Some(2));
+    consumer.take_records(1);
+    assert_eq!(consumer.partitions[&tp(0)].position_epoch, Some(5));
+}
+
+#[tokio::test]
+async fn a_diverging_epoch_below_the_position_moves_it_back() {
+    let broker = TestBroker::start().await;
+    broker.topic_with_records("t", 1, 0).await;
+    let mut consumer = broker.consumer(None).await;
+    consumer.assign(&[tp(0)]).expect("assign");
+    consumer.seek(&tp(0), 0).expect("seek");
+    let state = consumer.partitions.get_mut(&tp(0)).expect("assigned");
+    state.position = Some(10);
+    state.position_epoch = Some(3);
+    state.next_fetch = 10;
+    let mut outcome = answer(&consumer, 0, 0..0, 10, 10);
+    if let Ok(results) = &mut outcome.result {
+        if let PartitionFetch::Records { diverging, .. } = &mut results[0].1 {
+            *diverging = Some((3, 8));
+        }
+    }
+
+    consumer.handle_fetch(outcome);
+
+    assert_eq!(consumer.position(&tp(0)), Some(8));
+    assert_eq!(consumer.partitions[&tp(0)].next_fetch, 8);
+}
+
+#[tokio::test]
+async fn a_commit_carries_the_position_epoch_and_a_resumed_position_is_validated() {
+    let broker = TestBroker::start().await;
+    broker.topic_with_records("t", 1, 4).await;
+    let mut first = broker.consumer(Some("epochs")).await;
+    first.assign(&[tp(0)]).expect("assign");
+    assert_eq!(offsets(&read(&mut first, 4).await), [0, 1, 2, 3]);
+    let epoch = first.partitions[&tp(0)].position_epoch;
+    assert!(
+        epoch.is_some(),
+        "the broker stamps a leader epoch on its batches"
+    );
+    first.commit().await.expect("commit");
+
+    let committed =
+        crate::offsets::fetch_committed_with_epochs(&first.cluster, "epochs", Some(&[tp(0)]))
+            .await
+            .expect("committed");
+    assert_eq!(committed[&tp(0)], (4, epoch));
+
+    let mut second = broker.consumer(Some("epochs")).await;
+    second.assign(&[tp(0)]).expect("assign");
+    second.update_positions().await.expect("positions");
+    let state = &second.partitions[&tp(0)];
+    assert_eq!((state.position, state.position_epoch), (Some(4), epoch));
+    assert!(
+        state.awaiting_validation,
+        "validated before the first fetch"
+    );
+    // This broker has no OffsetForLeaderEpoch: the position goes on unvalidated.
+    second.ensure_leaders().await;
+    second.validate_positions().await.expect("validate");
+    assert!(!second.partitions[&tp(0)].awaiting_validation);
 }

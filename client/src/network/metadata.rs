@@ -16,12 +16,30 @@ pub struct BrokerInfo {
     pub port: i32,
     /// Rack, if configured.
     pub rack: Option<String>,
+    /// Whether the controller fenced the broker (it stopped heartbeating, or is shutting
+    /// down): it leads nothing until it is unfenced. Only DescribeCluster v2 with
+    /// `include_fenced_brokers` reports fenced brokers; Metadata lists only live ones, so
+    /// this is `false` there.
+    pub fenced: bool,
 }
 
 impl BrokerInfo {
     /// `host:port`.
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+}
+
+impl PartitionInfo {
+    /// Fewer in-sync replicas than replicas: some follower is behind (Kafka's
+    /// under-replicated partition).
+    pub fn under_replicated(&self) -> bool {
+        self.isr.len() < self.replicas.len()
+    }
+
+    /// No leader: nobody can read or write the partition until one is elected.
+    pub fn offline(&self) -> bool {
+        self.leader < 0
     }
 }
 
@@ -38,6 +56,8 @@ pub struct PartitionInfo {
     pub replicas: Vec<i32>,
     /// Node ids of the in-sync replicas.
     pub isr: Vec<i32>,
+    /// Node ids of replicas whose log directory is offline (Metadata v5+).
+    pub offline_replicas: Vec<i32>,
     /// Kafka error code for this partition (0 when fine).
     pub error_code: i16,
 }
@@ -96,6 +116,7 @@ impl Metadata {
                         host: b.host.as_str().to_string(),
                         port: b.port,
                         rack: b.rack.as_ref().map(|r| r.as_str().to_string()),
+                        fenced: false,
                     },
                 )
             })
@@ -132,6 +153,7 @@ impl Metadata {
                     leader_epoch: p.leader_epoch,
                     replicas: p.replica_nodes.iter().map(|r| r.0).collect(),
                     isr: p.isr_nodes.iter().map(|r| r.0).collect(),
+                    offline_replicas: p.offline_replicas.iter().map(|r| r.0).collect(),
                     error_code: p.error_code,
                 })
                 .collect();
@@ -156,7 +178,8 @@ impl Metadata {
         }
     }
 
-    /// The leader's node id of a partition, if known.
+    /// The leader's node id of a partition, if known (and the leader is a broker metadata
+    /// lists).
     pub(crate) fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
         self.topics
             .get(topic)?
@@ -174,11 +197,52 @@ impl Metadata {
             .filter(|leader| *leader >= 0 && self.brokers.contains_key(leader))
     }
 
+    /// A partition's metadata, if known.
+    pub(crate) fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionInfo> {
+        let partitions = &self.topics.get(topic)?.partitions;
+        partitions
+            .get(partition as usize)
+            .filter(|p| p.id == partition)
+            .or_else(|| partitions.iter().find(|p| p.id == partition))
+    }
+
+    /// The leader epoch of a partition, -1 when unknown (what the protocol sends for "no
+    /// epoch": the broker then skips its epoch check).
+    pub(crate) fn leader_epoch(&self, topic: &str, partition: i32) -> i32 {
+        self.partition(topic, partition)
+            .map_or(-1, |p| p.leader_epoch.max(-1))
+    }
+
     /// The number of partitions of a topic, if known.
     pub(crate) fn partition_count(&self, topic: &str) -> Option<usize> {
         self.topics
             .get(topic)
             .map(|t| t.partitions.len())
             .filter(|n| *n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(leader: i32, replicas: &[i32], isr: &[i32]) -> PartitionInfo {
+        PartitionInfo {
+            id: 0,
+            leader,
+            leader_epoch: 1,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            offline_replicas: Vec::new(),
+            error_code: 0,
+        }
+    }
+
+    #[test]
+    fn a_shrunken_isr_is_under_replicated_and_no_leader_is_offline() {
+        assert!(!partition(1, &[1, 2, 3], &[1, 2, 3]).under_replicated());
+        assert!(partition(1, &[1, 2, 3], &[1, 3]).under_replicated());
+        assert!(partition(-1, &[1, 2], &[]).offline());
+        assert!(!partition(2, &[1, 2], &[2]).offline());
     }
 }

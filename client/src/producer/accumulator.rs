@@ -75,6 +75,12 @@ pub(crate) struct PartitionQueue {
     pub(crate) next_sequence: i32,
     /// Produce requests in flight carrying a batch of this partition.
     pub(crate) in_flight: u32,
+    /// Of those, the ones carrying a retried batch. No new batch goes out while one is in
+    /// flight: the broker remembers only a partition's last five batches for deduplication,
+    /// so new batches passing a retry that fails again would push the retried batch out of
+    /// that window, and its next attempt would be OUT_OF_ORDER_SEQUENCE forever instead of
+    /// DUPLICATE_SEQUENCE.
+    pub(crate) retries_in_flight: u32,
     /// Bytes of the last batch closed here: a busy partition's next batch starts that big
     /// instead of growing from small again (each growth copies the batch).
     pub(crate) last_batch_bytes: usize,

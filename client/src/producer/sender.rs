@@ -24,6 +24,8 @@ enum Event {
     /// A Produce request was answered, failed, or (acks=0) written.
     Produced {
         broker: i32,
+        /// The request's place among those sent to `broker` (see `Sender::answered`).
+        sequence: u64,
         batches: Vec<ProducerBatch>,
         result: Result<Option<ProduceResponse>>,
     },
@@ -45,6 +47,15 @@ pub(crate) struct Sender {
     event_rx: mpsc::UnboundedReceiver<Event>,
     refreshing_metadata: bool,
     last_metadata_refresh: Option<Instant>,
+    /// Per broker, the sequence number of the next request sent...
+    sent: HashMap<i32, u64>,
+    /// ...and of the next answer to handle; answers that come back early wait in `parked`.
+    answered: HashMap<i32, u64>,
+    /// Answers are handled in the order their requests were sent, as the broker gave them:
+    /// each is awaited by its own task, and the tasks may finish in any order. Handling a
+    /// later success before an earlier failure would free an in-flight slot for a new batch
+    /// before the failed batch is queued for retry, letting the new batch pass it.
+    parked: HashMap<i32, BTreeMap<u64, Event>>,
 }
 
 /// One Produce request being assembled for a broker.
@@ -66,6 +77,9 @@ impl Sender {
             event_rx,
             refreshing_metadata: false,
             last_metadata_refresh: None,
+            sent: HashMap::new(),
+            answered: HashMap::new(),
+            parked: HashMap::new(),
         }
     }
 
@@ -190,8 +204,9 @@ impl Sender {
                     continue;
                 }
                 // A retried batch waits until nothing of its partition is in flight, so it
-                // cannot overtake or be overtaken (ordering with idempotence).
-                if head.attempts > 0 && queue.in_flight > 0 {
+                // cannot overtake or be overtaken (ordering with idempotence); new batches
+                // wait while a retry is in flight (see `retries_in_flight`).
+                if (head.attempts > 0 && queue.in_flight > 0) || queue.retries_in_flight > 0 {
                     continue;
                 }
                 let Some(leader) = leader else {
@@ -244,6 +259,9 @@ impl Sender {
                 }
                 pending.bytes += batch.size();
                 queue.in_flight += 1;
+                if batch.attempts > 0 {
+                    queue.retries_in_flight += 1;
+                }
                 pending.batches.push(batch);
             }
         }
@@ -288,10 +306,16 @@ impl Sender {
                 return;
             }
         };
+        let sequence = {
+            let next = self.sent.entry(broker).or_default();
+            *next += 1;
+            *next - 1
+        };
         if config.acks.wire() == 0 {
             let result = connection.send_no_response(&request, version);
             let _ = self.events.send(Event::Produced {
                 broker,
+                sequence,
                 batches,
                 result: result.map(|()| None),
             });
@@ -310,6 +334,7 @@ impl Sender {
                         .map(Some);
                     let _ = events.send(Event::Produced {
                         broker,
+                        sequence,
                         batches,
                         result,
                     });
@@ -318,6 +343,7 @@ impl Sender {
             Err(error) => {
                 let _ = self.events.send(Event::Produced {
                     broker,
+                    sequence,
                     batches,
                     result: Err(error),
                 });
@@ -328,14 +354,30 @@ impl Sender {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Produced {
-                broker,
-                batches,
-                result,
+                broker, sequence, ..
             } => {
-                if let Some(n) = self.in_flight.get_mut(&broker) {
-                    *n = n.saturating_sub(1);
+                let parked = self.parked.entry(broker).or_default();
+                parked.insert(sequence, event);
+                loop {
+                    let next = self.answered.entry(broker).or_default();
+                    let Some(event) = self
+                        .parked
+                        .get_mut(&broker)
+                        .and_then(|parked| parked.remove(next))
+                    else {
+                        break;
+                    };
+                    *next += 1;
+                    if let Event::Produced {
+                        batches, result, ..
+                    } = event
+                    {
+                        if let Some(n) = self.in_flight.get_mut(&broker) {
+                            *n = n.saturating_sub(1);
+                        }
+                        self.produced(batches, result);
+                    }
                 }
-                self.produced(batches, result);
             }
             Event::Connected { broker, result } => {
                 self.connecting.remove(&broker);
@@ -443,7 +485,7 @@ impl Sender {
                             .unwrap_or(ResponseError::Unknown(code)),
                         message,
                     };
-                    stale_metadata |= error.invalidates_metadata();
+                    stale_metadata |= error.leader_may_have_moved();
                     // Out of order: an earlier batch of the partition failed and is being
                     // retried first; this one follows it.
                     if error.is_retriable() || code == 45 {
@@ -466,6 +508,9 @@ impl Sender {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             queue.in_flight = queue.in_flight.saturating_sub(1);
+            if batch.attempts > 0 {
+                queue.retries_in_flight = queue.retries_in_flight.saturating_sub(1);
+            }
         }
     }
 

@@ -29,6 +29,11 @@ pub struct ConsumerRecord {
     pub value: Option<Bytes>,
     /// Headers in order; a key may repeat.
     pub headers: Vec<(String, Option<Bytes>)>,
+    /// The epoch of the partition leader that wrote the record's batch (`None` when the
+    /// batch carries none, -1 on the wire). The consumer keeps the epoch of the last record
+    /// it handed out with its position, to detect a log truncated by a leader change
+    /// (KIP-320).
+    pub leader_epoch: Option<i32>,
 }
 
 /// What a record's timestamp means.
@@ -53,6 +58,9 @@ pub(crate) struct Decoded {
     /// The offset after the last complete batch read (the next fetch position), if any batch
     /// was complete.
     pub(crate) next_offset: Option<i64>,
+    /// The leader epoch of the last complete batch read (`None` when it carried none), sent
+    /// back as `last_fetched_epoch` so the broker can spot a diverging log.
+    pub(crate) last_epoch: Option<i32>,
 }
 
 /// Decodes every complete batch of `data` into `out`, skipping records before `from_offset`
@@ -103,12 +111,14 @@ pub(crate) fn decode_record_set(
                 )));
             }
         }
+        let leader_epoch = Some(be_i32(&batch[12..16])).filter(|epoch| *epoch >= 0);
         let attributes = be_i16(&batch[21..23]);
         let last_offset_delta = be_i32(&batch[23..27]);
         let first_timestamp = be_i64(&batch[27..35]);
         let max_timestamp = be_i64(&batch[35..43]);
         let record_count = be_i32(&batch[57..61]);
         decoded.next_offset = Some(base_offset + i64::from(last_offset_delta) + 1);
+        decoded.last_epoch = leader_epoch;
         let control = attributes & 0x20 != 0;
         if control || base_offset + i64::from(last_offset_delta) < from_offset {
             continue;
@@ -128,6 +138,7 @@ pub(crate) fn decode_record_set(
             max_timestamp,
             timestamp_type,
             from_offset,
+            leader_epoch,
         };
         read_records(&records, record_count, &context, out).map_err(error)?;
     }
@@ -142,6 +153,7 @@ struct BatchContext<'a> {
     max_timestamp: i64,
     timestamp_type: TimestampType,
     from_offset: i64,
+    leader_epoch: Option<i32>,
 }
 
 fn decompress(codec: i16, mut compressed: Bytes) -> Result<Bytes, String> {
@@ -208,6 +220,7 @@ fn read_records(
             key,
             value,
             headers,
+            leader_epoch: batch.leader_epoch,
         });
     }
     Ok(())
@@ -334,6 +347,33 @@ mod tests {
         decode_record_set(&twice.freeze(), &topic(), 0, 0, true, &mut out).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].headers, headers);
+    }
+
+    #[test]
+    fn records_carry_their_batchs_leader_epoch_and_the_last_batch_epoch_is_reported() {
+        let mut bytes = BytesMut::new();
+        for (epoch, base) in [(3i32, 0i64), (-1, 1), (5, 2)] {
+            let mut batch = BatchBuilder::new(256);
+            batch.append(1, None, Some(b"x"), &[]);
+            let mut encoded = BytesMut::from(
+                &batch
+                    .finish(Compression::None, BatchIdentity::NONE)
+                    .unwrap()[..],
+            );
+            // The broker stamps the offset and the leader epoch into the header; the CRC
+            // starts after them, so it stays valid.
+            encoded[0..8].copy_from_slice(&base.to_be_bytes());
+            encoded[12..16].copy_from_slice(&epoch.to_be_bytes());
+            bytes.extend_from_slice(&encoded);
+        }
+        let mut out = Vec::new();
+        let decoded = decode_record_set(&bytes.freeze(), &topic(), 0, 0, true, &mut out).unwrap();
+        assert_eq!(
+            out.iter().map(|r| r.leader_epoch).collect::<Vec<_>>(),
+            vec![Some(3), None, Some(5)]
+        );
+        assert_eq!(decoded.last_epoch, Some(5));
+        assert_eq!(decoded.next_offset, Some(3));
     }
 
     #[test]

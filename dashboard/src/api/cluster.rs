@@ -25,9 +25,9 @@ pub async fn cluster(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value
     Ok(Json(json!({
         "cluster_id": sample.cluster.cluster_id,
         "controller_id": sample.cluster.controller_id,
-        "brokers": sample.cluster.brokers.iter().map(|b| json!({
-            "id": b.id, "host": b.host, "port": b.port, "rack": b.rack,
-        })).collect::<Vec<_>>(),
+        "brokers": brokers_json(&sample),
+        "under_replicated_partitions": sample.under_replicated_partitions(),
+        "offline_partitions": sample.offline_partitions(),
         "topics": sample.topics.values().filter(|t| !t.internal).count(),
         "partitions": partitions,
         "groups": sample.groups.len(),
@@ -38,6 +38,43 @@ pub async fn cluster(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value
         "allow_admin": state.config.allow_admin,
         "jobs": state.jobs.iter().map(|j| j.name.clone()).collect::<Vec<_>>(),
         "connectors": state.connectors.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+    })))
+}
+
+/// The brokers with their state and what they lead: id, address, rack, whether fenced or
+/// the controller, and how many partitions each leads and of those how many are
+/// under-replicated (every topic, internal ones too).
+fn brokers_json(sample: &Sample) -> Vec<Value> {
+    let leadership = sample.leadership();
+    sample
+        .cluster
+        .brokers
+        .iter()
+        .map(|b| {
+            let (leaders, under_replicated) = leadership.get(&b.id).copied().unwrap_or_default();
+            json!({
+                "id": b.id,
+                "host": b.host,
+                "port": b.port,
+                "rack": b.rack,
+                "fenced": b.fenced,
+                "controller": b.id == sample.cluster.controller_id,
+                "leader_partitions": leaders,
+                "under_replicated_partitions": under_replicated,
+            })
+        })
+        .collect()
+}
+
+/// `GET /api/brokers`: the brokers of [`cluster`] alone, with the controller id.
+pub async fn brokers(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    let sample = state.cluster.latest().await?;
+    Ok(Json(json!({
+        "controller_id": sample.cluster.controller_id,
+        "brokers": brokers_json(&sample),
+        "under_replicated_partitions": sample.under_replicated_partitions(),
+        "offline_partitions": sample.offline_partitions(),
+        "sampled_at_ms": sample.at_ms,
     })))
 }
 
@@ -79,7 +116,8 @@ pub async fn topics(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>
     })))
 }
 
-/// `GET /api/topics/{name}`: partitions with leaders, offsets and sizes, the produce rate,
+/// `GET /api/topics/{name}`: partitions with leaders, leader epochs, replicas, ISR, offline
+/// replicas, offsets and sizes, the produce rate,
 /// history, configs, and the groups reading it.
 pub async fn topic(
     State(state): State<Arc<AppState>>,

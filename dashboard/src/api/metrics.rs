@@ -66,6 +66,67 @@ fn render(state: &AppState) -> String {
     if let Some(sample) = &sample {
         f.header("millrace_brokers", "gauge", "Brokers in the cluster.");
         f.sample("millrace_brokers", &[], sample.cluster.brokers.len());
+        // Kafka's replication health gauges, computed from Metadata (Kafka's JMX names in
+        // the help text, for dashboards ported from Kafka).
+        let leadership = sample.leadership();
+        f.header(
+            "millrace_under_replicated_partitions",
+            "gauge",
+            "Partitions a broker leads whose ISR is smaller than the replica set (Kafka: kafka.server:type=ReplicaManager,name=UnderReplicatedPartitions).",
+        );
+        for (broker, (_, under_replicated)) in &leadership {
+            f.sample(
+                "millrace_under_replicated_partitions",
+                &[("broker", &broker.to_string())],
+                under_replicated,
+            );
+        }
+        f.header(
+            "millrace_leader_partitions",
+            "gauge",
+            "Partitions a broker leads (Kafka: kafka.server:type=ReplicaManager,name=LeaderCount).",
+        );
+        for (broker, (leaders, _)) in &leadership {
+            f.sample(
+                "millrace_leader_partitions",
+                &[("broker", &broker.to_string())],
+                leaders,
+            );
+        }
+        f.header(
+            "millrace_offline_partitions",
+            "gauge",
+            "Partitions without a leader (Kafka: kafka.controller:type=KafkaController,name=OfflinePartitionsCount).",
+        );
+        f.sample(
+            "millrace_offline_partitions",
+            &[],
+            sample.offline_partitions(),
+        );
+        f.header(
+            "millrace_active_controller",
+            "gauge",
+            "1 on the broker that is the active controller, 0 on the others; the sum is 1 in a healthy cluster (Kafka: kafka.controller:type=KafkaController,name=ActiveControllerCount).",
+        );
+        for b in &sample.cluster.brokers {
+            f.sample(
+                "millrace_active_controller",
+                &[("broker", &b.id.to_string())],
+                u8::from(b.id == sample.cluster.controller_id),
+            );
+        }
+        f.header(
+            "millrace_broker_fenced",
+            "gauge",
+            "1 when the controller fenced the broker (Kafka: kafka.controller:type=KafkaController,name=FencedBrokerCount, per broker).",
+        );
+        for b in &sample.cluster.brokers {
+            f.sample(
+                "millrace_broker_fenced",
+                &[("broker", &b.id.to_string())],
+                u8::from(b.fenced),
+            );
+        }
         type PartitionValue = fn(&crate::sampler::PartitionSample) -> Option<i64>;
         let families: [(&str, &str, PartitionValue); 3] = [
             (

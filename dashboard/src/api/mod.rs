@@ -3,7 +3,7 @@
 //!
 //! | route | module |
 //! |---|---|
-//! | `GET /api/cluster`, `/api/topics`, `/api/topics/{name}`, `/api/groups`, `/api/groups/{id}` | [`cluster`] |
+//! | `GET /api/cluster`, `/api/brokers`, `/api/topics`, `/api/topics/{name}`, `/api/groups`, `/api/groups/{id}` | [`cluster`] |
 //! | `GET /api/topics/{name}/messages` | [`messages`] |
 //! | `GET /api/aggregates` | [`aggregates`] |
 //! | `POST /api/sql`, `GET /api/tables` | [`sql`] |
@@ -35,6 +35,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/", get(assets::index))
         .route("/assets/{*path}", get(assets::asset))
         .route("/api/cluster", get(cluster::cluster))
+        .route("/api/brokers", get(cluster::brokers))
         .route(
             "/api/topics",
             get(cluster::topics).post(admin::create_topic),

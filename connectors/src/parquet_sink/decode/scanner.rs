@@ -571,6 +571,7 @@ mod tests {
             key: None,
             value: Some(text.as_bytes().to_vec().into()),
             headers: vec![],
+            leader_epoch: None,
         }
     }
 

@@ -52,6 +52,7 @@ fn record(partition: i32, offset: i64, value: &str) -> ConsumerRecord {
         key: None,
         value: Some(value.as_bytes().to_vec().into()),
         headers: vec![],
+        leader_epoch: None,
     }
 }
 
