@@ -151,7 +151,6 @@ fn one_broker_serves_clients_and_stops_on(signal: &str) {
 }
 
 #[test]
-#[ignore = "needs the cluster settings (issue 15)"]
 fn cluster_up_with_three_brokers_reports_three_alive_brokers() {
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port();

@@ -289,21 +289,6 @@ pub fn plan(n: u16, data_dir: &Path, base_port: u16) -> anyhow::Result<Vec<Broke
     Ok(plans)
 }
 
-/// The settings of a lone broker as today's single-node broker takes them: a broker that
-/// does not know the cluster settings yet (issue 15) rejects the full plan, and a
-/// one-broker "cluster" needs none of them.
-fn single_node_args(plan: &BrokerPlan) -> Vec<String> {
-    vec![
-        "broker".to_string(),
-        "-o".to_string(),
-        format!("node.id={}", plan.id),
-        "-o".to_string(),
-        format!("listeners=PLAINTEXT://127.0.0.1:{}", plan.port),
-        "-o".to_string(),
-        format!("log.dirs={}", plan.dir.display()),
-    ]
-}
-
 /// Fails with a clear message when a port of the plan is taken.
 fn check_ports(plans: &[BrokerPlan]) -> anyhow::Result<()> {
     for plan in plans {
@@ -356,7 +341,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // Up when every broker answers ApiVersions (and Metadata): connecting an admin client
     // does both. A child that dies meanwhile ends the wait at once.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut retried_single = false;
     for plan in &plans {
         loop {
             tokio::select! {
@@ -380,13 +364,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 }
                 Some((id, status)) = exited.recv() => {
                     running.retain(|r| r.id != id);
-                    let log = std::fs::read_to_string(&plan.log).unwrap_or_default();
-                    if plans.len() == 1 && !retried_single && log.contains("unknown setting") {
-                        tracing::warn!("this broker lacks the cluster settings (issue 15); starting it as a single node");
-                        retried_single = true;
-                        running.push(spawn(&exe, plan, &single_node_args(plan), &exits)?);
-                        continue;
-                    }
                     stop_all(&running, &mut exited).await;
                     anyhow::bail!("{}", died(id, status, &plans));
                 }
