@@ -19,8 +19,9 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, FetchResponse, MetadataResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, ProduceResponse, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsResponse, FetchRequest, FetchResponse, MetadataResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceResponse, RequestHeader,
+    ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use millrace_client::admin::NewTopic;
@@ -164,11 +165,45 @@ async fn forward_requests(
             }
             continue;
         }
+        // The faked leader epoch exists only between the proxy and the client: the real
+        // broker still is in its own epoch and would answer UNKNOWN_LEADER_EPOCH to a fetch
+        // in the faked one, so fetches go on without an epoch.
+        let frame = if api_key == ApiKey::Fetch as i16
+            && faults.leader_epoch.load(Ordering::Acquire) >= 0
+        {
+            fetch_without_epoch(frame, version)
+        } else {
+            frame
+        };
         if answers.send(Answer::Upstream { api_key, version }).is_err()
             || write_frame(&mut to, &frame).await.is_err()
         {
             return;
         }
+    }
+}
+
+/// A Fetch request with every partition's `current_leader_epoch` unset (-1).
+fn fetch_without_epoch(frame: Bytes, version: i16) -> Bytes {
+    let header_version = ApiKey::Fetch.request_header_version(version);
+    let mut body = frame.clone();
+    let Ok(header) = RequestHeader::decode(&mut body, header_version) else {
+        return frame;
+    };
+    let Ok(mut request) = FetchRequest::decode(&mut body, version) else {
+        return frame;
+    };
+    for topic in &mut request.topics {
+        for partition in &mut topic.partitions {
+            partition.current_leader_epoch = -1;
+        }
+    }
+    let mut out = BytesMut::new();
+    if header.encode(&mut out, header_version).is_ok() && request.encode(&mut out, version).is_ok()
+    {
+        out.freeze()
+    } else {
+        frame
     }
 }
 

@@ -136,26 +136,26 @@ impl TestCluster {
             .expect("a client configuration for the cluster")
     }
 
-    /// Stops `node_id` without a controlled shutdown (see `RunningBroker::halt`).
-    pub async fn halt(&mut self, node_id: i32) {
-        let member = self
-            .members
+    /// Takes the running broker `node_id` out of the cluster's hands (to stop it).
+    fn take(&mut self, node_id: i32) -> Option<RunningBroker> {
+        self.members
             .iter_mut()
             .find(|m| m.node_id == node_id)
-            .expect("a member with this node id");
-        if let Some(broker) = member.broker.take() {
+            .expect("a member with this node id")
+            .broker
+            .take()
+    }
+
+    /// Stops `node_id` without a controlled shutdown (see `RunningBroker::halt`).
+    pub async fn halt(&mut self, node_id: i32) {
+        if let Some(broker) = self.take(node_id) {
             broker.halt().await;
         }
     }
 
     /// Stops `node_id` with a controlled shutdown.
     pub async fn stop(&mut self, node_id: i32) {
-        let member = self
-            .members
-            .iter_mut()
-            .find(|m| m.node_id == node_id)
-            .expect("a member with this node id");
-        if let Some(broker) = member.broker.take() {
+        if let Some(broker) = self.take(node_id) {
             broker.shutdown().await;
         }
     }

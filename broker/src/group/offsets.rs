@@ -65,6 +65,9 @@ impl OffsetMetadataManager {
     /// single-node broker has one too.
     pub async fn ensure_topic(&self) -> Result<i32, GroupError> {
         if let Some(topic) = self.controller.topic(OFFSETS_TOPIC) {
+            // The image may be ahead of the replicas (another request just created the
+            // topic): let them open its partitions first.
+            self.controller.wait_replicas_caught_up().await;
             return Ok(topic.partitions);
         }
         let brokers = self
@@ -88,10 +91,13 @@ impl OffsetMetadataManager {
         };
         match self.controller.create_topic(new, false).await {
             Ok(topic) => Ok(topic.partitions),
-            Err(TopicError::AlreadyExists(_)) => Ok(self
-                .controller
-                .topic(OFFSETS_TOPIC)
-                .map_or(self.num_partitions, |t| t.partitions)),
+            Err(TopicError::AlreadyExists(_)) => {
+                self.controller.wait_replicas_caught_up().await;
+                Ok(self
+                    .controller
+                    .topic(OFFSETS_TOPIC)
+                    .map_or(self.num_partitions, |t| t.partitions))
+            }
             Err(error) => {
                 tracing::error!(%error, "cannot create {OFFSETS_TOPIC}");
                 Err(GroupError::CoordinatorNotAvailable)

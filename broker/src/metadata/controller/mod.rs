@@ -273,6 +273,15 @@ impl Controller {
         f(&self.quorum.image())
     }
 
+    /// Waits (briefly) until this broker's replicas match the metadata it has applied.
+    pub async fn wait_replicas_caught_up(&self) {
+        if let Some(applied) = self.quorum.status().last_applied {
+            self.replicas
+                .wait_applied(applied, Duration::from_secs(5))
+                .await;
+        }
+    }
+
     /// A topic's metadata.
     pub fn topic(&self, name: &str) -> Option<TopicImage> {
         self.quorum.image().topic(name).cloned()

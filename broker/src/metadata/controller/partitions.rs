@@ -297,21 +297,28 @@ pub(super) fn reassign(
         return Ok(Vec::new());
     }
     // A leader that is no longer a replica (a cancelled move) hands over.
-    if !next.replicas.contains(&next.leader) {
-        next.leader = next
-            .replicas
-            .iter()
-            .copied()
-            .find(|r| next.isr.contains(r) && is_eligible(image, *r, None))
-            .unwrap_or(-1);
-        next.leader_epoch += 1;
-    }
+    hand_over_if_removed(image, &mut next);
     next.partition_epoch += 1;
     let mut records = vec![partition_record(topic, partition, &next)];
     let mut preview = image.clone();
     preview.apply(&records[0]);
     records.extend(complete_reassignments(&preview));
     Ok(records)
+}
+
+/// A leader that is no longer among the replicas hands over to the first in-sync, eligible
+/// replica (or none) in a new leader epoch.
+fn hand_over_if_removed(image: &MetadataImage, next: &mut PartitionImage) {
+    if next.replicas.contains(&next.leader) {
+        return;
+    }
+    next.leader = next
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| next.isr.contains(r) && is_eligible(image, *r, None))
+        .unwrap_or(-1);
+    next.leader_epoch += 1;
 }
 
 /// Finishes the moves whose added replicas are all in the ISR: the replicas become the
@@ -333,15 +340,7 @@ pub(super) fn complete_reassignments(image: &MetadataImage) -> Vec<MetadataRecor
             next.isr.retain(|r| next.replicas.contains(r));
             next.adding_replicas.clear();
             next.removing_replicas.clear();
-            if !next.replicas.contains(&next.leader) {
-                next.leader = next
-                    .replicas
-                    .iter()
-                    .copied()
-                    .find(|r| next.isr.contains(r) && is_eligible(image, *r, None))
-                    .unwrap_or(-1);
-                next.leader_epoch += 1;
-            }
+            hand_over_if_removed(image, &mut next);
             if next.isr.is_empty() {
                 // Never leave an empty ISR: wait for a target replica to be in sync.
                 continue;
