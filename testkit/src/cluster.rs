@@ -454,8 +454,24 @@ impl ClusterProcesses {
     }
 }
 
+/// Log lines per broker printed when a test panics with the cluster up.
+const LINES_ON_PANIC: usize = 80;
+
 impl Drop for ClusterProcesses {
     fn drop(&mut self) {
+        // A failed test's brokers explain it: their last lines go to the test's output.
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                let lines = node.log_lines();
+                let tail = &lines[lines.len().saturating_sub(LINES_ON_PANIC)..];
+                eprintln!(
+                    "--- broker {} (last {} log lines) ---\n{}",
+                    node.spec.id,
+                    tail.len(),
+                    tail.join("\n")
+                );
+            }
+        }
         for node in &mut self.nodes {
             if let Some(mut process) = node.process.take() {
                 // A stopped process dies of SIGKILL as well.

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use millrace_client::{Admin, ClientConfig};
 
 use super::history::{BrokerId, Partition, Recorder};
-use super::replica_read::record_broker_reads;
+use super::replica_read::fetch_partition;
 
 /// One partition as the cluster's metadata describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,19 +135,49 @@ pub async fn brokers(bootstrap: &str) -> anyhow::Result<Vec<(BrokerId, SocketAdd
         .collect()
 }
 
-/// Reads every partition of `topic` from every broker of the cluster
-/// ([`record_broker_reads`]) and records the in-sync replicas ([`record_isr`]).
+/// The active controller's broker id as DescribeCluster reports it (-1 while there is none),
+/// for tests that kill the controller.
+pub async fn controller(bootstrap: &str) -> anyhow::Result<BrokerId> {
+    let admin = admin(bootstrap).await?;
+    let cluster = admin
+        .describe_cluster()
+        .await
+        .context("describing the cluster")?;
+    Ok(cluster.controller_id)
+}
+
+/// Reads every partition of `topic` from every broker holding a replica of it
+/// ([`fetch_partition`], as a debugging consumer) and records the in-sync replicas
+/// ([`record_isr`]). A topic with fewer replicas than brokers is read where it lives.
 pub async fn record_every_broker(
     recorder: &Recorder,
     bootstrap: &str,
     topic: &str,
     partitions: i32,
 ) -> anyhow::Result<()> {
-    record_isr(recorder, bootstrap, topic).await?;
-    for (id, addr) in brokers(bootstrap).await? {
-        record_broker_reads(recorder, id, addr, topic, partitions)
-            .await
-            .with_context(|| format!("reading broker {id}"))?;
+    let views = describe_partitions(bootstrap, topic).await?;
+    recorder.with(|h| {
+        for view in &views {
+            h.set_isr(view.partition, view.isr.clone());
+        }
+    });
+    let brokers = brokers(bootstrap).await?;
+    for partition in 0..partitions {
+        let view = views
+            .iter()
+            .find(|v| v.partition == partition)
+            .with_context(|| format!("no {topic}-{partition} in the metadata"))?;
+        for (id, addr) in &brokers {
+            if !view.replicas.contains(id) {
+                continue;
+            }
+            let read = fetch_partition(*addr, topic, partition, Duration::from_secs(30))
+                .await
+                .with_context(|| format!("reading {topic}-{partition} from broker {id}"))?;
+            recorder.with(|h| {
+                h.record_replica_read(*id, partition, read.records, Some(read.high_watermark))
+            });
+        }
     }
     Ok(())
 }

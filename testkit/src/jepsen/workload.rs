@@ -54,6 +54,13 @@ pub struct Workload {
     /// How long consumers keep polling after [`RunningWorkload::stop`] to reach the end of
     /// every partition.
     pub drain_timeout: Duration,
+    /// The clients' `request.timeout.ms`: how long a request may go unanswered (a paused or
+    /// cut-off broker answers nothing) before the client gives up on it and retries, maybe
+    /// elsewhere. Kafka requires `delivery.timeout.ms >= linger.ms + request.timeout.ms`: a
+    /// send must outlive one unanswered request, or an idempotent producer's batch stuck on a
+    /// silent old leader expires instead of being retried on the new one, leaving a gap in
+    /// its sequence numbers.
+    pub request_timeout: Duration,
 }
 
 impl Workload {
@@ -74,6 +81,7 @@ impl Workload {
             value_prefix: topic.to_string(),
             delivery_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(5),
         }
     }
 
@@ -111,6 +119,7 @@ impl Workload {
     fn client(&self, client_id: &str) -> anyhow::Result<ClientConfig> {
         ClientConfig::builder(self.bootstrap.split(',').map(str::to_string))
             .client_id(client_id)
+            .request_timeout(self.request_timeout)
             .build()
             .with_context(|| format!("a client configuration for {}", self.bootstrap))
     }

@@ -502,14 +502,36 @@ impl Controller {
                     self.execute(request.clone()).await
                 }
                 Some(leader) => match serde_json::to_vec(&request) {
-                    Ok(payload) => match self.quorum.call(leader, payload).await {
-                        Ok(answer) => serde_json::from_slice(&answer).unwrap_or_else(|e| {
-                            ControllerResponse::Unavailable(format!(
-                                "unreadable answer from controller {leader}: {e}"
-                            ))
-                        }),
-                        Err(error) => ControllerResponse::Unavailable(error.to_string()),
-                    },
+                    Ok(payload) => {
+                        // A controller cut off or paused answers nothing, and the call waits
+                        // for the RPC timeout, longer than a broker session: a heartbeat stuck
+                        // there would get its broker fenced by the new controller. Give up on
+                        // the call as soon as the quorum names another leader, and ask that
+                        // one (every request may be sent again, see `retriable`).
+                        let replaced = async {
+                            while leader_changes.changed().await.is_ok() {
+                                if self.quorum.leader() != Some(leader) {
+                                    return;
+                                }
+                            }
+                            std::future::pending::<()>().await;
+                        };
+                        tokio::select! {
+                            answer = self.quorum.call(leader, payload) => match answer {
+                                Ok(answer) => {
+                                    serde_json::from_slice(&answer).unwrap_or_else(|e| {
+                                        ControllerResponse::Unavailable(format!(
+                                            "unreadable answer from controller {leader}: {e}"
+                                        ))
+                                    })
+                                }
+                                Err(error) => ControllerResponse::Unavailable(error.to_string()),
+                            },
+                            () = replaced => ControllerResponse::Unavailable(format!(
+                                "controller {leader} was replaced while the request was in flight"
+                            )),
+                        }
+                    }
                     Err(e) => ControllerResponse::Unavailable(e.to_string()),
                 },
                 None => ControllerResponse::NotController { leader: None },
