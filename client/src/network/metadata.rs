@@ -144,17 +144,35 @@ impl Metadata {
                 );
                 continue;
             }
+            let known = self
+                .topics
+                .get(&name)
+                .filter(|t| t.id == *topic.topic_id.as_bytes());
             let mut partitions: Vec<PartitionInfo> = topic
                 .partitions
                 .iter()
-                .map(|p| PartitionInfo {
-                    id: p.partition_index,
-                    leader: p.leader_id.0,
-                    leader_epoch: p.leader_epoch,
-                    replicas: p.replica_nodes.iter().map(|r| r.0).collect(),
-                    isr: p.isr_nodes.iter().map(|r| r.0).collect(),
-                    offline_replicas: p.offline_replicas.iter().map(|r| r.0).collect(),
-                    error_code: p.error_code,
+                .map(|p| {
+                    let fresh = PartitionInfo {
+                        id: p.partition_index,
+                        leader: p.leader_id.0,
+                        leader_epoch: p.leader_epoch,
+                        replicas: p.replica_nodes.iter().map(|r| r.0).collect(),
+                        isr: p.isr_nodes.iter().map(|r| r.0).collect(),
+                        offline_replicas: p.offline_replicas.iter().map(|r| r.0).collect(),
+                        error_code: p.error_code,
+                    };
+                    // KIP-320: an answer with an older leader epoch than we know comes from a
+                    // broker that has not heard of the newer leader (a cut-off or paused old
+                    // leader); keep what we know instead of going back to it.
+                    match known.and_then(|t| t.partitions.iter().find(|k| k.id == fresh.id)) {
+                        Some(known)
+                            if fresh.leader_epoch >= 0
+                                && known.leader_epoch > fresh.leader_epoch =>
+                        {
+                            known.clone()
+                        }
+                        _ => fresh,
+                    }
                 })
                 .collect();
             partitions.sort_by_key(|p| p.id);
@@ -244,5 +262,41 @@ mod tests {
         assert!(partition(1, &[1, 2, 3], &[1, 3]).under_replicated());
         assert!(partition(-1, &[1, 2], &[]).offline());
         assert!(!partition(2, &[1, 2], &[2]).offline());
+    }
+
+    #[test]
+    fn an_answer_with_an_older_leader_epoch_does_not_replace_a_newer_one() {
+        use kafka_protocol::messages::metadata_response::{
+            MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+        };
+        use kafka_protocol::messages::{BrokerId, TopicName};
+        use kafka_protocol::protocol::StrBytes;
+        let answer = |leader: i32, epoch: i32| {
+            MetadataResponse::default()
+                .with_brokers(
+                    [1, 2]
+                        .iter()
+                        .map(|id| {
+                            MetadataResponseBroker::default()
+                                .with_node_id(BrokerId(*id))
+                                .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                .with_port(9092)
+                        })
+                        .collect(),
+                )
+                .with_topics(vec![MetadataResponseTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str("t"))))
+                    .with_partitions(vec![MetadataResponsePartition::default()
+                        .with_partition_index(0)
+                        .with_leader_id(BrokerId(leader))
+                        .with_leader_epoch(epoch)])])
+        };
+        let known = Metadata::default().merged(&answer(2, 5), true);
+        // A stale broker (the old leader) still names itself, in epoch 4.
+        let merged = known.merged(&answer(1, 4), true);
+        assert_eq!(merged.leader("t", 0), Some(2));
+        assert_eq!(merged.leader_epoch("t", 0), 5);
+        let newer = merged.merged(&answer(1, 6), true);
+        assert_eq!(newer.leader("t", 0), Some(1));
     }
 }
