@@ -23,6 +23,9 @@ use crate::metadata::Controller;
 /// How long a broker waits at start-up to be registered and unfenced.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The longest one controlled-shutdown step (a heartbeat asking to stop) may take.
+const SHUTDOWN_STEP: Duration = Duration::from_secs(2);
+
 /// The pause between failed controller calls.
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -164,19 +167,28 @@ impl BrokerLifecycle {
     pub async fn controlled_shutdown(&self, timeout: Duration) {
         let done = tokio::time::timeout(timeout, async {
             loop {
-                match self.beat(true).await {
-                    Ok(answer) if answer.should_shutdown => return,
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                    Err(error) => {
+                // One step at a time, each bounded: the last brokers of a cluster that stops
+                // have no quorum left to ask, and must not wait the whole timeout for it.
+                match tokio::time::timeout(SHUTDOWN_STEP, self.beat(true)).await {
+                    Ok(Ok(answer)) if answer.should_shutdown => return true,
+                    Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Ok(Err(_)) | Err(_) if self.controller.quorum().leader().is_none() => {
+                        return false;
+                    }
+                    Ok(Err(error)) => {
                         tracing::debug!(%error, "controlled shutdown heartbeat failed");
                         tokio::time::sleep(RETRY_BACKOFF).await;
                     }
+                    Err(_) => tracing::debug!("controlled shutdown heartbeat timed out"),
                 }
             }
         })
         .await;
         match done {
-            Ok(()) => tracing::info!("controlled shutdown: leaderships moved away"),
+            Ok(true) => tracing::info!("controlled shutdown: leaderships moved away"),
+            Ok(false) => tracing::warn!(
+                "controlled shutdown: no active controller to move leaderships; stopping anyway"
+            ),
             Err(_) => tracing::warn!("controlled shutdown did not finish in time; stopping anyway"),
         }
     }
