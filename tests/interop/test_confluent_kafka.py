@@ -189,7 +189,6 @@ def test_create_partitions_increases_partition_count(broker):
 # -- produce and consume -------------------------------------------------------------------
 
 
-@pytest.mark.cluster
 def test_keyed_produce_with_headers_round_trips_across_partitions(broker):
     topic = unique_topic("keyed")
     confluent_create_topic(broker.bootstrap, topic, partitions=6)
@@ -250,7 +249,6 @@ def test_compression_codec_round_trips(broker, codec):
         assert [r.offset for r in records] == list(range(len(records)))
 
 
-@pytest.mark.cluster
 def test_900_kb_record_round_trips(broker):
     topic = unique_topic("large")
     confluent_create_topic(broker.bootstrap, topic, partitions=1)
@@ -272,7 +270,6 @@ def test_900_kb_record_round_trips(broker):
     assert back.records[1].value == b"after the big one"
 
 
-@pytest.mark.cluster
 def test_offsets_for_times_finds_first_offset_at_or_after_timestamp(broker):
     topic = unique_topic("times")
     confluent_create_topic(broker.bootstrap, topic, partitions=1)
@@ -373,7 +370,6 @@ def test_auto_create_off_fails_produce_and_creates_nothing(broker_factory):
 # -- offsets and deletion ------------------------------------------------------------------
 
 
-@pytest.mark.cluster
 def test_delete_records_moves_low_watermark(broker):
     topic = unique_topic("delrec")
     confluent_create_topic(broker.bootstrap, topic, partitions=1)

@@ -15,8 +15,6 @@ from kafka.codec import has_lz4, has_snappy, has_zstd
 
 from support import kafka_python_read_all, unique_topic, wait_until
 
-# Every test here runs against one broker and against a three-broker cluster.
-pytestmark = pytest.mark.cluster
 
 
 def admin_client(bootstrap: str) -> KafkaAdminClient:

@@ -27,8 +27,6 @@ pytestmark = [
         not (NODE_DIR / "node_modules" / "kafkajs").is_dir(),
         reason="kafkajs not installed: run `npm ci` in tests/interop/node (scripts/test does)",
     ),
-    # Every test here runs against one broker and against a three-broker cluster.
-    pytest.mark.cluster,
 ]
 
 COUNT = 60

@@ -16,11 +16,7 @@ import pytest
 from support import confluent_create_topic, unique_topic
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
-pytestmark = [
-    pytest.mark.skipif(KCAT is None, reason="kcat is not installed"),
-    # Every test here runs against one broker and against a three-broker cluster.
-    pytest.mark.cluster,
-]
+pytestmark = pytest.mark.skipif(KCAT is None, reason="kcat is not installed")
 
 
 def kcat(*args: str, stdin: str | None = None, timeout: float = 60) -> str:
