@@ -17,7 +17,7 @@ use kafka_protocol::records::Compression;
 use millrace_client::admin::NewTopic;
 use millrace_testkit::cluster::ClusterProcesses;
 use millrace_testkit::jepsen::topology::{self, PartitionView};
-use millrace_testkit::jepsen::workload::{final_read, RunningWorkload};
+use millrace_testkit::jepsen::workload::{final_read, RunningWorkload, Workload};
 use millrace_testkit::jepsen::{check, CheckReport, Recorder, SendOutcome};
 use millrace_testkit::records::{batch, record};
 use millrace_testkit::wire::TestClient;
@@ -113,6 +113,26 @@ pub fn bootstrap_without(cluster: &ClusterProcesses, except: i32) -> String {
         .map(|s| s.client_addr.to_string())
         .collect();
     addrs.join(",")
+}
+
+/// The load most scenarios run under: two producers at 300 writes/s each (acks=all,
+/// idempotent), one consumer assigned every partition and `group_consumers` in a group;
+/// returns once `acks` writes are acknowledged (failing with `what` otherwise).
+pub async fn steady_load(
+    bootstrap: &str,
+    topic: &str,
+    group_consumers: usize,
+    acks: u64,
+    what: &str,
+) -> (Recorder, RunningWorkload) {
+    let recorder = Recorder::new();
+    let mut running = Workload::new(bootstrap, topic, PARTITIONS)
+        .producers(2)
+        .consumers(1, group_consumers)
+        .rate_per_producer(300.0)
+        .start(recorder.clone());
+    wait_for_acks(&mut running, &recorder, acks, what).await;
+    (recorder, running)
 }
 
 /// Waits until `more` sends more than so far were acknowledged (within 60 s), failing the

@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use millrace_testkit::faults::flip_bit;
-use millrace_testkit::jepsen::workload::Workload;
-use millrace_testkit::jepsen::{topology, Recorder};
+use millrace_testkit::jepsen::topology;
 
 use crate::common::*;
 
@@ -49,13 +48,8 @@ fn a_follower_with_a_corrupted_tail_truncates_re_replicates_and_is_never_elected
         let topic = "corrupt-follower";
         let mut cluster = cluster_with_topic(topic, &[]).await;
         let bootstrap = cluster.bootstrap();
-        let recorder = Recorder::new();
-        let mut running = Workload::new(&bootstrap, topic, PARTITIONS)
-            .producers(2)
-            .consumers(1, 1)
-            .rate_per_producer(300.0)
-            .start(recorder.clone());
-        wait_for_acks(&mut running, &recorder, 500, "writes before the fault").await;
+        let (recorder, mut running) =
+            steady_load(&bootstrap, topic, 1, 500, "writes before the fault").await;
 
         let view = partition_view(&bootstrap, topic, 0).await;
         let leader = view.leader.expect("partition 0 has a leader");

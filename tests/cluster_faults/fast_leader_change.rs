@@ -20,13 +20,8 @@ fn two_leader_changes_in_quick_succession_while_a_follower_is_down() {
         let mut cluster = start_cluster(5, &[]).await;
         let bootstrap = cluster.bootstrap();
         create_topic(&bootstrap, topic, PARTITIONS, 5).await;
-        let recorder = Recorder::new();
-        let mut running = Workload::new(&bootstrap, topic, PARTITIONS)
-            .producers(2)
-            .consumers(1, 1)
-            .rate_per_producer(300.0)
-            .start(recorder.clone());
-        wait_for_acks(&mut running, &recorder, 300, "writes before the faults").await;
+        let (recorder, mut running) =
+            steady_load(&bootstrap, topic, 1, 300, "writes before the faults").await;
 
         let start = partition_view(&bootstrap, topic, 0).await;
         let first = start.leader.expect("partition 0 has a leader");

@@ -88,13 +88,8 @@ fn kill_9_of_the_active_controller_during_create_topics_elects_a_new_one() {
         let topic = "kill-controller";
         let mut cluster = cluster_with_topic(topic, &[]).await;
         let bootstrap = cluster.bootstrap();
-        let recorder = Recorder::new();
-        let mut running = Workload::new(&bootstrap, topic, PARTITIONS)
-            .producers(2)
-            .consumers(1, 2)
-            .rate_per_producer(300.0)
-            .start(recorder.clone());
-        wait_for_acks(&mut running, &recorder, 300, "writes before the fault").await;
+        let (recorder, mut running) =
+            steady_load(&bootstrap, topic, 2, 300, "writes before the fault").await;
 
         let victim = topology::controller(&bootstrap).await.unwrap();
         assert!(

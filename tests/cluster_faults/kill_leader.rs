@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use millrace_testkit::jepsen::workload::Workload;
-use millrace_testkit::jepsen::{topology, Recorder};
+use millrace_testkit::jepsen::topology;
 
 use crate::common::*;
 
@@ -14,13 +13,8 @@ fn kill_9_of_a_partition_leader_during_acks_all_writes_loses_nothing() {
         let topic = "kill-leader";
         let mut cluster = cluster_with_topic(topic, &[]).await;
         let bootstrap = cluster.bootstrap();
-        let recorder = Recorder::new();
-        let mut running = Workload::new(&bootstrap, topic, PARTITIONS)
-            .producers(2)
-            .consumers(1, 2)
-            .rate_per_producer(300.0)
-            .start(recorder.clone());
-        wait_for_acks(&mut running, &recorder, 300, "writes before the fault").await;
+        let (recorder, mut running) =
+            steady_load(&bootstrap, topic, 2, 300, "writes before the fault").await;
 
         let victim = topology::leader_of(&bootstrap, topic, 0)
             .await

@@ -6,8 +6,7 @@
 use std::time::{Duration, Instant};
 
 use millrace_testkit::faults::Paused;
-use millrace_testkit::jepsen::workload::Workload;
-use millrace_testkit::jepsen::{topology, Recorder};
+use millrace_testkit::jepsen::topology;
 
 use crate::common::*;
 
@@ -28,13 +27,8 @@ fn paused_followers_leave_the_isr_and_below_min_insync_nothing_is_acknowledged()
         .await;
         let bootstrap = cluster.bootstrap();
         create_topic(&bootstrap, topic, PARTITIONS, 3).await;
-        let recorder = Recorder::new();
-        let mut running = Workload::new(&bootstrap, topic, PARTITIONS)
-            .producers(2)
-            .consumers(1, 1)
-            .rate_per_producer(300.0)
-            .start(recorder.clone());
-        wait_for_acks(&mut running, &recorder, 300, "writes before the fault").await;
+        let (recorder, mut running) =
+            steady_load(&bootstrap, topic, 1, 300, "writes before the fault").await;
 
         let view = partition_view(&bootstrap, topic, 0).await;
         let leader = view.leader.expect("partition 0 has a leader");

@@ -15,13 +15,8 @@ fn a_rolling_restart_of_every_broker_under_load_loses_nothing() {
         let topic = "rolling-restart";
         let mut cluster = cluster_with_topic(topic, &[]).await;
         let bootstrap = cluster.bootstrap();
-        let recorder = Recorder::new();
-        let mut running = Workload::new(&bootstrap, topic, PARTITIONS)
-            .producers(2)
-            .consumers(1, 2)
-            .rate_per_producer(300.0)
-            .start(recorder.clone());
-        wait_for_acks(&mut running, &recorder, 300, "writes before the restarts").await;
+        let (recorder, mut running) =
+            steady_load(&bootstrap, topic, 2, 300, "writes before the restarts").await;
 
         for id in cluster.ids() {
             let status = cluster.terminate(id).unwrap();

@@ -5,8 +5,7 @@
 use std::time::{Duration, Instant};
 
 use millrace_testkit::faults::Paused;
-use millrace_testkit::jepsen::workload::Workload;
-use millrace_testkit::jepsen::{topology, Recorder};
+use millrace_testkit::jepsen::topology;
 use millrace_testkit::wire::TestClient;
 
 use crate::common::*;
@@ -17,13 +16,8 @@ fn a_paused_leader_is_fenced_and_accepts_no_write_when_it_resumes() {
         let topic = "zombie-leader";
         let cluster = cluster_with_topic(topic, &[]).await;
         let bootstrap = cluster.bootstrap();
-        let recorder = Recorder::new();
-        let mut running = Workload::new(&bootstrap, topic, PARTITIONS)
-            .producers(2)
-            .consumers(1, 2)
-            .rate_per_producer(300.0)
-            .start(recorder.clone());
-        wait_for_acks(&mut running, &recorder, 300, "writes before the fault").await;
+        let (recorder, mut running) =
+            steady_load(&bootstrap, topic, 2, 300, "writes before the fault").await;
 
         let before = partition_view(&bootstrap, topic, 0).await;
         let victim = before.leader.expect("partition 0 has a leader");

@@ -179,6 +179,19 @@ fn gather(
             // KIP-74: the first non-empty partition returns at least one whole batch, even
             // above the limits, so a big record can never stall a consumer.
             let first_with_data = bytes == 0;
+            let may_serve = replica_id == DEBUGGING_CONSUMER_ID
+                || replica.check_leader(w.current_leader_epoch).is_ok();
+            if limit == 0 && !first_with_data && replica_id < 0 && may_serve {
+                // The response is full: nothing would be sent, so nothing is read. (A follower
+                // is still served, for its fetch offset tells the leader its position.)
+                let high_watermark = replica.high_watermark();
+                partitions.push(
+                    data.with_high_watermark(high_watermark)
+                        .with_last_stable_offset(high_watermark)
+                        .with_log_start_offset(replica.log().log_start_offset()),
+                );
+                continue;
+            }
             let read_limit = if limit == 0 && first_with_data {
                 1
             } else {
