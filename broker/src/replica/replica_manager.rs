@@ -172,8 +172,13 @@ impl ReplicaManager {
         for topic in image.topics() {
             let log_config = topic_config::log_config(log_defaults, &topic.configs);
             let min_isr = topic_config::min_insync_replicas(log_defaults, &topic.configs);
+            // Compared under the read lock: cloning the hosted topic only to compare its
+            // settings would copy every replica handle on every metadata change.
             let configs_changed = self
-                .topic(&topic.name)
+                .topics
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&topic.name)
                 .is_some_and(|hosted| hosted.configs != topic.configs);
             for (&index, state) in &topic.partition_states {
                 if !state.replicas.contains(&self.local_id) {
