@@ -151,12 +151,12 @@ fn one_broker_serves_clients_and_stops_on(signal: &str) {
 }
 
 #[test]
-fn cluster_up_with_three_brokers_reports_three_alive_brokers() {
+fn cluster_up_with_four_brokers_reports_three_voters_and_a_broker_only_node_alive() {
     let dir = tempfile::tempdir().unwrap();
     let base = free_base_port();
     let (child, bootstrap) = cluster_up(&[
         "--brokers",
-        "3",
+        "4",
         "--data-dir",
         dir.path().to_str().unwrap(),
         "--base-port",
@@ -165,11 +165,21 @@ fn cluster_up_with_three_brokers_reports_three_alive_brokers() {
     assert_eq!(
         bootstrap,
         format!(
-            "127.0.0.1:{base},127.0.0.1:{},127.0.0.1:{}",
+            "127.0.0.1:{base},127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
             base + 1,
-            base + 2
+            base + 2,
+            base + 3
         )
     );
+    // The fourth is a broker only: a Kafka client bootstrapped from it alone sees them all.
+    let fourth = format!("127.0.0.1:{}", base + 3);
+    let created = common::cli::run_at(
+        &fourth,
+        &["topics", "create", "spread", "-p", "4", "-r", "3"],
+        "",
+        common::cli::COMMAND_LIMIT,
+    );
+    assert!(created.status.success(), "{created:?}");
 
     let status = common::cli::run_at(
         &bootstrap,
@@ -184,7 +194,9 @@ fn cluster_up_with_three_brokers_reports_three_alive_brokers() {
         .iter()
         .map(|b| b["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states, ["alive", "alive", "alive"]);
+    assert_eq!(states, ["alive", "alive", "alive", "alive"]);
+    let controller = report["controller_id"].as_i64().unwrap();
+    assert!((1..=3).contains(&controller), "a voter controls: {report}");
 
     send_signal(child.id(), "TERM");
     let output = wait_with_deadline(child, Duration::from_secs(30));

@@ -157,14 +157,16 @@ impl Broker {
     }
 }
 
-/// The quorum this node votes in: `controller.quorum.voters`, or this node alone.
+/// The quorum this node votes in (`controller.quorum.voters`, or this node alone), or, with
+/// `process.roles=broker`, the one it observes.
 fn quorum_config(config: &BrokerConfig) -> Result<QuorumConfig, BrokerError> {
     let node_id = u64::try_from(config.node_id).map_err(|_| {
         BrokerError::Storage(format!("node.id {} must not be negative", config.node_id))
     })?;
     let dir = config.data_dir.join("__cluster_metadata-0");
     let voters = config.voter_addresses();
-    let mut quorum = if voters.len() <= 1 {
+    let observer = !config.process_roles.is_controller();
+    let mut quorum = if voters.len() <= 1 && !observer {
         QuorumConfig::single(node_id, dir.clone())
     } else {
         let mut resolved = BTreeMap::new();
@@ -183,7 +185,11 @@ fn quorum_config(config: &BrokerConfig) -> Result<QuorumConfig, BrokerError> {
             })?;
             resolved.insert(id, addr);
         }
-        QuorumConfig::new(node_id, resolved, dir.clone())
+        if observer {
+            QuorumConfig::observer(node_id, resolved, dir.clone())
+        } else {
+            QuorumConfig::new(node_id, resolved, dir.clone())
+        }
     };
     quorum.legacy_log = Some(dir.join("metadata.log"));
     let election = Duration::from_millis(config.controller_quorum_election_timeout_ms);

@@ -242,7 +242,7 @@ async fn three_voters_elect_one_leader_and_their_images_converge() {
         .await
         .unwrap();
     // openraft publishes its metrics after the write returns: wait for them to catch up.
-    let mut metrics = cluster.nodes[&leader].raft_metrics();
+    let mut metrics = cluster.nodes[&leader].raft_metrics().expect("a voter");
     tokio::time::timeout(
         WAIT,
         metrics.wait_for(|m| m.last_applied.map(|l| l.index) >= Some(index)),
@@ -251,7 +251,7 @@ async fn three_voters_elect_one_leader_and_their_images_converge() {
     .unwrap()
     .unwrap();
     // Openraft publishes its metrics a moment after the apply that `propose` waited for.
-    let mut metrics = cluster.nodes[&leader].raft_metrics();
+    let mut metrics = cluster.nodes[&leader].raft_metrics().expect("a voter");
     tokio::time::timeout(
         WAIT,
         metrics.wait_for(|m| m.last_applied.is_some_and(|l| l.index >= index)),
@@ -422,7 +422,7 @@ async fn a_follower_down_past_the_snapshot_threshold_catches_up_by_snapshot() {
             .unwrap();
     }
     // The leader has snapshotted and purged past where the follower stopped.
-    let mut metrics = cluster.nodes[&leader].raft_metrics();
+    let mut metrics = cluster.nodes[&leader].raft_metrics().expect("a voter");
     tokio::time::timeout(
         WAIT,
         metrics.wait_for(|m| m.purged.is_some_and(|p| p.index >= 20)),
@@ -445,7 +445,7 @@ async fn a_follower_down_past_the_snapshot_threshold_catches_up_by_snapshot() {
     assert_eq!(leader_status.leader, Some(leader));
     assert_eq!(leader_status.replication.len(), 3);
     // Its log restarts after the leader's purge point, which only a snapshot can bridge.
-    let mut metrics = cluster.nodes[&follower].raft_metrics();
+    let mut metrics = cluster.nodes[&follower].raft_metrics().expect("a voter");
     tokio::time::timeout(WAIT, metrics.wait_for(|m| m.snapshot.is_some()))
         .await
         .expect("the follower did not install a snapshot")

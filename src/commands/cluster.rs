@@ -36,9 +36,9 @@ pub enum ClusterCommand {
 /// `cluster up` options.
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpArgs {
-    /// How many brokers (node ids 1..=N), every one a voter of the controller quorum. At most
-    /// 3 until brokers that are not voters (`process.roles=broker`) are supported.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=3))]
+    /// How many brokers (node ids 1..=N). The first three are also the controller quorum's
+    /// voters; the rest are brokers only (`process.roles=broker`) that follow the quorum.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=99))]
     pub brokers: u16,
     /// Where each broker keeps its data (`DIR/broker-<id>`) and log (`DIR/broker-<id>.log`).
     #[arg(long, value_name = "DIR", default_value = "millrace-cluster")]

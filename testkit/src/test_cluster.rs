@@ -1,6 +1,6 @@
-//! Several in-process brokers forming one cluster on 127.0.0.1: each a voter of the metadata
-//! quorum (combined broker and controller, as `millrace cluster up` starts them), with its
-//! own data dir, client port and controller port.
+//! Several in-process brokers forming one cluster on 127.0.0.1: voters of the metadata quorum
+//! (combined broker and controller, as `millrace cluster up` starts its first three), and
+//! optionally broker-only nodes that observe it, each with its own data dir and ports.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,8 +24,10 @@ pub struct ClusterMember {
     pub node_id: i32,
     /// Client (PLAINTEXT) address.
     pub addr: SocketAddr,
-    /// Controller listener port.
+    /// Controller listener port (unused by a broker-only node).
     pub controller_port: u16,
+    /// Whether it is a voter (`process.roles=broker,controller`) rather than broker-only.
+    pub voter: bool,
     /// Data dir.
     pub dir: PathBuf,
     /// The broker, while it runs.
@@ -45,6 +47,17 @@ impl TestCluster {
     /// Starts `n` brokers (all voters) with `KEY=VALUE` overrides, concurrently: the quorum
     /// needs a majority before any of them finishes starting.
     pub async fn start(n: usize, overrides: &[&str]) -> TestCluster {
+        TestCluster::start_with_brokers(n, 0, overrides).await
+    }
+
+    /// Starts `voters` combined brokers (node ids 1..=voters) and `brokers` broker-only nodes
+    /// (`process.roles=broker`, the ids after), all concurrently.
+    pub async fn start_with_brokers(
+        voters: usize,
+        brokers: usize,
+        overrides: &[&str],
+    ) -> TestCluster {
+        let n = voters + brokers;
         let root = crate::temp_dir();
         let mut members = Vec::new();
         for index in 0..n {
@@ -54,12 +67,14 @@ impl TestCluster {
                 node_id,
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 controller_port: crate::free_port(),
+                voter: index < voters,
                 dir: root.path().join(format!("broker-{node_id}")),
                 broker: None,
             });
         }
         let voters = members
             .iter()
+            .filter(|m| m.voter)
             .map(|m| format!("{}@127.0.0.1:{}", m.node_id, m.controller_port))
             .collect::<Vec<_>>()
             .join(",");
@@ -85,14 +100,22 @@ impl TestCluster {
 
     fn config(&self, index: usize) -> BrokerConfig {
         let member = &self.members[index];
+        let (roles, listeners) = if member.voter {
+            (
+                "broker,controller",
+                format!(
+                    "PLAINTEXT://{},CONTROLLER://127.0.0.1:{}",
+                    member.addr, member.controller_port
+                ),
+            )
+        } else {
+            ("broker", format!("PLAINTEXT://{}", member.addr))
+        };
         let mut settings = vec![
             format!("node.id={}", member.node_id),
-            "process.roles=broker,controller".to_string(),
+            format!("process.roles={roles}"),
             format!("controller.quorum.voters={}", self.voters),
-            format!(
-                "listeners=PLAINTEXT://{},CONTROLLER://127.0.0.1:{}",
-                member.addr, member.controller_port
-            ),
+            format!("listeners={listeners}"),
             "controller.listener.names=CONTROLLER".to_string(),
             "inter.broker.listener.name=PLAINTEXT".to_string(),
         ];

@@ -5,7 +5,7 @@
 //! A broker starts fenced and serves only once a heartbeat has unfenced it: clients are never
 //! sent to a broker the controller does not count as alive.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,10 @@ pub struct BrokerLifecycle {
     broker_epoch: AtomicI64,
     fenced: watch::Sender<bool>,
     interval: Duration,
+    /// Set when a controlled shutdown starts: from then on every heartbeat asks to stop, so
+    /// that a routine heartbeat can never unfence a broker the controller fenced for stopping
+    /// (which would make its restart look like a second live process).
+    shutting_down: AtomicBool,
 }
 
 impl BrokerLifecycle {
@@ -57,6 +61,7 @@ impl BrokerLifecycle {
             broker_epoch: AtomicI64::new(-1),
             fenced: watch::channel(true).0,
             interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
+            shutting_down: AtomicBool::new(false),
         });
         let started = tokio::time::timeout(STARTUP_TIMEOUT, async {
             loop {
@@ -156,7 +161,8 @@ impl BrokerLifecycle {
                 _ = tokio::time::sleep(self.interval) => {}
                 _ = shutdown.changed() => return,
             }
-            if let Err(error) = self.beat(false).await {
+            let want_shutdown = self.shutting_down.load(Ordering::Acquire);
+            if let Err(error) = self.beat(want_shutdown).await {
                 tracing::debug!(%error, "heartbeat failed");
             }
         }
@@ -165,6 +171,7 @@ impl BrokerLifecycle {
     /// Controlled shutdown: asks the controller to move this broker's leaderships away and
     /// waits (at most `timeout`) until it says the broker may stop.
     pub async fn controlled_shutdown(&self, timeout: Duration) {
+        self.shutting_down.store(true, Ordering::Release);
         let done = tokio::time::timeout(timeout, async {
             loop {
                 // One step at a time, each bounded: the last brokers of a cluster that stops

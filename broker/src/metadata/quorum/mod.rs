@@ -22,6 +22,13 @@
 //! re-applying committed entries) is covered by persisting the committed log id
 //! (`save_committed`), so a restart re-applies up to it before any election.
 //!
+//! **Observers.** A node with `process.roles=broker` is not a voter: it runs no Raft and keeps
+//! no log, and follows the committed metadata by long-polling the voters (`observer.rs`, with
+//! `RpcRequest::FetchMetadata`; each voter keeps its latest applied entries for this, and
+//! sends the whole image to an observer further behind). Its `propose` is always `NotLeader`;
+//! its controller requests go to the leader like any broker's. So a cluster grows past its
+//! voters without membership changes.
+//!
 //! **Leadership.** `propose` works on the leader only and returns once the batch is committed
 //! and applied here; elsewhere it is `NotLeader` with the leader as known. This layer never
 //! forwards: the controller decides what to do with a proposal that must move.
@@ -37,6 +44,7 @@
 
 mod log_store;
 mod network;
+mod observer;
 mod server;
 mod snapshot;
 mod state_machine;
@@ -120,11 +128,23 @@ pub enum QuorumError {
     LegacyImport(String),
 }
 
+/// How a node takes part in the quorum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuorumRole {
+    /// Votes, stores the Raft log and may lead (`process.roles` includes `controller`).
+    Voter,
+    /// Follows the committed metadata from the voters without voting or storing the log
+    /// (`process.roles=broker`); see `observer.rs`.
+    Observer,
+}
+
 /// The configuration of one quorum member.
 #[derive(Clone, Debug)]
 pub struct QuorumConfig {
-    /// This node's id; must be one of `voters`.
+    /// This node's id; one of `voters` for a voter, none of them for an observer.
     pub node_id: NodeId,
+    /// Voter or observer.
+    pub role: QuorumRole,
     /// Every voter's id and CONTROLLER listener address (`controller.quorum.voters`).
     pub voters: BTreeMap<NodeId, SocketAddr>,
     /// Where the Raft log and snapshots live.
@@ -159,6 +179,7 @@ impl QuorumConfig {
     pub fn new(node_id: NodeId, voters: BTreeMap<NodeId, SocketAddr>, dir: PathBuf) -> Self {
         QuorumConfig {
             node_id,
+            role: QuorumRole::Voter,
             voters,
             dir,
             // Kafka's KRaft election timeout is 1 s; failover under 3 s is a stated target.
@@ -184,7 +205,36 @@ impl QuorumConfig {
         QuorumConfig::new(node_id, BTreeMap::from([(node_id, addr)]), dir)
     }
 
+    /// An observer of `voters` (see [`QuorumRole::Observer`]).
+    pub fn observer(node_id: NodeId, voters: BTreeMap<NodeId, SocketAddr>, dir: PathBuf) -> Self {
+        QuorumConfig {
+            role: QuorumRole::Observer,
+            ..QuorumConfig::new(node_id, voters, dir)
+        }
+    }
+
     fn validate(&self) -> Result<(), QuorumError> {
+        if self.role == QuorumRole::Observer {
+            if self.voters.is_empty() {
+                return Err(QuorumError::Config(
+                    "a node that is not a controller needs controller.quorum.voters to follow"
+                        .into(),
+                ));
+            }
+            if self.voters.contains_key(&self.node_id) {
+                return Err(QuorumError::Config(format!(
+                    "node.id {} is in controller.quorum.voters, so it must be a controller                      (process.roles)",
+                    self.node_id
+                )));
+            }
+            if let Some(path) = self.legacy_log.as_ref().filter(|path| path.exists()) {
+                return Err(QuorumError::Config(format!(
+                    "the single-node metadata log {} can only be imported by a controller;                      start this node alone first",
+                    path.display()
+                )));
+            }
+            return Ok(());
+        }
         if !self.voters.contains_key(&self.node_id) {
             return Err(QuorumError::Config(format!(
                 "node.id {} is not in controller.quorum.voters ({:?})",
@@ -288,7 +338,8 @@ pub struct QuorumStatus {
 pub struct MetadataQuorum {
     node_id: NodeId,
     voters: Arc<BTreeMap<NodeId, SocketAddr>>,
-    raft: Raft,
+    /// `None` on an observer, which runs no Raft of its own.
+    raft: Option<Raft>,
     applied: watch::Receiver<AppliedImage>,
     leader: watch::Receiver<LeaderState>,
     client: ControllerClient,
@@ -320,6 +371,9 @@ impl MetadataQuorum {
         app: Arc<dyn ControllerRpcHandler>,
     ) -> Result<MetadataQuorum, QuorumError> {
         config.validate()?;
+        if config.role == QuorumRole::Observer {
+            return Ok(MetadataQuorum::observe(config, app));
+        }
         let raft_config = Arc::new(config.raft_config()?);
         if listener.is_none() && config.voters.len() > 1 {
             return Err(QuorumError::Config(
@@ -337,20 +391,12 @@ impl MetadataQuorum {
             raft_config,
             network,
             log_store,
-            state_machine,
+            state_machine.clone(),
         )
         .await
         .map_err(|e| QuorumError::Stopped(e.to_string()))?;
 
         let mut tasks = Vec::new();
-        if let Some(listener) = listener {
-            tasks.push(server::spawn(
-                listener,
-                raft.clone(),
-                voters.clone(),
-                app.clone(),
-            ));
-        }
         let lease = Lease {
             node_id: config.node_id,
             single: config.voters.len() == 1,
@@ -364,6 +410,18 @@ impl MetadataQuorum {
             config.heartbeat_interval,
             leader_tx,
         )));
+        if let Some(listener) = listener {
+            tasks.push(server::spawn(
+                listener,
+                server::Context {
+                    raft: raft.clone(),
+                    voters: voters.clone(),
+                    app: app.clone(),
+                    state: state_machine,
+                    leader: leader.clone(),
+                },
+            ));
+        }
 
         let quorum = MetadataQuorum {
             node_id: config.node_id,
@@ -373,7 +431,7 @@ impl MetadataQuorum {
                 config.voters.clone(),
                 config.rpc_timeout,
             ),
-            raft,
+            raft: Some(raft),
             applied,
             leader,
             app,
@@ -399,13 +457,72 @@ impl MetadataQuorum {
         Ok(quorum)
     }
 
+    /// An observer: follows the voters' metadata (see `observer.rs`); no storage, no Raft.
+    fn observe(config: QuorumConfig, app: Arc<dyn ControllerRpcHandler>) -> MetadataQuorum {
+        let client = Arc::new(ControllerClient::new(
+            config.node_id,
+            config.voters.clone(),
+            config.rpc_timeout,
+        ));
+        let (applied_tx, applied) = watch::channel(AppliedImage {
+            image: Arc::new(MetadataImage::default()),
+            index: None,
+        });
+        let (leader_tx, leader) = watch::channel(LeaderState::default());
+        let follower = observer::spawn(
+            client,
+            applied_tx,
+            leader_tx,
+            observer::ObserverTimings {
+                // Long enough to keep idle traffic low, short enough that a voter that lost
+                // its leadership without news is asked again soon.
+                max_wait: config.election_timeout_max,
+                backoff: config.heartbeat_interval,
+            },
+        );
+        MetadataQuorum {
+            node_id: config.node_id,
+            voters: Arc::new(config.voters.clone()),
+            raft: None,
+            applied,
+            leader,
+            client: ControllerClient::new(
+                config.node_id,
+                config.voters.clone(),
+                config.rpc_timeout,
+            ),
+            app,
+            lease: Lease {
+                node_id: config.node_id,
+                single: false,
+                max_ack_age_ms: 0,
+            },
+            propose_timeout: config.propose_timeout,
+            tasks: Mutex::new(vec![follower]),
+            storage_closed: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Raft, on a voter; `Stopped` on an observer (callers check the role first).
+    fn raft(&self) -> Result<&Raft, QuorumError> {
+        self.raft
+            .as_ref()
+            .ok_or_else(|| QuorumError::Stopped("an observer runs no Raft".into()))
+    }
+
+    /// Whether this node votes (else it observes).
+    pub fn is_voter(&self) -> bool {
+        self.raft.is_some()
+    }
+
     async fn initialize(&self) -> Result<(), QuorumError> {
+        let raft = self.raft()?;
         let members: BTreeMap<NodeId, BasicNode> = self
             .voters
             .iter()
             .map(|(id, addr)| (*id, BasicNode::new(addr.to_string())))
             .collect();
-        match self.raft.initialize(members).await {
+        match raft.initialize(members).await {
             Ok(()) => {
                 tracing::info!(node = self.node_id, voters = ?self.voters.keys().collect::<Vec<_>>(),
                     "initialized a new metadata quorum");
@@ -419,8 +536,7 @@ impl MetadataQuorum {
                 if self.voters.len() == 1 {
                     // Alone there is no one to wait for: stand now instead of after an
                     // election timeout.
-                    self.raft
-                        .trigger()
+                    raft.trigger()
                         .elect()
                         .await
                         .map_err(|e| QuorumError::Stopped(e.to_string()))?;
@@ -437,7 +553,7 @@ impl MetadataQuorum {
     /// not the one configured.
     async fn check_membership(&self) -> Result<(), QuorumError> {
         let in_log: Vec<NodeId> = self
-            .raft
+            .raft()?
             .with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
             .await
             .map_err(|e| QuorumError::Stopped(e.to_string()))?;
@@ -468,8 +584,13 @@ impl MetadataQuorum {
     /// Appends `records` as one log entry. On the leader, returns the entry's index once it is
     /// committed and applied here; elsewhere [`QuorumError::NotLeader`].
     pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<LogIndex, QuorumError> {
+        let Some(raft) = &self.raft else {
+            return Err(QuorumError::NotLeader {
+                leader: self.leader(),
+            });
+        };
         let stale_leader = {
-            let metrics = self.raft.metrics();
+            let metrics = raft.metrics();
             let m = metrics.borrow();
             m.state == ServerState::Leader && self.lease.active_leader(&m).is_none()
         };
@@ -477,7 +598,7 @@ impl MetadataQuorum {
             // A Raft leader without a recent majority: it would queue the entry, maybe forever.
             return Err(QuorumError::NotLeader { leader: None });
         }
-        let write = self.raft.client_write(MetadataBatch(records));
+        let write = raft.client_write(MetadataBatch(records));
         let result = tokio::time::timeout(self.propose_timeout, write)
             .await
             .map_err(|_| {
@@ -513,7 +634,10 @@ impl MetadataQuorum {
     /// Whether this node is the active leader (the active controller): the Raft leader, with
     /// a majority heard from recently (see the module docs).
     pub fn is_leader(&self) -> bool {
-        let metrics = self.raft.metrics();
+        let Some(raft) = &self.raft else {
+            return false;
+        };
+        let metrics = raft.metrics();
         let m = metrics.borrow();
         self.lease.active_leader(&m) == Some(self.node_id)
     }
@@ -567,7 +691,20 @@ impl MetadataQuorum {
 
     /// This node's view of the quorum now.
     pub fn status(&self) -> QuorumStatus {
-        let metrics = self.raft.metrics();
+        let Some(raft) = &self.raft else {
+            let applied = self.applied.borrow().index;
+            let leader = *self.leader.borrow();
+            return QuorumStatus {
+                node_id: self.node_id,
+                leader: leader.leader,
+                term: leader.term,
+                last_log_index: applied,
+                last_applied: applied,
+                snapshot: None,
+                replication: BTreeMap::new(),
+            };
+        };
+        let metrics = raft.metrics();
         let m = metrics.borrow();
         QuorumStatus {
             node_id: self.node_id,
@@ -585,9 +722,11 @@ impl MetadataQuorum {
         }
     }
 
-    /// Openraft's metrics, for status pages and tests.
-    pub fn raft_metrics(&self) -> watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>> {
-        self.raft.metrics()
+    /// Openraft's metrics, for status pages and tests (`None` on an observer).
+    pub fn raft_metrics(
+        &self,
+    ) -> Option<watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>> {
+        self.raft.as_ref().map(|raft| raft.metrics())
     }
 
     /// Imports a single-node broker's metadata log (see [`MetadataLog`]) into a fresh
@@ -610,7 +749,7 @@ impl MetadataQuorum {
         self.wait_for_leader(Duration::from_secs(10)).await?;
         // The leader has committed its first entry once the leadership is stable; wait for the
         // image to catch up with the log so the emptiness check below sees everything.
-        let last_log = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        let last_log = self.raft()?.metrics().borrow().last_log_index.unwrap_or(0);
         self.wait_applied(last_log, Duration::from_secs(10)).await?;
         let imported = if image_is_empty(&self.image()) {
             let (_, records) =
@@ -642,8 +781,10 @@ impl MetadataQuorum {
         for task in tasks {
             let _ = task.await;
         }
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "metadata quorum did not shut down cleanly");
+        if let Some(raft) = &self.raft {
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(error = %e, "metadata quorum did not shut down cleanly");
+            }
         }
         // Return only once the log database is closed, so the same dir can be opened again
         // right away (openraft's replication tasks drop their log readers asynchronously).

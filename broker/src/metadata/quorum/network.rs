@@ -24,8 +24,10 @@ use openraft::raft::{
 use openraft::{BasicNode, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use tokio::net::TcpStream;
 
-use super::type_config::{NodeId, TypeConfig};
-use super::wire::{read_frame, write_frame, RequestFrame, RpcRequest, RpcResponse};
+use super::type_config::{LogIndex, NodeId, TypeConfig};
+use super::wire::{
+    read_frame, write_frame, MetadataFetchResponse, RequestFrame, RpcRequest, RpcResponse,
+};
 use super::QuorumError;
 
 /// Why one exchange failed, before it is mapped to openraft's or our error type.
@@ -268,6 +270,9 @@ pub struct ControllerClient {
     voters: Arc<BTreeMap<NodeId, SocketAddr>>,
     timeout: Duration,
     channels: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Channel>>>>,
+    /// Metadata fetches are long polls: on connections of their own, so that they never hold
+    /// up an application call queued behind them.
+    fetch_channels: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Channel>>>>,
 }
 
 impl ControllerClient {
@@ -279,39 +284,89 @@ impl ControllerClient {
             voters: Arc::new(voters),
             timeout,
             channels: Mutex::new(HashMap::new()),
+            fetch_channels: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The voters this client can call.
+    pub fn voter_ids(&self) -> Vec<NodeId> {
+        self.voters.keys().copied().collect()
     }
 
     /// Sends `request` to the application handler of `node` and returns its answer.
     pub async fn call(&self, node: NodeId, request: Vec<u8>) -> Result<Vec<u8>, QuorumError> {
+        let channel = self.channel(&self.channels, node)?;
+        match Self::exchange(
+            &channel,
+            node,
+            RpcRequest::Application(request),
+            self.timeout,
+        )
+        .await?
+        {
+            RpcResponse::Application(answer) => Ok(answer),
+            _ => Err(QuorumError::Rpc {
+                node,
+                message: "answer of the wrong kind".into(),
+            }),
+        }
+    }
+
+    /// Asks voter `node` for the metadata applied after `after`, letting it wait up to
+    /// `max_wait` for news (see [`RpcRequest::FetchMetadata`]).
+    pub async fn fetch_metadata(
+        &self,
+        node: NodeId,
+        after: Option<LogIndex>,
+        max_wait: Duration,
+    ) -> Result<MetadataFetchResponse, QuorumError> {
+        let channel = self.channel(&self.fetch_channels, node)?;
+        let request = RpcRequest::FetchMetadata {
+            after,
+            max_wait_ms: u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        // The server may hold the request for `max_wait` before it answers.
+        match Self::exchange(&channel, node, request, max_wait + self.timeout).await? {
+            RpcResponse::Metadata(answer) => Ok(answer),
+            _ => Err(QuorumError::Rpc {
+                node,
+                message: "answer of the wrong kind".into(),
+            }),
+        }
+    }
+
+    fn channel(
+        &self,
+        channels: &Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Channel>>>>,
+        node: NodeId,
+    ) -> Result<Arc<tokio::sync::Mutex<Channel>>, QuorumError> {
         let addr = *self
             .voters
             .get(&node)
             .ok_or(QuorumError::UnknownNode(node))?;
-        let channel = {
-            let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-            channels
-                .entry(node)
-                .or_insert_with(|| {
-                    Arc::new(tokio::sync::Mutex::new(Channel::new(
-                        self.from,
-                        node,
-                        Some(addr),
-                    )))
-                })
-                .clone()
-        };
+        let mut channels = channels.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(channels
+            .entry(node)
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(Channel::new(
+                    self.from,
+                    node,
+                    Some(addr),
+                )))
+            })
+            .clone())
+    }
+
+    async fn exchange(
+        channel: &tokio::sync::Mutex<Channel>,
+        node: NodeId,
+        request: RpcRequest,
+        ttl: Duration,
+    ) -> Result<RpcResponse, QuorumError> {
         // One request at a time per connection: answers come back in order.
         let mut channel = channel.lock().await;
-        match channel
-            .exchange(RpcRequest::Application(request), self.timeout)
-            .await
-        {
-            Ok(RpcResponse::Application(answer)) => Ok(answer),
-            Ok(_) => Err(QuorumError::Rpc {
-                node,
-                message: "answer of the wrong kind".into(),
-            }),
+        match channel.exchange(request, ttl).await {
+            Ok(response) => Ok(response),
             Err(SendError::Timeout) => Err(QuorumError::Timeout { node }),
             Err(SendError::Unreachable(e) | SendError::Network(e)) => Err(QuorumError::Rpc {
                 node,

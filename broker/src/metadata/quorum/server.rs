@@ -3,8 +3,8 @@
 //!
 //! Input from other members is untrusted bytes: an oversized, truncated or unparsable frame
 //! closes that connection (and only it); Raft RPCs from a node that is not a voter are refused.
-//! Application requests are accepted from any node id, because brokers that are not voters
-//! must reach the controller too; the handler is given the claimed id and judges it. Raft RPCs
+//! Application requests and metadata fetches are accepted from any node id, because brokers
+//! that are not voters (observers) must reach the controller and follow its metadata too; the handler is given the claimed id and judges it. Raft RPCs
 //! that no correct member sends are refused too (see [`super::validate`]).
 
 use std::collections::BTreeMap;
@@ -17,9 +17,16 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::type_config::{NodeId, Raft};
+use tokio::sync::watch;
+
+use super::state_machine::StateMachineStore;
+use super::type_config::{LogIndex, NodeId, Raft};
 use super::validate::check_request;
-use super::wire::{read_frame, write_frame, RequestFrame, RpcRequest, RpcResponse};
+use super::wire::{
+    read_frame, write_frame, MetadataFetchResponse, MetadataUpdate, RequestFrame, RpcRequest,
+    RpcResponse,
+};
+use super::LeaderState;
 
 /// A boxed, sendable future: lets [`ControllerRpcHandler`] be a trait object without
 /// `async-trait`.
@@ -42,22 +49,27 @@ impl ControllerRpcHandler for NoApplication {
     }
 }
 
+/// Longest an observer's metadata fetch is held when there is nothing new, whatever it asks.
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(5);
+
 /// What a connection needs to answer.
-struct Context {
-    raft: Raft,
-    voters: Arc<BTreeMap<NodeId, SocketAddr>>,
-    app: Arc<dyn ControllerRpcHandler>,
+pub struct Context {
+    /// This voter's Raft.
+    pub raft: Raft,
+    /// Every voter and its controller address.
+    pub voters: Arc<BTreeMap<NodeId, SocketAddr>>,
+    /// The controller's application requests.
+    pub app: Arc<dyn ControllerRpcHandler>,
+    /// The applied metadata, served to observers.
+    pub state: StateMachineStore,
+    /// The active leader as this voter knows it, told to observers.
+    pub leader: watch::Receiver<LeaderState>,
 }
 
 /// Serves the controller protocol on `listener` until the returned task is aborted; aborting it
 /// also closes every connection it accepted.
-pub fn spawn(
-    listener: TcpListener,
-    raft: Raft,
-    voters: Arc<BTreeMap<NodeId, SocketAddr>>,
-    app: Arc<dyn ControllerRpcHandler>,
-) -> JoinHandle<()> {
-    let context = Arc::new(Context { raft, voters, app });
+pub fn spawn(listener: TcpListener, context: Context) -> JoinHandle<()> {
+    let context = Arc::new(context);
     tokio::spawn(async move {
         // Owned here so that aborting the accept loop drops (and so aborts) the connections.
         let mut connections = JoinSet::new();
@@ -117,7 +129,10 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, context: Arc<Context>) {
 /// The answer to one request, and whether the connection stays open after it.
 async fn answer(context: &Context, frame: RequestFrame) -> (RpcResponse, bool) {
     let from = frame.from;
-    let is_raft = !matches!(frame.body, RpcRequest::Application(_));
+    let is_raft = !matches!(
+        frame.body,
+        RpcRequest::Application(_) | RpcRequest::FetchMetadata { .. }
+    );
     if is_raft && !context.voters.contains_key(&from) {
         tracing::warn!(from, "refusing a Raft RPC from a node that is not a voter");
         return (
@@ -140,6 +155,42 @@ async fn answer(context: &Context, frame: RequestFrame) -> (RpcResponse, bool) {
         RpcRequest::Application(request) => {
             RpcResponse::Application(context.app.handle(from, request).await)
         }
+        RpcRequest::FetchMetadata { after, max_wait_ms } => {
+            let wait = Duration::from_millis(max_wait_ms).min(MAX_FETCH_WAIT);
+            RpcResponse::Metadata(fetch_metadata(context, after, wait).await)
+        }
     };
     (response, true)
+}
+
+/// What an observer at `after` is missing, waiting up to `wait` for something to be applied
+/// when it is missing nothing (a long poll: news reaches observers as soon as it is applied).
+async fn fetch_metadata(
+    context: &Context,
+    after: Option<LogIndex>,
+    wait: Duration,
+) -> MetadataFetchResponse {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = context.state.subscribe();
+    let update = loop {
+        // Marked seen before reading, so an apply after the read wakes the wait below.
+        changes.borrow_and_update();
+        let update = context.state.updates_after(after);
+        if !matches!(update, MetadataUpdate::UpToDate { .. })
+            || tokio::time::Instant::now() >= deadline
+        {
+            break update;
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            // Timed out (answer what there is), or the state machine is gone (shutting down).
+            Ok(Err(_)) | Err(_) => break context.state.updates_after(after),
+        }
+    };
+    let leader = *context.leader.borrow();
+    MetadataFetchResponse {
+        leader: leader.leader,
+        term: leader.term,
+        update,
+    }
 }

@@ -5,6 +5,7 @@
 //! before it. Every apply publishes the new image on a watch channel before openraft answers
 //! the proposer, so a `propose` that returned is visible in `image()` on the leader.
 
+use std::collections::VecDeque;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,7 +15,10 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOE
 use tokio::sync::watch;
 
 use super::snapshot::{SnapshotFile, StoredSnapshot};
-use super::type_config::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use super::type_config::{
+    Entry, LogId, LogIndex, MetadataBatch, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+use super::wire::MetadataUpdate;
 use super::{AppliedImage, QuorumError};
 use crate::metadata::image::MetadataImage;
 
@@ -28,7 +32,17 @@ struct Applied {
     membership: StoredMembership,
     /// Shared copy-on-write with readers of the watch channel.
     image: Arc<MetadataImage>,
+    /// The latest applied entries, contiguous, for observers that are a little behind (an
+    /// entry without records, a blank or membership one, is kept empty to keep the indexes
+    /// contiguous).
+    recent: VecDeque<(LogIndex, Arc<MetadataBatch>)>,
 }
+
+/// How many applied entries are kept for observers; one further behind gets the whole image.
+const RECENT_ENTRIES: usize = 1000;
+
+/// Most entries in one answer to an observer, so that an answer stays well inside a frame.
+const ENTRIES_PER_FETCH: usize = 200;
 
 struct Shared {
     applied: Mutex<Applied>,
@@ -67,6 +81,7 @@ impl StateMachineStore {
                     last_applied: snapshot.meta.last_log_id,
                     membership: snapshot.meta.last_membership.clone(),
                     image: Arc::new(image),
+                    recent: VecDeque::new(),
                 };
                 (applied, Some(snapshot))
             }
@@ -75,6 +90,7 @@ impl StateMachineStore {
                     last_applied: None,
                     membership: StoredMembership::default(),
                     image: Arc::new(MetadataImage::default()),
+                    recent: VecDeque::new(),
                 },
                 None,
             ),
@@ -94,6 +110,40 @@ impl StateMachineStore {
             }),
         };
         Ok((store, rx))
+    }
+
+    /// The applied image as it changes.
+    pub fn subscribe(&self) -> watch::Receiver<AppliedImage> {
+        self.shared.published.subscribe()
+    }
+
+    /// What an observer that has applied up to `after` is missing: the entries after it if
+    /// they are all still kept here (at most [`ENTRIES_PER_FETCH`]), otherwise the whole image.
+    pub fn updates_after(&self, after: Option<LogIndex>) -> MetadataUpdate {
+        let applied = lock(&self.shared.applied);
+        let Some(last) = applied.last_applied.map(|l| l.index) else {
+            return MetadataUpdate::UpToDate { index: None };
+        };
+        // An observer ahead of this voter (it heard from a fresher one) waits for it here.
+        if after.is_some_and(|after| after >= last) {
+            return MetadataUpdate::UpToDate { index: Some(last) };
+        }
+        let first_wanted = after.map_or(0, |after| after + 1);
+        let kept_from = applied.recent.front().map(|(index, _)| *index);
+        if kept_from.is_some_and(|from| from <= first_wanted) {
+            let entries = applied
+                .recent
+                .iter()
+                .skip_while(|(index, _)| *index < first_wanted)
+                .take(ENTRIES_PER_FETCH)
+                .map(|(index, batch)| (*index, (**batch).clone()))
+                .collect();
+            return MetadataUpdate::Entries(entries);
+        }
+        MetadataUpdate::Image {
+            index: last,
+            image: (*applied.image).clone(),
+        }
     }
 
     fn publish(&self, applied: &Applied) {
@@ -182,18 +232,26 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut responses = Vec::new();
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => {}
+            let batch = match entry.payload {
+                EntryPayload::Blank => MetadataBatch::default(),
                 EntryPayload::Normal(batch) => {
                     // Copy-on-write: readers keep the image they were given.
                     let image = Arc::make_mut(&mut applied.image);
                     for record in &batch.0 {
                         image.apply(record);
                     }
+                    batch
                 }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    MetadataBatch::default()
                 }
+            };
+            applied
+                .recent
+                .push_back((entry.log_id.index, Arc::new(batch)));
+            if applied.recent.len() > RECENT_ENTRIES {
+                applied.recent.pop_front();
             }
             responses.push(());
         }
@@ -230,6 +288,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         applied.image = Arc::new(image);
+        // The kept entries no longer lead up to the new image.
+        applied.recent.clear();
         self.publish(&applied);
         Ok(())
     }

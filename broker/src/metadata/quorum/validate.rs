@@ -75,7 +75,7 @@ pub fn check_request(from: NodeId, request: &RpcRequest) -> Result<(), String> {
             }
             Ok(())
         }
-        RpcRequest::Application(_) => Ok(()),
+        RpcRequest::Application(_) | RpcRequest::FetchMetadata { .. } => Ok(()),
     }
 }
 

@@ -20,7 +20,8 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::type_config::{NodeId, TypeConfig};
+use super::type_config::{LogIndex, MetadataBatch, NodeId, TypeConfig};
+use crate::metadata::image::MetadataImage;
 
 /// Largest frame accepted either way. A longer length prefix closes the connection unread:
 /// it is a bug or an attack, and reading it would let a peer make us allocate without bound.
@@ -47,6 +48,14 @@ pub enum RpcRequest {
     /// An application request for the controller (broker registration, heartbeats, forwarded
     /// admin requests); its bytes are the application's business.
     Application(Vec<u8>),
+    /// An observer (a `process.roles=broker` node) asks for the metadata committed after
+    /// `after` (`None`: it has nothing yet). The answer waits up to `max_wait_ms` for news.
+    FetchMetadata {
+        /// The last log index the observer has applied.
+        after: Option<LogIndex>,
+        /// How long the server may hold the request when there is nothing new.
+        max_wait_ms: u64,
+    },
 }
 
 /// The answer to an [`RpcRequest`] of the same name.
@@ -62,9 +71,42 @@ pub enum RpcResponse {
     ),
     /// Answer to [`RpcRequest::Application`].
     Application(Vec<u8>),
+    /// Answer to [`RpcRequest::FetchMetadata`].
+    Metadata(MetadataFetchResponse),
     /// The server will not serve this sender (not a voter, or no application handler); it
     /// closes the connection after this answer.
     Refused(String),
+}
+
+/// What a voter tells an observer: who leads, and what the observer is missing.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MetadataFetchResponse {
+    /// The active controller as the answering voter knows it.
+    pub leader: Option<NodeId>,
+    /// The Raft term the answering voter is in.
+    pub term: u64,
+    /// The metadata after the observer's index.
+    pub update: MetadataUpdate,
+}
+
+/// The metadata an observer is missing.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum MetadataUpdate {
+    /// Nothing after the observer's index was applied here (yet); `index` is what is applied.
+    UpToDate {
+        /// The last index applied on the answering voter.
+        index: Option<LogIndex>,
+    },
+    /// The committed entries right after the observer's index, in order: (index, records).
+    Entries(Vec<(LogIndex, MetadataBatch)>),
+    /// The whole image as of `index`: the observer had nothing, or is further behind than the
+    /// entries the voter keeps.
+    Image {
+        /// The last index applied into `image`.
+        index: LogIndex,
+        /// The image.
+        image: MetadataImage,
+    },
 }
 
 /// Writes one frame: length and body in a single write, so a frame is never interleaved.
