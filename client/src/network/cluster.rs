@@ -127,13 +127,29 @@ impl Cluster {
                 return Ok(current);
             }
         }
-        let connection = self.any_connection().await?;
-        let version = connection.version(ApiKey::Metadata)?;
-        // allow_auto_topic_creation exists from v4; before that the broker's setting decides.
-        let request = metadata_request(topics, self.allow_auto_topic_creation || version < 4);
-        let response = connection
-            .send_at(&request, version, self.config.request_timeout)
-            .await?;
+        // A broker that dies under the request (its connection closes) is no reason to fail
+        // while others answer: ask the next one, as Kafka's clients pick another node. The
+        // closed connection is not open any more, so `any_connection` moves on.
+        let mut attempts_left = self.config.bootstrap_servers.len().max(3);
+        let response = loop {
+            let connection = self.any_connection().await?;
+            let version = connection.version(ApiKey::Metadata)?;
+            // allow_auto_topic_creation exists from v4; before that the broker's setting
+            // decides.
+            let request = metadata_request(topics, self.allow_auto_topic_creation || version < 4);
+            match connection
+                .send_at(&request, version, self.config.request_timeout)
+                .await
+            {
+                Ok(response) => break response,
+                Err(error @ ClientError::Connection { .. }) if attempts_left > 1 => {
+                    attempts_left -= 1;
+                    connection.close();
+                    tracing::debug!(%error, "metadata request failed; asking another broker");
+                }
+                Err(error) => return Err(error),
+            }
+        };
         let all = topics.is_none();
         let updated = Arc::new(current.merged(&response, all));
         *self.metadata.write().unwrap_or_else(|p| p.into_inner()) = updated.clone();
