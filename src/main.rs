@@ -202,6 +202,14 @@ fn run_broker(args: BrokerArgs) -> anyhow::Result<()> {
         // Handlers first: a signal that arrives while the broker starts must still mean a
         // clean stop, not the default (immediate) death.
         let mut stop = StopSignals::install()?;
+        if !config.process_roles.is_broker() {
+            // A dedicated controller: the quorum and the controller, no client listener.
+            let controller = millrace_broker::start_controller(config).await?;
+            stop.wait().await;
+            tracing::info!("shutting down");
+            controller.shutdown().await;
+            return anyhow::Ok(());
+        }
         let broker = millrace_broker::start(config).await?;
         stop.wait().await;
         tracing::info!("shutting down");

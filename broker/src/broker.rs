@@ -159,7 +159,7 @@ impl Broker {
 
 /// The quorum this node votes in (`controller.quorum.voters`, or this node alone), or, with
 /// `process.roles=broker`, the one it observes.
-fn quorum_config(config: &BrokerConfig) -> Result<QuorumConfig, BrokerError> {
+pub(crate) fn quorum_config(config: &BrokerConfig) -> Result<QuorumConfig, BrokerError> {
     let node_id = u64::try_from(config.node_id).map_err(|_| {
         BrokerError::Storage(format!("node.id {} must not be negative", config.node_id))
     })?;
@@ -211,7 +211,7 @@ pub fn fetcher_config(config: &BrokerConfig) -> FetcherConfig {
     }
 }
 
-fn lock_data_dir(dir: &std::path::Path) -> Result<File, BrokerError> {
+pub(crate) fn lock_data_dir(dir: &std::path::Path) -> Result<File, BrokerError> {
     let path = dir.join(".lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

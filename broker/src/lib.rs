@@ -42,4 +42,4 @@ pub mod server;
 pub use broker::Broker;
 pub use config::BrokerConfig;
 pub use error::BrokerError;
-pub use server::{start, RunningBroker};
+pub use server::{start, start_controller, RunningBroker, RunningController};

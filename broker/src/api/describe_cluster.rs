@@ -39,7 +39,7 @@ pub fn handle(
         .with_error_code(NONE)
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(str_bytes(broker.controller.cluster_id()))
-        .with_controller_id(BrokerId(broker.controller.active_controller_id()))
+        .with_controller_id(BrokerId(broker.controller.controller_id_for_clients()))
         .with_brokers(brokers);
     ctx.respond(&response)
 }

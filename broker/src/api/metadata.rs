@@ -92,7 +92,7 @@ pub async fn handle(
         .with_throttle_time_ms(0)
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(broker.controller.cluster_id())))
-        .with_controller_id(BrokerId(broker.controller.active_controller_id()))
+        .with_controller_id(BrokerId(broker.controller.controller_id_for_clients()))
         .with_topics(topics);
     ctx.respond(&response)
 }

@@ -7,6 +7,9 @@
 
 pub mod broker_lifecycle;
 pub mod connection;
+pub mod controller_server;
+
+pub use controller_server::{start_controller, RunningController};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,6 +70,11 @@ impl RunningBroker {
 
 /// Opens the broker described by `config`, binds its listener and starts serving.
 pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
+    if !config.process_roles.is_broker() {
+        return Err(BrokerError::Storage(
+            "process.roles=controller serves no clients; it starts with start_controller".into(),
+        ));
+    }
     let listen = config.listen;
     let listener = TcpListener::bind(listen)
         .await

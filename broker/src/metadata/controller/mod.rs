@@ -263,6 +263,18 @@ impl Controller {
             .unwrap_or(-1)
     }
 
+    /// The controller id clients are told (Metadata, DescribeCluster): the active controller
+    /// when it is also a broker; otherwise this broker, which forwards what clients send it
+    /// (clients cannot reach dedicated controllers, so KRaft brokers answer the same way).
+    pub fn controller_id_for_clients(&self) -> i32 {
+        let id = self.active_controller_id();
+        if id < 0 || self.quorum.image().broker(id).is_some() {
+            id
+        } else {
+            self.config.node_id
+        }
+    }
+
     /// The current metadata.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.quorum.image()
