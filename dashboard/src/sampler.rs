@@ -101,6 +101,35 @@ impl Sample {
     pub fn under_replicated_partitions(&self) -> usize {
         self.all_partitions().filter(|p| p.under_replicated).count()
     }
+
+    /// The ISR changes from `previous` to this sample, per leader (as Kafka's leader counts
+    /// them): (shrinks, expansions). A partition whose ISR lost a member counts one shrink,
+    /// one that gained a member one expansion (both, if it did both between samples).
+    pub fn isr_changes_since(&self, previous: &Sample) -> BTreeMap<i32, (u64, u64)> {
+        let mut changes: BTreeMap<i32, (u64, u64)> = BTreeMap::new();
+        for (name, topic) in &self.topics {
+            let Some(before) = previous.topics.get(name) else {
+                continue;
+            };
+            for partition in &topic.partitions {
+                let Some(old) = before
+                    .partitions
+                    .iter()
+                    .find(|p| p.partition == partition.partition)
+                else {
+                    continue;
+                };
+                let shrank = old.isr.iter().any(|r| !partition.isr.contains(r));
+                let grew = partition.isr.iter().any(|r| !old.isr.contains(r));
+                if shrank || grew {
+                    let entry = changes.entry(partition.leader).or_default();
+                    entry.0 += u64::from(shrank);
+                    entry.1 += u64::from(grew);
+                }
+            }
+        }
+        changes
+    }
 }
 
 impl TopicSample {
@@ -225,6 +254,8 @@ struct Cached {
     last_error: Option<String>,
     topic_history: HashMap<String, VecDeque<TopicPoint>>,
     group_history: HashMap<String, VecDeque<GroupPoint>>,
+    /// ISR (shrinks, expansions) seen between samples since start, per leader.
+    isr_changes: BTreeMap<i32, (u64, u64)>,
 }
 
 /// The shared cluster view and the admin connection behind it.
@@ -329,6 +360,12 @@ impl ClusterCache {
             .unwrap_or(0.0)
     }
 
+    /// ISR (shrinks, expansions) observed between samples since the console started, per
+    /// leader.
+    pub(crate) fn isr_changes(&self) -> BTreeMap<i32, (u64, u64)> {
+        self.read().isr_changes.clone()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Cached> {
         // A panic while holding the lock cannot leave the cache half-updated (updates
         // replace whole values), so a poisoned lock is still safe to read.
@@ -366,6 +403,13 @@ impl ClusterCache {
                                     .collect(),
                             },
                         );
+                    }
+                    if let Some(previous) = &cached.latest {
+                        for (leader, (shrinks, expands)) in sample.isr_changes_since(previous) {
+                            let total = cached.isr_changes.entry(leader).or_default();
+                            total.0 += shrinks;
+                            total.1 += expands;
+                        }
                     }
                     // Forget deleted topics and groups, so history stays bounded overall.
                     cached
@@ -682,6 +726,50 @@ mod tests {
         );
         assert_eq!(sample.offline_partitions(), 1);
         assert_eq!(sample.under_replicated_partitions(), 3);
+    }
+
+    #[test]
+    fn isr_shrinks_and_expansions_are_counted_per_leader_between_samples() {
+        let sample = |partitions: Vec<PartitionSample>| Sample {
+            at_ms: 0,
+            cluster: ClusterDescription {
+                cluster_id: "c".into(),
+                controller_id: 1,
+                brokers: Vec::new(),
+            },
+            topics: BTreeMap::from([(
+                "t".to_string(),
+                TopicSample {
+                    name: "t".into(),
+                    internal: false,
+                    partitions,
+                    sizes_reported: false,
+                },
+            )]),
+            groups: BTreeMap::new(),
+            notes: Vec::new(),
+        };
+        let before = sample(vec![
+            partition(0, 1, &[1, 2, 3], &[1, 2, 3]),
+            partition(1, 2, &[1, 2, 3], &[2]),
+            partition(2, 3, &[1, 2, 3], &[3, 1]),
+            partition(3, 1, &[1, 2, 3], &[1, 2]),
+        ]);
+        let after = sample(vec![
+            // 3 left: a shrink on leader 1.
+            partition(0, 1, &[1, 2, 3], &[1, 2]),
+            // 1 and 3 joined: one expansion on leader 2.
+            partition(1, 2, &[1, 2, 3], &[2, 1, 3]),
+            // Unchanged (order aside).
+            partition(2, 3, &[1, 2, 3], &[1, 3]),
+            // The leader moved and the ISR swapped a member: both, counted on the new leader.
+            partition(3, 2, &[1, 2, 3], &[2, 3]),
+        ]);
+        assert_eq!(
+            after.isr_changes_since(&before),
+            BTreeMap::from([(1, (1, 0)), (2, (1, 2))])
+        );
+        assert!(before.isr_changes_since(&before).is_empty());
     }
 
     #[test]

@@ -873,6 +873,9 @@ async fn metrics_are_prometheus_text() {
             "millrace_offline_partitions 0",
             "millrace_active_controller{broker=\"1\"} 1",
             "millrace_broker_fenced{broker=\"1\"} 0",
+            "# TYPE millrace_isr_shrinks_total counter",
+            "millrace_isr_shrinks_total{broker=\"1\"} 0",
+            "millrace_isr_expands_total{broker=\"1\"} 0",
         ] {
             assert!(text.contains(expected), "{expected} missing from\n{text}");
         }

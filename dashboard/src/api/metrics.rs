@@ -115,6 +115,40 @@ fn render(state: &AppState) -> String {
                 u8::from(b.id == sample.cluster.controller_id),
             );
         }
+        // Kafka counts these on the leader as they happen; the console counts the changes it
+        // sees between two samples (a shrink and re-expansion inside one interval is missed).
+        let isr_changes = state.cluster.isr_changes();
+        f.header(
+            "millrace_isr_shrinks_total",
+            "counter",
+            "ISR shrinks seen since the console started, per partition leader (Kafka: kafka.server:type=ReplicaManager,name=IsrShrinksPerSec).",
+        );
+        // Every broker has its series from the start (a counter at 0), plus any leader that
+        // has since left the cluster.
+        let mut isr_changes = isr_changes;
+        for b in &sample.cluster.brokers {
+            isr_changes.entry(b.id).or_default();
+        }
+        isr_changes.remove(&-1);
+        for (broker, (shrinks, _)) in &isr_changes {
+            f.sample(
+                "millrace_isr_shrinks_total",
+                &[("broker", &broker.to_string())],
+                shrinks,
+            );
+        }
+        f.header(
+            "millrace_isr_expands_total",
+            "counter",
+            "ISR expansions seen since the console started, per partition leader (Kafka: kafka.server:type=ReplicaManager,name=IsrExpandsPerSec).",
+        );
+        for (broker, (_, expands)) in &isr_changes {
+            f.sample(
+                "millrace_isr_expands_total",
+                &[("broker", &broker.to_string())],
+                expands,
+            );
+        }
         f.header(
             "millrace_broker_fenced",
             "gauge",
