@@ -263,7 +263,11 @@ impl Demo {
             ..DashboardConfig::default()
         });
         for job in &jobs {
-            dashboard = dashboard.with_job(job.name, job.state.clone(), job.metrics.clone());
+            // Each job writes the topic named after it: its emitted results are a SQL table
+            // too (`page_views_per_minute_results`), beside its live state.
+            dashboard = dashboard
+                .with_job(job.name, job.state.clone(), job.metrics.clone())
+                .with_results(job.name, job.name);
         }
         dashboard = dashboard.with_connector("activity-export", sink_metrics);
         let dashboard = dashboard

@@ -200,8 +200,15 @@ fn print_tour(demo: &Demo, speedup: f64) {
     println!(
         "  - {SLOW_PAGE} loads ten times slower in minutes 5-7; a bot clicks {BOT_CAMPAIGN}'s ad"
     );
+    println!("  - SQL (the dashboard's SQL page). Windows still open, from a job's live state:");
     println!(
-        "  - SQL: SELECT key AS page, SUM(views) AS views FROM page_views_per_minute GROUP BY key ORDER BY views DESC"
+        "      SELECT key AS page, SUM(views) AS views FROM page_views_per_minute GROUP BY key ORDER BY views DESC"
+    );
+    println!(
+        "    Windows closed and emitted, from the job's output topic (its newest 10,000 results):"
+    );
+    println!(
+        "      SELECT page, SUM(views) AS views, MIN(window_start) AS since FROM page_views_per_minute_results GROUP BY page ORDER BY views DESC"
     );
     println!(
         "  - the raw events land as Parquet under {}/export",
