@@ -119,3 +119,40 @@ async fn produce_to_a_broker_rejecting_writes_explains_and_gives_up() {
     assert!(took < Duration::from_secs(40), "took {took:?}");
     cluster.broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_e2e_against_a_broker_rejecting_writes_explains_and_gives_up() {
+    let cluster = start_broker_rejecting_produce(
+        ResponseError::KafkaStorageError,
+        "No space left on device (os error 28)",
+    )
+    .await;
+    let bootstrap = cluster.bootstrap.to_string();
+
+    let (output, took) = millrace(
+        &[
+            "bench",
+            "e2e",
+            "-t",
+            "fill",
+            "--records",
+            "100",
+            "--timeout",
+            "6",
+            "-b",
+            &bootstrap,
+        ],
+        "",
+    )
+    .await;
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "bench e2e succeeded: {stderr}");
+    assert!(
+        stderr.contains("broker 1 rejects writes to fill-0: KAFKA_STORAGE_ERROR")
+            && stderr.contains("gave up after 6 s without an acknowledged record"),
+        "stderr: {stderr}"
+    );
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+    cluster.broker.shutdown().await;
+}

@@ -504,10 +504,15 @@ async fn end_to_end(connect: &ConnectArgs, args: EndToEndBench) -> anyhow::Resul
     )
     .await?;
     // Warm up: metadata and connections are set up before the clock starts, so the figures
-    // are the steady state, not the first request's connection and metadata look-ups.
-    producer
-        .send(ProducerRecord::new(&args.topic, vec![0u8; 8]))
-        .await?
+    // are the steady state, not the first request's connection and metadata look-ups. A
+    // broker that rejects it is explained, and given up on after --timeout.
+    let warm_up = ProduceWatch::new(Arc::new(ProgressBar::hidden()), connect.timeout());
+    warm_up.watch(&producer);
+    warm_up
+        .run(&admin, async {
+            let record = ProducerRecord::new(&args.topic, vec![0u8; 8]);
+            anyhow::Ok(producer.send(record).await?.await?)
+        })
         .await?;
     // The consumer starts at the end, so only this run's records are measured.
     let ranges = partition_ranges(&admin, &args.topic).await?;
@@ -572,8 +577,11 @@ async fn end_to_end(connect: &ConnectArgs, args: EndToEndBench) -> anyhow::Resul
         bar.inc(batch.len() as u64);
         if !batch.is_empty() {
             last_progress = Instant::now();
-        } else if last_progress.elapsed() > std::time::Duration::from_secs(30) {
-            anyhow::bail!("no record arrived for 30 s after {received} of {total}");
+        } else if last_progress.elapsed() > connect.timeout() {
+            anyhow::bail!(
+                "no record arrived for {} s (--timeout) after {received} of {total}",
+                connect.timeout().as_secs()
+            );
         }
     }
     sender.await??;
