@@ -566,7 +566,11 @@ async function resultCharts(page) {
   // Every chart's data first, then the panels, then the charts: a chart takes its width
   // from its panel when it is created, so the panels must be laid out by then.
   const charts = [];
+  // Tables seen with rows but nothing to chart (no window, no quantiles, no score) are not
+  // asked again while the page is open.
+  page.state.unchartable = page.state.unchartable || new Set();
   for (const table of page.state.resultTables) {
+    if (page.state.unchartable.has(table)) continue;
     let result;
     try {
       result = await api("/api/sql", {
@@ -574,13 +578,16 @@ async function resultCharts(page) {
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ sql: `SELECT * FROM ${table} ORDER BY window_start DESC LIMIT 5000`, limit: 5000 }),
       });
-    } catch (_) {
-      continue; // no results yet, or a table without windows
+    } catch (error) {
+      // No results yet (asked again later), or no window column (never chartable).
+      if (/window_start/.test(error.message)) page.state.unchartable.add(table);
+      continue;
     }
     if (page !== current || !root.isConnected) return;
     const rows = result.rows.map((r) => Object.fromEntries(result.columns.map((c, i) => [c, r[i]]))).reverse();
     const chart = resultChart(table, result.columns, rows);
     if (chart) charts.push({ id: `results-${table}`, table, chart });
+    else if (rows.length) page.state.unchartable.add(table);
   }
   for (const { id, table } of charts) {
     if (!document.getElementById(id)) {
