@@ -133,7 +133,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             result = demo.wait_jobs_assigned(), if !assigned => {
-                result?;
+                if let Err(error) = result {
+                    // The stopped job's own error says more than "it stopped".
+                    return Err(demo.shutdown().await.err().unwrap_or(error));
+                }
                 assigned = true;
                 println!(
                     "all {} jobs have their partitions ({:.1} s after start); results appear \
