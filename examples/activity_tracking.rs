@@ -43,7 +43,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut demo = Demo::start(DemoOptions {
+    let demo = Demo::start(DemoOptions {
         bootstrap: Some(args.bootstrap),
         data_dir: args.data_dir,
         http: args.http,

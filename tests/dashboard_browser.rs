@@ -253,6 +253,89 @@ async fn in_headless_chromium() {
     browser
         .wait_for_change("the produce-rate chart to grow", rate_points, &points)
         .await;
+    // Internal topics unchecked: neither the table nor the chart has the jobs' changelog and
+    // repartition topics.
+    let shown = "const c = document.getElementById('rate-chart'); if (!c || !c.querySelector('.uplot')) return null; \
+         return { chart: [...c.querySelectorAll('.u-legend .u-series .u-label')].slice(1).map(l => l.textContent), \
+                  table: [...document.querySelectorAll('#topics-table tr[data-topic]')].map(r => r.dataset.topic) };";
+    let topics_shown = browser.wait_for("the overview's topics", shown).await;
+    for name in topics_shown["chart"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(topics_shown["table"].as_array().unwrap())
+    {
+        let name = name.as_str().unwrap();
+        assert!(
+            !name.ends_with("-changelog") && !name.ends_with("-repartition"),
+            "internal topic {name} shown: {topics_shown}"
+        );
+    }
+    assert!(
+        !topics_shown["chart"].as_array().unwrap().is_empty(),
+        "{topics_shown}"
+    );
+    // The legend shows each series' latest value without hovering, and the time axis reads
+    // as wall-clock times.
+    let legend = browser
+        .wait_for(
+            "the legend's latest values",
+            "const c = document.getElementById('rate-chart'); if (!c) return null; \
+             const v = [...c.querySelectorAll('.u-legend .u-series .u-value')].slice(1).map(e => e.textContent); \
+             return v.length && v.every(t => t !== '--' && t !== '–' && t !== '') ? v : null;",
+        )
+        .await;
+    assert!(
+        legend.as_array().unwrap().iter().all(|v| v
+            .as_str()
+            .unwrap()
+            .replace(',', "")
+            .parse::<f64>()
+            .is_ok()),
+        "{legend}"
+    );
+    let ticks = browser
+        .wait_for(
+            "the time axis labels",
+            "const p = plots.get('rate-chart'); const v = p && p.plot.axes[0]._values; \
+             return v && v.length ? v : null;",
+        )
+        .await;
+    assert!(
+        ticks.as_array().unwrap().iter().all(|t| {
+            let t = t.as_str().unwrap();
+            t.len() == 8 && t.as_bytes()[2] == b':' && t.as_bytes()[5] == b':'
+        }),
+        "time axis labels: {ticks}"
+    );
+    let overview = browser.screenshot().await;
+    let artifact = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-overview.png");
+    std::fs::write(&artifact, &overview).unwrap();
+    // Checked, the internal topics are listed.
+    browser
+        .js("const b = document.getElementById('show-internal'); b.click(); return true;")
+        .await;
+    browser
+        .wait_for(
+            "a changelog topic once internal topics are shown",
+            "return [...document.querySelectorAll('#topics-table tr[data-topic]')] \
+               .some(r => r.dataset.topic.endsWith('-changelog')) ? true : null;",
+        )
+        .await;
+    // The page's icon is served (no 404 in the console for /favicon.ico either).
+    let icon = browser
+        .js("const l = document.querySelector('link[rel=icon]'); return l ? new URL(l.href).pathname : null;")
+        .await;
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    for path in [icon.as_str().unwrap(), "/favicon.ico"] {
+        let response = http::get(host, path, &[]).await;
+        assert_eq!(response.status, 200, "{path}");
+        assert_eq!(
+            response.header("content-type"),
+            Some("image/svg+xml"),
+            "{path}"
+        );
+    }
 
     // The consumer group: a lag figure that grows, and a lag chart.
     browser.goto(&format!("{base}#/group/slow-readers")).await;
@@ -265,6 +348,31 @@ async fn in_headless_chromium() {
         .wait_for(
             "the lag chart",
             "const c = document.querySelector('#group-lag-chart .uplot canvas'); return c ? true : null;",
+        )
+        .await;
+    // The groups page: lag in time beside lag in records.
+    browser.goto(&format!("{base}#/groups")).await;
+    let behind = browser
+        .wait_for(
+            "the slow group's time behind",
+            "const e = document.querySelector('#groups-table tr[data-group=\"slow-readers\"] .behind'); \
+             return e && / (s|min|h)$/.test(e.textContent) ? e.textContent : null;",
+        )
+        .await;
+    assert!(
+        behind
+            .as_str()
+            .unwrap()
+            .chars()
+            .next()
+            .unwrap()
+            .is_ascii_digit(),
+        "{behind}"
+    );
+    browser
+        .wait_for(
+            "the seconds-behind chart",
+            "const c = document.querySelector('#groups-seconds-chart .uplot canvas'); return c ? true : null;",
         )
         .await;
 
@@ -312,6 +420,42 @@ async fn in_headless_chromium() {
         .unwrap()
         > 0));
 
+    // The results table of the same job: the windows it closed and emitted.
+    browser
+        .js("const i = document.getElementById('sql-input'); \
+             i.value = 'SELECT page, sum(views) AS views, count(*) AS windows FROM page_views_per_minute_results GROUP BY page ORDER BY page'; \
+             document.getElementById('sql-table').remove(); \
+             document.getElementById('sql-run').click(); return true;")
+        .await;
+    let results = browser
+        .wait_for(
+            "the results table's rows",
+            // Until the first windows close the table is empty or not there yet: ask again.
+            "const t = document.getElementById('sql-table'); \
+             const rows = t ? [...t.querySelectorAll('tbody tr')].map(r => [...r.cells].map(c => c.textContent)) : []; \
+             if (!rows.length) { \
+               if (document.getElementById('sql-info').textContent !== 'running…') document.getElementById('sql-run').click(); \
+               return null; } \
+             return { head: [...t.querySelectorAll('thead th')].map(c => c.textContent), rows };",
+        )
+        .await;
+    assert_eq!(results["head"], json!(["page", "views", "windows"]));
+    assert!(
+        results["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r[0].as_str().unwrap().starts_with('/')
+                && r[1]
+                    .as_str()
+                    .unwrap()
+                    .replace(',', "")
+                    .parse::<u64>()
+                    .unwrap()
+                    > 0),
+        "{results}"
+    );
+
     // A malformed query shows a readable error, not a blank panel.
     browser
         .js(
@@ -327,9 +471,34 @@ async fn in_headless_chromium() {
         .await;
     assert!(!error.as_str().unwrap().is_empty());
 
-    // The screenshot: the aggregates page, with the charts filled in.
+    // The screenshot: the aggregates page, with the charts filled in: the results charts
+    // of page-load-stats (p50/p99) and error-rate (a series per service, alerts marked).
     browser.goto(&format!("{base}#/aggregates")).await;
     browser.wait_for("the aggregate bar chart", bars).await;
+    for table in ["page_load_stats_results", "error_rate_results"] {
+        let labels = browser
+            .wait_for(
+                &format!("the results chart of {table}"),
+                &format!(
+                    "const c = document.querySelector('.results-chart[data-table=\"{table}\"]'); \
+                     if (!c || !c.querySelector('.uplot')) return null; \
+                     return [...c.querySelectorAll('.u-legend .u-series .u-label')].slice(1).map(l => l.textContent);"
+                ),
+            )
+            .await;
+        let labels: Vec<&str> = labels
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        if table == "page_load_stats_results" {
+            assert!(labels.iter().any(|l| l.starts_with("p50")), "{labels:?}");
+            assert!(labels.iter().any(|l| l.starts_with("p99")), "{labels:?}");
+        } else {
+            assert_eq!(labels.last(), Some(&"alert"), "{labels:?}");
+        }
+    }
     let png = browser.screenshot().await;
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     let artifact = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");

@@ -420,3 +420,101 @@ fn run_demo_and_check(brokers: u16) {
         );
     }
 }
+
+/// One progress report: (events so far, rate printed, seconds of the interval).
+fn parse_report(line: &str) -> Option<(u64, f64, f64)> {
+    // "{count} events generated, {rate}/s over the last {seconds} s; jobs' input lag .."
+    let (count, rest) = line.split_once(" events generated, ")?;
+    let (rate, rest) = rest.split_once("/s over the last ")?;
+    let (seconds, _) = rest.split_once(" s;")?;
+    Some((
+        count.parse().ok()?,
+        rate.parse().ok()?,
+        seconds.parse().ok()?,
+    ))
+}
+
+/// The first seconds of `millrace demo`: each startup step is announced in order before the
+/// tour, the jobs' assignment is announced, and each report's rate is that of its own
+/// interval (the events since the previous report over its length), not an average since
+/// start that would include the startup.
+#[test]
+fn demo_announces_its_startup_and_reports_the_rate_of_each_interval() {
+    let http = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = millrace()
+        .args(["demo", "--listen", &listen, "--http", &http])
+        .args(["--rate", "400", "--report-every", "1", "--speedup", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("demo: {line}");
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut lines = Vec::new();
+    let mut reports_after_assignment = 0;
+    let mut assigned = false;
+    while reports_after_assignment < 4 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = lines_rx.recv_timeout(left) else {
+            send_signal(child.id(), "KILL");
+            panic!("the demo printed no 4 reports after its jobs' assignment: {lines:#?}");
+        };
+        if line.starts_with("all ") && line.contains("jobs have their partitions") {
+            assigned = true;
+        } else if assigned && parse_report(&line).is_some() {
+            reports_after_assignment += 1;
+        }
+        lines.push(line);
+    }
+    send_signal(child.id(), "INT");
+    let status = wait_with_deadline(child, Duration::from_secs(60));
+    assert!(status.status.success(), "demo exit: {:?}", status.status);
+
+    let position = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in {lines:#?}"))
+    };
+    let steps = [
+        "1 broker started on",
+        "topics ready",
+        "stream jobs started",
+        "Parquet export started",
+        "dashboard listening on",
+        "generating 400 events/s",
+        "Press Ctrl-C to stop",
+    ]
+    .map(position);
+    assert!(
+        steps.windows(2).all(|w| w[0] < w[1]),
+        "startup steps out of order: {lines:#?}"
+    );
+
+    let reports: Vec<(u64, f64, f64)> = lines.iter().filter_map(|l| parse_report(l)).collect();
+    for pair in reports.windows(2) {
+        let ((before, _, _), (count, rate, seconds)) = (pair[0], pair[1]);
+        let per_second = (count - before) as f64 / seconds;
+        // Printed rounded to whole events per second, and the interval to 0.1 s.
+        assert!(
+            (rate - per_second).abs() <= 1.0 + per_second * 0.1,
+            "report {count} says {rate}/s, but {} events came in {seconds} s",
+            count - before
+        );
+    }
+    let (_, last_rate, _) = reports[reports.len() - 1];
+    assert!(
+        last_rate > 200.0,
+        "the last interval's rate {last_rate}/s is far below the asked 400/s"
+    );
+}

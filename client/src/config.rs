@@ -58,9 +58,20 @@ impl ClientConfig {
     }
 
     /// A config with defaults for the given bootstrap servers (a comma-separated list such as
-    /// `"b1:9092,b2:9092"` also works as a single entry).
-    pub fn new(bootstrap_servers: &str) -> Self {
-        ClientConfig::builder(bootstrap_servers.split(',').map(str::trim)).build_unchecked()
+    /// `"b1:9092,b2:9092"` also works as a single entry). Takes a `&str` or a `String`, such as
+    /// an address read from the command line:
+    ///
+    /// ```
+    /// use millrace_client::ClientConfig;
+    ///
+    /// let from_args: String = std::env::args().nth(1).unwrap_or_else(|| "b1:9092, b2:9092".into());
+    /// let config = ClientConfig::new(from_args);
+    /// assert!(!config.bootstrap_servers.is_empty());
+    /// assert_eq!(ClientConfig::new("b1:9092,b2:9092").bootstrap_servers, ["b1:9092", "b2:9092"]);
+    /// ```
+    pub fn new(bootstrap_servers: impl AsRef<str>) -> Self {
+        ClientConfig::builder(bootstrap_servers.as_ref().split(',').map(str::trim))
+            .build_unchecked()
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

@@ -11,7 +11,7 @@ use millrace_client::{
 use millrace_testkit::api_hiding_proxy::{start_broker_without, BrokerWithoutApis};
 
 fn client_config(broker: &BrokerWithoutApis) -> ClientConfig {
-    ClientConfig::new(&broker.bootstrap.to_string())
+    ClientConfig::new(broker.bootstrap.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,18 @@ function fmtBytes(n) {
   return (i === 0 ? n : n.toFixed(1)) + " " + units[i];
 }
 
+// Internal topics: the broker's own (`__consumer_offsets`) and those stream jobs keep for
+// themselves (`<app>-<store>-changelog`, `<app>-repartition`, as in Kafka Streams).
+function isInternal(topic) {
+  return Boolean(topic.internal) || topic.name.startsWith("__")
+    || /-(changelog|repartition)$/.test(topic.name);
+}
+
+// Wall-clock time of day, HH:MM:SS in the browser's time zone.
+function clockTime(ms) {
+  return new Date(ms).toLocaleTimeString("en-GB", { hour12: false });
+}
+
 function fmtTime(ms) {
   if (!ms || ms < 0) return "–";
   return new Date(ms).toISOString().replace("T", " ").replace("Z", "");
@@ -92,7 +104,19 @@ function errorBox(error) {
 // uPlot line charts, kept per element id so live updates reuse them.
 const plots = new Map();
 
-function lineChart(id, title, seriesNames, xs, ys) {
+// The newest non-null value of a series.
+function latest(values) {
+  for (let i = values.length - 1; i >= 0; i--) if (values[i] !== null && values[i] !== undefined) return values[i];
+  return null;
+}
+
+// Tick steps of the time axis, in seconds: never below a second, so a short history reads
+// 22:10:05 22:10:06 rather than :05.000 :05.500.
+const TIME_INCRS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
+
+// `options.points`: indexes of series drawn as markers only (alerts); `options.unit`
+// follows each value in the legend.
+function lineChart(id, title, seriesNames, xs, ys, options = {}) {
   const el = document.getElementById(id);
   if (!el) return;
   el.dataset.points = String(xs.length);
@@ -103,23 +127,45 @@ function lineChart(id, title, seriesNames, xs, ys) {
   }
   const data = [xs.map((x) => x / 1000), ...ys];
   const existing = plots.get(id);
-  if (existing && existing.el === el && existing.names === seriesNames.join("\u0000")) {
+  const signature = seriesNames.join("\u0000");
+  if (existing && existing.el === el && existing.names === signature) {
     existing.plot.setData(data);
+    // Away from the cursor the legend shows each series' latest value (not "--").
+    existing.plot.setLegend({ idx: existing.plot.cursor.idx ?? null });
     return;
   }
   if (existing) existing.plot.destroy();
   el.innerHTML = "";
-  const palette = ["#1f6feb", "#e8590c", "#2e7d32", "#8e24aa", "#c62828", "#00838f", "#6d4c41", "#546e7a"];
+  // No red among the series: red marks alerts.
+  const palette = ["#1f6feb", "#e8590c", "#2e7d32", "#8e24aa", "#f9a825", "#00838f", "#6d4c41", "#546e7a"];
   const width = Math.max(320, el.clientWidth || 600);
+  const unit = options.unit || "";
+  const markers = new Set(options.points || []);
   const plot = new uPlot({
     title, width, height: 220,
-    series: [{}, ...seriesNames.map((name, i) => ({
-      label: name, stroke: palette[i % palette.length], width: 1.5,
-    }))],
-    axes: [{}, { size: 60 }],
+    series: [
+      { value: (u, v) => clockTime(1000 * (v ?? latest(u.data[0]) ?? 0)) },
+      ...seriesNames.map((name, i) => ({
+        label: name,
+        stroke: markers.has(i) ? "#d00000" : palette[i % palette.length],
+        width: markers.has(i) ? 0 : 1.5,
+        spanGaps: !markers.has(i),
+        ...(markers.has(i) ? { paths: () => null, points: { show: true, size: 10, fill: "#d00000" } } : {}),
+        // With no cursor on the chart uPlot asks with idx null: show the latest value.
+        value: (u, v, sidx, idx) => {
+          const shown = idx === null || idx === undefined ? latest(u.data[sidx]) : v;
+          return shown === null || shown === undefined ? "–" : fmtNum(shown) + unit;
+        },
+      })),
+    ],
+    axes: [
+      { incrs: TIME_INCRS, values: (u, splits) => splits.map((s) => clockTime(s * 1000)), space: 70 },
+      { size: 60 },
+    ],
     scales: { x: { time: true } },
   }, data, el);
-  plots.set(id, { plot, el, names: seriesNames.join("\u0000") });
+  plot.setLegend({ idx: null });
+  plots.set(id, { plot, el, names: signature });
 }
 
 function dropPlot(id) {
@@ -149,7 +195,27 @@ const live = {
   update: null,          // last /api/events payload
   rates: new Map(),      // topic -> [[ts], [rate]] for the overview chart
   lags: new Map(),       // group -> [[ts], [lag]] for the groups chart
+  lagSeconds: new Map(), // group -> [[ts], [seconds behind, estimated]]
 };
+
+// How far behind a group is in time, estimated: its lag over the rate its topics are
+// written at now (the time the producers took to write what the group has not read).
+// Null when nothing is written and something is unread.
+function secondsBehind(group, topics) {
+  if (!group.lag) return 0;
+  const rate = (group.topics || []).reduce((sum, name) => {
+    const topic = topics.find((t) => t.name === name);
+    return sum + (topic && topic.rate ? topic.rate : 0);
+  }, 0);
+  return rate > 0 ? group.lag / rate : null;
+}
+
+function fmtSeconds(s) {
+  if (s === null || s === undefined) return "–";
+  if (s < 120) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
+  if (s < 7200) return `${(s / 60).toFixed(1)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
 
 function remember(map, key, ts, value) {
   let series = map.get(key);
@@ -166,7 +232,10 @@ function connect() {
     try { update = JSON.parse(event.data); } catch (_) { return; }
     live.update = update;
     for (const t of update.topics || []) remember(live.rates, t.name, update.ts, t.rate);
-    for (const g of update.groups || []) remember(live.lags, g.group_id, update.ts, g.lag);
+    for (const g of update.groups || []) {
+      remember(live.lags, g.group_id, update.ts, g.lag);
+      remember(live.lagSeconds, g.group_id, update.ts, secondsBehind(g, update.topics || []));
+    }
     if (update.last_error) {
       statusEl.textContent = "cluster: " + update.last_error.slice(0, 60);
       statusEl.className = "status down";
@@ -234,7 +303,7 @@ pages.overview = async (page, first) => {
   const [cluster, topics] = await Promise.all([api("/api/cluster"), live.update && !first ? Promise.resolve({ topics: live.update.topics }) : api("/api/topics")]);
   if (page !== current) return;
   const showInternal = page.state.internal || false;
-  const list = topics.topics.filter((t) => showInternal || !t.internal);
+  const list = topics.topics.filter((t) => showInternal || !isInternal(t));
   const totalRate = list.reduce((s, t) => s + (t.rate || 0), 0);
   const html = `
     <h1>Overview</h1>
@@ -253,11 +322,11 @@ pages.overview = async (page, first) => {
     <div class="panel"><div id="rate-chart" class="chart"></div></div>
     <div class="panel">
       <div class="toolbar"><h2 style="margin:0;flex:1">Topics</h2>
-        <label><input type="checkbox" id="show-internal" ${showInternal ? "checked" : ""}> internal topics</label></div>
+        <label title="__consumer_offsets and the jobs' changelog and repartition topics"><input type="checkbox" id="show-internal" ${showInternal ? "checked" : ""}> internal topics</label></div>
       <table id="topics-table">
         <thead><tr><th>Topic</th><th class="num">Partitions</th><th class="num">Messages</th><th class="num">Size</th><th class="num">Rate (msg/s)</th><th></th></tr></thead>
         <tbody>${list.map((t) => `<tr data-topic="${esc(t.name)}">
-          <td><a href="#/topic/${encodeURIComponent(t.name)}">${esc(t.name)}</a></td>
+          <td><a href="#/topic/${encodeURIComponent(t.name)}">${esc(t.name)}</a>${isInternal(t) ? ' <span class="chip">internal</span>' : ""}</td>
           <td class="num">${t.partitions}</td><td class="num messages">${fmtNum(t.messages)}</td>
           <td class="num" title="${esc(t.size_note || "")}">${fmtBytes(t.size_bytes)}</td><td class="num">${fmtNum(t.rate)}</td>
           <td><a href="#/messages/${encodeURIComponent(t.name)}">browse</a></td></tr>`).join("")
@@ -388,16 +457,21 @@ pages.groups = async (page) => {
   app.innerHTML = `
     <h1>Consumer groups</h1>
     <div id="page-error"></div>
-    <div class="panel"><div id="groups-chart" class="chart"></div></div>
-    <div class="panel"><table id="groups-table"><thead><tr><th>Group</th><th>State</th><th class="num">Members</th><th>Topics</th><th class="num">Lag</th></tr></thead>
+    <div class="grid2"><div class="panel"><div id="groups-chart" class="chart"></div></div>
+      <div class="panel"><div id="groups-seconds-chart" class="chart"></div></div></div>
+    <div class="panel"><table id="groups-table"><thead><tr><th>Group</th><th>State</th><th class="num">Members</th><th>Topics</th><th class="num">Lag</th><th class="num" title="lag over the rate its topics are written at">Behind (est.)</th></tr></thead>
       <tbody>${groups.groups.map((g) => `<tr data-group="${esc(g.group_id)}"><td><a href="#/group/${encodeURIComponent(g.group_id)}">${esc(g.group_id)}</a></td>
-        <td>${esc(g.state)}</td><td class="num">${g.members}</td><td>${g.topics.map(esc).join(", ")}</td><td class="num lag">${fmtNum(g.lag)}</td></tr>`).join("")
-        || `<tr><td colspan="5" class="muted">No consumer groups.</td></tr>`}</tbody></table></div>`;
+        <td>${esc(g.state)}</td><td class="num">${g.members}</td><td>${g.topics.map(esc).join(", ")}</td><td class="num lag">${fmtNum(g.lag)}</td>
+        <td class="num behind">${fmtSeconds(secondsBehind(g, live.update ? live.update.topics || [] : []))}</td></tr>`).join("")
+        || `<tr><td colspan="6" class="muted">No consumer groups.</td></tr>`}</tbody></table></div>`;
   dropPlot("groups-chart");
+  dropPlot("groups-seconds-chart");
   const names = groups.groups.map((g) => g.group_id).filter((n) => live.lags.has(n)).slice(0, 8);
   if (names.length) {
     const xs = live.lags.get(names[0])[0];
     lineChart("groups-chart", "Lag (records)", names, xs, names.map((n) => alignTo(xs, live.lags.get(n))));
+    lineChart("groups-seconds-chart", "Lag (seconds behind, estimated)", names, xs,
+      names.map((n) => alignTo(xs, live.lagSeconds.get(n) || [[], []])), { unit: " s" });
   } else {
     document.getElementById("groups-chart").innerHTML = `<p class="muted">The lag chart fills in as live updates arrive.</p>`;
   }
@@ -415,6 +489,7 @@ pages.group = async (page) => {
   const body = `
     <div class="cards">
       <div class="card"><div class="label">Total lag</div><div class="value lag-big" id="lag-value">${fmtNum(group.lag)}</div></div>
+      <div class="card"><div class="label" title="lag over the rate its topics are written at">Behind (est.)</div><div class="value" id="lag-seconds">${fmtSeconds(secondsBehind({ lag: group.lag, topics: [...new Set(group.partitions.map((p) => p.topic))] }, live.update ? live.update.topics || [] : []))}</div></div>
       <div class="card"><div class="label">State</div><div class="value">${esc(group.state)}</div></div>
       <div class="card"><div class="label">Members</div><div class="value">${group.members.length}</div></div>
       <div class="card"><div class="label">Assignor</div><div class="value" style="font-size:14px">${esc(group.protocol || "–")}</div></div>
@@ -445,8 +520,10 @@ pages.aggregates = async (page, first) => {
     return;
   }
   if (!document.getElementById("aggregates")) {
-    app.innerHTML = `<h1>Live aggregates</h1><div id="page-error"></div><div id="aggregates"></div>`;
+    app.innerHTML = `<h1>Live aggregates</h1><div id="page-error"></div>
+      <div id="results-charts" class="results-grid"></div><div id="aggregates"></div>`;
   }
+  resultCharts(page).catch((e) => { document.getElementById("page-error").innerHTML = errorBox(e); });
   document.getElementById("page-error").innerHTML = "";
   const root = document.getElementById("aggregates");
   // Re-rendering would close a column picker the user has open: skip this tick.
@@ -468,6 +545,117 @@ pages.aggregates = async (page, first) => {
     };
   }
 };
+
+// --- charts of the jobs' emitted results (the `<topic>_results` SQL tables) ---------------
+
+const RESULTS_EVERY_MS = 5000;
+const KEY_SERIES = 6;
+
+// Charts over the results tables that have a window and either quantile columns (p50, p99:
+// the median and the slowest key per window) or an anomaly score (a series per key, alerts
+// marked). Re-queried every few seconds, not on every live update.
+async function resultCharts(page) {
+  const now = Date.now();
+  if (page.state.resultsAt && now - page.state.resultsAt < RESULTS_EVERY_MS) return;
+  page.state.resultsAt = now;
+  if (!page.state.resultTables) {
+    const tables = await api("/api/tables");
+    page.state.resultTables = tables.tables.filter((t) => t.kind === "results").map((t) => t.name);
+  }
+  const root = document.getElementById("results-charts");
+  // Every chart's data first, then the panels, then the charts: a chart takes its width
+  // from its panel when it is created, so the panels must be laid out by then.
+  const charts = [];
+  // Tables seen with rows but nothing to chart (no window, no quantiles, no score) are not
+  // asked again while the page is open.
+  page.state.unchartable = page.state.unchartable || new Set();
+  for (const table of page.state.resultTables) {
+    if (page.state.unchartable.has(table)) continue;
+    let result;
+    try {
+      result = await api("/api/sql", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ sql: `SELECT * FROM ${table} ORDER BY window_start DESC LIMIT 5000`, limit: 5000 }),
+      });
+    } catch (error) {
+      // No results yet (asked again later), or no window column (never chartable).
+      if (/window_start/.test(error.message)) page.state.unchartable.add(table);
+      continue;
+    }
+    if (page !== current || !root.isConnected) return;
+    const rows = result.rows.map((r) => Object.fromEntries(result.columns.map((c, i) => [c, r[i]]))).reverse();
+    const chart = resultChart(table, result.columns, rows);
+    if (chart) charts.push({ id: `results-${table}`, table, chart });
+    else if (rows.length) page.state.unchartable.add(table);
+  }
+  for (const { id, table } of charts) {
+    if (!document.getElementById(id)) {
+      root.insertAdjacentHTML("beforeend", `<div class="panel"><div id="${id}" class="chart results-chart" data-table="${esc(table)}"></div></div>`);
+    }
+  }
+  for (const { id, chart } of charts) {
+    lineChart(id, chart.title, chart.names, chart.xs, chart.ys, { points: chart.points, unit: chart.unit });
+  }
+}
+
+function resultChart(table, columns, rows) {
+  if (!columns.includes("window_start") || !rows.length) return null;
+  const numeric = (c) => rows.some((r) => typeof r[c] === "number");
+  const keyColumn = columns.find((c) => !["window_start", "window_end"].includes(c)
+    && rows.some((r) => typeof r[c] === "string"));
+  const xs = [...new Set(rows.map((r) => r.window_start))].sort((a, b) => a - b);
+  const at = new Map(xs.map((x, i) => [x, i]));
+  const quantiles = columns.filter((c) => /^p\d+(_|$)/.test(c) && numeric(c));
+  if (quantiles.length) {
+    const byWindow = xs.map(() => []);
+    for (const r of rows) byWindow[at.get(r.window_start)].push(r);
+    const median = (values) => {
+      const v = values.filter((x) => typeof x === "number").sort((a, b) => a - b);
+      return v.length ? v[Math.floor(v.length / 2)] : null;
+    };
+    const names = [], ys = [];
+    for (const q of quantiles) {
+      names.push(`${q} (median ${keyColumn || "key"})`);
+      ys.push(byWindow.map((w) => median(w.map((r) => r[q]))));
+    }
+    const top = quantiles[quantiles.length - 1];
+    names.push(`${top} (slowest ${keyColumn || "key"})`);
+    ys.push(byWindow.map((w) => {
+      const v = w.map((r) => r[top]).filter((x) => typeof x === "number");
+      return v.length ? Math.max(...v) : null;
+    }));
+    return { title: `${table}: ${quantiles.join(" / ")}`, names, xs, ys, points: [], unit: /_ms$/.test(top) ? " ms" : "" };
+  }
+  if (columns.includes("score") && keyColumn) {
+    const value = columns.find((c) => !["window_start", "window_end", "score", "baseline"].includes(c) && numeric(c));
+    if (!value) return null;
+    // Without an `alert` column the job emits alerts only: every row is one.
+    const isAlert = (r) => (columns.includes("alert") ? r.alert === true : true);
+    const stats = new Map();
+    for (const r of rows) {
+      const s = stats.get(r[keyColumn]) || { alerts: 0, max: -Infinity };
+      s.alerts += isAlert(r) ? 1 : 0;
+      s.max = Math.max(s.max, r[value] ?? -Infinity);
+      stats.set(r[keyColumn], s);
+    }
+    const keys = [...stats].sort((a, b) => b[1].alerts - a[1].alerts || b[1].max - a[1].max)
+      .slice(0, KEY_SERIES).map(([k]) => k);
+    const ys = keys.map(() => xs.map(() => null));
+    const alerts = xs.map(() => null);
+    for (const r of rows) {
+      const i = at.get(r.window_start);
+      const k = keys.indexOf(r[keyColumn]);
+      if (k >= 0) ys[k][i] = r[value];
+      if (isAlert(r) && (alerts[i] === null || r[value] > alerts[i])) alerts[i] = r[value];
+    }
+    return {
+      title: `${table}: ${value} by ${keyColumn}, alerts in red`,
+      names: [...keys, "alert"], xs, ys: [...ys, alerts], points: [keys.length], unit: "",
+    };
+  }
+  return null;
+}
 
 function aggregateTable(job, t) {
   const key = `${job.name}/${t.table}`;

@@ -20,6 +20,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../assets/app.css"),
     ),
     (
+        "favicon.svg",
+        "image/svg+xml",
+        include_bytes!("../assets/favicon.svg"),
+    ),
+    (
         "vendor/uplot/uPlot.iife.min.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../assets/vendor/uplot/uPlot.iife.min.js"),
@@ -48,6 +53,12 @@ pub(crate) async fn index() -> Response {
         INDEX,
     )
         .into_response()
+}
+
+/// `GET /favicon.ico`: the icon, for clients that ask there instead of following the page's
+/// `<link rel="icon">` (an SVG under the conventional name; browsers sniff the type).
+pub(crate) async fn favicon() -> Response {
+    asset(Path("favicon.svg".to_string())).await
 }
 
 /// `GET /assets/{*path}`.

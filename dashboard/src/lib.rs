@@ -27,6 +27,7 @@ mod api;
 mod assets;
 mod auth;
 pub mod error;
+pub mod results;
 pub mod sampler;
 pub mod sql;
 
@@ -42,6 +43,7 @@ use tokio::sync::watch;
 
 pub use error::{ApiError, DashboardError};
 
+use crate::results::{ResultsCache, ResultsTopic};
 use crate::sampler::ClusterCache;
 
 /// Environment variable read by the `millrace dashboard` command for the access token.
@@ -97,6 +99,8 @@ pub(crate) struct AppState {
     pub(crate) cluster: Arc<ClusterCache>,
     pub(crate) jobs: Vec<JobEntry>,
     pub(crate) connectors: Vec<ConnectorEntry>,
+    /// The jobs' recent results, read from their output topics.
+    pub(crate) results: Arc<ResultsCache>,
     /// Turns true when the server shuts down: live streams (SSE) end so shutdown completes.
     pub(crate) stop: watch::Receiver<bool>,
 }
@@ -106,6 +110,7 @@ pub struct Dashboard {
     config: DashboardConfig,
     jobs: Vec<JobEntry>,
     connectors: Vec<ConnectorEntry>,
+    results: Vec<ResultsTopic>,
 }
 
 impl Dashboard {
@@ -115,6 +120,7 @@ impl Dashboard {
             config,
             jobs: Vec::new(),
             connectors: Vec::new(),
+            results: Vec::new(),
         }
     }
 
@@ -131,6 +137,18 @@ impl Dashboard {
             name: name.into(),
             state,
             metrics,
+        });
+        self
+    }
+
+    /// Makes `job`'s output topic a SQL table of its recent results, `<topic>_results`
+    /// (see [`results`]): what the job emitted, such as closed windows, beside its live state
+    /// table of what is still open.
+    #[must_use]
+    pub fn with_results(mut self, job: impl Into<String>, topic: impl Into<String>) -> Self {
+        self.results.push(ResultsTopic {
+            job: job.into(),
+            topic: topic.into(),
         });
         self
     }
@@ -178,6 +196,7 @@ impl Dashboard {
             config: self.config,
             jobs: self.jobs,
             connectors: self.connectors,
+            results: self.results,
             client,
         })
     }
@@ -190,6 +209,7 @@ pub struct BoundDashboard {
     config: DashboardConfig,
     jobs: Vec<JobEntry>,
     connectors: Vec<ConnectorEntry>,
+    results: Vec<ResultsTopic>,
     client: ClientConfig,
 }
 
@@ -212,6 +232,9 @@ impl BoundDashboard {
     ) -> Result<(), DashboardError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
+        let results = Arc::new(ResultsCache::new(self.results));
+        let results_reader =
+            tokio::spawn(results.clone().run(self.client.clone(), stop_rx.clone()));
         let cluster = Arc::new(ClusterCache::new(self.client));
         let sampler = tokio::spawn(cluster.clone().run(stop_rx.clone()));
         let state = Arc::new(AppState {
@@ -219,6 +242,7 @@ impl BoundDashboard {
             cluster,
             jobs: self.jobs,
             connectors: self.connectors,
+            results,
             stop: stop_rx,
         });
         let router = api::router(state);
@@ -234,6 +258,9 @@ impl BoundDashboard {
         stop_tx.send_replace(true);
         if let Err(error) = sampler.await {
             tracing::warn!(%error, "dashboard sampler ended abnormally");
+        }
+        if let Err(error) = results_reader.await {
+            tracing::warn!(%error, "the results reader ended abnormally");
         }
         served.map_err(DashboardError::Serve)
     }

@@ -1,5 +1,6 @@
-//! SQL (DataFusion) over the live state tables of the jobs and the configured Parquet
-//! directories, read-only, with a time limit and a row limit.
+//! SQL (DataFusion) over the live state tables of the jobs, their recent results (one table
+//! per output topic, see [`crate::results`]) and the configured Parquet directories,
+//! read-only, with a time limit and a row limit.
 //!
 //! Each query gets a fresh session: the state tables are snapshots taken just before it
 //! runs (see `QueryableState::register`), and each Parquet directory is a listing table
@@ -21,6 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::results::{results_table_name, ResultsCache};
 use crate::JobEntry;
 
 /// The longest a query may run.
@@ -48,10 +50,14 @@ pub struct QueryResult {
 pub struct TableInfo {
     /// The SQL name.
     pub name: String,
-    /// `job` (live state) or `parquet`.
+    /// `job` (live state: what is still open), `results` (what a job emitted, read from its
+    /// output topic) or `parquet`.
     pub kind: &'static str,
-    /// The job name or the directory.
+    /// The job name, the output topic or the directory.
     pub source: String,
+    /// The job whose output a `results` table holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// The Parquet directories as `(table name, directory)`: each named after its last path
@@ -81,7 +87,11 @@ pub fn parquet_tables(dirs: &[PathBuf]) -> Vec<(String, PathBuf)> {
 }
 
 /// Every table a query can use right now.
-pub(crate) fn tables(jobs: &[JobEntry], parquet_dirs: &[PathBuf]) -> Vec<TableInfo> {
+pub(crate) fn tables(
+    jobs: &[JobEntry],
+    results: &ResultsCache,
+    parquet_dirs: &[PathBuf],
+) -> Vec<TableInfo> {
     let mut out: Vec<TableInfo> = jobs
         .iter()
         .flat_map(|job| {
@@ -89,9 +99,16 @@ pub(crate) fn tables(jobs: &[JobEntry], parquet_dirs: &[PathBuf]) -> Vec<TableIn
                 name: millrace_streams::query::table_name(&store),
                 kind: "job",
                 source: job.name.clone(),
+                job: None,
             })
         })
         .collect();
+    out.extend(results.topics().iter().map(|entry| TableInfo {
+        name: results_table_name(&entry.topic),
+        kind: "results",
+        source: entry.topic.clone(),
+        job: Some(entry.job.clone()),
+    }));
     out.extend(
         parquet_tables(parquet_dirs)
             .into_iter()
@@ -99,6 +116,7 @@ pub(crate) fn tables(jobs: &[JobEntry], parquet_dirs: &[PathBuf]) -> Vec<TableIn
                 name,
                 kind: "parquet",
                 source: dir.display().to_string(),
+                job: None,
             }),
     );
     out
@@ -107,6 +125,7 @@ pub(crate) fn tables(jobs: &[JobEntry], parquet_dirs: &[PathBuf]) -> Vec<TableIn
 /// Runs `sql` (read-only) with at most `limit` rows and [`QUERY_TIMEOUT`].
 pub(crate) async fn run(
     jobs: &[JobEntry],
+    results: &ResultsCache,
     parquet_dirs: &[PathBuf],
     sql: &str,
     limit: usize,
@@ -123,6 +142,7 @@ pub(crate) async fn run(
             skipped.push(format!("state of job {} ({error})", job.name));
         }
     }
+    skipped.extend(results.register(&ctx, sql));
     for (name, dir) in parquet_tables(parquet_dirs) {
         if let Err(error) = register_parquet(&ctx, &name, &dir).await {
             tracing::debug!(table = %name, %error, "Parquet directory not registered");

@@ -69,6 +69,72 @@ impl Default for DemoOptions {
     }
 }
 
+/// A step of [`Demo::start_reporting`], for telling the user what happens during the first
+/// seconds (the jobs take a while to join their groups; nothing is visible meanwhile).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartupStep {
+    /// The embedded brokers are up (or the given cluster is used).
+    Brokers {
+        /// Their addresses, comma-separated.
+        bootstrap: String,
+        /// How many were started here (0: an existing cluster).
+        started: usize,
+    },
+    /// Every topic exists.
+    TopicsCreated {
+        /// Raw, output and bookkeeping topics.
+        topics: usize,
+        /// Partitions of each.
+        partitions: i32,
+    },
+    /// The stream jobs run; each now joins its consumer group and waits for partitions.
+    JobsStarted {
+        /// How many.
+        jobs: usize,
+    },
+    /// The Parquet export of the raw topics runs.
+    ExportStarted {
+        /// Where its files go.
+        dir: PathBuf,
+    },
+    /// The dashboard answers.
+    DashboardListening {
+        /// Its address.
+        url: String,
+    },
+    /// The generator produces events.
+    Generating {
+        /// Events per second asked for.
+        rate: f64,
+    },
+}
+
+impl std::fmt::Display for StartupStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartupStep::Brokers { bootstrap, started } if *started == 0 => {
+                write!(f, "using the cluster at {bootstrap}")
+            }
+            StartupStep::Brokers { bootstrap, started } => {
+                let s = if *started == 1 { "" } else { "s" };
+                write!(f, "{started} broker{s} started on {bootstrap}")
+            }
+            StartupStep::TopicsCreated { topics, partitions } => {
+                write!(f, "{topics} topics ready ({partitions} partitions each)")
+            }
+            StartupStep::JobsStarted { jobs } => write!(
+                f,
+                "{jobs} stream jobs started; each joins its consumer group and waits for partitions"
+            ),
+            StartupStep::ExportStarted { dir } => {
+                write!(f, "Parquet export started into {}", dir.display())
+            }
+            StartupStep::DashboardListening { url } => write!(f, "dashboard listening on {url}"),
+            StartupStep::Generating { rate } => write!(f, "generating {rate} events/s"),
+        }
+    }
+}
+
 /// A running demo.
 pub struct Demo {
     brokers: Vec<RunningBroker>,
@@ -79,7 +145,9 @@ pub struct Demo {
     jobs: Vec<RunningJob>,
     shutdown: watch::Sender<bool>,
     stop_generating: Arc<AtomicBool>,
-    generator: Option<JoinHandle<anyhow::Result<u64>>>,
+    /// Behind a lock so that waiting for it needs only `&self` (and can be one branch of a
+    /// `select!` beside others that read the demo).
+    generator: tokio::sync::Mutex<Option<JoinHandle<anyhow::Result<u64>>>>,
     generator_stats: Arc<GeneratorStats>,
     sink: JoinHandle<anyhow::Result<()>>,
     dashboard: JoinHandle<anyhow::Result<()>>,
@@ -89,6 +157,14 @@ impl Demo {
     /// Starts the broker, creates the topics, starts the jobs, the sink, the dashboard and
     /// the generator.
     pub async fn start(options: DemoOptions) -> anyhow::Result<Demo> {
+        Demo::start_reporting(options, |_| {}).await
+    }
+
+    /// [`Demo::start`], calling `report` after each step.
+    pub async fn start_reporting(
+        options: DemoOptions,
+        mut report: impl FnMut(StartupStep),
+    ) -> anyhow::Result<Demo> {
         let (temp_dir, data_dir) = match &options.data_dir {
             Some(dir) => (None, dir.clone()),
             None => {
@@ -114,11 +190,19 @@ impl Demo {
                 (brokers, bootstrap)
             }
         };
+        report(StartupStep::Brokers {
+            bootstrap: bootstrap.clone(),
+            started: brokers.len(),
+        });
         let client = ClientConfig::builder(bootstrap.split(',').map(str::trim))
             .client_id("millrace-demo")
             .build()
             .context("client settings")?;
-        super::create_topics(&client, options.partitions).await?;
+        let topics = super::create_topics(&client, options.partitions).await?;
+        report(StartupStep::TopicsCreated {
+            topics,
+            partitions: options.partitions,
+        });
 
         let start_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -142,6 +226,7 @@ impl Demo {
             commit_interval: options.commit_interval,
             shutdown: shutdown_rx.clone(),
         });
+        report(StartupStep::JobsStarted { jobs: jobs.len() });
 
         let sink_config: ParquetSinkConfig = serde_json::from_value(serde_json::json!({
             "name": "activity-export",
@@ -163,6 +248,9 @@ impl Demo {
             .await
             .context("Parquet sink")
         });
+        report(StartupStep::ExportStarted {
+            dir: export_dir.clone(),
+        });
 
         let mut dashboard = Dashboard::new(DashboardConfig {
             bootstrap: bootstrap.clone(),
@@ -175,7 +263,11 @@ impl Demo {
             ..DashboardConfig::default()
         });
         for job in &jobs {
-            dashboard = dashboard.with_job(job.name, job.state.clone(), job.metrics.clone());
+            // Each job writes the topic named after it: its emitted results are a SQL table
+            // too (`page_views_per_minute_results`), beside its live state.
+            dashboard = dashboard
+                .with_job(job.name, job.state.clone(), job.metrics.clone())
+                .with_results(job.name, job.name);
         }
         dashboard = dashboard.with_connector("activity-export", sink_metrics);
         let dashboard = dashboard
@@ -183,6 +275,9 @@ impl Demo {
             .await
             .with_context(|| format!("starting the dashboard on {}", options.http))?;
         let dashboard_url = dashboard.url();
+        report(StartupStep::DashboardListening {
+            url: dashboard_url.clone(),
+        });
         let mut dashboard_shutdown = shutdown_rx.clone();
         let dashboard = tokio::spawn(async move {
             dashboard
@@ -196,6 +291,7 @@ impl Demo {
         let generator_stats = generator.stats();
         let stop_generating = Arc::new(AtomicBool::new(false));
         let generator = tokio::spawn(generator.run(stop_generating.clone()));
+        report(StartupStep::Generating { rate: options.rate });
 
         Ok(Demo {
             brokers,
@@ -206,7 +302,7 @@ impl Demo {
             jobs,
             shutdown,
             stop_generating,
-            generator: Some(generator),
+            generator: tokio::sync::Mutex::new(Some(generator)),
             generator_stats,
             sink,
             dashboard,
@@ -238,11 +334,36 @@ impl Demo {
         &self.jobs
     }
 
+    /// Waits until every job has been assigned partitions (it has at least one task), or
+    /// fails when one stops first.
+    pub async fn wait_jobs_assigned(&self) -> anyhow::Result<()> {
+        // The jobs publish their task count as a metric only: look at it a few times a second.
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            if let Some(stopped) = self.jobs.iter().find(|j| j.task.is_finished()) {
+                anyhow::bail!(
+                    "job {} stopped before it was assigned partitions",
+                    stopped.name
+                );
+            }
+            if self.jobs.iter().all(|j| j.metrics.snapshot().tasks > 0) {
+                return Ok(());
+            }
+        }
+    }
+
     /// Waits until the generator has produced its `--events` and all are acknowledged;
     /// returns how many it produced. Without an event limit this waits for [`Self::shutdown`].
-    pub async fn wait_generated(&mut self) -> anyhow::Result<u64> {
-        match self.generator.take() {
-            Some(generator) => generator.await.context("the generator panicked")?,
+    /// Cancel safe: the generator keeps running if this is dropped.
+    pub async fn wait_generated(&self) -> anyhow::Result<u64> {
+        let mut generator = self.generator.lock().await;
+        match generator.as_mut() {
+            Some(handle) => {
+                let result = handle.await;
+                *generator = None;
+                result.context("the generator panicked")?
+            }
             None => Ok(0),
         }
     }
@@ -279,7 +400,7 @@ impl Demo {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.stop_generating.store(true, Ordering::Relaxed);
         let mut first_error = None;
-        if let Some(generator) = self.generator.take() {
+        if let Some(generator) = self.generator.get_mut().take() {
             if let Err(error) = generator.await.context("the generator panicked")? {
                 first_error.get_or_insert(error);
             }

@@ -62,8 +62,9 @@ pub mod topics {
 }
 
 /// Creates the example's topics with `partitions` partitions each (the items table
-/// compacted); topics that exist already are left as they are.
-pub async fn create_topics(client: &ClientConfig, partitions: i32) -> anyhow::Result<()> {
+/// compacted); topics that exist already are left as they are. Returns how many topics the
+/// example has.
+pub async fn create_topics(client: &ClientConfig, partitions: i32) -> anyhow::Result<usize> {
     let admin = Admin::connect(client.clone())
         .await
         .context("connecting to the cluster")?;
@@ -81,6 +82,7 @@ pub async fn create_topics(client: &ClientConfig, partitions: i32) -> anyhow::Re
         .map(|name| NewTopic::new(*name, partitions))
         .collect();
     wanted.push(NewTopic::new(topics::ITEMS, partitions).config("cleanup.policy", "compact"));
+    let all = wanted.len();
     wanted.retain(|t| !existing.contains(&t.name));
     if !wanted.is_empty() {
         admin
@@ -88,5 +90,5 @@ pub async fn create_topics(client: &ClientConfig, partitions: i32) -> anyhow::Re
             .await
             .context("creating the example's topics")?;
     }
-    Ok(())
+    Ok(all)
 }

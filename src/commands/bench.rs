@@ -14,6 +14,7 @@ use millrace_client::{
     Acks, Admin, Compression, OffsetSpec, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 
+use super::progress::ProduceWatch;
 use super::ConnectArgs;
 
 /// Which benchmark.
@@ -181,6 +182,7 @@ async fn produce(connect: &ConnectArgs, args: ProduceBench) -> anyhow::Result<()
     let size_before = topic_size(&admin, &args.topic).await;
 
     let bar = Arc::new(progress(args.records, args.json));
+    let watch = ProduceWatch::new(bar.clone(), connect.timeout());
     let value = random_payload(args.record_size);
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -196,14 +198,21 @@ async fn produce(connect: &ConnectArgs, args: ProduceBench) -> anyhow::Result<()
         let topic = args.topic.clone();
         let value = value.clone();
         let bar = bar.clone();
+        let watch = watch.clone();
         workers.push(tokio::spawn(async move {
-            produce_worker(config, topic, value, share, bar).await
+            produce_worker(config, topic, value, share, bar, &watch).await
         }));
     }
-    let mut latencies = new_histogram()?;
-    for worker in workers {
-        latencies.add(worker.await??)?;
-    }
+    // Says why when acknowledgements stop, and gives up after --timeout.
+    let latencies = watch
+        .run(&admin, async {
+            let mut latencies = new_histogram()?;
+            for worker in workers {
+                latencies.add(worker.await??)?;
+            }
+            anyhow::Ok(latencies)
+        })
+        .await?;
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     let size_after = topic_size(&admin, &args.topic).await;
@@ -242,12 +251,14 @@ async fn produce_worker(
     value: Bytes,
     count: u64,
     bar: Arc<ProgressBar>,
+    watch: &ProduceWatch,
 ) -> anyhow::Result<Histogram<u64>> {
     // The producer's buffer memory bounds the records awaiting acknowledgement; the channel
     // to the collector must hold at least that many, or it would throttle the benchmark
     // before the producer does (at 64 chunks it capped 100-byte records near 2 M/s).
     let chunks_in_flight = config.buffer_memory / value.len().max(1) / CHUNK + 2;
     let producer = Producer::connect(config).await?;
+    watch.watch(&producer);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(Instant, millrace_client::DeliveryFuture)>>(
         chunks_in_flight,
     );
@@ -493,10 +504,15 @@ async fn end_to_end(connect: &ConnectArgs, args: EndToEndBench) -> anyhow::Resul
     )
     .await?;
     // Warm up: metadata and connections are set up before the clock starts, so the figures
-    // are the steady state, not the first request's connection and metadata look-ups.
-    producer
-        .send(ProducerRecord::new(&args.topic, vec![0u8; 8]))
-        .await?
+    // are the steady state, not the first request's connection and metadata look-ups. A
+    // broker that rejects it is explained, and given up on after --timeout.
+    let warm_up = ProduceWatch::new(Arc::new(ProgressBar::hidden()), connect.timeout());
+    warm_up.watch(&producer);
+    warm_up
+        .run(&admin, async {
+            let record = ProducerRecord::new(&args.topic, vec![0u8; 8]);
+            anyhow::Ok(producer.send(record).await?.await?)
+        })
         .await?;
     // The consumer starts at the end, so only this run's records are measured.
     let ranges = partition_ranges(&admin, &args.topic).await?;
@@ -561,8 +577,11 @@ async fn end_to_end(connect: &ConnectArgs, args: EndToEndBench) -> anyhow::Resul
         bar.inc(batch.len() as u64);
         if !batch.is_empty() {
             last_progress = Instant::now();
-        } else if last_progress.elapsed() > std::time::Duration::from_secs(30) {
-            anyhow::bail!("no record arrived for 30 s after {received} of {total}");
+        } else if last_progress.elapsed() > connect.timeout() {
+            anyhow::bail!(
+                "no record arrived for {} s (--timeout) after {received} of {total}",
+                connect.timeout().as_secs()
+            );
         }
     }
     sender.await??;

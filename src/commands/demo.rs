@@ -3,12 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use millrace::activity::demo::{Demo, DemoOptions};
 use millrace::activity::generator::{
-    BOT_CAMPAIGN, CONTROL_USER, FAILING_SERVICE, SLOW_PAGE, VICTIMS,
+    GeneratorStats, BOT_CAMPAIGN, CONTROL_USER, FAILING_SERVICE, SLOW_PAGE, VICTIMS,
 };
 
 use crate::StopSignals;
@@ -47,6 +48,41 @@ pub struct DemoArgs {
     /// Partitions per topic.
     #[arg(long, value_name = "N", default_value_t = 3)]
     partitions: i32,
+    /// Seconds between progress reports (events generated, rate over the interval, lag).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    report_every: f64,
+}
+
+/// The periodic progress line: the rate is that of the last interval, not the average since
+/// start, which would include the startup and climb for minutes.
+struct RateReport {
+    stats: Arc<GeneratorStats>,
+    last_count: u64,
+    last_at: Instant,
+}
+
+impl RateReport {
+    fn new(stats: Arc<GeneratorStats>) -> Self {
+        RateReport {
+            last_count: stats.acknowledged.load(Ordering::Relaxed),
+            stats,
+            last_at: Instant::now(),
+        }
+    }
+
+    fn print(&mut self, demo: &Demo) {
+        let count = self.stats.acknowledged.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let seconds = now.duration_since(self.last_at).as_secs_f64();
+        let rate = count.saturating_sub(self.last_count) as f64 / seconds.max(f64::EPSILON);
+        let lag: i64 = demo.jobs().iter().map(|j| j.metrics.snapshot().lag).sum();
+        println!(
+            "{count} events generated, {rate:.0}/s over the last {seconds:.1} s; \
+             jobs' input lag {lag} records"
+        );
+        self.last_count = count;
+        self.last_at = now;
+    }
 }
 
 /// Runs the demo until SIGINT or SIGTERM.
@@ -63,6 +99,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.brokers < 1 {
         bail!("--brokers must be at least 1");
     }
+    if !(args.report_every.is_finite() && args.report_every >= 0.1) {
+        bail!("--report-every must be at least 0.1 seconds");
+    }
     let mut stop = StopSignals::install()?;
     let options = DemoOptions {
         data_dir: args.data_dir,
@@ -77,55 +116,64 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ..DemoOptions::default()
     };
     let started = Instant::now();
-    let mut demo = Demo::start(options).await?;
+    println!("Starting the demo:");
+    let demo = Demo::start_reporting(options, |step| {
+        println!("  {:>5.1} s  {step}", started.elapsed().as_secs_f64());
+    })
+    .await?;
+    println!();
     print_tour(&demo, args.speedup);
 
-    let stats = demo.generator_stats();
-    if args.events.is_some() {
-        let generated = tokio::select! {
-            generated = demo.wait_generated() => Some(generated?),
-            () = stop.wait() => None,
-        };
-        if let Some(generated) = generated {
-            let seconds = started.elapsed().as_secs_f64();
-            println!(
-                "generated {generated} events in {seconds:.1} s ({:.0} events/s); closing every window",
-                generated as f64 / seconds
-            );
-            let drained = tokio::select! {
-                drained = demo.end_input() => Some(drained),
-                () = stop.wait() => None,
-            };
-            if let Some(drained) = drained {
-                if let Err(error) = drained {
+    let mut report = RateReport::new(demo.generator_stats());
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.report_every));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut assigned = false;
+    let mut generated = None;
+    loop {
+        tokio::select! {
+            result = demo.wait_jobs_assigned(), if !assigned => {
+                if let Err(error) = result {
                     // The stopped job's own error says more than "it stopped".
                     return Err(demo.shutdown().await.err().unwrap_or(error));
                 }
+                assigned = true;
                 println!(
-                    "input ended: every window is closed and emitted (after {:.1} s); \
-                     the dashboard keeps serving until Ctrl-C",
+                    "all {} jobs have their partitions ({:.1} s after start); results appear \
+                     as windows close",
+                    demo.jobs().len(),
                     started.elapsed().as_secs_f64()
                 );
-                stop.wait().await;
             }
+            result = demo.wait_generated(), if args.events.is_some() && generated.is_none() => {
+                generated = Some(result?);
+                break;
+            }
+            _ = ticker.tick() => report.print(&demo),
+            () = stop.wait() => break,
         }
-    } else {
-        let mut ticker = tokio::time::interval(Duration::from_secs(10));
-        ticker.tick().await;
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    let jobs = demo.jobs();
-                    let lag: i64 = jobs.iter().map(|j| j.metrics.snapshot().lag).sum();
-                    println!(
-                        "{} events generated ({:.0}/s), jobs' input lag {lag} records",
-                        stats.acknowledged.load(Ordering::Relaxed),
-                        stats.acknowledged.load(Ordering::Relaxed) as f64
-                            / started.elapsed().as_secs_f64(),
-                    );
-                }
-                () = stop.wait() => break,
+    }
+    if let Some(generated) = generated {
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "generated {generated} events in {seconds:.1} s ({:.0} events/s); closing every window",
+            generated as f64 / seconds
+        );
+        let drained = tokio::select! {
+            drained = demo.end_input() => Some(drained),
+            () = stop.wait() => None,
+        };
+        if let Some(drained) = drained {
+            if let Err(error) = drained {
+                // The stopped job's own error says more than "it stopped".
+                return Err(demo.shutdown().await.err().unwrap_or(error));
             }
+            println!(
+                "input ended: every window is closed and emitted (after {:.1} s); \
+                 the dashboard keeps serving until Ctrl-C",
+                started.elapsed().as_secs_f64()
+            );
+            stop.wait().await;
         }
     }
     println!("stopping");
@@ -155,8 +203,15 @@ fn print_tour(demo: &Demo, speedup: f64) {
     println!(
         "  - {SLOW_PAGE} loads ten times slower in minutes 5-7; a bot clicks {BOT_CAMPAIGN}'s ad"
     );
+    println!("  - SQL (the dashboard's SQL page). Windows still open, from a job's live state:");
     println!(
-        "  - SQL: SELECT key AS page, SUM(views) AS views FROM page_views_per_minute GROUP BY key ORDER BY views DESC"
+        "      SELECT key AS page, SUM(views) AS views FROM page_views_per_minute GROUP BY key ORDER BY views DESC"
+    );
+    println!(
+        "    Windows closed and emitted, from the job's output topic (its newest 10,000 results):"
+    );
+    println!(
+        "      SELECT page, SUM(views) AS views, MIN(window_start) AS since FROM page_views_per_minute_results GROUP BY page ORDER BY views DESC"
     );
     println!(
         "  - the raw events land as Parquet under {}/export",

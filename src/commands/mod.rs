@@ -10,6 +10,7 @@ pub mod demo;
 pub mod export;
 pub mod groups;
 pub mod produce;
+pub mod progress;
 pub mod sql;
 pub mod topics;
 
@@ -29,6 +30,10 @@ pub struct ConnectArgs {
         global = true
     )]
     pub bootstrap: String,
+    /// Give up (non-zero exit) when the cluster makes no progress for this many seconds,
+    /// saying what it answered meanwhile.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, global = true)]
+    pub timeout: u64,
 }
 
 impl ConnectArgs {
@@ -38,6 +43,11 @@ impl ConnectArgs {
             .client_id("millrace-cli")
             .build()?;
         Ok(config)
+    }
+
+    /// How long a command waits without progress before it gives up.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout.max(1))
     }
 
     /// An admin client.

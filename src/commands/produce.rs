@@ -1,10 +1,12 @@
 //! `millrace produce`: one record per line of stdin, in the manner of kcat -P.
 
 use std::io::BufRead;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use millrace_client::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
 
+use super::progress::ProduceWatch;
 use super::{key_value, ConnectArgs};
 
 /// Options of `millrace produce`.
@@ -42,6 +44,11 @@ pub async fn run(connect: &ConnectArgs, args: ProduceArgs) -> anyhow::Result<()>
     if producer.partition_count(&args.topic).await? == 0 {
         anyhow::bail!("topic `{}` has no partitions", args.topic);
     }
+    // Counts delivered records for the watch, which says why when writes keep failing.
+    let delivered_bar = Arc::new(indicatif::ProgressBar::hidden());
+    let watch = ProduceWatch::new(delivered_bar.clone(), connect.timeout());
+    watch.watch(&producer);
+    let admin = connect.admin().await?;
     // Delivery futures are awaited by a separate task so reading stdin never waits on acks.
     let (pending_tx, mut pending_rx) = tokio::sync::mpsc::channel(100_000);
     let waiter = tokio::spawn(async move {
@@ -50,7 +57,10 @@ pub async fn run(connect: &ConnectArgs, args: ProduceArgs) -> anyhow::Result<()>
         let mut first_error = None;
         while let Some(future) = pending_rx.recv().await {
             match future.await {
-                Ok(_) => delivered += 1,
+                Ok(_) => {
+                    delivered += 1;
+                    delivered_bar.inc(1);
+                }
                 Err(error) => {
                     failed += 1;
                     first_error.get_or_insert(error);
@@ -60,6 +70,25 @@ pub async fn run(connect: &ConnectArgs, args: ProduceArgs) -> anyhow::Result<()>
         (delivered, failed, first_error)
     });
 
+    let (delivered, failed, first_error) = watch
+        .run(&admin, send_lines(&producer, &args, pending_tx, waiter))
+        .await?;
+    producer.close().await;
+    eprintln!("{delivered} records delivered to {}", args.topic);
+    if let Some(error) = first_error {
+        anyhow::bail!("{failed} records were not delivered; first error: {error}");
+    }
+    Ok(())
+}
+
+/// Sends every line of stdin, then waits until each is delivered or failed; returns
+/// (delivered, failed, the first error).
+async fn send_lines(
+    producer: &Producer,
+    args: &ProduceArgs,
+    pending_tx: tokio::sync::mpsc::Sender<millrace_client::DeliveryFuture>,
+    waiter: tokio::task::JoinHandle<(u64, u64, Option<millrace_client::ClientError>)>,
+) -> anyhow::Result<(u64, u64, Option<millrace_client::ClientError>)> {
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     // stdin is read in place: these are short blocking reads of piped input.
@@ -89,11 +118,5 @@ pub async fn run(connect: &ConnectArgs, args: ProduceArgs) -> anyhow::Result<()>
     }
     drop(pending_tx);
     producer.flush().await;
-    let (delivered, failed, first_error) = waiter.await?;
-    producer.close().await;
-    eprintln!("{delivered} records delivered to {}", args.topic);
-    if let Some(error) = first_error {
-        anyhow::bail!("{failed} records were not delivered; first error: {error}");
-    }
-    Ok(())
+    Ok(waiter.await?)
 }

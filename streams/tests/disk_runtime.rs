@@ -211,7 +211,7 @@ fn merge(into: &mut Counts, outputs: Vec<Output>) {
 async fn restarted_mid_way(app: &str, crash: bool) {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker_in(&dir.path().join("broker"), &[FAST_GROUPS]).await;
-    let client = ClientConfig::new(&broker.local_addr().to_string());
+    let client = ClientConfig::new(broker.local_addr().to_string());
     let state = dir.path().join("state");
     create_topic(&client, "views", 3).await;
     let first = views(1_200, 0, BASE, 60_000);
@@ -290,7 +290,7 @@ async fn an_on_disk_job_crashed_mid_way_and_restarted_gives_the_batch_answer() {
 async fn a_window_emitted_at_end_of_input_stays_closed_after_a_restart_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker_in(&dir.path().join("broker"), &[FAST_GROUPS]).await;
-    let client = ClientConfig::new(&broker.local_addr().to_string());
+    let client = ClientConfig::new(broker.local_addr().to_string());
     let state = dir.path().join("state");
     create_topic(&client, "views", 1).await;
     let input = views(200, 0, BASE, 30_000);

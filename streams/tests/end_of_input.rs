@@ -89,7 +89,7 @@ fn as_map<I: IntoIterator<Item = ((String, i64), u64)>>(rows: I) -> BTreeMap<(St
 async fn end_of_input_closes_every_window_of_a_co_partitioned_job() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
-    let client = ClientConfig::new(&broker.local_addr().to_string());
+    let client = ClientConfig::new(broker.local_addr().to_string());
     create_topic(&client, "views", 3).await;
     let input = views(600, BASE, 60_000, true);
     produce_json(&client, "views", &input).await;
@@ -153,7 +153,7 @@ async fn end_of_input_closes_every_window_of_a_co_partitioned_job() {
 async fn end_of_input_waits_for_the_repartition_topic_in_a_group_by_job() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
-    let client = ClientConfig::new(&broker.local_addr().to_string());
+    let client = ClientConfig::new(broker.local_addr().to_string());
     create_topic(&client, "views", 3).await;
     let input = views(1500, BASE, 90_000, false);
     produce_json(&client, "views", &input).await;
@@ -206,7 +206,7 @@ async fn end_of_input_waits_for_the_repartition_topic_in_a_group_by_job() {
 async fn two_instances_of_a_group_by_job_drain_together() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
-    let client = ClientConfig::new(&broker.local_addr().to_string());
+    let client = ClientConfig::new(broker.local_addr().to_string());
     create_topic(&client, "views", 3).await;
     let input = views(1200, BASE, 60_000, false);
     produce_json(&client, "views", &input).await;

@@ -132,7 +132,7 @@ fn rows(records: Vec<Record<String, (u32, u32)>>) -> Vec<(String, u32, u32)> {
 async fn a_windowed_join_survives_a_restart_with_its_buffers() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
-    let client = ClientConfig::new(&broker.local_addr().to_string());
+    let client = ClientConfig::new(broker.local_addr().to_string());
     create_topic(&client, "impressions", 3).await;
     create_topic(&client, "clicks", 3).await;
     let all = input();

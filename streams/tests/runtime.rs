@@ -240,7 +240,7 @@ async fn wait_for_records_in(metrics: &JobMetrics, at_least: u64) {
 async fn windowed_counts_equal_the_batch_answer_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
-    let client = ClientConfig::new(&broker.local_addr().to_string());
+    let client = ClientConfig::new(broker.local_addr().to_string());
     create_topic(&client, "views").await;
     let input = views(3000);
     let expected = batch_counts(&input);
@@ -279,7 +279,7 @@ async fn windowed_counts_equal_the_batch_answer_and_survive_a_restart() {
 async fn a_crash_without_commit_replays_input_without_double_counting() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
-    let client = ClientConfig::new(&broker.local_addr().to_string());
+    let client = ClientConfig::new(broker.local_addr().to_string());
     create_topic(&client, "views").await;
     let input = views(4000);
     let expected = batch_counts(&input);
@@ -321,7 +321,7 @@ async fn a_crash_without_commit_replays_input_without_double_counting() {
 async fn a_second_instance_takes_over_partitions_with_their_state() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
-    let client = ClientConfig::new(&broker.local_addr().to_string());
+    let client = ClientConfig::new(broker.local_addr().to_string());
     create_topic(&client, "views").await;
     let input = views(3000);
     let expected = batch_counts(&input);
@@ -368,7 +368,7 @@ async fn a_second_instance_takes_over_partitions_with_their_state() {
 async fn bad_records_go_to_the_dead_letter_topic_and_the_job_keeps_running() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
-    let client = ClientConfig::new(&broker.local_addr().to_string());
+    let client = ClientConfig::new(broker.local_addr().to_string());
     create_topic(&client, "views").await;
     let producer = Producer::connect(ProducerConfig::new(client.clone()))
         .await

@@ -163,7 +163,7 @@ where
 async fn a_job_joins_social_events_with_the_items_table_topic() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker_in(dir.path(), &[FAST_GROUPS]).await;
-    let client = ClientConfig::new(&broker.local_addr().to_string());
+    let client = ClientConfig::new(broker.local_addr().to_string());
     create_topic(&client, "social", 3).await;
     create_topic_with(
         &client,

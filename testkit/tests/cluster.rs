@@ -116,7 +116,7 @@ async fn a_real_single_broker_survives_kill9_and_restart() {
         .wait_for_brokers(Duration::from_secs(30))
         .await
         .unwrap();
-    let client = millrace_client::ClientConfig::new(&cluster.bootstrap());
+    let client = millrace_client::ClientConfig::new(cluster.bootstrap());
     create_topic(&client, "launcher", 1).await;
     let placed = produce_all(
         ProducerConfig::new(client.clone()),

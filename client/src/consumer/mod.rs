@@ -399,8 +399,14 @@ impl Consumer {
     }
 
     /// Subscribes to `topics` through the consumer group (replacing any earlier subscription);
-    /// partitions arrive with the next polls. Needs a `group_id`.
-    pub fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
+    /// partitions arrive with the next polls. Needs a `group_id`. Takes any list of names:
+    /// `&["views"]`, a `Vec<String>`, an iterator of `&str`.
+    pub fn subscribe<I>(&mut self, topics: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let topics: Vec<String> = topics.into_iter().map(|t| t.as_ref().to_string()).collect();
         self.check_open()?;
         let Some(group) = &self.group else {
             return Err(ClientError::InvalidArgument(
@@ -417,7 +423,7 @@ impl Consumer {
                 "this consumer uses assign; call unsubscribe first".to_string(),
             ));
         }
-        let mut sorted: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        let mut sorted = topics;
         sorted.sort();
         sorted.dedup();
         self.cluster.add_interest(sorted.iter().map(String::as_str));

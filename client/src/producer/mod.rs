@@ -54,6 +54,25 @@ pub(crate) struct Shared {
     /// Producer id and epoch when idempotent.
     pub(crate) producer_id: i64,
     pub(crate) producer_epoch: i16,
+    /// The latest batch put back for another attempt, for [`Producer::last_retry`].
+    pub(crate) last_retry: Mutex<Option<RetriedBatch>>,
+}
+
+/// A batch the producer is retrying, and why: retries are silent (each record's future waits
+/// up to `delivery_timeout`), so a tool that wants to say why nothing is acknowledged asks
+/// [`Producer::last_retry`].
+#[derive(Debug, Clone)]
+pub struct RetriedBatch {
+    /// The batch's topic.
+    pub topic: String,
+    /// The batch's partition.
+    pub partition: i32,
+    /// The error of the failed attempt (for example the broker's `KAFKA_STORAGE_ERROR`).
+    pub error: ClientError,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the attempt failed.
+    pub at: Instant,
 }
 
 /// An async Kafka producer. Cheap to clone; clones share batches and connections.
@@ -134,6 +153,7 @@ impl Producer {
             closing: AtomicBool::new(false),
             producer_id,
             producer_epoch,
+            last_retry: Mutex::new(None),
         });
         let sender = tokio::spawn(sender::Sender::new(shared.clone()).run());
         Ok(Producer {
@@ -336,6 +356,16 @@ impl Producer {
     /// The number of partitions of `topic` (fetching its metadata if needed).
     pub async fn partition_count(&self, topic: &str) -> Result<usize> {
         Ok(self.topic_queues(topic).await?.partitions.len())
+    }
+
+    /// The latest batch that failed an attempt and was put back to be retried, if any.
+    pub fn last_retry(&self) -> Option<RetriedBatch> {
+        self.inner
+            .shared
+            .last_retry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The producer id from InitProducerId (-1 without idempotence).

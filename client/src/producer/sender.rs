@@ -554,6 +554,17 @@ impl Sender {
             return;
         }
         tracing::debug!(topic = %batch.topic, partition = batch.partition, attempt = batch.attempts, %error, "retrying batch");
+        *self
+            .shared
+            .last_retry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(super::RetriedBatch {
+            topic: batch.topic.to_string(),
+            partition: batch.partition,
+            error: error.clone(),
+            attempts: batch.attempts,
+            at: Instant::now(),
+        });
         batch.retry_at = Some(
             Instant::now()
                 + backoff(

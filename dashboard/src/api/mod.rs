@@ -34,6 +34,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(assets::index))
         .route("/assets/{*path}", get(assets::asset))
+        .route("/favicon.ico", get(assets::favicon))
         .route("/api/cluster", get(cluster::cluster))
         .route("/api/brokers", get(cluster::brokers))
         .route(

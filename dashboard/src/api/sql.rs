@@ -37,14 +37,20 @@ pub async fn query(
             "limit must be between 1 and {MAX_ROWS}"
         )));
     }
-    let result =
-        crate::sql::run(&state.jobs, &state.config.parquet_dirs, &request.sql, limit).await?;
+    let result = crate::sql::run(
+        &state.jobs,
+        &state.results,
+        &state.config.parquet_dirs,
+        &request.sql,
+        limit,
+    )
+    .await?;
     Ok(Json(result))
 }
 
 /// `GET /api/tables`: the tables a query can use.
 pub async fn tables(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({
-        "tables": crate::sql::tables(&state.jobs, &state.config.parquet_dirs),
+        "tables": crate::sql::tables(&state.jobs, &state.results, &state.config.parquet_dirs),
     }))
 }

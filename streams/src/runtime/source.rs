@@ -39,12 +39,17 @@ impl<K, V> std::fmt::Debug for Source<K, V> {
 }
 
 impl<K, V> Source<K, V> {
-    /// Topics read with a custom decoder.
-    pub fn new(
-        topics: &[&str],
+    /// Topics read with a custom decoder. `topics` is any list of names: `&["views"]`, a
+    /// `Vec<String>`, an iterator of `&str`.
+    pub fn new<I>(
+        topics: I,
         decode: impl Fn(&ConsumerRecord) -> Result<(K, V, Timestamp), String> + Send + Sync + 'static,
-    ) -> Self {
-        let mut topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    ) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let mut topics: Vec<String> = topics.into_iter().map(|t| t.as_ref().to_string()).collect();
         topics.sort();
         topics.dedup();
         Source {
@@ -83,10 +88,11 @@ impl<K: 'static, L: 'static, R: 'static> Source<K, Side<L, R>> {
 impl<V: DeserializeOwned + 'static> Source<String, V> {
     /// Topics of JSON values. The key is the record key as UTF-8 (empty when there is none);
     /// event time comes from the value (for example its `ts` field).
-    pub fn json(
-        topics: &[&str],
-        event_time: impl Fn(&V) -> Timestamp + Send + Sync + 'static,
-    ) -> Self {
+    pub fn json<I>(topics: I, event_time: impl Fn(&V) -> Timestamp + Send + Sync + 'static) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
         Source::new(topics, move |record: &ConsumerRecord| {
             let bytes = record
                 .value
