@@ -398,8 +398,9 @@ def start_cluster(make: Callable[..., BrokerProcess], size: int = 3, overrides=(
     return BrokerCluster(brokers)
 
 
-#: How many shared clusters (one per distinct set of settings) stay up at once; the least
-#: recently used one is stopped when another is needed.
+#: How many shared clusters (one per distinct set of settings) stay up at once; when another
+#: is needed, the least recently used one is stopped, but never the one with default
+#: settings, which most modules come back to.
 MAX_SHARED_CLUSTERS = 2
 
 
@@ -426,7 +427,7 @@ class ClusterPool:
             cluster = None
         if cluster is None:
             while len(self.clusters) >= MAX_SHARED_CLUSTERS:
-                oldest = next(iter(self.clusters))
+                oldest = next((k for k in self.clusters if k), next(iter(self.clusters)))
                 self.problems += self.clusters.pop(oldest).stop()
             self.started += 1
             workdir = self.root / f"cluster{self.started}"
