@@ -523,3 +523,105 @@ async fn delete_records_answers_once_every_in_sync_replica_moved_its_log_start()
     }
     cluster.shutdown().await;
 }
+
+/// A Produce v9 request (header and body) with acks=0 for partition 0 of `topic`: the
+/// broker answers nothing, so a client may send the same frame again and again.
+fn acks_0_produce_frame(topic: &str, records: &[kafka_protocol::records::Record]) -> Vec<u8> {
+    use kafka_protocol::protocol::{Encodable, Request};
+    let mut frame = bytes::BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ProduceRequest::KEY)
+        .with_request_api_version(9)
+        .with_correlation_id(1)
+        .encode(&mut frame, ApiKey::Produce.request_header_version(9))
+        .unwrap();
+    ProduceRequest::default()
+        .with_acks(0)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch(records, Compression::None)))])])
+        .encode(&mut frame, 9)
+        .unwrap();
+    frame.to_vec()
+}
+
+/// Creates `topic` with one partition on brokers [1, 2] (1 leads) and these topic configs.
+async fn create_on_1_and_2(cluster: &TestCluster, topic: &str, configs: &[(&str, &str)]) {
+    use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+    let mut client = TestClient::connect(cluster.member(1).addr).await;
+    let created = client
+        .call(
+            7,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(name(topic))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_assignments(vec![CreatableReplicaAssignment::default()
+                        .with_partition_index(0)
+                        .with_broker_ids(vec![BrokerId(1), BrokerId(2)])])
+                    .with_configs(
+                        configs
+                            .iter()
+                            .map(|(k, v)| {
+                                CreatableTopicConfig::default()
+                                    .with_name(StrBytes::from_string(k.to_string()))
+                                    .with_value(Some(StrBytes::from_string(v.to_string())))
+                            })
+                            .collect(),
+                    )])
+                .with_timeout_ms(10_000),
+        )
+        .await;
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_above_the_replica_fetch_limit_is_replicated_while_another_partition_is_busy() {
+    init_logs();
+    let cluster = TestCluster::start(3, &[]).await;
+    // Broker 2 follows both from broker 1 in one fetch, "a-busy" first by name.
+    create_on_1_and_2(&cluster, "a-busy", &[]).await;
+    let big_limit = (4 << 20).to_string();
+    create_on_1_and_2(
+        &cluster,
+        "b-big",
+        &[("max.message.bytes", big_limit.as_str())],
+    )
+    .await;
+    let leader = cluster.member(1).addr;
+    assert_eq!(produce(leader, "a-busy", &["warm"]).await, (0, 0));
+    assert_eq!(produce(leader, "b-big", &["warm"]).await, (0, 0));
+
+    // Something new on "a-busy" for nearly every fetch of broker 2: acks=0 batches on one
+    // connection, about one a millisecond.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        let frame = acks_0_produce_frame("a-busy", &[record("k", "busy", 1)]);
+        tokio::spawn(async move {
+            let mut client = TestClient::connect(leader).await;
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client.send_raw(&frame).await;
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            sent
+        })
+    };
+    // Above replica.fetch.max.bytes (1 MiB): a leader sends it only to a fetch in which no
+    // partition asked before it has data (KIP-74).
+    let big = "x".repeat(3 << 19);
+    let started = Instant::now();
+    let answer = produce_records(leader, "b-big", &[record("k", &big, 1)], -1).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = busy.await.unwrap();
+    assert_eq!(answer, (0, 1), "acks=all: broker 2 copied the big batch");
+    assert!(sent > 0);
+    tracing::info!(elapsed = ?started.elapsed(), busy_batches = sent, "replicated");
+    cluster.shutdown().await;
+}
