@@ -101,18 +101,27 @@ async fn produce(addr: std::net::SocketAddr, topic: &str, values: &[&str]) -> (i
 
 async fn produce_once(addr: std::net::SocketAddr, topic: &str, values: &[&str]) -> (i16, i64) {
     let records: Vec<_> = values.iter().map(|v| record("k", v, 1)).collect();
+    produce_records(addr, topic, &records, -1).await
+}
+
+async fn produce_records(
+    addr: std::net::SocketAddr,
+    topic: &str,
+    records: &[kafka_protocol::records::Record],
+    acks: i16,
+) -> (i16, i64) {
     let mut client = TestClient::connect(addr).await;
     let response = client
         .call(
             9,
             &ProduceRequest::default()
-                .with_acks(-1)
+                .with_acks(acks)
                 .with_timeout_ms(10_000)
                 .with_topic_data(vec![TopicProduceData::default()
                     .with_name(name(topic))
                     .with_partition_data(vec![PartitionProduceData::default()
                         .with_index(0)
-                        .with_records(Some(batch(&records, Compression::None)))])]),
+                        .with_records(Some(batch(records, Compression::None)))])]),
         )
         .await;
     let partition = &response.responses[0].partition_responses[0];
@@ -389,5 +398,222 @@ async fn a_reassignment_moves_a_partition_to_other_brokers_without_losing_record
     let (leader, _, _) = partition_state(&cluster, 2, "moving").await;
     let (error, base) = produce(cluster.member(leader).addr, "moving", &["after"]).await;
     assert_eq!((error, base), (0, 6));
+    cluster.shutdown().await;
+}
+
+/// (error code, offset) of ListOffsets v7 for partition 0 of `topic` at `timestamp` (or -1
+/// latest, -2 earliest).
+async fn list_offset(addr: std::net::SocketAddr, topic: &str, timestamp: i64) -> (i16, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let mut client = TestClient::connect(addr).await;
+    let response = client
+        .call(
+            7,
+            &ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(name(topic))
+                    .with_partitions(vec![ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(timestamp)])]),
+        )
+        .await;
+    let p = &response.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn list_offsets_by_time_gives_no_offset_at_or_above_the_high_watermark() {
+    init_logs();
+    // A halted follower stays in the ISR for the test's few seconds (no fencing, no lag
+    // shrink), so it holds the high watermark where it was.
+    let mut cluster = TestCluster::start(
+        3,
+        &[
+            "broker.session.timeout.ms=30000",
+            "broker.heartbeat.interval.ms=300",
+            "replica.lag.time.max.ms=30000",
+        ],
+    )
+    .await;
+    create_replicated(&cluster, "by-time", "1").await;
+    let (leader, _, _) = partition_state(&cluster, 1, "by-time").await;
+    let addr = cluster.member(leader).addr;
+    let t0 = 1_700_000_000_000;
+    let first = [record("k", "a", t0), record("k", "b", t0 + 1000)];
+    assert_eq!(produce_records(addr, "by-time", &first, -1).await, (0, 0));
+    let hw = |cluster: &TestCluster| {
+        cluster
+            .broker(leader)
+            .broker()
+            .replicas
+            .replica("by-time", 0)
+            .unwrap()
+            .high_watermark()
+    };
+    assert_eq!(
+        hw(&cluster),
+        2,
+        "acks=all answered: the ISR has the first batch"
+    );
+
+    let follower = [1, 2, 3].into_iter().find(|n| *n != leader).unwrap();
+    cluster.halt(follower).await;
+    // acks=1: on the leader only, above the high watermark the halted follower holds.
+    let later = [record("k", "c", t0 + 2000)];
+    assert_eq!(produce_records(addr, "by-time", &later, 1).await, (0, 2));
+    assert_eq!(
+        hw(&cluster),
+        2,
+        "the halted follower holds the high watermark"
+    );
+
+    assert_eq!(list_offset(addr, "by-time", t0 + 500).await, (0, 1));
+    assert_eq!(
+        list_offset(addr, "by-time", -1).await,
+        (0, 2),
+        "latest is the high watermark"
+    );
+    assert_eq!(
+        list_offset(addr, "by-time", t0 + 1500).await,
+        (0, -1),
+        "offset 2 is not readable yet, so no record is at or after that time"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_records_answers_once_every_in_sync_replica_moved_its_log_start() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    init_logs();
+    let cluster = TestCluster::start(3, FAST_FAILOVER).await;
+    create_replicated(&cluster, "trimmed", "2").await;
+    let (leader, _, isr) = partition_state(&cluster, 1, "trimmed").await;
+    assert_eq!(isr.len(), 3);
+    for round in 0..3 {
+        let answer = produce(cluster.member(leader).addr, "trimmed", &["a", "b"]).await;
+        assert_eq!(answer, (0, round * 2));
+    }
+    let mut client = TestClient::connect(cluster.member(leader).addr).await;
+    let response = client
+        .call(
+            2,
+            &DeleteRecordsRequest::default()
+                .with_topics(vec![DeleteRecordsTopic::default()
+                    .with_name(name("trimmed"))
+                    .with_partitions(vec![DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(4)])])
+                .with_timeout_ms(10_000),
+        )
+        .await;
+    let result = &response.topics[0].partitions[0];
+    assert_eq!((result.error_code, result.low_watermark), (0, 4));
+    // Answered: no replica that could lead next still serves the deleted records.
+    for node in [1, 2, 3] {
+        let log = cluster
+            .broker(node)
+            .broker()
+            .replicas
+            .partition("trimmed", 0)
+            .unwrap();
+        assert_eq!(log.log_start_offset(), 4, "broker {node}");
+    }
+    cluster.shutdown().await;
+}
+
+/// A Produce v9 request (header and body) with acks=0 for partition 0 of `topic`: the
+/// broker answers nothing, so a client may send the same frame again and again.
+fn acks_0_produce_frame(topic: &str, records: &[kafka_protocol::records::Record]) -> Vec<u8> {
+    use kafka_protocol::protocol::{Encodable, Request};
+    let mut frame = bytes::BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ProduceRequest::KEY)
+        .with_request_api_version(9)
+        .with_correlation_id(1)
+        .encode(&mut frame, ApiKey::Produce.request_header_version(9))
+        .unwrap();
+    ProduceRequest::default()
+        .with_acks(0)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch(records, Compression::None)))])])
+        .encode(&mut frame, 9)
+        .unwrap();
+    frame.to_vec()
+}
+
+/// Creates `topic` with one partition on brokers [1, 2] (1 leads) and these topic configs.
+async fn create_on_1_and_2(cluster: &TestCluster, topic: &str, configs: &[(&str, &str)]) {
+    use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+    let mut client = TestClient::connect(cluster.member(1).addr).await;
+    let created = client
+        .call(
+            7,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(name(topic))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_assignments(vec![CreatableReplicaAssignment::default()
+                        .with_partition_index(0)
+                        .with_broker_ids(vec![BrokerId(1), BrokerId(2)])])
+                    .with_configs(
+                        configs
+                            .iter()
+                            .map(|(k, v)| {
+                                CreatableTopicConfig::default()
+                                    .with_name(StrBytes::from_string(k.to_string()))
+                                    .with_value(Some(StrBytes::from_string(v.to_string())))
+                            })
+                            .collect(),
+                    )])
+                .with_timeout_ms(10_000),
+        )
+        .await;
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_above_the_replica_fetch_limit_is_replicated_while_another_partition_is_busy() {
+    init_logs();
+    // Followers take at most 1 KiB of a partition per fetch: a producer writing without
+    // pause keeps "a-busy" ahead of its follower, so every fetch finds data there.
+    let cluster = TestCluster::start(3, &["replica.fetch.max.bytes=1024"]).await;
+    // Broker 2 follows both from broker 1 in one fetch, "a-busy" first by name.
+    create_on_1_and_2(&cluster, "a-busy", &[]).await;
+    create_on_1_and_2(&cluster, "b-big", &[]).await;
+    let leader = cluster.member(1).addr;
+    assert_eq!(produce(leader, "a-busy", &["warm"]).await, (0, 0));
+    assert_eq!(produce(leader, "b-big", &["warm"]).await, (0, 0));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        let frame = acks_0_produce_frame("a-busy", &[record("k", "busy", 1)]);
+        tokio::spawn(async move {
+            let mut client = TestClient::connect(leader).await;
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client.send_raw(&frame).await;
+                sent += 1;
+                tokio::task::yield_now().await;
+            }
+            sent
+        })
+    };
+    // Above the 1 KiB limit: a leader sends it only to a fetch in which no partition asked
+    // before it has data (KIP-74), so asked after "a-busy" it would never be sent.
+    let big = "x".repeat(64 << 10);
+    let answer = produce_records(leader, "b-big", &[record("k", &big, 1)], -1).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = busy.await.unwrap();
+    assert_eq!(answer, (0, 1), "acks=all: broker 2 copied the big batch");
+    assert!(sent > 0);
     cluster.shutdown().await;
 }

@@ -1,7 +1,8 @@
 """Fixtures that run a real `millrace broker` process for the interop tests.
 
 Every test gets its own broker on a free port with a fresh data directory under pytest's
-`tmp_path`. The broker's stderr (tracing logs) goes to `broker.log` in that directory and is
+`tmp_path`; tests marked `cluster` run a second time against a three-broker cluster shared by
+the session (see `ClusterPool`). The broker's stderr (tracing logs) goes to `broker.log` in that directory and is
 attached to the report of a failing test. Brokers are always stopped at teardown, and any that
 survive an interrupted run are killed when the Python process exits.
 
@@ -221,19 +222,44 @@ class BrokerProcess:
 
     # -- logs ------------------------------------------------------------------------------
 
-    def log_text(self) -> str:
+    def log_text(self, since: int = 0) -> str:
+        """The log from byte offset `since` (see `log_size`) on."""
         try:
-            return self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as f:
+                f.seek(since)
+                return f.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
 
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        text = self.log_text().splitlines()
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES, since: int = 0) -> str:
+        text = self.log_text(since).splitlines()
         if len(text) > lines:
             return f"[... {len(text) - lines} earlier lines in {self.log_path}]\n" + "\n".join(
                 text[-lines:]
             )
         return "\n".join(text)
+
+    # -- the same shape as a cluster -------------------------------------------------------
+
+    @property
+    def node_id(self) -> int:
+        """The broker's `node.id` (1 unless overridden, as in a single-broker setup)."""
+        return int(dict(self.overrides).get("node.id", "1"))
+
+    @property
+    def brokers(self) -> list["BrokerProcess"]:
+        """Itself: tests written for both shapes iterate over `broker.brokers`."""
+        return [self]
+
+    def port_of(self, node_id: int) -> int:
+        assert node_id == self.node_id, f"no broker with node id {node_id}"
+        return self.port
 
     def __repr__(self) -> str:
         return f"BrokerProcess({self.bootstrap}, data_dir={self.data_dir}, pid={self.pid})"
@@ -250,11 +276,13 @@ def _kill_leftover_brokers() -> None:
 
 # -- fixtures ------------------------------------------------------------------------------
 
+#: The brokers a test used, each with the size its log had when the test took it (a shared
+#: cluster's log also holds earlier tests' lines, which a failure report leaves out).
 _BROKERS_KEY = pytest.StashKey[list]()
 
 
 def _register(request: pytest.FixtureRequest, broker: BrokerProcess) -> None:
-    request.node.stash.setdefault(_BROKERS_KEY, []).append(broker)
+    request.node.stash.setdefault(_BROKERS_KEY, []).append((broker, broker.log_size()))
 
 
 @pytest.fixture
@@ -305,6 +333,24 @@ class BrokerCluster:
     def bootstrap(self) -> str:
         return ",".join(b.bootstrap for b in self.brokers)
 
+    @property
+    def running(self) -> bool:
+        return all(b.running for b in self.brokers)
+
+    def port_of(self, node_id: int) -> int:
+        [port] = [b.port for b in self.brokers if b.node_id == node_id]
+        return port
+
+    def stop(self) -> list[str]:
+        """Stops every broker (SIGTERM); returns what went wrong (an exit code other than 0)."""
+        problems = []
+        for b in self.brokers:
+            was_running = b.running
+            code = b.stop()
+            if was_running and code != 0:
+                problems.append(f"{b!r} exited with code {code} on SIGTERM")
+        return problems
+
     def __repr__(self) -> str:
         return f"BrokerCluster({self.bootstrap})"
 
@@ -352,17 +398,69 @@ def start_cluster(make: Callable[..., BrokerProcess], size: int = 3, overrides=(
     return BrokerCluster(brokers)
 
 
+#: How many shared clusters (one per distinct set of settings) stay up at once; when another
+#: is needed, the least recently used one is stopped, but never the one with default
+#: settings, which most modules come back to.
+MAX_SHARED_CLUSTERS = 2
+
+
+class ClusterPool:
+    """Three-broker clusters shared by the tests of a session, one per distinct set of
+    settings. Starting and stopping a cluster costs about 3 s, and every test works on topics
+    and groups of its own (`unique_topic`), so tests need not have a cluster of their own.
+
+    A cluster in which a broker died is replaced (the test during which it died fails, see
+    `broker_with`); brokers that exit non-zero on SIGTERM are reported at the end."""
+
+    def __init__(self, binary: Path, root: Path):
+        self.binary = binary
+        self.root = root
+        self.clusters: dict[tuple, BrokerCluster] = {}
+        self.started = 0
+        self.problems: list[str] = []
+
+    def get(self, overrides: Mapping[str, str]) -> BrokerCluster:
+        key = tuple(sorted((str(k), str(v)) for k, v in overrides.items()))
+        cluster = self.clusters.pop(key, None)
+        if cluster is not None and not cluster.running:
+            self.problems += cluster.stop()
+            cluster = None
+        if cluster is None:
+            while len(self.clusters) >= MAX_SHARED_CLUSTERS:
+                oldest = next((k for k in self.clusters if k), next(iter(self.clusters)))
+                self.problems += self.clusters.pop(oldest).stop()
+            self.started += 1
+            workdir = self.root / f"cluster{self.started}"
+            workdir.mkdir(parents=True, exist_ok=True)
+
+            def make(settings, *, start: bool = False, name: str, port: int) -> BrokerProcess:
+                broker = BrokerProcess(self.binary, workdir, port=port, overrides=settings, name=name)
+                return broker.start() if start else broker
+
+            cluster = start_cluster(make, overrides=overrides)
+        # Most recently used last.
+        self.clusters[key] = cluster
+        return cluster
+
+    def close(self) -> list[str]:
+        for cluster in self.clusters.values():
+            self.problems += cluster.stop()
+        self.clusters.clear()
+        return self.problems
+
+
 def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers",
         "cluster: also run the test against a three-broker cluster (replication factor 3, "
-        "min.insync.replicas 2), through the same `broker` fixture",
+        "min.insync.replicas 2), through the `broker` and `broker_with` fixtures",
     )
 
 
 def pytest_generate_tests(metafunc) -> None:
     # Tests marked `cluster` (or in a module marked so) run twice: one broker, then a cluster.
-    if "broker" in metafunc.fixturenames and metafunc.definition.get_closest_marker("cluster"):
+    uses_broker = {"broker", "broker_with"} & set(metafunc.fixturenames)
+    if uses_broker and metafunc.definition.get_closest_marker("cluster"):
         metafunc.parametrize("broker_shape", ["single", "cluster"])
 
 
@@ -372,13 +470,51 @@ def broker_shape() -> str:
     return "single"
 
 
+@pytest.fixture(scope="session")
+def cluster_pool(tmp_path_factory):
+    pool = ClusterPool(millrace_bin(), tmp_path_factory.mktemp("clusters"))
+    yield pool
+    problems = pool.close()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
 @pytest.fixture
-def broker(broker_factory, broker_shape):
+def broker_with(request, broker_factory, broker_shape, cluster_pool):
+    """`broker_with(overrides)`: a broker started with those settings, or for tests marked
+    `cluster` also a shared three-broker cluster with them. Both have `bootstrap`, `brokers`
+    (the processes, each with `node_id` and `port`) and `port_of(node_id)`."""
+    used: list[BrokerCluster] = []
+    used_single: list[BrokerProcess] = []
+
+    def make(overrides: Mapping[str, str] | None = None):
+        overrides = overrides or {}
+        if broker_shape == "cluster":
+            cluster = cluster_pool.get(overrides)
+            used.append(cluster)
+            for b in cluster.brokers:
+                _register(request, b)
+            return cluster
+        # The first one's log is `broker.log`, as with the `broker` fixture.
+        single = broker_factory(overrides, name=None if used_single else "broker")
+        used_single.append(single)
+        return single
+
+    yield make
+
+    # A shared cluster must survive every test, like a broker of `broker_factory`.
+    dead = [b for c in used for b in c.brokers if not b.running]
+    if dead:
+        pytest.fail(
+            "\n".join(f"{b!r} exited on its own during the test" for b in dead), pytrace=False
+        )
+
+
+@pytest.fixture
+def broker(broker_with):
     """A broker with default settings (auto-create on, 1 partition per new topic), or for
-    tests marked `cluster` also a three-broker cluster."""
-    if broker_shape == "cluster":
-        return start_cluster(broker_factory)
-    return broker_factory(name="broker")
+    tests marked `cluster` also a three-broker cluster (see `broker_with`)."""
+    return broker_with()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -387,7 +523,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     report = outcome.get_result()
     brokers = item.stash.get(_BROKERS_KEY, [])
     if report.failed and brokers:
-        for broker in brokers:
+        for broker, since in brokers:
             report.sections.append(
-                (f"millrace broker log ({broker.log_path})", broker.log_tail())
+                (f"millrace broker log ({broker.log_path})", broker.log_tail(since=since))
             )

@@ -851,7 +851,8 @@ class KafkaPython(GroupClient):
 
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         try:
-            admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+            # -1: the broker's default replication factor (3 in the test cluster).
+            admin.create_topics([NewTopic(topic, PARTITIONS, -1)])
             wait_until(
                 lambda: len(admin.describe_topics([topic])[0]["partitions"]) == PARTITIONS,
                 timeout=15,

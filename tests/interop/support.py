@@ -167,7 +167,9 @@ def confluent_create_topic(bootstrap: str, topic: str, partitions: int = 1, conf
 
     admin = confluent_admin(bootstrap)
     futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})],
+        # -1: the broker's default.replication.factor (1 on one broker, 3 in the test cluster,
+        # whose min.insync.replicas of 2 refuses acks=all writes to a single replica).
+        [NewTopic(topic, num_partitions=partitions, replication_factor=-1, config=config or {})],
         operation_timeout=15,
         request_timeout=15,
     )

@@ -24,6 +24,17 @@ from support import (
 )
 
 
+# Every test here runs against one broker and against a three-broker cluster.
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def node(broker):
+    """The broker process raw connections go to: the only one, or the first of a cluster
+    (the `broker` fixture checks at teardown that all of them are still running)."""
+    return broker.brokers[0]
+
+
 def assert_broker_still_serves(broker, other: wire.Connection | None = None) -> None:
     """The broker process is alive, an already-open connection still works, and so does a
     new one."""
@@ -34,8 +45,8 @@ def assert_broker_still_serves(broker, other: wire.Connection | None = None) -> 
         assert fresh.api_versions(correlation_id=78).error_code == wire.ERROR_NONE
 
 
-def test_api_versions_v3_lists_the_core_apis(broker):
-    with wire.Connection(broker.port) as conn:
+def test_api_versions_v3_lists_the_core_apis(node):
+    with wire.Connection(node.port) as conn:
         resp = conn.api_versions(correlation_id=5)
     assert resp.error_code == wire.ERROR_NONE
     assert resp.trailing == 0
@@ -45,8 +56,8 @@ def test_api_versions_v3_lists_the_core_apis(broker):
     assert lo <= 3 <= hi
 
 
-def test_unsupported_api_versions_version_gets_v0_error_35_and_connection_stays_open(broker):
-    with wire.Connection(broker.port) as conn:
+def test_unsupported_api_versions_version_gets_v0_error_35_and_connection_stays_open(node):
+    with wire.Connection(node.port) as conn:
         conn.send(wire.api_versions_request(99, correlation_id=41))
         resp = wire.decode_api_versions_v0(conn.read_response(41))
         assert resp.error_code == wire.ERROR_UNSUPPORTED_VERSION
@@ -64,30 +75,30 @@ def test_unsupported_api_versions_version_gets_v0_error_35_and_connection_stays_
 
 
 @pytest.mark.parametrize("size", [100 * 1024 * 1024 + 1, 2**31 - 1], ids=["100MiB+1", "2GiB-1"])
-def test_oversized_frame_closes_only_that_connection(broker, size):
-    with wire.Connection(broker.port) as other:
+def test_oversized_frame_closes_only_that_connection(node, size):
+    with wire.Connection(node.port) as other:
         assert other.api_versions(correlation_id=1).error_code == wire.ERROR_NONE
-        with wire.Connection(broker.port) as bad:
+        with wire.Connection(node.port) as bad:
             bad.send_ignoring_reset(struct.pack(">i", size) + b"\x00\x12\x00\x03" + b"\x00" * 60)
             closed, got = bad.closed_by_peer()
             assert closed, f"a {size}-byte frame header left the connection open (got {got!r})"
-        assert_broker_still_serves(broker, other)
+        assert_broker_still_serves(node, other)
 
 
 @pytest.mark.parametrize("size", [-1, -(2**31), 0, 1, 3])
-def test_negative_empty_or_headerless_frame_closes_the_connection(broker, size):
-    with wire.Connection(broker.port) as other:
+def test_negative_empty_or_headerless_frame_closes_the_connection(node, size):
+    with wire.Connection(node.port) as other:
         assert other.api_versions(correlation_id=1).error_code == wire.ERROR_NONE
-        with wire.Connection(broker.port) as bad:
+        with wire.Connection(node.port) as bad:
             body = b"\x00" * max(size, 0)
             bad.send_ignoring_reset(struct.pack(">i", size) + body)
             closed, got = bad.closed_by_peer()
             assert closed, f"frame of size {size} left the connection open (got {got!r})"
-        assert_broker_still_serves(broker, other)
+        assert_broker_still_serves(node, other)
 
 
-def test_random_garbage_frames_close_only_their_connections(broker):
-    with wire.Connection(broker.port) as other:
+def test_random_garbage_frames_close_only_their_connections(node):
+    with wire.Connection(node.port) as other:
         advertised = set(other.api_versions(correlation_id=1).apis)
         rng = random.Random(0x6D696C6C)
         sent = 0
@@ -97,37 +108,37 @@ def test_random_garbage_frames_close_only_their_connections(broker):
             if api_key in advertised:
                 continue  # random bytes that happen to name a real API: not garbage enough
             sent += 1
-            with wire.Connection(broker.port) as bad:
+            with wire.Connection(node.port) as bad:
                 bad.send_ignoring_reset(wire.frame(payload))
                 closed, got = bad.closed_by_peer()
                 assert closed, f"garbage frame {payload[:16].hex()}... left the connection open"
-        assert_broker_still_serves(broker, other)
+        assert_broker_still_serves(node, other)
 
 
-def test_known_api_with_garbage_body_closes_the_connection(broker):
-    with wire.Connection(broker.port) as other:
+def test_known_api_with_garbage_body_closes_the_connection(node):
+    with wire.Connection(node.port) as other:
         assert other.api_versions(correlation_id=1).error_code == wire.ERROR_NONE
         rng = random.Random(7)
         for i in range(5):
             # Metadata v1 whose topic array claims ~2 billion entries and then stops.
             body = b"\x7f" + rng.randbytes(3) + rng.randbytes(rng.randint(0, 40))
-            with wire.Connection(broker.port) as bad:
+            with wire.Connection(node.port) as bad:
                 bad.send_ignoring_reset(
                     wire.frame(wire.request_header_v1(wire.API_METADATA, 1, 100 + i) + body)
                 )
                 closed, got = bad.closed_by_peer()
                 assert closed, f"truncated Metadata request left the connection open ({got!r})"
-        assert_broker_still_serves(broker, other)
+        assert_broker_still_serves(node, other)
 
 
-def test_unknown_api_key_closes_the_connection(broker):
-    with wire.Connection(broker.port) as other:
+def test_unknown_api_key_closes_the_connection(node):
+    with wire.Connection(node.port) as other:
         assert other.api_versions(correlation_id=1).error_code == wire.ERROR_NONE
-        with wire.Connection(broker.port) as bad:
+        with wire.Connection(node.port) as bad:
             bad.send_ignoring_reset(wire.frame(wire.request_header_v1(9999, 0, 7)))
             closed, got = bad.closed_by_peer()
             assert closed, f"api key 9999 left the connection open (got {got!r})"
-        assert_broker_still_serves(broker, other)
+        assert_broker_still_serves(node, other)
 
 
 @pytest.mark.parametrize(
@@ -155,9 +166,10 @@ def test_produce_to_missing_partition_fails_with_unknown_partition(broker):
     assert log.acked == []
     assert log.failed_codes == [KafkaError._UNKNOWN_PARTITION], log.failed
 
-    # Straight to the broker: a valid Produce v3 for partition 0 succeeds, the same for
-    # partition 99 gets UNKNOWN_TOPIC_OR_PARTITION.
-    with wire.Connection(broker.port) as conn:
+    # Straight to partition 0's leader: a valid Produce v3 for partition 0 succeeds, the same
+    # for partition 99 gets UNKNOWN_TOPIC_OR_PARTITION.
+    leader = confluent_admin(broker.bootstrap).list_topics(topic, timeout=10).topics[topic].partitions[0].leader
+    with wire.Connection(broker.port_of(leader)) as conn:
         lo, hi = conn.api_versions().apis[wire.API_PRODUCE]
         assert lo <= 3 <= hi, f"Produce v3 not advertised ({lo}..{hi})"
         batch = wire.record_batch([b"raw"])

@@ -1,5 +1,10 @@
 """The broker as a process: graceful shutdown, the data-directory lock, and a clean restart
-keeping its data."""
+keeping its data.
+
+Single-broker only (no `cluster` mark): these are about one process, its exit code, its lock
+and its restart; restarts of cluster members are covered by tests/cluster_faults
+(rolling_restart, kill_leader).
+"""
 
 from __future__ import annotations
 

@@ -464,8 +464,8 @@ def assert_in_order(mr: MillraceMember, rd: RdkafkaMember) -> None:
 # -- tests ---------------------------------------------------------------------------------
 
 
-def test_our_consumer_and_librdkafka_share_a_group(broker_factory, members, tmp_path):
-    broker = broker_factory(GROUP_OVERRIDES)
+def test_our_consumer_and_librdkafka_share_a_group(broker_with, members, tmp_path):
+    broker = broker_with(GROUP_OVERRIDES)
     topic = unique_topic("mixed")
     confluent_create_topic(broker.bootstrap, topic, partitions=PARTITIONS)
     produced = produce(broker.bootstrap, topic, 600)
@@ -534,8 +534,8 @@ def test_our_consumer_and_librdkafka_share_a_group(broker_factory, members, tmp_
         )
 
 
-def test_librdkafka_takes_over_when_our_consumer_leaves(broker_factory, members, tmp_path):
-    broker = broker_factory(GROUP_OVERRIDES)
+def test_librdkafka_takes_over_when_our_consumer_leaves(broker_with, members, tmp_path):
+    broker = broker_with(GROUP_OVERRIDES)
     topic = unique_topic("mixed-leave")
     confluent_create_topic(broker.bootstrap, topic, partitions=PARTITIONS)
     produced = produce(broker.bootstrap, topic, 600)

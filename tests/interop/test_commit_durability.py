@@ -6,6 +6,9 @@ directory, and then: `committed()` returns exactly the committed offsets, and a 
 the group resumes at exactly them (no gap, no repeat). The same for a "simple" consumer that
 only assigns and commits (no group membership, generation -1), and for a group whose later
 commit overwrote an earlier one (the latest wins after replay).
+
+Single-broker only (no `cluster` mark): it kills and restarts the one broker on its data
+directory; brokers of a cluster killed and restarted are covered by tests/cluster_faults.
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ from support import (
     wait_until,
 )
 
+# Every test here runs against one broker and against a three-broker cluster.
+pytestmark = pytest.mark.cluster
+
 try:
     from confluent_kafka import TopicCollection
 except ImportError:  # older confluent-kafka
@@ -68,33 +71,38 @@ def flush_all(p: Producer, log: DeliveryLog, expected: int, timeout: float = 60)
 # -- admin ---------------------------------------------------------------------------------
 
 
-def test_create_topic_shows_six_partitions_led_by_broker_1(broker):
+def test_create_topic_shows_partitions_replicated_on_every_broker(broker):
     admin = confluent_admin(broker.bootstrap)
     topic = unique_topic("admin")
-    futures = admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])
+    futures = admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=-1)])
     assert futures[topic].result(timeout=30) is None
 
     wait_for_partitions(admin, topic, 6)
     md = admin.list_topics(timeout=10)
-    assert list(md.brokers) == [1]
-    assert md.brokers[1].host == "127.0.0.1"
-    assert md.brokers[1].port == broker.port
+    nodes = sorted(b.node_id for b in broker.brokers)
+    assert sorted(md.brokers) == nodes
+    for node in nodes:
+        assert md.brokers[node].host == "127.0.0.1"
+        assert md.brokers[node].port == broker.port_of(node)
     t = md.topics[topic]
     assert t.error is None
     assert sorted(t.partitions) == list(range(6))
     for pid, part in t.partitions.items():
         assert part.error is None, f"partition {pid}: {part.error}"
-        assert part.leader == 1, f"partition {pid} leader {part.leader}"
-        assert list(part.replicas) == [1]
-        assert list(part.isrs) == [1]
+        # Replication factor -1 means the broker default: every broker of the test setups.
+        assert sorted(part.replicas) == nodes, f"partition {pid} replicas {part.replicas}"
+        assert sorted(part.isrs) == nodes, f"partition {pid} ISR {part.isrs}"
+        assert part.leader in part.replicas, f"partition {pid} leader {part.leader}"
+    leaders = {part.leader for part in t.partitions.values()}
+    assert leaders == set(nodes), f"leadership of 6 partitions not spread: {leaders}"
 
 
 def test_create_existing_topic_fails_with_topic_already_exists(broker):
     admin = confluent_admin(broker.bootstrap)
     topic = unique_topic("dup")
-    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(timeout=30)
+    admin.create_topics([NewTopic(topic, 2, -1)])[topic].result(timeout=30)
     with pytest.raises(KafkaException) as exc:
-        admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(timeout=30)
+        admin.create_topics([NewTopic(topic, 2, -1)])[topic].result(timeout=30)
     assert exc.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
 
 
@@ -106,9 +114,11 @@ def test_describe_topics_reports_partitions(broker):
     desc = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=30)
     assert desc.name == topic
     assert [p.id for p in desc.partitions] == list(range(6))
+    nodes = sorted(b.node_id for b in broker.brokers)
     for p in desc.partitions:
-        assert p.leader.id == 1
-        assert [r.id for r in p.replicas] == [1]
+        assert sorted(r.id for r in p.replicas) == nodes
+        assert p.leader.id in nodes
+        assert sorted(r.id for r in p.isr) == nodes
 
 
 def test_describe_configs_returns_topic_settings(broker):
@@ -140,16 +150,16 @@ def test_incremental_alter_configs_changes_a_topic_setting(broker):
     assert configs["retention.ms"].value == "7200000"
 
 
-def test_describe_cluster_lists_node_1(broker):
+def test_describe_cluster_lists_every_broker(broker):
     admin = confluent_admin(broker.bootstrap)
     cluster = admin.describe_cluster(request_timeout=15).result(timeout=30)
-    assert [n.id for n in cluster.nodes] == [1]
-    assert cluster.nodes[0].host == "127.0.0.1"
-    assert cluster.nodes[0].port == broker.port
-    assert cluster.controller is not None and cluster.controller.id == 1
+    nodes = sorted(b.node_id for b in broker.brokers)
+    assert sorted(n.id for n in cluster.nodes) == nodes
+    for n in cluster.nodes:
+        assert (n.host, n.port) == ("127.0.0.1", broker.port_of(n.id))
+    assert cluster.controller is not None and cluster.controller.id in nodes
 
 
-@pytest.mark.cluster
 def test_delete_topic_removes_it_from_metadata(broker):
     admin = confluent_admin(broker.bootstrap)
     topic = unique_topic("delete")
@@ -340,8 +350,8 @@ def test_auto_create_on_creates_topic_when_producing(broker):
     assert [r.value for r in back.records] == [b"hello"]
 
 
-def test_auto_created_topic_uses_num_partitions(broker_factory):
-    b = broker_factory({"num.partitions": "3"})
+def test_auto_created_topic_uses_num_partitions(broker_with):
+    b = broker_with({"num.partitions": "3"})
     topic = unique_topic("auto3")
     log = DeliveryLog()
     p = producer(b.bootstrap)
@@ -350,8 +360,8 @@ def test_auto_created_topic_uses_num_partitions(broker_factory):
     wait_for_partitions(confluent_admin(b.bootstrap), topic, 3)
 
 
-def test_auto_create_off_fails_produce_and_creates_nothing(broker_factory):
-    b = broker_factory({"auto.create.topics.enable": "false"})
+def test_auto_create_off_fails_produce_and_creates_nothing(broker_with):
+    b = broker_with({"auto.create.topics.enable": "false"})
     topic = unique_topic("noauto")
     log = DeliveryLog()
     p = producer(

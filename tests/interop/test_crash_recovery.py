@@ -5,6 +5,9 @@ The producer has retries off, so a record is sent at most once: a record whose b
 the log but whose acknowledgement was lost may appear (unacknowledged), but nothing can appear
 twice. The kill is triggered from the delivery-report state (half of the records acknowledged),
 not from a timer.
+
+Single-broker only (no `cluster` mark): the scenario is the loss of the only copy of the
+log; in a cluster, kill -9 of a replica is a leader change, covered by tests/cluster_faults.
 """
 
 from __future__ import annotations

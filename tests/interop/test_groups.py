@@ -30,6 +30,9 @@ from group_clients import (
 )
 from support import unique_topic, wait_until
 
+# Every test here runs against one broker and against a three-broker cluster.
+pytestmark = pytest.mark.cluster
+
 
 @pytest.fixture(params=CLIENTS, ids=lambda c: c.name)
 def client(request):
@@ -70,9 +73,9 @@ def setup_topic(client, broker, prefix: str, count: int):
 
 @pytest.mark.parametrize("count", [2, 3])
 def test_members_get_disjoint_complete_assignments_and_read_each_record_once(
-    broker_factory, client, members, count
+    broker_with, client, members, count
 ):
-    broker = broker_factory(GROUP_OVERRIDES)
+    broker = broker_with(GROUP_OVERRIDES)
     topic, group, produced, hw = setup_topic(client, broker, "grp", 600)
 
     group_members = start_members(
@@ -93,8 +96,8 @@ def test_members_get_disjoint_complete_assignments_and_read_each_record_once(
         m.check_healthy()
 
 
-def test_member_that_leaves_hands_its_partitions_to_the_others(broker_factory, client, members):
-    broker = broker_factory(GROUP_OVERRIDES)
+def test_member_that_leaves_hands_its_partitions_to_the_others(broker_with, client, members):
+    broker = broker_with(GROUP_OVERRIDES)
     topic, group, produced, hw = setup_topic(client, broker, "grp-leave", 300)
 
     a, b, c = start_members(client, members, broker.bootstrap, group, topic, ["a", "b", "c"])
@@ -122,9 +125,9 @@ def test_member_that_leaves_hands_its_partitions_to_the_others(broker_factory, c
 
 
 def test_member_killed_without_leaving_is_replaced_within_session_timeout(
-    broker_factory, client, members
+    broker_with, client, members
 ):
-    broker = broker_factory(GROUP_OVERRIDES)
+    broker = broker_with(GROUP_OVERRIDES)
     topic, group, produced, hw = setup_topic(client, broker, "grp-dead", 300)
 
     a, b = start_members(client, members, broker.bootstrap, group, topic, ["a", "b"])
@@ -174,8 +177,8 @@ def test_member_killed_without_leaving_is_replaced_within_session_timeout(
         m.check_healthy()
 
 
-def test_committed_offsets_are_resumed_exactly_by_a_new_member(broker_factory, client):
-    broker = broker_factory(GROUP_OVERRIDES)
+def test_committed_offsets_are_resumed_exactly_by_a_new_member(broker_with, client):
+    broker = broker_with(GROUP_OVERRIDES)
     topic, group, produced, hw = setup_topic(client, broker, "grp-resume", 240)
 
     # First member: consume 100 records, commit exactly what it consumed, close.
@@ -205,8 +208,8 @@ def test_committed_offsets_are_resumed_exactly_by_a_new_member(broker_factory, c
         ("roundrobin", [{0, 2, 4}, {1, 3, 5}]),
     ],
 )
-def test_range_and_roundrobin_assignors(broker_factory, client, members, strategy, expected):
-    broker = broker_factory(GROUP_OVERRIDES)
+def test_range_and_roundrobin_assignors(broker_with, client, members, strategy, expected):
+    broker = broker_with(GROUP_OVERRIDES)
     topic, group, produced, hw = setup_topic(client, broker, f"grp-{strategy}", 120)
 
     a, b = start_members(
@@ -225,8 +228,8 @@ def test_range_and_roundrobin_assignors(broker_factory, client, members, strateg
         m.check_healthy()
 
 
-def test_admin_lists_describes_and_deletes_groups(broker_factory, client, members):
-    broker = broker_factory(GROUP_OVERRIDES)
+def test_admin_lists_describes_and_deletes_groups(broker_with, client, members):
+    broker = broker_with(GROUP_OVERRIDES)
     topic, group, produced, hw = setup_topic(client, broker, "grp-admin", 60)
 
     a, b = start_members(
@@ -255,7 +258,7 @@ def test_admin_lists_describes_and_deletes_groups(broker_factory, client, member
         assert desc.protocol_type == "consumer"
         assert desc.assignor == "range"
         if desc.coordinator is not None:
-            assert desc.coordinator == (1, broker.port), desc.coordinator
+            assert desc.coordinator in {(b.node_id, b.port) for b in broker.brokers}, desc.coordinator
         assert set(desc.members) == {"admin-a", "admin-b"}, desc.members
         for member in (a, b):
             member_id, assigned = desc.members[member.name]
@@ -295,9 +298,9 @@ def test_admin_lists_describes_and_deletes_groups(broker_factory, client, member
 @pytest.mark.parametrize(
     "coop_client", [c for c in CLIENTS if c.cooperative], ids=lambda c: c.name
 )
-def test_cooperative_sticky_rebalances_incrementally(broker_factory, coop_client, members):
+def test_cooperative_sticky_rebalances_incrementally(broker_with, coop_client, members):
     client = coop_client
-    broker = broker_factory(GROUP_OVERRIDES)
+    broker = broker_with(GROUP_OVERRIDES)
     topic, group, produced, hw = setup_topic(client, broker, "grp-coop", 300)
     coop = client.assignor("cooperative-sticky")
 

@@ -20,7 +20,11 @@ from confluent_kafka.admin import AdminClient
 from support import DeliveryLog, confluent_create_topic, unique_topic
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
-pytestmark = pytest.mark.skipif(KCAT is None, reason="kcat is not installed")
+pytestmark = [
+    pytest.mark.skipif(KCAT is None, reason="kcat is not installed"),
+    # Every test here runs against one broker and against a three-broker cluster.
+    pytest.mark.cluster,
+]
 
 PARTITIONS = 4
 #: Long enough for two kcat processes started together to join the first generation.
@@ -76,8 +80,8 @@ def finish(proc: subprocess.Popen) -> tuple[list[tuple[int, int, str]], str]:
     return records, err
 
 
-def test_two_balanced_consumers_read_every_record_once(broker_factory):
-    broker = broker_factory(GROUP_OVERRIDES)
+def test_two_balanced_consumers_read_every_record_once(broker_with):
+    broker = broker_with(GROUP_OVERRIDES)
     topic = unique_topic("kcat-grp")
     confluent_create_topic(broker.bootstrap, topic, partitions=PARTITIONS)
     produced = produce(broker.bootstrap, topic, 400)
@@ -112,8 +116,8 @@ def test_two_balanced_consumers_read_every_record_once(broker_factory):
     )
 
 
-def test_balanced_consumer_resumes_from_committed_offsets(broker_factory):
-    broker = broker_factory(GROUP_OVERRIDES)
+def test_balanced_consumer_resumes_from_committed_offsets(broker_with):
+    broker = broker_with(GROUP_OVERRIDES)
     topic = unique_topic("kcat-resume")
     confluent_create_topic(broker.bootstrap, topic, partitions=PARTITIONS)
     first_batch = produce(broker.bootstrap, topic, 80)

@@ -16,6 +16,9 @@ whose value is a per-key sequence number, while
 Then: every record was acknowledged, the log holds each exactly once at the offset its
 delivery report gave, and per key the sequence numbers are in order without gaps.
 A kafka-python producer with `enable_idempotence=True` does one plain round trip.
+
+The restart and cut-connection scenarios are single-broker (they restart the one broker, or
+proxy its one advertised address); the kafka-python round trip also runs against a cluster.
 """
 
 from __future__ import annotations
@@ -395,6 +398,7 @@ def test_idempotent_producer_through_cut_connections(chaos_broker):
     check_log(bootstrap, topic, log)
 
 
+@pytest.mark.cluster
 def test_kafka_python_idempotent_round_trip(broker):
     from kafka import KafkaProducer
 

@@ -15,6 +15,8 @@ from kafka.codec import has_lz4, has_snappy, has_zstd
 
 from support import kafka_python_read_all, unique_topic, wait_until
 
+# Every test here runs against one broker and against a three-broker cluster.
+pytestmark = pytest.mark.cluster
 
 
 def admin_client(bootstrap: str) -> KafkaAdminClient:
@@ -24,7 +26,8 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     admin = admin_client(bootstrap)
     try:
-        admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1}})
+        # -1: the broker's default replication factor (3 in the test cluster).
+        admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": -1}})
         wait_until(lambda: topic in admin.list_topics(), message=f"{topic} listed")
     finally:
         admin.close()
@@ -55,14 +58,18 @@ def test_admin_creates_and_deletes_topics(broker):
     admin = admin_client(broker.bootstrap)
     try:
         topics = [unique_topic("kp-admin") for _ in range(2)]
-        admin.create_topics({t: {"num_partitions": 3, "replication_factor": 1} for t in topics})
+        admin.create_topics({t: {"num_partitions": 3, "replication_factor": -1} for t in topics})
         wait_until(lambda: set(topics) <= set(admin.list_topics()), message="both topics")
         described = {d["name"]: d for d in admin.describe_topics(topics)}
+        nodes = sorted(b.node_id for b in broker.brokers)
         for t in topics:
             assert described[t]["error_code"] == 0
             parts = sorted(described[t]["partitions"], key=lambda p: p["partition_index"])
             assert [p["partition_index"] for p in parts] == [0, 1, 2]
-            assert all(p["leader_id"] == 1 for p in parts)
+            for p in parts:
+                assert sorted(p["replica_nodes"]) == nodes, p
+                assert sorted(p["isr_nodes"]) == nodes, p
+                assert p["leader_id"] in nodes, p
 
         admin.delete_topics([topics[0]])
         wait_until(

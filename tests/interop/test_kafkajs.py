@@ -27,6 +27,8 @@ pytestmark = [
         not (NODE_DIR / "node_modules" / "kafkajs").is_dir(),
         reason="kafkajs not installed: run `npm ci` in tests/interop/node (scripts/test does)",
     ),
+    # Every test here runs against one broker and against a three-broker cluster.
+    pytest.mark.cluster,
 ]
 
 COUNT = 60
@@ -58,7 +60,9 @@ def test_kafkajs_creates_topic_and_produces_keyed_messages_with_headers(broker):
     [md] = result["metadata"]
     assert md["name"] == topic
     assert [p["partition"] for p in md["partitions"]] == [0, 1, 2]
-    assert all(p["leader"] == 1 and p["replicas"] == [1] for p in md["partitions"])
+    nodes = sorted(b.node_id for b in broker.brokers)
+    for p in md["partitions"]:
+        assert p["leader"] in nodes and sorted(p["replicas"]) == nodes, p
 
     for r in result["sendResults"]:
         assert r["errorCode"] == 0, r

@@ -16,7 +16,11 @@ import pytest
 from support import confluent_create_topic, unique_topic
 
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
-pytestmark = pytest.mark.skipif(KCAT is None, reason="kcat is not installed")
+pytestmark = [
+    pytest.mark.skipif(KCAT is None, reason="kcat is not installed"),
+    # Every test here runs against one broker and against a three-broker cluster.
+    pytest.mark.cluster,
+]
 
 
 def kcat(*args: str, stdin: str | None = None, timeout: float = 60) -> str:
@@ -38,13 +42,18 @@ def test_list_shows_topic_and_partitions(broker):
     topic = unique_topic("kcat-list")
     confluent_create_topic(broker.bootstrap, topic, partitions=4)
     listing = json.loads(kcat("-b", broker.bootstrap, "-L", "-J", "-m", "15"))
-    assert [b["id"] for b in listing["brokers"]] == [1]
-    assert listing["brokers"][0]["name"] == broker.bootstrap
+    nodes = sorted(b.node_id for b in broker.brokers)
+    assert sorted((b["id"], b["name"]) for b in listing["brokers"]) == [
+        (n, f"127.0.0.1:{broker.port_of(n)}") for n in nodes
+    ]
     topics = {t["topic"]: t for t in listing["topics"]}
     assert topic in topics
     parts = sorted(topics[topic]["partitions"], key=lambda p: p["partition"])
     assert [p["partition"] for p in parts] == [0, 1, 2, 3]
-    assert all(p["leader"] == 1 for p in parts)
+    for p in parts:
+        assert p["leader"] in nodes, p
+        assert sorted(r["id"] for r in p["replicas"]) == nodes, p
+        assert sorted(r["id"] for r in p["isrs"]) == nodes, p
 
     text = kcat("-b", broker.bootstrap, "-L", "-m", "15")
     assert f'topic "{topic}" with 4 partitions' in text

@@ -35,6 +35,9 @@ HOUR_MS = 3_600_000
 COUNTRIES = ("DE", "FR", "US")
 #: The Hive partition columns of the layout, all strings in the paths.
 PARTITION_COLUMNS = ("topic", "dt", "hour", "country")
+# Every test here runs against one broker and against a three-broker cluster.
+pytestmark = pytest.mark.cluster
+
 #: Groups form at once: the sink is the only member.
 BROKER_OVERRIDES = {"group.initial.rebalance.delay.ms": "0"}
 
@@ -265,8 +268,8 @@ def make_topic(broker, partitions: int, total: int) -> tuple[str, list[dict]]:
     return topic, events
 
 
-def test_sink_files_read_back_with_pyarrow_and_duckdb(broker_factory, sinks, tmp_path):
-    broker = broker_factory(BROKER_OVERRIDES)
+def test_sink_files_read_back_with_pyarrow_and_duckdb(broker_with, sinks, tmp_path):
+    broker = broker_with(BROKER_OVERRIDES)
     topic, events = make_topic(broker, partitions=3, total=3000)
     out = tmp_path / "lake"
     config = tmp_path / "connect.toml"
@@ -291,8 +294,8 @@ def test_sink_files_read_back_with_pyarrow_and_duckdb(broker_factory, sinks, tmp
     check_both_readers(out, events, topic)
 
 
-def test_export_files_read_back_with_pyarrow_and_duckdb(broker_factory, tmp_path):
-    broker = broker_factory(BROKER_OVERRIDES)
+def test_export_files_read_back_with_pyarrow_and_duckdb(broker_with, tmp_path):
+    broker = broker_with(BROKER_OVERRIDES)
     topic, events = make_topic(broker, partitions=2, total=2000)
     out = tmp_path / "export"
     result = subprocess.run(
@@ -336,12 +339,12 @@ def committed_files(out: Path) -> set[Path]:
 
 
 def test_sink_killed_at_random_points_writes_the_topic_exactly_once(
-    broker_factory, sinks, tmp_path
+    broker_with, sinks, tmp_path
 ):
     seed = int(os.environ.get("MILLRACE_CRASH_SEED", random.randrange(2**32)))
     print(f"crash test seed {seed} (rerun with MILLRACE_CRASH_SEED={seed})")
     rng = random.Random(seed)
-    broker = broker_factory(BROKER_OVERRIDES)
+    broker = broker_with(BROKER_OVERRIDES)
     topic, events = make_topic(broker, partitions=CRASH_PARTITIONS, total=CRASH_TOTAL)
     out = tmp_path / "lake"
     config = tmp_path / "connect.toml"

@@ -23,6 +23,9 @@ import subprocess
 import pytest
 from confluent_kafka import Producer
 
+# Every test here runs against one broker and against a three-broker cluster.
+pytestmark = pytest.mark.cluster
+
 from conftest import millrace_bin
 from support import DeliveryLog, confluent_create_topic, confluent_read_all, unique_topic
 

@@ -1,23 +1,34 @@
 //! DeleteRecords: raise a partition's log start offset.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
+use futures_util::future::join_all;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
-use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, TopicName};
 
-use super::{RequestContext, RequestError};
+use super::{Reply, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
+use crate::replica::{Partition, Refusal};
 
-/// Answers a DeleteRecords request.
+/// A partition's deletion on the leader: the replica, the offset, and the leader epoch.
+type Deleted = Result<(Arc<Partition>, i64, i32), Refusal>;
+
+/// Answers a DeleteRecords request: the leader moves its log start offset at once, and the
+/// answer waits (up to the request's timeout) until the in-sync followers have moved theirs,
+/// as Kafka's does, so that a next leader does not serve the deleted records again.
 pub fn handle(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     ctx: &RequestContext,
     mut body: Bytes,
-) -> Result<Bytes, RequestError> {
+) -> Result<Reply, RequestError> {
     let request: DeleteRecordsRequest = ctx.decode(&mut body)?;
-    let topics = request
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
+    let topics: Vec<(TopicName, Vec<(i32, Deleted)>)> = request
         .topics
         .into_iter()
         .map(|topic| {
@@ -25,44 +36,65 @@ pub fn handle(
                 .partitions
                 .iter()
                 .map(|p| {
-                    let result = DeleteRecordsPartitionResult::default()
-                        .with_partition_index(p.partition_index)
-                        .with_low_watermark(-1);
-                    let Some(replica) = broker.replicas.replica(&topic.name, p.partition_index)
-                    else {
-                        return result
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    let deleted = match broker.replicas.replica(&topic.name, p.partition_index) {
+                        None => Err((
+                            ResponseError::UnknownTopicOrPartition,
+                            String::from("no such partition here"),
+                        )),
+                        Some(replica) => replica
+                            .delete_records_as_leader(p.offset)
+                            .map(|(offset, epoch)| (replica, offset, epoch)),
                     };
-                    if let Err((error, _)) = replica.check_leader(-1) {
-                        return result.with_error_code(error.code());
-                    }
-                    let log = replica.log();
-                    // -1 means "up to the high watermark"; beyond it is out of range, as in
-                    // Kafka (followers may not have those records yet).
-                    let high_watermark = replica.high_watermark();
-                    let offset = if p.offset == -1 {
-                        high_watermark
-                    } else {
-                        p.offset
-                    };
-                    if offset < 0 || offset > high_watermark {
-                        return result.with_error_code(ResponseError::OffsetOutOfRange.code());
-                    }
-                    match log.delete_records_before(offset) {
-                        Ok(low_watermark) => result
-                            .with_error_code(NONE)
-                            .with_low_watermark(low_watermark),
-                        Err(error) => result.with_error_code(ResponseError::from(&error).code()),
-                    }
+                    (p.partition_index, deleted)
                 })
                 .collect();
-            DeleteRecordsTopicResult::default()
-                .with_name(topic.name)
-                .with_partitions(partitions)
+            (topic.name, partitions)
         })
         .collect();
-    let response = DeleteRecordsResponse::default()
-        .with_throttle_time_ms(0)
-        .with_topics(topics);
-    ctx.respond(&response)
+
+    let ctx = ctx.clone();
+    Ok(Reply::Later(Box::pin(async move {
+        let mut results = Vec::with_capacity(topics.len());
+        for (name, partitions) in topics {
+            let topic = &name;
+            let waits = partitions.into_iter().map(|(index, deleted)| async move {
+                let result = DeleteRecordsPartitionResult::default()
+                    .with_partition_index(index)
+                    .with_low_watermark(-1);
+                let outcome = match deleted {
+                    Ok((replica, offset, epoch)) => {
+                        replica.wait_low_watermark(offset, epoch, timeout).await
+                    }
+                    Err(refusal) => Err(refusal),
+                };
+                match outcome {
+                    Ok(low_watermark) => result
+                        .with_error_code(NONE)
+                        .with_low_watermark(low_watermark),
+                    Err((error, message)) => {
+                        if error != ResponseError::NotLeaderOrFollower {
+                            tracing::debug!(topic = %topic.0, partition = index, %message, "delete records failed");
+                        }
+                        result.with_error_code(error.code())
+                    }
+                }
+            });
+            let partitions = join_all(waits).await;
+            results.push(
+                DeleteRecordsTopicResult::default()
+                    .with_name(name)
+                    .with_partitions(partitions),
+            );
+        }
+        let response = DeleteRecordsResponse::default()
+            .with_throttle_time_ms(0)
+            .with_topics(results);
+        match ctx.respond(&response) {
+            Ok(frame) => Some(frame),
+            Err(error) => {
+                tracing::error!(%error, "cannot encode delete records response");
+                None
+            }
+        }
+    })))
 }

@@ -32,6 +32,8 @@ struct Wanted {
     max_bytes: usize,
     current_leader_epoch: i32,
     last_fetched_epoch: i32,
+    /// A follower's log start offset (v5+; -1 otherwise).
+    log_start_offset: i64,
     replica: Option<Arc<Partition>>,
 }
 
@@ -70,6 +72,11 @@ pub fn handle(
                     },
                     last_fetched_epoch: if ctx.version >= 12 {
                         p.last_fetched_epoch
+                    } else {
+                        -1
+                    },
+                    log_start_offset: if ctx.version >= 5 {
+                        p.log_start_offset
                     } else {
                         -1
                     },
@@ -277,6 +284,7 @@ fn follower_read(
     match replica.fetch_from_follower(
         replica_id,
         wanted.offset,
+        wanted.log_start_offset,
         wanted.last_fetched_epoch,
         wanted.current_leader_epoch,
         max_bytes,

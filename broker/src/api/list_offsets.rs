@@ -48,26 +48,46 @@ pub fn handle(
                     } else {
                         -1
                     };
-                    if let Err((error, _)) = replica.check_leader(current_epoch) {
-                        return response
-                            .with_error_code(error.code())
-                            .with_leader_epoch(-1);
-                    }
+                    let view = match replica.list_offsets_view(current_epoch) {
+                        Ok(view) => view,
+                        Err((error, _)) => {
+                            return response
+                                .with_error_code(error.code())
+                                .with_leader_epoch(-1);
+                        }
+                    };
                     let response = response.with_leader_epoch(if ctx.version >= 4 {
-                        replica.leader_epoch()
+                        view.leader_epoch
                     } else {
                         -1
                     });
+                    let not_available = || {
+                        response
+                            .clone()
+                            .with_error_code(ResponseError::OffsetNotAvailable.code())
+                    };
                     let log = replica.log();
                     let found = match p.timestamp {
                         // Consumers see up to the high watermark, so the end they can reach is there.
-                        LATEST => Ok(Some((replica.high_watermark(), -1))),
+                        LATEST if !view.high_watermark_settled => return not_available(),
+                        LATEST => Ok(Some((view.high_watermark, -1))),
                         EARLIEST => Ok(Some((log.log_start_offset(), -1))),
                         MAX_TIMESTAMP if ctx.version >= 7 => log.max_timestamp(),
                         ts if ts < 0 => {
                             return response.with_error_code(ResponseError::InvalidRequest.code());
                         }
-                        ts => log.offset_for_timestamp(ts),
+                        // A record at or above the high watermark is not (yet) readable: no
+                        // answer, as Kafka gives, unless a new leader does not know the high
+                        // watermark yet (the record may well be readable: the client retries).
+                        ts => match log.offset_for_timestamp(ts) {
+                            Ok(Some((offset, _))) if offset >= view.high_watermark => {
+                                if !view.high_watermark_settled {
+                                    return not_available();
+                                }
+                                Ok(None)
+                            }
+                            other => other,
+                        },
                     };
                     match found {
                         Ok(Some((offset, timestamp))) => response

@@ -272,7 +272,7 @@ pub async fn handle(
             .map(Reply::Now),
         ApiKey::DescribeCluster => describe_cluster::handle(broker, &ctx, body).map(Reply::Now),
         ApiKey::DescribeLogDirs => describe_log_dirs::handle(broker, &ctx, body).map(Reply::Now),
-        ApiKey::DeleteRecords => delete_records::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::DeleteRecords => delete_records::handle(broker, &ctx, body),
         ApiKey::FindCoordinator => find_coordinator::handle(broker, &ctx, body)
             .await
             .map(Reply::Now),

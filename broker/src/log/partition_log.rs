@@ -651,6 +651,9 @@ impl PartitionLog {
         if !doomed.is_empty() {
             sync_dir(&self.dir)?;
         }
+        // Followers long-polling for appends learn the new start from their next answer, and
+        // a leader's DeleteRecords waits for them to have moved theirs.
+        self.end_tx.send_modify(|_| {});
         Ok(offset)
     }
 

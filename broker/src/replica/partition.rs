@@ -59,6 +59,8 @@ struct FollowerState {
     /// that reaches it was caught up at that time (Kafka's rule).
     leader_end_at_last_fetch: i64,
     last_fetch: Instant,
+    /// The follower's log start offset, from its last fetch (-1: unknown).
+    log_start_offset: i64,
 }
 
 #[derive(Debug)]
@@ -123,6 +125,20 @@ pub enum FollowerFetch {
     },
 }
 
+/// A leader's offsets as ListOffsets sees them ([`Partition::list_offsets_view`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListOffsetsView {
+    /// The leader epoch they were read in.
+    pub leader_epoch: i32,
+    /// Consumers read below it, so no offset at or above it is given out.
+    pub high_watermark: i64,
+    /// Whether the high watermark has reached the start of this leader's epoch. A new leader
+    /// learns the high watermark from its followers' fetches; until then it may be lower than
+    /// one the previous leader already gave out, and Kafka answers OFFSET_NOT_AVAILABLE
+    /// (retriable) rather than let a client's end offset go backwards.
+    pub high_watermark_settled: bool,
+}
+
 /// One hosted replica.
 #[derive(Debug)]
 pub struct Partition {
@@ -133,6 +149,9 @@ pub struct Partition {
     log: Arc<PartitionLog>,
     state: Mutex<ReplicaState>,
     hw_tx: watch::Sender<i64>,
+    /// Ticks when what [`Partition::wait_low_watermark`] waits on may have changed: a
+    /// follower's log start offset, the ISR, the leadership.
+    start_tx: watch::Sender<()>,
 }
 
 impl Partition {
@@ -167,6 +186,7 @@ impl Partition {
                 min_insync_replicas: 1,
             }),
             hw_tx,
+            start_tx: watch::channel(()).0,
         })
     }
 
@@ -264,6 +284,7 @@ impl Partition {
                                 last_caught_up: now,
                                 leader_end_at_last_fetch: end,
                                 last_fetch: now,
+                                log_start_offset: -1,
                             },
                         )
                     })
@@ -286,6 +307,7 @@ impl Partition {
                         last_caught_up: now,
                         leader_end_at_last_fetch: end,
                         last_fetch: now,
+                        log_start_offset: -1,
                     });
                 }
                 RoleChange::Unchanged
@@ -308,6 +330,8 @@ impl Partition {
             }
         };
         self.advance_high_watermark(&mut st);
+        drop(st);
+        self.start_tx.send_replace(());
         change
     }
 
@@ -477,6 +501,108 @@ impl Partition {
         Self::check_epoch(&st, current_leader_epoch)
     }
 
+    /// DeleteRecords on the leader: moves the log start offset here to `offset` (at most the
+    /// high watermark; -1: the high watermark), in the leader epoch the answer returns. The
+    /// followers follow from their next fetch: see [`Partition::wait_low_watermark`].
+    pub fn delete_records_as_leader(&self, offset: i64) -> Result<(i64, i32), Refusal> {
+        let st = self.lock();
+        if st.role != Role::Leader {
+            return Err(self.not_leader(&st));
+        }
+        // Beyond the high watermark is out of range, as in Kafka: followers may not have
+        // those records yet.
+        let offset = if offset == -1 {
+            st.high_watermark
+        } else {
+            offset
+        };
+        if offset < 0 || offset > st.high_watermark {
+            return Err((
+                ResponseError::OffsetOutOfRange,
+                format!(
+                    "cannot delete before {offset}: the high watermark is {}",
+                    st.high_watermark
+                ),
+            ));
+        }
+        let epoch = st.leader_epoch;
+        // Under the state lock, so that no leader change comes between the check and the
+        // deletion.
+        self.log
+            .delete_records_before(offset)
+            .map_err(|e| (ResponseError::from(&e), e.to_string()))?;
+        Ok((offset, epoch))
+    }
+
+    /// Kafka's `lowWatermarkIfLeader`: the smallest log start offset over this leader and the
+    /// followers that may become leader (the ISR); -1 while one of them has not fetched yet.
+    fn low_watermark(&self, st: &ReplicaState) -> i64 {
+        let mut low = self.log.log_start_offset();
+        for id in st.maximal_isr() {
+            if id == self.local_id {
+                continue;
+            }
+            match st.followers.get(&id) {
+                Some(f) if f.log_start_offset >= 0 => low = low.min(f.log_start_offset),
+                _ => return -1,
+            }
+        }
+        low
+    }
+
+    /// Waits until every in-sync replica has moved its log start offset to `offset` (so no
+    /// next leader serves the deleted records), and returns the low watermark then; or the
+    /// leadership moved (NOT_LEADER_OR_FOLLOWER), or `timeout` passed (REQUEST_TIMED_OUT).
+    /// DeleteRecords answers only then, as Kafka's does.
+    pub async fn wait_low_watermark(
+        &self,
+        offset: i64,
+        epoch: i32,
+        timeout: Duration,
+    ) -> Result<i64, Refusal> {
+        let mut changed = self.start_tx.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            {
+                let st = self.lock();
+                if st.leader_epoch != epoch || st.role != Role::Leader {
+                    return Err(self.not_leader(&st));
+                }
+                let low = self.low_watermark(&st);
+                if low >= offset {
+                    return Ok(low);
+                }
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    return Err((
+                        ResponseError::RequestTimedOut,
+                        format!(
+                            "the in-sync replicas of {}-{} did not move their log start to {offset} in time",
+                            self.topic, self.index
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// What ListOffsets answers from, read at once under one lock: checks that this replica
+    /// leads in the epoch the client knows, like [`Partition::check_leader`].
+    pub fn list_offsets_view(&self, current_leader_epoch: i32) -> Result<ListOffsetsView, Refusal> {
+        let st = self.lock();
+        if st.role != Role::Leader {
+            return Err(self.not_leader(&st));
+        }
+        Self::check_epoch(&st, current_leader_epoch)?;
+        Ok(ListOffsetsView {
+            leader_epoch: st.leader_epoch,
+            high_watermark: st.high_watermark,
+            high_watermark_settled: st.high_watermark >= st.leader_epoch_start_offset,
+        })
+    }
+
     /// Serves a follower's fetch: records from `fetch_offset` (beyond the high watermark:
     /// followers need them to move it), or where its log diverges. The fetch offset is the
     /// follower's (durable) log end: it moves the high watermark and may qualify the
@@ -485,6 +611,7 @@ impl Partition {
         &self,
         replica_id: i32,
         fetch_offset: i64,
+        follower_log_start: i64,
         last_fetched_epoch: i32,
         current_leader_epoch: i32,
         max_bytes: usize,
@@ -542,10 +669,20 @@ impl Partition {
             follower.leader_end_at_last_fetch = leader_end;
             follower.last_fetch = now;
         }
+        let start_moved = match st.followers.get_mut(&replica_id) {
+            Some(follower) if follower.log_start_offset != follower_log_start => {
+                follower.log_start_offset = follower_log_start;
+                true
+            }
+            _ => false,
+        };
         let expand_isr = self.maybe_expand_isr(&mut st, replica_id, fetch_offset);
         self.advance_high_watermark(&mut st);
         let high_watermark = st.high_watermark;
         drop(st);
+        if start_moved {
+            self.start_tx.send_replace(());
+        }
         let records = self
             .log
             .read(fetch_offset, max_bytes)
@@ -682,5 +819,130 @@ impl Partition {
             .iter()
             .map(|(id, f)| (*id, f.log_end_offset))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use kafka_protocol::records::Compression;
+    use millrace_testkit::records::{batch, record};
+
+    use super::*;
+    use crate::log::LogConfig;
+
+    /// Partition 0 on broker 1 of replicas [1, 2], led by broker 1 in `epoch`, with `n`
+    /// records appended with acks=1 (broker 2 has not fetched them).
+    fn leader_with_records(dir: &std::path::Path, n: usize) -> Arc<Partition> {
+        let log = PartitionLog::open(dir.to_path_buf(), LogConfig::default()).unwrap();
+        let partition = Partition::new("t", 0, Uuid::nil(), 1, log);
+        lead(&partition, 0);
+        let values: Vec<_> = (0..n).map(|i| record("k", &format!("v{i}"), 1)).collect();
+        partition
+            .append_as_leader(batch(&values, Compression::None), 1, 1)
+            .unwrap();
+        partition
+    }
+
+    fn lead(partition: &Partition, epoch: i32) {
+        let image = PartitionImage {
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+        };
+        assert_eq!(
+            partition.apply_metadata(&image, 1),
+            RoleChange::BecameLeader
+        );
+    }
+
+    /// Broker 2 fetches from `offset`, its log starting at `log_start`.
+    fn follower_fetches(partition: &Partition, offset: i64, log_start: i64) {
+        partition
+            .fetch_from_follower(2, offset, log_start, -1, -1, 1 << 20)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_new_leader_offers_no_end_offset_until_its_high_watermark_reaches_its_epoch_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = leader_with_records(dir.path(), 3);
+        let view = partition.list_offsets_view(-1).unwrap();
+        assert_eq!(view.high_watermark, 0, "broker 2 has not fetched yet");
+        assert!(view.high_watermark_settled, "epoch 0 started at offset 0");
+
+        // Leader again in epoch 1: its epoch starts at 3, the high watermark is still 0.
+        lead(&partition, 1);
+        let view = partition.list_offsets_view(1).unwrap();
+        assert_eq!((view.leader_epoch, view.high_watermark), (1, 0));
+        assert!(!view.high_watermark_settled);
+
+        follower_fetches(&partition, 3, 0);
+        let view = partition.list_offsets_view(1).unwrap();
+        assert_eq!(view.high_watermark, 3);
+        assert!(view.high_watermark_settled);
+        assert_eq!(
+            partition.list_offsets_view(0).unwrap_err().0,
+            ResponseError::FencedLeaderEpoch
+        );
+    }
+
+    #[tokio::test]
+    async fn delete_records_waits_for_the_in_sync_followers_to_move_their_log_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = leader_with_records(dir.path(), 3);
+        assert_eq!(
+            partition.delete_records_as_leader(1).unwrap_err().0,
+            ResponseError::OffsetOutOfRange,
+            "beyond the high watermark (0)"
+        );
+        follower_fetches(&partition, 3, 0);
+        assert_eq!(partition.delete_records_as_leader(2).unwrap(), (2, 0));
+        assert_eq!(partition.log().log_start_offset(), 2);
+
+        let short = Duration::from_millis(20);
+        assert_eq!(
+            partition
+                .wait_low_watermark(2, 0, short)
+                .await
+                .unwrap_err()
+                .0,
+            ResponseError::RequestTimedOut,
+            "broker 2's log still starts at 0"
+        );
+        let waiting = {
+            let partition = partition.clone();
+            tokio::spawn(async move {
+                partition
+                    .wait_low_watermark(2, 0, Duration::from_secs(30))
+                    .await
+            })
+        };
+        follower_fetches(&partition, 3, 2);
+        assert_eq!(
+            waiting.await.unwrap().unwrap(),
+            2,
+            "done once the follower says so"
+        );
+
+        // A waiter learns that the leadership moved.
+        let waiting = {
+            let partition = partition.clone();
+            tokio::spawn(async move {
+                partition
+                    .wait_low_watermark(3, 0, Duration::from_secs(30))
+                    .await
+            })
+        };
+        lead(&partition, 1);
+        assert_eq!(
+            waiting.await.unwrap().unwrap_err().0,
+            ResponseError::NotLeaderOrFollower
+        );
     }
 }

@@ -181,15 +181,28 @@ async fn run_fetcher(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connection: Option<BrokerConnection> = None;
+    // The answer that last brought each partition records. The leader serves a fetch in
+    // request order, and once the response is full (or a batch exceeds the per-partition
+    // limit, KIP-74) only the first partition with data still gets a batch: asking first
+    // for the partitions served longest ago keeps busy ones from starving the others, as
+    // Kafka's fetcher does by moving a partition that got data to the end.
+    let mut last_served: HashMap<PartitionKey, u64> = HashMap::new();
+    let mut answers: u64 = 0;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let active: Vec<(PartitionKey, Followed)> = lock(&partitions)
-            .iter()
-            .filter(|(_, f)| !f.paused)
-            .map(|(k, f)| (k.clone(), f.clone()))
-            .collect();
+        let mut active: Vec<(PartitionKey, Followed)> = {
+            let followed = lock(&partitions);
+            last_served.retain(|k, _| followed.contains_key(k));
+            followed
+                .iter()
+                .filter(|(_, f)| !f.paused)
+                .map(|(k, f)| (k.clone(), f.clone()))
+                .collect()
+        };
+        // Stable: never served (0) first, then in key order.
+        active.sort_by_key(|(k, _)| last_served.get(k).copied().unwrap_or(0));
         if active.is_empty() {
             tokio::select! {
                 _ = wake.notified() => continue,
@@ -244,12 +257,16 @@ async fn run_fetcher(
             continue;
         }
         let mut back_off = false;
+        answers += 1;
         for topic in response.responses {
             for data in topic.partitions {
                 let key = (topic.topic.0.to_string(), data.partition_index);
                 let Some(followed) = active.iter().find(|(k, _)| *k == key).map(|(_, f)| f) else {
                     continue;
                 };
+                if data.records.as_ref().is_some_and(|r| !r.is_empty()) {
+                    last_served.insert(key.clone(), answers);
+                }
                 match handle_partition(followed, data).await {
                     Outcome::Continue => {}
                     Outcome::BackOff => back_off = true,
@@ -276,11 +293,23 @@ async fn pause(config: &FetcherConfig, shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
+/// A replica Fetch for `active`, asked in exactly that order: consecutive partitions of one
+/// topic share a topic entry, and a topic may have several (our leaders serve entries in
+/// request order, whatever their names).
 fn build_request(config: &FetcherConfig, active: &[(PartitionKey, Followed)]) -> FetchRequest {
-    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    let mut topics: Vec<(&str, Vec<FetchPartition>)> = Vec::new();
     for ((topic, index), followed) in active {
         let log = followed.partition.log();
-        topics.entry(topic).or_default().push(
+        if topics
+            .last()
+            .is_none_or(|(name, _)| *name != topic.as_str())
+        {
+            topics.push((topic.as_str(), Vec::new()));
+        }
+        let Some((_, partitions)) = topics.last_mut() else {
+            continue;
+        };
+        partitions.push(
             FetchPartition::default()
                 .with_partition(*index)
                 .with_current_leader_epoch(followed.epoch)

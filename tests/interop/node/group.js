@@ -18,7 +18,8 @@ const count = Number(countArg || 30);
 async function main() {
   const kafka = new Kafka({
     clientId: 'millrace-interop-kafkajs-group',
-    brokers: [bootstrap],
+    // A cluster's bootstrap is a comma-separated list.
+    brokers: bootstrap.split(','),
     logLevel: logLevel.WARN,
     logCreator: () => ({ label, namespace, log }) =>
       process.stderr.write(`[kafkajs ${label}] ${namespace}: ${log.message}\n`),

@@ -29,7 +29,8 @@ const stderrLogger = () => ({ namespace, level, label, log }) => {
 async function main() {
   const kafka = new Kafka({
     clientId: 'millrace-interop-kafkajs',
-    brokers: [bootstrap],
+    // A cluster's bootstrap is a comma-separated list.
+    brokers: bootstrap.split(','),
     logLevel: logLevel.WARN,
     logCreator: stderrLogger,
     connectionTimeout: 10000,
@@ -42,7 +43,8 @@ async function main() {
   await admin.connect();
   try {
     result.created = await admin.createTopics({
-      topics: [{ topic, numPartitions: 3, replicationFactor: 1 }],
+      // -1: the broker's default replication factor (3 in the test cluster).
+      topics: [{ topic, numPartitions: 3, replicationFactor: -1 }],
       waitForLeaders: true,
       timeout: 15000,
     });
