@@ -95,6 +95,8 @@ struct RunResult {
     run: u32,
     killed_broker: i32,
     killed_was_controller: bool,
+    /// When the kill was sent, in ms since the Unix epoch (to find it in the brokers' logs).
+    killed_at_unix_ms: u128,
     partition: i32,
     /// kill -9 to the acknowledgement of the first record sent after it.
     failover_ms: f64,
@@ -176,6 +178,10 @@ async fn one_run(
     let rss_mb = brokers.rss_kb() as f64 / 1024.0;
 
     let killed = brokers.kill9(victim_id)?;
+    let killed_at_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let waited = load
         .first_ack_sent_after(killed, Duration::from_millis(args.timeout_ms))
         .await;
@@ -199,6 +205,7 @@ async fn one_run(
         run,
         killed_broker: victim,
         killed_was_controller: victim == controller,
+        killed_at_unix_ms,
         partition,
         failover_ms: ms(failover),
         first_ack_ms: ms(first_ack),
