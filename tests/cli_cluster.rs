@@ -5,11 +5,9 @@
 mod common;
 
 use common::cli::{cli, cli_ok, fast_group_broker, millrace, send_signal, wait_with_deadline};
-use millrace_testkit::free_port;
-
-use std::io::{BufRead, BufReader};
+use common::cluster::{cluster_up, free_base_port};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 #[test]
@@ -61,46 +59,6 @@ fn cluster_status_json_has_brokers_controller_and_partition_lists() {
     assert_eq!(report["under_replicated"], serde_json::json!([]));
     assert_eq!(report["offline"], serde_json::json!([]));
     assert!(report["partitions"].as_u64().unwrap() >= 2, "{report}");
-}
-
-/// A base port whose client port and controller port (+100) are both free now.
-fn free_base_port() -> u16 {
-    loop {
-        let port = free_port();
-        if port < 65_000 && TcpListener::bind(("127.0.0.1", port + 100)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// Starts `millrace cluster up ARGS` and waits (up to 60 s) for the bootstrap line.
-fn cluster_up(args: &[&str]) -> (Child, String) {
-    let mut child = millrace()
-        .args(["cluster", "up"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(line) if !line.is_empty() => (child, line.trim().to_string()),
-        other => {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "no bootstrap line ({other:?}); stderr: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-    }
 }
 
 #[test]

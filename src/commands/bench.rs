@@ -1,5 +1,9 @@
-//! `millrace bench produce|consume|e2e`, in the manner of Kafka's perf-test tools: throughput,
-//! latency percentiles and, for produce, the on-disk overhead per record.
+//! `millrace bench produce|consume|e2e|failover`, in the manner of Kafka's perf-test tools:
+//! throughput, latency percentiles and, for produce, the on-disk overhead per record;
+//! `failover` times a leader's kill -9 on a cluster of its own.
+
+mod failover;
+mod topic;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,7 +12,6 @@ use bytes::Bytes;
 use clap::Subcommand;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use millrace_client::admin::NewTopic;
 use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
 use millrace_client::{
     Acks, Admin, Compression, OffsetSpec, Producer, ProducerConfig, ProducerRecord, TopicPartition,
@@ -26,6 +29,9 @@ pub enum BenchCommand {
     Consume(ConsumeBench),
     /// Produce at a fixed rate and measure each record's time from send to receipt.
     E2e(EndToEndBench),
+    /// Start a 3-broker cluster, write acks=all at a fixed rate, kill -9 a partition leader
+    /// and time the first acknowledged write after the kill (on its successor); repeated.
+    Failover(failover::FailoverBench),
 }
 
 /// Options of `millrace bench consume`.
@@ -63,6 +69,8 @@ pub struct EndToEndBench {
     /// Partitions of the topic if it has to be created.
     #[arg(long, default_value_t = 1)]
     pub partitions: i32,
+    #[command(flatten)]
+    pub replication: topic::Replication,
     /// Records to send in all.
     #[arg(long, default_value_t = 100_000)]
     pub records: u64,
@@ -95,6 +103,8 @@ pub struct ProduceBench {
     /// Partitions of the topic if it has to be created.
     #[arg(long, default_value_t = 6)]
     pub partitions: i32,
+    #[command(flatten)]
+    pub replication: topic::Replication,
     /// Records to produce in all.
     #[arg(long, default_value_t = 1_000_000)]
     pub records: u64,
@@ -128,6 +138,7 @@ pub async fn run(connect: &ConnectArgs, command: BenchCommand) -> anyhow::Result
         BenchCommand::Produce(args) => produce(connect, args).await,
         BenchCommand::Consume(args) => consume(connect, args).await,
         BenchCommand::E2e(args) => end_to_end(connect, args).await,
+        BenchCommand::Failover(args) => failover::run(args).await,
     }
 }
 
@@ -174,11 +185,7 @@ async fn produce(connect: &ConnectArgs, args: ProduceBench) -> anyhow::Result<()
     let acks: Acks = args.acks.parse()?;
     let compression: Compression = args.compression.parse()?;
     let admin = connect.admin().await?;
-    if admin.describe_topics(&[args.topic.as_str()]).await.is_err() {
-        admin
-            .create_topic(NewTopic::new(&args.topic, args.partitions))
-            .await?;
-    }
+    topic::ensure(&admin, &args.topic, args.partitions, &args.replication).await?;
     let size_before = topic_size(&admin, &args.topic).await;
 
     let bar = Arc::new(progress(args.records, args.json));
@@ -490,11 +497,7 @@ async fn end_to_end(connect: &ConnectArgs, args: EndToEndBench) -> anyhow::Resul
     let acks: Acks = args.acks.parse()?;
     let compression: Compression = args.compression.parse()?;
     let admin = connect.admin().await?;
-    if admin.describe_topics(&[args.topic.as_str()]).await.is_err() {
-        admin
-            .create_topic(NewTopic::new(&args.topic, args.partitions))
-            .await?;
-    }
+    topic::ensure(&admin, &args.topic, args.partitions, &args.replication).await?;
     let producer = Producer::connect(
         ProducerConfig::builder(connect.client_config()?)
             .acks(acks)

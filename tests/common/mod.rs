@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod cli;
+pub mod cluster;
 
 /// The built `millrace` binary (cargo builds it for the root package's integration tests).
 pub const MILLRACE_BIN: &str = env!("CARGO_BIN_EXE_millrace");
