@@ -10,38 +10,25 @@
 
 #[path = "common/kafka.rs"]
 mod kafka;
+#[path = "common/page_views.rs"]
+mod page_views;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kafka::produce_json;
-use millrace_client::consumer::{Consumer, ConsumerConfig};
-use millrace_client::{Admin, ClientConfig, OffsetSpec, TopicPartition};
+use millrace_client::{Admin, ClientConfig};
 use millrace_streams::runtime::{Job, Sink, Source, StreamsConfig};
 use millrace_streams::{EmitMode, Windows};
 use millrace_testkit::{create_topic, start_broker_in, FAST_GROUPS};
-use serde::{Deserialize, Serialize};
+use page_views::{
+    assert_exact, batch, committed, end_markers, read_json, views, PageCount, View, WINDOW_MS,
+};
 
 /// Set in the child process: the broker address.
 const CHILD_ENV: &str = "MILLRACE_KILL9_BROKER";
 const APP: &str = "kill9";
-const WINDOW_MS: i64 = 10_000;
-const BASE: i64 = 1_800_000_000_000;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct View {
-    page: String,
-    ts: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-struct PageCount {
-    page: String,
-    window_start: i64,
-    views: u64,
-}
-
 /// The job, when this binary runs as the child; a no-op test otherwise.
 #[test]
 fn job_process() {
@@ -110,92 +97,6 @@ fn spawn_child(address: &str) -> JobProcess {
     )
 }
 
-/// 6000 views of 6 pages by 50 users over 3 minutes, every 9th up to 2 s late.
-fn views() -> Vec<(String, Option<View>)> {
-    let n = 6_000;
-    (0..n)
-        .map(|i| {
-            let mut ts = BASE + (i as i64) * 180_000 / n as i64;
-            if i % 9 == 4 {
-                ts -= 2_000;
-            }
-            let view = View {
-                page: format!("/p/{}", (i * 5) % 6),
-                ts,
-            };
-            (format!("user-{}", i % 50), Some(view))
-        })
-        .collect()
-}
-
-/// Far-future views on every partition (30 pages, so every task gets one): they close all
-/// earlier windows, and never close themselves.
-fn end_markers() -> Vec<(String, Option<View>)> {
-    (0..30)
-        .map(|i| {
-            let view = View {
-                page: format!("end-{i}"),
-                ts: BASE + 3_600_000,
-            };
-            (format!("end-user-{i}"), Some(view))
-        })
-        .collect()
-}
-
-fn batch(input: &[(String, Option<View>)]) -> BTreeMap<(String, i64), u64> {
-    let mut counts = BTreeMap::new();
-    for view in input.iter().filter_map(|(_, v)| v.as_ref()) {
-        let start = view.ts - view.ts.rem_euclid(WINDOW_MS);
-        *counts.entry((view.page.clone(), start)).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// Sum of the group's committed offsets on the repartition topic.
-async fn committed(admin: &Admin) -> i64 {
-    admin
-        .list_group_offsets(APP)
-        .await
-        .map(|offsets| {
-            offsets
-                .iter()
-                .filter(|(tp, _)| tp.topic == format!("{APP}-repartition"))
-                .map(|(_, o)| *o)
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-async fn read_counts(client: &ClientConfig) -> Vec<PageCount> {
-    let mut consumer = Consumer::connect(ConsumerConfig::new(client.clone()))
-        .await
-        .unwrap();
-    let partitions: Vec<TopicPartition> = consumer
-        .partitions_for("counts")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| TopicPartition::new("counts", p))
-        .collect();
-    let ends = consumer
-        .offsets_for(&partitions, OffsetSpec::Latest)
-        .await
-        .unwrap();
-    consumer.assign(&partitions).unwrap();
-    consumer.seek_to_beginning(&partitions).unwrap();
-    let mut out = Vec::new();
-    while partitions
-        .iter()
-        .any(|tp| consumer.position(tp).is_none_or(|p| p < ends[tp].offset))
-    {
-        for record in consumer.poll(Duration::from_millis(200)).await.unwrap() {
-            out.push(serde_json::from_slice(record.value.as_deref().unwrap()).unwrap());
-        }
-    }
-    consumer.close().await.unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_killed_mid_stream_restarts_with_exact_window_counts() {
     let dir = tempfile::tempdir().unwrap();
@@ -204,7 +105,7 @@ async fn a_job_killed_mid_stream_restarts_with_exact_window_counts() {
     let client = ClientConfig::new(&address);
     create_topic(&client, "views", 3).await;
     let admin = Admin::connect(client.clone()).await.unwrap();
-    let input = views();
+    let input = views(6_000, 180_000);
     let expected = batch(&input);
     let (first, rest) = input.split_at(2_000);
 
@@ -224,12 +125,12 @@ async fn a_job_killed_mid_stream_restarts_with_exact_window_counts() {
         })
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while committed(&admin).await < 3_000 {
+    while committed(&admin, APP).await < 3_000 {
         assert!(Instant::now() < deadline, "the job never committed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(child);
-    let at_kill = committed(&admin).await;
+    let at_kill = committed(&admin, APP).await;
     assert!(
         at_kill < (input.len() + 30) as i64,
         "killed too late to be mid-stream: {:?}",
@@ -241,7 +142,7 @@ async fn a_job_killed_mid_stream_restarts_with_exact_window_counts() {
     producer.await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     let outputs = loop {
-        let outputs = read_counts(&client).await;
+        let outputs: Vec<PageCount> = read_json(&client, "counts").await;
         let windows: BTreeSet<(String, i64)> = outputs
             .iter()
             .map(|c| (c.page.clone(), c.window_start))
@@ -259,14 +160,6 @@ async fn a_job_killed_mid_stream_restarts_with_exact_window_counts() {
     };
     drop(child);
 
-    let mut seen: HashMap<(String, i64), u64> = HashMap::new();
-    for output in &outputs {
-        let key = (output.page.clone(), output.window_start);
-        if let Some(previous) = seen.insert(key.clone(), output.views) {
-            assert_eq!(previous, output.views, "{key:?} emitted with two counts");
-        }
-    }
-    let got: BTreeMap<(String, i64), u64> = seen.into_iter().collect();
-    assert_eq!(got, expected);
+    assert_exact(&outputs, &expected);
     broker.shutdown().await;
 }

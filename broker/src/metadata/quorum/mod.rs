@@ -223,13 +223,15 @@ impl QuorumConfig {
             }
             if self.voters.contains_key(&self.node_id) {
                 return Err(QuorumError::Config(format!(
-                    "node.id {} is in controller.quorum.voters, so it must be a controller                      (process.roles)",
+                    "node.id {} is in controller.quorum.voters, so it must be a controller \
+                     (process.roles)",
                     self.node_id
                 )));
             }
             if let Some(path) = self.legacy_log.as_ref().filter(|path| path.exists()) {
                 return Err(QuorumError::Config(format!(
-                    "the single-node metadata log {} can only be imported by a controller;                      start this node alone first",
+                    "the single-node metadata log {} can only be imported by a controller; \
+                     start this node alone first",
                     path.display()
                 )));
             }
