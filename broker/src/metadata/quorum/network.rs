@@ -261,6 +261,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
+/// How long past its allowed wait a metadata fetch may take to be answered.
+const FETCH_ANSWER_GRACE: Duration = Duration::from_secs(1);
+
 /// Application calls to other members (the broker-to-controller conversation), one reused
 /// connection per target. Usable without a quorum of one's own: a broker that is not a
 /// voter talks to the controllers with this alone.
@@ -325,8 +328,11 @@ impl ControllerClient {
             after,
             max_wait_ms: u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX),
         };
-        // The server may hold the request for `max_wait` before it answers.
-        match Self::exchange(&channel, node, request, max_wait + self.timeout).await? {
+        // The server may hold the request for `max_wait` before it answers; past a short grace
+        // the voter is taken for gone (stopped or cut off) and the observer asks another, so
+        // that it learns of a new controller within about a second of the old one going quiet.
+        let grace = self.timeout.min(FETCH_ANSWER_GRACE);
+        match Self::exchange(&channel, node, request, max_wait + grace).await? {
             RpcResponse::Metadata(answer) => Ok(answer),
             _ => Err(QuorumError::Rpc {
                 node,
