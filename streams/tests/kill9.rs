@@ -19,11 +19,10 @@ use std::time::{Duration, Instant};
 
 use kafka::produce_json;
 use millrace_client::{Admin, ClientConfig};
-use millrace_streams::runtime::{Job, Sink, Source, StreamsConfig};
-use millrace_streams::{EmitMode, Windows};
+use millrace_streams::runtime::StreamsConfig;
 use millrace_testkit::{create_topic, start_broker_in, FAST_GROUPS};
 use page_views::{
-    assert_exact, batch, committed, end_markers, read_json, views, PageCount, View, WINDOW_MS,
+    assert_exact, batch, committed, end_markers, page_count_job, read_json, views, PageCount,
 };
 
 /// Set in the child process: the broker address.
@@ -45,30 +44,7 @@ fn job_process() {
             .commit_interval(Duration::from_millis(150))
             .event_time(Duration::from_secs(3), Some(Duration::from_secs(2)))
             .session_timeout(Duration::from_secs(6));
-        let job = Job::group_by(
-            config,
-            Source::json(&["views"], |v: &View| v.ts),
-            |_user, view| view.page.clone(),
-            |views| {
-                views
-                    .window(
-                        Windows::tumbling(Duration::from_millis(WINDOW_MS as u64))
-                            .grace(Duration::from_secs(1)),
-                    )
-                    .emit(EmitMode::Final)
-                    .named("page-counts")
-                    .count()
-                    .map(|w, views| {
-                        let count = PageCount {
-                            page: w.key.clone(),
-                            window_start: w.window_start,
-                            views,
-                        };
-                        (w.key, count)
-                    })
-            },
-            Sink::json_values("counts"),
-        );
+        let job = page_count_job(config);
         // Runs until killed.
         job.run(std::future::pending()).await.unwrap();
     });

@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 
 use kafka::produce_json;
 use millrace_client::{Admin, ClientConfig};
-use millrace_streams::runtime::{Job, Sink, Source, StreamsConfig};
-use millrace_streams::{EmitMode, Windows};
+use millrace_streams::runtime::{Job, StreamsConfig};
 use millrace_testkit::{create_topic, TestCluster, FAST_FAILOVER, FAST_GROUPS};
 use page_views::{
-    assert_exact, batch, committed, end_markers, read_json, views, PageCount, View, WINDOW_MS,
+    assert_exact, batch, committed, end_markers, page_count_job, read_json, views, PageCount, View,
 };
 
 const APP: &str = "failover";
@@ -40,30 +39,7 @@ fn job(client: ClientConfig) -> Job<String, View, String, PageCount> {
         // back (with a shorter idle timeout its delayed records would rightly be late).
         .event_time(Duration::from_secs(3), Some(Duration::from_secs(20)))
         .session_timeout(Duration::from_secs(6));
-    Job::group_by(
-        config,
-        Source::json(&["views"], |v: &View| v.ts),
-        |_user, view| view.page.clone(),
-        |views| {
-            views
-                .window(
-                    Windows::tumbling(Duration::from_millis(WINDOW_MS as u64))
-                        .grace(Duration::from_secs(1)),
-                )
-                .emit(EmitMode::Final)
-                .named("page-counts")
-                .count()
-                .map(|w, views| {
-                    let count = PageCount {
-                        page: w.key.clone(),
-                        window_start: w.window_start,
-                        views,
-                    };
-                    (w.key, count)
-                })
-        },
-        Sink::json_values("counts"),
-    )
+    page_count_job(config)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

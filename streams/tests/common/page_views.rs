@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use millrace_client::consumer::{Consumer, ConsumerConfig};
 use millrace_client::{Admin, ClientConfig, OffsetSpec, TopicPartition};
+use millrace_streams::runtime::{Job, Sink, Source, StreamsConfig};
+use millrace_streams::{EmitMode, Windows};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +31,35 @@ pub struct PageCount {
     pub page: String,
     pub window_start: i64,
     pub views: u64,
+}
+
+/// The job under test: views from `views` counted per page in tumbling windows (1 s grace),
+/// each window emitted once when it closes, to `counts`.
+pub fn page_count_job(config: StreamsConfig) -> Job<String, View, String, PageCount> {
+    Job::group_by(
+        config,
+        Source::json(&["views"], |v: &View| v.ts),
+        |_user, view| view.page.clone(),
+        |views| {
+            views
+                .window(
+                    Windows::tumbling(Duration::from_millis(WINDOW_MS as u64))
+                        .grace(Duration::from_secs(1)),
+                )
+                .emit(EmitMode::Final)
+                .named("page-counts")
+                .count()
+                .map(|w, views| {
+                    let count = PageCount {
+                        page: w.key.clone(),
+                        window_start: w.window_start,
+                        views,
+                    };
+                    (w.key, count)
+                })
+        },
+        Sink::json_values("counts"),
+    )
 }
 
 /// `n` views of 6 pages by 50 users over `span_ms` of event time, every 9th up to 2 s late.
