@@ -57,14 +57,7 @@ impl Broker {
         controller_listener: Option<TcpListener>,
     ) -> Result<Arc<Broker>, BrokerError> {
         let config = Arc::new(config);
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::Io {
-            context: format!("creating data dir {}", config.data_dir.display()),
-            source,
-        })?;
-        let lock = lock_data_dir(&config.data_dir)?;
-        // Before anything in the dir is replayed or cleaned up: another node's dir must not be
-        // touched. The cluster id is checked once the controller has it.
-        meta_properties::check_node_id(&config.data_dir, config.node_id)?;
+        let lock = claim_data_dir(&config)?;
         let replicas = Arc::new(ReplicaManager::new(
             config.data_dir.clone(),
             config.node_id,
@@ -211,7 +204,20 @@ pub fn fetcher_config(config: &BrokerConfig) -> FetcherConfig {
     }
 }
 
-pub(crate) fn lock_data_dir(dir: &std::path::Path) -> Result<File, BrokerError> {
+/// Creates and locks the data dir and checks it belongs to this node, before anything in it is
+/// replayed or cleaned up: another node's dir must not be touched. (The cluster id is checked
+/// once the controller has it.) The lock is held as long as the returned file.
+pub(crate) fn claim_data_dir(config: &BrokerConfig) -> Result<File, BrokerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::Io {
+        context: format!("creating data dir {}", config.data_dir.display()),
+        source,
+    })?;
+    let lock = lock_data_dir(&config.data_dir)?;
+    meta_properties::check_node_id(&config.data_dir, config.node_id)?;
+    Ok(lock)
+}
+
+fn lock_data_dir(dir: &std::path::Path) -> Result<File, BrokerError> {
     let path = dir.join(".lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

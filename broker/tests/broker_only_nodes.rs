@@ -17,7 +17,7 @@ use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 use millrace_testkit::records::{batch, decode_records, record};
 use millrace_testkit::wire::TestClient;
-use millrace_testkit::{TestCluster, FAST_FAILOVER};
+use millrace_testkit::{eventually, TestCluster, FAST_FAILOVER};
 
 /// Logs to the test output with `RUST_LOG` (for example `RUST_LOG=millrace_broker=debug`).
 fn init_logs() {
@@ -29,19 +29,6 @@ fn init_logs() {
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
-}
-
-/// Waits (bounded) until `check` holds.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn create(cluster: &TestCluster, via: i32, topic: CreatableTopic) -> i16 {

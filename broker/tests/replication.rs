@@ -15,7 +15,7 @@ use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 use millrace_testkit::records::{batch, record};
 use millrace_testkit::wire::TestClient;
-use millrace_testkit::{TestCluster, FAST_FAILOVER};
+use millrace_testkit::{eventually, TestCluster, FAST_FAILOVER};
 
 /// Logs to the test output with `RUST_LOG` (for example `RUST_LOG=millrace_broker=debug`).
 fn init_logs() {
@@ -65,19 +65,6 @@ async fn partition_state(cluster: &TestCluster, node_id: i32, topic: &str) -> (i
         partition.leader_epoch,
         partition.isr_nodes.iter().map(|b| b.0).collect(),
     )
-}
-
-/// Waits (bounded) until `check` holds.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Produces with acks=all, retrying (bounded) while the broker is not the leader yet: a new

@@ -57,6 +57,7 @@ pub mod produce;
 pub mod records;
 pub mod test_cluster;
 pub mod topics;
+pub mod wait;
 pub mod wire;
 
 pub use broker::{start_broker_at, start_broker_in, TestBroker, FAST_GROUPS};
@@ -66,3 +67,4 @@ pub use process::BrokerProcess;
 pub use produce::produce_all;
 pub use test_cluster::{TestCluster, FAST_FAILOVER};
 pub use topics::{create_topic, create_topic_with};
+pub use wait::eventually;

@@ -168,38 +168,16 @@ pub(crate) fn validate_produce(
     let mut batches = Vec::with_capacity(1);
     let mut pos = 0usize;
     while pos < buf.len() {
-        let rest = &buf[pos..];
-        let Some(header) = BatchHeader::parse(rest) else {
-            return Err(LogError::CorruptRecord(format!(
-                "{} bytes at position {pos} are too few for a record batch header",
-                rest.len()
-            )));
-        };
-        if header.magic != 2 {
-            return Err(LogError::InvalidRecord(format!(
-                "unsupported record batch magic {}",
-                header.magic
-            )));
-        }
-        let Some(size) = header.total_size() else {
-            return Err(LogError::CorruptRecord(format!(
-                "illegal batch length {}",
-                header.batch_length
-            )));
-        };
-        if size > max_message_bytes {
-            return Err(LogError::RecordTooLarge {
-                size,
-                max: max_message_bytes,
-            });
-        }
-        if size > rest.len() {
-            return Err(LogError::CorruptRecord(format!(
-                "batch of {size} bytes truncated to {}",
-                rest.len()
-            )));
-        }
-        let batch = &rest[..size];
+        let (header, batch) = frame_batch(buf, pos, |size, _| {
+            if size > max_message_bytes {
+                return Err(LogError::RecordTooLarge {
+                    size,
+                    max: max_message_bytes,
+                });
+            }
+            Ok(())
+        })?;
+        let size = batch.len();
         if !crc_matches(batch, &header) {
             return Err(LogError::CorruptRecord(format!(
                 "CRC mismatch: header says {:#010x}, computed {:#010x}",
@@ -241,6 +219,44 @@ pub(crate) fn validate_produce(
     Ok(batches)
 }
 
+/// The batch starting at `pos` of `buf`: its header and bytes, after the checks every batch
+/// needs before its fields mean anything (a whole header, magic 2, a legal `batchLength` that
+/// `limit` accepts and that ends inside the buffer). The CRC is the caller's next check.
+fn frame_batch(
+    buf: &[u8],
+    pos: usize,
+    limit: impl Fn(usize, &BatchHeader) -> Result<(), LogError>,
+) -> Result<(BatchHeader, &[u8]), LogError> {
+    let rest = &buf[pos..];
+    let Some(header) = BatchHeader::parse(rest) else {
+        return Err(LogError::CorruptRecord(format!(
+            "{} bytes at position {pos} are too few for a record batch header",
+            rest.len()
+        )));
+    };
+    if header.magic != 2 {
+        return Err(LogError::InvalidRecord(format!(
+            "unsupported record batch magic {}",
+            header.magic
+        )));
+    }
+    let Some(size) = header.total_size() else {
+        return Err(illegal_length_of(&header));
+    };
+    limit(size, &header)?;
+    if size > rest.len() {
+        return Err(LogError::CorruptRecord(format!(
+            "batch of {size} bytes truncated to {}",
+            rest.len()
+        )));
+    }
+    Ok((header, &rest[..size]))
+}
+
+fn illegal_length_of(header: &BatchHeader) -> LogError {
+    LogError::CorruptRecord(format!("illegal batch length {}", header.batch_length))
+}
+
 /// Largest batch a follower accepts: one that fits a segment's u32 positions. The leader
 /// already enforced `max.message.bytes`; refusing what it accepted would stall replication.
 const MAX_REPLICATED_BATCH: usize = i32::MAX as usize;
@@ -262,35 +278,13 @@ pub(crate) fn validate_replicated(
     let mut batches: Vec<(ValidatedBatch, BatchHeader)> = Vec::new();
     let mut pos = 0usize;
     while pos < buf.len() {
-        let rest = &buf[pos..];
-        let Some(header) = BatchHeader::parse(rest) else {
-            return Err(LogError::CorruptRecord(format!(
-                "{} bytes at position {pos} are too few for a record batch header",
-                rest.len()
-            )));
-        };
-        if header.magic != 2 {
-            return Err(LogError::InvalidRecord(format!(
-                "unsupported record batch magic {}",
-                header.magic
-            )));
-        }
-        let size = match header.total_size() {
-            Some(size) if size <= MAX_REPLICATED_BATCH => size,
-            _ => {
-                return Err(LogError::CorruptRecord(format!(
-                    "illegal batch length {}",
-                    header.batch_length
-                )))
+        let (header, batch) = frame_batch(buf, pos, |size, header| {
+            if size > MAX_REPLICATED_BATCH {
+                return Err(illegal_length_of(header));
             }
-        };
-        if size > rest.len() {
-            return Err(LogError::CorruptRecord(format!(
-                "batch of {size} bytes truncated to {}",
-                rest.len()
-            )));
-        }
-        let batch = &rest[..size];
+            Ok(())
+        })?;
+        let size = batch.len();
         if !crc_matches(batch, &header) {
             return Err(LogError::CorruptRecord(format!(
                 "CRC mismatch at offset {}: header says {:#010x}, computed {:#010x}",

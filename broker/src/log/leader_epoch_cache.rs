@@ -124,13 +124,7 @@ impl LeaderEpochCache {
         if keep < self.entries.len() {
             debug!(path = %self.path.display(), epoch, start_offset, dropped = ?&self.entries[keep..], "new leader epoch replaces epochs without records");
         }
-        self.entries.truncate(keep);
-        self.entries.push(EpochEntry {
-            epoch,
-            start_offset,
-        });
-        self.persist()?;
-        Ok(true)
+        self.replace_from(keep, epoch, start_offset)
     }
 
     /// Records the epoch of a batch a follower received at `start_offset`. The leader's log is
@@ -147,6 +141,11 @@ impl LeaderEpochCache {
         if keep < self.entries.len() {
             warn!(path = %self.path.display(), epoch, start_offset, dropped = ?&self.entries[keep..], "replicated batch contradicts leader epoch cache entries; dropping them");
         }
+        self.replace_from(keep, epoch, start_offset)
+    }
+
+    /// Keeps the first `keep` entries, appends `(epoch, start_offset)` and persists.
+    fn replace_from(&mut self, keep: usize, epoch: i32, start_offset: i64) -> io::Result<bool> {
         self.entries.truncate(keep);
         self.entries.push(EpochEntry {
             epoch,

@@ -96,6 +96,20 @@ impl LogState {
             Ok(())
         }
     }
+
+    /// A read may start anywhere in `[log start, log end]` of an open log.
+    fn check_readable(&self, offset: i64) -> Result<(), LogError> {
+        self.check_open()?;
+        let (start, end) = (self.log_start_offset, self.log_end_offset());
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The storage of one partition. Shared as `Arc<PartitionLog>`; all methods take `&self`.
@@ -534,15 +548,8 @@ impl PartitionLog {
         loop {
             let target = {
                 let st = self.read_state();
-                st.check_open()?;
-                let (start, end) = (st.log_start_offset, st.log_end_offset());
-                if offset < start || offset > end {
-                    return Err(LogError::OffsetOutOfRange {
-                        requested: offset,
-                        log_start: start,
-                        log_end: end,
-                    });
-                }
+                st.check_readable(offset)?;
+                let end = st.log_end_offset();
                 if cursor >= end {
                     return Ok(Bytes::new());
                 }
@@ -924,18 +931,7 @@ impl PartitionLog {
         max_bytes: usize,
         upper_bound: i64,
     ) -> Result<Bytes, LogError> {
-        {
-            let st = self.read_state();
-            st.check_open()?;
-            let (start, end) = (st.log_start_offset, st.log_end_offset());
-            if offset < start || offset > end {
-                return Err(LogError::OffsetOutOfRange {
-                    requested: offset,
-                    log_start: start,
-                    log_end: end,
-                });
-            }
-        }
+        self.read_state().check_readable(offset)?;
         if offset >= upper_bound {
             return Ok(Bytes::new());
         }

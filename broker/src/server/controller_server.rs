@@ -7,10 +7,10 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::broker::{fetcher_config, lock_data_dir, quorum_config};
+use super::bind_controller_listener;
+use crate::broker::{claim_data_dir, fetcher_config, quorum_config};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::meta_properties;
@@ -57,22 +57,9 @@ pub async fn start_controller(config: BrokerConfig) -> Result<RunningController,
         ));
     }
     let config = Arc::new(config);
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::Io {
-        context: format!("creating data dir {}", config.data_dir.display()),
-        source,
-    })?;
-    let lock = lock_data_dir(&config.data_dir)?;
-    meta_properties::check_node_id(&config.data_dir, config.node_id)?;
+    let lock = claim_data_dir(&config)?;
     let listener = match config.controller_listener() {
-        Some(listener) => {
-            let address = listener.address();
-            TcpListener::bind(&address)
-                .await
-                .map_err(|source| BrokerError::Io {
-                    context: format!("binding the controller listener {address}"),
-                    source,
-                })?
-        }
+        Some(listener) => bind_controller_listener(listener).await?,
         None => {
             return Err(BrokerError::Storage(
                 "process.roles=controller needs a controller listener".into(),

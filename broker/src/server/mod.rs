@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, Listener};
 use crate::error::BrokerError;
 
 /// A broker serving on a socket; dropping it does not stop it, [`RunningBroker::shutdown`] does.
@@ -93,15 +93,7 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, BrokerErro
         Some(listener)
             if config.process_roles.is_controller() && config.quorum_voters.len() > 1 =>
         {
-            let address = listener.address();
-            Some(
-                TcpListener::bind(&address)
-                    .await
-                    .map_err(|source| BrokerError::Io {
-                        context: format!("binding the controller listener {address}"),
-                        source,
-                    })?,
-            )
+            Some(bind_controller_listener(listener).await?)
         }
         _ => None,
     };
@@ -115,6 +107,17 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, BrokerErro
         shutdown,
         task,
     })
+}
+
+/// Binds the CONTROLLER listener the metadata quorum serves on.
+async fn bind_controller_listener(listener: &Listener) -> Result<TcpListener, BrokerError> {
+    let address = listener.address();
+    TcpListener::bind(&address)
+        .await
+        .map_err(|source| BrokerError::Io {
+            context: format!("binding the controller listener {address}"),
+            source,
+        })
 }
 
 /// How long a controlled shutdown waits for the controller to move leaderships away.
