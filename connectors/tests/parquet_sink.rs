@@ -100,13 +100,7 @@ async fn the_sink_writes_exactly_the_topic_and_dead_letters_bad_records() {
     .unwrap();
     let sink = ParquetSink::new(config.parquet_sink[0].clone()).unwrap();
     let metrics = sink.metrics();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        sink.run(async {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
+    let running = common::RunningSink::start(sink);
     let deadline = Instant::now() + Duration::from_secs(30);
     while metrics.snapshot().records_written < 400 || metrics.snapshot().dead_lettered < 2 {
         assert!(
@@ -116,8 +110,7 @@ async fn the_sink_writes_exactly_the_topic_and_dead_letters_bad_records() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop_tx.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    running.stop().await;
 
     let rows = rows(out.path());
     assert_eq!(rows.len(), 400);
@@ -204,13 +197,7 @@ async fn a_restarted_sink_continues_without_duplicates() {
         }
         let sink = ParquetSink::new(config.clone()).unwrap();
         let metrics = sink.metrics();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            sink.run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-        });
+        let running = common::RunningSink::start(sink);
         let deadline = Instant::now() + Duration::from_secs(30);
         let already = if round == 0 { 0 } else { 150 };
         while metrics.snapshot().records_written + already < upto {
@@ -221,8 +208,7 @@ async fn a_restarted_sink_continues_without_duplicates() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        stop_tx.send(()).unwrap();
-        task.await.unwrap().unwrap();
+        running.stop().await;
     }
     let rows = rows(out.path());
     assert_eq!(
@@ -298,13 +284,7 @@ async fn two_tasks_share_the_partitions_and_one_inferred_schema() {
     .unwrap();
     let sink = ParquetSink::new(config.parquet_sink[0].clone()).unwrap();
     let metrics = sink.metrics();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        sink.run(async {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
+    let running = common::RunningSink::start(sink);
     let deadline = Instant::now() + Duration::from_secs(30);
     while metrics.snapshot().records_written < 400 {
         assert!(
@@ -322,8 +302,7 @@ async fn two_tasks_share_the_partitions_and_one_inferred_schema() {
         .await
         .unwrap();
     assert_eq!(group[0].members.len(), 2, "{group:?}");
-    stop_tx.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    running.stop().await;
 
     let rows = rows(out.path());
     assert_eq!(rows.len(), 400);

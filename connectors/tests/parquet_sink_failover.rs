@@ -74,13 +74,7 @@ async fn the_sink_writes_exactly_the_topic_through_a_leader_failover() {
     };
     let sink = ParquetSink::new(config).unwrap();
     let metrics = sink.metrics();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        sink.run(async {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
+    let running = common::RunningSink::start(sink);
     let deadline = Instant::now() + Duration::from_secs(30);
     while metrics.snapshot().records_written < 100 {
         assert!(
@@ -120,7 +114,6 @@ async fn the_sink_writes_exactly_the_topic_through_a_leader_failover() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    stop_tx.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    running.stop().await;
     cluster.shutdown().await;
 }

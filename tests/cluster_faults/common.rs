@@ -207,6 +207,21 @@ pub async fn partition_view(bootstrap: &str, topic: &str, partition: i32) -> Par
 }
 
 /// True if every replica is in the ISR and there is a leader.
+/// A replica of the partition that is not its leader.
+pub fn a_follower(view: &PartitionView) -> i32 {
+    *view
+        .replicas
+        .iter()
+        .find(|id| Some(**id) != view.leader)
+        .expect("a follower")
+}
+
+/// kill -9 of broker `id`, noted in the history as "kill -9 of broker ID, `role`".
+pub fn kill9_noted(cluster: &mut ClusterProcesses, recorder: &Recorder, id: i32, role: &str) {
+    cluster.kill9(id).unwrap();
+    recorder.note(format!("kill -9 of broker {id}, {role}"));
+}
+
 pub fn fully_in_sync(view: &PartitionView) -> bool {
     let mut isr = view.isr.clone();
     isr.sort_unstable();

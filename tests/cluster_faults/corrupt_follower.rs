@@ -53,15 +53,13 @@ fn a_follower_with_a_corrupted_tail_truncates_re_replicates_and_is_never_elected
 
         let view = partition_view(&bootstrap, topic, 0).await;
         let leader = view.leader.expect("partition 0 has a leader");
-        let follower = *view
-            .replicas
-            .iter()
-            .find(|id| **id != leader)
-            .expect("a follower");
-        cluster.kill9(follower).unwrap();
-        recorder.note(format!(
-            "kill -9 of broker {follower}, a follower of partition 0"
-        ));
+        let follower = a_follower(&view);
+        kill9_noted(
+            &mut cluster,
+            &recorder,
+            follower,
+            "a follower of partition 0",
+        );
         let dir = cluster
             .node(follower)
             .spec
@@ -129,10 +127,7 @@ fn a_follower_with_a_corrupted_tail_truncates_re_replicates_and_is_never_elected
         }
         // The leader dies while the follower may still be catching up: the other in-sync
         // replica must take over, never the follower that lost its tail.
-        cluster.kill9(leader).unwrap();
-        recorder.note(format!(
-            "kill -9 of broker {leader}, the leader of partition 0"
-        ));
+        kill9_noted(&mut cluster, &recorder, leader, "the leader of partition 0");
         let successor =
             topology::wait_for_leader(&bootstrap, topic, 0, Some(leader), Duration::from_secs(30))
                 .await

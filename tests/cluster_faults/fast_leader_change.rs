@@ -25,15 +25,13 @@ fn two_leader_changes_in_quick_succession_while_a_follower_is_down() {
 
         let start = partition_view(&bootstrap, topic, 0).await;
         let first = start.leader.expect("partition 0 has a leader");
-        let follower = *start
-            .replicas
-            .iter()
-            .find(|id| **id != first)
-            .expect("a follower");
-        cluster.kill9(follower).unwrap();
-        recorder.note(format!(
-            "kill -9 of broker {follower}, a follower of partition 0"
-        ));
+        let follower = a_follower(&start);
+        kill9_noted(
+            &mut cluster,
+            &recorder,
+            follower,
+            "a follower of partition 0",
+        );
         wait_for_partition(
             &bootstrap,
             topic,
@@ -46,10 +44,7 @@ fn two_leader_changes_in_quick_succession_while_a_follower_is_down() {
         wait_for_acks(&mut running, &recorder, 200, "writes without the follower").await;
 
         // First change.
-        cluster.kill9(first).unwrap();
-        recorder.note(format!(
-            "kill -9 of broker {first}, the leader of partition 0"
-        ));
+        kill9_noted(&mut cluster, &recorder, first, "the leader of partition 0");
         let second =
             topology::wait_for_leader(&bootstrap, topic, 0, Some(first), Duration::from_secs(30))
                 .await
@@ -60,10 +55,7 @@ fn two_leader_changes_in_quick_succession_while_a_follower_is_down() {
         cluster.start(first).unwrap();
         wait_for_broker_listed(&bootstrap, first).await;
         recorder.note(format!("broker {first} restarted"));
-        cluster.kill9(second).unwrap();
-        recorder.note(format!(
-            "kill -9 of broker {second}, the leader of partition 0"
-        ));
+        kill9_noted(&mut cluster, &recorder, second, "the leader of partition 0");
         let third =
             topology::wait_for_leader(&bootstrap, topic, 0, Some(second), Duration::from_secs(30))
                 .await

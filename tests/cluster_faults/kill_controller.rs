@@ -102,8 +102,7 @@ fn kill_9_of_the_active_controller_during_create_topics_elects_a_new_one() {
             let bootstrap = bootstrap.clone();
             async move { create_or_find(&bootstrap, "created-during-the-kill", 3).await }
         });
-        cluster.kill9(victim).unwrap();
-        recorder.note(format!("kill -9 of broker {victim}, the active controller"));
+        kill9_noted(&mut cluster, &recorder, victim, "the active controller");
         let started = Instant::now();
         let successor = wait_for_new_controller(&bootstrap, victim).await;
         recorder.note(format!(

@@ -20,10 +20,7 @@ fn kill_9_of_a_partition_leader_during_acks_all_writes_loses_nothing() {
             .await
             .unwrap()
             .expect("partition 0 has a leader");
-        cluster.kill9(victim).unwrap();
-        recorder.note(format!(
-            "kill -9 of broker {victim}, the leader of partition 0"
-        ));
+        kill9_noted(&mut cluster, &recorder, victim, "the leader of partition 0");
         let started = Instant::now();
         let successor =
             topology::wait_for_leader(&bootstrap, topic, 0, Some(victim), Duration::from_secs(30))

@@ -90,10 +90,12 @@ fn idempotent_producers_across_leader_changes_write_each_record_once_in_order() 
                 .await
                 .unwrap()
                 .expect("a leader");
-            cluster.kill9(leader).unwrap();
-            recorder.note(format!(
-                "kill -9 of broker {leader}, the leader of partition {partition}"
-            ));
+            kill9_noted(
+                &mut cluster,
+                &recorder,
+                leader,
+                &format!("the leader of partition {partition}"),
+            );
             topology::wait_for_leader(
                 &bootstrap,
                 topic,

@@ -56,3 +56,29 @@ pub fn read_file(path: &Path) -> Vec<RecordBatch> {
         .map(|b| b.unwrap())
         .collect()
 }
+
+/// A Parquet sink running on its own task until [`RunningSink::stop`].
+pub struct RunningSink {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<millrace_connectors::Result<()>>,
+}
+
+impl RunningSink {
+    /// Starts `sink`.
+    pub fn start(sink: millrace_connectors::parquet_sink::ParquetSink) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            sink.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        RunningSink { stop, task }
+    }
+
+    /// Stops the sink and waits for it; it must have run without error.
+    pub async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
