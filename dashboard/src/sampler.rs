@@ -112,13 +112,14 @@ impl Sample {
                 continue;
             };
             for partition in &topic.partitions {
-                let Some(old) = before
+                // Both lists are in partition order.
+                let Ok(found) = before
                     .partitions
-                    .iter()
-                    .find(|p| p.partition == partition.partition)
+                    .binary_search_by_key(&partition.partition, |p| p.partition)
                 else {
                     continue;
                 };
+                let old = &before.partitions[found];
                 let shrank = old.isr.iter().any(|r| !partition.isr.contains(r));
                 let grew = partition.isr.iter().any(|r| !old.isr.contains(r));
                 if shrank || grew {

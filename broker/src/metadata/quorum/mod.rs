@@ -344,7 +344,7 @@ pub struct MetadataQuorum {
     raft: Option<Raft>,
     applied: watch::Receiver<AppliedImage>,
     leader: watch::Receiver<LeaderState>,
-    client: ControllerClient,
+    client: Arc<ControllerClient>,
     app: Arc<dyn ControllerRpcHandler>,
     lease: Lease,
     propose_timeout: Duration,
@@ -428,11 +428,11 @@ impl MetadataQuorum {
         let quorum = MetadataQuorum {
             node_id: config.node_id,
             voters: voters.clone(),
-            client: ControllerClient::new(
+            client: Arc::new(ControllerClient::new(
                 config.node_id,
                 config.voters.clone(),
                 config.rpc_timeout,
-            ),
+            )),
             raft: Some(raft),
             applied,
             leader,
@@ -471,8 +471,9 @@ impl MetadataQuorum {
             index: None,
         });
         let (leader_tx, leader) = watch::channel(LeaderState::default());
+        // One client for both: its metadata fetches run on connections of their own.
         let follower = observer::spawn(
-            client,
+            client.clone(),
             applied_tx,
             leader_tx,
             observer::ObserverTimings {
@@ -488,11 +489,7 @@ impl MetadataQuorum {
             raft: None,
             applied,
             leader,
-            client: ControllerClient::new(
-                config.node_id,
-                config.voters.clone(),
-                config.rpc_timeout,
-            ),
+            client,
             app,
             lease: Lease {
                 node_id: config.node_id,
