@@ -82,6 +82,8 @@ async fn lookup(
             "offsets topic unavailable".to_string(),
         )
     })?;
+    // A topic just created is led here (or elsewhere) before the group timer notices.
+    broker.offsets.sync_coordination(&broker.groups);
     let partition = broker.offsets.partition_of(key, partitions);
     broker.controller.with_image(|image| {
         let leader = image
