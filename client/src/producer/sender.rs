@@ -199,20 +199,23 @@ impl Sender {
                     }
                     continue;
                 };
+                // A retry goes at once to a new leader (as the Java client does since KIP-951):
+                // the backoff is for the broker that failed it. While the metadata still names
+                // that broker, it is refreshed (at most once per `retry_backoff`), so the new
+                // leader is seen as soon as it is elected, even while the old one cannot be
+                // reached at all.
+                let leader_moved = leader.is_some() && leader != head.sent_to;
+                if head.attempts > 0
+                    && !leader_moved
+                    && head
+                        .last_error
+                        .as_ref()
+                        .is_some_and(|error| error.leader_may_have_moved())
+                {
+                    need_metadata = true;
+                }
                 if let Some(at) = head.retry_at.filter(|at| *at > now) {
-                    // A retry goes at once to a new leader (as the Java client does since
-                    // KIP-951): the backoff is for the broker that failed it. While the
-                    // metadata still names that broker, keep refreshing it (at most once per
-                    // `retry_backoff`), so the new leader is seen as soon as it is elected.
-                    let leader_moved = leader.is_some() && leader != head.sent_to;
                     if !leader_moved {
-                        if head
-                            .last_error
-                            .as_ref()
-                            .is_some_and(|error| error.leader_may_have_moved())
-                        {
-                            need_metadata = true;
-                        }
                         wake_at(at);
                         continue;
                     }
