@@ -107,6 +107,7 @@ impl From<GroupError> for ResponseError {
             GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
             GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
             GroupError::NotCoordinator => ResponseError::NotCoordinator,
+            GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         }
     }
 }
@@ -277,6 +278,11 @@ mod tests {
             (
                 GroupError::CoordinatorNotAvailable,
                 ResponseError::CoordinatorNotAvailable,
+            ),
+            (GroupError::NotCoordinator, ResponseError::NotCoordinator),
+            (
+                GroupError::CoordinatorLoadInProgress,
+                ResponseError::CoordinatorLoadInProgress,
             ),
         ]);
     }

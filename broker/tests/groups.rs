@@ -445,7 +445,21 @@ async fn a_new_coordinator_restores_the_group_and_its_members_carry_on() {
     let old = coordinator_of(&mut any, "moving")
         .await
         .expect("a coordinator");
-    let mut c = TestClient::connect(cluster.member(old).addr).await;
+    let old_addr = cluster.member(old).addr;
+    // It answers COORDINATOR_LOAD_IN_PROGRESS until it has read the group's partition.
+    millrace_testkit::eventually(
+        "the coordinator to load the group's partition",
+        || async move {
+            let mut client = TestClient::connect(old_addr).await;
+            client
+                .call(4, &heartbeat("moving", "nobody", 1))
+                .await
+                .error_code
+                != 14
+        },
+    )
+    .await;
+    let mut c = TestClient::connect(old_addr).await;
     let (member, generation) = form_group(&mut c, "moving", b"all-of-events").await;
     let commit = commit("moving", "events", &[(0, 42)])
         .with_generation_id_or_member_epoch(generation)

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse,
 
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
-use crate::error::{ResponseError, NONE};
+use crate::error::{error_code, NONE};
 use crate::group::CommittedOffset;
 
 type Committed = crate::group::state::TopicOffsets;
@@ -55,11 +55,7 @@ pub fn handle(
                             )
                     })
                     .collect();
-                let error = if broker.groups.owns(&g.group_id) {
-                    NONE
-                } else {
-                    ResponseError::NotCoordinator.code()
-                };
+                let error = error_code(broker.groups.check_owned(&g.group_id).err());
                 OffsetFetchResponseGroup::default()
                     .with_group_id(GroupId(g.group_id.0.clone()))
                     .with_topics(if error == NONE { topics } else { Vec::new() })
@@ -68,6 +64,7 @@ pub fn handle(
             .collect();
         OffsetFetchResponse::default().with_groups(groups)
     } else {
+        let owned = broker.groups.check_owned(&request.group_id);
         let wanted = request.topics.as_ref().map(|ts| {
             ts.iter()
                 .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
@@ -83,11 +80,13 @@ pub fn handle(
                             .into_iter()
                             .map(|(index, c)| {
                                 let (offset, epoch, metadata) = unpack(c);
+                                // A v1 client has only this error code to learn that the
+                                // offsets are not (yet) known here.
                                 let partition = OffsetFetchResponsePartition::default()
                                     .with_partition_index(index)
                                     .with_committed_offset(offset)
                                     .with_metadata(Some(str_bytes(metadata)))
-                                    .with_error_code(NONE);
+                                    .with_error_code(error_code(owned.err()));
                                 if ctx.version >= 5 {
                                     partition.with_committed_leader_epoch(epoch)
                                 } else {
@@ -99,8 +98,8 @@ pub fn handle(
             })
             .collect();
         // The top-level error code exists from v2; a v1 client sees the offsets it asked for.
-        if ctx.version >= 2 && !broker.groups.owns(&request.group_id) {
-            OffsetFetchResponse::default().with_error_code(ResponseError::NotCoordinator.code())
+        if let (true, Err(error)) = (ctx.version >= 2, owned) {
+            OffsetFetchResponse::default().with_error_code(error_code(Some(error)))
         } else {
             OffsetFetchResponse::default()
                 .with_topics(topics)

@@ -105,8 +105,9 @@ struct Limits {
     initial_delay: Duration,
 }
 
-/// Whether this broker coordinates a group (leads its `__consumer_offsets` partition).
-pub type Ownership = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// Whether this broker coordinates a group (leads its `__consumer_offsets` partition and has
+/// loaded it): `Ok`, or the error to answer (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS).
+pub type Ownership = Arc<dyn Fn(&str) -> Result<(), GroupError> + Send + Sync>;
 
 /// All consumer groups this broker coordinates.
 pub struct GroupCoordinator {
@@ -163,11 +164,12 @@ impl GroupCoordinator {
         self.check_owned(group_id).is_ok()
     }
 
-    /// NOT_COORDINATOR unless this broker coordinates `group_id`.
-    fn check_owned(&self, group_id: &str) -> Result<(), GroupError> {
+    /// NOT_COORDINATOR (or COORDINATOR_LOAD_IN_PROGRESS) unless this broker coordinates
+    /// `group_id`.
+    pub fn check_owned(&self, group_id: &str) -> Result<(), GroupError> {
         match self.ownership.get() {
-            Some(owns) if !owns(group_id) => Err(GroupError::NotCoordinator),
-            _ => Ok(()),
+            Some(owns) => owns(group_id),
+            None => Ok(()),
         }
     }
 

@@ -43,4 +43,8 @@ pub enum GroupError {
     /// Another broker leads the group's `__consumer_offsets` partition (NOT_COORDINATOR).
     #[error("this broker is not the group's coordinator")]
     NotCoordinator,
+    /// This broker just became the group's coordinator and is still reading the group's
+    /// partition (COORDINATOR_LOAD_IN_PROGRESS: retry here shortly).
+    #[error("the group coordinator is loading the group")]
+    CoordinatorLoadInProgress,
 }

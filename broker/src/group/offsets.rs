@@ -237,7 +237,7 @@ impl OffsetMetadataManager {
     /// Whether this broker coordinates `group_id`: it leads the group's `__consumer_offsets`
     /// partition and has loaded its groups (before the topic exists, any broker may take the
     /// group's first requests; its first commit creates the topic and finds the coordinator).
-    /// A leader that has not loaded the partition yet answers as a non-coordinator: an
+    /// A leader that has not loaded the partition yet answers COORDINATOR_LOAD_IN_PROGRESS: an
     /// OffsetFetch answered before the load would tell a consumer it has no committed offset.
     pub fn ownership(&self) -> Ownership {
         let controller = self.controller.clone();
@@ -245,16 +245,24 @@ impl OffsetMetadataManager {
         let led = self.led.clone();
         Arc::new(move |group_id: &str| {
             let Some(topic) = controller.topic(OFFSETS_TOPIC) else {
-                return true;
+                return Ok(());
             };
             let partition = records::partition_for(group_id, topic.partitions);
-            replicas
+            let leads = replicas
                 .replica(OFFSETS_TOPIC, partition)
-                .is_some_and(|r| r.role() == Role::Leader)
-                && led
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&partition)
+                .is_some_and(|r| r.role() == Role::Leader);
+            if !leads {
+                return Err(GroupError::NotCoordinator);
+            }
+            let loaded = led
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&partition);
+            if loaded {
+                Ok(())
+            } else {
+                Err(GroupError::CoordinatorLoadInProgress)
+            }
         })
     }
 
