@@ -485,13 +485,14 @@ impl GroupCoordinator {
         let Some(group) = groups.get_mut(group_id) else {
             return;
         };
-        if group.storing != Some(generation)
-            || group.generation_id != generation
-            || group.state != GroupState::CompletingRebalance
-        {
+        if group.storing != Some(generation) {
             return;
         }
         group.storing = None;
+        if group.generation_id != generation || group.state != GroupState::CompletingRebalance {
+            // A member joined or left meanwhile: that rebalance answers the waiters.
+            return;
+        }
         match result {
             Ok(()) => {
                 let protocol_type = group.protocol_type.clone();
@@ -615,7 +616,7 @@ impl GroupCoordinator {
                     }
                 }
                 if group.leader.as_deref() == Some(request.member_id.as_str())
-                    && group.storing.is_none()
+                    && group.storing != Some(group.generation_id)
                 {
                     let assignments: HashMap<String, Bytes> =
                         request.assignments.into_iter().collect();
@@ -1660,5 +1661,31 @@ mod tests {
             new.heartbeat("g", joined[0].generation_id, &joined[0].member_id, None),
             Err(GroupError::UnknownMemberId)
         );
+    }
+
+    #[test]
+    fn a_rebalance_during_the_store_does_not_block_the_next_generation() {
+        let coordinator = coordinator();
+        let joined = form_group(&coordinator, "g", 2);
+        let assignments = vec![(joined[0].member_id.clone(), Bytes::from_static(b"p"))];
+        let (_leader, write) =
+            coordinator.sync_and_store(sync_request("g", &joined[0], assignments.clone()));
+        let write = write.unwrap();
+        // The second member leaves while the generation is being written.
+        let left = coordinator
+            .leave("g", &[(joined[1].member_id.clone(), None)])
+            .unwrap();
+        assert_eq!(left, vec![Ok(())]);
+        coordinator.stored("g", write.generation, Ok(()));
+        assert_eq!(state(&coordinator, "g"), "PreparingRebalance");
+        // The remaining member rejoins; its generation is stored and completes.
+        let rejoined = join_now(&coordinator, join_request("g", &joined[0].member_id));
+        assert_eq!(rejoined.generation_id, write.generation + 1);
+        let (mut leader, next) =
+            coordinator.sync_and_store(sync_request("g", &rejoined, assignments));
+        let next = next.expect("the new generation is written too");
+        coordinator.stored("g", next.generation, Ok(()));
+        assert!(answered(&mut leader).unwrap().error.is_none());
+        assert_eq!(state(&coordinator, "g"), "Stable");
     }
 }
