@@ -111,7 +111,13 @@ impl Broker {
                     .map_err(|e| e.to_string())
             })
         })));
-        let lifecycle = BrokerLifecycle::start(controller.clone(), &config, shutdown).await?;
+        let lifecycle = BrokerLifecycle::start(
+            controller.clone(),
+            &config,
+            alter_partition.broker_epoch_cell(),
+            shutdown,
+        )
+        .await?;
         // Now that this broker leads what it should, rebuild the groups of the offsets
         // partitions it leads.
         replicas

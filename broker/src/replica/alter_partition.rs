@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ pub struct AlterPartition {
     pub partition: i32,
     /// The proposing leader.
     pub leader: i32,
+    /// Its broker epoch (from its registration): a proposal from an earlier incarnation of the
+    /// leader is refused with STALE_BROKER_EPOCH, as Kafka's AlterPartition is.
+    pub broker_epoch: i64,
     /// Its leader epoch.
     pub leader_epoch: i32,
     /// The partition epoch the proposal is based on.
@@ -43,6 +47,8 @@ pub type SendAlterPartition = Arc<
 /// Queues ISR proposals and sends them one at a time.
 pub struct AlterPartitionManager {
     queue: mpsc::UnboundedSender<(Arc<Partition>, AlterPartition)>,
+    /// This broker's epoch, once registered (-1 before).
+    broker_epoch: Arc<AtomicI64>,
 }
 
 impl AlterPartitionManager {
@@ -62,7 +68,15 @@ impl AlterPartitionManager {
                 }
             }
         });
-        AlterPartitionManager { queue }
+        AlterPartitionManager {
+            queue,
+            broker_epoch: Arc::new(AtomicI64::new(-1)),
+        }
+    }
+
+    /// Where the broker's lifecycle keeps its current broker epoch, for the proposals to carry.
+    pub fn broker_epoch_cell(&self) -> Arc<AtomicI64> {
+        self.broker_epoch.clone()
     }
 
     /// Proposes `isr` for `replica`, which this broker leads.
@@ -71,6 +85,7 @@ impl AlterPartitionManager {
             topic_id: replica.topic_id(),
             partition: replica.index(),
             leader: replica.local_id(),
+            broker_epoch: self.broker_epoch.load(std::sync::atomic::Ordering::Acquire),
             leader_epoch: replica.leader_epoch(),
             partition_epoch: replica.partition_epoch(),
             isr,

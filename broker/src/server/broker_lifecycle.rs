@@ -33,7 +33,7 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 pub struct BrokerLifecycle {
     controller: Arc<Controller>,
     registration: BrokerRegistrationRequest,
-    broker_epoch: AtomicI64,
+    broker_epoch: Arc<AtomicI64>,
     fenced: watch::Sender<bool>,
     interval: Duration,
     /// Set when a controlled shutdown starts: from then on every heartbeat asks to stop, so
@@ -44,10 +44,12 @@ pub struct BrokerLifecycle {
 
 impl BrokerLifecycle {
     /// Registers with the active controller and heartbeats until unfenced (or fails after
-    /// [`STARTUP_TIMEOUT`]), then keeps heartbeating in the background until `shutdown`.
+    /// [`STARTUP_TIMEOUT`]), then keeps heartbeating in the background until `shutdown`. The
+    /// broker epoch it is given goes into `broker_epoch` (read by the ISR proposals).
     pub async fn start(
         controller: Arc<Controller>,
         config: &BrokerConfig,
+        broker_epoch: Arc<AtomicI64>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<BrokerLifecycle>, BrokerError> {
         let lifecycle = Arc::new(BrokerLifecycle {
@@ -58,7 +60,7 @@ impl BrokerLifecycle {
                 listeners: broker_endpoints(config),
                 rack: config.broker_rack.clone(),
             },
-            broker_epoch: AtomicI64::new(-1),
+            broker_epoch,
             fenced: watch::channel(true).0,
             interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
             shutting_down: AtomicBool::new(false),

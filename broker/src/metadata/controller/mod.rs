@@ -100,6 +100,14 @@ pub enum AlterPartitionError {
         /// The current partition epoch.
         current: i32,
     },
+    /// STALE_BROKER_EPOCH: the proposal comes from an earlier incarnation of the leader.
+    #[error("broker epoch {sent} is not the leader's current one ({current})")]
+    StaleBrokerEpoch {
+        /// The epoch the proposal carried.
+        sent: i64,
+        /// The leader's registered epoch.
+        current: i64,
+    },
     /// INELIGIBLE_REPLICA: a fenced or unregistered broker may not join the ISR.
     #[error("broker {0} is fenced or not registered and may not join the ISR")]
     IneligibleReplica(i32),

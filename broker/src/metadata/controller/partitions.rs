@@ -26,7 +26,7 @@ fn partition_record(topic: &TopicImage, partition: i32, state: &PartitionImage) 
 }
 
 /// Judges an ISR change a partition leader proposes: only the current leader, in its current
-/// leader epoch and partition epoch, may change the ISR; the new ISR holds the leader, only
+/// broker epoch, leader epoch and partition epoch, may change the ISR; the new ISR holds the leader, only
 /// assigned replicas, and no fenced broker among the members it adds (KIP-841). The partition
 /// epoch is bumped.
 pub(super) fn alter_partition(
@@ -42,6 +42,13 @@ pub(super) fn alter_partition(
     if state.leader != change.leader {
         return Err(AlterPartitionError::NotLeader {
             leader: state.leader,
+        });
+    }
+    let registered = image.broker(change.leader).map_or(-1, |b| b.epoch);
+    if registered != change.broker_epoch {
+        return Err(AlterPartitionError::StaleBrokerEpoch {
+            sent: change.broker_epoch,
+            current: registered,
         });
     }
     if state.leader_epoch != change.leader_epoch {
@@ -448,6 +455,7 @@ mod tests {
             topic_id,
             partition: 0,
             leader: 1,
+            broker_epoch: 1,
             leader_epoch,
             partition_epoch,
             isr,
@@ -469,6 +477,17 @@ mod tests {
             alter_partition(&image, &change(5, 7, vec![2])),
             Err(AlterPartitionError::InvalidRequest(_))
         ));
+        let from_an_earlier_incarnation = AlterPartition {
+            broker_epoch: 0,
+            ..change(5, 7, vec![1])
+        };
+        assert_eq!(
+            alter_partition(&image, &from_an_earlier_incarnation),
+            Err(AlterPartitionError::StaleBrokerEpoch {
+                sent: 0,
+                current: 1
+            })
+        );
     }
 
     #[test]
