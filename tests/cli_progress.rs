@@ -41,6 +41,20 @@ async fn millrace(args: &[&str], stdin: &str) -> (Output, Duration) {
     (output, started.elapsed())
 }
 
+/// Asserts that a command failed, that its stderr says each of `explained`, and that it gave
+/// up well before `COMMAND_LIMIT` (after its own `--timeout`, not a client's default).
+fn assert_explained_and_gave_up(output: &Output, took: Duration, explained: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the command succeeded: {stderr}");
+    for expected in explained {
+        assert!(
+            stderr.contains(expected),
+            "no {expected:?} in stderr: {stderr}"
+        );
+    }
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_produce_against_a_broker_rejecting_writes_explains_and_gives_up() {
     let cluster = start_broker_rejecting_produce(
@@ -69,21 +83,18 @@ async fn bench_produce_against_a_broker_rejecting_writes_explains_and_gives_up()
     )
     .await;
 
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "bench succeeded: {stderr}");
-    // While waiting: the broker, the partition, the error and what it means.
-    assert!(
-        stderr.contains("no record acknowledged for")
-            && stderr.contains("broker 1 rejects writes to fill-0: KAFKA_STORAGE_ERROR")
-            && stderr.contains("disk is full"),
-        "stderr: {stderr}"
+    // While waiting: the broker, the partition, the error and what it means; then it gives
+    // up, saying so, after the stated timeout (not the producer's two minutes).
+    assert_explained_and_gave_up(
+        &output,
+        took,
+        &[
+            "no record acknowledged for",
+            "broker 1 rejects writes to fill-0: KAFKA_STORAGE_ERROR",
+            "disk is full",
+            "gave up after 8 s without an acknowledged record",
+        ],
     );
-    // Then it gives up, saying so, after the stated timeout (not the producer's two minutes).
-    assert!(
-        stderr.contains("gave up after 8 s without an acknowledged record"),
-        "stderr: {stderr}"
-    );
-    assert!(took < Duration::from_secs(40), "took {took:?}");
     cluster.broker.shutdown().await;
 }
 
@@ -109,14 +120,14 @@ async fn produce_to_a_broker_rejecting_writes_explains_and_gives_up() {
     )
     .await;
 
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "produce succeeded: {stderr}");
-    assert!(
-        stderr.contains("broker 1 rejects writes to fill-0: KAFKA_STORAGE_ERROR")
-            && stderr.contains("gave up after 6 s without an acknowledged record"),
-        "stderr: {stderr}"
+    assert_explained_and_gave_up(
+        &output,
+        took,
+        &[
+            "broker 1 rejects writes to fill-0: KAFKA_STORAGE_ERROR",
+            "gave up after 6 s without an acknowledged record",
+        ],
     );
-    assert!(took < Duration::from_secs(40), "took {took:?}");
     cluster.broker.shutdown().await;
 }
 
@@ -146,14 +157,14 @@ async fn bench_e2e_against_a_broker_rejecting_writes_explains_and_gives_up() {
     )
     .await;
 
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "bench e2e succeeded: {stderr}");
-    assert!(
-        stderr.contains("broker 1 rejects writes to fill-0: KAFKA_STORAGE_ERROR")
-            && stderr.contains("gave up after 6 s without an acknowledged record"),
-        "stderr: {stderr}"
+    assert_explained_and_gave_up(
+        &output,
+        took,
+        &[
+            "broker 1 rejects writes to fill-0: KAFKA_STORAGE_ERROR",
+            "gave up after 6 s without an acknowledged record",
+        ],
     );
-    assert!(took < Duration::from_secs(40), "took {took:?}");
     cluster.broker.shutdown().await;
 }
 
@@ -206,13 +217,13 @@ async fn consume_with_a_group_whose_coordinator_is_down_explains_and_gives_up() 
     )
     .await;
 
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "consume succeeded: {stderr}");
-    assert!(
-        stderr.contains("waiting to join group `readers`: ")
-            && stderr.contains("gave up joining group `readers` after 6 s"),
-        "stderr: {stderr}"
+    assert_explained_and_gave_up(
+        &output,
+        took,
+        &[
+            "waiting to join group `readers`: ",
+            "gave up joining group `readers` after 6 s",
+        ],
     );
-    assert!(took < Duration::from_secs(40), "took {took:?}");
     cluster.shutdown().await;
 }
