@@ -34,8 +34,10 @@ const RECORD_COUNT: usize = 57;
 const COMPRESSION_MASK: i16 = 0x07;
 /// Attribute bit 3: timestamps are LogAppendTime.
 pub(crate) const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
+/// Attribute bit 4: the batch belongs to a transaction.
+pub(crate) const TRANSACTIONAL_BIT: i16 = 1 << 4;
 /// Attribute bit 5: a control batch (transaction markers).
-const CONTROL_BIT: i16 = 1 << 5;
+pub(crate) const CONTROL_BIT: i16 = 1 << 5;
 
 /// The decoded fixed header of a record batch (magic 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +129,11 @@ impl BatchHeader {
     /// Whether this is a control batch (transaction markers).
     pub(crate) fn is_control(&self) -> bool {
         self.attributes & CONTROL_BIT != 0
+    }
+
+    /// Whether the batch belongs to a transaction (data or marker).
+    pub(crate) fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_BIT != 0
     }
 }
 
