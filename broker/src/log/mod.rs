@@ -33,6 +33,8 @@ mod txn_index;
 mod replication_tests;
 #[cfg(test)]
 mod test_util;
+#[cfg(test)]
+mod txn_tests;
 
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use control_batch::ControlRecordType;
