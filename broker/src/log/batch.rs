@@ -137,6 +137,13 @@ impl BatchHeader {
     }
 }
 
+/// The producer id and epoch of the first batch of `records` if that batch belongs to a
+/// transaction: what the produce path verifies with the transaction coordinator (KIP-890).
+pub fn transactional_producer(records: &[u8]) -> Option<(i64, i16)> {
+    let h = BatchHeader::parse(records)?;
+    (h.is_transactional() && !h.is_control()).then_some((h.producer_id, h.producer_epoch))
+}
+
 /// CRC-32C of a whole batch as stored in its header: everything after the CRC field.
 pub(crate) fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[ATTRIBUTES..])

@@ -36,6 +36,7 @@ mod test_util;
 #[cfg(test)]
 mod txn_tests;
 
+pub use batch::transactional_producer;
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use control_batch::ControlRecordType;
 pub use error::LogError;

@@ -376,10 +376,25 @@ impl PartitionLog {
         self.append_stamped(marker, now_ms, leader_epoch, Origin::Coordinator)
     }
 
+    /// Appends the group coordinator's transactional offset commits (TxnOffsetCommit) to an
+    /// offsets partition: transactional batches whose sequences are not checked (Kafka writes
+    /// them without one), fenced by epoch, opening the producer's transaction here.
+    pub fn append_txn_offsets(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.append_stamped(records, now_ms, None, Origin::Group)
+    }
+
     /// The first offset of the oldest transaction still open in this partition, if any: the
     /// last stable offset is the lower of it and the high watermark.
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.producers().first_unstable_offset()
+    }
+
+    /// Whether `producer_id` has a transaction open here at `producer_epoch`: its records
+    /// were verified with the coordinator when the transaction first wrote here.
+    pub fn has_open_txn(&self, producer_id: i64, producer_epoch: i16) -> bool {
+        self.producers().get(producer_id).is_some_and(|e| {
+            e.producer_epoch == producer_epoch && e.current_txn_first_offset.is_some()
+        })
     }
 
     /// The producers this partition knows (DescribeProducers), by producer id.
@@ -455,7 +470,7 @@ impl PartitionLog {
                     .ok_or_else(|| LogError::CorruptRecord("batch header vanished".into()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if origin == Origin::Client && headers.iter().any(|h| h.is_control()) {
+        if origin != Origin::Coordinator && headers.iter().any(|h| h.is_control()) {
             // Kafka's rule too: a client could otherwise end any producer's transaction.
             return Err(LogError::InvalidRecord(
                 "control batches may only be written by the transaction coordinator".into(),
@@ -500,6 +515,7 @@ impl PartitionLog {
             .collect();
         let check = match origin {
             Origin::Client => self.producers().check(&incoming)?,
+            Origin::Group => AppendCheck::Append(self.producers().check_unsequenced(&incoming)?),
             Origin::Coordinator => {
                 let producers = self.producers();
                 for h in &headers {
@@ -586,7 +602,7 @@ impl PartitionLog {
             st.log_start_offset
         };
         match origin {
-            Origin::Client => self.producers().commit(pending),
+            Origin::Client | Origin::Group => self.producers().commit(pending),
             Origin::Coordinator => {
                 for b in &batches {
                     self.complete_txn(&buf[b.position..b.position + b.size], active_base);
@@ -1316,6 +1332,8 @@ enum Origin {
     Client,
     /// The transaction coordinator writing markers.
     Coordinator,
+    /// The group coordinator writing a transaction's offsets.
+    Group,
 }
 
 /// Base offsets of all segments, ascending.

@@ -208,6 +208,11 @@ impl ProducerStateManager {
         self.ongoing.keys().next().copied()
     }
 
+    /// The entry of one producer, if tracked.
+    pub(crate) fn get(&self, producer_id: i64) -> Option<&ProducerStateEntry> {
+        self.entries.get(&producer_id)
+    }
+
     /// Every tracked producer, for DescribeProducers and the transaction coordinator.
     pub(crate) fn entries(&self) -> impl Iterator<Item = &ProducerStateEntry> {
         self.entries.values()
@@ -344,6 +349,46 @@ impl ProducerStateManager {
             }),
             _ => Ok(AppendCheck::Append(PendingUpdate(pending))),
         }
+    }
+
+    /// Checks batches the group coordinator writes for a transaction (TxnOffsetCommit): they
+    /// carry no meaningful sequence, so only the epoch is checked (an older one is fenced),
+    /// and each opens its producer's transaction here unless one is open.
+    pub(crate) fn check_unsequenced(
+        &self,
+        batches: &[IncomingBatch],
+    ) -> Result<PendingUpdate, LogError> {
+        let mut pending: HashMap<i64, ProducerStateEntry> = HashMap::new();
+        for batch in batches {
+            let (pid, epoch) = (batch.producer_id, batch.producer_epoch);
+            if pid < 0 || epoch < 0 || !batch.transactional {
+                return Err(LogError::InvalidRecord(format!(
+                    "producer {pid} epoch {epoch}: transactional offsets need a producer"
+                )));
+            }
+            let mut entry = pending
+                .get(&pid)
+                .or_else(|| self.entries.get(&pid))
+                .cloned()
+                .unwrap_or_else(|| ProducerStateEntry::new(pid, epoch));
+            if epoch < entry.producer_epoch {
+                return Err(LogError::InvalidProducerEpoch {
+                    producer_id: pid,
+                    epoch,
+                    current: entry.producer_epoch,
+                });
+            }
+            if epoch > entry.producer_epoch {
+                entry.producer_epoch = epoch;
+                entry.batches.clear();
+            }
+            entry.last_timestamp = batch.metadata.max_timestamp;
+            if entry.current_txn_first_offset.is_none() {
+                entry.current_txn_first_offset = Some(batch.metadata.base_offset);
+            }
+            pending.insert(pid, entry);
+        }
+        Ok(PendingUpdate(pending))
     }
 
     /// Makes an append's checked state current, once its batches are written.

@@ -109,7 +109,10 @@ fn clients_may_not_write_markers_nor_write_outside_their_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
     let forged = super::control_batch::marker_batch(7, 0, 0, ControlRecordType::Commit, 0).unwrap();
-    assert!(matches!(log.append(forged, 1), Err(LogError::InvalidRecord(_))));
+    assert!(matches!(
+        log.append(forged, 1),
+        Err(LogError::InvalidRecord(_))
+    ));
     log.append(txn_batch(7, 0, 0, 2), 100).unwrap();
     assert!(matches!(
         log.append(producer_batch(7, 0, 2, 1, 100), 100),
@@ -139,7 +142,8 @@ fn crash_with_transactions(dir: &Path) {
     let log = open(dir);
     log.append(txn_batch(7, 0, 0, 10), 100).unwrap(); // 0..=9
     for i in 0..6 {
-        log.append(producer_batch(1, 0, i * 10, 10, 100), 100).unwrap();
+        log.append(producer_batch(1, 0, i * 10, 10, 100), 100)
+            .unwrap();
     }
     marker(&log, 7, 0, ControlRecordType::Abort); // 70
     log.append(txn_batch(8, 0, 0, 5), 100).unwrap(); // 71..=75
@@ -165,13 +169,19 @@ fn recovery_rebuilds_open_transactions_and_the_aborted_index() {
     }
     let log = open(dir.path());
     assert_eq!(log.first_unstable_offset(), Some(77));
-    assert_eq!(log.aborted_transactions(0, 100), vec![aborted(7, 0, 70, 71)]);
+    assert_eq!(
+        log.aborted_transactions(0, 100),
+        vec![aborted(7, 0, 70, 71)]
+    );
     // Closing writes a snapshot holding the open transaction; the next open starts from it.
     log.close().unwrap();
     drop(log);
     let log = open(dir.path());
     assert_eq!(log.first_unstable_offset(), Some(77));
-    assert_eq!(log.aborted_transactions(0, 100), vec![aborted(7, 0, 70, 71)]);
+    assert_eq!(
+        log.aborted_transactions(0, 100),
+        vec![aborted(7, 0, 70, 71)]
+    );
     marker(&log, 9, 0, ControlRecordType::Abort);
     assert_eq!(log.first_unstable_offset(), None);
     assert_eq!(log.aborted_transactions(0, 100).len(), 2);
@@ -204,9 +214,14 @@ fn followers_track_transactions_from_replicated_batches_and_truncation_undoes_th
     leader.append(txn_batch(7, 0, 0, 2), 100).unwrap();
     marker(&leader, 7, 0, ControlRecordType::Abort);
     leader.append(txn_batch(8, 0, 0, 2), 100).unwrap();
-    follower.append_as_follower(leader.read(0, 1 << 20).unwrap()).unwrap();
+    follower
+        .append_as_follower(leader.read(0, 1 << 20).unwrap())
+        .unwrap();
     assert_eq!(follower.first_unstable_offset(), Some(3));
-    assert_eq!(follower.aborted_transactions(0, 10), vec![aborted(7, 0, 2, 3)]);
+    assert_eq!(
+        follower.aborted_transactions(0, 10),
+        vec![aborted(7, 0, 2, 3)]
+    );
     follower.truncate_to(2).unwrap();
     assert_eq!(follower.first_unstable_offset(), Some(0));
     assert_eq!(follower.aborted_transactions(0, 10), vec![]);

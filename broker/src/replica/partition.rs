@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::ResponseError;
-use crate::log::{AbortedTxn, AppendInfo, LogError, PartitionLog};
+use crate::log::{AbortedTxn, AppendInfo, ControlRecordType, LogError, PartitionLog};
 use crate::metadata::PartitionImage;
 
 /// A refusal with Kafka's error code and a message for the client.
@@ -404,6 +404,36 @@ impl Partition {
         let info = self
             .log
             .append_as_leader(records, now_ms, epoch)
+            .map_err(|e| (ResponseError::from(&e), e.to_string()))?;
+        self.advance_high_watermark(&mut st);
+        Ok((info, epoch))
+    }
+
+    /// Writes a transaction marker as leader (WriteTxnMarkers); see
+    /// [`PartitionLog::append_txn_marker`]. Returns what was written and the leader epoch.
+    pub fn append_txn_marker_as_leader(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        kind: ControlRecordType,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, i32), Refusal> {
+        let mut st = self.lock();
+        if st.role != Role::Leader {
+            return Err(self.not_leader(&st));
+        }
+        let epoch = st.leader_epoch;
+        let info = self
+            .log
+            .append_txn_marker(
+                producer_id,
+                producer_epoch,
+                coordinator_epoch,
+                kind,
+                Some(epoch),
+                now_ms,
+            )
             .map_err(|e| (ResponseError::from(&e), e.to_string()))?;
         self.advance_high_watermark(&mut st);
         Ok((info, epoch))
