@@ -1,0 +1,345 @@
+//! Transactions over real TCP with requests encoded by the `kafka-protocol` crate: the last
+//! stable offset and aborted transactions of read_committed fetches, KIP-890's refusal of
+//! writes outside a transaction, Kafka's error codes for requests out of order, and recovery
+//! after kill -9 (open transactions, the aborted-transaction index and the coordinator's state
+//! all come back).
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use kafka_protocol::ResponseError;
+use millrace_testkit::wire::TestClient;
+use millrace_testkit::{start_broker_in, TestBroker};
+
+const TOPIC: &str = "txn-topic";
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+/// A transactional batch of `n` records of a producer, sequences from `seq`.
+fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Bytes {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: seq + i as i32,
+            timestamp: 1_000,
+            key: None,
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+async fn create_topic(client: &mut TestClient) {
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(s(TOPIC)))
+            .with_num_partitions(1)
+            .with_replication_factor(1)])
+        .with_timeout_ms(5000);
+    let response = client.call(7, &request).await;
+    assert_eq!(response.topics[0].error_code, 0);
+}
+
+async fn find_coordinator(client: &mut TestClient, tid: &str) -> i16 {
+    let request = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_key(s(tid));
+    client.call(3, &request).await.error_code
+}
+
+async fn init(client: &mut TestClient, tid: &str, timeout_ms: i32) -> (i16, i64, i16) {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(tid))))
+        .with_transaction_timeout_ms(timeout_ms)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let r = client.call(4, &request).await;
+    (r.error_code, r.producer_id.0, r.producer_epoch)
+}
+
+async fn add_partition(client: &mut TestClient, tid: &str, pid: i64, epoch: i16) -> i16 {
+    let request = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(s(tid)))
+        .with_v3_and_below_producer_id(ProducerId(pid))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(TopicName(s(TOPIC)))
+            .with_partitions(vec![0])]);
+    let r = client.call(3, &request).await;
+    r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+}
+
+async fn produce(client: &mut TestClient, tid: &str, records: Bytes) -> (i16, i64) {
+    let request = ProduceRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(tid))))
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(s(TOPIC)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
+    let r = client.call(9, &request).await;
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+async fn end_txn(client: &mut TestClient, tid: &str, pid: i64, epoch: i16, commit: bool) -> i16 {
+    let request = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(s(tid)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    client.call(3, &request).await.error_code
+}
+
+/// A read_committed fetch from offset 0: (bytes of records, last stable offset, high
+/// watermark, aborted transactions as (producer id, first offset)).
+async fn fetch_committed(client: &mut TestClient) -> (usize, i64, i64, Vec<(i64, i64)>) {
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(10 << 20)
+        .with_isolation_level(1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(s(TOPIC)))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let r = client.call(11, &request).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    let aborted = p
+        .aborted_transactions
+        .iter()
+        .flatten()
+        .map(|a| (a.producer_id.0, a.first_offset))
+        .collect();
+    (
+        p.records.as_ref().map_or(0, |r| r.len()),
+        p.last_stable_offset,
+        p.high_watermark,
+        aborted,
+    )
+}
+
+/// ListOffsets latest for a read_committed consumer.
+async fn latest_committed(client: &mut TestClient) -> i64 {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(1)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(s(TOPIC)))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-1)])]);
+    let r = client.call(7, &request).await;
+    r.topics[0].partitions[0].offset
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_stops_at_the_open_transaction_and_names_the_aborted_one() {
+    let broker = TestBroker::start(&[]).await;
+    let mut client = TestClient::connect(broker.addr()).await;
+    create_topic(&mut client).await;
+    assert_eq!(find_coordinator(&mut client, "t1").await, 0);
+    let (error, pid, epoch) = init(&mut client, "t1", 60_000).await;
+    assert_eq!(error, 0);
+    assert_eq!(add_partition(&mut client, "t1", pid, epoch).await, 0);
+    assert_eq!(
+        produce(&mut client, "t1", txn_batch(pid, epoch, 0, 2)).await,
+        (0, 0)
+    );
+
+    let (bytes, lso, hw, _) = fetch_committed(&mut client).await;
+    assert_eq!((bytes, lso, hw), (0, 0, 2));
+    assert_eq!(latest_committed(&mut client).await, 0);
+
+    assert_eq!(end_txn(&mut client, "t1", pid, epoch, false).await, 0);
+    let (bytes, lso, hw, aborted) = fetch_committed(&mut client).await;
+    assert!(bytes > 0);
+    assert_eq!((lso, hw), (3, 3), "two records and the abort marker");
+    assert_eq!(aborted, vec![(pid, 0)]);
+    assert_eq!(latest_committed(&mut client).await, 3);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_write_outside_the_transaction_is_refused() {
+    let broker = TestBroker::start(&[]).await;
+    let mut client = TestClient::connect(broker.addr()).await;
+    create_topic(&mut client).await;
+    find_coordinator(&mut client, "t2").await;
+    let (_, pid, epoch) = init(&mut client, "t2", 60_000).await;
+    // No AddPartitionsToTxn: KIP-890's check refuses, and the LSO is not pinned.
+    let (error, _) = produce(&mut client, "t2", txn_batch(pid, epoch, 0, 1)).await;
+    assert_eq!(error, code(ResponseError::InvalidTxnState));
+    let (_, lso, hw, _) = fetch_committed(&mut client).await;
+    assert_eq!((lso, hw), (0, 0));
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_out_of_order_get_kafkas_error_codes() {
+    let broker = TestBroker::start(&[]).await;
+    let mut client = TestClient::connect(broker.addr()).await;
+    create_topic(&mut client).await;
+    find_coordinator(&mut client, "t3").await;
+    assert_eq!(
+        init(&mut client, "t3", i32::MAX).await.0,
+        code(ResponseError::InvalidTransactionTimeout)
+    );
+    let (_, pid, epoch) = init(&mut client, "t3", 60_000).await;
+    // EndTxn without a transaction.
+    assert_eq!(
+        end_txn(&mut client, "t3", pid, epoch, true).await,
+        code(ResponseError::InvalidTxnState)
+    );
+    // An unknown producer id.
+    assert_eq!(
+        end_txn(&mut client, "t3", pid + 1000, epoch, true).await,
+        code(ResponseError::InvalidProducerIdMapping)
+    );
+    // A second InitProducerId fences the first producer's epoch.
+    let (_, pid2, epoch2) = init(&mut client, "t3", 60_000).await;
+    assert_eq!((pid2, epoch2), (pid, epoch + 1));
+    assert_eq!(
+        add_partition(&mut client, "t3", pid, epoch).await,
+        code(ResponseError::ProducerFenced)
+    );
+    // A fenced producer's write is refused too.
+    assert_eq!(add_partition(&mut client, "t3", pid2, epoch2).await, 0);
+    let (error, _) = produce(&mut client, "t3", txn_batch(pid, epoch, 0, 1)).await;
+    assert_eq!(error, code(ResponseError::InvalidProducerEpoch));
+    broker.shutdown().await;
+}
+
+/// Env var that turns [`transactions_child_process`] into a broker over the given dir.
+const CHILD_DIR_ENV: &str = "MILLRACE_TXN_CHILD_DIR";
+
+/// Not a test on its own: run by [`kill_9_keeps_open_and_aborted_transactions`] as a separate
+/// process, it starts a broker over the dir, aborts one transaction, leaves a second open,
+/// prints `ready <port> <pid> <epoch>` and waits to be killed. Without the env var it returns
+/// at once.
+#[test]
+fn transactions_child_process() {
+    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let broker = start_broker_in(std::path::Path::new(&dir), &[]).await;
+        let mut client = TestClient::connect(broker.local_addr()).await;
+        create_topic(&mut client).await;
+        find_coordinator(&mut client, "crash").await;
+        let (_, pid, epoch) = init(&mut client, "crash", 600_000).await;
+        add_partition(&mut client, "crash", pid, epoch).await;
+        produce(&mut client, "crash", txn_batch(pid, epoch, 0, 2)).await; // 0..=1
+        assert_eq!(end_txn(&mut client, "crash", pid, epoch, false).await, 0); // 2
+        add_partition(&mut client, "crash", pid, epoch).await;
+        produce(&mut client, "crash", txn_batch(pid, epoch, 2, 3)).await; // 3..=5, open
+        println!("ready {} {pid} {epoch}", broker.local_addr().port());
+        // Bounded, in case the parent dies without killing us.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+}
+
+#[test]
+fn kill_9_keeps_open_and_aborted_transactions() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "transactions_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        // The test harness may print its own words before ours on the same line.
+        .find_map(|l| l.split("ready ").nth(1).map(str::to_string))
+        .expect("the child broker got ready");
+    // SIGKILL: no shutdown, no snapshot, no index flush.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let fields: Vec<&str> = ready.split(' ').collect();
+    let port: u16 = fields[0].parse().unwrap();
+    let pid: i64 = fields[1].parse().unwrap();
+    let epoch: i16 = fields[2].parse().unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let broker = millrace_testkit::start_broker_at(dir.path(), addr, &[]).await;
+        let mut client = TestClient::connect(broker.local_addr()).await;
+        let (_, lso, hw, aborted) = fetch_committed(&mut client).await;
+        assert_eq!(
+            (lso, hw),
+            (3, 6),
+            "the open transaction still bounds the LSO"
+        );
+        assert_eq!(aborted, vec![(pid, 0)]);
+        // The coordinator replayed its state: the open transaction can be committed.
+        let mut committed = -1;
+        for _ in 0..100 {
+            committed = end_txn(&mut client, "crash", pid, epoch, true).await;
+            if committed == 0 {
+                break;
+            }
+            // The coordinator may still be loading its partition after the restart.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(committed, 0);
+        let (_, lso, hw, _) = fetch_committed(&mut client).await;
+        assert_eq!((lso, hw), (7, 7));
+        broker.shutdown().await;
+    });
+}
