@@ -254,6 +254,9 @@ impl TransactionCoordinator {
                 ),
             ));
         }
+        // Kafka's clients look the coordinator up first, which creates the topic; a client
+        // that does not still gets an answer rather than a retriable error forever.
+        self.ensure_topic(broker).await?;
         let (replica, coordinator_epoch) = self.owner(broker, transactional_id)?;
         let slot = self.slot(transactional_id);
         let _op = slot.op.lock().await;
