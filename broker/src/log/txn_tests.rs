@@ -243,3 +243,43 @@ fn producers_with_open_transactions_are_described() {
         (1, 1, 0)
     );
 }
+
+#[test]
+fn compaction_drops_aborted_records_and_keeps_the_committed_values_they_would_hide() {
+    use super::test_util::{encode_batch, kv, read_all_records, records};
+    use super::CleanupPolicy;
+    use kafka_protocol::records::Compression;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 256,
+        cleanup_policy: CleanupPolicy::Compact,
+        min_compaction_lag_ms: 0,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(dir.path().to_path_buf(), config).unwrap();
+    log.append(producer_batch(1, 0, 0, 3, 100), 100).unwrap(); // k0..k2 at 0..=2
+    log.append(txn_batch(7, 0, 0, 3), 100).unwrap(); // k0..k2 at 3..=5
+    marker(&log, 7, 0, ControlRecordType::Abort); // 6
+    let filler = |from: i64| encode_batch(&records(from, 5, 0), Compression::None);
+    for i in 0..12 {
+        log.append(filler(100 + i * 5), 100).unwrap();
+    }
+    // An open transaction's records must not hide committed values either.
+    let open = log.append(txn_batch(8, 0, 0, 1), 100).unwrap().base_offset; // k0
+    for i in 12..24 {
+        log.append(filler(100 + i * 5), 100).unwrap();
+    }
+    log.run_maintenance(1_000).unwrap();
+    let kept: Vec<i64> = kv(&read_all_records(&log))
+        .into_iter()
+        .filter(|(_, key, _)| ["k0", "k1", "k2"].contains(&key.as_str()))
+        .map(|(offset, _, _)| offset)
+        .collect();
+    assert_eq!(
+        kept,
+        vec![0, 1, 2, open],
+        "aborted 3..=5 dropped, committed 0..=2 kept"
+    );
+}
