@@ -413,8 +413,9 @@ impl Transactions {
     /// and not of a transaction that may still be open (at or after the first unstable
     /// offset).
     fn counts(&self, h: &BatchHeader) -> bool {
-        !self.is_aborted(h)
-            && !(h.is_transactional() && self.first_unstable.is_some_and(|f| h.base_offset >= f))
+        let undecided =
+            h.is_transactional() && self.first_unstable.is_some_and(|f| h.base_offset >= f);
+        !undecided && !self.is_aborted(h)
     }
 }
 
