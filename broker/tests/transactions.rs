@@ -21,7 +21,7 @@ use kafka_protocol::records::{
 };
 use kafka_protocol::ResponseError;
 use millrace_testkit::wire::TestClient;
-use millrace_testkit::{start_broker_in, TestBroker};
+use millrace_testkit::{eventually, start_broker_in, TestBroker, TestCluster, FAST_FAILOVER};
 
 const TOPIC: &str = "txn-topic";
 
@@ -66,21 +66,44 @@ fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Bytes {
 }
 
 async fn create_topic(client: &mut TestClient) {
+    create_topic_replicated(client, 1).await;
+}
+
+async fn create_topic_replicated(client: &mut TestClient, replication_factor: i16) {
     let request = CreateTopicsRequest::default()
         .with_topics(vec![CreatableTopic::default()
             .with_name(TopicName(s(TOPIC)))
             .with_num_partitions(1)
-            .with_replication_factor(1)])
+            .with_replication_factor(replication_factor)])
         .with_timeout_ms(5000);
     let response = client.call(7, &request).await;
     assert_eq!(response.topics[0].error_code, 0);
 }
 
 async fn find_coordinator(client: &mut TestClient, tid: &str) -> i16 {
+    find_coordinator_node(client, tid).await.0
+}
+
+/// (error, coordinator node id) of a transactional id.
+async fn find_coordinator_node(client: &mut TestClient, tid: &str) -> (i16, i32) {
     let request = FindCoordinatorRequest::default()
         .with_key_type(1)
         .with_key(s(tid));
-    client.call(3, &request).await.error_code
+    let r = client.call(3, &request).await;
+    (r.error_code, r.node_id.0)
+}
+
+/// The leader of the test topic's partition 0, as `client`'s broker knows it.
+async fn topic_leader(client: &mut TestClient) -> i32 {
+    let request = MetadataRequest::default().with_topics(Some(vec![
+        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+            .with_name(Some(TopicName(s(TOPIC)))),
+    ]));
+    let r = client.call(12, &request).await;
+    r.topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .map_or(-1, |p| p.leader_id.0)
 }
 
 async fn init(client: &mut TestClient, tid: &str, timeout_ms: i32) -> (i16, i64, i16) {
@@ -342,4 +365,69 @@ fn kill_9_keeps_open_and_aborted_transactions() {
         assert_eq!((lso, hw), (7, 7));
         broker.shutdown().await;
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_coordinator_replays_the_open_transaction_and_commits_it() {
+    let mut overrides = FAST_FAILOVER.to_vec();
+    // One partition: the whole state moves with one leadership.
+    overrides.push("transaction.state.log.num.partitions=1");
+    let mut cluster = TestCluster::start(3, &overrides).await;
+    let addr = |cluster: &TestCluster, id: i32| cluster.member(id).addr;
+    let mut any = TestClient::connect(addr(&cluster, 1)).await;
+    create_topic_replicated(&mut any, 3).await;
+    let (error, coordinator) = find_coordinator_node(&mut any, "failover").await;
+    assert_eq!(error, 0);
+    let mut c = TestClient::connect(addr(&cluster, coordinator)).await;
+    let (_, pid, epoch) = init(&mut c, "failover", 600_000).await;
+    assert_eq!(add_partition(&mut c, "failover", pid, epoch).await, 0);
+    let leader = topic_leader(&mut any).await;
+    let mut l = TestClient::connect(addr(&cluster, leader)).await;
+    assert_eq!(
+        produce(&mut l, "failover", txn_batch(pid, epoch, 0, 3))
+            .await
+            .0,
+        0
+    );
+    drop((c, l, any));
+
+    // The coordinator stops without a controlled shutdown.
+    cluster.halt(coordinator).await;
+    let survivor = [1, 2, 3].into_iter().find(|n| *n != coordinator).unwrap();
+    let mut s_client = TestClient::connect(addr(&cluster, survivor)).await;
+    let mut next = -1;
+    for _ in 0..200 {
+        let (error, node) = find_coordinator_node(&mut s_client, "failover").await;
+        if error == 0 && node != coordinator {
+            next = node;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(next > 0, "a new coordinator was elected");
+    let mut c = TestClient::connect(addr(&cluster, next)).await;
+    let mut committed = -1;
+    for _ in 0..200 {
+        committed = end_txn(&mut c, "failover", pid, epoch, true).await;
+        if committed == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(committed, 0, "the replayed transaction commits");
+    eventually("the commit visible to read_committed on the leader", || {
+        let cluster = &cluster;
+        async move {
+            let mut any = TestClient::connect(cluster.member(survivor).addr).await;
+            let leader = topic_leader(&mut any).await;
+            if leader <= 0 || leader == coordinator {
+                return false;
+            }
+            let mut l = TestClient::connect(cluster.member(leader).addr).await;
+            let (_, lso, hw, aborted) = fetch_committed(&mut l).await;
+            lso == 4 && hw == 4 && aborted.is_empty()
+        }
+    })
+    .await;
+    cluster.shutdown().await;
 }
