@@ -57,6 +57,19 @@ pub async fn handle(
         if group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
+        // KIP-447: a producer naming its consumer's generation is fenced by a rebalance, like
+        // an OffsetCommit; without one (v0-2, or generation -1) the transaction alone counts.
+        if ctx.version >= 3 && request.generation_id >= 0 {
+            broker
+                .groups
+                .check_commit(
+                    &group_id,
+                    request.generation_id,
+                    &request.member_id,
+                    request.group_instance_id.as_deref(),
+                )
+                .map_err(ResponseError::from)?;
+        }
         let partitions = broker.offsets.ensure_topic().await.map_err(ResponseError::from)?;
         broker
             .offsets
