@@ -385,8 +385,12 @@ impl PartitionLog {
 
     /// The first offset of the oldest transaction still open in this partition, if any: the
     /// last stable offset is the lower of it and the high watermark.
+    ///
+    /// Never below the log start offset (as in Kafka): retention or DeleteRecords may remove
+    /// the start of a transaction that is still open, and nothing below the start is readable.
     pub fn first_unstable_offset(&self) -> Option<i64> {
-        self.producers().first_unstable_offset()
+        let first = self.producers().first_unstable_offset()?;
+        Some(first.max(self.log_start_offset()))
     }
 
     /// Whether `producer_id` has a transaction open here at `producer_epoch`: its records

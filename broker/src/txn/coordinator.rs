@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
 
+use super::channels::InterBrokerChannels;
 use super::markers;
 use super::records;
 use super::state::{TxnMetadata, TxnState};
@@ -75,6 +76,8 @@ pub struct TransactionCoordinator {
     /// The `__transaction_state` partitions loaded here, with the leader epoch they were
     /// loaded in (the coordinator epoch written into markers).
     led: Mutex<BTreeMap<i32, i32>>,
+    /// Connections to other brokers (markers, verification).
+    pub channels: InterBrokerChannels,
 }
 
 fn refusal(error: ResponseError, message: impl Into<String>) -> Refusal {
@@ -93,6 +96,7 @@ impl TransactionCoordinator {
             ),
             slots: Mutex::new(HashMap::new()),
             led: Mutex::new(BTreeMap::new()),
+            channels: InterBrokerChannels::default(),
         }
     }
 

@@ -20,7 +20,6 @@ use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 use crate::group::OFFSETS_TOPIC;
 use crate::log::ControlRecordType;
-use crate::replica::broker_connection::BrokerConnection;
 
 /// How long a marker waits for the partition's in-sync replicas.
 const MARKER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -125,13 +124,11 @@ async fn write_remote(
                     .collect(),
             )]);
     let client_id = format!("txn-coordinator-{}", broker.replicas.local_id());
-    let mut connection = BrokerConnection::connect(&address, client_id, MARKER_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
-    let response = connection
-        .call(1, &request, MARKER_TIMEOUT * 2)
-        .await
-        .map_err(|e| e.to_string())?;
+    let response = broker
+        .transactions
+        .channels
+        .call(&address, &client_id, 1, &request, MARKER_TIMEOUT * 2)
+        .await?;
     let failed: Vec<String> = response
         .markers
         .iter()

@@ -20,7 +20,6 @@ use crate::api::metadata::client_endpoint;
 use crate::api::str_bytes;
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
-use crate::replica::broker_connection::BrokerConnection;
 
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -111,13 +110,11 @@ async fn verify_remote(
             .with_topics(topics),
     ]);
     let client_id = format!("txn-verification-{}", broker.replicas.local_id());
-    let mut connection = BrokerConnection::connect(&address, client_id, VERIFY_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
-    let response = connection
-        .call(4, &request, VERIFY_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
+    let response = broker
+        .transactions
+        .channels
+        .call(&address, &client_id, 4, &request, VERIFY_TIMEOUT)
+        .await?;
     if let Some(error) = ResponseError::try_from_code(response.error_code) {
         return Ok(vec![
             Some((error, "the coordinator refused".into()));
