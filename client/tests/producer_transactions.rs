@@ -1,11 +1,16 @@
 //! The transactional producer against an in-process broker: commit, abort, offsets sent to a
-//! transaction, fencing by a newer producer, and calls out of order.
+//! transaction, fencing by a newer producer, calls out of order, and read_committed
+//! consumers skipping aborted records.
 #![allow(clippy::unwrap_used)]
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use std::time::{Duration, Instant};
+
 use millrace_client::admin::NewTopic;
+use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
+use millrace_client::IsolationLevel;
 use millrace_client::{
     Admin, ClientError, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
@@ -153,6 +158,68 @@ async fn transactional_calls_out_of_order_are_refused() {
         Err(ClientError::TransactionState(_))
     ));
     producer.abort_transaction().await.unwrap();
+    producer.close().await;
+    broker.shutdown().await;
+}
+
+/// Every record of t-0 a consumer with `level` reads from the beginning, as strings.
+async fn consume(broker: &TestBroker, level: IsolationLevel, expected: usize) -> Vec<String> {
+    let config = ConsumerConfig::builder(broker.client_config("txn-reader"))
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .fetch_max_wait(Duration::from_millis(100))
+        .isolation_level(level)
+        .build()
+        .unwrap();
+    let mut consumer = Consumer::connect(config).await.unwrap();
+    let partition = [TopicPartition::new("t", 0)];
+    consumer.assign(&partition).unwrap();
+    consumer.seek_to_beginning(&partition).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut values = Vec::new();
+    while values.len() < expected && Instant::now() < deadline {
+        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            values.push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into());
+        }
+    }
+    // Anything wrongly delivered after the expected records would show up here.
+    values.extend(
+        consumer
+            .poll(Duration::from_millis(300))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into()),
+    );
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_consumers_skip_aborted_records_and_read_uncommitted_ones_do_not() {
+    let (broker, _admin) = setup().await;
+    let producer = producer(&broker, "tx-read").await;
+    for (values, commit) in [
+        (["c1", "c2"], true),
+        (["a1", "a2"], false),
+        (["c3", "c4"], true),
+    ] {
+        producer.begin_transaction().unwrap();
+        for v in values {
+            send(&producer, v).await;
+        }
+        if commit {
+            producer.commit_transaction().await.unwrap();
+        } else {
+            producer.abort_transaction().await.unwrap();
+        }
+    }
+    assert_eq!(
+        consume(&broker, IsolationLevel::ReadCommitted, 4).await,
+        ["c1", "c2", "c3", "c4"]
+    );
+    assert_eq!(
+        consume(&broker, IsolationLevel::ReadUncommitted, 6).await,
+        ["c1", "c2", "a1", "a2", "c3", "c4"]
+    );
     producer.close().await;
     broker.shutdown().await;
 }
