@@ -90,9 +90,11 @@ pub async fn handle(
                 ResponseError::ProducerFenced | ResponseError::InvalidProducerIdMapping => {
                     ResponseError::InvalidProducerEpoch
                 }
-                ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable => {
-                    ResponseError::InvalidTxnState
-                }
+                // The transaction coordinator could not answer: retriable, not this group's
+                // coordinator's fault (which NOT_COORDINATOR would send the client to find).
+                ResponseError::NotCoordinator
+                | ResponseError::CoordinatorNotAvailable
+                | ResponseError::NotEnoughReplicas => ResponseError::CoordinatorLoadInProgress,
                 other => other,
             });
         }

@@ -206,7 +206,12 @@ pub async fn verify_produce(
                     ResponseError::ProducerFenced | ResponseError::InvalidProducerIdMapping => {
                         ResponseError::InvalidProducerEpoch
                     }
-                    ResponseError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
+                    // The coordinator could not answer (moving, loading, unreachable): a
+                    // retriable error, as Kafka answers, so the producer tries again.
+                    ResponseError::NotEnoughReplicas
+                    | ResponseError::NotCoordinator
+                    | ResponseError::CoordinatorNotAvailable
+                    | ResponseError::CoordinatorLoadInProgress => ResponseError::NotEnoughReplicas,
                     _ => ResponseError::InvalidTxnState,
                 };
                 refused.insert(key, (error, message));
