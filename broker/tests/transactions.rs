@@ -431,3 +431,84 @@ async fn a_new_coordinator_replays_the_open_transaction_and_commits_it() {
     .await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_open_transactions_and_their_producers() {
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    let broker = TestBroker::start(&[]).await;
+    let mut client = TestClient::connect(broker.addr()).await;
+    create_topic(&mut client).await;
+    find_coordinator(&mut client, "ops").await;
+    let (_, pid, epoch) = init(&mut client, "ops", 60_000).await;
+    add_partition(&mut client, "ops", pid, epoch).await;
+    produce(&mut client, "ops", txn_batch(pid, epoch, 0, 2)).await;
+
+    let listed = client
+        .call(
+            1,
+            &ListTransactionsRequest::default()
+                .with_state_filters(vec![s("Ongoing")])
+                .with_duration_filter(-1),
+        )
+        .await;
+    assert_eq!(listed.error_code, 0);
+    let ids: Vec<(String, String)> = listed
+        .transaction_states
+        .iter()
+        .map(|t| {
+            (
+                t.transactional_id.0.to_string(),
+                t.transaction_state.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(ids, vec![("ops".to_string(), "Ongoing".to_string())]);
+
+    let described = client
+        .call(
+            0,
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                TransactionalId(s("ops")),
+                TransactionalId(s("nope")),
+            ]),
+        )
+        .await;
+    let ops = &described.transaction_states[0];
+    assert_eq!((ops.error_code, ops.producer_id.0), (0, pid));
+    assert_eq!(ops.topics[0].topic.0.as_str(), TOPIC);
+    assert_eq!(ops.topics[0].partitions, vec![0]);
+    assert_eq!(
+        described.transaction_states[1].error_code,
+        code(ResponseError::TransactionalIdNotFound)
+    );
+
+    let producers = client
+        .call(
+            0,
+            &DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+                .with_name(TopicName(s(TOPIC)))
+                .with_partition_indexes(vec![0])]),
+        )
+        .await;
+    let partition = &producers.topics[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    let p = &partition.active_producers[0];
+    assert_eq!(
+        (p.producer_id.0, p.last_sequence, p.current_txn_start_offset),
+        (pid, 1, 0)
+    );
+
+    end_txn(&mut client, "ops", pid, epoch, true).await;
+    let described = client
+        .call(
+            0,
+            &DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(s("ops"))]),
+        )
+        .await;
+    assert_eq!(
+        described.transaction_states[0].transaction_state.as_str(),
+        "CompleteCommit"
+    );
+    broker.shutdown().await;
+}
