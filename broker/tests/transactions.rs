@@ -512,3 +512,67 @@ async fn operators_see_open_transactions_and_their_producers() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
+    let broker =
+        TestBroker::start(&["transaction.abort.timed.out.transaction.cleanup.interval.ms=100"])
+            .await;
+    let mut client = TestClient::connect(broker.addr()).await;
+    create_topic(&mut client).await;
+    find_coordinator(&mut client, "slow").await;
+    let (_, pid, epoch) = init(&mut client, "slow", 300).await;
+    add_partition(&mut client, "slow", pid, epoch).await;
+    produce(&mut client, "slow", txn_batch(pid, epoch, 0, 2)).await;
+    assert_eq!(fetch_committed(&mut client).await.1, 0);
+
+    // The abort marker moves the last stable offset past the transaction.
+    let addr = broker.addr();
+    eventually("the timed-out transaction aborted", || async move {
+        let mut client = TestClient::connect(addr).await;
+        let (_, lso, hw, aborted) = fetch_committed(&mut client).await;
+        lso == 3 && hw == 3 && aborted == vec![(pid, 0)]
+    })
+    .await;
+    // The producer learns it was fenced: its late writes and its commit are refused.
+    let (error, _) = produce(&mut client, "slow", txn_batch(pid, epoch, 2, 1)).await;
+    assert_eq!(error, code(ResponseError::InvalidProducerEpoch));
+    assert_eq!(
+        end_txn(&mut client, "slow", pid, epoch, true).await,
+        code(ResponseError::ProducerFenced)
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_offset_commit_for_a_group_outside_the_transaction_is_refused() {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    let broker = TestBroker::start(&[]).await;
+    let mut client = TestClient::connect(broker.addr()).await;
+    create_topic(&mut client).await;
+    find_coordinator(&mut client, "offs").await;
+    let (_, pid, epoch) = init(&mut client, "offs", 60_000).await;
+    add_partition(&mut client, "offs", pid, epoch).await;
+    // The group's coordinator exists, but AddOffsetsToTxn never added the group.
+    let group = FindCoordinatorRequest::default().with_key(s("g"));
+    assert_eq!(client.call(3, &group).await.error_code, 0);
+    let request = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(s("offs")))
+        .with_group_id(GroupId(s("g")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_generation_id(-1)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(TopicName(s(TOPIC)))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(5)])]);
+    let response = client.call(3, &request).await;
+    assert_eq!(
+        response.topics[0].partitions[0].error_code,
+        code(ResponseError::InvalidTxnState)
+    );
+    broker.shutdown().await;
+}
