@@ -47,42 +47,55 @@ pub async fn write_markers(
         }
     });
     let local = broker.replicas.local_id();
-    let mut failures = Vec::new();
+    // All partitions at once: each local marker is appended when its future is first polled,
+    // so their fsyncs and replication overlap (group commit), and remote leaders are asked
+    // in parallel.
+    let mut pending: Vec<futures_util::future::BoxFuture<'_, Result<(), String>>> = Vec::new();
     for (leader, partitions) in by_leader {
         if leader < 0 {
-            failures.push(format!("{partitions:?} have no leader"));
-            continue;
-        }
-        if leader == local {
+            let message = format!("{partitions:?} have no leader");
+            pending.push(Box::pin(async move { Err(message) }));
+        } else if leader == local {
             for (topic, partition) in partitions {
-                let error = write_local(
+                pending.push(Box::pin(async move {
+                    match write_local(
+                        broker,
+                        producer_id,
+                        producer_epoch,
+                        coordinator_epoch,
+                        commit,
+                        &topic,
+                        partition,
+                    )
+                    .await
+                    {
+                        Some((error, message)) => {
+                            Err(format!("{topic}-{partition}: {error}: {message}"))
+                        }
+                        None => Ok(()),
+                    }
+                }));
+            }
+        } else {
+            pending.push(Box::pin(async move {
+                write_remote(
                     broker,
+                    leader,
                     producer_id,
                     producer_epoch,
                     coordinator_epoch,
                     commit,
-                    &topic,
-                    partition,
+                    &partitions,
                 )
-                .await;
-                if let Some((error, message)) = error {
-                    failures.push(format!("{topic}-{partition}: {error}: {message}"));
-                }
-            }
-        } else if let Err(message) = write_remote(
-            broker,
-            leader,
-            producer_id,
-            producer_epoch,
-            coordinator_epoch,
-            commit,
-            &partitions,
-        )
-        .await
-        {
-            failures.push(message);
+                .await
+            }));
         }
     }
+    let failures: Vec<String> = futures_util::future::join_all(pending)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
     if failures.is_empty() {
         Ok(())
     } else {
