@@ -54,7 +54,11 @@ pub async fn handle(
     for topic in request.topic_data {
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
-            let not_in_txn = refused.get(&(topic.name.0.to_string(), data.index));
+            let not_in_txn = if refused.is_empty() {
+                None // the common case: no key to build
+            } else {
+                refused.get(&(topic.name.0.to_string(), data.index))
+            };
             let outcome = match (
                 refuse_all.as_ref().or(not_in_txn),
                 broker.replicas.replica(&topic.name, data.index),
