@@ -156,3 +156,63 @@ async fn bench_e2e_against_a_broker_rejecting_writes_explains_and_gives_up() {
     assert!(took < Duration::from_secs(40), "took {took:?}");
     cluster.broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_with_a_group_whose_coordinator_is_down_explains_and_gives_up() {
+    use kafka_protocol::messages::FindCoordinatorRequest;
+    use kafka_protocol::protocol::StrBytes;
+    use millrace_testkit::wire::TestClient;
+    use millrace_testkit::{create_topic, TestCluster, FAST_GROUPS};
+
+    let mut cluster = TestCluster::start(
+        3,
+        &[
+            FAST_GROUPS,
+            "offsets.topic.num.partitions=1",
+            "offsets.topic.replication.factor=3",
+        ],
+    )
+    .await;
+    create_topic(&cluster.client_config("setup"), "events", 1).await;
+    let mut client = TestClient::connect(cluster.member(1).addr).await;
+    let found = client
+        .call(
+            3,
+            &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("readers")),
+        )
+        .await;
+    assert_eq!(found.error_code, 0);
+    let coordinator = found.node_id.0;
+    // The coordinator and one more broker down: the survivor has no quorum to move the group.
+    let survivor = (1..=3).find(|id| *id != coordinator).unwrap();
+    for id in (1..=3).filter(|id| *id != survivor) {
+        cluster.halt(id).await;
+    }
+    let bootstrap = cluster.member(survivor).addr.to_string();
+
+    let (output, took) = millrace(
+        &[
+            "consume",
+            "-t",
+            "events",
+            "--group",
+            "readers",
+            "--timeout",
+            "6",
+            "-b",
+            &bootstrap,
+        ],
+        "",
+    )
+    .await;
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "consume succeeded: {stderr}");
+    assert!(
+        stderr.contains("waiting to join group `readers`: ")
+            && stderr.contains("gave up joining group `readers` after 6 s"),
+        "stderr: {stderr}"
+    );
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+    cluster.shutdown().await;
+}

@@ -197,9 +197,14 @@ pub(crate) fn quorum_config(config: &BrokerConfig) -> Result<QuorumConfig, Broke
         }
     };
     quorum.legacy_log = Some(dir.join("metadata.log"));
+    // openraft waits its leader lease (its `election_timeout_max`) and then a random
+    // `election_timeout_min..max` before a follower campaigns, so these bounds make a voter that
+    // hears no leader for 1-1.33x `controller.quorum.election.timeout.ms` start an election, as
+    // the setting is documented, and a leader without a majority's acknowledgement for 2/3 of
+    // it step down (see the quorum's module docs).
     let election = Duration::from_millis(config.controller_quorum_election_timeout_ms);
-    quorum.election_timeout_min = election / 2;
-    quorum.election_timeout_max = election;
+    quorum.election_timeout_min = election / 3;
+    quorum.election_timeout_max = election * 2 / 3;
     quorum.heartbeat_interval = (election / 10).max(Duration::from_millis(10));
     Ok(quorum)
 }

@@ -1,5 +1,6 @@
 //! The group coordinator over real TCP: the join/sync handshake, fencing, commits and their
-//! durability across restarts.
+//! durability across restarts, and the group moving to a new coordinator when the old one
+//! dies.
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use millrace_testkit::wire::TestClient;
-use millrace_testkit::{start_broker_in, FAST_GROUPS};
+use millrace_testkit::{create_topic, start_broker_in, TestCluster, FAST_GROUPS};
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -315,4 +316,200 @@ async fn init_producer_id_hands_out_distinct_ids_across_restarts() {
         "ids are never reused"
     );
     broker2.shutdown().await;
+}
+
+/// Joins `group` alone on `client` and syncs `assignment`; returns (member id, generation).
+async fn form_group(
+    client: &mut TestClient,
+    group: &str,
+    assignment: &'static [u8],
+) -> (String, i32) {
+    let id = new_member_id(client, group).await;
+    let joined = client.call(7, &join_request(group, &id)).await;
+    assert_eq!(joined.error_code, 0);
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(s(&id))
+        .with_assignments(vec![SyncGroupRequestAssignment::default()
+            .with_member_id(s(&id))
+            .with_assignment(Bytes::from_static(assignment))]);
+    let synced = client.call(5, &sync).await;
+    assert_eq!(synced.error_code, 0);
+    (id, joined.generation_id)
+}
+
+/// The log end offsets of `__consumer_offsets` (3 partitions here), summed.
+async fn offsets_log_end_total(client: &mut TestClient) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(s("__consumer_offsets")))
+            .with_partitions(
+                (0..3)
+                    .map(|p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(p)
+                            .with_timestamp(-1)
+                    })
+                    .collect(),
+            )]);
+    let response = client.call(2, &request).await;
+    response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.offset.max(0))
+        .sum()
+}
+
+fn heartbeat(group: &str, member_id: &str, generation: i32) -> HeartbeatRequest {
+    HeartbeatRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id(generation)
+        .with_member_id(s(member_id))
+}
+
+#[tokio::test]
+async fn group_membership_survives_a_restart_and_an_emptied_group_stays_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = broker(dir.path()).await;
+    let mut c = TestClient::connect(first.local_addr()).await;
+    let (member, generation) = form_group(&mut c, "kept", b"kept-assignment").await;
+    let (gone, gone_generation) = form_group(&mut c, "emptied", b"x").await;
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(GroupId(s("emptied")))
+        .with_members(vec![MemberIdentity::default().with_member_id(s(&gone))]);
+    assert_eq!(c.call(3, &leave).await.error_code, 0);
+    let describe = DescribeGroupsRequest::default().with_groups(vec![GroupId(s("emptied"))]);
+    assert_eq!(
+        c.call(5, &describe).await.groups[0].group_state.as_str(),
+        "Empty"
+    );
+    // The group timer writes the empty group's record soon after: one more record in
+    // __consumer_offsets than the two syncs and nothing else wrote.
+    let addr = first.local_addr();
+    millrace_testkit::eventually("the empty group's record", || async move {
+        let mut c = TestClient::connect(addr).await;
+        offsets_log_end_total(&mut c).await == 3
+    })
+    .await;
+    first.shutdown().await;
+
+    let second = broker(dir.path()).await;
+    let mut c = TestClient::connect(second.local_addr()).await;
+    assert_eq!(
+        c.call(4, &heartbeat("kept", &member, generation))
+            .await
+            .error_code,
+        0,
+        "the member carries on in its generation after the restart"
+    );
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(s("kept")))
+        .with_generation_id(generation)
+        .with_member_id(s(&member));
+    assert_eq!(
+        c.call(5, &sync).await.assignment,
+        Bytes::from_static(b"kept-assignment"),
+        "and keeps its assignment"
+    );
+    assert_eq!(
+        c.call(4, &heartbeat("emptied", &gone, gone_generation))
+            .await
+            .error_code,
+        25,
+        "UNKNOWN_MEMBER_ID: the member that left stays gone"
+    );
+    second.shutdown().await;
+}
+
+/// FindCoordinator for `group` asked of `client`: the coordinator's node id, once there is one.
+async fn coordinator_of(client: &mut TestClient, group: &str) -> Option<i32> {
+    let response = client
+        .call(3, &FindCoordinatorRequest::default().with_key(s(group)))
+        .await;
+    (response.error_code == 0).then_some(response.node_id.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_coordinator_restores_the_group_and_its_members_carry_on() {
+    let mut cluster = TestCluster::start(
+        3,
+        &[
+            FAST_GROUPS,
+            "offsets.topic.num.partitions=3",
+            "offsets.topic.replication.factor=3",
+        ],
+    )
+    .await;
+    create_topic(&cluster.client_config("setup"), "events", 1).await;
+    let mut any = TestClient::connect(cluster.member(1).addr).await;
+    let old = coordinator_of(&mut any, "moving")
+        .await
+        .expect("a coordinator");
+    let mut c = TestClient::connect(cluster.member(old).addr).await;
+    let (member, generation) = form_group(&mut c, "moving", b"all-of-events").await;
+    let commit = commit("moving", "events", &[(0, 42)])
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(s(&member));
+    assert_eq!(
+        c.call(8, &commit).await.topics[0].partitions[0].error_code,
+        0
+    );
+
+    cluster.halt(old).await;
+    let survivor = cluster
+        .members
+        .iter()
+        .find(|m| m.node_id != old)
+        .map(|m| m.addr)
+        .unwrap();
+    let found = std::sync::Arc::new(std::sync::Mutex::new(None));
+    millrace_testkit::eventually("a new coordinator", || {
+        let found = found.clone();
+        async move {
+            let mut client = TestClient::connect(survivor).await;
+            let new = coordinator_of(&mut client, "moving")
+                .await
+                .filter(|id| *id != old);
+            *found.lock().unwrap() = new;
+            new.is_some()
+        }
+    })
+    .await;
+    let new = found.lock().unwrap().unwrap();
+    let addr = cluster.member(new).addr;
+    // The new coordinator may take a moment to load the partition (NOT_COORDINATOR meanwhile):
+    // then the member's heartbeat in its old generation is simply accepted.
+    millrace_testkit::eventually("the member's heartbeat at the new coordinator", || {
+        let member = member.clone();
+        async move {
+            let mut client = TestClient::connect(addr).await;
+            let code = client
+                .call(4, &heartbeat("moving", &member, generation))
+                .await
+                .error_code;
+            assert!(
+                [0, 14, 15, 16].contains(&code),
+                "error {code}: the member should carry on, not rejoin"
+            );
+            code == 0
+        }
+    })
+    .await;
+    let mut c = TestClient::connect(addr).await;
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(s("moving")))
+        .with_generation_id(generation)
+        .with_member_id(s(&member));
+    assert_eq!(
+        c.call(5, &sync).await.assignment,
+        Bytes::from_static(b"all-of-events")
+    );
+    assert_eq!(
+        fetch_committed(&mut c, "moving", "events", vec![0]).await,
+        vec![42]
+    );
+    cluster.shutdown().await;
 }

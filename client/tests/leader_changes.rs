@@ -18,10 +18,11 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, FetchRequest, FetchResponse, MetadataResponse,
-    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceResponse, RequestHeader,
-    ResponseHeader,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use millrace_client::admin::NewTopic;
@@ -37,6 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 /// What the proxy does to the traffic, and what it saw.
 #[derive(Default)]
@@ -45,6 +47,9 @@ struct Faults {
     produce_faults: AtomicUsize,
     /// Produce answers still to swallow by closing the client's connection instead.
     produce_drops: AtomicUsize,
+    /// Produce requests still to keep from the broker, answered UNKNOWN_TOPIC_OR_PARTITION by
+    /// the proxy itself (as a leader answers before it has created a new partition).
+    produce_refusals: AtomicUsize,
     /// Fetch answers carrying records still to turn into NOT_LEADER_OR_FOLLOWER.
     fetch_faults: AtomicUsize,
     /// Faults injected so far (all kinds).
@@ -156,6 +161,14 @@ async fn forward_requests(
         let (api_key, version) = (header.request_api_key, header.request_api_version);
         if api_key == ApiKey::Metadata as i16 && faults.injected.load(Ordering::Acquire) > 0 {
             faults.metadata_after_fault.fetch_add(1, Ordering::AcqRel);
+        }
+        if api_key == ApiKey::Produce as i16 && Faults::take(&faults.produce_refusals) {
+            faults.injected.fetch_add(1, Ordering::AcqRel);
+            let answer = refuse_produce(&frame, version);
+            if answers.send(Answer::Local(answer)).is_err() {
+                return;
+            }
+            continue;
         }
         let epoch_end = *faults.epoch_end.lock().unwrap();
         if let (true, Some(end)) = (api_key == ApiKey::OffsetForLeaderEpoch as i16, epoch_end) {
@@ -328,6 +341,43 @@ fn rewrite(frame: Bytes, api_key: i16, version: i16, faults: &Faults) -> Bytes {
     }
 }
 
+/// The proxy's own Produce answer: UNKNOWN_TOPIC_OR_PARTITION for every partition sent.
+fn refuse_produce(frame: &Bytes, version: i16) -> Bytes {
+    let key = ApiKey::Produce;
+    let mut body = frame.clone();
+    let header = RequestHeader::decode(&mut body, key.request_header_version(version)).unwrap();
+    let request = ProduceRequest::decode(&mut body, version).unwrap();
+    let responses = request
+        .topic_data
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partition_data
+                .iter()
+                .map(|partition| {
+                    PartitionProduceResponse::default()
+                        .with_index(partition.index)
+                        .with_error_code(UNKNOWN_TOPIC_OR_PARTITION)
+                        .with_base_offset(-1)
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions)
+        })
+        .collect();
+    let mut out = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(header.correlation_id)
+        .encode(&mut out, key.response_header_version(version))
+        .unwrap();
+    ProduceResponse::default()
+        .with_responses(responses)
+        .encode(&mut out, version)
+        .unwrap();
+    out.freeze()
+}
+
 /// The proxy's own OffsetForLeaderEpoch answer: `end` for every partition asked.
 fn answer_offset_for_leader_epoch(
     frame: &Bytes,
@@ -480,6 +530,21 @@ async fn an_idempotent_producer_retries_not_leader_answers_without_duplicates_or
         proxied.faults.metadata_after_fault.load(Ordering::Acquire) >= 1,
         "NOT_LEADER_OR_FOLLOWER makes the producer refresh metadata"
     );
+    proxied.broker.shutdown().await;
+}
+
+/// The fresh-partition race: the first batch reaches the leader before it has created the
+/// partition and is refused; a batch pipelined behind it must not be written first, or the
+/// leader (with no state for the producer, so accepting any sequence) takes it, and the first
+/// batch is OUT_OF_ORDER_SEQUENCE on every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_first_batch_is_not_overtaken_by_the_batches_behind_it() {
+    let proxied = Proxied::start().await;
+    proxied.faults.produce_refusals.store(1, Ordering::Release);
+
+    idempotent_delivery_survives(&proxied, "refused-first", 300).await;
+
+    assert_eq!(proxied.faults.injected.load(Ordering::Acquire), 1);
     proxied.broker.shutdown().await;
 }
 

@@ -5,10 +5,11 @@ use std::io::{self, BufWriter, Write};
 use std::time::Duration;
 
 use anyhow::Context;
-use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
+use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig, GroupWatch};
 use millrace_client::record::ConsumerRecord;
 use millrace_client::{OffsetSpec, ResponseError, TopicPartition};
 
+use super::progress::{error_name, meaning, EXPLAIN_AFTER};
 use super::ConnectArgs;
 
 /// How long one poll waits for records before the stop conditions are checked again.
@@ -135,10 +136,18 @@ pub async fn run(connect: &ConnectArgs, args: ConsumeArgs) -> anyhow::Result<()>
             .clone()
             .unwrap_or_else(|| ":".to_string()),
     };
+    let watch = consumer.group_watch();
+    let group_wait = async {
+        match (watch, &args.group) {
+            (Some(watch), Some(group)) => watch_group(watch, group, connect.timeout()).await,
+            _ => std::future::pending().await,
+        }
+    };
     // Stopping drops `consume` at an await; the consumer hands out records only when a poll
     // returns, so nothing handed out is left unprinted.
     let result = tokio::select! {
         result = consume(&mut consumer, &args, &mut printer) => result,
+        error = group_wait => Err(error),
         _ = stop.wait() => Ok(()),
     };
     let flushed = printer.out.flush();
@@ -153,6 +162,47 @@ pub async fn run(connect: &ConnectArgs, args: ConsumeArgs) -> anyhow::Result<()>
     }
     closed.context("closing the consumer (committing offsets)")?;
     Ok(())
+}
+
+/// While the consumer is not in a generation of `group`: after a few seconds says on stderr
+/// why (the coordinator's answer and what it means), and after `timeout` returns the error
+/// to give up with. Membership changes announce nothing a task could await, so the watch is
+/// read twice a second.
+async fn watch_group(watch: GroupWatch, group: &str, timeout: Duration) -> anyhow::Error {
+    let mut waiting_since = std::time::Instant::now();
+    let mut said: Option<String> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if watch.joined() {
+            waiting_since = std::time::Instant::now();
+            said = None;
+            continue;
+        }
+        let waited = waiting_since.elapsed();
+        if waited < EXPLAIN_AFTER {
+            continue;
+        }
+        let why = match watch.last_join_error() {
+            None => "no answer from its coordinator yet".to_string(),
+            Some(error) => match error.kafka_error() {
+                Some(code) => match meaning(&code) {
+                    Some(meaning) => format!("{}: {meaning}", error_name(&code)),
+                    None => error_name(&code),
+                },
+                None => error.to_string(),
+            },
+        };
+        if waited >= timeout {
+            return anyhow::anyhow!(
+                "gave up joining group `{group}` after {} s (--timeout): {why}",
+                timeout.as_secs()
+            );
+        }
+        if said.as_ref() != Some(&why) {
+            eprintln!("waiting to join group `{group}`: {why}");
+            said = Some(why);
+        }
+    }
 }
 
 /// The read-print loop, up to a stop condition.

@@ -26,11 +26,20 @@ pub fn handle(
                 Err(error) => Err(error),
                 Ok(partitions) => {
                     let tombstones = partitions.into_iter().map(|tp| (tp, None)).collect();
-                    match broker
+                    let stored = match broker
                         .offsets
                         .store(&broker.groups, &group_id, tombstones, now_ms())
                         .await
                     {
+                        Ok(()) => {
+                            broker
+                                .offsets
+                                .store_group(&broker.groups, &group_id, None)
+                                .await
+                        }
+                        Err(error) => Err(error),
+                    };
+                    match stored {
                         Ok(()) => {
                             broker.groups.finish_delete(&group_id);
                             tracing::info!(group = %group_id.0, "deleted group");

@@ -82,6 +82,8 @@ async fn lookup(
                     "offsets topic unavailable".to_string(),
                 )
             })?;
+            // A topic just created is led here (or elsewhere) before the group timer notices.
+            broker.offsets.sync_coordination(&broker.groups);
             (OFFSETS_TOPIC, broker.offsets.partition_of(key, partitions))
         }
         KEY_TYPE_TRANSACTION => {

@@ -31,9 +31,20 @@ pub fn handle(
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect(),
     };
-    let outcome = broker.groups.sync(sync);
+    let (outcome, write) = broker.groups.sync_and_store(sync);
     let ctx = ctx.clone();
+    let broker = broker.clone();
     Ok(Reply::Later(Box::pin(async move {
+        // The leader's sync: members are answered once the new generation is durable.
+        if let Some(write) = write {
+            let result = broker
+                .offsets
+                .store_group(&broker.groups, &write.group_id, Some(write.value))
+                .await;
+            broker
+                .groups
+                .stored(&write.group_id, write.generation, result);
+        }
         let outcome = outcome.await.unwrap_or_else(|_| SyncOutcome {
             error: Some(GroupError::RebalanceInProgress),
             ..Default::default()

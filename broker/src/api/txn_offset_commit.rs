@@ -73,7 +73,7 @@ pub async fn handle(
         let partitions = broker.offsets.ensure_topic().await.map_err(ResponseError::from)?;
         broker
             .offsets
-            .offsets_log(&group_id)
+            .offsets_replica(&group_id)
             .map_err(ResponseError::from)?;
         let partition = broker.offsets.partition_of(&group_id, partitions);
         let verified = verify_partitions(

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
 use super::error::GroupError;
+use super::records::GroupMetadataValue;
 use super::state::{
     CommittedOffset, Group, GroupState, JoinOutcome, Member, SyncOutcome, TopicOffsets,
 };
@@ -452,8 +453,114 @@ impl GroupCoordinator {
         );
     }
 
-    /// SyncGroup. The receiver resolves when the leader's assignment arrives (or at once).
+    /// SyncGroup, with the group's metadata taken as written at once (for tests of the
+    /// protocol alone). The receiver resolves when the leader's assignment arrives.
     pub fn sync(&self, request: SyncRequest) -> oneshot::Receiver<SyncOutcome> {
+        let (outcome, write) = self.sync_and_store(request);
+        if let Some(write) = write {
+            self.stored(&write.group_id, write.generation, Ok(()));
+        }
+        outcome
+    }
+
+    /// SyncGroup. The receiver resolves when the leader's assignment arrives and the group's
+    /// metadata with it is durable: the leader's sync returns that record, which the caller
+    /// writes to `__consumer_offsets` and reports with [`GroupCoordinator::stored`].
+    pub fn sync_and_store(
+        &self,
+        request: SyncRequest,
+    ) -> (oneshot::Receiver<SyncOutcome>, Option<GroupWrite>) {
+        let mut write = None;
+        let outcome = self.sync_inner(request, &mut write);
+        (outcome, write)
+    }
+
+    /// The group metadata write of the leader's sync has finished: with success, members get
+    /// their assignments and the group is Stable; with an error, they get the error and the
+    /// group rebalances (Kafka does the same). Ignored if the group moved on meanwhile.
+    pub fn stored(&self, group_id: &str, generation: i32, result: Result<(), GroupError>) {
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return;
+        };
+        if group.storing != Some(generation)
+            || group.generation_id != generation
+            || group.state != GroupState::CompletingRebalance
+        {
+            return;
+        }
+        group.storing = None;
+        match result {
+            Ok(()) => {
+                let protocol_type = group.protocol_type.clone();
+                let protocol_name = group.protocol_name.clone();
+                for member in group.members.values_mut() {
+                    if let Some(waiter) = member.sync_waiter.take() {
+                        let _ = waiter.send(SyncOutcome {
+                            error: None,
+                            protocol_type: protocol_type.clone(),
+                            protocol_name: protocol_name.clone(),
+                            assignment: member.assignment.clone(),
+                        });
+                    }
+                }
+                group.state = GroupState::Stable;
+                tracing::info!(group = %group.group_id, generation, "rebalance complete: group stable");
+            }
+            Err(error) => {
+                tracing::warn!(group = %group.group_id, generation, %error, "cannot store the group's metadata; rebalancing");
+                for member in group.members.values_mut() {
+                    member.assignment = Bytes::new();
+                    if let Some(waiter) = member.sync_waiter.take() {
+                        let _ = waiter.send(sync_error(error));
+                    }
+                }
+                self.prepare_rebalance(group, Instant::now());
+            }
+        }
+    }
+
+    /// Metadata records of groups that became empty since the last call, to be written.
+    pub fn take_unsaved(&self) -> Vec<GroupWrite> {
+        let now_ms = wall_clock_ms();
+        let mut groups = self.lock();
+        groups
+            .values_mut()
+            .filter_map(|g| {
+                std::mem::take(&mut g.unsaved).then(|| GroupWrite {
+                    group_id: g.group_id.clone(),
+                    generation: g.generation_id,
+                    value: g.metadata(now_ms),
+                })
+            })
+            .collect()
+    }
+
+    /// Applies a group metadata record read back from `__consumer_offsets` (`None`: the
+    /// group was deleted).
+    pub fn restore(&self, group_id: &str, value: Option<GroupMetadataValue>) {
+        let mut groups = self.lock();
+        match value {
+            Some(value) => groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id))
+                .restore(value, Instant::now()),
+            None => {
+                if let Some(group) = groups.get_mut(group_id) {
+                    group.restore_deleted();
+                    if group.offsets.is_empty() {
+                        groups.remove(group_id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn sync_inner(
+        &self,
+        request: SyncRequest,
+        write: &mut Option<GroupWrite>,
+    ) -> oneshot::Receiver<SyncOutcome> {
         if let Err(error) = self.check_owned(&request.group_id) {
             return reply(sync_error(error));
         }
@@ -505,7 +612,9 @@ impl GroupCoordinator {
                         let _ = old.send(sync_error(GroupError::RebalanceInProgress));
                     }
                 }
-                if group.leader.as_deref() == Some(request.member_id.as_str()) {
+                if group.leader.as_deref() == Some(request.member_id.as_str())
+                    && group.storing.is_none()
+                {
                     let assignments: HashMap<String, Bytes> =
                         request.assignments.into_iter().collect();
                     for member in group.members.values_mut() {
@@ -513,12 +622,14 @@ impl GroupCoordinator {
                             .get(&member.member_id)
                             .cloned()
                             .unwrap_or_default();
-                        if let Some(waiter) = member.sync_waiter.take() {
-                            let _ = waiter.send(done(member.assignment.clone()));
-                        }
                     }
-                    group.state = GroupState::Stable;
-                    tracing::info!(group = %group.group_id, generation = group.generation_id, "rebalance complete: group stable");
+                    // Members are answered once this is durable (`stored`).
+                    group.storing = Some(group.generation_id);
+                    *write = Some(GroupWrite {
+                        group_id: group.group_id.clone(),
+                        generation: group.generation_id,
+                        value: group.metadata(wall_clock_ms()),
+                    });
                 }
                 rx
             }
@@ -603,7 +714,9 @@ impl GroupCoordinator {
         if group.members.is_empty() {
             if group.state != GroupState::Empty {
                 group.generation_id += 1;
+                group.unsaved = true;
             }
+            group.storing = None;
             group.state = GroupState::Empty;
             group.leader = None;
             group.protocol_name = None;
@@ -833,6 +946,24 @@ impl GroupCoordinator {
             self.maybe_complete_join(group, now);
         }
     }
+}
+
+/// A group metadata record to write to the group's `__consumer_offsets` partition.
+#[derive(Clone, Debug)]
+pub struct GroupWrite {
+    /// The group.
+    pub group_id: String,
+    /// Its generation in `value`.
+    pub generation: i32,
+    /// The record's value.
+    pub value: GroupMetadataValue,
+}
+
+/// Now, in ms since the Unix epoch (the records' timestamps).
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Removes a member, answering its parked requests so its client rejoins.
@@ -1452,5 +1583,80 @@ mod tests {
         let _rx = coordinator.join(request);
         settle(&coordinator);
         assert_eq!(coordinator.subscribed_to("g", "orders"), Ok(true));
+    }
+
+    #[test]
+    fn members_get_their_assignments_only_once_the_generation_is_stored() {
+        let coordinator = coordinator();
+        let joined = form_group(&coordinator, "g", 2);
+        let mut follower = coordinator.sync(sync_request("g", &joined[1], Vec::new()));
+        let assignments = vec![(joined[1].member_id.clone(), Bytes::from_static(b"p1"))];
+        let (mut leader, write) =
+            coordinator.sync_and_store(sync_request("g", &joined[0], assignments));
+        let write = write.expect("the leader's sync asks for the generation to be stored");
+        assert_eq!(write.generation, joined[0].generation_id);
+        assert_eq!(write.value.members.len(), 2);
+        assert!(
+            answered(&mut follower).is_none(),
+            "nothing before it is durable"
+        );
+        assert!(answered(&mut leader).is_none());
+        assert_eq!(state(&coordinator, "g"), "CompletingRebalance");
+        coordinator.stored("g", write.generation, Ok(()));
+        assert_eq!(
+            answered(&mut follower).unwrap().assignment,
+            Bytes::from_static(b"p1")
+        );
+        assert!(answered(&mut leader).unwrap().error.is_none());
+        assert_eq!(state(&coordinator, "g"), "Stable");
+    }
+
+    #[test]
+    fn a_generation_that_cannot_be_stored_is_rebalanced() {
+        let coordinator = coordinator();
+        let joined = form_group(&coordinator, "g", 1);
+        let assignments = vec![(joined[0].member_id.clone(), Bytes::from_static(b"p"))];
+        let (mut leader, write) =
+            coordinator.sync_and_store(sync_request("g", &joined[0], assignments));
+        coordinator.stored(
+            "g",
+            write.unwrap().generation,
+            Err(GroupError::NotCoordinator),
+        );
+        assert_eq!(
+            answered(&mut leader).unwrap().error,
+            Some(GroupError::NotCoordinator)
+        );
+        assert_eq!(state(&coordinator, "g"), "PreparingRebalance");
+    }
+
+    #[test]
+    fn a_restored_group_is_stable_in_its_generation_and_members_carry_on() {
+        let old = coordinator();
+        let joined = stable_group(&old, "g", 2);
+        let record = {
+            let groups = old.lock();
+            groups["g"].metadata(0)
+        };
+        let new = coordinator();
+        new.restore("g", Some(record));
+        assert_eq!(state(&new, "g"), "Stable");
+        for member in &joined {
+            assert_eq!(
+                new.heartbeat("g", member.generation_id, &member.member_id, None),
+                Ok(())
+            );
+        }
+        let mut sync = new.sync(sync_request("g", &joined[1], Vec::new()));
+        assert_eq!(
+            answered(&mut sync).unwrap().assignment,
+            Bytes::from(joined[1].member_id.clone())
+        );
+        // A tombstone: the group and its members are gone.
+        new.restore("g", None);
+        assert_eq!(
+            new.heartbeat("g", joined[0].generation_id, &joined[0].member_id, None),
+            Err(GroupError::UnknownMemberId)
+        );
     }
 }

@@ -13,13 +13,14 @@ use kafka_protocol::records::RecordBatchDecoder;
 
 use super::coordinator::{GroupCoordinator, Ownership};
 use super::error::GroupError;
-use super::records::{self, OffsetKey, OffsetValue};
+use super::records::{self, GroupMetadataKey, GroupMetadataValue, OffsetKey, OffsetValue};
 use super::state::CommittedOffset;
 use super::txn_offsets::{is_commit_marker, PendingOffsets, TxnOffsetStore};
 use crate::config::BrokerConfig;
+use crate::log::AppendInfo;
 use crate::log::PartitionLog;
 use crate::metadata::controller::{Controller, NewTopic, TopicError};
-use crate::replica::{ReplicaManager, Role};
+use crate::replica::{Partition, ReplicaManager, Role};
 
 /// The internal topic of committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -27,6 +28,23 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// A commit to write: (topic, partition) and Some((offset, leader epoch, metadata)), or None
 /// to delete the committed offset.
 pub type OffsetWrite = ((String, i32), Option<(i64, i32, String)>);
+
+/// How long a commit waits for the in-sync replicas (Kafka's `offsets.commit.timeout.ms`).
+const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The group error a refused offsets append means (as Kafka maps them for OffsetCommit).
+fn refused(what: &str, (error, message): crate::replica::Refusal) -> GroupError {
+    use kafka_protocol::error::ResponseError;
+    match error {
+        ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch => {
+            GroupError::NotCoordinator
+        }
+        _ => {
+            tracing::warn!(%message, "cannot {what} {OFFSETS_TOPIC}");
+            GroupError::CoordinatorNotAvailable
+        }
+    }
+}
 
 /// Reads and writes the records of `__consumer_offsets` (Kafka's OffsetMetadataManager).
 ///
@@ -41,7 +59,7 @@ pub struct OffsetMetadataManager {
     /// `offsets.topic.replication.factor`, used when the topic is created.
     replication_factor: i16,
     /// The `__consumer_offsets` partitions whose groups are loaded here.
-    led: Mutex<BTreeSet<i32>>,
+    led: Arc<Mutex<BTreeSet<i32>>>,
     /// Offsets of open transactions, applied when they commit.
     pub txn_offsets: TxnOffsetStore,
 }
@@ -58,7 +76,7 @@ impl OffsetMetadataManager {
             replicas,
             num_partitions: config.offsets_topic_num_partitions,
             replication_factor: config.offsets_topic_replication_factor,
-            led: Mutex::new(BTreeSet::new()),
+            led: Arc::new(Mutex::new(BTreeSet::new())),
             txn_offsets: TxnOffsetStore::default(),
         }
     }
@@ -114,9 +132,9 @@ impl OffsetMetadataManager {
         records::partition_for(group_id, partitions)
     }
 
-    /// The log of the group's `__consumer_offsets` partition, which this broker must lead
+    /// The group's `__consumer_offsets` partition, which this broker must lead
     /// (NOT_COORDINATOR otherwise: the client looks the coordinator up again).
-    pub fn offsets_log(&self, group_id: &str) -> Result<Arc<PartitionLog>, GroupError> {
+    pub fn offsets_replica(&self, group_id: &str) -> Result<Arc<Partition>, GroupError> {
         let partitions = self
             .controller
             .topic(OFFSETS_TOPIC)
@@ -130,7 +148,39 @@ impl OffsetMetadataManager {
         if replica.role() != Role::Leader {
             return Err(GroupError::NotCoordinator);
         }
-        Ok(replica.log().clone())
+        Ok(replica)
+    }
+
+    /// Appends records to the group's `__consumer_offsets` partition as its leader and waits
+    /// until they are fsynced here and on every in-sync replica (Kafka's
+    /// `offsets.commit.required.acks=-1`): an acknowledged commit survives the coordinator's
+    /// failover.
+    async fn append_replicated(
+        &self,
+        group_id: &str,
+        entries: &[(Bytes, Option<Bytes>)],
+        now_ms: i64,
+    ) -> Result<AppendInfo, GroupError> {
+        let replica = self.offsets_replica(group_id)?;
+        let batch =
+            records::encode_batch(entries, now_ms).ok_or(GroupError::CoordinatorNotAvailable)?;
+        let (info, epoch) = replica
+            .append_as_leader(batch, -1, now_ms)
+            .map_err(|refusal| refused("append to", refusal))?;
+        replica.log().request_durable(info.last_offset);
+        replica
+            .log()
+            .wait_durable(info.last_offset)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "cannot fsync {OFFSETS_TOPIC}");
+                GroupError::CoordinatorNotAvailable
+            })?;
+        replica
+            .wait_for_isr(info.last_offset, epoch, OFFSETS_COMMIT_TIMEOUT)
+            .await
+            .map_err(|refusal| refused("replicate", refusal))?;
+        Ok(info)
     }
 
     /// Durably writes offset commits (`Some`) and deletions (`None`) of one group, then applies
@@ -146,7 +196,8 @@ impl OffsetMetadataManager {
             return Ok(());
         }
         self.ensure_topic().await?;
-        let log = self.offsets_log(group_id)?;
+        // A topic this call created is led here before the group timer notices.
+        self.sync_coordination(coordinator);
         let encoded: Vec<(Bytes, Option<Bytes>)> = entries
             .iter()
             .map(|((topic, partition), value)| {
@@ -167,16 +218,7 @@ impl OffsetMetadataManager {
                 (key.encode(), value)
             })
             .collect();
-        let batch =
-            records::encode_batch(&encoded, now_ms).ok_or(GroupError::CoordinatorNotAvailable)?;
-        let info = log.append(batch, now_ms).map_err(|error| {
-            tracing::error!(%error, "cannot append to {OFFSETS_TOPIC}");
-            GroupError::CoordinatorNotAvailable
-        })?;
-        log.wait_durable(info.last_offset).await.map_err(|error| {
-            tracing::error!(%error, "cannot fsync {OFFSETS_TOPIC}");
-            GroupError::CoordinatorNotAvailable
-        })?;
+        let info = self.append_replicated(group_id, &encoded, now_ms).await?;
         let applied = entries
             .into_iter()
             .enumerate()
@@ -197,11 +239,14 @@ impl OffsetMetadataManager {
     }
 
     /// Whether this broker coordinates `group_id`: it leads the group's `__consumer_offsets`
-    /// partition (before the topic exists, any broker may take the group's first requests;
-    /// its first commit creates the topic and finds the coordinator).
+    /// partition and has loaded its groups (before the topic exists, any broker may take the
+    /// group's first requests; its first commit creates the topic and finds the coordinator).
+    /// A leader that has not loaded the partition yet answers as a non-coordinator: an
+    /// OffsetFetch answered before the load would tell a consumer it has no committed offset.
     pub fn ownership(&self) -> Ownership {
         let controller = self.controller.clone();
         let replicas = self.replicas.clone();
+        let led = self.led.clone();
         Arc::new(move |group_id: &str| {
             let Some(topic) = controller.topic(OFFSETS_TOPIC) else {
                 return true;
@@ -210,7 +255,32 @@ impl OffsetMetadataManager {
             replicas
                 .replica(OFFSETS_TOPIC, partition)
                 .is_some_and(|r| r.role() == Role::Leader)
+                && led
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&partition)
         })
+    }
+
+    /// Durably writes a group's metadata record (`None`: a tombstone, the group is deleted).
+    /// Returns once it is fsynced.
+    pub async fn store_group(
+        &self,
+        coordinator: &GroupCoordinator,
+        group_id: &str,
+        value: Option<GroupMetadataValue>,
+    ) -> Result<(), GroupError> {
+        self.ensure_topic().await?;
+        // A topic this call created is led here before the group timer notices.
+        self.sync_coordination(coordinator);
+        let key = GroupMetadataKey {
+            group: group_id.to_string(),
+        }
+        .encode();
+        let now_ms = value.as_ref().map_or(0, |v| v.state_timestamp);
+        self.append_replicated(group_id, &[(key, value.map(|v| v.encode()))], now_ms)
+            .await
+            .map(|_| ())
     }
 
     /// Follows leadership of the `__consumer_offsets` partitions: groups of partitions this
@@ -299,7 +369,24 @@ impl OffsetMetadataManager {
                         }
                         let transactional = record.transactional;
                         let producer_id = record.producer_id;
-                        let Some(key) = record.key.and_then(OffsetKey::decode) else {
+                        let Some(key_bytes) = record.key else {
+                            continue;
+                        };
+                        if let Some(key) = GroupMetadataKey::decode(key_bytes.clone()) {
+                            match record.value.map(GroupMetadataValue::decode) {
+                                None => coordinator.restore(&key.group, None),
+                                Some(Some(value)) => coordinator.restore(&key.group, Some(value)),
+                                // Another version or damage: the members rejoin instead.
+                                Some(None) => tracing::warn!(
+                                    group = %key.group,
+                                    offset = record.offset,
+                                    "unreadable group metadata in {OFFSETS_TOPIC}; skipped"
+                                ),
+                            }
+                            loaded += 1;
+                            continue;
+                        }
+                        let Some(key) = OffsetKey::decode(key_bytes) else {
                             continue;
                         };
                         let value =
@@ -380,7 +467,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = open(dir.path()).await;
         broker.offsets.ensure_topic().await.unwrap();
-        broker.offsets.offsets_log("g").unwrap();
+        broker.offsets.offsets_replica("g").unwrap();
         assert!(broker.replicas.topic(OFFSETS_TOPIC).is_some());
         close(broker).await;
     }

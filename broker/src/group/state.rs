@@ -8,6 +8,12 @@ use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
 use super::error::GroupError;
+use super::records::{GroupMetadataValue, MemberMetadata};
+
+/// A duration in whole milliseconds, as the records keep it.
+fn millis_i32(duration: Duration) -> i32 {
+    i32::try_from(duration.as_millis()).unwrap_or(i32::MAX)
+}
 
 /// Where a group is in its rebalance cycle (Kafka's names; DescribeGroups reports them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,6 +164,12 @@ pub struct Group {
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
     /// Counter for `joined_seq`.
     pub next_join_seq: u64,
+    /// The generation whose metadata is being written: its members get their assignments,
+    /// and the group turns Stable, once the record is durable (as in Kafka), so that a new
+    /// coordinator never restores an older generation than the one members were told.
+    pub storing: Option<i32>,
+    /// The group became empty and its metadata record does not say so yet.
+    pub unsaved: bool,
 }
 
 impl Group {
@@ -177,7 +189,126 @@ impl Group {
             initial_join_until: None,
             offsets: BTreeMap::new(),
             next_join_seq: 0,
+            storing: None,
+            unsaved: false,
         }
+    }
+
+    /// The group's metadata record as it stands: members in joining order, each with its
+    /// metadata for the chosen protocol and its assignment.
+    pub fn metadata(&self, now_ms: i64) -> GroupMetadataValue {
+        let protocol = self.protocol_name.clone();
+        let mut members: Vec<&Member> = self.members.values().collect();
+        members.sort_by_key(|m| m.joined_seq);
+        GroupMetadataValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation_id,
+            protocol: protocol.clone(),
+            leader: self.leader.clone(),
+            state_timestamp: now_ms,
+            members: members
+                .into_iter()
+                .map(|m| MemberMetadata {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: millis_i32(m.rebalance_timeout),
+                    session_timeout_ms: millis_i32(m.session_timeout),
+                    subscription: protocol
+                        .as_deref()
+                        .and_then(|p| m.metadata_for(p))
+                        .cloned()
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes the membership of a metadata record read back from `__consumer_offsets` (this
+    /// broker just became the group's coordinator). A group with members is Stable in the
+    /// recorded generation, and every member's session starts now: members carry on with
+    /// their heartbeats and assignments instead of rejoining. Committed offsets are kept.
+    pub fn restore(&mut self, value: GroupMetadataValue, now: Instant) {
+        for member in self.members.values_mut() {
+            if let Some(waiter) = member.join_waiter.take() {
+                let _ = waiter.send(JoinOutcome {
+                    error: Some(GroupError::NotCoordinator),
+                    ..JoinOutcome::default()
+                });
+            }
+            if let Some(waiter) = member.sync_waiter.take() {
+                let _ = waiter.send(SyncOutcome {
+                    error: Some(GroupError::NotCoordinator),
+                    ..SyncOutcome::default()
+                });
+            }
+        }
+        self.members.clear();
+        self.pending_members.clear();
+        self.static_members.clear();
+        self.rebalance_deadline = None;
+        self.initial_join_until = None;
+        self.storing = None;
+        self.unsaved = false;
+        self.generation_id = value.generation;
+        self.protocol_type = (!value.protocol_type.is_empty()).then_some(value.protocol_type);
+        self.protocol_name = value.protocol;
+        for (seq, member) in value.members.into_iter().enumerate() {
+            if let Some(instance) = &member.group_instance_id {
+                self.static_members
+                    .insert(instance.clone(), member.member_id.clone());
+            }
+            let protocols = self
+                .protocol_name
+                .clone()
+                .map(|p| vec![(p, member.subscription)])
+                .unwrap_or_default();
+            self.members.insert(
+                member.member_id.clone(),
+                Member {
+                    member_id: member.member_id,
+                    group_instance_id: member.group_instance_id,
+                    client_id: member.client_id,
+                    client_host: member.client_host,
+                    session_timeout: Duration::from_millis(
+                        u64::try_from(member.session_timeout_ms).unwrap_or(0),
+                    ),
+                    rebalance_timeout: Duration::from_millis(
+                        u64::try_from(member.rebalance_timeout_ms).unwrap_or(0),
+                    ),
+                    protocols,
+                    assignment: member.assignment,
+                    last_seen: now,
+                    join_waiter: None,
+                    sync_waiter: None,
+                    joined_seq: seq as u64,
+                },
+            );
+        }
+        self.next_join_seq = self.members.len() as u64;
+        self.leader = value
+            .leader
+            .filter(|leader| self.members.contains_key(leader));
+        self.state = if self.members.is_empty() {
+            self.leader = None;
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+    }
+
+    /// Forgets the membership (a tombstone for the group's metadata was read back).
+    pub fn restore_deleted(&mut self) {
+        self.members.clear();
+        self.pending_members.clear();
+        self.static_members.clear();
+        self.state = GroupState::Empty;
+        self.leader = None;
+        self.protocol_name = None;
+        self.storing = None;
+        self.unsaved = false;
     }
 
     /// A protocol every member (and `candidate`, if given) supports, chosen by the members'

@@ -21,6 +21,10 @@ use super::error::GroupError;
 use super::offsets::{OffsetMetadataManager, OffsetWrite};
 use super::records::{OffsetKey, OffsetValue};
 use super::state::CommittedOffset;
+use crate::error::ResponseError;
+
+/// How long transactional offsets wait for the in-sync replicas.
+const TXN_OFFSETS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Offsets of one group waiting for their transaction: (topic, partition) and the offset.
 pub type PendingOffsets = Vec<((String, i32), Option<CommittedOffset>)>;
@@ -98,7 +102,7 @@ pub async fn store_txn_offsets(
     }
     let partitions = offsets.ensure_topic().await?;
     let partition = offsets.partition_of(group_id, partitions);
-    let log = offsets.offsets_log(group_id)?;
+    let replica = offsets.offsets_replica(group_id)?;
     let records: Vec<Record> = entries
         .iter()
         .enumerate()
@@ -144,13 +148,26 @@ pub async fn store_txn_offsets(
         },
     )
     .map_err(|_| GroupError::CoordinatorNotAvailable)?;
-    let info = log
-        .append_txn_offsets(buf.freeze(), now_ms)
-        .map_err(|error| {
-            tracing::warn!(%error, group_id, producer_id, "transactional offset commit refused");
-            GroupError::CoordinatorNotAvailable
+    let (info, epoch) = replica
+        .append_txn_offsets_as_leader(buf.freeze(), now_ms)
+        .map_err(|(error, message)| {
+            tracing::warn!(%error, %message, group_id, producer_id, "transactional offset commit refused");
+            match error {
+                ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch => {
+                    GroupError::NotCoordinator
+                }
+                _ => GroupError::CoordinatorNotAvailable,
+            }
         })?;
-    log.wait_durable(info.last_offset)
+    replica
+        .log()
+        .wait_durable(info.last_offset)
+        .await
+        .map_err(|_| GroupError::CoordinatorNotAvailable)?;
+    // Replicated like any commit (offsets.commit.required.acks=-1): the offsets must survive
+    // the group coordinator's failover as the transaction's records do.
+    replica
+        .wait_for_isr(info.last_offset, epoch, TXN_OFFSETS_TIMEOUT)
         .await
         .map_err(|_| GroupError::CoordinatorNotAvailable)?;
     let pending = entries

@@ -379,8 +379,14 @@ impl PartitionLog {
     /// Appends the group coordinator's transactional offset commits (TxnOffsetCommit) to an
     /// offsets partition: transactional batches whose sequences are not checked (Kafka writes
     /// them without one), fenced by epoch, opening the producer's transaction here.
-    pub fn append_txn_offsets(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, LogError> {
-        self.append_stamped(records, now_ms, None, Origin::Group)
+    /// `leader_epoch` as for [`PartitionLog::append_as_leader`] (`None`: the cache's latest).
+    pub fn append_txn_offsets(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        leader_epoch: Option<i32>,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_stamped(records, now_ms, leader_epoch, Origin::Group)
     }
 
     /// The first offset of the oldest transaction still open in this partition, if any: the

@@ -409,6 +409,26 @@ impl Partition {
         Ok((info, epoch))
     }
 
+    /// Appends the group coordinator's transactional offsets as leader (TxnOffsetCommit); see
+    /// [`PartitionLog::append_txn_offsets`]. Returns what was written and the leader epoch.
+    pub fn append_txn_offsets_as_leader(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, i32), Refusal> {
+        let mut st = self.lock();
+        if st.role != Role::Leader {
+            return Err(self.not_leader(&st));
+        }
+        let epoch = st.leader_epoch;
+        let info = self
+            .log
+            .append_txn_offsets(records, now_ms, Some(epoch))
+            .map_err(|e| (ResponseError::from(&e), e.to_string()))?;
+        self.advance_high_watermark(&mut st);
+        Ok((info, epoch))
+    }
+
     /// Writes a transaction marker as leader (WriteTxnMarkers); see
     /// [`PartitionLog::append_txn_marker`]. Returns what was written and the leader epoch.
     pub fn append_txn_marker_as_leader(

@@ -67,6 +67,8 @@ pub(crate) struct MemberState {
     joining: AtomicBool,
     /// An error the consumer cannot recover from (a fenced static member).
     fatal: Mutex<Option<ClientError>>,
+    /// Why the last attempt to join failed, until a join succeeds (see [`GroupWatch`]).
+    last_join_error: Mutex<Option<ClientError>>,
     /// When the application last called `poll`.
     last_poll: Mutex<Instant>,
     /// Wakes a waiting `poll` when one of the flags changes.
@@ -152,7 +154,47 @@ impl Drop for GroupMembership {
     }
 }
 
+/// A read-only view of a consumer's group membership that another task can hold while the
+/// consumer polls: whether it is in a generation, and why joining keeps failing if it does
+/// (for tools that explain a wait instead of hanging silently).
+#[derive(Clone)]
+pub struct GroupWatch {
+    state: Arc<MemberState>,
+}
+
+impl std::fmt::Debug for GroupWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupWatch")
+            .field("joined", &self.joined())
+            .finish()
+    }
+}
+
+impl GroupWatch {
+    /// Whether the consumer is in a generation of its group.
+    pub fn joined(&self) -> bool {
+        self.state.identity().generation >= 0
+    }
+
+    /// Why the latest attempt to join failed (`None` once one succeeds, or before any
+    /// failed). The consumer goes on retrying retriable errors.
+    pub fn last_join_error(&self) -> Option<ClientError> {
+        self.state
+            .last_join_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 impl GroupMembership {
+    /// A watch on this membership.
+    pub(crate) fn watch(&self) -> GroupWatch {
+        GroupWatch {
+            state: self.state.clone(),
+        }
+    }
+
     pub(crate) fn new(cluster: Arc<Cluster>, config: ConsumerConfig, group: String) -> Self {
         let state = Arc::new(MemberState {
             identity: Mutex::new(Identity::default()),
@@ -160,6 +202,7 @@ impl GroupMembership {
             lost: AtomicBool::new(false),
             joining: AtomicBool::new(false),
             fatal: Mutex::new(None),
+            last_join_error: Mutex::new(None),
             last_poll: Mutex::new(Instant::now()),
             changed: Notify::new(),
             stop: Notify::new(),
@@ -219,7 +262,13 @@ impl GroupMembership {
         deadline: Instant,
     ) -> Result<Joined> {
         loop {
-            match self.join_once(topics, owned).await {
+            let result = self.join_once(topics, owned).await;
+            *self
+                .state
+                .last_join_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = result.as_ref().err().cloned();
+            match result {
                 Ok(joined) => return Ok(joined),
                 Err(error) if error.is_retriable() && Instant::now() < deadline => {
                     tracing::debug!(group = %self.group, %error, "join failed; retrying");

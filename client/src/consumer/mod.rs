@@ -49,6 +49,7 @@ use tokio::task::JoinSet;
 
 pub use assignor::AssignmentStrategy;
 pub use config::{AutoOffsetReset, ConsumerConfig, ConsumerConfigBuilder};
+pub use group::GroupWatch;
 pub use protocol::Subscription;
 
 use crate::error::{ClientError, Result};
@@ -500,6 +501,11 @@ impl Consumer {
             Mode::Subscribed(topics) => topics.clone(),
             _ => Vec::new(),
         }
+    }
+
+    /// A watch on the group membership that another task may hold (`None` without a group).
+    pub fn group_watch(&self) -> Option<GroupWatch> {
+        self.group.as_ref().map(|group| group.watch())
     }
 
     /// This member's id and generation in the group (`None` outside a generation).

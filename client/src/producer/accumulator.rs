@@ -31,6 +31,9 @@ pub(crate) struct ProducerBatch {
     pub(crate) attempts: u32,
     pub(crate) retry_at: Option<Instant>,
     pub(crate) last_error: Option<ClientError>,
+    /// The broker the last attempt went to: a retry waits out its backoff only while the
+    /// metadata still names that broker as leader.
+    pub(crate) sent_to: Option<i32>,
     /// Bytes of `buffer_memory` this batch holds, given back on completion.
     pub(crate) memory: usize,
 }
@@ -49,6 +52,7 @@ impl ProducerBatch {
             attempts: 0,
             retry_at: None,
             last_error: None,
+            sent_to: None,
             memory: 0,
         }
     }
@@ -81,6 +85,12 @@ pub(crate) struct PartitionQueue {
     /// that window, and its next attempt would be OUT_OF_ORDER_SEQUENCE forever instead of
     /// DUPLICATE_SEQUENCE.
     pub(crate) retries_in_flight: u32,
+    /// Whether the leader acknowledged a batch of this partition. Until it has, an idempotent
+    /// producer sends one batch at a time: a leader with no state for the producer accepts
+    /// any sequence (as Kafka's does), so a second batch pipelined behind a first one that was
+    /// refused (the partition not created on the leader yet) would be written, and the first
+    /// one could never follow it (OUT_OF_ORDER_SEQUENCE).
+    pub(crate) acknowledged: bool,
     /// Bytes of the last batch closed here: a busy partition's next batch starts that big
     /// instead of growing from small again (each growth copies the batch).
     pub(crate) last_batch_bytes: usize,

@@ -199,14 +199,34 @@ impl Sender {
                     }
                     continue;
                 };
+                // A retry goes at once to a new leader (as the Java client does since KIP-951):
+                // the backoff is for the broker that failed it. While the metadata still names
+                // that broker, it is refreshed (at most once per `retry_backoff`), so the new
+                // leader is seen as soon as it is elected, even while the old one cannot be
+                // reached at all.
+                let leader_moved = leader.is_some() && leader != head.sent_to;
+                if head.attempts > 0
+                    && !leader_moved
+                    && head
+                        .last_error
+                        .as_ref()
+                        .is_some_and(|error| error.leader_may_have_moved())
+                {
+                    need_metadata = true;
+                }
                 if let Some(at) = head.retry_at.filter(|at| *at > now) {
-                    wake_at(at);
-                    continue;
+                    if !leader_moved {
+                        wake_at(at);
+                        continue;
+                    }
                 }
                 // A retried batch waits until nothing of its partition is in flight, so it
                 // cannot overtake or be overtaken (ordering with idempotence); new batches
                 // wait while a retry is in flight (see `retries_in_flight`).
                 if (head.attempts > 0 && queue.in_flight > 0) || queue.retries_in_flight > 0 {
+                    continue;
+                }
+                if config.enable_idempotence && !queue.acknowledged && queue.in_flight > 0 {
                     continue;
                 }
                 let Some(leader) = leader else {
@@ -259,6 +279,7 @@ impl Sender {
                     continue;
                 }
                 pending.bytes += batch.size();
+                batch.sent_to = Some(leader);
                 queue.in_flight += 1;
                 if batch.attempts > 0 {
                     queue.retries_in_flight += 1;
@@ -461,6 +482,7 @@ impl Sender {
                     self.retry(batch, error);
                 }
                 Some((0, base_offset, log_append_time, _)) => {
+                    self.note_acknowledged(&batch);
                     self.complete(
                         batch,
                         Ok(BatchAck {
@@ -472,6 +494,7 @@ impl Sender {
                 // The broker already has this batch (a retry of one it wrote): it counts as
                 // written, at the offsets the broker reports.
                 Some((46, base_offset, log_append_time, _)) => {
+                    self.note_acknowledged(&batch);
                     self.complete(
                         batch,
                         Ok(BatchAck {
@@ -502,6 +525,16 @@ impl Sender {
         if stale_metadata {
             self.shared.cluster.invalidate_metadata();
             self.refresh_metadata();
+        }
+    }
+
+    /// Notes that the leader has acknowledged a batch of `batch`'s partition.
+    fn note_acknowledged(&self, batch: &ProducerBatch) {
+        if let Some(topic) = self.queue_of(batch) {
+            topic.partitions[batch.partition as usize]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .acknowledged = true;
         }
     }
 

@@ -180,13 +180,17 @@ fn fencing(broker_id: i32, broker_epoch: i64, fenced: bool) -> MetadataRecord {
 /// The records fencing every unfenced broker whose last heartbeat is older than the session
 /// timeout, with their leaderships moved away.
 pub(super) fn fence_expired(image: &MetadataImage, liveness: &Liveness) -> Vec<MetadataRecord> {
-    let mut records = Vec::new();
-    let mut next = image.clone();
     let expired: Vec<(i32, i64)> = image
         .unfenced_brokers()
         .filter(|b| !liveness.is_alive(b.broker_id))
         .map(|b| (b.broker_id, b.epoch))
         .collect();
+    let mut records = Vec::new();
+    if expired.is_empty() {
+        // Checked several times a second: no image copy when nobody expired.
+        return records;
+    }
+    let mut next = image.clone();
     for (broker_id, epoch) in expired {
         tracing::warn!(broker_id, "broker missed its heartbeats; fencing it");
         let fenced = fencing(broker_id, epoch, true);
@@ -202,7 +206,8 @@ pub(super) fn fence_expired(image: &MetadataImage, liveness: &Liveness) -> Vec<M
 }
 
 /// When the active controller last heard from each broker. Kept in memory by the active
-/// controller only: a new controller gives every broker a full session from its election.
+/// controller only: a new controller gives every broker a full session from its election,
+/// except the broker of the previous active controller (see [`Liveness::take_over`]).
 #[derive(Debug)]
 pub struct Liveness {
     session_timeout: Duration,
@@ -224,6 +229,31 @@ impl Liveness {
     pub fn reset(&mut self) {
         self.last_heartbeat.clear();
         self.since = Instant::now();
+    }
+
+    /// Starts over as the successor of `previous`, the node that led the quorum before and was
+    /// last heard from (as Raft leader) at the given instant. Every other broker gets a full
+    /// session from now, as in Kafka. The previous leader's session counts from when it was
+    /// last heard from: a new election usually means it died, and giving it a fresh session
+    /// would add a whole session timeout to the failover of every partition it led. It still
+    /// gets at least `grace` from now to reach this controller, in case it is alive and only
+    /// lost the election. A leader last heard from more than a session ago was not the
+    /// previous one and gets a full session like the rest.
+    pub fn take_over(&mut self, previous: Option<(i32, Instant)>, grace: Duration) {
+        self.reset();
+        let Some((broker_id, last_heard)) = previous else {
+            return;
+        };
+        if self.since.saturating_duration_since(last_heard) > self.session_timeout {
+            // Not the leader just before this one: treated like every other broker.
+            return;
+        }
+        let earliest = self
+            .since
+            .checked_sub(self.session_timeout.saturating_sub(grace))
+            .unwrap_or(self.since);
+        self.last_heartbeat
+            .insert(broker_id, last_heard.max(earliest).min(self.since));
     }
 
     /// Records a heartbeat (or registration) of `broker_id` now.
@@ -313,5 +343,31 @@ mod tests {
         assert!(register(&image, &request(1), &expired).is_ok());
         assert_eq!(fence_expired(&image, &expired).len(), 1);
         assert!(fence_expired(&image, &liveness).is_empty());
+    }
+
+    #[test]
+    fn a_successor_counts_the_previous_leaders_session_from_its_last_contact() {
+        let session = Duration::from_secs(2);
+        let grace = Duration::from_millis(800);
+        let now = Instant::now();
+        let mut liveness = Liveness::new(session);
+        // Heard from 1.9 s ago: 0.1 s of its session left, but the grace is longer.
+        liveness.take_over(Some((1, now - Duration::from_millis(1_900))), grace);
+        assert!(liveness.is_alive(1));
+        assert!(liveness.is_alive(2), "other brokers get a full session");
+        let left = |l: &Liveness| session.saturating_sub(l.last_heartbeat[&1].elapsed());
+        assert!(
+            left(&liveness) <= grace,
+            "no more than the grace: {:?}",
+            left(&liveness)
+        );
+        // Heard from 0.2 s ago: the rest of its own session, not a fresh one.
+        liveness.take_over(Some((1, now - Duration::from_millis(200))), grace);
+        assert!(left(&liveness) <= Duration::from_millis(1_800));
+        assert!(left(&liveness) > grace);
+        // Heard from longer ago than a session: not the previous leader; a full session.
+        liveness.take_over(Some((1, now - Duration::from_secs(3))), grace);
+        assert!(!liveness.last_heartbeat.contains_key(&1));
+        assert!(liveness.is_alive(1));
     }
 }

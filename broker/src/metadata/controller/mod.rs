@@ -147,7 +147,7 @@ pub enum ConfigOp {
 const CONTROLLER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often the active controller looks for brokers whose session expired.
-const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The controller role of this node, and the way to the active controller from any node.
 pub struct Controller {
@@ -775,8 +775,14 @@ impl Controller {
             }
             let leader = self.quorum.is_leader();
             if leader && !was_leader {
-                // A new active controller gives every broker a full session to reach it.
-                self.lock_liveness().reset();
+                // A new active controller gives every broker a full session to reach it, but
+                // the previous one's broker only what is left of its own.
+                let previous = self.quorum.last_leader_contact().and_then(|contact| {
+                    let broker_id = i32::try_from(contact.leader).ok()?;
+                    Some((broker_id, contact.at))
+                });
+                let grace = Duration::from_millis(2 * self.config.broker_heartbeat_interval_ms);
+                self.lock_liveness().take_over(previous, grace);
             }
             was_leader = leader;
             if !leader {

@@ -316,6 +316,19 @@ pub struct LeaderState {
     pub term: u64,
 }
 
+/// When this voter last accepted entries (or a heartbeat) from another node as leader: a new
+/// active controller counts the previous leader's broker session from then rather than from
+/// its own election (see `Controller::run_liveness`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderContact {
+    /// The leader that sent them.
+    pub leader: NodeId,
+    /// Its term.
+    pub term: u64,
+    /// When they arrived.
+    pub at: std::time::Instant,
+}
+
 /// One member's view of the quorum, for status pages and DescribeQuorum-like answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuorumStatus {
@@ -344,6 +357,8 @@ pub struct MetadataQuorum {
     raft: Option<Raft>,
     applied: watch::Receiver<AppliedImage>,
     leader: watch::Receiver<LeaderState>,
+    /// Written by the controller listener on every accepted AppendEntries.
+    leader_contact: Arc<Mutex<Option<LeaderContact>>>,
     client: Arc<ControllerClient>,
     app: Arc<dyn ControllerRpcHandler>,
     lease: Lease,
@@ -412,6 +427,7 @@ impl MetadataQuorum {
             config.heartbeat_interval,
             leader_tx,
         )));
+        let leader_contact = Arc::new(Mutex::new(None));
         if let Some(listener) = listener {
             tasks.push(server::spawn(
                 listener,
@@ -421,6 +437,7 @@ impl MetadataQuorum {
                     app: app.clone(),
                     state: state_machine,
                     leader: leader.clone(),
+                    leader_contact: leader_contact.clone(),
                 },
             ));
         }
@@ -436,6 +453,7 @@ impl MetadataQuorum {
             raft: Some(raft),
             applied,
             leader,
+            leader_contact,
             app,
             lease,
             propose_timeout: config.propose_timeout,
@@ -489,6 +507,7 @@ impl MetadataQuorum {
             raft: None,
             applied,
             leader,
+            leader_contact: Arc::new(Mutex::new(None)),
             client,
             app,
             lease: Lease {
@@ -628,6 +647,15 @@ impl MetadataQuorum {
     /// The leader (the active controller), if one is known.
     pub fn leader(&self) -> Option<NodeId> {
         self.leader.borrow().leader
+    }
+
+    /// The last time this voter accepted entries from another node as leader (`None` on an
+    /// observer, or before any).
+    pub fn last_leader_contact(&self) -> Option<LeaderContact> {
+        *self
+            .leader_contact
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether this node is the active leader (the active controller): the Raft leader, with

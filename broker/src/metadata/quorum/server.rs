@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::raft::AppendEntriesResponse;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -26,7 +27,7 @@ use super::wire::{
     read_frame, write_frame, MetadataFetchResponse, MetadataUpdate, RequestFrame, RpcRequest,
     RpcResponse,
 };
-use super::LeaderState;
+use super::{LeaderContact, LeaderState};
 
 /// A boxed, sendable future: lets [`ControllerRpcHandler`] be a trait object without
 /// `async-trait`.
@@ -64,6 +65,8 @@ pub struct Context {
     pub state: StateMachineStore,
     /// The active leader as this voter knows it, told to observers.
     pub leader: watch::Receiver<LeaderState>,
+    /// Where accepted AppendEntries are noted (see [`LeaderContact`]).
+    pub leader_contact: Arc<std::sync::Mutex<Option<LeaderContact>>>,
 }
 
 /// Serves the controller protocol on `listener` until the returned task is aborted; aborting it
@@ -146,7 +149,16 @@ async fn answer(context: &Context, frame: RequestFrame) -> (RpcResponse, bool) {
     }
     let response = match frame.body {
         RpcRequest::AppendEntries(rpc) => {
-            RpcResponse::AppendEntries(context.raft.append_entries(rpc).await)
+            let sender = (rpc.vote.committed, rpc.vote.leader_id().voted_for());
+            let term = rpc.vote.leader_id().get_term();
+            let result = context.raft.append_entries(rpc).await;
+            if let (true, Some(leader)) = sender {
+                if matches!(&result, Ok(answer) if !matches!(answer, AppendEntriesResponse::HigherVote(_)))
+                {
+                    note_leader_contact(context, leader, term);
+                }
+            }
+            RpcResponse::AppendEntries(result)
         }
         RpcRequest::Vote(rpc) => RpcResponse::Vote(context.raft.vote(rpc).await),
         RpcRequest::InstallSnapshot(rpc) => {
@@ -161,6 +173,19 @@ async fn answer(context: &Context, frame: RequestFrame) -> (RpcResponse, bool) {
         }
     };
     (response, true)
+}
+
+/// Notes that `leader` (of `term`) was heard from now.
+fn note_leader_contact(context: &Context, leader: NodeId, term: u64) {
+    let mut contact = context
+        .leader_contact
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *contact = Some(LeaderContact {
+        leader,
+        term,
+        at: std::time::Instant::now(),
+    });
 }
 
 /// What an observer at `after` is missing, waiting up to `wait` for something to be applied
