@@ -22,6 +22,7 @@ use crate::metadata::quorum::{MetadataQuorum, QuorumConfig};
 use crate::metadata::{publisher, Controller, ControllerHandler, ProducerIdManager};
 use crate::replica::{AlterPartitionManager, FetcherConfig, ReplicaManager};
 use crate::server::broker_lifecycle::BrokerLifecycle;
+use crate::txn::TransactionCoordinator;
 
 /// Everything request handlers share: one value per concern, each owned by its module.
 pub struct Broker {
@@ -37,6 +38,8 @@ pub struct Broker {
     pub offsets: OffsetMetadataManager,
     /// Producer ids handed out by InitProducerId.
     pub producer_ids: ProducerIdManager,
+    /// Transactions, in `__transaction_state`.
+    pub transactions: TransactionCoordinator,
     /// ISR changes on their way to the controller.
     pub alter_partition: Arc<AlterPartitionManager>,
     /// Registration and heartbeats.
@@ -128,18 +131,27 @@ impl Broker {
             .await;
         groups.set_ownership(offsets.ownership());
         offsets.sync_coordination(&groups);
-        Ok(Arc::new(Broker {
+        let transactions = TransactionCoordinator::new(&config);
+        let broker = Arc::new(Broker {
             config,
             controller,
             replicas,
             groups,
             offsets,
             producer_ids,
+            transactions,
             alter_partition,
             lifecycle,
             background_shutdown,
             _data_dir_lock: lock,
-        }))
+        });
+        broker.transactions.sync_coordination(&broker);
+        broker.transactions.resume_prepared(&broker);
+        tokio::spawn(TransactionCoordinator::run(
+            Arc::downgrade(&broker),
+            broker.background_shutdown.subscribe(),
+        ));
+        Ok(broker)
     }
 }
 

@@ -69,6 +69,7 @@ impl From<&LogError> for ResponseError {
             // has no error code of its own either).
             LogError::OffsetMismatch { .. } => ResponseError::UnknownServerError,
             LogError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            LogError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
         }
     }
 }

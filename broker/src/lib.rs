@@ -38,6 +38,7 @@ pub mod meta_properties;
 pub mod metadata;
 pub mod replica;
 pub mod server;
+pub mod txn;
 
 pub use broker::Broker;
 pub use config::BrokerConfig;

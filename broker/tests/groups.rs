@@ -302,7 +302,10 @@ async fn init_producer_id_hands_out_distinct_ids_across_restarts() {
     let transactional = request
         .clone()
         .with_transactional_id(Some(TransactionalId(s("tx"))));
-    assert_eq!(c.call(4, &transactional).await.error_code, 53);
+    // A transactional id gets a producer id of its own from the transaction coordinator.
+    let txn = c.call(4, &transactional).await;
+    assert_eq!((txn.error_code, txn.producer_epoch), (0, 0));
+    assert!(txn.producer_id != first.producer_id && txn.producer_id != second.producer_id);
     broker1.shutdown().await;
 
     let broker2 = broker(dir.path()).await;

@@ -122,6 +122,20 @@ pub enum ClientError {
     /// The producer or consumer was closed; no further calls are possible.
     #[error("the {0} is closed")]
     Closed(&'static str),
+    /// A newer producer with the same `transactional.id` took over (PRODUCER_FENCED or
+    /// INVALID_PRODUCER_EPOCH from the transaction coordinator or a partition leader): this
+    /// producer can do nothing more and should be closed.
+    #[error(
+        "producer fenced: a newer producer with transactional id {transactional_id} took over"
+    )]
+    ProducerFenced {
+        /// The transactional id.
+        transactional_id: String,
+    },
+    /// A transactional method called out of order (commit without begin, send outside a
+    /// transaction, begin twice, or after a failed send the transaction can only abort).
+    #[error("invalid transaction state: {0}")]
+    TransactionState(String),
 }
 
 impl ClientError {
@@ -151,6 +165,8 @@ impl ClientError {
             | ClientError::DeliveryTimeout { .. }
             | ClientError::NoOffsetForPartition { .. }
             | ClientError::LogTruncation { .. }
+            | ClientError::ProducerFenced { .. }
+            | ClientError::TransactionState(_)
             | ClientError::Closed(_) => false,
         }
     }

@@ -4,6 +4,8 @@
 with the admin client; it prints JSON, and the test reads the records back with confluent-kafka.
 `node/group.js` produces with kafkajs's idempotent producer and consumes in a consumer group,
 committing on disconnect.
+`node/transactions.js` commits, aborts and commits with `sendOffsets` through a transactional
+producer, then reads read_committed.
 """
 
 from __future__ import annotations
@@ -117,3 +119,30 @@ def test_kafkajs_idempotent_producer_and_consumer_group_round_trip(broker):
     for partition, offsets in by_partition.items():
         assert committed[partition] == len(offsets), "committed = next offset to read"
     assert result["groupState"] == "Empty", "the consumer left the group on disconnect"
+
+
+def test_kafkajs_transactions_commit_abort_and_send_offsets(broker):
+    topic = unique_topic("kafkajs-txn")
+    group = unique_topic("kafkajs-txn-group")
+    proc = subprocess.run(
+        [NODE, str(NODE_DIR / "transactions.js"), broker.bootstrap, topic, unique_topic("tid"), group],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=NODE_DIR,
+    )
+    assert proc.returncode == 0, (
+        f"transactions.js exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    committed = [f"c1-{i}" for i in range(5)] + [f"c2-{i}" for i in range(5)]
+    # kafkajs reads read_committed by default: the aborted transaction is skipped.
+    assert result["consumed"] == committed
+    assert [(p["partition"], p["offset"]) for p in result["committed"]] == [(0, "42")]
+    # librdkafka's read_committed consumer agrees, and read_uncommitted sees all 15.
+    back = confluent_read_all(broker.bootstrap, topic, [0], **{"isolation.level": "read_committed"})
+    assert [r.value.decode() for r in back.records] == committed
+    everything = confluent_read_all(
+        broker.bootstrap, topic, [0], **{"isolation.level": "read_uncommitted"}
+    )
+    assert len(everything.records) == 15

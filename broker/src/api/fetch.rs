@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::time::Instant;
@@ -194,7 +194,7 @@ fn gather(
                 let high_watermark = replica.high_watermark();
                 partitions.push(
                     data.with_high_watermark(high_watermark)
-                        .with_last_stable_offset(high_watermark)
+                        .with_last_stable_offset(replica.last_stable_offset())
                         .with_log_start_offset(replica.log().log_start_offset()),
                 );
                 continue;
@@ -210,6 +210,23 @@ fn gather(
                 replica
                     .read_for_debugging(w.offset, read_limit)
                     .map(|(records, high_watermark)| (records, high_watermark, None))
+            } else if read_committed {
+                replica
+                    .read_committed_for_consumer(w.offset, read_limit, w.current_leader_epoch)
+                    .map(|(records, high_watermark, lso, aborted)| {
+                        data.last_stable_offset = lso;
+                        data.aborted_transactions = Some(
+                            aborted
+                                .iter()
+                                .map(|a| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(a.producer_id.into())
+                                        .with_first_offset(a.first_offset)
+                                })
+                                .collect(),
+                        );
+                        (records, high_watermark, None)
+                    })
             } else {
                 replica
                     .read_for_consumer(w.offset, read_limit, w.current_leader_epoch)
@@ -218,9 +235,19 @@ fn gather(
             let log_start_offset = replica.log().log_start_offset();
             match read {
                 Ok((records, high_watermark, diverging)) => {
+                    // The last stable offset of a read_committed read was set with its
+                    // records; otherwise no transaction bounds what is answered.
+                    let lso = if read_committed
+                        && replica_id < 0
+                        && replica_id != DEBUGGING_CONSUMER_ID
+                    {
+                        data.last_stable_offset
+                    } else {
+                        high_watermark
+                    };
                     data = data
                         .with_high_watermark(high_watermark)
-                        .with_last_stable_offset(high_watermark)
+                        .with_last_stable_offset(lso)
                         .with_log_start_offset(log_start_offset);
                     if let Some(diverging) = diverging {
                         has_error = true; // answer at once: the follower must truncate first
@@ -253,7 +280,7 @@ fn gather(
                     partitions.push(
                         data.with_error_code(error.code())
                             .with_high_watermark(replica.high_watermark())
-                            .with_last_stable_offset(replica.high_watermark())
+                            .with_last_stable_offset(replica.last_stable_offset())
                             .with_log_start_offset(log_start_offset),
                     );
                 }

@@ -1,5 +1,6 @@
 //! FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
-//! partition (single key up to v3, batched v4).
+//! partition, a transactional id's the leader of its `__transaction_state` partition (single
+//! key up to v3, batched v4).
 
 use bytes::Bytes;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -11,9 +12,12 @@ use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{error_code, ResponseError};
 use crate::group::OFFSETS_TOPIC;
+use crate::txn::TRANSACTION_STATE_TOPIC;
 
 /// Key type of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;
+/// Key type of a transactional id.
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// Where a coordinator is: node id, host, port.
 type Found = (i32, StrBytes, i32);
@@ -66,28 +70,39 @@ async fn lookup(
     key_type: i8,
     key: &str,
 ) -> Result<Found, (ResponseError, String)> {
-    if key_type != KEY_TYPE_GROUP {
-        return Err((
-            ResponseError::CoordinatorNotAvailable,
-            "transactions are not supported yet".to_string(),
-        ));
-    }
     if key.is_empty() {
-        return Err((ResponseError::InvalidRequest, "empty group id".to_string()));
+        return Err((ResponseError::InvalidRequest, "empty key".to_string()));
     }
-    // Creating the offsets topic here, as Kafka does, makes the first commit fast.
-    let partitions = broker.offsets.ensure_topic().await.map_err(|e| {
-        (
-            ResponseError::from(e),
-            "offsets topic unavailable".to_string(),
-        )
-    })?;
-    // A topic just created is led here (or elsewhere) before the group timer notices.
-    broker.offsets.sync_coordination(&broker.groups);
-    let partition = broker.offsets.partition_of(key, partitions);
+    // Creating the internal topic here, as Kafka does, makes the first request fast.
+    let (topic, partition) = match key_type {
+        KEY_TYPE_GROUP => {
+            let partitions = broker.offsets.ensure_topic().await.map_err(|e| {
+                (
+                    ResponseError::from(e),
+                    "offsets topic unavailable".to_string(),
+                )
+            })?;
+            // A topic just created is led here (or elsewhere) before the group timer notices.
+            broker.offsets.sync_coordination(&broker.groups);
+            (OFFSETS_TOPIC, broker.offsets.partition_of(key, partitions))
+        }
+        KEY_TYPE_TRANSACTION => {
+            let partitions = broker.transactions.ensure_topic(broker).await?;
+            (
+                TRANSACTION_STATE_TOPIC,
+                broker.transactions.partition_of(key, partitions),
+            )
+        }
+        other => {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!("unknown coordinator key type {other}"),
+            ))
+        }
+    };
     broker.controller.with_image(|image| {
         let leader = image
-            .topic(OFFSETS_TOPIC)
+            .topic(topic)
             .and_then(|t| t.partition(partition))
             .map_or(-1, |p| p.leader);
         let endpoint = image
@@ -98,7 +113,7 @@ async fn lookup(
             Some(e) => Ok((leader, str_bytes(e.host.clone()), i32::from(e.port))),
             None => Err((
                 ResponseError::CoordinatorNotAvailable,
-                format!("{OFFSETS_TOPIC}-{partition} has no leader right now"),
+                format!("{topic}-{partition} has no leader right now"),
             )),
         }
     })

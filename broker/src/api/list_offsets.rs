@@ -22,6 +22,7 @@ pub fn handle(
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: ListOffsetsRequest = ctx.decode(&mut body)?;
+    let read_committed = ctx.version >= 2 && request.isolation_level == 1;
     let topics = request
         .topics
         .into_iter()
@@ -70,6 +71,8 @@ pub fn handle(
                     let found = match p.timestamp {
                         // Consumers see up to the high watermark, so the end they can reach is there.
                         LATEST if !view.high_watermark_settled => return not_available(),
+                        // read_committed (v2+) consumers end at the last stable offset.
+                        LATEST if read_committed => Ok(Some((view.last_stable_offset, -1))),
                         LATEST => Ok(Some((view.high_watermark, -1))),
                         EARLIEST => Ok(Some((log.log_start_offset(), -1))),
                         MAX_TIMESTAMP if ctx.version >= 7 => log.max_timestamp(),

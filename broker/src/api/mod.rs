@@ -5,6 +5,8 @@
 //! before returning, and may leave waiting (fsync, long poll) to the returned future, so that
 //! a connection can pipeline requests while answering them in order.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -15,7 +17,10 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
+pub mod describe_transactions;
 pub mod elect_leaders;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -25,6 +30,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -33,6 +39,8 @@ pub mod offset_for_leader_epoch;
 pub mod partition_reassignments;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -130,6 +138,16 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    // Transactions, version 1 (KIP-98 with KIP-890's server-side verification): the versions
+    // of transaction version 2 (EndTxn 5, TxnOffsetCommit 5, Produce 12) are not advertised.
+    (ApiKey::AddPartitionsToTxn, 0, 4),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 /// The advertised `[min, max]` versions of an API, if we implement it.
@@ -254,7 +272,7 @@ pub async fn handle(
     match api_key {
         ApiKey::ApiVersions => api_versions::handle(&ctx, body).map(Reply::Now),
         ApiKey::Metadata => metadata::handle(broker, &ctx, body).await.map(Reply::Now),
-        ApiKey::Produce => produce::handle(broker, &ctx, body),
+        ApiKey::Produce => produce::handle(broker, &ctx, body).await,
         ApiKey::Fetch => fetch::handle(broker, &ctx, body),
         ApiKey::ListOffsets => list_offsets::handle(broker, &ctx, body).map(Reply::Now),
         ApiKey::CreateTopics => create_topics::handle(broker, &ctx, body)
@@ -301,6 +319,24 @@ pub async fn handle(
         ApiKey::InitProducerId => init_producer_id::handle(broker, &ctx, body)
             .await
             .map(Reply::Now),
+        ApiKey::AddPartitionsToTxn => add_partitions_to_txn::handle(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
+        ApiKey::AddOffsetsToTxn => add_offsets_to_txn::handle(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
+        ApiKey::EndTxn => end_txn::handle(broker, &ctx, body).await.map(Reply::Now),
+        ApiKey::WriteTxnMarkers => write_txn_markers::handle(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
+        ApiKey::TxnOffsetCommit => txn_offset_commit::handle(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
+        ApiKey::DescribeProducers => describe_producers::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::DescribeTransactions => {
+            describe_transactions::handle(broker, &ctx, body).map(Reply::Now)
+        }
+        ApiKey::ListTransactions => list_transactions::handle(broker, &ctx, body).map(Reply::Now),
         other => Err(RequestError::UnsupportedVersion {
             api: other,
             version,

@@ -1,4 +1,5 @@
-//! Produce: validate and append record batches, then answer once they are durable.
+//! Produce: validate and append record batches, then answer once they are durable. A
+//! transactional produce is first checked against the transaction (`txn/verification.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,11 @@ struct Appended {
 /// Handles a Produce request: appends happen now, in request order, on the partitions this
 /// broker leads; the answer waits for fsync (group commit) unless acks=0, and with acks=all
 /// for the in-sync replicas too (up to the request's timeout).
-pub fn handle(
+///
+/// Async only for KIP-890: the first write of a transaction to a partition waits for the
+/// coordinator's verification before anything of the request is appended (the connection
+/// reads its next request only after, so appends stay in request order).
+pub async fn handle(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     mut body: Bytes,
@@ -39,22 +44,23 @@ pub fn handle(
             ResponseError::InvalidRequiredAcks,
             format!("acks must be -1, 0 or 1, got {acks}"),
         ))
-    } else if request.transactional_id.is_some() {
-        Some((
-            ResponseError::InvalidTxnState,
-            "transactions are not supported yet".to_string(),
-        ))
     } else {
         None
     };
+    let refused = crate::txn::verification::verify_produce(broker, &request).await;
 
     let mut topics: Vec<(TopicName, Vec<Appended>)> = Vec::with_capacity(request.topic_data.len());
     let mut failures = 0usize;
     for topic in request.topic_data {
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in topic.partition_data {
+            let not_in_txn = if refused.is_empty() {
+                None // the common case: no key to build
+            } else {
+                refused.get(&(topic.name.0.to_string(), data.index))
+            };
             let outcome = match (
-                &refuse_all,
+                refuse_all.as_ref().or(not_in_txn),
                 broker.replicas.replica(&topic.name, data.index),
             ) {
                 (Some(refusal), _) => Err(refusal.clone()),

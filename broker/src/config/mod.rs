@@ -162,6 +162,17 @@ pub struct BrokerConfig {
     pub offsets_topic_num_partitions: i32,
     /// Longest commit metadata string accepted (`offset.metadata.max.bytes`).
     pub offset_metadata_max_bytes: usize,
+    /// Partitions of `__transaction_state` (`transaction.state.log.num.partitions`).
+    pub transaction_state_log_num_partitions: i32,
+    /// Replication factor of `__transaction_state`
+    /// (`transaction.state.log.replication.factor`, default 3, capped at the brokers there
+    /// are when the topic is created, like `__consumer_offsets`).
+    pub transaction_state_log_replication_factor: i16,
+    /// Longest `transaction.timeout.ms` a producer may ask for (`transaction.max.timeout.ms`).
+    pub transaction_max_timeout_ms: i32,
+    /// How often transactions past their timeout are looked for and aborted
+    /// (`transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
     /// Broker-wide defaults of topic-level settings, keyed by the topic-level name
     /// (`segment.bytes`, `retention.ms`, ...), with the broker name it came from.
     pub log_defaults: BTreeMap<String, String>,
@@ -186,6 +197,10 @@ const BROKER_SETTINGS: &[&str] = &[
     "group.max.session.timeout.ms",
     "offsets.topic.num.partitions",
     "offset.metadata.max.bytes",
+    "transaction.state.log.num.partitions",
+    "transaction.state.log.replication.factor",
+    "transaction.max.timeout.ms",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
     "process.roles",
     "controller.quorum.voters",
     "listener.security.protocol.map",
@@ -317,6 +332,28 @@ impl BrokerConfig {
             Some(v) => parse_positive::<usize>("offset.metadata.max.bytes", v)?,
             None => 4096,
         };
+        let transaction_state_log_num_partitions = match get("transaction.state.log.num.partitions")
+        {
+            Some(v) => parse_positive::<i32>("transaction.state.log.num.partitions", v)?,
+            None => 50,
+        };
+        let transaction_state_log_replication_factor =
+            match get("transaction.state.log.replication.factor") {
+                Some(v) => parse_positive::<i16>("transaction.state.log.replication.factor", v)?,
+                None => 3,
+            };
+        let transaction_max_timeout_ms = match get("transaction.max.timeout.ms") {
+            Some(v) => parse_positive::<i32>("transaction.max.timeout.ms", v)?,
+            None => 900_000,
+        };
+        let transaction_abort_timed_out_transaction_cleanup_interval_ms =
+            match get("transaction.abort.timed.out.transaction.cleanup.interval.ms") {
+                Some(v) => parse_positive::<u64>(
+                    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                    v,
+                )?,
+                None => 10_000,
+            };
         let broker_rack = get("broker.rack")
             .map(str::trim)
             .filter(|rack| !rack.is_empty())
@@ -411,6 +448,10 @@ impl BrokerConfig {
             group_max_session_timeout_ms,
             offsets_topic_num_partitions,
             offset_metadata_max_bytes,
+            transaction_state_log_num_partitions,
+            transaction_state_log_replication_factor,
+            transaction_max_timeout_ms,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms,
             log_defaults,
             process_roles,
             listeners: network.listeners,

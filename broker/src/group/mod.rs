@@ -7,6 +7,7 @@
 //!   formats of `records.rs`.
 //! - `error.rs`: why a group request is refused, in Kafka's terms.
 //! - `subscription.rs`: the topics a consumer's JoinGroup metadata names.
+//! - `txn_offsets.rs`: TxnOffsetCommit's offsets, visible once their transaction commits.
 
 pub mod coordinator;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod offsets;
 pub mod records;
 pub mod state;
 pub mod subscription;
+pub mod txn_offsets;
 
 pub use coordinator::{GroupCoordinator, JoinRequest, SyncRequest};
 pub use error::GroupError;

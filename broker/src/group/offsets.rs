@@ -5,7 +5,7 @@
 //! acknowledged commit is lost to a crash. The coordinator holds the offsets in memory; this
 //! module only reads and writes their records.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use super::coordinator::{GroupCoordinator, Ownership};
 use super::error::GroupError;
 use super::records::{self, GroupMetadataKey, GroupMetadataValue, OffsetKey, OffsetValue};
 use super::state::CommittedOffset;
+use super::txn_offsets::{is_commit_marker, PendingOffsets, TxnOffsetStore};
 use crate::config::BrokerConfig;
 use crate::log::AppendInfo;
 use crate::log::PartitionLog;
@@ -59,6 +60,8 @@ pub struct OffsetMetadataManager {
     replication_factor: i16,
     /// The `__consumer_offsets` partitions whose groups are loaded here.
     led: Arc<Mutex<BTreeSet<i32>>>,
+    /// Offsets of open transactions, applied when they commit.
+    pub txn_offsets: TxnOffsetStore,
 }
 
 impl OffsetMetadataManager {
@@ -74,6 +77,7 @@ impl OffsetMetadataManager {
             num_partitions: config.offsets_topic_num_partitions,
             replication_factor: config.offsets_topic_replication_factor,
             led: Arc::new(Mutex::new(BTreeSet::new())),
+            txn_offsets: TxnOffsetStore::default(),
         }
     }
 
@@ -316,6 +320,9 @@ impl OffsetMetadataManager {
                 "no longer coordinating the groups of these offsets partitions"
             );
             coordinator.unload(|group| !lost.contains(&records::partition_for(group, partitions)));
+            for index in &lost {
+                self.txn_offsets.forget_partition(*index);
+            }
         }
         if !gained.is_empty() {
             tracing::info!(
@@ -324,7 +331,7 @@ impl OffsetMetadataManager {
             );
             for index in &gained {
                 if let Some(replica) = hosted.partitions.get(index) {
-                    self.load_log(coordinator, replica.log());
+                    self.load_log(coordinator, replica.log(), *index);
                 }
             }
         }
@@ -332,8 +339,10 @@ impl OffsetMetadataManager {
     }
 
     /// Replays one `__consumer_offsets` partition into `coordinator`.
-    fn load_log(&self, coordinator: &GroupCoordinator, log: &PartitionLog) {
+    fn load_log(&self, coordinator: &GroupCoordinator, log: &PartitionLog, partition: i32) {
         let mut loaded = 0usize;
+        // Transactional commits wait for their producer's marker (see txn_offsets.rs).
+        let mut open: HashMap<i64, Vec<(String, PendingOffsets)>> = HashMap::new();
         {
             let mut offset = log.log_start_offset();
             let end = log.log_end_offset();
@@ -354,9 +363,20 @@ impl OffsetMetadataManager {
                     };
                     for record in set.records {
                         next = next.max(record.offset + 1);
-                        if record.offset < offset || record.control {
+                        if record.offset < offset {
                             continue;
                         }
+                        if record.control {
+                            let settled = open.remove(&record.producer_id).unwrap_or_default();
+                            if is_commit_marker(record.key.as_ref()) {
+                                for (group, offsets) in settled {
+                                    coordinator.apply_offsets(&group, offsets);
+                                }
+                            }
+                            continue;
+                        }
+                        let transactional = record.transactional;
+                        let producer_id = record.producer_id;
                         let Some(key_bytes) = record.key else {
                             continue;
                         };
@@ -388,8 +408,14 @@ impl OffsetMetadataManager {
                                     commit_timestamp: v.commit_timestamp,
                                     log_offset: record.offset,
                                 });
-                        coordinator
-                            .apply_offsets(&key.group, vec![((key.topic, key.partition), value)]);
+                        let entry = vec![((key.topic, key.partition), value)];
+                        if transactional {
+                            open.entry(producer_id)
+                                .or_default()
+                                .push((key.group, entry));
+                        } else {
+                            coordinator.apply_offsets(&key.group, entry);
+                        }
                         loaded += 1;
                     }
                 }
@@ -399,6 +425,11 @@ impl OffsetMetadataManager {
                     next = offset + 1;
                 }
                 offset = next;
+            }
+        }
+        for (producer_id, groups) in open {
+            for (group, offsets) in groups {
+                self.txn_offsets.add(producer_id, partition, group, offsets);
             }
         }
         tracing::info!(records = loaded, "replayed a partition of {OFFSETS_TOPIC}");

@@ -34,8 +34,10 @@ const RECORD_COUNT: usize = 57;
 const COMPRESSION_MASK: i16 = 0x07;
 /// Attribute bit 3: timestamps are LogAppendTime.
 pub(crate) const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
+/// Attribute bit 4: the batch belongs to a transaction.
+pub(crate) const TRANSACTIONAL_BIT: i16 = 1 << 4;
 /// Attribute bit 5: a control batch (transaction markers).
-const CONTROL_BIT: i16 = 1 << 5;
+pub(crate) const CONTROL_BIT: i16 = 1 << 5;
 
 /// The decoded fixed header of a record batch (magic 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +130,18 @@ impl BatchHeader {
     pub(crate) fn is_control(&self) -> bool {
         self.attributes & CONTROL_BIT != 0
     }
+
+    /// Whether the batch belongs to a transaction (data or marker).
+    pub(crate) fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_BIT != 0
+    }
+}
+
+/// The producer id and epoch of the first batch of `records` if that batch belongs to a
+/// transaction: what the produce path verifies with the transaction coordinator (KIP-890).
+pub fn transactional_producer(records: &[u8]) -> Option<(i64, i16)> {
+    let h = BatchHeader::parse(records)?;
+    (h.is_transactional() && !h.is_control()).then_some((h.producer_id, h.producer_epoch))
 }
 
 /// CRC-32C of a whole batch as stored in its header: everything after the CRC field.

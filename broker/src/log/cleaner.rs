@@ -25,12 +25,14 @@ use bytes::Bytes;
 use kafka_protocol::records::Record;
 use tracing::{debug, info, warn};
 
+use super::batch::BatchHeader;
 use super::checkpoint::sync_dir;
 use super::config::LogConfig;
 use super::error::LogError;
 use super::partition_log::PartitionLog;
 use super::records::{decode_batch, encode_retained};
 use super::segment::{read_batch_at, segment_file_name, LogSegment, NO_TIMESTAMP};
+use super::txn_index::AbortedTxn;
 
 /// Suffix of the cleaner's temporary files.
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
@@ -168,9 +170,17 @@ impl PartitionLog {
         // Segments with records younger than min.compaction.lag.ms stay as they are, and so
         // does everything after them.
         let lag_horizon = now_ms.saturating_sub(config.min_compaction_lag_ms.max(0));
+        // Nor is anything from the oldest open transaction on cleaned (Kafka's first
+        // uncleanable offset): whether its records count is not decided yet.
+        let first_unstable = self.first_unstable_offset();
+        let txns = Transactions {
+            aborted: self.aborted().collect(0, i64::MAX),
+            first_unstable,
+        };
         let cleanable = closed
             .iter()
             .take_while(|s| config.min_compaction_lag_ms <= 0 || s.max_timestamp() <= lag_horizon)
+            .take_while(|s| first_unstable.is_none_or(|f| s.next_offset() <= f))
             .count();
         if cleanable == 0 {
             return Ok(0);
@@ -187,7 +197,9 @@ impl PartitionLog {
                     return Ok(());
                 }
             };
-            if decoded.header.is_control() {
+            // Markers carry no keys; aborted and undecided records must not hide the
+            // committed values of their keys.
+            if decoded.header.is_control() || !txns.counts(&decoded.header) {
                 return Ok(());
             }
             for r in &decoded.records {
@@ -208,7 +220,7 @@ impl PartitionLog {
         for seg in &closed[..cleanable] {
             let expired =
                 seg.max_timestamp() != NO_TIMESTAMP && seg.max_timestamp() < tombstone_horizon;
-            let outcome = self.clean_segment(seg, &map, expired)?;
+            let outcome = self.clean_segment(seg, &map, expired, &txns)?;
             pending_tombstones |= outcome.pending_tombstones;
             if outcome.changed && self.swap_cleaned(seg, config, truncations)? {
                 compacted += 1;
@@ -235,6 +247,7 @@ impl PartitionLog {
         seg: &LogSegment,
         map: &OffsetMap,
         tombstones_expired: bool,
+        txns: &Transactions,
     ) -> Result<Cleaned, LogError> {
         let path = seg
             .path("log")
@@ -251,6 +264,10 @@ impl PartitionLog {
             };
             let retained: Vec<Record> = if decoded.header.is_control() {
                 Vec::new()
+            } else if txns.is_aborted(&decoded.header) {
+                // Aborted records are never read by read_committed consumers: they go
+                // (their abort marker stays, as it is what tells consumers to skip them).
+                Vec::new()
             } else {
                 decoded
                     .records
@@ -263,6 +280,7 @@ impl PartitionLog {
                 .iter()
                 .any(|r| r.key.is_some() && r.value.is_none());
             let unchanged = decoded.header.is_control() || retained.len() == decoded.records.len();
+            let unchanged = unchanged && !txns.is_aborted(&decoded.header);
             if unchanged {
                 if let Some(w) = &mut out {
                     w.write(&bytes)?;
@@ -371,6 +389,36 @@ impl PartitionLog {
 }
 
 /// Copies `src[0..len]` into the cleaned file.
+/// What compaction needs to know of transactions.
+struct Transactions {
+    /// Every aborted transaction of the log.
+    aborted: Vec<AbortedTxn>,
+    /// First offset of the oldest open transaction.
+    first_unstable: Option<i64>,
+}
+
+impl Transactions {
+    /// Whether the batch belongs to an aborted transaction.
+    fn is_aborted(&self, h: &BatchHeader) -> bool {
+        h.is_transactional()
+            && !h.is_control()
+            && self.aborted.iter().any(|a| {
+                a.producer_id == h.producer_id
+                    && a.first_offset <= h.base_offset
+                    && h.base_offset <= a.last_offset
+            })
+    }
+
+    /// Whether the batch's records count for the latest value of their keys: not aborted,
+    /// and not of a transaction that may still be open (at or after the first unstable
+    /// offset).
+    fn counts(&self, h: &BatchHeader) -> bool {
+        let undecided =
+            h.is_transactional() && self.first_unstable.is_some_and(|f| h.base_offset >= f);
+        !undecided && !self.is_aborted(h)
+    }
+}
+
 fn copy_prefix(src: &File, len: u64, out: &mut CleanedWriter) -> io::Result<()> {
     let mut buf = vec![0u8; (1 << 20).min(len as usize)];
     let mut pos = 0;
@@ -452,7 +500,19 @@ mod tests {
         // The pass has seen "a" at offset 3 and cleaned the first segment accordingly ...
         let mut map = OffsetMap::new();
         map.put(b"a", 3);
-        assert!(log.clean_segment(&first, &map, false).unwrap().changed);
+        assert!(
+            log.clean_segment(
+                &first,
+                &map,
+                false,
+                &Transactions {
+                    aborted: Vec::new(),
+                    first_unstable: None
+                }
+            )
+            .unwrap()
+            .changed
+        );
         // ... when a follower truncation removes offset 3.
         log.truncate_to(3).unwrap();
         assert!(!log.swap_cleaned(&first, &config, before).unwrap());

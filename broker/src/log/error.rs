@@ -82,4 +82,8 @@ pub enum LogError {
         /// What was expected instead.
         detail: String,
     },
+    /// A batch breaks the rules of transactions: a producer with an open transaction wrote
+    /// outside it, a client sent a control batch, or a marker came for an older epoch.
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
 }

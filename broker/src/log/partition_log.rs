@@ -12,7 +12,10 @@
 //! starts again, so a read never returns bytes a truncation was removing or replacing.
 //!
 //! Other locks are taken after `writer` and never while holding `state`: `producers` and
-//! `epochs` (the leader epoch cache) change only under `writer`.
+//! `epochs` (the leader epoch cache) change only under `writer`, and so does `aborted` (the
+//! aborted-transaction index), taken while holding `producers` when a marker is written: an
+//! abort is in the index before its transaction stops bounding the last stable offset, so a
+//! read_committed reader that sees the LSO move past it also finds it in the index.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -30,13 +33,15 @@ use tracing::{debug, info, warn};
 use super::batch::{self, BatchHeader};
 use super::checkpoint::{read_log_start, sync_dir, write_log_start};
 use super::config::{FlushPolicy, LogConfig, TimestampType};
+use super::control_batch::{self, ControlRecordType};
 use super::error::LogError;
 use super::flush::{FlushTarget, Flusher};
 use super::leader_epoch_cache::{warn_corrupt, EpochEntry, LeaderEpochCache, Loaded};
 use super::producer_state::{
-    AppendCheck, IncomingBatch, ProducerStateManager, PRODUCER_ID_EXPIRATION_MS,
+    AppendCheck, IncomingBatch, ProducerStateManager, Rebuilt, PRODUCER_ID_EXPIRATION_MS,
 };
 use super::segment::{for_each_header, parse_segment_name, read_batches, LogSegment, NO_TIMESTAMP};
+use super::txn_index::{AbortedTxn, AbortedTxnIndex};
 
 /// What one `append` wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +59,21 @@ pub struct AppendInfo {
     /// True when the batches repeat ones already in the log (an idempotent producer's retry):
     /// nothing was written and the offsets are those of the original append.
     pub duplicate: bool,
+}
+
+/// What a partition knows of one producer (Kafka's DescribeProducers answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerInfo {
+    /// The producer id.
+    pub producer_id: i64,
+    /// The newest epoch seen.
+    pub producer_epoch: i16,
+    /// Sequence of its last record, -1 if none is remembered.
+    pub last_sequence: i32,
+    /// Max timestamp of its last batch.
+    pub last_timestamp: i64,
+    /// First offset of its open transaction here, -1 without one.
+    pub current_txn_start_offset: i64,
 }
 
 /// What one `run_maintenance` did.
@@ -132,6 +152,8 @@ pub struct PartitionLog {
     producers: Mutex<ProducerStateManager>,
     /// Which leader epoch began at which offset; changed only under the writer lock.
     epochs: Mutex<LeaderEpochCache>,
+    /// Aborted transactions by segment (`.txnindex`); changed only under the writer lock.
+    aborted: Mutex<AbortedTxnIndex>,
     /// Bumped by every truncation when it publishes the shortened log; see the module docs.
     truncations: AtomicU64,
 }
@@ -217,7 +239,9 @@ impl PartitionLog {
         // machine did not); make it durable so the flusher may treat it as such.
         state.active.file().sync_data()?;
         sync_dir(&dir)?;
-        let producers = ProducerStateManager::rebuild(&dir, &state)?;
+        let rebuilt = ProducerStateManager::rebuild(&dir, &state)?;
+        let mut aborted = AbortedTxnIndex::open(&dir, &segment_bases(&state))?;
+        let producers = reconcile_aborted(&mut aborted, rebuilt)?;
         let epochs = open_epoch_cache(&dir, &state)?;
         let log_end = state.log_end_offset();
         info!(dir = %dir.display(), log_start = state.log_start_offset, log_end, segments = state.closed.len() + 1, "opened partition log");
@@ -235,6 +259,7 @@ impl PartitionLog {
             compaction_memo: Mutex::new(None),
             producers: Mutex::new(producers),
             epochs: Mutex::new(epochs),
+            aborted: Mutex::new(aborted),
             truncations: AtomicU64::new(0),
         }))
     }
@@ -269,6 +294,11 @@ impl PartitionLog {
         lock(&self.epochs)
     }
 
+    /// The aborted-transaction index; change it only under the writer lock.
+    pub(crate) fn aborted(&self) -> MutexGuard<'_, AbortedTxnIndex> {
+        lock(&self.aborted)
+    }
+
     /// The cleaner's note of a pass that left nothing for later.
     pub(crate) fn compaction_memo(&self) -> MutexGuard<'_, Option<CompactionMemo>> {
         lock(&self.compaction_memo)
@@ -288,8 +318,13 @@ impl PartitionLog {
     /// OutOfOrderSequence. If every batch repeats one of the last five of its producer (a
     /// retry), nothing is written and the original offsets come back with `duplicate` set; a
     /// call mixing such repeats with new batches fails with OutOfOrderSequence.
+    ///
+    /// Transactional batches open their producer's transaction here (see
+    /// [`PartitionLog::first_unstable_offset`]); a non-transactional batch from a producer
+    /// with an open transaction, and any control batch, fail with InvalidTxnState and
+    /// InvalidRecord: only [`PartitionLog::append_txn_marker`] writes markers.
     pub fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendInfo, LogError> {
-        self.append_stamped(records, now_ms, None)
+        self.append_stamped(records, now_ms, None, Origin::Client)
     }
 
     /// [`PartitionLog::append`] by the leader of `leader_epoch`: stamps every batch's partition
@@ -311,7 +346,119 @@ impl PartitionLog {
                 "leader epoch {leader_epoch} is negative"
             )));
         }
-        self.append_stamped(records, now_ms, Some(leader_epoch))
+        self.append_stamped(records, now_ms, Some(leader_epoch), Origin::Client)
+    }
+
+    /// Writes a transaction marker (Kafka's WriteTxnMarkers on a partition leader): a control
+    /// batch ending `producer_id`'s transaction, committing or aborting it. An abort of a
+    /// transaction open here goes into the aborted-transaction index; either way the
+    /// transaction stops bounding the last stable offset. `leader_epoch` as for
+    /// [`PartitionLog::append_as_leader`] (`None`: the cache's latest).
+    ///
+    /// Fails with InvalidProducerEpoch, writing nothing, when the log has seen a newer epoch
+    /// of the producer than `producer_epoch`.
+    pub fn append_txn_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        kind: ControlRecordType,
+        leader_epoch: Option<i32>,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let marker = control_batch::marker_batch(
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            kind,
+            now_ms,
+        )?;
+        self.append_stamped(marker, now_ms, leader_epoch, Origin::Coordinator)
+    }
+
+    /// Appends the group coordinator's transactional offset commits (TxnOffsetCommit) to an
+    /// offsets partition: transactional batches whose sequences are not checked (Kafka writes
+    /// them without one), fenced by epoch, opening the producer's transaction here.
+    /// `leader_epoch` as for [`PartitionLog::append_as_leader`] (`None`: the cache's latest).
+    pub fn append_txn_offsets(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        leader_epoch: Option<i32>,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_stamped(records, now_ms, leader_epoch, Origin::Group)
+    }
+
+    /// The first offset of the oldest transaction still open in this partition, if any: the
+    /// last stable offset is the lower of it and the high watermark.
+    ///
+    /// Never below the log start offset (as in Kafka): retention or DeleteRecords may remove
+    /// the start of a transaction that is still open, and nothing below the start is readable.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        let first = self.producers().first_unstable_offset()?;
+        Some(first.max(self.log_start_offset()))
+    }
+
+    /// Whether `producer_id` has a transaction open here at `producer_epoch`: its records
+    /// were verified with the coordinator when the transaction first wrote here.
+    pub fn has_open_txn(&self, producer_id: i64, producer_epoch: i16) -> bool {
+        self.producers().get(producer_id).is_some_and(|e| {
+            e.producer_epoch == producer_epoch && e.current_txn_first_offset.is_some()
+        })
+    }
+
+    /// The producers this partition knows (DescribeProducers), by producer id.
+    pub fn active_producers(&self) -> Vec<ProducerInfo> {
+        let mut out: Vec<ProducerInfo> = self
+            .producers()
+            .entries()
+            .map(|e| ProducerInfo {
+                producer_id: e.producer_id,
+                producer_epoch: e.producer_epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+                current_txn_start_offset: e.current_txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.producer_id);
+        out
+    }
+
+    /// The aborted transactions whose markers are at or after `start` and whose first record
+    /// is before `upper_bound`, for a read_committed fetch of `[start, upper_bound)`.
+    pub fn aborted_transactions(&self, start: i64, upper_bound: i64) -> Vec<AbortedTxn> {
+        self.aborted().collect(start, upper_bound)
+    }
+
+    /// A read_committed read (Fetch with isolation level 1): whole batches from `offset` below
+    /// the last stable offset (the first open transaction's first offset, capped at
+    /// `high_watermark`), and the aborted transactions overlapping what was read. Returns the
+    /// records, the last stable offset and the aborted transactions.
+    pub fn read_committed(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        high_watermark: i64,
+    ) -> Result<(Bytes, i64, Vec<AbortedTxn>), LogError> {
+        let lso = self
+            .first_unstable_offset()
+            .map_or(high_watermark, |first| first.min(high_watermark));
+        let records = self.read_up_to(offset, max_bytes, lso)?;
+        let mut end = offset;
+        let mut used = 0;
+        while let Some(h) = BatchHeader::parse(&records[used..]) {
+            end = h.next_offset();
+            match h.total_size() {
+                Some(size) => used += size,
+                None => break,
+            }
+        }
+        let aborted = if end > offset {
+            self.aborted_transactions(offset, end)
+        } else {
+            Vec::new()
+        };
+        Ok((records, lso, aborted))
     }
 
     /// The body of [`PartitionLog::append`] and [`PartitionLog::append_as_leader`]; `None`
@@ -322,6 +469,7 @@ impl PartitionLog {
         records: Bytes,
         now_ms: i64,
         leader_epoch: Option<i32>,
+        origin: Origin,
     ) -> Result<AppendInfo, LogError> {
         let config = self.config();
         let batches = batch::validate_produce(&records, config.max_message_bytes as usize)?;
@@ -332,6 +480,12 @@ impl PartitionLog {
                     .ok_or_else(|| LogError::CorruptRecord("batch header vanished".into()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if origin != Origin::Coordinator && headers.iter().any(|h| h.is_control()) {
+            // Kafka's rule too: a client could otherwise end any producer's transaction.
+            return Err(LogError::InvalidRecord(
+                "control batches may only be written by the transaction coordinator".into(),
+            ));
+        }
         let record_count: i64 = batches.iter().map(|b| i64::from(b.record_count)).sum();
         let log_append_time = config.message_timestamp_type == TimestampType::LogAppendTime;
         // The only copy on the append path, and only if the caller still shares the buffer.
@@ -369,7 +523,18 @@ impl PartitionLog {
                 b
             })
             .collect();
-        let pending = match self.producers().check(&incoming)? {
+        let check = match origin {
+            Origin::Client => self.producers().check(&incoming)?,
+            Origin::Group => AppendCheck::Append(self.producers().check_unsequenced(&incoming)?),
+            Origin::Coordinator => {
+                let producers = self.producers();
+                for h in &headers {
+                    producers.check_marker(h.producer_id, h.producer_epoch)?;
+                }
+                AppendCheck::Append(Default::default())
+            }
+        };
+        let pending = match check {
             AppendCheck::Append(pending) => pending,
             AppendCheck::Duplicate {
                 base_offset,
@@ -398,12 +563,13 @@ impl PartitionLog {
         if needs_roll {
             self.roll_locked(now_ms)?;
         }
-        let (file, position, base_offset) = {
+        let (file, position, base_offset, active_base) = {
             let st = self.read_state();
             (
                 Arc::clone(st.active.file()),
                 st.active.size(),
                 st.active.next_offset(),
+                st.active.base_offset(),
             )
         };
         {
@@ -445,7 +611,14 @@ impl PartitionLog {
             }
             st.log_start_offset
         };
-        self.producers().commit(pending);
+        match origin {
+            Origin::Client | Origin::Group => self.producers().commit(pending),
+            Origin::Coordinator => {
+                for b in &batches {
+                    self.complete_txn(&buf[b.position..b.position + b.size], active_base);
+                }
+            }
+        }
         self.end_tx.send_replace(next);
         Ok(AppendInfo {
             base_offset,
@@ -455,6 +628,24 @@ impl PartitionLog {
             record_count,
             duplicate: false,
         })
+    }
+
+    /// Ends a transaction with the marker batch `marker` (as written, in the segment at
+    /// `segment_base`): producer state first learns of it with the index updated under the
+    /// same lock (see the module docs). The marker is in the log already, so an index write
+    /// that fails is logged, not returned: the entry is kept in memory, and recovery rebuilds
+    /// the file from the log.
+    fn complete_txn(&self, marker: &[u8], segment_base: i64) {
+        let Some(h) = BatchHeader::parse(marker) else {
+            return;
+        };
+        let control = control_batch::control_type(marker);
+        let mut producers = self.producers();
+        if let Some(txn) = producers.replay(&h, control) {
+            if let Err(error) = self.aborted().append(segment_base, txn) {
+                tracing::error!(dir = %self.dir.display(), %error, "could not write the aborted transaction index");
+            }
+        }
     }
 
     /// Rolls the active segment: fsyncs it and writes its indexes, then starts a new one at the
@@ -657,6 +848,13 @@ impl PartitionLog {
         }
         if !doomed.is_empty() {
             sync_dir(&self.dir)?;
+            let first_base = {
+                let st = self.read_state();
+                st.closed
+                    .first()
+                    .map_or(st.active.base_offset(), |s| s.base_offset())
+            };
+            self.aborted().forget_below(first_base);
         }
         // Followers long-polling for appends learn the new start from their next answer, and
         // a leader's DeleteRecords waits for them to have moved theirs.
@@ -902,8 +1100,14 @@ impl PartitionLog {
         };
         {
             let mut producers = self.producers();
-            for (_, h) in &batches {
-                producers.replay(h);
+            for (b, h) in &batches {
+                if h.is_control() {
+                    drop(producers);
+                    self.complete_txn(&records[b.position..b.position + b.size], active_base);
+                    producers = self.producers();
+                } else {
+                    producers.replay(h, None);
+                }
             }
         }
         if first.base_offset < log_end {
@@ -1055,7 +1259,8 @@ impl PartitionLog {
         sync_dir(&self.dir)?;
         // Closed segments were fsynced when they rolled and the cut one just now.
         self.flusher.reset(new_end);
-        let producers = ProducerStateManager::rebuild(&self.dir, &self.read_state())?;
+        let rebuilt = ProducerStateManager::rebuild(&self.dir, &self.read_state())?;
+        let producers = reconcile_aborted(&mut self.aborted(), rebuilt)?;
         *self.producers() = producers;
         self.epochs().truncate_from_end(new_end)?;
         *self.compaction_memo() = None;
@@ -1113,6 +1318,7 @@ impl PartitionLog {
         drop(old);
         self.flusher.reset(offset);
         self.producers().truncate_fully(&self.dir)?;
+        self.aborted().clear()?;
         self.epochs().clear()?;
         *self.compaction_memo() = None;
         self.end_tx.send_replace(offset);
@@ -1127,6 +1333,41 @@ impl PartitionLog {
     pub fn fsync_count(&self) -> u64 {
         self.flusher.fsync_count()
     }
+}
+
+/// Who an append comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// A producer: sequence and transaction checks apply, control batches are refused.
+    Client,
+    /// The transaction coordinator writing markers.
+    Coordinator,
+    /// The group coordinator writing a transaction's offsets.
+    Group,
+}
+
+/// Base offsets of all segments, ascending.
+fn segment_bases(state: &LogState) -> Vec<i64> {
+    state
+        .closed
+        .iter()
+        .map(|s| s.base_offset())
+        .chain(std::iter::once(state.active.base_offset()))
+        .collect()
+}
+
+/// Makes the aborted-transaction index agree with the log after producer state was rebuilt:
+/// entries from where replay started are dropped and replaced by what replay found (the
+/// index may have lost the tail a crash cut, or hold markers the crash took back).
+fn reconcile_aborted(
+    index: &mut AbortedTxnIndex,
+    rebuilt: Rebuilt,
+) -> Result<ProducerStateManager, LogError> {
+    index.truncate_from(rebuilt.from)?;
+    for (base, txn) in rebuilt.aborted {
+        index.append(base, txn)?;
+    }
+    Ok(rebuilt.manager)
 }
 
 /// Loads the leader epoch cache of a just recovered log and makes it agree with the log.

@@ -7,12 +7,18 @@
 //! state at that log end offset) only spare a full scan on open; they are written on every
 //! roll and on close, and the tail after the newest usable one is rescanned.
 //!
-//! Snapshot file layout (big-endian): version `i16` (1), CRC-32C `u32` of everything after it,
+//! Transactions: a transactional batch opens its producer's transaction in this partition
+//! (remembering its first offset) unless one is open; a commit or abort marker closes it. The
+//! oldest open transaction's first offset bounds the last stable offset, and an abort yields
+//! the [`AbortedTxn`] entry the aborted-transaction index keeps.
+//!
+//! Snapshot file layout (big-endian): version `i16` (2), CRC-32C `u32` of everything after it,
 //! entry count `u32`, then per entry producer id `i64`, epoch `i16`, last timestamp `i64`,
-//! batch count `u8` and per batch first sequence `i32`, last sequence `i32`, base offset `i64`,
-//! last offset `i64`, max timestamp `i64`.
+//! first offset of the open transaction `i64` (-1 for none; absent in version 1), batch count
+//! `u8` and per batch first sequence `i32`, last sequence `i32`, base offset `i64`, last offset
+//! `i64`, max timestamp `i64`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -21,9 +27,11 @@ use tracing::{debug, info, warn};
 
 use super::batch::BatchHeader;
 use super::checkpoint::sync_dir;
+use super::control_batch::{self, ControlRecordType};
 use super::error::LogError;
 use super::partition_log::LogState;
 use super::segment::{for_each_header, invalid_data, parse_segment_name, segment_file_name};
+use super::txn_index::AbortedTxn;
 
 /// Extension of producer snapshot files.
 pub(crate) const SNAPSHOT_EXT: &str = "snapshot";
@@ -35,11 +43,13 @@ pub(crate) const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 /// Snapshots kept on disk; the older one is the fallback if the newest is unusable.
 const SNAPSHOTS_KEPT: usize = 2;
 /// Version written in the first two bytes of a snapshot.
-const SNAPSHOT_VERSION: i16 = 1;
+const SNAPSHOT_VERSION: i16 = 2;
+/// The version before transactions, still readable.
+const SNAPSHOT_VERSION_1: i16 = 1;
 /// Bytes of one batch in a snapshot.
 const BATCH_BYTES: usize = 4 + 4 + 8 + 8 + 8;
 /// Bytes of one entry in a snapshot before its batches.
-const ENTRY_BYTES: usize = 8 + 2 + 8 + 1;
+const ENTRY_BYTES: usize = 8 + 2 + 8 + 8 + 1;
 
 /// Sequence numbers wrap to 0 after `i32::MAX`, as in Kafka's `incrementSequence`.
 pub(crate) fn increment_sequence(sequence: i32, by: i32) -> i32 {
@@ -74,6 +84,8 @@ pub(crate) struct ProducerStateEntry {
     pub batches: VecDeque<BatchMetadata>,
     /// Max timestamp of the newest batch; expiry counts from it, as in Kafka.
     pub last_timestamp: i64,
+    /// First offset of the producer's open transaction in this partition, if one is open.
+    pub current_txn_first_offset: Option<i64>,
 }
 
 impl ProducerStateEntry {
@@ -83,6 +95,7 @@ impl ProducerStateEntry {
             producer_epoch,
             batches: VecDeque::with_capacity(MAX_CACHED_BATCHES),
             last_timestamp: -1,
+            current_txn_first_offset: None,
         }
     }
 
@@ -119,6 +132,8 @@ pub(crate) struct IncomingBatch {
     pub producer_id: i64,
     /// Producer epoch.
     pub producer_epoch: i16,
+    /// Whether the batch belongs to a transaction.
+    pub transactional: bool,
     /// What the log will remember of it, should it be written.
     pub metadata: BatchMetadata,
 }
@@ -130,6 +145,7 @@ impl IncomingBatch {
         IncomingBatch {
             producer_id: header.producer_id,
             producer_epoch: header.producer_epoch,
+            transactional: header.is_transactional(),
             metadata: BatchMetadata {
                 first_seq: header.base_sequence,
                 last_seq: increment_sequence(header.base_sequence, header.last_offset_delta),
@@ -169,6 +185,9 @@ pub(crate) struct PendingUpdate(HashMap<i64, ProducerStateEntry>);
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct ProducerStateManager {
     entries: HashMap<i64, ProducerStateEntry>,
+    /// Open transactions by first offset (producer id as value): derived from `entries`, kept
+    /// so the oldest one is found without a scan.
+    ongoing: BTreeMap<i64, i64>,
 }
 
 impl ProducerStateManager {
@@ -181,6 +200,88 @@ impl ProducerStateManager {
     /// Number of producers tracked.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// First offset of the oldest open transaction: the last stable offset, unless the high
+    /// watermark is lower.
+    pub(crate) fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// The entry of one producer, if tracked.
+    pub(crate) fn get(&self, producer_id: i64) -> Option<&ProducerStateEntry> {
+        self.entries.get(&producer_id)
+    }
+
+    /// Every tracked producer, for DescribeProducers and the transaction coordinator.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &ProducerStateEntry> {
+        self.entries.values()
+    }
+
+    /// Replaces `producer_id`'s entry, keeping `ongoing` in step with it.
+    fn put(&mut self, entry: ProducerStateEntry) {
+        let pid = entry.producer_id;
+        if let Some(old) = self
+            .entries
+            .get(&pid)
+            .and_then(|e| e.current_txn_first_offset)
+        {
+            self.ongoing.remove(&old);
+        }
+        if let Some(first) = entry.current_txn_first_offset {
+            self.ongoing.insert(first, pid);
+        }
+        self.entries.insert(pid, entry);
+    }
+
+    /// Checks that a transaction marker of `producer_id` at `epoch` may be written: a marker
+    /// of an older epoch than the log has seen comes from a coordinator that lost a race with
+    /// a newer producer, and would end the newer producer's transaction.
+    pub(crate) fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), LogError> {
+        match self.entries.get(&producer_id) {
+            Some(e) if epoch < e.producer_epoch => Err(LogError::InvalidProducerEpoch {
+                producer_id,
+                epoch,
+                current: e.producer_epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends `header`'s producer's transaction with a marker of `kind` (the marker's offset is
+    /// `header.base_offset`); returns the aborted-transaction entry an abort of an open
+    /// transaction yields. A marker for a producer without an open transaction here changes
+    /// only its epoch (the coordinator writes to every partition it was told of, some may
+    /// have seen no record).
+    pub(crate) fn complete_txn(
+        &mut self,
+        header: &BatchHeader,
+        kind: ControlRecordType,
+    ) -> Option<AbortedTxn> {
+        let pid = header.producer_id;
+        let mut entry = self
+            .entries
+            .get(&pid)
+            .cloned()
+            .unwrap_or_else(|| ProducerStateEntry::new(pid, header.producer_epoch));
+        if header.producer_epoch > entry.producer_epoch {
+            // A fencing abort is written with the bumped epoch: older sequences stop counting.
+            entry.producer_epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.last_timestamp = entry.last_timestamp.max(header.max_timestamp);
+        let first = entry.current_txn_first_offset.take();
+        self.put(entry);
+        let first = first?;
+        (kind == ControlRecordType::Abort).then(|| AbortedTxn {
+            producer_id: pid,
+            first_offset: first,
+            last_offset: header.base_offset,
+            last_stable_offset: self
+                .first_unstable_offset()
+                .unwrap_or(header.base_offset + 1)
+                .min(header.base_offset + 1),
+        })
     }
 
     /// Checks the batches of one append, in order, each against the state as the earlier ones
@@ -215,12 +316,20 @@ impl ProducerStateManager {
                     }
                 }
                 check_sequence(entry, epoch, meta.first_seq, pid)?;
+                if !batch.transactional && entry.current_txn_first_offset.is_some() {
+                    return Err(LogError::InvalidTxnState(format!(
+                        "producer {pid} wrote outside its open transaction"
+                    )));
+                }
             }
             first_new.get_or_insert(batch);
             let mut entry = current
                 .cloned()
                 .unwrap_or_else(|| ProducerStateEntry::new(pid, epoch));
             entry.add_batch(epoch, meta);
+            if batch.transactional && entry.current_txn_first_offset.is_none() {
+                entry.current_txn_first_offset = Some(meta.base_offset);
+            }
             pending.insert(pid, entry);
         }
         match (duplicates.first(), duplicates.last(), first_new) {
@@ -242,9 +351,51 @@ impl ProducerStateManager {
         }
     }
 
+    /// Checks batches the group coordinator writes for a transaction (TxnOffsetCommit): they
+    /// carry no meaningful sequence, so only the epoch is checked (an older one is fenced),
+    /// and each opens its producer's transaction here unless one is open.
+    pub(crate) fn check_unsequenced(
+        &self,
+        batches: &[IncomingBatch],
+    ) -> Result<PendingUpdate, LogError> {
+        let mut pending: HashMap<i64, ProducerStateEntry> = HashMap::new();
+        for batch in batches {
+            let (pid, epoch) = (batch.producer_id, batch.producer_epoch);
+            if pid < 0 || epoch < 0 || !batch.transactional {
+                return Err(LogError::InvalidRecord(format!(
+                    "producer {pid} epoch {epoch}: transactional offsets need a producer"
+                )));
+            }
+            let mut entry = pending
+                .get(&pid)
+                .or_else(|| self.entries.get(&pid))
+                .cloned()
+                .unwrap_or_else(|| ProducerStateEntry::new(pid, epoch));
+            if epoch < entry.producer_epoch {
+                return Err(LogError::InvalidProducerEpoch {
+                    producer_id: pid,
+                    epoch,
+                    current: entry.producer_epoch,
+                });
+            }
+            if epoch > entry.producer_epoch {
+                entry.producer_epoch = epoch;
+                entry.batches.clear();
+            }
+            entry.last_timestamp = batch.metadata.max_timestamp;
+            if entry.current_txn_first_offset.is_none() {
+                entry.current_txn_first_offset = Some(batch.metadata.base_offset);
+            }
+            pending.insert(pid, entry);
+        }
+        Ok(PendingUpdate(pending))
+    }
+
     /// Makes an append's checked state current, once its batches are written.
     pub(crate) fn commit(&mut self, update: PendingUpdate) {
-        self.entries.extend(update.0);
+        for entry in update.0.into_values() {
+            self.put(entry);
+        }
     }
 
     /// Replays one batch read back from the log (rebuilding after open), or written by a
@@ -252,23 +403,45 @@ impl ProducerStateManager {
     /// when it was written, and a follower mirrors its leader's decisions (Kafka skips the
     /// sequence checks for replicated batches likewise), so that it recognises a retry should
     /// it become the leader.
-    pub(crate) fn replay(&mut self, header: &BatchHeader) {
-        // Control batches end transactions, which this log does not have; batches with a
-        // negative sequence carry no idempotence (nothing written by this broker has one).
-        if header.producer_id < 0 || header.base_sequence < 0 || header.is_control() {
-            return;
+    ///
+    /// `control` is the marker type of a control batch (read from its record by the caller,
+    /// since replay works from headers); an abort of an open transaction returns its entry for
+    /// the aborted-transaction index.
+    pub(crate) fn replay(
+        &mut self,
+        header: &BatchHeader,
+        control: Option<ControlRecordType>,
+    ) -> Option<AbortedTxn> {
+        if header.producer_id < 0 {
+            return None;
+        }
+        if header.is_control() {
+            return self.complete_txn(header, control?);
+        }
+        // Batches with a negative sequence carry no idempotence (nothing written by this
+        // broker has one).
+        if header.base_sequence < 0 {
+            return None;
         }
         let batch = IncomingBatch::new(header, header.base_offset, header.max_timestamp);
-        self.entries
-            .entry(header.producer_id)
-            .or_insert_with(|| ProducerStateEntry::new(header.producer_id, header.producer_epoch))
-            .add_batch(header.producer_epoch, batch.metadata);
+        let mut entry = self
+            .entries
+            .get(&header.producer_id)
+            .cloned()
+            .unwrap_or_else(|| ProducerStateEntry::new(header.producer_id, header.producer_epoch));
+        entry.add_batch(header.producer_epoch, batch.metadata);
+        if batch.transactional && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(header.base_offset);
+        }
+        self.put(entry);
+        None
     }
 
     /// Forgets every producer and deletes every snapshot: the log was emptied and starts
     /// afresh, so no snapshot describes it.
     pub(crate) fn truncate_fully(&mut self, dir: &Path) -> io::Result<()> {
         self.entries.clear();
+        self.ongoing.clear();
         let offsets = list_snapshots(dir)?;
         for &offset in &offsets {
             remove_if_exists(&snapshot_path(dir, offset))?;
@@ -284,8 +457,12 @@ impl ProducerStateManager {
     /// Kafka does since 2.5.
     pub(crate) fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.entries.len();
-        self.entries
-            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        // A producer with an open transaction stays: its transaction still bounds the LSO
+        // until the coordinator ends it.
+        self.entries.retain(|_, e| {
+            e.current_txn_first_offset.is_some()
+                || now_ms.saturating_sub(e.last_timestamp) < expiration_ms
+        });
         before - self.entries.len()
     }
 
@@ -300,6 +477,7 @@ impl ProducerStateManager {
             body.extend_from_slice(&e.producer_id.to_be_bytes());
             body.extend_from_slice(&e.producer_epoch.to_be_bytes());
             body.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            body.extend_from_slice(&e.current_txn_first_offset.unwrap_or(-1).to_be_bytes());
             // At most MAX_CACHED_BATCHES, so this fits in a byte.
             body.push(e.batches.len() as u8);
             for b in &e.batches {
@@ -321,7 +499,7 @@ impl ProducerStateManager {
     fn decode(bytes: &[u8]) -> io::Result<ProducerStateManager> {
         let mut r = Reader { bytes, pos: 0 };
         let version = r.i16()?;
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_1 {
             return Err(invalid_data(format!(
                 "unknown producer snapshot version {version}"
             )));
@@ -331,11 +509,15 @@ impl ProducerStateManager {
             return Err(invalid_data("producer snapshot CRC mismatch".into()));
         }
         let count = r.i32()? as u32;
-        let mut entries = HashMap::new();
+        let mut manager = ProducerStateManager::default();
         for _ in 0..count {
             let producer_id = r.i64()?;
             let mut entry = ProducerStateEntry::new(producer_id, r.i16()?);
             entry.last_timestamp = r.i64()?;
+            if version >= SNAPSHOT_VERSION {
+                let first = r.i64()?;
+                entry.current_txn_first_offset = (first >= 0).then_some(first);
+            }
             let batches = r.u8()?;
             if usize::from(batches) > MAX_CACHED_BATCHES {
                 return Err(invalid_data(format!(
@@ -351,12 +533,12 @@ impl ProducerStateManager {
                     max_timestamp: r.i64()?,
                 });
             }
-            entries.insert(producer_id, entry);
+            manager.put(entry);
         }
         if r.pos != bytes.len() {
             return Err(invalid_data("trailing bytes in producer snapshot".into()));
         }
-        Ok(ProducerStateManager { entries })
+        Ok(manager)
     }
 
     /// Writes the state as the snapshot at `offset` (the current log end) atomically (temp
@@ -383,10 +565,15 @@ impl ProducerStateManager {
     /// log end (deleting those above it, which describe data lost in a crash, and unreadable
     /// ones), then replays the batch headers from the snapshot's offset to the log end. Writes a
     /// snapshot at the log end when it had to replay anything, so the next open is quick.
-    pub(crate) fn rebuild(dir: &Path, state: &LogState) -> Result<ProducerStateManager, LogError> {
+    ///
+    /// Also returns the offset replay started from and the aborted transactions whose markers
+    /// it met, with the base offset of the segment holding each marker: the
+    /// aborted-transaction index is cut back to that offset and given them again.
+    pub(crate) fn rebuild(dir: &Path, state: &LogState) -> Result<Rebuilt, LogError> {
         let log_end = state.active.next_offset();
         let (mut manager, from) = Self::load_snapshot(dir, log_end)?;
         let mut replayed = 0u64;
+        let mut aborted = Vec::new();
         let segments = state
             .closed
             .iter()
@@ -397,10 +584,18 @@ impl ProducerStateManager {
                 continue;
             }
             let start = seg.position_for(from)?;
-            for_each_header(seg.file(), start, seg.size(), |_, h, _| {
+            let base = seg.base_offset();
+            for_each_header(seg.file(), start, seg.size(), |pos, h, size| {
                 // The index may point before `from`; those batches are in the snapshot already.
                 if h.base_offset >= from {
-                    manager.replay(h);
+                    let control = if h.is_control() {
+                        read_control_type(seg.file(), pos, size)?
+                    } else {
+                        None
+                    };
+                    if let Some(txn) = manager.replay(h, control) {
+                        aborted.push((base, txn));
+                    }
                     replayed += 1;
                 }
                 Ok(true)
@@ -409,8 +604,12 @@ impl ProducerStateManager {
         if replayed > 0 {
             manager.write_snapshot(dir, log_end)?;
         }
-        info!(dir = %dir.display(), snapshot_offset = from, replayed_batches = replayed, producers = manager.len(), "rebuilt producer state");
-        Ok(manager)
+        info!(dir = %dir.display(), snapshot_offset = from, replayed_batches = replayed, producers = manager.len(), open_transactions = manager.ongoing.len(), "rebuilt producer state");
+        Ok(Rebuilt {
+            manager,
+            from,
+            aborted,
+        })
     }
 
     /// The newest readable snapshot at or below `log_end` and its offset, or an empty state
@@ -435,6 +634,29 @@ impl ProducerStateManager {
         }
         Ok((ProducerStateManager::default(), 0))
     }
+}
+
+/// What [`ProducerStateManager::rebuild`] found.
+pub(crate) struct Rebuilt {
+    /// The producer state at the log end.
+    pub manager: ProducerStateManager,
+    /// The offset replay started from (a snapshot's).
+    pub from: i64,
+    /// Aborted transactions whose markers lie at or after `from`, with their segment's base.
+    pub aborted: Vec<(i64, AbortedTxn)>,
+}
+
+/// Reads the marker type of the control batch at `pos` (of `size` bytes) in `file`; only the
+/// start of its one record is needed.
+pub(crate) fn read_control_type(
+    file: &File,
+    pos: u64,
+    size: u64,
+) -> io::Result<Option<ControlRecordType>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; size.min(128) as usize];
+    file.read_exact_at(&mut buf, pos)?;
+    Ok(control_batch::control_type(&buf))
 }
 
 /// Rejects a batch that does not continue `entry`'s sequence; duplicates are handled before.
@@ -608,6 +830,7 @@ mod tests {
         let next = |first_seq| IncomingBatch {
             producer_id: PID,
             producer_epoch: 0,
+            transactional: false,
             metadata: meta(first_seq, first_seq),
         };
         assert!(matches!(m.check(&[next(0)]), Ok(AppendCheck::Append(_))));

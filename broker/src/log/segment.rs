@@ -466,7 +466,7 @@ impl LogSegment {
 
     /// Removes the segment's files. Readers holding the file handle can still finish.
     pub(crate) fn delete_files(&self) -> io::Result<()> {
-        for ext in ["log", "index", "timeindex"] {
+        for ext in ["log", "index", "timeindex", super::txn_index::TXN_INDEX_EXT] {
             remove_if_exists(&self.path(ext))?;
         }
         Ok(())

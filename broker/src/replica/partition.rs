@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::ResponseError;
-use crate::log::{AppendInfo, LogError, PartitionLog};
+use crate::log::{AbortedTxn, AppendInfo, ControlRecordType, LogError, PartitionLog};
 use crate::metadata::PartitionImage;
 
 /// A refusal with Kafka's error code and a message for the client.
@@ -132,6 +132,8 @@ pub struct ListOffsetsView {
     pub leader_epoch: i32,
     /// Consumers read below it, so no offset at or above it is given out.
     pub high_watermark: i64,
+    /// read_committed consumers read below it (at most the high watermark).
+    pub last_stable_offset: i64,
     /// Whether the high watermark has reached the start of this leader's epoch. A new leader
     /// learns the high watermark from its followers' fetches; until then it may be lower than
     /// one the previous leader already gave out, and Kafka answers OFFSET_NOT_AVAILABLE
@@ -407,6 +409,56 @@ impl Partition {
         Ok((info, epoch))
     }
 
+    /// Appends the group coordinator's transactional offsets as leader (TxnOffsetCommit); see
+    /// [`PartitionLog::append_txn_offsets`]. Returns what was written and the leader epoch.
+    pub fn append_txn_offsets_as_leader(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, i32), Refusal> {
+        let mut st = self.lock();
+        if st.role != Role::Leader {
+            return Err(self.not_leader(&st));
+        }
+        let epoch = st.leader_epoch;
+        let info = self
+            .log
+            .append_txn_offsets(records, now_ms, Some(epoch))
+            .map_err(|e| (ResponseError::from(&e), e.to_string()))?;
+        self.advance_high_watermark(&mut st);
+        Ok((info, epoch))
+    }
+
+    /// Writes a transaction marker as leader (WriteTxnMarkers); see
+    /// [`PartitionLog::append_txn_marker`]. Returns what was written and the leader epoch.
+    pub fn append_txn_marker_as_leader(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        kind: ControlRecordType,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, i32), Refusal> {
+        let mut st = self.lock();
+        if st.role != Role::Leader {
+            return Err(self.not_leader(&st));
+        }
+        let epoch = st.leader_epoch;
+        let info = self
+            .log
+            .append_txn_marker(
+                producer_id,
+                producer_epoch,
+                coordinator_epoch,
+                kind,
+                Some(epoch),
+                now_ms,
+            )
+            .map_err(|e| (ResponseError::from(&e), e.to_string()))?;
+        self.advance_high_watermark(&mut st);
+        Ok((info, epoch))
+    }
+
     /// Waits until the in-sync replicas have everything up to `last_offset` (acks=all), or the
     /// leadership moved (NOT_LEADER_OR_FOLLOWER), or `timeout` passed (REQUEST_TIMED_OUT).
     /// An ISR that shrank below `min.insync.replicas` meanwhile answers
@@ -474,6 +526,40 @@ impl Partition {
             .read_up_to(offset, max_bytes, high_watermark)
             .map_err(|e| (ResponseError::from(&e), e.to_string()))?;
         Ok((records, high_watermark))
+    }
+
+    /// Reads for a read_committed consumer (Fetch isolation level 1): like
+    /// [`Partition::read_for_consumer`] but up to the last stable offset, with the aborted
+    /// transactions in the range read. Returns records, high watermark, last stable offset
+    /// and aborted transactions.
+    pub fn read_committed_for_consumer(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        current_leader_epoch: i32,
+    ) -> Result<(Bytes, i64, i64, Vec<AbortedTxn>), Refusal> {
+        let high_watermark = {
+            let st = self.lock();
+            if st.role != Role::Leader {
+                return Err(self.not_leader(&st));
+            }
+            Self::check_epoch(&st, current_leader_epoch)?;
+            st.high_watermark
+        };
+        let (records, lso, aborted) = self
+            .log
+            .read_committed(offset, max_bytes, high_watermark)
+            .map_err(|e| (ResponseError::from(&e), e.to_string()))?;
+        Ok((records, high_watermark, lso, aborted))
+    }
+
+    /// The last stable offset: the first offset of the oldest open transaction, or the high
+    /// watermark if that is lower or no transaction is open.
+    pub fn last_stable_offset(&self) -> i64 {
+        let high_watermark = self.high_watermark();
+        self.log
+            .first_unstable_offset()
+            .map_or(high_watermark, |first| first.min(high_watermark))
     }
 
     /// Reads for a debugging consumer (replica id -2, as in Kafka): any replica, leader or
@@ -599,6 +685,10 @@ impl Partition {
         Ok(ListOffsetsView {
             leader_epoch: st.leader_epoch,
             high_watermark: st.high_watermark,
+            last_stable_offset: self
+                .log
+                .first_unstable_offset()
+                .map_or(st.high_watermark, |first| first.min(st.high_watermark)),
             high_watermark_settled: st.high_watermark >= st.leader_epoch_start_offset,
         })
     }

@@ -96,6 +96,21 @@ impl ReplicaManager {
         let _ = tokio::time::timeout(timeout, applied.wait_for(|i| *i >= index)).await;
     }
 
+    /// The inter-broker address (`host:port`) of a registered broker, for requests to it
+    /// (the transaction coordinator's WriteTxnMarkers).
+    pub fn broker_address(&self, broker: i32) -> Option<String> {
+        self.addresses
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&broker)
+            .cloned()
+    }
+
+    /// This broker's id.
+    pub fn local_id(&self) -> i32 {
+        self.local_id
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

@@ -12,7 +12,7 @@ use kafka_protocol::ResponseError;
 use crate::error::{ClientError, Result};
 use crate::network::cluster::Cluster;
 use crate::offsets::topic_name;
-use crate::record::decode::decode_record_set;
+use crate::record::decode::decode_committed_record_set;
 use crate::record::ConsumerRecord;
 use crate::types::{IsolationLevel, TopicPartition};
 
@@ -174,12 +174,20 @@ async fn fetch_inner(
                 None => {
                     let mut records = Vec::new();
                     let bytes = data.records.unwrap_or_default();
-                    match decode_record_set(
+                    // Listed only for read_committed fetches: their records are skipped.
+                    let aborted: Vec<(i64, i64)> = data
+                        .aborted_transactions
+                        .iter()
+                        .flatten()
+                        .map(|a| (a.producer_id.0, a.first_offset))
+                        .collect();
+                    match decode_committed_record_set(
                         &bytes,
                         &target.topic,
                         target.partition.partition,
                         target.offset,
                         limits.check_crcs,
+                        &aborted,
                         &mut records,
                     ) {
                         Ok(decoded) => PartitionFetch::Records {

@@ -86,6 +86,12 @@ pub struct ProducerConfig {
     pub max_in_flight_requests_per_connection: usize,
     /// `max.block.ms`: how long `send` waits for metadata of a new topic (default 60 s).
     pub max_block: Duration,
+    /// `transactional.id` (default none): makes the producer transactional (see
+    /// [`crate::producer::Producer::begin_transaction`]); needs idempotence.
+    pub transactional_id: Option<String>,
+    /// `transaction.timeout.ms`: how long the coordinator lets a transaction stay open
+    /// before aborting it (default 60 s).
+    pub transaction_timeout: Duration,
 }
 
 impl ProducerConfig {
@@ -105,6 +111,8 @@ impl ProducerConfig {
             max_request_size: 1024 * 1024,
             max_in_flight_requests_per_connection: 5,
             max_block: Duration::from_secs(60),
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 
@@ -136,6 +144,12 @@ impl ProducerConfig {
             return invalid(
                 "enable_idempotence allows at most 5 requests in flight per connection",
             );
+        }
+        if self.transactional_id.is_some() && !self.enable_idempotence {
+            return invalid("transactional_id needs idempotence (acks=all, at most 5 in flight)");
+        }
+        if self.transactional_id.as_deref() == Some("") {
+            return invalid("transactional_id must not be empty");
         }
         if self.max_in_flight_requests_per_connection == 0 {
             return invalid("max_in_flight_requests_per_connection must be at least 1");
@@ -208,6 +222,16 @@ impl ProducerConfigBuilder {
     /// `max.block.ms`.
     pub fn max_block_ms(mut self, ms: u64) -> Self {
         self.config.max_block = Duration::from_millis(ms);
+        self
+    }
+    /// `transactional.id`: a transactional producer (idempotence is then required).
+    pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.config.transactional_id = Some(id.into());
+        self
+    }
+    /// `transaction.timeout.ms`.
+    pub fn transaction_timeout_ms(mut self, ms: u64) -> Self {
+        self.config.transaction_timeout = Duration::from_millis(ms);
         self
     }
     /// Checks the combination and returns the config.

@@ -13,6 +13,7 @@ pub mod config;
 pub mod murmur2;
 mod record;
 mod sender;
+mod transaction;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -56,6 +57,26 @@ pub(crate) struct Shared {
     pub(crate) producer_epoch: i16,
     /// The latest batch put back for another attempt, for [`Producer::last_retry`].
     pub(crate) last_retry: Mutex<Option<RetriedBatch>>,
+    /// The transaction state of a transactional producer.
+    pub(crate) transaction: Option<transaction::TransactionManager>,
+}
+
+impl Shared {
+    /// The `transactional.id` Produce requests carry.
+    pub(crate) fn transactional_id(&self) -> Option<kafka_protocol::messages::TransactionalId> {
+        self.transaction.as_ref().map(|t| {
+            kafka_protocol::messages::TransactionalId(
+                kafka_protocol::protocol::StrBytes::from_string(t.transactional_id.clone()),
+            )
+        })
+    }
+
+    /// A batch failed for good: a transaction it belonged to can only abort.
+    pub(crate) fn note_failed_batch(&self, error: &ClientError) {
+        if let Some(txn) = &self.transaction {
+            txn.note_failed_batch(error);
+        }
+    }
 }
 
 /// A batch the producer is retrying, and why: retries are silent (each record's future waits
@@ -119,7 +140,17 @@ impl Producer {
         let mut config = config.resolve_idempotence();
         config.validate()?;
         let cluster = Cluster::connect(config.client.clone(), true).await?;
-        let (producer_id, producer_epoch) = if config.enable_idempotence {
+        let transaction = match &config.transactional_id {
+            Some(id) => {
+                let timeout_ms =
+                    i32::try_from(config.transaction_timeout.as_millis()).unwrap_or(i32::MAX);
+                Some(transaction::TransactionManager::init(&cluster, id, timeout_ms).await?)
+            }
+            None => None,
+        };
+        let (producer_id, producer_epoch) = if let Some(txn) = &transaction {
+            txn.identity()
+        } else if config.enable_idempotence {
             match init_producer_id(&cluster).await {
                 Ok(identity) => identity,
                 Err(
@@ -154,6 +185,7 @@ impl Producer {
             producer_id,
             producer_epoch,
             last_retry: Mutex::new(None),
+            transaction,
         });
         let sender = tokio::spawn(sender::Sender::new(shared.clone()).run());
         Ok(Producer {
@@ -209,6 +241,9 @@ impl Producer {
             (None, Some(key)) => murmur2::partition_for_key(key, partition_count) as usize,
             (None, None) => topic.sticky.load(Ordering::Relaxed) % partition_count,
         };
+        // A transaction's first record to a partition adds the partition to it first.
+        self.add_to_transaction(&record.topic, partition as i32)
+            .await?;
         // Back-pressure: memory first, so a full buffer makes the caller wait here.
         let permits = u32::try_from(size).unwrap_or(u32::MAX);
         match shared.memory.try_acquire_many(permits) {

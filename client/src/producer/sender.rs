@@ -254,6 +254,7 @@ impl Sender {
                             producer_id: self.shared.producer_id,
                             producer_epoch: self.shared.producer_epoch,
                             base_sequence: sequence,
+                            transactional: self.shared.transaction.is_some(),
                         }
                     } else {
                         BatchIdentity::NONE
@@ -316,7 +317,9 @@ impl Sender {
             );
             return;
         };
-        let request = produce_request(config.acks.wire(), config.client.request_timeout, &batches);
+        let mut request =
+            produce_request(config.acks.wire(), config.client.request_timeout, &batches);
+        request.transactional_id = self.shared.transactional_id();
         let version = match connection.version(ApiKey::Produce) {
             Ok(version) => version,
             Err(error) => {
@@ -623,6 +626,7 @@ impl Sender {
     fn complete(&self, batch: ProducerBatch, outcome: Result<BatchAck>) {
         if let Err(error) = &outcome {
             tracing::warn!(topic = %batch.topic, partition = batch.partition, records = batch.record_count, %error, "batch failed");
+            self.shared.note_failed_batch(error);
         }
         batch.completion.complete(outcome);
         self.shared.memory.add_permits(batch.memory);

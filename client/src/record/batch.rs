@@ -77,6 +77,8 @@ pub(crate) struct BatchIdentity {
     pub(crate) producer_id: i64,
     pub(crate) producer_epoch: i16,
     pub(crate) base_sequence: i32,
+    /// Whether the batch belongs to a transaction (attribute bit 4).
+    pub(crate) transactional: bool,
 }
 
 impl BatchIdentity {
@@ -85,6 +87,7 @@ impl BatchIdentity {
         producer_id: -1,
         producer_epoch: -1,
         base_sequence: -1,
+        transactional: false,
     };
 }
 
@@ -293,7 +296,9 @@ impl BatchBuilder {
         header[8..12].copy_from_slice(&batch_length.to_be_bytes());
         header[12..16].copy_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
         header[16] = 2; // magic
-        header[21..23].copy_from_slice(&compression.attribute().to_be_bytes()); // CreateTime
+                        // CreateTime; bit 4 marks a transaction's batch.
+        let attributes = compression.attribute() | if identity.transactional { 0x10 } else { 0 };
+        header[21..23].copy_from_slice(&attributes.to_be_bytes());
         header[23..27].copy_from_slice(&(count - 1).to_be_bytes()); // last offset delta
         header[27..35].copy_from_slice(&base_timestamp.to_be_bytes());
         header[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
@@ -329,6 +334,7 @@ mod tests {
                     producer_id: 7,
                     producer_epoch: 1,
                     base_sequence: 42,
+                    transactional: false,
                 },
             )
             .unwrap()

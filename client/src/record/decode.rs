@@ -75,6 +75,27 @@ pub(crate) fn decode_record_set(
     check_crcs: bool,
     out: &mut Vec<ConsumerRecord>,
 ) -> Result<Decoded, DecodeError> {
+    decode_committed_record_set(data, topic, partition, from_offset, check_crcs, &[], out)
+}
+
+/// [`decode_record_set`] for a read_committed fetch: batches of the `aborted` transactions
+/// (producer id, first offset; as the broker listed them) are skipped too. A producer's
+/// aborted transaction starts at its first offset and ends at the producer's next control
+/// batch (its abort marker), as Kafka's consumers read it.
+pub(crate) fn decode_committed_record_set(
+    data: &Bytes,
+    topic: &Arc<str>,
+    partition: i32,
+    from_offset: i64,
+    check_crcs: bool,
+    aborted: &[(i64, i64)],
+    out: &mut Vec<ConsumerRecord>,
+) -> Result<Decoded, DecodeError> {
+    let mut aborted: Vec<(i64, i64)> = aborted.to_vec();
+    aborted.sort_unstable_by_key(|&(_, first)| first);
+    let mut upcoming = aborted.into_iter().peekable();
+    // Producers whose aborted transaction the batches are in now.
+    let mut aborting: std::collections::HashSet<i64> = std::collections::HashSet::new();
     let mut decoded = Decoded::default();
     let mut position = 0usize;
     while data.len() - position >= 12 + 5 {
@@ -120,7 +141,19 @@ pub(crate) fn decode_record_set(
         decoded.next_offset = Some(base_offset + i64::from(last_offset_delta) + 1);
         decoded.last_epoch = leader_epoch;
         let control = attributes & 0x20 != 0;
-        if control || base_offset + i64::from(last_offset_delta) < from_offset {
+        let producer_id = be_i64(&batch[43..51]);
+        let last_offset = base_offset + i64::from(last_offset_delta);
+        while let Some(&(pid, _)) = upcoming.peek().filter(|&&(_, first)| first <= last_offset) {
+            aborting.insert(pid);
+            upcoming.next();
+        }
+        if control {
+            // The producer's marker ends its transaction, aborted or not.
+            aborting.remove(&producer_id);
+            continue;
+        }
+        let transactional = attributes & 0x10 != 0;
+        if (transactional && aborting.contains(&producer_id)) || last_offset < from_offset {
             continue;
         }
         let timestamp_type = if attributes & 0x08 != 0 {

@@ -1,0 +1,100 @@
+//! The state of one transactional id, as the coordinator holds it in memory and writes it to
+//! `__transaction_state` (Kafka's `TransactionMetadata` and `TransactionState`).
+
+use std::collections::BTreeSet;
+
+/// Where a transaction is in its life (Kafka's states, with Kafka's ids and names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnState {
+    /// No transaction open; the producer id and epoch are assigned.
+    Empty,
+    /// Partitions were added: records may be written.
+    Ongoing,
+    /// EndTxn(commit) was accepted; commit markers are being written.
+    PrepareCommit,
+    /// EndTxn(abort), a fencing producer or a timeout; abort markers are being written.
+    PrepareAbort,
+    /// Every partition has its commit marker.
+    CompleteCommit,
+    /// Every partition has its abort marker.
+    CompleteAbort,
+    /// The transactional id expired (kept for Kafka's state ids; never entered here).
+    Dead,
+    /// A timed-out transaction being fenced before its abort (Kafka's; aborts go straight to
+    /// PrepareAbort with the bumped epoch here).
+    PrepareEpochFence,
+}
+
+impl TxnState {
+    /// The id stored in `__transaction_state` values.
+    pub fn id(self) -> i8 {
+        match self {
+            TxnState::Empty => 0,
+            TxnState::Ongoing => 1,
+            TxnState::PrepareCommit => 2,
+            TxnState::PrepareAbort => 3,
+            TxnState::CompleteCommit => 4,
+            TxnState::CompleteAbort => 5,
+            TxnState::Dead => 6,
+            TxnState::PrepareEpochFence => 7,
+        }
+    }
+
+    /// The state of a stored id.
+    pub fn from_id(id: i8) -> Option<TxnState> {
+        Some(match id {
+            0 => TxnState::Empty,
+            1 => TxnState::Ongoing,
+            2 => TxnState::PrepareCommit,
+            3 => TxnState::PrepareAbort,
+            4 => TxnState::CompleteCommit,
+            5 => TxnState::CompleteAbort,
+            6 => TxnState::Dead,
+            7 => TxnState::PrepareEpochFence,
+            _ => return None,
+        })
+    }
+
+    /// Kafka's name, as DescribeTransactions and ListTransactions show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+            TxnState::Dead => "Dead",
+            TxnState::PrepareEpochFence => "PrepareEpochFence",
+        }
+    }
+
+    /// Whether markers are being written: the transaction cannot change until they are.
+    pub fn is_preparing(self) -> bool {
+        matches!(
+            self,
+            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence
+        )
+    }
+}
+
+/// One transactional id's producer and current transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnMetadata {
+    /// The transactional id.
+    pub transactional_id: String,
+    /// Its producer id.
+    pub producer_id: i64,
+    /// Its current epoch: requests with an older one are fenced.
+    pub producer_epoch: i16,
+    /// `transaction.timeout.ms` of the producer.
+    pub timeout_ms: i32,
+    /// Where the transaction is.
+    pub state: TxnState,
+    /// The partitions in the transaction, by topic and partition.
+    pub partitions: BTreeSet<(String, i32)>,
+    /// When the current transaction began (its first AddPartitionsToTxn), -1 without one.
+    pub start_ms: i64,
+    /// When this state was written.
+    pub last_update_ms: i64,
+}

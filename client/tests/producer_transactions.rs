@@ -1,0 +1,225 @@
+//! The transactional producer against an in-process broker: commit, abort, offsets sent to a
+//! transaction, fencing by a newer producer, calls out of order, and read_committed
+//! consumers skipping aborted records.
+#![allow(clippy::unwrap_used)]
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use std::time::{Duration, Instant};
+
+use millrace_client::admin::NewTopic;
+use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
+use millrace_client::IsolationLevel;
+use millrace_client::{
+    Admin, ClientError, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+};
+use millrace_testkit::wire::TestClient;
+use millrace_testkit::{TestBroker, FAST_GROUPS};
+
+async fn producer(broker: &TestBroker, transactional_id: &str) -> Producer {
+    let config = ProducerConfig::builder(broker.client_config("txn-test"))
+        .transactional_id(transactional_id)
+        .build()
+        .unwrap();
+    Producer::connect(config).await.unwrap()
+}
+
+async fn send(producer: &Producer, value: &str) {
+    // The delivery is awaited through commit/abort (which flush), not record by record.
+    let _delivery = producer
+        .send(ProducerRecord::new("t", value.as_bytes().to_vec()).partition(0))
+        .await
+        .unwrap();
+}
+
+/// A read_committed fetch of t-0 from 0: (last stable offset, high watermark, aborted
+/// transactions' first offsets).
+async fn read_committed(broker: &TestBroker) -> (i64, i64, Vec<i64>) {
+    let mut client = TestClient::connect(broker.addr()).await;
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_bytes(1 << 20)
+        .with_isolation_level(1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let response = client.call(11, &request).await;
+    let p = &response.responses[0].partitions[0];
+    let aborted = p
+        .aborted_transactions
+        .iter()
+        .flatten()
+        .map(|a| a.first_offset)
+        .collect();
+    (p.last_stable_offset, p.high_watermark, aborted)
+}
+
+async fn setup() -> (TestBroker, Admin) {
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let admin = Admin::connect(broker.client_config("txn-admin"))
+        .await
+        .unwrap();
+    admin.create_topic(NewTopic::new("t", 1)).await.unwrap();
+    (broker, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_and_aborted_transactions_end_with_their_markers() {
+    let (broker, _admin) = setup().await;
+    let producer = producer(&broker, "tx-a").await;
+    producer.begin_transaction().unwrap();
+    for v in ["a", "b", "c"] {
+        send(&producer, v).await;
+    }
+    producer.commit_transaction().await.unwrap();
+    assert_eq!(read_committed(&broker).await, (4, 4, vec![]));
+
+    producer.begin_transaction().unwrap();
+    send(&producer, "x").await;
+    send(&producer, "y").await;
+    producer.flush().await;
+    // Open: read_committed consumers stop before it.
+    assert_eq!(read_committed(&broker).await.0, 4);
+    producer.abort_transaction().await.unwrap();
+    assert_eq!(read_committed(&broker).await, (7, 7, vec![4]));
+    producer.close().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_sent_to_a_transaction_are_committed_with_it() {
+    let (broker, admin) = setup().await;
+    let producer = producer(&broker, "tx-offsets").await;
+    producer.begin_transaction().unwrap();
+    send(&producer, "out").await;
+    producer
+        .send_offsets_to_transaction(&[("t".to_string(), 0, 42)], "g")
+        .await
+        .unwrap();
+    producer.abort_transaction().await.unwrap();
+    assert!(admin.list_group_offsets("g").await.unwrap().is_empty());
+
+    producer.begin_transaction().unwrap();
+    producer
+        .send_offsets_to_transaction(&[("t".to_string(), 0, 43)], "g")
+        .await
+        .unwrap();
+    producer.commit_transaction().await.unwrap();
+    let offsets = admin.list_group_offsets("g").await.unwrap();
+    assert_eq!(offsets.get(&TopicPartition::new("t", 0)), Some(&43));
+    producer.close().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_producer_with_the_same_id_fences_the_older_one() {
+    let (broker, _admin) = setup().await;
+    let zombie = producer(&broker, "tx-z").await;
+    zombie.begin_transaction().unwrap();
+    send(&zombie, "zombie").await;
+    zombie.flush().await;
+
+    let successor = producer(&broker, "tx-z").await;
+    let error = zombie.commit_transaction().await.unwrap_err();
+    assert!(
+        matches!(error, ClientError::ProducerFenced { .. }),
+        "{error}"
+    );
+    assert!(zombie.is_fenced());
+    // The zombie's open transaction was aborted when the successor initialised.
+    assert_eq!(read_committed(&broker).await, (2, 2, vec![0]));
+
+    successor.begin_transaction().unwrap();
+    send(&successor, "successor").await;
+    successor.commit_transaction().await.unwrap();
+    assert_eq!(read_committed(&broker).await.0, 4);
+    successor.close().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_calls_out_of_order_are_refused() {
+    let (broker, _admin) = setup().await;
+    let producer = producer(&broker, "tx-order").await;
+    let outside = producer
+        .send(ProducerRecord::new("t", b"v".to_vec()).partition(0))
+        .await;
+    assert!(matches!(outside, Err(ClientError::TransactionState(_))));
+    assert!(matches!(
+        producer.commit_transaction().await,
+        Err(ClientError::TransactionState(_))
+    ));
+    producer.begin_transaction().unwrap();
+    assert!(matches!(
+        producer.begin_transaction(),
+        Err(ClientError::TransactionState(_))
+    ));
+    producer.abort_transaction().await.unwrap();
+    producer.close().await;
+    broker.shutdown().await;
+}
+
+/// Every record of t-0 a consumer with `level` reads from the beginning, as strings.
+async fn consume(broker: &TestBroker, level: IsolationLevel, expected: usize) -> Vec<String> {
+    let config = ConsumerConfig::builder(broker.client_config("txn-reader"))
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .fetch_max_wait(Duration::from_millis(100))
+        .isolation_level(level)
+        .build()
+        .unwrap();
+    let mut consumer = Consumer::connect(config).await.unwrap();
+    let partition = [TopicPartition::new("t", 0)];
+    consumer.assign(&partition).unwrap();
+    consumer.seek_to_beginning(&partition).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut values = Vec::new();
+    while values.len() < expected && Instant::now() < deadline {
+        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            values.push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into());
+        }
+    }
+    // Anything wrongly delivered after the expected records would show up here.
+    values.extend(
+        consumer
+            .poll(Duration::from_millis(300))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into()),
+    );
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_consumers_skip_aborted_records_and_read_uncommitted_ones_do_not() {
+    let (broker, _admin) = setup().await;
+    let producer = producer(&broker, "tx-read").await;
+    for (values, commit) in [
+        (["c1", "c2"], true),
+        (["a1", "a2"], false),
+        (["c3", "c4"], true),
+    ] {
+        producer.begin_transaction().unwrap();
+        for v in values {
+            send(&producer, v).await;
+        }
+        if commit {
+            producer.commit_transaction().await.unwrap();
+        } else {
+            producer.abort_transaction().await.unwrap();
+        }
+    }
+    assert_eq!(
+        consume(&broker, IsolationLevel::ReadCommitted, 4).await,
+        ["c1", "c2", "c3", "c4"]
+    );
+    assert_eq!(
+        consume(&broker, IsolationLevel::ReadUncommitted, 6).await,
+        ["c1", "c2", "a1", "a2", "c3", "c4"]
+    );
+    producer.close().await;
+    broker.shutdown().await;
+}
