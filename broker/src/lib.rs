@@ -36,6 +36,7 @@ pub mod group;
 pub mod log;
 pub mod meta_properties;
 pub mod metadata;
+pub mod metrics;
 pub mod replica;
 pub mod server;
 

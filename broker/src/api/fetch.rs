@@ -129,6 +129,7 @@ pub fn handle(
                 || Instant::now() >= deadline
                 || watches.is_empty();
             if done {
+                broker.metrics.topics.fetch_answered(&gathered.responses);
                 let response = FetchResponse::default()
                     .with_throttle_time_ms(0)
                     .with_error_code(NONE)

@@ -89,6 +89,12 @@ impl ReplicaManager {
         });
     }
 
+    /// The metadata log index the replicas were last made to match (the health check compares
+    /// it with the quorum's applied index: a broker still opening its logs trails it).
+    pub fn applied(&self) -> u64 {
+        *self.applied_index.borrow()
+    }
+
     /// Waits until the replicas match the metadata up to log `index`, for at most `timeout`
     /// (returns either way: callers only want read-your-writes, not a guarantee).
     pub async fn wait_applied(&self, index: u64, timeout: std::time::Duration) {
