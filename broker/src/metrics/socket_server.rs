@@ -16,7 +16,7 @@ impl SocketServerMetrics {
     pub fn new(registry: &Registry, listener: &str) -> Result<Self, MetricsError> {
         let open = IntGauge::with_opts(
             Opts::new(
-                "kafka_server_socket_server_metrics_connection_count",
+                "kafka_server_socket_server_metrics_connections",
                 "Open client connections (Kafka: socket-server-metrics connection-count)",
             )
             .const_label("listener", listener),
