@@ -105,13 +105,11 @@ fn readme_metrics() -> Vec<Documented> {
     rows
 }
 
+/// Per sample name, the label-name sets it appears with.
+type Samples = HashMap<String, Vec<BTreeSet<String>>>;
+
 /// Per sample name, the label-name sets it appears with, and the `# TYPE` of each family.
-fn parse_exposition(
-    text: &str,
-) -> (
-    HashMap<String, Vec<BTreeSet<String>>>,
-    HashMap<String, String>,
-) {
+fn parse_exposition(text: &str) -> (Samples, HashMap<String, String>) {
     let mut samples: HashMap<String, Vec<BTreeSet<String>>> = HashMap::new();
     let mut types = HashMap::new();
     for line in text.lines() {
@@ -194,7 +192,7 @@ async fn every_metric_in_the_readme_table_is_served_with_its_documented_labels()
         match samples.get(&sample_name) {
             None => missing.push(format!("{} (no sample)", metric.name)),
             Some(label_sets) => {
-                if !label_sets.iter().any(|set| *set == metric.labels) {
+                if !label_sets.contains(&metric.labels) {
                     missing.push(format!(
                         "{} (labels {:?}, served {:?})",
                         metric.name, metric.labels, label_sets[0]
