@@ -577,3 +577,96 @@ async fn ready_is_503_while_a_large_log_recovers_and_live_answers_throughout() {
     assert_eq!(end, 1_000_001, "the recovered log keeps every batch");
     broker.shutdown().await;
 }
+
+/// The value of the unlabelled sample `name` in an exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_shows_one_active_controller_and_a_stopped_follower_as_under_replication() {
+    let mut overrides = millrace_testkit::FAST_FAILOVER.to_vec();
+    overrides.push("metrics.listener=http://127.0.0.1:0");
+    let mut cluster = millrace_testkit::TestCluster::start_with_brokers(3, 1, &overrides).await;
+    let client = cluster.client_config("monitoring");
+    millrace_testkit::create_topic_with(
+        &client,
+        millrace_client::admin::NewTopic::new("replicated", 1).replication_factor(3),
+    )
+    .await;
+    produce(&cluster.bootstrap(), "replicated", 20).await;
+    let endpoint = |cluster: &millrace_testkit::TestCluster, id: i32| {
+        cluster.broker(id).metrics_addr().unwrap().to_string()
+    };
+
+    // Exactly one active controller, and every node (the broker-only one too) is ready.
+    eventually("one active controller among the brokers", || async {
+        let mut active = 0.0;
+        for id in 1..=4 {
+            let text = scrape(&endpoint(&cluster, id)).await;
+            active += sample(
+                &text,
+                "kafka_controller_kafkacontroller_activecontrollercount",
+            )
+            .unwrap_or(0.0);
+        }
+        active == 1.0
+    })
+    .await;
+    for id in 1..=4 {
+        let ready = http::get(&endpoint(&cluster, id), "/health/ready", &[]).await;
+        assert_eq!(ready.status, 200, "broker {id}: {}", ready.text());
+    }
+
+    let state = cluster
+        .broker(1)
+        .broker()
+        .controller
+        .image()
+        .topic("replicated")
+        .and_then(|t| t.partition(0).cloned())
+        .unwrap();
+    let leader = state.leader;
+    // A follower that is not the active controller: this test is about the ISR, not about a
+    // controller failover.
+    let controller = cluster
+        .broker(leader)
+        .broker()
+        .controller
+        .active_controller_id();
+    let follower = *state
+        .replicas
+        .iter()
+        .find(|id| **id != leader && **id != controller)
+        .unwrap();
+    cluster.halt(follower).await;
+    let leader_endpoint = endpoint(&cluster, leader);
+    eventually(
+        "the leader to report the partition under-replicated",
+        || async {
+            let text = scrape(&leader_endpoint).await;
+            sample(
+                &text,
+                "kafka_server_replicamanager_underreplicatedpartitions",
+            ) == Some(1.0)
+                && sample(&text, "kafka_server_replicamanager_isrshrinks_total")
+                    .is_some_and(|shrinks| shrinks >= 1.0)
+        },
+    )
+    .await;
+
+    cluster.restart(follower).await;
+    eventually("the follower back in the ISR", || async {
+        let text = scrape(&leader_endpoint).await;
+        sample(
+            &text,
+            "kafka_server_replicamanager_underreplicatedpartitions",
+        ) == Some(0.0)
+            && sample(&text, "kafka_server_replicamanager_isrexpands_total")
+                .is_some_and(|expands| expands >= 1.0)
+    })
+    .await;
+    cluster.shutdown().await;
+}

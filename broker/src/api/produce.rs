@@ -94,12 +94,16 @@ pub fn handle(
                     },
                 },
             };
-            counters.produced(match &outcome {
-                // A retried batch was not written again: nothing came in.
-                Ok((_, info, _)) if info.duplicate => Some((0, 0)),
-                Ok((_, info, _)) => Some((u64::try_from(info.record_count).unwrap_or(0), bytes)),
-                Err(_) => None,
-            });
+            if let Some(counters) = &counters {
+                counters.produced(match &outcome {
+                    // A retried batch was not written again: nothing came in.
+                    Ok((_, info, _)) if info.duplicate => Some((0, 0)),
+                    Ok((_, info, _)) => {
+                        Some((u64::try_from(info.record_count).unwrap_or(0), bytes))
+                    }
+                    Err(_) => None,
+                });
+            }
             if outcome.is_err() {
                 failures += 1;
             }

@@ -68,8 +68,12 @@ impl BrokerMetrics {
     /// Creates and registers every metric of a broker with `config`.
     pub fn new(config: &BrokerConfig) -> Result<Self, MetricsError> {
         let registry = Registry::new();
-        let requests = RequestMetrics::new(&registry, config.metrics.slow_request_ms)?;
-        let topics = BrokerTopicMetrics::new(&registry)?;
+        // Without an endpoint nobody reads the counters: the request path skips them (and
+        // times requests only for the slow-request log, when that is on).
+        let exported = config.metrics.listener.is_some();
+        let timed = exported || config.metrics.slow_request_ms.is_some();
+        let requests = RequestMetrics::new(&registry, config.metrics.slow_request_ms, timed)?;
+        let topics = BrokerTopicMetrics::new(&registry, exported)?;
         let sockets = SocketServerMetrics::new(&registry, &config.client_listener().name)?;
         let snapshot = snapshot::SnapshotMetrics::new(&registry)?;
         log_flush::register(&registry)?;

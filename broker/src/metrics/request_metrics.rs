@@ -71,6 +71,8 @@ pub struct RequestMetrics {
     /// Per API key (and one more slot for `FetchFollower`), the series, made on first use.
     series: Vec<OnceLock<Arc<ApiSeries>>>,
     slow_request: Option<Duration>,
+    /// Whether requests are timed at all (an endpoint or the slow-request log wants them).
+    enabled: bool,
 }
 
 /// One API's series, looked up once so that timing a request touches only atomics.
@@ -83,8 +85,13 @@ pub struct ApiSeries {
 }
 
 impl RequestMetrics {
-    /// Registers the request metrics; `slow_request_ms` turns on the slow-request log.
-    pub fn new(registry: &Registry, slow_request_ms: Option<u64>) -> Result<Self, MetricsError> {
+    /// Registers the request metrics; `slow_request_ms` turns on the slow-request log;
+    /// without `enabled` no request is timed.
+    pub fn new(
+        registry: &Registry,
+        slow_request_ms: Option<u64>,
+        enabled: bool,
+    ) -> Result<Self, MetricsError> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "kafka_network_requestmetrics_requests_total",
@@ -107,12 +114,16 @@ impl RequestMetrics {
             stages,
             series: (0..=MAX_API_KEY + 1).map(|_| OnceLock::new()).collect(),
             slow_request: slow_request_ms.map(Duration::from_millis),
+            enabled,
         })
     }
 
     /// Starts timing the request in `frame` (read completely at `received`). Frames too short
     /// to name an API are not timed (they close the connection).
     pub fn start(&self, frame: &Bytes, received: Instant) -> Option<RequestTimer> {
+        if !self.enabled {
+            return None;
+        }
         let api_key = i16::from_be_bytes([*frame.first()?, *frame.get(1)?]);
         let version = i16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]);
         let api = ApiKey::try_from(api_key).ok()?;
@@ -337,7 +348,7 @@ mod tests {
     #[test]
     fn a_timed_request_is_counted_with_its_api_and_version() {
         let registry = Registry::new();
-        let metrics = RequestMetrics::new(&registry, None).unwrap();
+        let metrics = RequestMetrics::new(&registry, None, true).unwrap();
         let timer = metrics
             .start(&fetch_frame(12, 3), Instant::now())
             .unwrap()
@@ -356,5 +367,86 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    /// A writer for the test subscriber that keeps what is logged.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn produce_frame() -> Bytes {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{ProduceRequest, RequestHeader, TopicName};
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        let mut frame = bytes::BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::Produce as i16)
+            .with_request_api_version(9)
+            .with_client_id(Some(StrBytes::from_static_str("loader")))
+            .encode(&mut frame, ApiKey::Produce.request_header_version(9))
+            .unwrap();
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("clicks")))
+                .with_partition_data(
+                    vec![PartitionProduceData::default().with_index(2)],
+                )])
+            .encode(&mut frame, 9)
+            .unwrap();
+        frame.freeze()
+    }
+
+    /// Times one produce that waits `remote` for its response, logging into the returned text.
+    fn time_produce(slow_request_ms: Option<u64>, remote: Duration) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let metrics = RequestMetrics::new(&Registry::new(), slow_request_ms, true).unwrap();
+            let mut timer = metrics
+                .start(&produce_frame(), Instant::now())
+                .unwrap()
+                .local_done();
+            timer.dequeued();
+            std::thread::sleep(remote);
+            timer.completed();
+            timer.sent();
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn a_request_slower_than_the_threshold_is_logged_with_client_partitions_and_stages() {
+        let text = time_produce(Some(5), Duration::from_millis(20));
+        assert!(text.contains("slow request"), "{text}");
+        for field in [
+            "api=\"Produce\"",
+            "client_id=\"loader\"",
+            "partitions=clicks-2",
+            "remote_ms=",
+            "local_ms=",
+        ] {
+            assert!(text.contains(field), "{field} missing: {text}");
+        }
+    }
+
+    #[test]
+    fn fast_requests_and_brokers_without_the_setting_log_nothing() {
+        assert_eq!(time_produce(Some(10_000), Duration::from_millis(1)), "");
+        assert_eq!(time_produce(None, Duration::from_millis(20)), "");
     }
 }

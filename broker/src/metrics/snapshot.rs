@@ -162,9 +162,9 @@ impl SnapshotMetrics {
             under_min_isr: gauge(r, "kafka_server_replicamanager_underminisrpartitioncount",
                 "Partitions led here whose ISR is below min.insync.replicas (Kafka: ReplicaManager UnderMinIsrPartitionCount)")?,
             isr_shrinks: counter(r, "kafka_server_replicamanager_isrshrinks_total",
-                "ISR shrinks committed for partitions led here (Kafka: ReplicaManager IsrShrinksPerSec)")?,
+                "ISR shrinks of partitions led here, by this leader or by the controller fencing a follower (Kafka: ReplicaManager IsrShrinksPerSec)")?,
             isr_expands: counter(r, "kafka_server_replicamanager_isrexpands_total",
-                "ISR expansions committed for partitions led here (Kafka: ReplicaManager IsrExpandsPerSec)")?,
+                "ISR expansions of partitions led here (Kafka: ReplicaManager IsrExpandsPerSec)")?,
             controller: ControllerGauges::new(r)?,
             log_size: gauge_vec(r, "kafka_log_log_size",
                 "Bytes of a partition's log on disk (Kafka: Log Size)", TP)?,
@@ -203,7 +203,7 @@ impl SnapshotMetrics {
             .unwrap_or_else(PoisonError::into_inner);
         let node_id = broker.config.node_id;
         self.controller.refresh(&broker.controller, node_id);
-        let (shrinks, expands) = broker.alter_partition.isr_changes();
+        let (shrinks, expands) = broker.replicas.isr_changes();
         sync_counter(&self.isr_shrinks, shrinks);
         sync_counter(&self.isr_expands, expands);
 

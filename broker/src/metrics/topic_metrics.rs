@@ -20,6 +20,8 @@ use super::MetricsError;
 pub struct BrokerTopicMetrics {
     vecs: [IntCounterVec; 7],
     topics: RwLock<HashMap<String, Arc<TopicCounters>>>,
+    /// Whether anything reads the counters (an endpoint is configured).
+    enabled: bool,
 }
 
 /// One topic's counters.
@@ -72,8 +74,8 @@ const COUNTERS: [(&str, &str); 7] = [
 ];
 
 impl BrokerTopicMetrics {
-    /// Registers the per-topic counters.
-    pub fn new(registry: &Registry) -> Result<Self, MetricsError> {
+    /// Registers the per-topic counters; without `enabled`, nothing is counted.
+    pub fn new(registry: &Registry, enabled: bool) -> Result<Self, MetricsError> {
         let make = |(name, help): (&str, &str)| -> Result<IntCounterVec, MetricsError> {
             let vec = IntCounterVec::new(Opts::new(name, help), &["topic"])?;
             registry.register(Box::new(vec.clone()))?;
@@ -91,21 +93,25 @@ impl BrokerTopicMetrics {
                 make(g)?,
             ],
             topics: RwLock::new(HashMap::new()),
+            enabled,
         })
     }
 
-    /// The counters of `topic`.
-    pub fn topic(&self, topic: &str) -> Arc<TopicCounters> {
+    /// The counters of `topic`, or `None` when nothing is counted.
+    pub fn topic(&self, topic: &str) -> Option<Arc<TopicCounters>> {
+        if !self.enabled {
+            return None;
+        }
         if let Some(found) = self
             .topics
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(topic)
         {
-            return found.clone();
+            return Some(found.clone());
         }
         let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
-        topics
+        let counters = topics
             .entry(topic.to_string())
             .or_insert_with(|| {
                 let [a, b, c, d, e, f, g] = &self.vecs;
@@ -120,7 +126,8 @@ impl BrokerTopicMetrics {
                     failed_fetch_requests: get(g),
                 })
             })
-            .clone()
+            .clone();
+        Some(counters)
     }
 
     /// Records a fetch response about to be sent: per partition, the record bytes it carries
@@ -128,7 +135,9 @@ impl BrokerTopicMetrics {
     /// until data arrives.)
     pub fn fetch_answered(&self, responses: &[FetchableTopicResponse]) {
         for topic in responses {
-            let counters = self.topic(&topic.topic.0);
+            let Some(counters) = self.topic(&topic.topic.0) else {
+                return;
+            };
             for partition in &topic.partitions {
                 counters.fetched((partition.error_code == 0).then(|| {
                     partition
