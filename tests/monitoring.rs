@@ -670,3 +670,87 @@ async fn a_cluster_shows_one_active_controller_and_a_stopped_follower_as_under_r
     .await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dedicated_controllers_serve_health_and_controller_metrics() {
+    let root = temp_dir();
+    let controller_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let voters = controller_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("{}@127.0.0.1:{port}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let config = |settings: Vec<String>, dir: PathBuf| {
+        let settings = millrace_broker::config::parse_overrides(&settings).unwrap();
+        millrace_broker::BrokerConfig::from_settings(&settings, None, Some(dir)).unwrap()
+    };
+    let starting: Vec<_> = controller_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            config(
+                vec![
+                    format!("node.id={}", i + 1),
+                    "process.roles=controller".into(),
+                    format!("listeners=CONTROLLER://127.0.0.1:{port}"),
+                    "controller.listener.names=CONTROLLER".into(),
+                    format!("controller.quorum.voters={voters}"),
+                    "metrics.listener=http://127.0.0.1:0".into(),
+                ],
+                root.path().join(format!("controller-{}", i + 1)),
+            )
+        })
+        .map(|config| tokio::spawn(millrace_broker::start_controller(config)))
+        .collect();
+    let broker = millrace_broker::start(config(
+        vec![
+            "node.id=4".into(),
+            "process.roles=broker".into(),
+            format!("listeners=PLAINTEXT://127.0.0.1:{}", free_port()),
+            "controller.listener.names=CONTROLLER".into(),
+            format!("controller.quorum.voters={voters}"),
+            "metrics.listener=http://127.0.0.1:0".into(),
+        ],
+        root.path().join("broker-4"),
+    ))
+    .await
+    .unwrap();
+    let mut controllers = Vec::new();
+    for started in starting {
+        controllers.push(started.await.unwrap().unwrap());
+    }
+    let endpoints: Vec<String> = controllers
+        .iter()
+        .map(|c| c.metrics_addr().unwrap().to_string())
+        .collect();
+    eventually("one active controller reporting the broker", || async {
+        let (mut active, mut brokers) = (0.0, 0.0);
+        for endpoint in &endpoints {
+            let text = scrape(endpoint).await;
+            active += sample(
+                &text,
+                "kafka_controller_kafkacontroller_activecontrollercount",
+            )
+            .unwrap_or(0.0);
+            brokers +=
+                sample(&text, "kafka_controller_kafkacontroller_activebrokercount").unwrap_or(0.0);
+        }
+        active == 1.0 && brokers == 1.0
+    })
+    .await;
+    for endpoint in &endpoints {
+        let ready = http::get(endpoint, "/health/ready", &[]).await;
+        assert_eq!(ready.status, 200, "{endpoint}: {}", ready.text());
+        let cluster = http::get(endpoint, "/v1/cluster", &[]).await.json();
+        assert_eq!(cluster["process_roles"], "controller", "{cluster}");
+        assert_eq!(cluster["brokers"][0]["id"], 4, "{cluster}");
+    }
+    let broker_endpoint = broker.metrics_addr().unwrap().to_string();
+    let ready = http::get(&broker_endpoint, "/health/ready", &[]).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    broker.shutdown().await;
+    for controller in controllers {
+        controller.shutdown().await;
+    }
+}

@@ -155,9 +155,18 @@ async fn metrics_text(State(state): State<Arc<EndpointState>>) -> Response {
             .encode_controller(controller, state.config.node_id),
         None => state.metrics.encode(None),
     })
-    .await
-    .unwrap_or_default();
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+    .await;
+    match body {
+        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "collecting metrics failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "collecting metrics failed\n",
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn live() -> &'static str {

@@ -26,7 +26,11 @@ pub mod snapshot;
 pub mod socket_server;
 pub mod topic_metrics;
 
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::{Encoder, TextEncoder};
+
+/// The Prometheus registry the metric groups register into (re-exported: their constructors
+/// take one).
+pub use prometheus::Registry;
 
 use crate::config::BrokerConfig;
 
