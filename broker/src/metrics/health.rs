@@ -27,9 +27,6 @@ struct State {
     shutting_down: bool,
     /// Since when the replicas have trailed the metadata, if they do.
     behind_since: Option<Instant>,
-    /// Whether the replicas have matched the metadata at least once: until then a broker is
-    /// still opening (recovering) its logs, and no grace applies.
-    caught_up_once: bool,
 }
 
 /// A node's readiness: the start-up step it is in, then its live state.
@@ -45,7 +42,6 @@ impl Default for Readiness {
                 starting: Some("starting".to_string()),
                 shutting_down: false,
                 behind_since: None,
-                caught_up_once: false,
             }),
         }
     }
@@ -93,7 +89,10 @@ impl Readiness {
         let applied_replicas = broker.replicas.applied();
         if applied_replicas < applied_metadata {
             let since = *state.behind_since.get_or_insert_with(Instant::now);
-            if !state.caught_up_once || since.elapsed() >= METADATA_GRACE {
+            // Until the first application of the metadata ends, the broker is opening (and
+            // recovering) its logs: no grace for that.
+            let first_apply = applied_replicas == 0;
+            if first_apply || since.elapsed() >= METADATA_GRACE {
                 return Err(format!(
                     "recovering partition logs and catching up metadata (replicas at metadata \
                      offset {applied_replicas} of {applied_metadata})"
@@ -101,7 +100,6 @@ impl Readiness {
             }
         } else {
             state.behind_since = None;
-            state.caught_up_once = true;
         }
         Ok(())
     }
