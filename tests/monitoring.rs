@@ -641,6 +641,15 @@ async fn a_cluster_shows_one_active_controller_and_a_stopped_follower_as_under_r
         .iter()
         .find(|id| **id != leader && **id != controller)
         .unwrap();
+    let leader_text = scrape(&endpoint(&cluster, leader)).await;
+    assert!(
+        sample(
+            &leader_text,
+            "kafka_server_brokertopicmetrics_replicationbytesout_total"
+        )
+        .is_some_and(|bytes| bytes > 0.0),
+        "the leader counts what its followers fetched: {leader_text}"
+    );
     cluster.halt(follower).await;
     let leader_endpoint = endpoint(&cluster, leader);
     eventually(

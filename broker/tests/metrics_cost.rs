@@ -63,7 +63,7 @@ fn instrumentation_cost_per_request() -> Duration {
     let iterations = 1_000_000u32;
     let started = Instant::now();
     for _ in 0..iterations {
-        let mut timer = requests.start(&frame, Instant::now()).unwrap();
+        let mut timer = requests.start(&frame).unwrap();
         if let Some(counters) = topics.topic("bench") {
             counters.produced(Some((5_000, 500_000)));
         }

@@ -118,12 +118,14 @@ impl RequestMetrics {
         })
     }
 
-    /// Starts timing the request in `frame` (read completely at `received`). Frames too short
-    /// to name an API are not timed (they close the connection).
-    pub fn start(&self, frame: &Bytes, received: Instant) -> Option<RequestTimer> {
+    /// Starts timing the request in `frame`, read completely just now. Frames too short to
+    /// name an API are not timed (they close the connection), nor is anything when no one
+    /// reads the timings.
+    pub fn start(&self, frame: &Bytes) -> Option<RequestTimer> {
         if !self.enabled {
             return None;
         }
+        let received = Instant::now();
         let api_key = i16::from_be_bytes([*frame.first()?, *frame.get(1)?]);
         let version = i16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]);
         let api = ApiKey::try_from(api_key).ok()?;
@@ -349,10 +351,7 @@ mod tests {
     fn a_timed_request_is_counted_with_its_api_and_version() {
         let registry = Registry::new();
         let metrics = RequestMetrics::new(&registry, None, true).unwrap();
-        let timer = metrics
-            .start(&fetch_frame(12, 3), Instant::now())
-            .unwrap()
-            .local_done();
+        let timer = metrics.start(&fetch_frame(12, 3)).unwrap().local_done();
         timer.sent();
         let text = String::from_utf8(super::super::encode_registry(&registry)).unwrap();
         assert!(
@@ -416,10 +415,7 @@ mod tests {
             .finish();
         tracing::subscriber::with_default(subscriber, || {
             let metrics = RequestMetrics::new(&Registry::new(), slow_request_ms, true).unwrap();
-            let mut timer = metrics
-                .start(&produce_frame(), Instant::now())
-                .unwrap()
-                .local_done();
+            let mut timer = metrics.start(&produce_frame()).unwrap().local_done();
             timer.dequeued();
             std::thread::sleep(remote);
             timer.completed();

@@ -19,6 +19,9 @@ use super::MetricsError;
 /// The counters, and the per-topic handles already looked up.
 pub struct BrokerTopicMetrics {
     vecs: [IntCounterVec; 7],
+    /// `ReplicationBytesOutPerSec`: record bytes sent to followers (broker-wide, as in Kafka,
+    /// which keeps them out of `BytesOutPerSec`).
+    replication_bytes_out: IntCounter,
     topics: RwLock<HashMap<String, Arc<TopicCounters>>>,
     /// Whether anything reads the counters (an endpoint is configured).
     enabled: bool,
@@ -30,7 +33,7 @@ pub struct TopicCounters {
     pub messages_in: IntCounter,
     /// `BytesInPerSec`: record batch bytes appended by producers.
     pub bytes_in: IntCounter,
-    /// `BytesOutPerSec`: record batch bytes sent to consumers and followers.
+    /// `BytesOutPerSec`: record batch bytes sent to consumers (followers' are replication).
     pub bytes_out: IntCounter,
     /// `TotalProduceRequestsPerSec`: produce requests naming the topic (per partition).
     pub produce_requests: IntCounter,
@@ -53,7 +56,7 @@ const COUNTERS: [(&str, &str); 7] = [
     ),
     (
         "kafka_server_brokertopicmetrics_bytesout_total",
-        "Record batch bytes sent to consumers and followers (Kafka: BrokerTopicMetrics BytesOutPerSec)",
+        "Record batch bytes sent to consumers (Kafka: BrokerTopicMetrics BytesOutPerSec)",
     ),
     (
         "kafka_server_brokertopicmetrics_totalproducerequests_total",
@@ -82,7 +85,13 @@ impl BrokerTopicMetrics {
             Ok(vec)
         };
         let [a, b, c, d, e, f, g] = COUNTERS;
+        let replication_bytes_out = IntCounter::new(
+            "kafka_server_brokertopicmetrics_replicationbytesout_total",
+            "Record batch bytes sent to followers (Kafka: BrokerTopicMetrics ReplicationBytesOutPerSec)",
+        )?;
+        registry.register(Box::new(replication_bytes_out.clone()))?;
         Ok(BrokerTopicMetrics {
+            replication_bytes_out,
             vecs: [
                 make(a)?,
                 make(b)?,
@@ -130,21 +139,28 @@ impl BrokerTopicMetrics {
         Some(counters)
     }
 
-    /// Records a fetch response about to be sent: per partition, the record bytes it carries
-    /// or its failure. (Counted on the answer, not on each read: a long poll reads again
-    /// until data arrives.)
-    pub fn fetch_answered(&self, responses: &[FetchableTopicResponse]) {
+    /// Records a fetch response about to be sent, to a follower or a consumer: per partition,
+    /// the record bytes it carries or its failure. (Counted on the answer, not on each read: a
+    /// long poll reads again until data arrives.)
+    pub fn fetch_answered(&self, responses: &[FetchableTopicResponse], follower: bool) {
         for topic in responses {
             let Some(counters) = self.topic(&topic.topic.0) else {
                 return;
             };
             for partition in &topic.partitions {
-                counters.fetched((partition.error_code == 0).then(|| {
+                let sent = (partition.error_code == 0).then(|| {
                     partition
                         .records
                         .as_ref()
                         .map_or(0, |records| records.len() as u64)
-                }));
+                });
+                if follower {
+                    // As Kafka: requests and failures count per topic, bytes as replication.
+                    counters.fetched(sent.map(|_| 0));
+                    self.replication_bytes_out.inc_by(sent.unwrap_or(0));
+                } else {
+                    counters.fetched(sent);
+                }
             }
         }
     }

@@ -69,10 +69,7 @@ pub async fn serve_connection(
                 break;
             }
         };
-        let timer = broker
-            .metrics
-            .requests
-            .start(&frame, std::time::Instant::now());
+        let timer = broker.metrics.requests.start(&frame);
         let reply = api::handle(&broker, frame, &client_host).await;
         let timer = timer.map(RequestTimer::local_done);
         match reply {
