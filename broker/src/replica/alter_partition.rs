@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,27 +40,19 @@ pub type SendAlterPartition = Arc<
         + Sync,
 >;
 
-/// A proposal on its way, and whether it shrinks the ISR (for the shrink/expand counts).
-type Queued = (Arc<Partition>, AlterPartition, bool);
-
 /// Queues ISR proposals and sends them one at a time.
 pub struct AlterPartitionManager {
-    queue: mpsc::UnboundedSender<Queued>,
-    /// Committed ISR shrinks and expansions (Kafka's `IsrShrinksPerSec`, `IsrExpandsPerSec`).
-    changes: Arc<[AtomicU64; 2]>,
+    queue: mpsc::UnboundedSender<(Arc<Partition>, AlterPartition)>,
 }
 
 impl AlterPartitionManager {
     /// Starts the sender task. Must be called inside a tokio runtime.
     pub fn start(send: SendAlterPartition) -> Self {
-        let (queue, mut proposals) = mpsc::unbounded_channel::<Queued>();
-        let changes: Arc<[AtomicU64; 2]> = Arc::default();
-        let counted = changes.clone();
+        let (queue, mut proposals) = mpsc::unbounded_channel::<(Arc<Partition>, AlterPartition)>();
         tokio::spawn(async move {
-            while let Some((replica, proposal, shrinks)) = proposals.recv().await {
+            while let Some((replica, proposal)) = proposals.recv().await {
                 match send(proposal.clone()).await {
                     Ok(()) => {
-                        counted[usize::from(!shrinks)].fetch_add(1, Ordering::Relaxed);
                         tracing::info!(topic = %replica.topic(), partition = proposal.partition, isr = ?proposal.isr, "ISR change committed");
                     }
                     Err(reason) => {
@@ -71,21 +62,11 @@ impl AlterPartitionManager {
                 }
             }
         });
-        AlterPartitionManager { queue, changes }
-    }
-
-    /// ISR shrinks and expansions committed so far, for the metrics.
-    pub fn isr_changes(&self) -> (u64, u64) {
-        let [shrinks, expands] = &*self.changes;
-        (
-            shrinks.load(Ordering::Relaxed),
-            expands.load(Ordering::Relaxed),
-        )
+        AlterPartitionManager { queue }
     }
 
     /// Proposes `isr` for `replica`, which this broker leads.
     pub fn propose(&self, replica: Arc<Partition>, isr: Vec<i32>) {
-        let shrinks = isr.len() < replica.isr().len();
         let proposal = AlterPartition {
             topic_id: replica.topic_id(),
             partition: replica.index(),
@@ -95,7 +76,7 @@ impl AlterPartitionManager {
             isr,
         };
         // The receiver lives as long as the runtime; a send after shutdown changes nothing.
-        let _ = self.queue.send((replica, proposal, shrinks));
+        let _ = self.queue.send((replica, proposal));
     }
 
     /// Every `max_lag / 2`, proposes dropping the followers that have not caught up within
