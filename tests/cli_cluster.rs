@@ -155,6 +155,22 @@ fn cluster_up_with_four_brokers_reports_three_voters_and_a_broker_only_node_aliv
     assert_eq!(states, ["alive", "alive", "alive", "alive"]);
     let controller = report["controller_id"].as_i64().unwrap();
     assert!((1..=3).contains(&controller), "a voter controls: {report}");
+    // Every broker, the broker-only one too, serves its health and metrics endpoint.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for id in 0..4u16 {
+        let endpoint = format!("127.0.0.1:{}", base + 200 + id);
+        let ready = runtime.block_on(millrace_testkit::http::get(&endpoint, "/health/ready", &[]));
+        assert_eq!(ready.status, 200, "broker {}: {}", id + 1, ready.text());
+        let metrics = runtime.block_on(millrace_testkit::http::get(&endpoint, "/metrics", &[]));
+        assert!(
+            metrics
+                .text()
+                .contains("kafka_server_replicamanager_partitioncount"),
+            "broker {}: {}",
+            id + 1,
+            metrics.text()
+        );
+    }
 
     send_signal(child.id(), "TERM");
     let output = wait_with_deadline(child, Duration::from_secs(30));

@@ -20,6 +20,7 @@ use crate::group::{GroupCoordinator, OffsetMetadataManager};
 use crate::meta_properties;
 use crate::metadata::quorum::{MetadataQuorum, QuorumConfig};
 use crate::metadata::{publisher, Controller, ControllerHandler, ProducerIdManager};
+use crate::metrics::{BrokerMetrics, Readiness};
 use crate::replica::{AlterPartitionManager, FetcherConfig, ReplicaManager};
 use crate::server::broker_lifecycle::BrokerLifecycle;
 use crate::txn::TransactionCoordinator;
@@ -44,6 +45,10 @@ pub struct Broker {
     pub alter_partition: Arc<AlterPartitionManager>,
     /// Registration and heartbeats.
     pub lifecycle: Arc<BrokerLifecycle>,
+    /// Metrics the request path counts (served by `metrics.listener` when set).
+    pub metrics: Arc<BrokerMetrics>,
+    /// Start-up step and shutdown, for `/health/ready`.
+    pub readiness: Arc<Readiness>,
     /// Stops the background tasks (metadata publisher, heartbeats, fencing, ISR expiry).
     pub background_shutdown: watch::Sender<bool>,
     /// Held for the broker's life: the OS releases it if the process dies.
@@ -59,7 +64,26 @@ impl Broker {
         config: BrokerConfig,
         controller_listener: Option<TcpListener>,
     ) -> Result<Arc<Broker>, BrokerError> {
-        let config = Arc::new(config);
+        let metrics =
+            Arc::new(BrokerMetrics::new(&config).map_err(|e| BrokerError::Storage(e.to_string()))?);
+        Self::open_observed(
+            Arc::new(config),
+            controller_listener,
+            metrics,
+            Arc::default(),
+        )
+        .await
+    }
+
+    /// [`Broker::open`] with the metrics to count into and the readiness to report each
+    /// start-up step to (the metrics endpoint, started before, serves both meanwhile).
+    pub async fn open_observed(
+        config: Arc<BrokerConfig>,
+        controller_listener: Option<TcpListener>,
+        metrics: Arc<BrokerMetrics>,
+        readiness: Arc<Readiness>,
+    ) -> Result<Arc<Broker>, BrokerError> {
+        readiness.starting("joining the metadata quorum");
         let lock = claim_data_dir(&config)?;
         let replicas = Arc::new(ReplicaManager::new(
             config.data_dir.clone(),
@@ -93,6 +117,7 @@ impl Broker {
                 .and_then(|t| t.partition(partition))
                 .is_some_and(|p| p.replicas.contains(&node_id))
         });
+        readiness.starting("recovering partition logs and registering with the controller");
         tokio::spawn(publisher::run(
             quorum.clone(),
             replicas.clone(),
@@ -123,6 +148,7 @@ impl Broker {
         .await?;
         // Now that this broker leads what it should, rebuild the groups of the offsets
         // partitions it leads.
+        readiness.starting("catching up metadata and loading groups");
         replicas
             .wait_applied(
                 quorum.status().last_applied.unwrap_or(0),
@@ -142,6 +168,8 @@ impl Broker {
             transactions,
             alter_partition,
             lifecycle,
+            metrics,
+            readiness,
             background_shutdown,
             _data_dir_lock: lock,
         });
@@ -151,6 +179,7 @@ impl Broker {
             Arc::downgrade(&broker),
             broker.background_shutdown.subscribe(),
         ));
+        broker.readiness.opened();
         Ok(broker)
     }
 }

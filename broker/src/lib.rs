@@ -27,6 +27,8 @@
 //!   request-level error (of the log, the controller, the coordinator) converts into;
 //! - [`config`] is the broker settings, and [`meta_properties`] the identity (cluster id and
 //!   node id) each data dir carries.
+//! - [`metrics`] is observability: Prometheus metrics under Kafka's names, the health checks
+//!   and the slow-request log, served on `metrics.listener`.
 
 pub mod api;
 pub mod broker;
@@ -36,6 +38,7 @@ pub mod group;
 pub mod log;
 pub mod meta_properties;
 pub mod metadata;
+pub mod metrics;
 pub mod replica;
 pub mod server;
 pub mod txn;

@@ -319,6 +319,15 @@ impl Demo {
         &self.dashboard_url
     }
 
+    /// Each broker's Prometheus metrics URL (`metrics.listener`).
+    pub fn metrics_urls(&self) -> Vec<String> {
+        self.brokers
+            .iter()
+            .filter_map(|b| b.metrics_addr())
+            .map(|addr| format!("http://{addr}/metrics"))
+            .collect()
+    }
+
     /// Where the broker's data and the Parquet export live.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
@@ -446,10 +455,17 @@ async fn start_brokers(
     broker_dir: &Path,
 ) -> anyhow::Result<Vec<RunningBroker>> {
     // Every member of the demo's groups starts at once: no need to wait for more.
-    let mut common = vec![(
-        "group.initial.rebalance.delay.ms".to_string(),
-        "0".to_string(),
-    )];
+    let mut common = vec![
+        (
+            "group.initial.rebalance.delay.ms".to_string(),
+            "0".to_string(),
+        ),
+        // Every broker serves /metrics and /health on a port of its own (printed at start).
+        (
+            "metrics.listener".to_string(),
+            format!("http://{}:0", options.listen.ip()),
+        ),
+    ];
     if options.brokers <= 1 {
         let settings: BTreeMap<String, String> = common.into_iter().collect();
         let broker_config = BrokerConfig::from_settings(

@@ -225,6 +225,8 @@ pub struct BrokerPlan {
     pub port: u16,
     /// Controller port, for the controller quorum's voters.
     pub controller_port: Option<u16>,
+    /// Port of the metrics and health endpoint (`metrics.listener`).
+    pub metrics_port: u16,
     /// Data directory.
     pub dir: PathBuf,
     /// Where its stdout and stderr go.
@@ -256,6 +258,7 @@ pub fn plan(n: u16, data_dir: &Path, base_port: u16) -> anyhow::Result<Vec<Broke
         } else {
             None
         };
+        let metrics_port = port(200 + id - 1)?;
         let dir = data_dir.join(format!("broker-{id}"));
         let (roles, listeners) = match controller_port {
             Some(c) => (
@@ -272,6 +275,7 @@ pub fn plan(n: u16, data_dir: &Path, base_port: u16) -> anyhow::Result<Vec<Broke
             "controller.listener.names=CONTROLLER".to_string(),
             "inter.broker.listener.name=PLAINTEXT".to_string(),
             format!("log.dirs={}", dir.display()),
+            format!("metrics.listener=http://127.0.0.1:{metrics_port}"),
         ];
         let mut args = vec!["broker".to_string()];
         for setting in settings {
@@ -282,6 +286,7 @@ pub fn plan(n: u16, data_dir: &Path, base_port: u16) -> anyhow::Result<Vec<Broke
             id,
             port: client_port,
             controller_port,
+            metrics_port,
             log: data_dir.join(format!("broker-{id}.log")),
             dir,
             args,
@@ -294,7 +299,8 @@ pub fn plan(n: u16, data_dir: &Path, base_port: u16) -> anyhow::Result<Vec<Broke
 fn check_ports(plans: &[BrokerPlan]) -> anyhow::Result<()> {
     for plan in plans {
         let ports = std::iter::once((plan.port, "client"))
-            .chain(plan.controller_port.map(|p| (p, "controller")));
+            .chain(plan.controller_port.map(|p| (p, "controller")))
+            .chain(std::iter::once((plan.metrics_port, "metrics")));
         for (port, what) in ports {
             TcpListener::bind(("127.0.0.1", port)).with_context(|| {
                 format!(
@@ -372,6 +378,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     println!("{}", bootstrap.join(","));
+    // stdout stays the bootstrap list alone (scripts read it); the endpoints go to stderr.
+    for plan in &plans {
+        eprintln!(
+            "broker {}: metrics http://127.0.0.1:{port}/metrics, health http://127.0.0.1:{port}/health/ready",
+            plan.id,
+            port = plan.metrics_port
+        );
+    }
     tokio::select! {
         biased;
         _ = stop.wait() => {
@@ -528,6 +542,7 @@ mod tests {
             assert_eq!(p.dir, Path::new(&format!("/data/broker-{id}")));
             assert_eq!(p.log, Path::new(&format!("/data/broker-{id}.log")));
             let dir = format!("log.dirs=/data/broker-{id}");
+            let metrics = format!("metrics.listener=http://127.0.0.1:{}", 9292 + i);
             let listeners = format!(
                 "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
                 9092 + i,
@@ -543,6 +558,7 @@ mod tests {
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
                     &dir,
+                    &metrics,
                 ]
             );
         }

@@ -189,6 +189,9 @@ fn print_tour(demo: &Demo, speedup: f64) {
         demo.bootstrap()
     );
     println!("  data          {}", demo.data_dir().display());
+    for url in demo.metrics_urls() {
+        println!("  metrics       {url}  (Prometheus; /health/ready beside it)");
+    }
     println!();
     println!("Event time runs {speedup}x faster than the clock; per-minute windows close about");
     println!("a minute of event time after they end. What to look at:");

@@ -18,6 +18,8 @@ pub fn free_base_port() -> u16 {
             && (0..3).all(|i| {
                 TcpListener::bind(("127.0.0.1", port + i)).is_ok()
                     && TcpListener::bind(("127.0.0.1", port + 100 + i)).is_ok()
+                    // The metrics endpoints (`metrics.listener`).
+                    && TcpListener::bind(("127.0.0.1", port + 200 + i)).is_ok()
             })
         {
             return port;

@@ -129,6 +129,10 @@ pub fn handle(
                 || Instant::now() >= deadline
                 || watches.is_empty();
             if done {
+                broker
+                    .metrics
+                    .topics
+                    .fetch_answered(&gathered.responses, replica_id >= 0);
                 let response = FetchResponse::default()
                     .with_throttle_time_ms(0)
                     .with_error_code(NONE)

@@ -53,12 +53,14 @@ pub async fn handle(
     let mut failures = 0usize;
     for topic in request.topic_data {
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        let counters = broker.metrics.topics.topic(&topic.name.0);
         for data in topic.partition_data {
             let not_in_txn = if refused.is_empty() {
                 None // the common case: no key to build
             } else {
                 refused.get(&(topic.name.0.to_string(), data.index))
             };
+            let bytes = data.records.as_ref().map_or(0, |r| r.len() as u64);
             let outcome = match (
                 refuse_all.as_ref().or(not_in_txn),
                 broker.replicas.replica(&topic.name, data.index),
@@ -98,6 +100,16 @@ pub async fn handle(
                     },
                 },
             };
+            if let Some(counters) = &counters {
+                counters.produced(match &outcome {
+                    // A retried batch was not written again: nothing came in.
+                    Ok((_, info, _)) if info.duplicate => Some((0, 0)),
+                    Ok((_, info, _)) => {
+                        Some((u64::try_from(info.record_count).unwrap_or(0), bytes))
+                    }
+                    Err(_) => None,
+                });
+            }
             if outcome.is_err() {
                 failures += 1;
             }

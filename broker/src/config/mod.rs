@@ -11,6 +11,7 @@
 
 mod cluster;
 pub mod listeners;
+pub mod metrics;
 pub mod process_roles;
 pub mod quorum_voters;
 
@@ -176,6 +177,9 @@ pub struct BrokerConfig {
     /// Broker-wide defaults of topic-level settings, keyed by the topic-level name
     /// (`segment.bytes`, `retention.ms`, ...), with the broker name it came from.
     pub log_defaults: BTreeMap<String, String>,
+    /// The metrics and health endpoint, and what it exposes (`metrics.listener`,
+    /// `metrics.partition.level.enable`, `log.slow.request.ms`).
+    pub metrics: metrics::MetricsConfig,
 }
 
 /// Broker-level settings that are not defaults of topic settings.
@@ -218,6 +222,9 @@ const BROKER_SETTINGS: &[&str] = &[
     "replica.fetch.max.bytes",
     "replica.fetch.wait.max.ms",
     "num.replica.fetchers",
+    metrics::METRICS_LISTENER,
+    metrics::PARTITION_LEVEL_ENABLE,
+    metrics::LOG_SLOW_REQUEST_MS,
 ];
 
 impl BrokerConfig {
@@ -412,6 +419,8 @@ impl BrokerConfig {
             None => 1,
         };
 
+        let metrics = metrics::MetricsConfig::from_settings(settings)?;
+
         let mut log_defaults = BTreeMap::new();
         for (name, value) in settings {
             if let Some((topic_name, normalized)) = topic_config::broker_setting(name) {
@@ -472,6 +481,7 @@ impl BrokerConfig {
             replica_fetch_max_bytes,
             replica_fetch_wait_max_ms,
             num_replica_fetchers,
+            metrics,
         })
     }
 

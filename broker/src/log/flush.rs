@@ -211,9 +211,15 @@ async fn run<T: FlushTarget>(flusher: Arc<Flusher>, target: Weak<T>) {
                 break; // the requested offsets are not appended yet; a later wake will do
             }
             flusher.fsyncs.fetch_add(1, Ordering::Relaxed);
+            let began = std::time::Instant::now();
             let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
             match synced {
-                Ok(Ok(())) => flusher.mark_durable_at(end, generation),
+                Ok(Ok(())) => {
+                    // Offsets made durable by this fsync: the group commit's size in records.
+                    let records = u64::try_from(end - durable_end).unwrap_or(0);
+                    crate::metrics::log_flush::observe(began.elapsed(), records);
+                    flusher.mark_durable_at(end, generation)
+                }
                 Ok(Err(e)) => {
                     error!(error = %e, "fsync of log segment failed");
                     flusher

@@ -862,6 +862,11 @@ impl PartitionLog {
         Ok(offset)
     }
 
+    /// Number of segments, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.read_state().closed.len() + 1
+    }
+
     /// Bytes on disk of all segments' `.log` files.
     pub fn size_bytes(&self) -> u64 {
         let st = self.read_state();

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use uuid::Uuid;
@@ -47,6 +48,10 @@ pub struct ReplicaManager {
     applying: Mutex<()>,
     /// The metadata log index the replicas were last made to match.
     applied_index: tokio::sync::watch::Sender<u64>,
+    /// ISR shrinks and expansions of the partitions led here, as the metadata brought them
+    /// (proposed by this leader, or by the controller removing a fenced broker), for Kafka's
+    /// `IsrShrinksPerSec` and `IsrExpandsPerSec`.
+    isr_changes: [AtomicU64; 2],
 }
 
 impl ReplicaManager {
@@ -75,6 +80,7 @@ impl ReplicaManager {
             fetchers: ReplicaFetcherManager::new(fetcher, resolve),
             applying: Mutex::new(()),
             applied_index: tokio::sync::watch::channel(0).0,
+            isr_changes: Default::default(),
         }
     }
 
@@ -87,6 +93,12 @@ impl ReplicaManager {
             }
             moved
         });
+    }
+
+    /// The metadata log index the replicas were last made to match (the health check compares
+    /// it with the quorum's applied index: a broker still opening its logs trails it).
+    pub fn applied(&self) -> u64 {
+        *self.applied_index.borrow()
     }
 
     /// Waits until the replicas match the metadata up to log `index`, for at most `timeout`
@@ -109,6 +121,15 @@ impl ReplicaManager {
     /// This broker's id.
     pub fn local_id(&self) -> i32 {
         self.local_id
+    }
+
+    /// ISR shrinks and expansions of the partitions led here so far.
+    pub fn isr_changes(&self) -> (u64, u64) {
+        let [shrinks, expands] = &self.isr_changes;
+        (
+            shrinks.load(Ordering::Relaxed),
+            expands.load(Ordering::Relaxed),
+        )
     }
 
     /// The data directory.
@@ -233,7 +254,16 @@ impl ReplicaManager {
                         replica
                     }
                 };
-                match replica.apply_metadata(state, min_isr) {
+                let isr_before = (replica.role() == Role::Leader).then(|| replica.isr().len());
+                let change = replica.apply_metadata(state, min_isr);
+                if let (Some(before), Role::Leader) = (isr_before, replica.role()) {
+                    let after = state.isr.len();
+                    if after != before {
+                        self.isr_changes[usize::from(after > before)]
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                match change {
                     RoleChange::Unchanged => {}
                     RoleChange::BecameLeader => self.fetchers.remove(&topic.name, index),
                     RoleChange::BecameFollower { leader } if leader >= 0 => {

@@ -17,6 +17,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, PendingResponse, Reply};
 use crate::broker::Broker;
+use crate::metrics::RequestTimer;
+
+/// A response owed, with the clock of its request (`None` for frames not worth timing).
+type Owed = (PendingResponse, Option<RequestTimer>);
 
 /// Responses a connection may owe at once before it stops reading (back-pressure).
 const MAX_IN_FLIGHT: usize = 64;
@@ -43,8 +47,9 @@ pub async fn serve_connection(
         tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
     }
     tracing::debug!(%peer, "connection opened");
+    let _open = broker.metrics.sockets.opened();
     let (read_half, write_half) = stream.into_split();
-    let (queue, pending) = mpsc::channel::<PendingResponse>(MAX_IN_FLIGHT);
+    let (queue, pending) = mpsc::channel::<Owed>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(write_responses(write_half, pending, peer));
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let max = broker.config.socket_request_max_bytes;
@@ -64,10 +69,13 @@ pub async fn serve_connection(
                 break;
             }
         };
-        match api::handle(&broker, frame, &client_host).await {
+        let timer = broker.metrics.requests.start(&frame);
+        let reply = api::handle(&broker, frame, &client_host).await;
+        let timer = timer.map(RequestTimer::local_done);
+        match reply {
             Ok(Reply::Now(bytes)) => {
                 if queue
-                    .send(Box::pin(async move { Some(bytes) }))
+                    .send((Box::pin(async move { Some(bytes) }), timer))
                     .await
                     .is_err()
                 {
@@ -75,11 +83,15 @@ pub async fn serve_connection(
                 }
             }
             Ok(Reply::Later(future)) => {
-                if queue.send(future).await.is_err() {
+                if queue.send((future, timer)).await.is_err() {
                     break;
                 }
             }
-            Ok(Reply::Nothing) => {}
+            Ok(Reply::Nothing) => {
+                if let Some(timer) = timer {
+                    timer.unanswered();
+                }
+            }
             Err(error) => {
                 tracing::warn!(%peer, %error, "closing connection");
                 break;
@@ -123,12 +135,19 @@ async fn read_frame(
 
 async fn write_responses(
     write_half: OwnedWriteHalf,
-    mut pending: mpsc::Receiver<PendingResponse>,
+    mut pending: mpsc::Receiver<Owed>,
     peer: SocketAddr,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
-    while let Some(response) = pending.recv().await {
-        let Some(bytes) = response.await else {
+    while let Some((response, mut timer)) = pending.recv().await {
+        if let Some(timer) = &mut timer {
+            timer.dequeued();
+        }
+        let response = response.await;
+        if let Some(timer) = &mut timer {
+            timer.completed();
+        }
+        let Some(bytes) = response else {
             tracing::warn!(%peer, "a response could not be produced; closing connection");
             break;
         };
@@ -142,6 +161,9 @@ async fn write_responses(
                 tracing::debug!(%peer, %error, "flush failed");
                 return;
             }
+        }
+        if let Some(timer) = timer {
+            timer.sent();
         }
     }
     let _ = writer.flush().await;

@@ -16,6 +16,8 @@ use crate::error::BrokerError;
 use crate::meta_properties;
 use crate::metadata::quorum::MetadataQuorum;
 use crate::metadata::{Controller, ControllerHandler};
+use crate::metrics::endpoint::MetricsEndpoint;
+use crate::metrics::{BrokerMetrics, Readiness};
 use crate::replica::ReplicaManager;
 
 /// A running controller-only node; [`RunningController::shutdown`] stops it.
@@ -23,6 +25,9 @@ pub struct RunningController {
     controller: Arc<Controller>,
     controller_addr: SocketAddr,
     background_shutdown: watch::Sender<bool>,
+    /// `metrics.listener`'s endpoint, when set.
+    metrics_endpoint: Option<MetricsEndpoint>,
+    readiness: Arc<Readiness>,
     /// Held for the node's life: the OS releases it if the process dies.
     _data_dir_lock: File,
 }
@@ -38,9 +43,17 @@ impl RunningController {
         &self.controller
     }
 
+    /// Where the metrics and health endpoint listens (`metrics.listener`), if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_endpoint
+            .as_ref()
+            .map(MetricsEndpoint::local_addr)
+    }
+
     /// Leaves the quorum and stops. Another voter takes over as active controller if a
     /// majority remains.
     pub async fn shutdown(self) {
+        self.readiness.shutting_down();
         self.background_shutdown.send_replace(true);
         self.controller.quorum().shutdown().await;
         tracing::info!("controller stopped");
@@ -57,6 +70,17 @@ pub async fn start_controller(config: BrokerConfig) -> Result<RunningController,
         ));
     }
     let config = Arc::new(config);
+    let readiness = Arc::new(Readiness::default());
+    let metrics_endpoint = match config.metrics.listener {
+        Some(address) => {
+            let metrics = Arc::new(
+                BrokerMetrics::new(&config).map_err(|e| BrokerError::Storage(e.to_string()))?,
+            );
+            readiness.starting("joining the metadata quorum");
+            Some(MetricsEndpoint::start(config.clone(), address, metrics, readiness.clone()).await?)
+        }
+        None => None,
+    };
     let lock = claim_data_dir(&config)?;
     let listener = match config.controller_listener() {
         Some(listener) => bind_controller_listener(listener).await?,
@@ -91,10 +115,16 @@ pub async fn start_controller(config: BrokerConfig) -> Result<RunningController,
     tokio::spawn(controller.clone().run_liveness(shutdown));
     tracing::info!(%controller_addr, node_id = config.node_id, cluster_id = %controller.cluster_id(),
         "controller listening");
+    if let Some(endpoint) = &metrics_endpoint {
+        endpoint.attach_controller(controller.clone());
+    }
+    readiness.opened();
     Ok(RunningController {
         controller,
         controller_addr,
         background_shutdown,
+        metrics_endpoint,
+        readiness,
         _data_dir_lock: lock,
     })
 }

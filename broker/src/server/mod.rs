@@ -22,6 +22,8 @@ use tokio::task::JoinSet;
 use crate::broker::Broker;
 use crate::config::{BrokerConfig, Listener};
 use crate::error::BrokerError;
+use crate::metrics::endpoint::MetricsEndpoint;
+use crate::metrics::{BrokerMetrics, Readiness};
 
 /// A broker serving on a socket; dropping it does not stop it, [`RunningBroker::shutdown`] does.
 pub struct RunningBroker {
@@ -29,6 +31,8 @@ pub struct RunningBroker {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// `metrics.listener`'s endpoint, when set.
+    metrics_endpoint: Option<MetricsEndpoint>,
 }
 
 impl RunningBroker {
@@ -40,6 +44,13 @@ impl RunningBroker {
     /// The shared broker state.
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
+    }
+
+    /// Where the metrics and health endpoint listens (`metrics.listener`), if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_endpoint
+            .as_ref()
+            .map(MetricsEndpoint::local_addr)
     }
 
     /// Stops at once, as close to a crash as a process can do to a part of itself: no
@@ -55,6 +66,7 @@ impl RunningBroker {
     /// Moves this broker's leaderships away (controlled shutdown), stops accepting, lets
     /// connections finish what they owe, leaves the metadata quorum and closes every log.
     pub async fn shutdown(self) {
+        self.broker.readiness.shutting_down();
         self.broker
             .lifecycle
             .controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT)
@@ -97,7 +109,23 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, BrokerErro
         }
         _ => None,
     };
-    let broker = Broker::open(config, controller_listener).await?;
+    let config = Arc::new(config);
+    let metrics =
+        Arc::new(BrokerMetrics::new(&config).map_err(|e| BrokerError::Storage(e.to_string()))?);
+    let readiness = Arc::new(Readiness::default());
+    // Up before the logs are opened, so that liveness and the reason for not being ready can
+    // be read during a long recovery.
+    let metrics_endpoint = match config.metrics.listener {
+        Some(address) => Some(
+            MetricsEndpoint::start(config.clone(), address, metrics.clone(), readiness.clone())
+                .await?,
+        ),
+        None => None,
+    };
+    let broker = Broker::open_observed(config, controller_listener, metrics, readiness).await?;
+    if let Some(endpoint) = &metrics_endpoint {
+        endpoint.attach_broker(broker.clone());
+    }
     let (shutdown, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(serve(broker.clone(), listener, shutdown_rx));
     tracing::info!(%local_addr, data_dir = %broker.config.data_dir.display(), cluster_id = %broker.controller.cluster_id(), "broker listening");
@@ -106,6 +134,7 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, BrokerErro
         local_addr,
         shutdown,
         task,
+        metrics_endpoint,
     })
 }
 
