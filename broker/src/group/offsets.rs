@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
 
 use super::coordinator::{GroupCoordinator, Ownership};
 use super::error::GroupError;
@@ -343,90 +342,58 @@ impl OffsetMetadataManager {
         let mut loaded = 0usize;
         // Transactional commits wait for their producer's marker (see txn_offsets.rs).
         let mut open: HashMap<i64, Vec<(String, PendingOffsets)>> = HashMap::new();
-        {
-            let mut offset = log.log_start_offset();
-            let end = log.log_end_offset();
-            while offset < end {
-                let chunk = match log.read(offset, 1 << 20) {
-                    Ok(chunk) if !chunk.is_empty() => chunk,
-                    Ok(_) => break,
-                    Err(error) => {
-                        tracing::error!(%error, "reading {OFFSETS_TOPIC} failed; offsets may be missing");
-                        break;
-                    }
-                };
-                let mut buf = chunk;
-                let mut next = offset;
-                while !buf.is_empty() {
-                    let Ok(set) = RecordBatchDecoder::decode(&mut buf) else {
-                        break;
-                    };
-                    for record in set.records {
-                        next = next.max(record.offset + 1);
-                        if record.offset < offset {
-                            continue;
-                        }
-                        if record.control {
-                            let settled = open.remove(&record.producer_id).unwrap_or_default();
-                            if is_commit_marker(record.key.as_ref()) {
-                                for (group, offsets) in settled {
-                                    coordinator.apply_offsets(&group, offsets);
-                                }
-                            }
-                            continue;
-                        }
-                        let transactional = record.transactional;
-                        let producer_id = record.producer_id;
-                        let Some(key_bytes) = record.key else {
-                            continue;
-                        };
-                        if let Some(key) = GroupMetadataKey::decode(key_bytes.clone()) {
-                            match record.value.map(GroupMetadataValue::decode) {
-                                None => coordinator.restore(&key.group, None),
-                                Some(Some(value)) => coordinator.restore(&key.group, Some(value)),
-                                // Another version or damage: the members rejoin instead.
-                                Some(None) => tracing::warn!(
-                                    group = %key.group,
-                                    offset = record.offset,
-                                    "unreadable group metadata in {OFFSETS_TOPIC}; skipped"
-                                ),
-                            }
-                            loaded += 1;
-                            continue;
-                        }
-                        let Some(key) = OffsetKey::decode(key_bytes) else {
-                            continue;
-                        };
-                        let value =
-                            record
-                                .value
-                                .and_then(OffsetValue::decode)
-                                .map(|v| CommittedOffset {
-                                    offset: v.offset,
-                                    leader_epoch: v.leader_epoch,
-                                    metadata: v.metadata,
-                                    commit_timestamp: v.commit_timestamp,
-                                    log_offset: record.offset,
-                                });
-                        let entry = vec![((key.topic, key.partition), value)];
-                        if transactional {
-                            open.entry(producer_id)
-                                .or_default()
-                                .push((key.group, entry));
-                        } else {
-                            coordinator.apply_offsets(&key.group, entry);
-                        }
-                        loaded += 1;
+        crate::log::replay_records(log, OFFSETS_TOPIC, |record| {
+            if record.control {
+                let settled = open.remove(&record.producer_id).unwrap_or_default();
+                if is_commit_marker(record.key.as_ref()) {
+                    for (group, offsets) in settled {
+                        coordinator.apply_offsets(&group, offsets);
                     }
                 }
-                if next <= offset {
-                    // A batch we cannot decode: skip past it rather than loop forever.
-                    tracing::error!(offset, "undecodable batch in {OFFSETS_TOPIC}; skipping");
-                    next = offset + 1;
-                }
-                offset = next;
+                return;
             }
-        }
+            let transactional = record.transactional;
+            let producer_id = record.producer_id;
+            let Some(key_bytes) = record.key else {
+                return;
+            };
+            if let Some(key) = GroupMetadataKey::decode(key_bytes.clone()) {
+                match record.value.map(GroupMetadataValue::decode) {
+                    None => coordinator.restore(&key.group, None),
+                    Some(Some(value)) => coordinator.restore(&key.group, Some(value)),
+                    // Another version or damage: the members rejoin instead.
+                    Some(None) => tracing::warn!(
+                        group = %key.group,
+                        offset = record.offset,
+                        "unreadable group metadata in {OFFSETS_TOPIC}; skipped"
+                    ),
+                }
+                loaded += 1;
+                return;
+            }
+            let Some(key) = OffsetKey::decode(key_bytes) else {
+                return;
+            };
+            let value = record
+                .value
+                .and_then(OffsetValue::decode)
+                .map(|v| CommittedOffset {
+                    offset: v.offset,
+                    leader_epoch: v.leader_epoch,
+                    metadata: v.metadata,
+                    commit_timestamp: v.commit_timestamp,
+                    log_offset: record.offset,
+                });
+            let entry = vec![((key.topic, key.partition), value)];
+            if transactional {
+                open.entry(producer_id)
+                    .or_default()
+                    .push((key.group, entry));
+            } else {
+                coordinator.apply_offsets(&key.group, entry);
+            }
+            loaded += 1;
+        });
         for (producer_id, groups) in open {
             for (group, offsets) in groups {
                 self.txn_offsets.add(producer_id, partition, group, offsets);

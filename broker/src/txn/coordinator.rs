@@ -17,9 +17,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
-
 use super::channels::InterBrokerChannels;
 use super::markers;
 use super::records;
@@ -720,47 +717,19 @@ impl TransactionCoordinator {
     fn load(&self, replica: &Partition) {
         let log = replica.log();
         let mut states: HashMap<String, Option<TxnMetadata>> = HashMap::new();
-        let mut offset = log.log_start_offset();
-        let end = log.log_end_offset();
-        while offset < end {
-            let chunk = match log.read(offset, 1 << 20) {
-                Ok(chunk) if !chunk.is_empty() => chunk,
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::error!(%error, "reading {TRANSACTION_STATE_TOPIC} failed; transactions may be missing");
-                    break;
-                }
+        crate::log::replay_records(log, TRANSACTION_STATE_TOPIC, |record| {
+            if record.control {
+                return;
+            }
+            let Some(id) = record.key.as_deref().and_then(records::decode_key) else {
+                return;
             };
-            let mut buf: Bytes = chunk;
-            let mut next = offset;
-            while !buf.is_empty() {
-                let Ok(set) = RecordBatchDecoder::decode(&mut buf) else {
-                    break;
-                };
-                for record in set.records {
-                    next = next.max(record.offset + 1);
-                    if record.offset < offset || record.control {
-                        continue;
-                    }
-                    let Some(id) = record.key.as_deref().and_then(records::decode_key) else {
-                        continue;
-                    };
-                    let value = record
-                        .value
-                        .as_deref()
-                        .and_then(|v| records::decode_value(&id, v));
-                    states.insert(id, value);
-                }
-            }
-            if next <= offset {
-                tracing::error!(
-                    offset,
-                    "undecodable batch in {TRANSACTION_STATE_TOPIC}; skipping"
-                );
-                next = offset + 1;
-            }
-            offset = next;
-        }
+            let value = record
+                .value
+                .as_deref()
+                .and_then(|v| records::decode_value(&id, v));
+            states.insert(id, value);
+        });
         let mut slots = self.slots();
         let mut loaded = 0usize;
         for (id, meta) in states {
