@@ -416,17 +416,7 @@ impl Partition {
         records: Bytes,
         now_ms: i64,
     ) -> Result<(AppendInfo, i32), Refusal> {
-        let mut st = self.lock();
-        if st.role != Role::Leader {
-            return Err(self.not_leader(&st));
-        }
-        let epoch = st.leader_epoch;
-        let info = self
-            .log
-            .append_txn_offsets(records, now_ms, Some(epoch))
-            .map_err(|e| (ResponseError::from(&e), e.to_string()))?;
-        self.advance_high_watermark(&mut st);
-        Ok((info, epoch))
+        self.write_as_leader(|log, epoch| log.append_txn_offsets(records, now_ms, Some(epoch)))
     }
 
     /// Writes a transaction marker as leader (WriteTxnMarkers); see
@@ -439,14 +429,8 @@ impl Partition {
         kind: ControlRecordType,
         now_ms: i64,
     ) -> Result<(AppendInfo, i32), Refusal> {
-        let mut st = self.lock();
-        if st.role != Role::Leader {
-            return Err(self.not_leader(&st));
-        }
-        let epoch = st.leader_epoch;
-        let info = self
-            .log
-            .append_txn_marker(
+        self.write_as_leader(|log, epoch| {
+            log.append_txn_marker(
                 producer_id,
                 producer_epoch,
                 coordinator_epoch,
@@ -454,7 +438,21 @@ impl Partition {
                 Some(epoch),
                 now_ms,
             )
-            .map_err(|e| (ResponseError::from(&e), e.to_string()))?;
+        })
+    }
+
+    /// Runs `write` on the log in the current leader epoch, as leader, then moves the high
+    /// watermark: the common steps of the coordinators' appends.
+    fn write_as_leader(
+        &self,
+        write: impl FnOnce(&PartitionLog, i32) -> Result<AppendInfo, LogError>,
+    ) -> Result<(AppendInfo, i32), Refusal> {
+        let mut st = self.lock();
+        if st.role != Role::Leader {
+            return Err(self.not_leader(&st));
+        }
+        let epoch = st.leader_epoch;
+        let info = write(&self.log, epoch).map_err(|e| (ResponseError::from(&e), e.to_string()))?;
         self.advance_high_watermark(&mut st);
         Ok((info, epoch))
     }
