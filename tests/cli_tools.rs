@@ -1028,3 +1028,64 @@ fn bench_errors_exit_non_zero_naming_the_problem() {
         .sum();
     assert_eq!(stored, 100);
 }
+
+#[test]
+fn bench_produce_in_transactions_commits_every_record() {
+    let (broker, _dir) = fast_group_broker();
+    let report = cli_ok(
+        &broker,
+        &[
+            "bench",
+            "produce",
+            "-t",
+            "txn-bench",
+            "--partitions",
+            "2",
+            "--records",
+            "2500",
+            "--transactional",
+            "1000",
+            "--json",
+        ],
+        "",
+    );
+    let report: serde_json::Value = serde_json::from_str(&report.join("\n")).unwrap();
+    assert_eq!(report["records"], 2500, "{report}");
+    // Three transactions (1,000 + 1,000 + 500), all committed: a read_committed consumer
+    // reads every record, and nothing is left open to hold the last stable offset back.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let read = runtime.block_on(async {
+        use millrace_client::consumer::{Consumer, ConsumerConfig};
+        use millrace_client::{ClientConfig, IsolationLevel, TopicPartition};
+        let config = ConsumerConfig::builder(ClientConfig::new(broker.addr.to_string()))
+            .isolation_level(IsolationLevel::ReadCommitted)
+            .build()
+            .unwrap();
+        let mut consumer = Consumer::connect(config).await.unwrap();
+        let partitions = [
+            TopicPartition::new("txn-bench", 0),
+            TopicPartition::new("txn-bench", 1),
+        ];
+        consumer.assign(&partitions).unwrap();
+        consumer.seek_to_beginning(&partitions).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut read = 0;
+        while read < 2500 && Instant::now() < deadline {
+            read += consumer
+                .poll(Duration::from_millis(500))
+                .await
+                .unwrap()
+                .len();
+        }
+        consumer.close().await.unwrap();
+        read
+    });
+    assert_eq!(read, 2500);
+    let refused = cli(
+        &broker,
+        &["bench", "produce", "--transactional", "10", "--acks", "1"],
+        "",
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--transactional needs --acks all"));
+}

@@ -127,6 +127,11 @@ pub struct ProduceBench {
     /// Producer instances, each sending records / producers.
     #[arg(long, default_value_t = 1)]
     pub producers: u64,
+    /// Send in transactions of this many records: each producer gets a transactional id and
+    /// commits every RECORDS records (acks=all). Latencies are still to acknowledgement; the
+    /// records become visible to read_committed consumers at each commit.
+    #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub transactional: Option<u64>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -183,6 +188,10 @@ async fn produce(connect: &ConnectArgs, args: ProduceBench) -> anyhow::Result<()
     anyhow::ensure!(args.records > 0, "--records must be positive");
     anyhow::ensure!(args.producers > 0, "--producers must be positive");
     let acks: Acks = args.acks.parse()?;
+    anyhow::ensure!(
+        args.transactional.is_none() || acks == Acks::All,
+        "--transactional needs --acks all (a transactional producer is idempotent)"
+    );
     let compression: Compression = args.compression.parse()?;
     let admin = connect.admin().await?;
     topic::ensure(&admin, &args.topic, args.partitions, &args.replication).await?;
@@ -196,18 +205,24 @@ async fn produce(connect: &ConnectArgs, args: ProduceBench) -> anyhow::Result<()
     for index in 0..args.producers {
         let share =
             args.records / args.producers + u64::from(index < args.records % args.producers);
-        let config = ProducerConfig::builder(connect.client_config()?)
+        let mut builder = ProducerConfig::builder(connect.client_config()?)
             .acks(acks)
             .batch_size(args.batch_size)
             .linger_ms(args.linger_ms)
-            .compression(compression)
-            .build()?;
+            .compression(compression);
+        if args.transactional.is_some() {
+            // Unique per run and producer: a second run must not fence the first.
+            builder =
+                builder.transactional_id(format!("millrace-bench-{}-{index}", std::process::id()));
+        }
+        let config = builder.build()?;
         let topic = args.topic.clone();
         let value = value.clone();
         let bar = bar.clone();
         let watch = watch.clone();
+        let transaction_size = args.transactional;
         workers.push(tokio::spawn(async move {
-            produce_worker(config, topic, value, share, bar, &watch).await
+            produce_worker(config, topic, value, share, transaction_size, bar, &watch).await
         }));
     }
     // Says why when acknowledgements stop, and gives up after --timeout.
@@ -252,11 +267,14 @@ const CHUNK: usize = 1024;
 
 /// One producer's share: sends as fast as buffer memory allows; a collector task awaits the
 /// delivery futures in order and records each record's latency (send to acknowledgement).
+/// With `transaction_size`, the records go in transactions of that many, each committed
+/// before the next begins.
 async fn produce_worker(
     config: ProducerConfig,
     topic: String,
     value: Bytes,
     count: u64,
+    transaction_size: Option<u64>,
     bar: Arc<ProgressBar>,
     watch: &ProduceWatch,
 ) -> anyhow::Result<Histogram<u64>> {
@@ -301,13 +319,24 @@ async fn produce_worker(
     const CLOCK_EVERY: u64 = 64;
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut sent = Instant::now();
+    let mut in_transaction = 0u64;
     for i in 0..count {
         if i % CLOCK_EVERY == 0 {
             sent = Instant::now();
         }
+        if transaction_size.is_some() && in_transaction == 0 {
+            producer.begin_transaction()?;
+        }
         let future = producer
             .send(ProducerRecord::new(&topic, value.clone()))
             .await?;
+        if let Some(size) = transaction_size {
+            in_transaction += 1;
+            if in_transaction == size {
+                producer.commit_transaction().await?;
+                in_transaction = 0;
+            }
+        }
         chunk.push((sent, future));
         if chunk.len() == CHUNK
             && tx
@@ -322,6 +351,9 @@ async fn produce_worker(
         let _ = tx.send(chunk).await;
     }
     drop(tx);
+    if in_transaction > 0 {
+        producer.commit_transaction().await?;
+    }
     producer.flush().await;
     let histogram = collector.await??;
     producer.close().await;
