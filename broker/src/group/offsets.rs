@@ -45,6 +45,56 @@ fn refused(what: &str, (error, message): crate::replica::Refusal) -> GroupError 
     }
 }
 
+/// The records of offset commits (`Some`) and deletions (`None`) of one group.
+pub(super) fn encode_commits(
+    group_id: &str,
+    entries: &[OffsetWrite],
+    now_ms: i64,
+) -> Vec<(Bytes, Option<Bytes>)> {
+    entries
+        .iter()
+        .map(|((topic, partition), value)| {
+            let key = OffsetKey {
+                group: group_id.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+            };
+            let value = value.as_ref().map(|(offset, leader_epoch, metadata)| {
+                OffsetValue {
+                    offset: *offset,
+                    leader_epoch: *leader_epoch,
+                    metadata: metadata.clone(),
+                    commit_timestamp: now_ms,
+                }
+                .encode()
+            });
+            (key.encode(), value)
+        })
+        .collect()
+}
+
+/// The committed offsets `entries` became once written from `base_offset` on, one record each.
+pub(super) fn committed_offsets(
+    entries: Vec<OffsetWrite>,
+    base_offset: i64,
+    now_ms: i64,
+) -> Vec<((String, i32), Option<CommittedOffset>)> {
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| {
+            let value = value.map(|(offset, leader_epoch, metadata)| CommittedOffset {
+                offset,
+                leader_epoch,
+                metadata,
+                commit_timestamp: now_ms,
+                log_offset: base_offset + i as i64,
+            });
+            (key, value)
+        })
+        .collect()
+}
+
 /// Reads and writes the records of `__consumer_offsets` (Kafka's OffsetMetadataManager).
 ///
 /// It goes through the controller only to create the topic on first use, and through the
@@ -154,17 +204,27 @@ impl OffsetMetadataManager {
     /// until they are fsynced here and on every in-sync replica (Kafka's
     /// `offsets.commit.required.acks=-1`): an acknowledged commit survives the coordinator's
     /// failover.
-    async fn append_replicated(
+    ///
+    /// With `producer` (id, epoch) the records are that producer's transactional batch
+    /// (TxnOffsetCommit), held back from the group until the transaction's marker.
+    pub(super) async fn append_replicated(
         &self,
         group_id: &str,
         entries: &[(Bytes, Option<Bytes>)],
         now_ms: i64,
+        producer: Option<(i64, i16)>,
     ) -> Result<AppendInfo, GroupError> {
         let replica = self.offsets_replica(group_id)?;
-        let batch =
-            records::encode_batch(entries, now_ms).ok_or(GroupError::CoordinatorNotAvailable)?;
-        let (info, epoch) = replica
-            .append_as_leader(batch, -1, now_ms)
+        let appended = match producer {
+            None => records::encode_batch(entries, now_ms)
+                .map(|batch| replica.append_as_leader(batch, -1, now_ms)),
+            Some((producer_id, producer_epoch)) => {
+                records::encode_transactional_batch(entries, now_ms, producer_id, producer_epoch)
+                    .map(|batch| replica.append_txn_offsets_as_leader(batch, now_ms))
+            }
+        };
+        let (info, epoch) = appended
+            .ok_or(GroupError::CoordinatorNotAvailable)?
             .map_err(|refusal| refused("append to", refusal))?;
         replica.log().request_durable(info.last_offset);
         replica
@@ -197,43 +257,14 @@ impl OffsetMetadataManager {
         self.ensure_topic().await?;
         // A topic this call created is led here before the group timer notices.
         self.sync_coordination(coordinator);
-        let encoded: Vec<(Bytes, Option<Bytes>)> = entries
-            .iter()
-            .map(|((topic, partition), value)| {
-                let key = OffsetKey {
-                    group: group_id.to_string(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                };
-                let value = value.as_ref().map(|(offset, leader_epoch, metadata)| {
-                    OffsetValue {
-                        offset: *offset,
-                        leader_epoch: *leader_epoch,
-                        metadata: metadata.clone(),
-                        commit_timestamp: now_ms,
-                    }
-                    .encode()
-                });
-                (key.encode(), value)
-            })
-            .collect();
-        let info = self.append_replicated(group_id, &encoded, now_ms).await?;
-        let applied = entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, (key, value))| {
-                let log_offset = info.base_offset + i as i64;
-                let value = value.map(|(offset, leader_epoch, metadata)| CommittedOffset {
-                    offset,
-                    leader_epoch,
-                    metadata,
-                    commit_timestamp: now_ms,
-                    log_offset,
-                });
-                (key, value)
-            })
-            .collect();
-        coordinator.apply_offsets(group_id, applied);
+        let encoded = encode_commits(group_id, &entries, now_ms);
+        let info = self
+            .append_replicated(group_id, &encoded, now_ms, None)
+            .await?;
+        coordinator.apply_offsets(
+            group_id,
+            committed_offsets(entries, info.base_offset, now_ms),
+        );
         Ok(())
     }
 
@@ -285,7 +316,7 @@ impl OffsetMetadataManager {
         }
         .encode();
         let now_ms = value.as_ref().map_or(0, |v| v.state_timestamp);
-        self.append_replicated(group_id, &[(key, value.map(|v| v.encode()))], now_ms)
+        self.append_replicated(group_id, &[(key, value.map(|v| v.encode()))], now_ms, None)
             .await
             .map(|_| ())
     }

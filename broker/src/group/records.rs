@@ -308,19 +308,39 @@ impl GroupMetadataValue {
 /// Encodes key/value pairs as one uncompressed record batch, as a non-idempotent producer
 /// would (offsets relative from 0; the log assigns real ones).
 pub fn encode_batch(entries: &[(Bytes, Option<Bytes>)], timestamp: i64) -> Option<Bytes> {
+    encode_records(entries, timestamp, None)
+}
+
+/// Encodes key/value pairs as one uncompressed batch of `producer_id`'s open transaction
+/// (the group coordinator's TxnOffsetCommit records).
+pub fn encode_transactional_batch(
+    entries: &[(Bytes, Option<Bytes>)],
+    timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+) -> Option<Bytes> {
+    encode_records(entries, timestamp, Some((producer_id, producer_epoch)))
+}
+
+fn encode_records(
+    entries: &[(Bytes, Option<Bytes>)],
+    timestamp: i64,
+    producer: Option<(i64, i16)>,
+) -> Option<Bytes> {
     if entries.is_empty() {
         return None;
     }
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let records: Vec<Record> = entries
         .iter()
         .enumerate()
         .map(|(i, (key, value))| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The encoder keeps records in one batch only while offset - sequence is constant.
@@ -341,6 +361,9 @@ pub fn encode_batch(entries: &[(Bytes, Option<Bytes>)], timestamp: i64) -> Optio
         },
     )
     .ok()?;
+    if producer.is_some() {
+        return Some(buf.freeze());
+    }
     if buf.len() < 61 {
         return None;
     }

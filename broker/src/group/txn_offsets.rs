@@ -11,20 +11,12 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 
 use super::coordinator::GroupCoordinator;
 use super::error::GroupError;
-use super::offsets::{OffsetMetadataManager, OffsetWrite};
-use super::records::{OffsetKey, OffsetValue};
+use super::offsets::{committed_offsets, encode_commits, OffsetMetadataManager, OffsetWrite};
 use super::state::CommittedOffset;
-use crate::error::ResponseError;
-
-/// How long transactional offsets wait for the in-sync replicas.
-const TXN_OFFSETS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Offsets of one group waiting for their transaction: (topic, partition) and the offset.
 pub type PendingOffsets = Vec<((String, i32), Option<CommittedOffset>)>;
@@ -102,88 +94,18 @@ pub async fn store_txn_offsets(
     }
     let partitions = offsets.ensure_topic().await?;
     let partition = offsets.partition_of(group_id, partitions);
-    let replica = offsets.offsets_replica(group_id)?;
-    let records: Vec<Record> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, ((topic, p), value))| Record {
-            transactional: true,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // Not checked for these batches; constant offset - sequence keeps one batch.
-            sequence: i32::try_from(i).unwrap_or(i32::MAX),
-            timestamp: now_ms,
-            key: Some(
-                OffsetKey {
-                    group: group_id.to_string(),
-                    topic: topic.clone(),
-                    partition: *p,
-                }
-                .encode(),
-            ),
-            value: value.as_ref().map(|(offset, leader_epoch, metadata)| {
-                OffsetValue {
-                    offset: *offset,
-                    leader_epoch: *leader_epoch,
-                    metadata: metadata.clone(),
-                    commit_timestamp: now_ms,
-                }
-                .encode()
-            }),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|_| GroupError::CoordinatorNotAvailable)?;
-    let (info, epoch) = replica
-        .append_txn_offsets_as_leader(buf.freeze(), now_ms)
-        .map_err(|(error, message)| {
-            tracing::warn!(%error, %message, group_id, producer_id, "transactional offset commit refused");
-            match error {
-                ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch => {
-                    GroupError::NotCoordinator
-                }
-                _ => GroupError::CoordinatorNotAvailable,
-            }
-        })?;
-    replica
-        .log()
-        .wait_durable(info.last_offset)
-        .await
-        .map_err(|_| GroupError::CoordinatorNotAvailable)?;
     // Replicated like any commit (offsets.commit.required.acks=-1): the offsets must survive
     // the group coordinator's failover as the transaction's records do.
-    replica
-        .wait_for_isr(info.last_offset, epoch, TXN_OFFSETS_TIMEOUT)
-        .await
-        .map_err(|_| GroupError::CoordinatorNotAvailable)?;
-    let pending = entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, (key, value))| {
-            let value = value.map(|(offset, leader_epoch, metadata)| CommittedOffset {
-                offset,
-                leader_epoch,
-                metadata,
-                commit_timestamp: now_ms,
-                log_offset: info.base_offset + i as i64,
-            });
-            (key, value)
-        })
-        .collect();
+    let encoded = encode_commits(group_id, &entries, now_ms);
+    let info = offsets
+        .append_replicated(
+            group_id,
+            &encoded,
+            now_ms,
+            Some((producer_id, producer_epoch)),
+        )
+        .await?;
+    let pending = committed_offsets(entries, info.base_offset, now_ms);
     offsets
         .txn_offsets
         .add(producer_id, partition, group_id.to_string(), pending);
