@@ -5,7 +5,7 @@
 //! acknowledged commit is lost to a crash. The coordinator holds the offsets in memory; this
 //! module only reads and writes their records.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -18,7 +18,7 @@ use super::txn_offsets::{is_commit_marker, PendingOffsets, TxnOffsetStore};
 use crate::config::BrokerConfig;
 use crate::log::AppendInfo;
 use crate::log::PartitionLog;
-use crate::metadata::controller::{Controller, NewTopic, TopicError};
+use crate::metadata::controller::Controller;
 use crate::replica::{Partition, ReplicaManager, Role};
 
 /// The internal topic of committed offsets.
@@ -135,45 +135,24 @@ impl OffsetMetadataManager {
     /// `offsets.topic.replication.factor`, capped at the brokers there are, so that a
     /// single-node broker has one too.
     pub async fn ensure_topic(&self) -> Result<i32, GroupError> {
-        if let Some(topic) = self.controller.topic(OFFSETS_TOPIC) {
-            // The image may be ahead of the replicas (another request just created the
-            // topic): let them open its partitions first.
-            self.controller.wait_replicas_caught_up().await;
-            return Ok(topic.partitions);
-        }
-        let brokers = self
-            .controller
-            .with_image(|i| i.unfenced_brokers().count())
-            .max(1);
-        let replication_factor = self
-            .replication_factor
-            .min(i16::try_from(brokers).unwrap_or(i16::MAX));
-        let configs: BTreeMap<String, String> = [
-            ("cleanup.policy".to_string(), "compact".to_string()),
-            ("segment.bytes".to_string(), "104857600".to_string()),
-        ]
-        .into();
-        let new = NewTopic {
-            name: OFFSETS_TOPIC.to_string(),
-            partitions: Some(self.num_partitions),
-            replication_factor: Some(replication_factor),
-            assignments: Vec::new(),
-            configs,
-        };
-        match self.controller.create_topic(new, false).await {
-            Ok(topic) => Ok(topic.partitions),
-            Err(TopicError::AlreadyExists(_)) => {
-                self.controller.wait_replicas_caught_up().await;
-                Ok(self
-                    .controller
-                    .topic(OFFSETS_TOPIC)
-                    .map_or(self.num_partitions, |t| t.partitions))
-            }
-            Err(error) => {
+        self.controller
+            .ensure_internal_topic(
+                OFFSETS_TOPIC,
+                self.num_partitions,
+                self.replication_factor,
+                |_| {
+                    [
+                        ("cleanup.policy".to_string(), "compact".to_string()),
+                        ("segment.bytes".to_string(), "104857600".to_string()),
+                    ]
+                    .into()
+                },
+            )
+            .await
+            .map_err(|error| {
                 tracing::error!(%error, "cannot create {OFFSETS_TOPIC}");
-                Err(GroupError::CoordinatorNotAvailable)
-            }
-        }
+                GroupError::CoordinatorNotAvailable
+            })
     }
 
     /// The `__consumer_offsets` partition of a group.

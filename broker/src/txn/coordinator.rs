@@ -26,7 +26,6 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::error::ResponseError;
 use crate::group::records::{encode_batch, partition_for};
-use crate::metadata::controller::{NewTopic, TopicError};
 use crate::replica::{Partition, Role};
 
 /// The internal topic of transaction states.
@@ -111,47 +110,33 @@ impl TransactionCoordinator {
     /// Creates `__transaction_state` on first use (compacted, replicated like
     /// `__consumer_offsets`); returns its partition count.
     pub async fn ensure_topic(&self, broker: &Broker) -> Result<i32, Refusal> {
-        let controller = &broker.controller;
-        if let Some(topic) = controller.topic(TRANSACTION_STATE_TOPIC) {
-            controller.wait_replicas_caught_up().await;
-            return Ok(topic.partitions);
-        }
-        let brokers = controller
-            .with_image(|i| i.unfenced_brokers().count())
-            .max(1);
-        let replication_factor = self
-            .replication_factor
-            .min(i16::try_from(brokers).unwrap_or(i16::MAX));
-        let configs: BTreeMap<String, String> = [
-            ("cleanup.policy".to_string(), "compact".to_string()),
-            ("segment.bytes".to_string(), "104857600".to_string()),
-            // Kafka's transaction.state.log.min.isr: a state write survives one broker loss.
-            (
-                "min.insync.replicas".to_string(),
-                replication_factor.min(2).to_string(),
-            ),
-        ]
-        .into();
-        let new = NewTopic {
-            name: TRANSACTION_STATE_TOPIC.to_string(),
-            partitions: Some(self.num_partitions),
-            replication_factor: Some(replication_factor),
-            assignments: Vec::new(),
-            configs,
-        };
-        match controller.create_topic(new, false).await {
-            Ok(topic) => Ok(topic.partitions),
-            Err(TopicError::AlreadyExists(_)) => {
-                controller.wait_replicas_caught_up().await;
-                Ok(controller
-                    .topic(TRANSACTION_STATE_TOPIC)
-                    .map_or(self.num_partitions, |t| t.partitions))
-            }
-            Err(error) => Err(refusal(
-                ResponseError::CoordinatorNotAvailable,
-                format!("cannot create {TRANSACTION_STATE_TOPIC}: {error}"),
-            )),
-        }
+        broker
+            .controller
+            .ensure_internal_topic(
+                TRANSACTION_STATE_TOPIC,
+                self.num_partitions,
+                self.replication_factor,
+                |replication_factor| {
+                    [
+                        ("cleanup.policy".to_string(), "compact".to_string()),
+                        ("segment.bytes".to_string(), "104857600".to_string()),
+                        // Kafka's transaction.state.log.min.isr: a state write survives one
+                        // broker loss.
+                        (
+                            "min.insync.replicas".to_string(),
+                            replication_factor.min(2).to_string(),
+                        ),
+                    ]
+                    .into()
+                },
+            )
+            .await
+            .map_err(|error| {
+                refusal(
+                    ResponseError::CoordinatorNotAvailable,
+                    format!("cannot create {TRANSACTION_STATE_TOPIC}: {error}"),
+                )
+            })
     }
 
     /// The `__transaction_state` partition of a transactional id (Kafka's: the Java hash of

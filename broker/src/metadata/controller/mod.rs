@@ -325,6 +325,42 @@ impl Controller {
         }
     }
 
+    /// Creates an internal topic (`__consumer_offsets`, `__transaction_state`) on first use, as
+    /// Kafka does, and returns its partition count once this broker's replicas have opened it.
+    /// Its replication factor is capped at the unfenced brokers there are, so that a
+    /// single-node broker gets one too; `configs` are given that factor.
+    pub async fn ensure_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: impl FnOnce(i16) -> BTreeMap<String, String>,
+    ) -> Result<i32, TopicError> {
+        if let Some(topic) = self.topic(name) {
+            // The image may be ahead of the replicas (another request just created the
+            // topic): let them open its partitions first.
+            self.wait_replicas_caught_up().await;
+            return Ok(topic.partitions);
+        }
+        let brokers = self.with_image(|i| i.unfenced_brokers().count()).max(1);
+        let replication_factor = replication_factor.min(i16::try_from(brokers).unwrap_or(i16::MAX));
+        let new = NewTopic {
+            name: name.to_string(),
+            partitions: Some(partitions),
+            replication_factor: Some(replication_factor),
+            assignments: Vec::new(),
+            configs: configs(replication_factor),
+        };
+        match self.create_topic(new, false).await {
+            Ok(topic) => Ok(topic.partitions),
+            Err(TopicError::AlreadyExists(_)) => {
+                self.wait_replicas_caught_up().await;
+                Ok(self.topic(name).map_or(partitions, |t| t.partitions))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Creates a topic with broker defaults because a client asked for it
     /// (`auto.create.topics.enable`). Returns the existing topic if another request won the race.
     pub async fn auto_create(&self, name: &str) -> Result<TopicImage, TopicError> {
