@@ -159,11 +159,6 @@ impl GroupCoordinator {
         let _ = self.ownership.set(ownership);
     }
 
-    /// Whether this broker coordinates `group_id`.
-    pub fn owns(&self, group_id: &str) -> bool {
-        self.check_owned(group_id).is_ok()
-    }
-
     /// NOT_COORDINATOR (or COORDINATOR_LOAD_IN_PROGRESS) unless this broker coordinates
     /// `group_id`.
     pub fn check_owned(&self, group_id: &str) -> Result<(), GroupError> {

@@ -231,27 +231,7 @@ impl Group {
     /// recorded generation, and every member's session starts now: members carry on with
     /// their heartbeats and assignments instead of rejoining. Committed offsets are kept.
     pub fn restore(&mut self, value: GroupMetadataValue, now: Instant) {
-        for member in self.members.values_mut() {
-            if let Some(waiter) = member.join_waiter.take() {
-                let _ = waiter.send(JoinOutcome {
-                    error: Some(GroupError::NotCoordinator),
-                    ..JoinOutcome::default()
-                });
-            }
-            if let Some(waiter) = member.sync_waiter.take() {
-                let _ = waiter.send(SyncOutcome {
-                    error: Some(GroupError::NotCoordinator),
-                    ..SyncOutcome::default()
-                });
-            }
-        }
-        self.members.clear();
-        self.pending_members.clear();
-        self.static_members.clear();
-        self.rebalance_deadline = None;
-        self.initial_join_until = None;
-        self.storing = None;
-        self.unsaved = false;
+        self.restore_deleted();
         self.generation_id = value.generation;
         self.protocol_type = (!value.protocol_type.is_empty()).then_some(value.protocol_type);
         self.protocol_name = value.protocol;
@@ -300,13 +280,30 @@ impl Group {
     }
 
     /// Forgets the membership (a tombstone for the group's metadata was read back).
+    /// Members with a request parked here are told to look for the coordinator again.
     pub fn restore_deleted(&mut self) {
+        for member in self.members.values_mut() {
+            if let Some(waiter) = member.join_waiter.take() {
+                let _ = waiter.send(JoinOutcome {
+                    error: Some(GroupError::NotCoordinator),
+                    ..JoinOutcome::default()
+                });
+            }
+            if let Some(waiter) = member.sync_waiter.take() {
+                let _ = waiter.send(SyncOutcome {
+                    error: Some(GroupError::NotCoordinator),
+                    ..SyncOutcome::default()
+                });
+            }
+        }
         self.members.clear();
         self.pending_members.clear();
         self.static_members.clear();
         self.state = GroupState::Empty;
         self.leader = None;
         self.protocol_name = None;
+        self.rebalance_deadline = None;
+        self.initial_join_until = None;
         self.storing = None;
         self.unsaved = false;
     }
