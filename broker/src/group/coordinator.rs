@@ -518,22 +518,6 @@ impl GroupCoordinator {
         }
     }
 
-    /// Metadata records of groups that became empty since the last call, to be written.
-    pub fn take_unsaved(&self) -> Vec<GroupWrite> {
-        let now_ms = wall_clock_ms();
-        let mut groups = self.lock();
-        groups
-            .values_mut()
-            .filter_map(|g| {
-                std::mem::take(&mut g.unsaved).then(|| GroupWrite {
-                    group_id: g.group_id.clone(),
-                    generation: g.generation_id,
-                    value: g.metadata(now_ms),
-                })
-            })
-            .collect()
-    }
-
     /// Applies a group metadata record read back from `__consumer_offsets` (`None`: the
     /// group was deleted).
     pub fn restore(&self, group_id: &str, value: Option<GroupMetadataValue>) {
@@ -918,8 +902,10 @@ impl GroupCoordinator {
         }))
     }
 
-    /// Enforces session timeouts, rebalance deadlines and unclaimed member ids.
-    pub fn tick(&self, now: Instant) {
+    /// Enforces session timeouts, rebalance deadlines and unclaimed member ids. Returns the
+    /// metadata records of groups that became empty since the last tick, to be written.
+    pub fn tick(&self, now: Instant) -> Vec<GroupWrite> {
+        let mut unsaved = Vec::new();
         let mut groups = self.lock();
         for group in groups.values_mut() {
             group
@@ -942,7 +928,15 @@ impl GroupCoordinator {
                 self.after_membership_change(group, now);
             }
             self.maybe_complete_join(group, now);
+            if std::mem::take(&mut group.unsaved) {
+                unsaved.push(GroupWrite {
+                    group_id: group.group_id.clone(),
+                    generation: group.generation_id,
+                    value: group.metadata(wall_clock_ms()),
+                });
+            }
         }
+        unsaved
     }
 }
 

@@ -210,12 +210,12 @@ async fn run_group_timer(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool
         tokio::select! {
             _ = shutdown.changed() => return,
             now = interval.tick() => {
-                broker.groups.tick(now);
+                let emptied = broker.groups.tick(now);
                 // Offsets partitions change leaders with the cluster: follow them.
                 broker.offsets.sync_coordination(&broker.groups);
                 // Groups that became empty: record it, so a new coordinator does not restore
                 // members that left (they would only expire there, a session later).
-                for write in broker.groups.take_unsaved() {
+                for write in emptied {
                     let broker = broker.clone();
                     tokio::spawn(async move {
                         if let Err(error) = broker.offsets.store_group(&broker.groups, &write.group_id, Some(write.value)).await {
