@@ -57,6 +57,14 @@ enum Command {
         #[command(subcommand)]
         command: commands::groups::GroupsCommand,
     },
+    /// List and describe transactions and the producers holding a partition's last stable
+    /// offset (as kafka-transactions.sh).
+    Transactions {
+        #[command(flatten)]
+        connect: commands::ConnectArgs,
+        #[command(subcommand)]
+        command: commands::transactions::TransactionsCommand,
+    },
     /// Export a topic's JSON records to Hive-partitioned Parquet files, once.
     Export {
         #[command(flatten)]
@@ -77,6 +85,29 @@ enum Command {
         connect: commands::ConnectArgs,
         #[command(subcommand)]
         command: commands::cluster::ClusterCommand,
+    },
+    /// Add, delete and list SCRAM users (AlterUserScramCredentials,
+    /// DescribeUserScramCredentials), as kafka-configs --entity-type users does.
+    Users {
+        #[command(flatten)]
+        connect: commands::ConnectArgs,
+        #[command(subcommand)]
+        command: commands::users::UsersCommand,
+    },
+    /// Add, remove and list ACLs (CreateAcls, DeleteAcls, DescribeAcls), as kafka-acls does.
+    Acls {
+        #[command(flatten)]
+        connect: commands::ConnectArgs,
+        #[command(subcommand)]
+        command: commands::acls::AclsCommand,
+    },
+    /// Set, remove and show client quotas per user and client id (AlterClientQuotas,
+    /// DescribeClientQuotas), as kafka-configs --entity-type users|clients does.
+    Quotas {
+        #[command(flatten)]
+        connect: commands::ConnectArgs,
+        #[command(subcommand)]
+        command: commands::quotas::QuotasCommand,
     },
     /// Run the activity-tracking demo: broker, generator, stream jobs, Parquet export and
     /// dashboard in one process.
@@ -131,8 +162,20 @@ fn main() -> std::process::ExitCode {
         Command::Bench { connect, command } => {
             run_client(async move { commands::bench::run(&connect, command).await })
         }
+        Command::Acls { connect, command } => {
+            run_client(async move { commands::acls::run(&connect, command).await })
+        }
+        Command::Quotas { connect, command } => {
+            run_client(async move { commands::quotas::run(&connect, command).await })
+        }
+        Command::Users { connect, command } => {
+            run_client(async move { commands::users::run(&connect, command).await })
+        }
         Command::Groups { connect, command } => {
             run_client(async move { commands::groups::run(&connect, command).await })
+        }
+        Command::Transactions { connect, command } => {
+            run_client(async move { commands::transactions::run(&connect, command).await })
         }
         Command::Export { connect, args } => {
             run_client(async move { commands::export::run(&connect, args).await })

@@ -1089,3 +1089,206 @@ fn bench_produce_in_transactions_commits_every_record() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--transactional needs --acks all"));
 }
+
+#[test]
+fn transactions_list_describe_and_describe_producers_show_an_open_transaction() {
+    use millrace_client::admin::NewTopic;
+    use millrace_client::{Admin, ClientConfig, Producer, ProducerConfig, ProducerRecord};
+    let (broker, _dir) = fast_group_broker();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // A transaction left open after two records: what holds a last stable offset back.
+    let producer = runtime.block_on(async {
+        let client = ClientConfig::new(broker.addr.to_string());
+        let admin = Admin::connect(client.clone()).await.unwrap();
+        admin
+            .create_topic(NewTopic::new("txn-open", 1))
+            .await
+            .unwrap();
+        let config = ProducerConfig::builder(client)
+            .transactional_id("open-txn")
+            .build()
+            .unwrap();
+        let producer = Producer::connect(config).await.unwrap();
+        producer.begin_transaction().unwrap();
+        for value in ["a", "b"] {
+            let _delivery = producer
+                .send(ProducerRecord::new("txn-open", value.as_bytes().to_vec()).partition(0))
+                .await
+                .unwrap();
+        }
+        producer.flush().await;
+        producer
+    });
+
+    let listed = cli_ok(&broker, &["transactions", "list"], "");
+    let row = listed
+        .iter()
+        .find(|l| l.starts_with("open-txn\t"))
+        .unwrap_or_else(|| panic!("open-txn not listed: {listed:?}"));
+    let fields: Vec<&str> = row.split('\t').collect();
+    assert_eq!(fields[1], "1", "coordinator: {row}");
+    assert_eq!(fields[3], "Ongoing", "{row}");
+    let producer_id = fields[2].to_string();
+    let only_complete = cli_ok(
+        &broker,
+        &["transactions", "list", "--state", "CompleteCommit"],
+        "",
+    );
+    assert!(
+        !only_complete.iter().any(|l| l.starts_with("open-txn")),
+        "{only_complete:?}"
+    );
+
+    let described = cli_ok(
+        &broker,
+        &["transactions", "describe", "--transactional-id", "open-txn"],
+        "",
+    )
+    .join("\n");
+    assert!(
+        described.contains("State:             Ongoing"),
+        "{described}"
+    );
+    assert!(
+        described.contains("Partitions:        txn-open-0"),
+        "{described}"
+    );
+    assert!(
+        described.contains(&format!("ProducerId:        {producer_id}")),
+        "{described}"
+    );
+
+    let producers = cli_ok(
+        &broker,
+        &[
+            "transactions",
+            "describe-producers",
+            "-t",
+            "txn-open",
+            "-p",
+            "0",
+        ],
+        "",
+    );
+    let row = producers
+        .iter()
+        .find(|l| l.starts_with(&format!("{producer_id}\t")))
+        .unwrap_or_else(|| panic!("producer {producer_id} not shown: {producers:?}"));
+    assert!(
+        row.ends_with("\t0"),
+        "the open transaction starts at offset 0: {row}"
+    );
+
+    // Committed: nothing open any more.
+    runtime.block_on(async { producer.commit_transaction().await.unwrap() });
+    let described = cli_ok(
+        &broker,
+        &["transactions", "describe", "--transactional-id", "open-txn"],
+        "",
+    )
+    .join("\n");
+    assert!(
+        described.contains("State:             CompleteCommit"),
+        "{described}"
+    );
+    let producers = cli_ok(
+        &broker,
+        &[
+            "transactions",
+            "describe-producers",
+            "-t",
+            "txn-open",
+            "-p",
+            "0",
+        ],
+        "",
+    );
+    assert!(
+        producers
+            .iter()
+            .any(|l| l.starts_with(&format!("{producer_id}\t")) && l.ends_with("\tNone")),
+        "{producers:?}"
+    );
+
+    // An id nobody used: a clear error, not an empty answer.
+    let args = ["transactions", "describe", "--transactional-id", "nobody"];
+    let output = cli(&broker, &args, "");
+    assert_failed(&args, &output, &["nobody"]);
+}
+
+#[test]
+fn quotas_alter_and_describe_as_kafka_configs_does() {
+    let (broker, _dir) = fast_group_broker();
+    let out = cli_ok(
+        &broker,
+        &[
+            "quotas",
+            "alter",
+            "--client-id",
+            "slow",
+            "--add-config",
+            "producer_byte_rate=1024,consumer_byte_rate=2048",
+        ],
+        "",
+    );
+    assert_eq!(out, vec!["quotas changed"]);
+    cli_ok(
+        &broker,
+        &[
+            "quotas",
+            "alter",
+            "--user-default",
+            "--add-config",
+            "request_percentage=50",
+        ],
+        "",
+    );
+    let described = cli_ok(&broker, &["quotas", "describe", "--client-id", "slow"], "");
+    assert_eq!(
+        described,
+        vec!["client-id=slow\tconsumer_byte_rate=2048,producer_byte_rate=1024"]
+    );
+    let all = sorted(cli_ok(&broker, &["quotas", "describe"], ""));
+    assert_eq!(
+        all,
+        vec![
+            "client-id=slow\tconsumer_byte_rate=2048,producer_byte_rate=1024",
+            "user=<default>\trequest_percentage=50",
+        ]
+    );
+    // Refused: an unknown quota (by the controller), no entity, a value that is no number.
+    let args = [
+        "quotas",
+        "alter",
+        "--client-id",
+        "x",
+        "--add-config",
+        "bytes_per_fortnight=1",
+    ];
+    assert_failed(&args, &cli(&broker, &args, ""), &["bytes_per_fortnight"]);
+    let args = ["quotas", "alter", "--add-config", "producer_byte_rate=1"];
+    assert_failed(&args, &cli(&broker, &args, ""), &["name an entity"]);
+    let args = [
+        "quotas",
+        "alter",
+        "--client-id",
+        "x",
+        "--add-config",
+        "producer_byte_rate=lots",
+    ];
+    assert_failed(&args, &cli(&broker, &args, ""), &["lots"]);
+    cli_ok(
+        &broker,
+        &[
+            "quotas",
+            "alter",
+            "--client-id",
+            "slow",
+            "--delete-config",
+            "producer_byte_rate,consumer_byte_rate",
+        ],
+        "",
+    );
+    let described = cli_ok(&broker, &["quotas", "describe", "--client-id", "slow"], "");
+    assert!(described.is_empty(), "{described:?}");
+}

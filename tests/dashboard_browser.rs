@@ -5,6 +5,10 @@
 //! and saves a screenshot (`$CARGO_TARGET_TMPDIR/dashboard.png`; also `docs/dashboard.png`
 //! with `MILLRACE_UPDATE_SCREENSHOT=1`).
 //!
+//! A second scenario logs in through the login form against a SASL_SSL broker with users and
+//! ACLs, sees the topics that user may describe (and not the others), then logs in as the
+//! admin and adds and edits an ACL on the ACLs page.
+//!
 //! Skipped, loudly, when /usr/bin/chromedriver is missing (`scripts/test` installs Debian's
 //! `chromium` and `chromium-driver` when it runs as root).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,7 +18,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use millrace::activity::demo::{Demo, DemoOptions};
+use millrace_client::admin::{
+    AclBinding, AclOperation, AclPatternType, AclPermissionType, AclResourceType, NewTopic,
+};
 use millrace_client::{Admin, ClientConfig, TopicPartition};
+use millrace_dashboard::{Dashboard, DashboardConfig};
 use millrace_testkit::{free_port, http};
 use serde_json::{json, Value};
 
@@ -350,6 +358,28 @@ async fn in_headless_chromium() {
             "const c = document.querySelector('#group-lag-chart .uplot canvas'); return c ? true : null;",
         )
         .await;
+    // The brokers page: figures read from each broker's own metrics endpoint.
+    browser.goto(&format!("{base}#/brokers")).await;
+    browser
+        .wait_for(
+            "a broker's request rate from its metrics endpoint",
+            "const r = document.querySelector('#broker-metrics-table tr[data-broker] .requests'); \
+             return r && /[0-9]/.test(r.textContent) ? r.textContent : null;",
+        )
+        .await;
+    browser
+        .wait_for(
+            "the link to the broker's /metrics",
+            "const a = document.querySelector('#broker-metrics-table a[href$=\"/metrics\"]'); \
+             return a ? a.href : null;",
+        )
+        .await;
+    browser
+        .wait_for(
+            "the per-broker request chart",
+            "const c = document.querySelector('#broker-requests-chart .uplot canvas'); return c ? true : null;",
+        )
+        .await;
     // The groups page: lag in time beside lag in records.
     browser.goto(&format!("{base}#/groups")).await;
     let behind = browser
@@ -517,4 +547,213 @@ async fn in_headless_chromium() {
         .await
         .expect("the demo did not stop")
         .unwrap();
+}
+
+/// PLAIN users of the login scenario's broker.
+const JAAS: &str = r#"org.apache.kafka.common.security.plain.PlainLoginModule required user_admin="admin-secret" user_alice="alice-secret";"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_in_through_the_form_shows_the_topics_the_user_may_see() {
+    tokio::spawn(log_in_through_the_form()).await.unwrap();
+}
+
+async fn log_in_through_the_form() {
+    if !Path::new(CHROMEDRIVER).exists() {
+        eprintln!("\n\n*** SKIP dashboard_browser login: {CHROMEDRIVER} is missing ***\n");
+        return;
+    }
+    // A broker with ACLs on and SASL PLAIN users over TLS (SASL_SSL, with a throw-away CA);
+    // alice may DESCRIBE `greetings` only.
+    let data = tempfile::tempdir().unwrap();
+    let pki =
+        millrace::activity::secure::DemoSecurity::create(&data.path().join("pki"), "127.0.0.1")
+            .unwrap();
+    let settings = millrace_broker::config::parse_overrides(&[
+        "listeners=PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0".to_string(),
+        "ssl.keystore.type=PEM".to_string(),
+        format!("ssl.keystore.location={}", pki.keystore.display()),
+        "sasl.enabled.mechanisms=PLAIN".to_string(),
+        format!("sasl.jaas.config={JAAS}"),
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer".to_string(),
+        "super.users=User:admin".to_string(),
+    ])
+    .unwrap();
+    let config =
+        millrace_broker::BrokerConfig::from_settings(&settings, None, Some(data.path().into()))
+            .unwrap();
+    let broker = millrace_broker::start(config).await.unwrap();
+    let sasl = broker.listener_addr("SASL_SSL").unwrap().to_string();
+    let client_settings: Vec<(String, String)> = vec![
+        ("security.protocol".into(), "SASL_SSL".into()),
+        ("ssl.ca.location".into(), pki.ca.display().to_string()),
+        ("sasl.mechanism".into(), "PLAIN".into()),
+    ];
+    let mut admin_config = ClientConfig::builder([sasl.clone()]);
+    for (name, value) in client_settings.iter().chain(&[
+        ("sasl.username".to_string(), "admin".to_string()),
+        ("sasl.password".to_string(), "admin-secret".to_string()),
+    ]) {
+        admin_config = admin_config.set(name, value).unwrap();
+    }
+    let admin = Admin::connect(admin_config.build().unwrap()).await.unwrap();
+    for topic in ["greetings", "payroll"] {
+        admin
+            .create_topic(NewTopic::new(topic, 1).replication_factor(1))
+            .await
+            .unwrap();
+    }
+    admin
+        .create_acls(&[AclBinding {
+            resource_type: AclResourceType::Topic,
+            resource_name: "greetings".into(),
+            pattern_type: AclPatternType::Literal,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: AclOperation::Describe,
+            permission: AclPermissionType::Allow,
+        }])
+        .await
+        .unwrap();
+
+    let bound = Dashboard::new(DashboardConfig {
+        bootstrap: sasl,
+        http: "127.0.0.1:0".parse().unwrap(),
+        login: true,
+        allow_admin: true,
+        client_settings,
+        ..DashboardConfig::default()
+    })
+    .bind()
+    .await
+    .unwrap();
+    let base = bound.url();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(bound.serve(async move {
+        let _ = stopped.await;
+    }));
+
+    let driver = Driver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = Browser::open(&driver, profile.path()).await;
+    browser.goto(&base).await;
+    browser
+        .wait_for(
+            "the login form",
+            "return document.getElementById('login-form') ? true : null;",
+        )
+        .await;
+    // A wrong password: the form stays, with the cluster's refusal.
+    browser
+        .js("document.getElementById('login-user').value = 'alice'; \
+             document.getElementById('login-password').value = 'wrong'; \
+             document.getElementById('login-submit').click(); return true;")
+        .await;
+    let refused = browser
+        .wait_for(
+            "the refusal",
+            "const e = document.querySelector('#login-error .error'); return e ? e.textContent : null;",
+        )
+        .await;
+    assert!(
+        refused.as_str().unwrap().contains("login failed"),
+        "{refused}"
+    );
+    browser
+        .js(
+            "document.getElementById('login-password').value = 'alice-secret'; \
+             document.getElementById('login-submit').click(); return true;",
+        )
+        .await;
+    let shown = browser
+        .wait_for(
+            "alice's topics on the overview",
+            "const rows = [...document.querySelectorAll('#topics-table tr[data-topic]')].map(r => r.dataset.topic); \
+             return rows.length ? rows : null;",
+        )
+        .await;
+    assert_eq!(shown, json!(["greetings"]), "alice may not see payroll");
+    let user = browser
+        .js("const u = document.getElementById('user'); return u && !u.hidden ? u.textContent : null;")
+        .await;
+    assert!(
+        user.as_str().unwrap_or_default().contains("alice"),
+        "{user}"
+    );
+
+    // Log out, log in as the admin, and grant and edit an ACL on the ACLs page.
+    browser
+        .js("document.getElementById('logout').click(); return true;")
+        .await;
+    browser
+        .wait_for(
+            "the login form after logging out",
+            "return document.getElementById('login-form') ? true : null;",
+        )
+        .await;
+    browser
+        .js("document.getElementById('login-user').value = 'admin'; \
+             document.getElementById('login-password').value = 'admin-secret'; \
+             document.getElementById('login-submit').click(); return true;")
+        .await;
+    browser
+        .wait_for(
+            "the admin's overview",
+            "return document.querySelector('#topics-table tr[data-topic=\"payroll\"]') ? true : null;",
+        )
+        .await;
+    browser.goto(&format!("{base}#/acls")).await;
+    let acl_rows = "const t = document.getElementById('acls-table'); if (!t) return null; \
+         return [...t.querySelectorAll('tbody tr')].map(r => [...r.cells].slice(0, 7).map(c => c.textContent).join(' '));";
+    browser
+        .wait_for(
+            "the ACL form",
+            "return document.getElementById('acl-form') && document.getElementById('acls-table') ? true : null;",
+        )
+        .await;
+    browser
+        .js("document.getElementById('acl-name').value = 'payroll'; \
+             document.getElementById('acl-principal').value = 'User:alice'; \
+             document.getElementById('acl-operation').value = 'READ'; \
+             document.getElementById('acl-submit').click(); return true;")
+        .await;
+    let read_row = "User:alice * READ ALLOW TOPIC payroll LITERAL";
+    browser
+        .wait_for(
+            "the new ACL in the table",
+            &format!("const rows = (() => {{ {acl_rows} }})(); return rows && rows.includes('{read_row}') ? rows : null;"),
+        )
+        .await;
+    // Edit: the form takes the row, the operation changes, Save adds the new and removes the old.
+    browser
+        .js(&format!(
+            "const rows = [...document.querySelectorAll('#acls-table tbody tr')]; \
+             const row = rows.find(r => [...r.cells].slice(0, 7).map(c => c.textContent).join(' ') === '{read_row}'); \
+             row.querySelector('button[data-edit]').click(); return true;"
+        ))
+        .await;
+    browser
+        .js("document.getElementById('acl-operation').value = 'WRITE'; \
+             document.getElementById('acl-submit').click(); return true;")
+        .await;
+    let edited = browser
+        .wait_for(
+            "the edited ACL",
+            &format!("const rows = (() => {{ {acl_rows} }})(); \
+                      return rows && rows.includes('User:alice * WRITE ALLOW TOPIC payroll LITERAL') ? rows : null;"),
+        )
+        .await;
+    assert!(
+        !edited.as_array().unwrap().iter().any(|r| r == read_row),
+        "the old ACL is gone: {edited}"
+    );
+
+    browser.close().await;
+    drop(driver);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), served)
+        .await
+        .expect("the dashboard did not stop")
+        .unwrap()
+        .unwrap();
+    broker.shutdown().await;
 }

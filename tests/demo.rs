@@ -26,9 +26,16 @@ use serde_json::Value;
 const PIPELINE_LIMIT: Duration = Duration::from_secs(300);
 const MINUTE_MS: i64 = 60_000;
 
+/// Kafka client settings (`security.protocol`, ...), as the secured demo writes them.
+type Settings = Vec<(String, String)>;
+
 /// Every record of `topic`, from the beginning to the end offsets of now.
-async fn read_topic(bootstrap: &str, topic: &str) -> Vec<ConsumerRecord> {
-    let client = ClientConfig::new(bootstrap);
+async fn read_topic(bootstrap: &str, settings: &Settings, topic: &str) -> Vec<ConsumerRecord> {
+    let mut builder = ClientConfig::builder(bootstrap.split(','));
+    for (name, value) in settings {
+        builder = builder.set(name, value).unwrap();
+    }
+    let client = builder.build().unwrap();
     let admin = Admin::connect(client.clone()).await.unwrap();
     let description = admin.describe_topics(&[topic]).await.unwrap();
     let partitions: Vec<TopicPartition> = description[0]
@@ -292,14 +299,21 @@ fn canonical(rows: &[Value]) -> Vec<String> {
 
 #[test]
 fn demo_pipeline_matches_a_batch_recomputation() {
-    run_demo_and_check(1);
+    run_demo_and_check(1, false);
+}
+
+/// The same pipeline on a broker with a SASL_SSL listener: every part of it (generator, jobs,
+/// export, dashboard) and this test connect over TLS as the demo user.
+#[test]
+fn demo_pipeline_on_a_sasl_ssl_broker_matches_a_batch_recomputation() {
+    run_demo_and_check(1, true);
 }
 
 /// The same pipeline on an embedded cluster of three brokers, every topic replicated three
 /// times: replication must not change a single result.
 #[test]
 fn demo_pipeline_on_three_brokers_matches_a_batch_recomputation() {
-    run_demo_and_check(3);
+    run_demo_and_check(3, false);
 }
 
 /// A port `p` with `p..p+n` and `p+100..p+100+n` free (the demo's brokers and controllers).
@@ -316,7 +330,7 @@ fn free_port_range(n: u16) -> u16 {
     }
 }
 
-fn run_demo_and_check(brokers: u16) {
+fn run_demo_and_check(brokers: u16, secure: bool) {
     let dir = tempfile::tempdir().unwrap();
     let bootstrap = format!("127.0.0.1:{}", free_port_range(brokers));
     let http = format!("127.0.0.1:{}", free_port());
@@ -339,6 +353,8 @@ fn run_demo_and_check(brokers: u16) {
             "60",
             "--seed",
             "7",
+            "--security",
+            if secure { "sasl_ssl" } else { "plaintext" },
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -367,15 +383,49 @@ fn run_demo_and_check(brokers: u16) {
         }
     }
 
+    // The secured demo's client settings, from the file it wrote (and named at start).
+    let settings: Settings = if secure {
+        let properties = dir.path().join("security").join("client.properties");
+        std::fs::read_to_string(&properties)
+            .unwrap()
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if secure {
+        // Nothing gets in without the demo user's login.
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let plain = runtime.block_on(async {
+            let client = ClientConfig::builder([bootstrap.as_str()])
+                .request_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            match Admin::connect(client).await {
+                Ok(admin) => admin.list_topics(false).await.map(|_| ()),
+                Err(e) => Err(e),
+            }
+        });
+        assert!(
+            plain.is_err(),
+            "a plaintext client was served by the SASL_SSL demo"
+        );
+    }
+
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let raw: HashMap<&str, Vec<Value>> = runtime.block_on(async {
         let mut raw = HashMap::new();
         for topic in topics::RAW {
-            raw.insert(topic, values(&read_topic(&bootstrap, topic).await));
+            raw.insert(
+                topic,
+                values(&read_topic(&bootstrap, &settings, topic).await),
+            );
         }
         raw
     });
-    let output = |topic: &str| values(&runtime.block_on(read_topic(&bootstrap, topic)));
+    let output = |topic: &str| values(&runtime.block_on(read_topic(&bootstrap, &settings, topic)));
     let total: usize = raw.values().map(Vec::len).sum();
     assert!(total >= 40_000, "only {total} raw events");
 
@@ -391,9 +441,9 @@ fn run_demo_and_check(brokers: u16) {
         &output(topics::LOGIN_ANOMALIES),
         &output(topics::ERROR_RATE),
     );
-    let items = values(&runtime.block_on(read_topic(&bootstrap, topics::ITEMS)));
+    let items = values(&runtime.block_on(read_topic(&bootstrap, &settings, topics::ITEMS)));
     check_notifications(&raw[topics::SOCIAL], &items, &output(topics::NOTIFICATIONS));
-    let late = runtime.block_on(read_topic(&bootstrap, topics::LATE));
+    let late = runtime.block_on(read_topic(&bootstrap, &settings, topics::LATE));
     assert!(
         late.is_empty(),
         "{} records came after their windows",

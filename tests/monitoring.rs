@@ -174,6 +174,21 @@ async fn busy_broker() -> (TestBroker, String) {
         .await
         .unwrap();
     consumer.close().await.unwrap();
+    // One committed transaction, for the transaction coordinator's metrics.
+    let config = millrace_client::ProducerConfig::builder(ClientConfig::new(broker.bootstrap()))
+        .transactional_id("orders-writer")
+        .build()
+        .unwrap();
+    let producer = millrace_client::Producer::connect(config).await.unwrap();
+    producer.begin_transaction().unwrap();
+    let _delivery = producer
+        .send(millrace_client::ProducerRecord::new(
+            "orders",
+            b"o1".to_vec(),
+        ))
+        .await
+        .unwrap();
+    producer.commit_transaction().await.unwrap();
     (broker, addr)
 }
 
@@ -220,6 +235,14 @@ async fn every_metric_in_the_readme_table_is_served_with_its_documented_labels()
     );
     assert!(
         text.contains("kafka_consumergroup_lag{consumergroup=\"readers\",partition=\"0\",topic=\"clicks\"} 150"),
+        "{text}"
+    );
+    assert!(
+        text.contains("millrace_transactions_completed_total{result=\"commit\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("millrace_transactions{state=\"CompleteCommit\"} 1"),
         "{text}"
     );
     broker.shutdown().await;
@@ -649,6 +672,15 @@ async fn a_cluster_shows_one_active_controller_and_a_stopped_follower_as_under_r
         )
         .is_some_and(|bytes| bytes > 0.0),
         "the leader counts what its followers fetched: {leader_text}"
+    );
+    let follower_text = scrape(&endpoint(&cluster, follower)).await;
+    assert!(
+        sample(
+            &follower_text,
+            "kafka_server_brokertopicmetrics_replicationbytesin_total"
+        )
+        .is_some_and(|bytes| bytes > 0.0),
+        "the follower counts what it appended from its leader: {follower_text}"
     );
     cluster.halt(follower).await;
     let leader_endpoint = endpoint(&cluster, leader);

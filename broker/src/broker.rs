@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::ToSocketAddrs;
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,10 @@ pub struct Broker {
     pub producer_ids: ProducerIdManager,
     /// Transactions, in `__transaction_state`.
     pub transactions: TransactionCoordinator,
+    /// Produce and fetch byte-rate quotas, enforced.
+    pub quotas: crate::quota::ClientQuotaManager,
+    /// The authorizer (ACLs), when `authorizer.class.name` is set.
+    pub authorizer: Option<crate::security::authorizer::Authorizer>,
     /// ISR changes on their way to the controller.
     pub alter_partition: Arc<AlterPartitionManager>,
     /// Registration and heartbeats.
@@ -85,11 +90,14 @@ impl Broker {
     ) -> Result<Arc<Broker>, BrokerError> {
         readiness.starting("joining the metadata quorum");
         let lock = claim_data_dir(&config)?;
+        // This broker's epoch once registered: the lifecycle sets it, ISR proposals and replica
+        // fetches carry it.
+        let broker_epoch = Arc::new(AtomicI64::new(-1));
         let replicas = Arc::new(ReplicaManager::new(
             config.data_dir.clone(),
             config.node_id,
             config.inter_broker_listener_name.clone(),
-            fetcher_config(&config),
+            fetcher_config(&config, broker_epoch.clone()),
         ));
         let (background_shutdown, shutdown) = watch::channel(false);
 
@@ -130,15 +138,18 @@ impl Broker {
         let offsets = OffsetMetadataManager::new(&config, controller.clone(), replicas.clone());
         let producer_ids = ProducerIdManager::new();
         let deciding = controller.clone();
-        let alter_partition = Arc::new(AlterPartitionManager::start(Arc::new(move |change| {
-            let controller = deciding.clone();
-            Box::pin(async move {
-                controller
-                    .alter_partition(change)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        })));
+        let alter_partition = Arc::new(AlterPartitionManager::start(
+            Arc::new(move |change| {
+                let controller = deciding.clone();
+                Box::pin(async move {
+                    controller
+                        .alter_partition(change)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }),
+            broker_epoch,
+        ));
         let lifecycle = BrokerLifecycle::start(
             controller.clone(),
             &config,
@@ -158,6 +169,10 @@ impl Broker {
         groups.set_ownership(offsets.ownership());
         offsets.sync_coordination(&groups);
         let transactions = TransactionCoordinator::new(&config);
+        let authorizer = config
+            .authorizer
+            .clone()
+            .map(crate::security::authorizer::Authorizer::new);
         let broker = Arc::new(Broker {
             config,
             controller,
@@ -166,6 +181,8 @@ impl Broker {
             offsets,
             producer_ids,
             transactions,
+            quotas: crate::quota::ClientQuotaManager::default(),
+            authorizer,
             alter_partition,
             lifecycle,
             metrics,
@@ -232,6 +249,7 @@ pub(crate) fn quorum_config(config: &BrokerConfig) -> Result<QuorumConfig, Broke
         }
     };
     quorum.legacy_log = Some(dir.join("metadata.log"));
+    quorum.security = config.controller_security.clone();
     // openraft waits its leader lease (its `election_timeout_max`) and then a random
     // `election_timeout_min..max` before a follower campaigns, so these bounds make a voter that
     // hears no leader for 1-1.33x `controller.quorum.election.timeout.ms` start an election, as
@@ -245,14 +263,17 @@ pub(crate) fn quorum_config(config: &BrokerConfig) -> Result<QuorumConfig, Broke
 }
 
 /// How this broker's followers fetch from their leaders.
-pub fn fetcher_config(config: &BrokerConfig) -> FetcherConfig {
+pub fn fetcher_config(config: &BrokerConfig, broker_epoch: Arc<AtomicI64>) -> FetcherConfig {
     FetcherConfig {
         local_id: config.node_id,
+        broker_epoch,
+        replicated_bytes: Arc::default(),
         max_wait: Duration::from_millis(config.replica_fetch_wait_max_ms),
         max_bytes_per_partition: config.replica_fetch_max_bytes,
         response_max_bytes: 10 << 20,
         backoff: Duration::from_millis(1000),
         request_timeout: Duration::from_secs(30),
+        security: config.inter_broker.clone(),
     }
 }
 

@@ -27,6 +27,8 @@
 //!   request-level error (of the log, the controller, the coordinator) converts into;
 //! - [`config`] is the broker settings, and [`meta_properties`] the identity (cluster id and
 //!   node id) each data dir carries.
+//! - [`security`] is who a connection is: TLS listeners, SASL (PLAIN, SCRAM), and the
+//!   [`security::Session`] every request handler sees;
 //! - [`metrics`] is observability: Prometheus metrics under Kafka's names, the health checks
 //!   and the slow-request log, served on `metrics.listener`.
 
@@ -39,7 +41,9 @@ pub mod log;
 pub mod meta_properties;
 pub mod metadata;
 pub mod metrics;
+pub mod quota;
 pub mod replica;
+pub mod security;
 pub mod server;
 pub mod txn;
 

@@ -4,19 +4,14 @@
 //! voters' metadata alone.
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
-
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::Compression;
-use kafka_protocol::ResponseError;
-use millrace_testkit::records::{batch, decode_records, record};
-use millrace_testkit::wire::TestClient;
+use millrace_testkit::records::{decode_records, record};
+use millrace_testkit::wire::{produce_to_leader, TestClient};
 use millrace_testkit::{eventually, TestCluster, FAST_FAILOVER};
 
 /// Logs to the test output with `RUST_LOG` (for example `RUST_LOG=millrace_broker=debug`).
@@ -66,33 +61,8 @@ async fn controller_seen_by(cluster: &TestCluster, via: i32) -> i32 {
 /// Produces `values` with acks=all to partition 0, retrying while the leader has not heard of
 /// its leadership yet.
 async fn produce(cluster: &TestCluster, to: i32, topic: &str, values: &[&str]) -> (i16, i64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let records: Vec<_> = values.iter().map(|v| record("k", v, 1)).collect();
-        let mut client = TestClient::connect(cluster.member(to).addr).await;
-        let response = client
-            .call(
-                9,
-                &ProduceRequest::default()
-                    .with_acks(-1)
-                    .with_timeout_ms(10_000)
-                    .with_topic_data(vec![TopicProduceData::default()
-                        .with_name(name(topic))
-                        .with_partition_data(vec![PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(batch(&records, Compression::None)))])]),
-            )
-            .await;
-        let partition = &response.responses[0].partition_responses[0];
-        let not_yet = [
-            ResponseError::NotLeaderOrFollower.code(),
-            ResponseError::UnknownTopicOrPartition.code(),
-        ];
-        if !not_yet.contains(&partition.error_code) || Instant::now() > deadline {
-            return (partition.error_code, partition.base_offset);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let records: Vec<_> = values.iter().map(|v| record("k", v, 1)).collect();
+    produce_to_leader(cluster.member(to).addr, topic, &records, -1).await
 }
 
 /// The values broker `node_id` holds in partition 0 of `topic`, read from its log.

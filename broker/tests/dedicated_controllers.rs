@@ -93,12 +93,23 @@ async fn brokers_run_on_a_quorum_of_dedicated_controllers() {
         .collect();
     let addr = |i: usize| brokers[i].local_addr();
 
-    // Only the brokers are brokers; the controller clients are told is one of them.
+    // Only the brokers are brokers; the controller clients are told is one of them. Broker
+    // 4 learns of broker 5's unfencing from the quorum a moment after 5 has started.
     let mut client = TestClient::connect(addr(0)).await;
-    let metadata: MetadataResponse = client.call(12, &MetadataRequest::default()).await;
-    let mut ids: Vec<i32> = metadata.brokers.iter().map(|b| b.node_id.0).collect();
-    ids.sort_unstable();
-    assert_eq!(ids, vec![4, 5]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let metadata = loop {
+        let metadata: MetadataResponse = client.call(12, &MetadataRequest::default()).await;
+        let mut ids: Vec<i32> = metadata.brokers.iter().map(|b| b.node_id.0).collect();
+        ids.sort_unstable();
+        if ids == vec![4, 5] {
+            break metadata;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "brokers in metadata: {ids:?}, expected [4, 5]"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!([4, 5].contains(&metadata.controller_id.0), "{metadata:?}");
 
     assert_eq!(create(addr(0), "on-brokers").await, 0);

@@ -3,8 +3,6 @@
 //! acknowledged record when the old one stops.
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -14,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 use millrace_testkit::records::{batch, record};
-use millrace_testkit::wire::TestClient;
+use millrace_testkit::wire::{produce_to_leader, TestClient};
 use millrace_testkit::{eventually, TestCluster, FAST_FAILOVER};
 
 /// Logs to the test output with `RUST_LOG` (for example `RUST_LOG=millrace_broker=debug`).
@@ -67,25 +65,14 @@ async fn partition_state(cluster: &TestCluster, node_id: i32, topic: &str) -> (i
     )
 }
 
-/// Produces with acks=all, retrying (bounded) while the broker is not the leader yet: a new
-/// leader learns of its leadership (or of a new topic) from the metadata a moment after the
-/// controller decides it, and clients retry NOT_LEADER_OR_FOLLOWER and
-/// UNKNOWN_TOPIC_OR_PARTITION.
+/// Produces with acks=all, retrying while the broker is not the leader yet
+/// ([`produce_to_leader`]).
 async fn produce(addr: std::net::SocketAddr, topic: &str, values: &[&str]) -> (i16, i64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let answer = produce_once(addr, topic, values).await;
-        let not_yet = [
-            ResponseError::NotLeaderOrFollower.code(),
-            ResponseError::UnknownTopicOrPartition.code(),
-        ];
-        if !not_yet.contains(&answer.0) || Instant::now() > deadline {
-            return answer;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let records: Vec<_> = values.iter().map(|v| record("k", v, 1)).collect();
+    produce_to_leader(addr, topic, &records, -1).await
 }
 
+/// One produce with acks=all, not retried: for the answers a non-leader gives.
 async fn produce_once(addr: std::net::SocketAddr, topic: &str, values: &[&str]) -> (i16, i64) {
     let records: Vec<_> = values.iter().map(|v| record("k", v, 1)).collect();
     produce_records(addr, topic, &records, -1).await

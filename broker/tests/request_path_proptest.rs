@@ -9,12 +9,14 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use millrace_broker::api::{self, SUPPORTED_APIS};
+use millrace_broker::security::Session;
 use millrace_broker::{Broker, BrokerConfig};
 use proptest::prelude::*;
 
 struct Fixture {
     runtime: tokio::runtime::Runtime,
     broker: Arc<Broker>,
+    session: Arc<Session>,
     _dir: tempfile::TempDir,
 }
 
@@ -32,6 +34,10 @@ fn fixture() -> &'static Fixture {
         Fixture {
             runtime,
             broker,
+            session: Arc::new(Session::plaintext(
+                "PLAINTEXT",
+                "127.0.0.1:50000".parse().unwrap(),
+            )),
             _dir: dir,
         }
     })
@@ -41,7 +47,7 @@ fn fixture() -> &'static Fixture {
 fn exercise(frame: Bytes) {
     let f = fixture();
     f.runtime.block_on(async {
-        if let Ok(api::Reply::Later(pending)) = api::handle(&f.broker, frame, "/127.0.0.1").await {
+        if let Ok(api::Reply::Later(pending)) = api::handle(&f.broker, frame, &f.session).await {
             let _ = tokio::time::timeout(std::time::Duration::from_millis(200), pending).await;
         }
     });

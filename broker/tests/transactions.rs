@@ -93,6 +93,19 @@ async fn find_coordinator_node(client: &mut TestClient, tid: &str) -> (i16, i32)
     (r.error_code, r.node_id.0)
 }
 
+/// The coordinator of `tid` that succeeds `old`, as broker `via` names it once elected.
+async fn new_coordinator(cluster: &TestCluster, via: i32, tid: &str, old: i32) -> i32 {
+    let mut client = TestClient::connect(cluster.member(via).addr).await;
+    for _ in 0..200 {
+        let (error, node) = find_coordinator_node(&mut client, tid).await;
+        if error == 0 && node != old {
+            return node;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no coordinator of {tid} succeeded broker {old}");
+}
+
 /// The leader of the test topic's partition 0, as `client`'s broker knows it.
 async fn topic_leader(client: &mut TestClient) -> i32 {
     let request = MetadataRequest::default().with_topics(Some(vec![
@@ -116,6 +129,9 @@ async fn init(client: &mut TestClient, tid: &str, timeout_ms: i32) -> (i16, i64,
     (r.error_code, r.producer_id.0, r.producer_epoch)
 }
 
+/// AddPartitionsToTxn of the test topic's partition 0. In a cluster the coordinator may not
+/// have applied a topic just created through another broker: UNKNOWN_TOPIC_OR_PARTITION is
+/// retried for a few seconds, as a client would.
 async fn add_partition(client: &mut TestClient, tid: &str, pid: i64, epoch: i16) -> i16 {
     let request = AddPartitionsToTxnRequest::default()
         .with_v3_and_below_transactional_id(TransactionalId(s(tid)))
@@ -124,8 +140,16 @@ async fn add_partition(client: &mut TestClient, tid: &str, pid: i64, epoch: i16)
         .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
             .with_name(TopicName(s(TOPIC)))
             .with_partitions(vec![0])]);
-    let r = client.call(3, &request).await;
-    r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+    let mut attempts = 0;
+    loop {
+        let r = client.call(3, &request).await;
+        let code = r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
+        attempts += 1;
+        if code != ResponseError::UnknownTopicOrPartition.code() || attempts == 100 {
+            return code;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn produce(client: &mut TestClient, tid: &str, records: Bytes) -> (i16, i64) {
@@ -394,17 +418,7 @@ async fn a_new_coordinator_replays_the_open_transaction_and_commits_it() {
     // The coordinator stops without a controlled shutdown.
     cluster.halt(coordinator).await;
     let survivor = [1, 2, 3].into_iter().find(|n| *n != coordinator).unwrap();
-    let mut s_client = TestClient::connect(addr(&cluster, survivor)).await;
-    let mut next = -1;
-    for _ in 0..200 {
-        let (error, node) = find_coordinator_node(&mut s_client, "failover").await;
-        if error == 0 && node != coordinator {
-            next = node;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(next > 0, "a new coordinator was elected");
+    let next = new_coordinator(&cluster, survivor, "failover", coordinator).await;
     let mut c = TestClient::connect(addr(&cluster, next)).await;
     let mut committed = -1;
     for _ in 0..200 {
@@ -629,5 +643,208 @@ async fn markers_reach_the_new_leader_when_the_partition_leader_stops_before_the
         }
     })
     .await;
+    cluster.shutdown().await;
+}
+
+/// A transactional produce at `version` to partition 0: (error, base offset).
+async fn produce_at(
+    client: &mut TestClient,
+    version: i16,
+    tid: &str,
+    records: Bytes,
+) -> (i16, i64) {
+    let request = ProduceRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(tid))))
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(s(TOPIC)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
+    let r = client.call(version, &request).await;
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// EndTxn v5: (error, producer id, producer epoch to go on with).
+async fn end_txn_v5(
+    client: &mut TestClient,
+    tid: &str,
+    pid: i64,
+    epoch: i16,
+    commit: bool,
+) -> (i16, i64, i16) {
+    let request = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(s(tid)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    let r = client.call(5, &request).await;
+    (r.error_code, r.producer_id.0, r.producer_epoch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_version_2_adds_partitions_on_write_and_ends_each_transaction_at_a_new_epoch() {
+    let broker = TestBroker::start(&[]).await;
+    let mut client = TestClient::connect(broker.addr()).await;
+    create_topic(&mut client).await;
+
+    // The broker says clients may use transaction version 2.
+    let versions = client.call(3, &ApiVersionsRequest::default()).await;
+    let finalized = versions
+        .finalized_features
+        .iter()
+        .find(|f| f.name.as_str() == "transaction.version")
+        .expect("transaction.version is finalized");
+    assert_eq!(finalized.max_version_level, 2);
+    let end_txn_max = versions
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::EndTxn as i16)
+        .map(|k| k.max_version);
+    assert_eq!(end_txn_max, Some(5));
+
+    find_coordinator(&mut client, "tv2").await;
+    let (_, pid, epoch) = init(&mut client, "tv2", 60_000).await;
+    // No AddPartitionsToTxn: the first Produce v12 brings the partition in.
+    assert_eq!(
+        produce_at(&mut client, 12, "tv2", txn_batch(pid, epoch, 0, 2)).await,
+        (0, 0)
+    );
+    let (_, lso, hw, _) = fetch_committed(&mut client).await;
+    assert_eq!((lso, hw), (0, 2), "the open transaction holds the LSO");
+    let (error, next_pid, next_epoch) = end_txn_v5(&mut client, "tv2", pid, epoch, true).await;
+    assert_eq!(error, 0);
+    assert_eq!(
+        (next_pid, next_epoch),
+        (pid, epoch + 1),
+        "a new epoch per transaction"
+    );
+    let (bytes, lso, hw, aborted) = fetch_committed(&mut client).await;
+    assert!(bytes > 0);
+    assert_eq!((lso, hw), (3, 3), "two records and the commit marker");
+    assert!(aborted.is_empty());
+
+    // The answer was lost and the producer asks again: the same answer, nothing written.
+    assert_eq!(
+        end_txn_v5(&mut client, "tv2", pid, epoch, true).await,
+        (0, pid, epoch + 1)
+    );
+    // A zombie write of the ended transaction at the old epoch is fenced by the marker's
+    // new epoch, and changes nothing.
+    let (error, _) = produce_at(&mut client, 12, "tv2", txn_batch(pid, epoch, 2, 1)).await;
+    assert_eq!(error, code(ResponseError::InvalidProducerEpoch));
+    assert_eq!(fetch_committed(&mut client).await.2, 3);
+
+    // The next transaction, at the new epoch (sequences start again), is aborted.
+    assert_eq!(
+        produce_at(&mut client, 12, "tv2", txn_batch(pid, epoch + 1, 0, 1)).await,
+        (0, 3)
+    );
+    let (error, _, after_abort) = end_txn_v5(&mut client, "tv2", pid, epoch + 1, false).await;
+    assert_eq!((error, after_abort), (0, epoch + 2));
+    let (_, lso, hw, aborted) = fetch_committed(&mut client).await;
+    assert_eq!((lso, hw), (5, 5));
+    assert_eq!(aborted, vec![(pid, 3)]);
+
+    // A transaction that wrote nothing still ends at a new epoch, without a marker.
+    assert_eq!(
+        end_txn_v5(&mut client, "tv2", pid, epoch + 2, true).await,
+        (0, pid, epoch + 3)
+    );
+    assert_eq!(fetch_committed(&mut client).await.2, 5);
+
+    // Transaction version 1 on the same broker: EndTxn v3 keeps the epoch.
+    find_coordinator(&mut client, "tv1").await;
+    let (_, pid1, epoch1) = init(&mut client, "tv1", 60_000).await;
+    assert_eq!(add_partition(&mut client, "tv1", pid1, epoch1).await, 0);
+    assert_eq!(
+        produce_at(&mut client, 9, "tv1", txn_batch(pid1, epoch1, 0, 1))
+            .await
+            .0,
+        0
+    );
+    assert_eq!(end_txn(&mut client, "tv1", pid1, epoch1, true).await, 0);
+    assert_eq!(
+        produce_at(&mut client, 9, "tv1", txn_batch(pid1, epoch1, 1, 1))
+            .await
+            .0,
+        code(ResponseError::InvalidTxnState),
+        "a v9 write outside a transaction is still only verified, never added"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transaction_version_2_across_brokers_and_a_coordinator_failover() {
+    use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+    let mut overrides = FAST_FAILOVER.to_vec();
+    overrides.push("transaction.state.log.num.partitions=1");
+    let mut cluster = TestCluster::start(3, &overrides).await;
+    let addr = |cluster: &TestCluster, id: i32| cluster.member(id).addr;
+    let mut any = TestClient::connect(addr(&cluster, 1)).await;
+    let (error, coordinator) = find_coordinator_node(&mut any, "tv2-cluster").await;
+    assert_eq!(error, 0);
+    // The topic's leader is another broker: it asks the coordinator (AddPartitionsToTxn v5)
+    // to add the partition on the first write.
+    let others: Vec<i32> = [1, 2, 3]
+        .into_iter()
+        .filter(|n| *n != coordinator)
+        .collect();
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(s(TOPIC)))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(vec![CreatableReplicaAssignment::default()
+                .with_partition_index(0)
+                .with_broker_ids(vec![
+                    BrokerId(others[0]),
+                    BrokerId(others[1]),
+                    BrokerId(coordinator),
+                ])])])
+        .with_timeout_ms(5000);
+    assert_eq!(any.call(7, &request).await.topics[0].error_code, 0);
+    let leader = others[0];
+    let mut c = TestClient::connect(addr(&cluster, coordinator)).await;
+    let (_, pid, epoch) = init(&mut c, "tv2-cluster", 600_000).await;
+    let mut l = TestClient::connect(addr(&cluster, leader)).await;
+    let mut written = (-1, -1);
+    for _ in 0..100 {
+        // Until the leader has applied its leadership.
+        written = produce_at(&mut l, 12, "tv2-cluster", txn_batch(pid, epoch, 0, 2)).await;
+        if written.0 != code(ResponseError::NotLeaderOrFollower)
+            && written.0 != code(ResponseError::UnknownTopicOrPartition)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(written, (0, 0));
+    assert_eq!(
+        end_txn_v5(&mut c, "tv2-cluster", pid, epoch, true).await,
+        (0, pid, epoch + 1)
+    );
+    drop((c, any));
+
+    // The coordinator dies; its successor replays the state (version 1 records) and knows
+    // the transaction ended at the new epoch: a retried EndTxn gets the same answer.
+    cluster.halt(coordinator).await;
+    let next = new_coordinator(&cluster, leader, "tv2-cluster", coordinator).await;
+    let mut c = TestClient::connect(addr(&cluster, next)).await;
+    let mut retried = (-1, -1, -1);
+    for _ in 0..200 {
+        retried = end_txn_v5(&mut c, "tv2-cluster", pid, epoch, true).await;
+        if retried.0 == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(retried, (0, pid, epoch + 1));
+    let (bytes, lso, hw, aborted) = fetch_committed(&mut l).await;
+    assert!(bytes > 0);
+    assert_eq!((lso, hw), (3, 3), "two records and the commit marker");
+    assert!(aborted.is_empty());
     cluster.shutdown().await;
 }

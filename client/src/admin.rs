@@ -1,5 +1,17 @@
 //! The admin client: topics, configs, groups, offsets and lag, cluster and log dirs.
 
+mod acls;
+mod quotas;
+mod transactions;
+
+pub use acls::{
+    AclBinding, AclBindingFilter, AclOperation, AclPatternType, AclPermissionType, AclResourceType,
+};
+pub use quotas::{QuotaAlteration, QuotaEntityPart, QuotaMatch};
+pub use transactions::{
+    ProducerState, TransactionDescription, TransactionFilter, TransactionListing,
+};
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -599,6 +611,17 @@ impl Admin {
         offsets::list_offsets(&self.cluster, specs, IsolationLevel::ReadUncommitted).await
     }
 
+    /// [`Admin::list_offsets`] as a consumer with `isolation` sees them: with
+    /// [`IsolationLevel::ReadCommitted`], latest is the last stable offset (the first offset of
+    /// the oldest open transaction, or the high watermark).
+    pub async fn list_offsets_with_isolation(
+        &self,
+        specs: &[(TopicPartition, OffsetSpec)],
+        isolation: IsolationLevel,
+    ) -> Result<HashMap<TopicPartition, ListedOffset>> {
+        offsets::list_offsets(&self.cluster, specs, isolation).await
+    }
+
     /// The offsets `group` has committed (every partition it has one for).
     pub async fn list_group_offsets(&self, group: &str) -> Result<HashMap<TopicPartition, i64>> {
         offsets::fetch_committed(&self.cluster, group, None).await
@@ -645,25 +668,20 @@ impl Admin {
         &self,
         before: &HashMap<TopicPartition, i64>,
     ) -> Result<HashMap<TopicPartition, i64>> {
-        let topics: Vec<String> = before.keys().map(|tp| tp.topic.clone()).collect();
-        let metadata = self.cluster.refresh_metadata(Some(&topics)).await?;
-        let mut by_leader: BTreeMap<i32, BTreeMap<&str, Vec<DeleteRecordsPartition>>> =
-            BTreeMap::new();
-        for (tp, offset) in before {
-            let leader = metadata
-                .leader(&tp.topic, tp.partition)
-                .ok_or_else(|| ClientError::kafka("DeleteRecords", tp.to_string(), 5, None))?;
-            by_leader
-                .entry(leader)
-                .or_default()
-                .entry(tp.topic.as_str())
-                .or_default()
-                .push(
-                    DeleteRecordsPartition::default()
-                        .with_partition_index(tp.partition)
-                        .with_offset(*offset),
-                );
-        }
+        let by_leader = self
+            .by_leader(
+                "DeleteRecords",
+                5, // LEADER_NOT_AVAILABLE
+                before.iter().map(|(tp, offset)| {
+                    (
+                        tp,
+                        DeleteRecordsPartition::default()
+                            .with_partition_index(tp.partition)
+                            .with_offset(*offset),
+                    )
+                }),
+            )
+            .await?;
         let mut low_watermarks = HashMap::new();
         for (leader, topics) in by_leader {
             let request = DeleteRecordsRequest::default()
@@ -820,6 +838,100 @@ impl Admin {
     }
 
     /// Sends to the controller, retrying when the controller moved (NOT_CONTROLLER).
+    /// Sets `user`'s SCRAM credential for `mechanism` (AlterUserScramCredentials). The
+    /// password is salted and iterated here; only the salted password leaves the client.
+    pub async fn upsert_scram_credential(
+        &self,
+        user: &str,
+        mechanism: crate::network::SaslMechanism,
+        password: &str,
+        iterations: i32,
+    ) -> Result<()> {
+        use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+        let (hash, wire) = scram_hash(mechanism)?;
+        let salt = crate::network::random_bytes(32);
+        let salted = hash.salted_password(
+            password.as_bytes(),
+            &salt,
+            u32::try_from(iterations).map_err(|_| {
+                ClientError::InvalidArgument(format!("iterations {iterations} must be positive"))
+            })?,
+        );
+        let request = kafka_protocol::messages::AlterUserScramCredentialsRequest::default()
+            .with_upsertions(vec![ScramCredentialUpsertion::default()
+                .with_name(StrBytes::from_string(user.to_string()))
+                .with_mechanism(wire)
+                .with_iterations(iterations)
+                .with_salt(bytes::Bytes::from(salt))
+                .with_salted_password(bytes::Bytes::from(salted))]);
+        let response = self.send_to_controller(&request).await?;
+        for result in &response.results {
+            check(
+                "AlterUserScramCredentials",
+                || result.user.as_str().to_string(),
+                result.error_code,
+                result.error_message.as_ref(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Deletes `user`'s SCRAM credential for `mechanism`.
+    pub async fn delete_scram_credential(
+        &self,
+        user: &str,
+        mechanism: crate::network::SaslMechanism,
+    ) -> Result<()> {
+        use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialDeletion;
+        let (_, wire) = scram_hash(mechanism)?;
+        let request = kafka_protocol::messages::AlterUserScramCredentialsRequest::default()
+            .with_deletions(vec![ScramCredentialDeletion::default()
+                .with_name(StrBytes::from_string(user.to_string()))
+                .with_mechanism(wire)]);
+        let response = self.send_to_controller(&request).await?;
+        for result in &response.results {
+            check(
+                "AlterUserScramCredentials",
+                || result.user.as_str().to_string(),
+                result.error_code,
+                result.error_message.as_ref(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every SCRAM user with its mechanisms and iterations (DescribeUserScramCredentials).
+    pub async fn describe_scram_users(&self) -> Result<Vec<(String, Vec<(String, i32)>)>> {
+        let request = kafka_protocol::messages::DescribeUserScramCredentialsRequest::default()
+            .with_users(None);
+        let response = self.send_any(&request).await?;
+        check(
+            "DescribeUserScramCredentials",
+            || "users".to_string(),
+            response.error_code,
+            response.error_message.as_ref(),
+        )?;
+        Ok(response
+            .results
+            .into_iter()
+            .map(|user| {
+                let mechanisms = user
+                    .credential_infos
+                    .iter()
+                    .map(|c| {
+                        let name = match c.mechanism {
+                            1 => "SCRAM-SHA-256".to_string(),
+                            2 => "SCRAM-SHA-512".to_string(),
+                            other => format!("UNKNOWN({other})"),
+                        };
+                        (name, c.iterations)
+                    })
+                    .collect();
+                (user.user.as_str().to_string(), mechanisms)
+            })
+            .collect())
+    }
+
     async fn send_to_controller<R: kafka_protocol::protocol::Request>(
         &self,
         request: &R,
@@ -831,10 +943,48 @@ impl Admin {
         .await
     }
 
+    /// `items` grouped by the leader of each one's partition, then by topic (the shape of
+    /// requests that must go to partition leaders); a partition without a leader fails `api`
+    /// with the error code `no_leader`.
+    async fn by_leader<'a, T>(
+        &self,
+        api: &'static str,
+        no_leader: i16,
+        items: impl Iterator<Item = (&'a TopicPartition, T)>,
+    ) -> Result<BTreeMap<i32, BTreeMap<&'a str, Vec<T>>>> {
+        let items: Vec<(&TopicPartition, T)> = items.collect();
+        let topics: Vec<String> = items.iter().map(|(tp, _)| tp.topic.clone()).collect();
+        let metadata = self.cluster.refresh_metadata(Some(&topics)).await?;
+        let mut grouped: BTreeMap<i32, BTreeMap<&str, Vec<T>>> = BTreeMap::new();
+        for (tp, item) in items {
+            let leader = metadata
+                .leader(&tp.topic, tp.partition)
+                .ok_or_else(|| ClientError::kafka(api, tp.to_string(), no_leader, None))?;
+            grouped
+                .entry(leader)
+                .or_default()
+                .entry(tp.topic.as_str())
+                .or_default()
+                .push(item);
+        }
+        Ok(grouped)
+    }
+
     async fn send_any<R: kafka_protocol::protocol::Request>(
         &self,
         request: &R,
     ) -> Result<R::Response> {
         Ok(self.cluster.send_any(request).await?.1)
+    }
+}
+
+/// The hash and Kafka's wire number of a SCRAM mechanism.
+fn scram_hash(mechanism: crate::network::SaslMechanism) -> Result<(crate::network::ScramHash, i8)> {
+    match mechanism {
+        crate::network::SaslMechanism::ScramSha256 => Ok((crate::network::ScramHash::Sha256, 1)),
+        crate::network::SaslMechanism::ScramSha512 => Ok((crate::network::ScramHash::Sha512, 2)),
+        crate::network::SaslMechanism::Plain => Err(ClientError::InvalidArgument(
+            "PLAIN users live in the broker's JAAS setting, not in the cluster".into(),
+        )),
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{ClientError, Result};
+use crate::network::SecurityConfig;
 
 /// How to reach a cluster and how patiently to talk to it.
 ///
@@ -28,6 +29,8 @@ pub struct ClientConfig {
     pub metadata_max_age: Duration,
     /// How long to wait for a TCP connection to open.
     pub connect_timeout: Duration,
+    /// TLS and SASL (`security.protocol`, `ssl.*`, `sasl.*`); plaintext by default.
+    pub security: SecurityConfig,
 }
 
 impl Default for ClientConfig {
@@ -40,6 +43,7 @@ impl Default for ClientConfig {
             reconnect_backoff_max: Duration::from_secs(1),
             metadata_max_age: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(10),
+            security: SecurityConfig::new(),
         }
     }
 }
@@ -80,6 +84,7 @@ impl ClientConfig {
                 "bootstrap_servers is empty".to_string(),
             ));
         }
+        self.security.validate()?;
         if self.request_timeout.is_zero() {
             return Err(ClientError::InvalidArgument(
                 "request_timeout must be positive".to_string(),
@@ -129,6 +134,19 @@ impl ClientConfigBuilder {
     /// Sets the TCP connect timeout (`socket.connection.setup.timeout.ms`).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Applies one Kafka-style security setting (`security.protocol`, `ssl.ca.location`,
+    /// `sasl.mechanism`, `sasl.username`, ...); see [`SecurityConfig::set`].
+    pub fn set(mut self, name: &str, value: &str) -> Result<Self> {
+        self.config.security.set(name, value)?;
+        Ok(self)
+    }
+
+    /// Sets all security settings at once.
+    pub fn security(mut self, security: SecurityConfig) -> Self {
+        self.config.security = security;
         self
     }
 

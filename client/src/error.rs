@@ -32,6 +32,16 @@ pub enum ClientError {
         /// What went wrong (the I/O error).
         reason: String,
     },
+    /// TLS or SASL authentication with a broker failed: wrong password, unknown user, a
+    /// mechanism the broker does not enable, an untrusted certificate. Retrying with the same
+    /// settings cannot help.
+    #[error("authentication with broker {broker} failed: {reason}")]
+    Authentication {
+        /// The broker's address.
+        broker: String,
+        /// What the broker (or the TLS handshake) said.
+        reason: String,
+    },
     /// A broker did not answer within the request timeout.
     #[error("{api} request to broker {broker} timed out after {timeout:?}")]
     Timeout {
@@ -159,6 +169,7 @@ impl ClientError {
             | ClientError::Timeout { .. }
             | ClientError::NoBrokerAvailable(_) => true,
             ClientError::UnsupportedVersion { .. }
+            | ClientError::Authentication { .. }
             | ClientError::Protocol { .. }
             | ClientError::CorruptRecord { .. }
             | ClientError::InvalidArgument(_)

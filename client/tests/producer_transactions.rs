@@ -223,3 +223,154 @@ async fn read_committed_consumers_skip_aborted_records_and_read_uncommitted_ones
     producer.close().await;
     broker.shutdown().await;
 }
+
+/// Reads t-0 with read_committed from the beginning until the position reaches the end
+/// ListOffsets answers (the last stable offset); returns the values and where it stopped.
+async fn read_to_end(broker: &TestBroker) -> (Vec<String>, i64, Option<i64>) {
+    let config = ConsumerConfig::builder(broker.client_config("txn-end-reader"))
+        .fetch_max_wait(Duration::from_millis(100))
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .build()
+        .unwrap();
+    let mut consumer = Consumer::connect(config).await.unwrap();
+    let tp = TopicPartition::new("t", 0);
+    let end = consumer
+        .offsets_for(
+            std::slice::from_ref(&tp),
+            millrace_client::OffsetSpec::Latest,
+        )
+        .await
+        .unwrap()[&tp]
+        .offset;
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    consumer
+        .seek_to_beginning(std::slice::from_ref(&tp))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut values = Vec::new();
+    while consumer.position(&tp).is_none_or(|p| p < end) && Instant::now() < deadline {
+        for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            values.push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into());
+        }
+    }
+    (values, end, consumer.position(&tp))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_committed_consumer_reaches_the_end_past_a_commit_marker() {
+    let (broker, _admin) = setup().await;
+    let producer = producer(&broker, "tx-end-commit").await;
+    producer.begin_transaction().unwrap();
+    send(&producer, "c1").await;
+    producer.commit_transaction().await.unwrap();
+    assert_eq!(
+        read_to_end(&broker).await,
+        (vec!["c1".to_string()], 2, Some(2))
+    );
+    producer.close().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_committed_consumer_reaches_the_end_past_the_abort_marker_of_a_fenced_producer() {
+    let (broker, _admin) = setup().await;
+    let first = producer(&broker, "tx-end-fenced").await;
+    first.begin_transaction().unwrap();
+    send(&first, "c1").await;
+    first.commit_transaction().await.unwrap();
+    first.begin_transaction().unwrap();
+    send(&first, "a1").await;
+    first.flush().await;
+    // The successor's initialisation aborts the open transaction (a marker at offset 3).
+    let successor = producer(&broker, "tx-end-fenced").await;
+    assert_eq!(
+        read_to_end(&broker).await,
+        (vec!["c1".to_string()], 4, Some(4))
+    );
+    successor.close().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_with_a_generation_that_ended_are_refused_and_the_current_one_accepted() {
+    let (broker, _admin) = setup().await;
+    let config = ConsumerConfig::builder(broker.client_config("txn-member"))
+        .group_id("g447")
+        .fetch_max_wait(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let mut consumer = Consumer::connect(config).await.unwrap();
+    consumer.subscribe(&["t"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while consumer.assignment().is_empty() {
+        assert!(Instant::now() < deadline, "never assigned");
+        consumer.poll(Duration::from_millis(100)).await.unwrap();
+    }
+    let current = consumer.group_metadata().unwrap();
+    let ended = millrace_client::consumer::ConsumerGroupMetadata {
+        generation_id: current.generation_id + 5,
+        member_id: "a-zombie".into(),
+        ..current.clone()
+    };
+    let producer = producer(&broker, "tx-447").await;
+    producer.begin_transaction().unwrap();
+    let error = producer
+        .send_offsets_to_transaction_for(&[("t".to_string(), 0, 1)], &ended)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error.kafka_error(),
+            Some(
+                millrace_client::ResponseError::IllegalGeneration
+                    | millrace_client::ResponseError::UnknownMemberId
+            )
+        ),
+        "{error}"
+    );
+    producer.abort_transaction().await.unwrap();
+    producer.begin_transaction().unwrap();
+    producer
+        .send_offsets_to_transaction_for(&[("t".to_string(), 0, 1)], &current)
+        .await
+        .unwrap();
+    producer.commit_transaction().await.unwrap();
+    producer.close().await;
+    consumer.close().await.unwrap();
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn on_transaction_version_2_each_transaction_ends_at_a_new_epoch() {
+    let (broker, admin) = setup().await;
+    let producer = producer(&broker, "tv2").await;
+    // Two transactions, one committed and one aborted, with no AddPartitionsToTxn: the
+    // broker finalizes transaction.version 2, so the partition joins on its first write.
+    producer.begin_transaction().unwrap();
+    send(&producer, "a").await;
+    producer.commit_transaction().await.unwrap();
+    producer.begin_transaction().unwrap();
+    send(&producer, "b").await;
+    producer.abort_transaction().await.unwrap();
+    producer.begin_transaction().unwrap();
+    send(&producer, "c").await;
+    producer.commit_transaction().await.unwrap();
+
+    // Each marker carried the next epoch: a fresh id starts at 0, so three ends make 3. (The
+    // writes at each new epoch were accepted, so their sequences started again at 0.)
+    let t0 = TopicPartition::new("t", 0);
+    let producers = admin
+        .describe_producers(std::slice::from_ref(&t0))
+        .await
+        .unwrap();
+    let state = producers[&t0]
+        .iter()
+        .find(|p| p.producer_id == producer.producer_id())
+        .expect("the producer wrote to t-0");
+    assert_eq!(state.producer_epoch, 3, "{state:?}");
+    let (lso, hw, aborted) = read_committed(&broker).await;
+    assert_eq!((lso, hw), (6, 6), "three records and three markers");
+    assert_eq!(aborted, vec![2]);
+    producer.close().await;
+    broker.shutdown().await;
+}

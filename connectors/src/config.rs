@@ -20,10 +20,22 @@
 //! listen = "127.0.0.1:8088"
 //! ```
 //!
+//! A connector of a secured cluster takes Kafka's client settings in a `client` table:
+//!
+//! ```toml
+//! [parquet_sink.client]
+//! "security.protocol" = "SASL_SSL"
+//! "ssl.ca.location" = "ca.pem"
+//! "sasl.mechanism" = "SCRAM-SHA-512"
+//! "sasl.username" = "archiver"
+//! "sasl.password" = "..."
+//! ```
+//!
 //! Every table is a plain serde struct whose fields are documented where they are declared
 //! ([`ParquetSinkConfig`], [`FileSourceConfig`], [`HttpSourceConfig`]); unknown keys are
 //! errors, so a typo does not silently fall back to a default.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -186,6 +198,21 @@ async fn report_metrics(watched: Vec<(String, Watched)>, mut stop: Shutdown) -> 
     }
     log(&watched);
     Ok(())
+}
+
+/// The client settings of a connector: its bootstrap list, client id, and Kafka client
+/// settings (TLS, SASL), each checked by the client (an unknown one is an error naming it).
+pub fn client_config(
+    bootstrap: &str,
+    client_id: String,
+    settings: &BTreeMap<String, String>,
+) -> crate::error::Result<millrace_client::ClientConfig> {
+    let mut builder = millrace_client::ClientConfig::builder(bootstrap.split(',').map(str::trim))
+        .client_id(client_id);
+    for (name, value) in settings {
+        builder = builder.set(name, value)?;
+    }
+    Ok(builder.build()?)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
-use millrace_client::{ClientConfig, OffsetSpec, TopicPartition};
+use millrace_client::{ClientConfig, IsolationLevel, OffsetSpec, TopicPartition};
 
 use crate::error::{ConnectorError, Result};
 use crate::framework::DeadLetterQueue;
@@ -117,7 +117,9 @@ pub async fn export(
 ) -> Result<ExportSummary> {
     let started = Instant::now();
     let metrics = Arc::new(SinkMetrics::default());
+    // read_committed, as the sink: `Bound::End` is then the last stable offset.
     let config = ConsumerConfig::builder(options.client.clone())
+        .isolation_level(IsolationLevel::ReadCommitted)
         .auto_offset_reset(AutoOffsetReset::Earliest)
         .enable_auto_commit(false)
         .build()?;

@@ -51,6 +51,11 @@ pub struct HttpSourceConfig {
     pub name: String,
     /// Brokers to bootstrap from, comma-separated `HOST:PORT`.
     pub bootstrap: String,
+    /// Kafka client settings for its connections, as Kafka Connect's worker takes them
+    /// (`security.protocol`, `ssl.ca.location`, `sasl.mechanism`, `sasl.username`,
+    /// `sasl.password`, ...); empty for a plaintext cluster.
+    #[serde(default)]
+    pub client: std::collections::BTreeMap<String, String>,
     /// Address to listen on, `HOST:PORT` (port 0: any free port). Binds loopback only unless
     /// told otherwise: there is no authentication.
     #[serde(default = "default_listen")]
@@ -66,6 +71,11 @@ pub struct HttpSourceConfig {
     /// Largest request body accepted (default 1 MiB); larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// `transactional.id`: write each request's events in one transaction, so read_committed
+    /// consumers see all of them or none (default: plain idempotent writes). Requests then
+    /// take turns.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -90,10 +100,10 @@ impl HttpSourceConfig {
 
     /// Connection settings for the producer and the topic checks.
     pub fn client_config(&self) -> Result<ClientConfig> {
-        Ok(
-            ClientConfig::builder(self.bootstrap.split(',').map(str::trim))
-                .client_id(format!("millrace-http-source-{}", self.name))
-                .build()?,
+        crate::config::client_config(
+            &self.bootstrap,
+            format!("millrace-http-source-{}", self.name),
+            &self.client,
         )
     }
 }
@@ -150,7 +160,17 @@ impl HttpSource {
         let client = self.config.client_config()?;
         let name = self.config.name.clone();
         let metrics = self.metrics.clone();
-        run_source(self, name, client, None, metrics, shutdown).await
+        let transactional_id = self.config.transactional_id.clone();
+        run_source(
+            self,
+            name,
+            client,
+            None,
+            metrics,
+            transactional_id,
+            shutdown,
+        )
+        .await
     }
 }
 

@@ -319,3 +319,91 @@ async fn two_tasks_share_the_partitions_and_one_inferred_schema() {
     let snapshot = metrics.snapshot();
     assert_eq!((snapshot.lag, snapshot.errors), (0, 0));
 }
+
+/// Sends `values` through the transactional `producer` to partition 0 of `topic`.
+async fn send_in_transaction(producer: &millrace_client::Producer, topic: &str, values: &[String]) {
+    for value in values {
+        let _delivery = producer
+            .send(millrace_client::ProducerRecord::new(topic, value.clone()).partition(0))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_exports_committed_transactions_only_and_stops_at_the_last_stable_offset() {
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let client = broker.client_config(common::CLIENT_ID);
+    create_topic(&client, "page-views", 1).await;
+    let values = page_views(40);
+    let producer = millrace_client::Producer::connect(
+        millrace_client::ProducerConfig::builder(client.clone())
+            .transactional_id("sink-feeder")
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    // Committed 0..10, aborted 30..40, committed 10..20, and 20..30 left open.
+    for (range, commit) in [(0..10, true), (30..40, false), (10..20, true)] {
+        producer.begin_transaction().unwrap();
+        send_in_transaction(&producer, "page-views", &values[range]).await;
+        if commit {
+            producer.commit_transaction().await.unwrap();
+        } else {
+            producer.abort_transaction().await.unwrap();
+        }
+    }
+    producer.begin_transaction().unwrap();
+    send_in_transaction(&producer, "page-views", &values[20..30]).await;
+    producer.flush().await;
+
+    let out = tempfile::tempdir().unwrap();
+    let config = ParquetSinkConfig {
+        rolling: RollingPolicy {
+            max_open_ms: 200,
+            ..RollingPolicy::default()
+        },
+        time_field: Some("ts".into()),
+        ..ConnectConfig::parse(&format!(
+            "[[parquet_sink]]\nname = \"txn\"\nbootstrap = \"{}\"\ntopics = [\"page-views\"]\nout = \"{}\"\n",
+            broker.bootstrap(),
+            out.path().display()
+        ))
+        .unwrap()
+        .parquet_sink[0]
+            .clone()
+    };
+    let sink = ParquetSink::new(config).unwrap();
+    let metrics = sink.metrics();
+    let running = common::RunningSink::start(sink);
+    let written = |n: u64| {
+        let metrics = metrics.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while metrics.snapshot().records_written < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "stalled: {:?}",
+                    metrics.snapshot()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    written(20).await;
+    // The open transaction is past the last stable offset: a second in which the sink,
+    // which polls every 500 ms at most, would have written it if it read past the LSO.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(metrics.snapshot().records_written, 20);
+
+    producer.commit_transaction().await.unwrap();
+    written(30).await;
+    running.stop().await;
+    producer.close().await;
+    assert_eq!(
+        rows(out.path()).keys().copied().collect::<Vec<_>>(),
+        (0..30).collect::<Vec<_>>(),
+        "committed records exported once each, the aborted ones (30..40) never"
+    );
+}

@@ -352,3 +352,153 @@ async fn the_ingest_endpoint_produces_with_acks_all_and_answers_offsets() {
         .collect();
     assert!(!names.contains(&"missing".to_string()), "{names:?}");
 }
+
+/// The values of `topic`-0 read with read_committed up to its last stable offset, and that
+/// offset.
+async fn read_committed_values(client: &ClientConfig, topic: &str) -> (Vec<String>, i64) {
+    let mut consumer = Consumer::connect(
+        ConsumerConfig::builder(client.clone())
+            .isolation_level(millrace_client::IsolationLevel::ReadCommitted)
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let tp = TopicPartition::new(topic, 0);
+    let end = consumer
+        .offsets_for(std::slice::from_ref(&tp), OffsetSpec::Latest)
+        .await
+        .unwrap()[&tp]
+        .offset;
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    consumer
+        .seek_to_beginning(std::slice::from_ref(&tp))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut values = Vec::new();
+    while consumer.position(&tp).is_none_or(|p| p < end) {
+        assert!(Instant::now() < deadline, "{topic} not read to {end}");
+        for record in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            values.push(text(&record.value));
+        }
+    }
+    (values, end)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_file_source_commits_each_chunk_in_one_transaction() {
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let client = broker.client_config(common::CLIENT_ID);
+    create_topic(&client, "events", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    append(&path, &lines(0, 25));
+    let config = file_source_config(
+        &broker,
+        &path,
+        "batch_records = 10\ntransactional_id = \"files-txn\"\n",
+    );
+    let source = FileSource::new(config).unwrap();
+    let metrics = source.metrics();
+    let (trigger, stop) = Shutdown::new();
+    let task = tokio::spawn(source.run_until(stop));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metrics.snapshot().records < 25 {
+        assert!(Instant::now() < deadline, "{:?}", metrics.snapshot());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    trigger.trigger();
+    task.await.unwrap().unwrap();
+
+    let (values, end) = read_committed_values(&client, "events").await;
+    assert_eq!(values, lines(0, 25).lines().collect::<Vec<_>>());
+    // Chunks of 10, 10 and 5 lines, each followed by its commit marker.
+    assert_eq!(end, 25 + 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_ingest_request_is_written_whole_or_not_at_all() {
+    let broker = TestBroker::start(&[FAST_GROUPS]).await;
+    let client = broker.client_config(common::CLIENT_ID);
+    create_topic(&client, "views", 1).await;
+    let config: HttpSourceConfig = ConnectConfig::parse(&format!(
+        "[[http_source]]\nname = \"ingest\"\nbootstrap = \"{}\"\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 4000000\ntransactional_id = \"ingest-txn\"\n",
+        broker.bootstrap()
+    ))
+    .unwrap()
+    .http_source
+    .remove(0);
+    let source = HttpSource::bind(config).await.unwrap();
+    let addr = source.local_addr().unwrap();
+    let (trigger, stop) = Shutdown::new();
+    let task = tokio::spawn(source.run_until(stop));
+
+    let (status, body) = post(addr, "/topics/views", r#"[{"n":0},{"n":1}]"#).await;
+    assert_eq!(status, 200, "{body}");
+    // Two small events and one larger than a produce request may be: the producer refuses
+    // the third after the first two were sent, and the request's transaction aborts.
+    let huge = format!(
+        r#"[{{"n":2}},{{"n":3}},{{"pad":"{}"}}]"#,
+        "x".repeat(1_500_000)
+    );
+    let (status, body) = post(addr, "/topics/views", &huge).await;
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = post(addr, "/topics/views", r#"{"n":4}"#).await;
+    assert_eq!(status, 200, "{body}");
+    trigger.trigger();
+    task.await.unwrap().unwrap();
+
+    let (values, _) = read_committed_values(&client, "views").await;
+    assert_eq!(values, [r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":4}"#]);
+}
+
+/// Kafka client settings for a PLAIN user on a SASL_PLAINTEXT listener.
+const SASL_USER: &[(&str, &str)] = &[
+    ("security.protocol", "SASL_PLAINTEXT"),
+    ("sasl.mechanism", "PLAIN"),
+    ("sasl.username", "connect"),
+    ("sasl.password", "connect-secret"),
+];
+
+#[tokio::test]
+async fn a_file_source_of_a_sasl_cluster_takes_kafka_client_settings() {
+    // The broker's one listener speaks SASL_PLAINTEXT; nothing gets in without a login.
+    let jaas = r#"sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_connect="connect-secret";"#;
+    let broker = TestBroker::start(&[
+        FAST_GROUPS,
+        "listener.security.protocol.map=PLAINTEXT:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms=PLAIN",
+        jaas,
+    ])
+    .await;
+    let mut builder = ClientConfig::builder([broker.bootstrap()]).client_id(common::CLIENT_ID);
+    for (name, value) in SASL_USER {
+        builder = builder.set(name, value).unwrap();
+    }
+    let client = builder.build().unwrap();
+    create_topic(&client, "events", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    append(&path, &lines(0, 10));
+
+    let table: String = SASL_USER
+        .iter()
+        .map(|(name, value)| format!("\"{name}\" = \"{value}\"\n"))
+        .collect();
+    let config = file_source_config(&broker, &path, &format!("[file_source.client]\n{table}"));
+    let source = FileSource::new(config).unwrap();
+    let (trigger, stop) = Shutdown::new();
+    let task = tokio::spawn(source.run_until(stop));
+    read_exactly(&client, "events", 1, 10).await;
+    trigger.trigger();
+    task.await.unwrap().unwrap();
+
+    // An unknown client setting is refused by name.
+    let typo = file_source_config(
+        &broker,
+        &path,
+        "[file_source.client]\n\"sasl.pasword\" = \"x\"\n",
+    );
+    let err = typo.client_config().unwrap_err().to_string();
+    assert!(err.contains("sasl.pasword"), "{err}");
+}

@@ -79,6 +79,9 @@ function compact(value) {
   return String(value);
 }
 
+// What /api/session said: login mode, who is logged in, whether admin actions are allowed.
+let sessionInfo = { login: false, user: null, allow_admin: false, authenticated: true };
+
 async function api(path, options = {}) {
   let response;
   try {
@@ -90,9 +93,18 @@ async function api(path, options = {}) {
   try { body = await response.json(); } catch (_) { /* not JSON */ }
   if (!response.ok) {
     const message = body && body.error ? body.error : `${response.status} ${response.statusText}`;
+    // A session that ended (logout elsewhere, idle expiry, restart) goes back to the form.
+    if (response.status === 401 && sessionInfo.login && path !== "/api/login") {
+      showLogin("Your session ended: log in again.");
+    }
     throw new Error(message);
   }
   return body;
+}
+
+// JSON request with a body (POST, PUT, DELETE).
+function send(method, path, body) {
+  return api(path, { method, headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 }
 
 function errorBox(error) {
@@ -245,9 +257,18 @@ function connect() {
     }
     refresh(false);
   });
-  source.onerror = () => {
+  source.onerror = async () => {
     statusEl.textContent = "disconnected, retrying…";
     statusEl.className = "status down";
+    // In login mode the stream also ends with the session: then show the form instead of
+    // retrying for ever.
+    if (sessionInfo.login && !loginShown) {
+      const now = await api("/api/session").catch(() => null);
+      if (now && !now.authenticated) {
+        source.close();
+        showLogin("Your session ended: log in again.");
+      }
+    }
   };
 }
 
@@ -280,13 +301,14 @@ function navigate() {
 
 // Renders the current page; `first` is true on navigation (pages set up their forms).
 async function refresh(first) {
+  if (loginShown) return; // the login form stays until the user logs in
   if (rendering && !first) return; // a slow fetch: skip this tick rather than pile up
   rendering = true;
   const page = current;
   try {
     await pages[page.name](page, first);
   } catch (error) {
-    if (page === current) {
+    if (page === current && !loginShown) {
       const box = document.getElementById("page-error");
       if (box) box.innerHTML = errorBox(error); else app.innerHTML = errorBox(error);
     }
@@ -333,8 +355,10 @@ pages.overview = async (page, first) => {
           || `<tr><td colspan="6" class="muted">No topics yet.</td></tr>`}</tbody>
       </table>
     </div>
-    <div class="panel"><h2>Brokers</h2><table id="brokers-table"><thead><tr><th>Id</th><th>Address</th><th>Rack</th><th>Role</th><th>State</th><th class="num">Leaders</th><th class="num">Under-replicated</th></tr></thead>
-      <tbody>${cluster.brokers.map((b) => `<tr><td>${b.id}</td><td>${esc(b.host)}:${b.port}</td><td>${esc(b.rack || "–")}</td><td>${b.controller ? "controller" : ""}</td><td>${b.fenced ? "fenced" : "alive"}</td><td class="num">${fmtNum(b.leader_partitions)}</td><td class="num">${fmtNum(b.under_replicated_partitions)}</td></tr>`).join("")}</tbody></table>
+    <div class="panel"><h2>Brokers</h2><table id="brokers-table"><thead><tr><th>Id</th><th>Address</th><th>Rack</th><th>Role</th><th>State</th><th class="num">Leaders</th><th class="num">Under-replicated</th><th class="num">Requests/s</th><th class="num">Produce p99</th><th>Metrics</th></tr></thead>
+      <tbody>${cluster.brokers.map((b) => { const m = b.endpoint || {}; const l = m.latest || {}; return `<tr><td>${b.id}</td><td>${esc(b.host)}:${b.port}</td><td>${esc(b.rack || "–")}</td><td>${b.controller ? "controller" : ""}</td><td>${b.fenced ? "fenced" : "alive"}</td><td class="num">${fmtNum(b.leader_partitions)}</td><td class="num">${fmtNum(b.under_replicated_partitions)}</td>
+        <td class="num">${fmtNum(l.requests_per_sec)}</td><td class="num">${l.produce_p99_ms === undefined || l.produce_p99_ms === null ? "–" : fmtNum(l.produce_p99_ms) + " ms"}</td>
+        <td>${m.metrics_url ? `<a href="${esc(m.metrics_url)}" target="_blank" rel="noopener">/metrics</a> · <a href="#/brokers">charts</a>` : '<span class="muted">–</span>'}</td></tr>`; }).join("")}</tbody></table>
       <p class="muted">Under-replicated partitions: ${fmtNum(cluster.under_replicated_partitions)} · offline partitions: ${fmtNum(cluster.offline_partitions)}</p></div>`;
   app.innerHTML = html;
   dropPlot("rate-chart");
@@ -377,9 +401,11 @@ pages.topic = async (page) => {
     </div>
     <p><a href="#/messages/${encodeURIComponent(topic.name)}">Browse messages →</a></p>
     <div class="panel"><div id="topic-chart" class="chart"></div></div>
-    <div class="panel"><h2>Partitions</h2><table id="partitions-table"><thead><tr><th>Partition</th><th>Leader</th><th>Replicas</th><th>ISR</th><th class="num">Start</th><th class="num">End</th><th class="num">Messages</th><th class="num">Size</th><th class="num">Leader epoch</th></tr></thead>
-      <tbody>${topic.partitions.map((p) => `<tr${p.under_replicated || p.leader < 0 ? ' class="warn"' : ""}><td>${p.partition}</td><td>${p.leader}</td><td>${p.replicas.join(", ")}</td><td>${p.isr.join(", ")}</td>
-        <td class="num">${fmtNum(p.start_offset)}</td><td class="num">${fmtNum(p.end_offset)}</td><td class="num">${fmtNum(p.end_offset - p.start_offset)}</td><td class="num">${fmtBytes(p.size_bytes)}</td><td class="num">${p.leader_epoch}</td></tr>`).join("")}</tbody></table></div>
+    <div class="panel"><h2>Partitions</h2><table id="partitions-table"><thead><tr><th>Partition</th><th>Leader</th><th>Replicas</th><th>ISR</th><th class="num">Start</th><th class="num">End</th><th class="num" title="last stable offset: where read_committed consumers stop">LSO</th><th class="num" title="records between the last stable offset and the end, held back from read_committed consumers">LSO lag</th><th class="num" title="transactions open in this partition (DescribeProducers)">Open txns</th><th class="num">Messages</th><th class="num">Size</th><th class="num">Leader epoch</th></tr></thead>
+      <tbody>${topic.partitions.map((p) => `<tr data-partition="${p.partition}"${p.under_replicated || p.leader < 0 ? ' class="warn"' : ""}><td>${p.partition}</td><td>${p.leader}</td><td>${p.replicas.join(", ")}</td><td>${p.isr.join(", ")}</td>
+        <td class="num">${fmtNum(p.start_offset)}</td><td class="num">${fmtNum(p.end_offset)}</td><td class="num lso">${fmtNum(p.last_stable_offset)}</td><td class="num lso-lag">${fmtNum(Math.max(0, p.end_offset - p.last_stable_offset))}</td>
+        <td class="num open-txns" title="${p.oldest_open_transaction_offset === null || p.oldest_open_transaction_offset === undefined ? "" : "oldest starts at offset " + p.oldest_open_transaction_offset}">${fmtNum(p.open_transactions)}</td><td class="num">${fmtNum(p.end_offset - p.start_offset)}</td><td class="num">${fmtBytes(p.size_bytes)}</td><td class="num">${p.leader_epoch}</td></tr>`).join("")}</tbody></table>
+      ${topic.transactions_note ? `<p class="muted">Open transactions unknown: ${esc(topic.transactions_note)}</p>` : ""}</div>
     <div class="panel"><h2>Consumer groups</h2>${topic.groups.length ? `<table><thead><tr><th>Group</th><th class="num">Lag</th></tr></thead><tbody>${topic.groups.map((g) => `<tr><td><a href="#/group/${encodeURIComponent(g.group_id)}">${esc(g.group_id)}</a></td><td class="num">${fmtNum(g.lag)}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">No group has committed offsets for this topic.</p>`}</div>
     <div class="panel"><h2>Configs</h2>${topic.configs ? `<table><thead><tr><th>Name</th><th>Value</th><th>Source</th></tr></thead><tbody>${topic.configs.map((c) => `<tr><td>${esc(c.name)}</td><td>${esc(c.value ?? "")}</td><td class="muted">${esc(c.source)}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">Configs unavailable.</p>`}</div>`;
   dropPlot("topic-chart");
@@ -449,6 +475,62 @@ pages.messages = async (page, first) => {
   form.onsubmit = (e) => { e.preventDefault(); guarded(false); };
   document.getElementById("browse-next").onclick = () => guarded(true);
   guarded(false);
+};
+
+// Per-broker figures read from each broker's own metrics endpoint (`metrics.listener`),
+// which the dashboard scrapes every couple of seconds.
+pages.brokers = async (page) => {
+  const [metrics, cluster] = await Promise.all([api("/api/brokers/metrics"), api("/api/brokers")]);
+  if (page !== current) return;
+  const byId = new Map(cluster.brokers.map((b) => [b.id, b]));
+  const ms = (v) => (v === null || v === undefined ? "–" : fmtNum(v) + " ms");
+  const readiness = (m) => m.ready === true ? "ready" : m.ready === false ? `<span title="${esc(m.ready_reason || "")}">not ready</span>` : "–";
+  const rows = metrics.brokers.map((m) => {
+    const b = byId.get(m.id) || {};
+    const l = m.latest || {};
+    const links = m.metrics_url
+      ? `<a href="${esc(m.metrics_url)}" target="_blank" rel="noopener">metrics</a> · <a href="${esc(m.health_url)}" target="_blank" rel="noopener">health</a>`
+      : `<span class="muted">${esc(m.error || "no endpoint")}</span>`;
+    return `<tr data-broker="${m.id}"><td>${m.id}${b.controller ? ' <span class="chip">controller</span>' : ""}</td>
+      <td>${b.fenced ? "fenced" : readiness(m)}</td>
+      <td class="num requests">${fmtNum(l.requests_per_sec)}</td><td class="num">${ms(l.produce_p99_ms)}</td><td class="num">${ms(l.fetch_p99_ms)}</td>
+      <td class="num">${fmtNum(l.messages_in_per_sec)}</td><td class="num">${l.bytes_in_per_sec === undefined ? "–" : fmtBytes(l.bytes_in_per_sec) + "/s"}</td>
+      <td class="num">${l.bytes_out_per_sec === undefined ? "–" : fmtBytes(l.bytes_out_per_sec) + "/s"}</td>
+      <td class="num">${l.cpu_cores === undefined ? "–" : fmtNum(100 * l.cpu_cores) + "%"}</td><td class="num">${fmtBytes(l.rss_bytes)}</td>
+      <td>${links}${m.error && m.metrics_url ? ` <span class="muted" title="${esc(m.error)}">(scrape failed)</span>` : ""}</td></tr>`;
+  }).join("") || `<tr><td colspan="11" class="muted">No brokers yet.</td></tr>`;
+  app.innerHTML = `
+    <h1>Brokers</h1>
+    <div id="page-error"></div>
+    <p class="muted">Read from each broker's metrics endpoint (<code>metrics.listener</code>) every ${fmtNum(metrics.scrape_interval_ms / 1000)} s, as Prometheus scrapes it.</p>
+    <div class="panel"><table id="broker-metrics-table"><thead><tr><th>Id</th><th>State</th><th class="num">Requests/s</th><th class="num">Produce p99</th><th class="num">Fetch p99</th>
+      <th class="num">Records in/s</th><th class="num">Bytes in</th><th class="num">Bytes out</th><th class="num">CPU</th><th class="num">RSS</th><th>Endpoint</th></tr></thead>
+      <tbody>${rows}</tbody></table></div>
+    <div class="grid2"><div class="panel"><div id="broker-requests-chart" class="chart"></div></div>
+      <div class="panel"><div id="broker-produce-p99-chart" class="chart"></div></div>
+      <div class="panel"><div id="broker-fetch-p99-chart" class="chart"></div></div>
+      <div class="panel"><div id="broker-bytes-in-chart" class="chart"></div></div></div>`;
+  const scraped = metrics.brokers.filter((m) => (m.history || []).length);
+  const charts = [
+    ["broker-requests-chart", "Requests/s per broker", "requests_per_sec", ""],
+    ["broker-produce-p99-chart", "Produce p99 per broker (ms)", "produce_p99_ms", " ms"],
+    ["broker-fetch-p99-chart", "Consumer fetch p99 per broker (ms)", "fetch_p99_ms", " ms"],
+    ["broker-bytes-in-chart", "Bytes in/s per broker", "bytes_in_per_sec", ""],
+  ];
+  for (const [id] of charts) dropPlot(id);
+  if (!scraped.length) {
+    document.getElementById("broker-requests-chart").innerHTML = `<p class="muted">The charts fill in once a broker with a metrics endpoint has been scraped twice.</p>`;
+    return;
+  }
+  const xs = [...new Set(scraped.flatMap((m) => m.history.map((p) => p.at_ms)))].sort((a, b) => a - b);
+  const names = scraped.map((m) => `broker ${m.id}`);
+  for (const [id, title, field, unit] of charts) {
+    const ys = scraped.map((m) => {
+      const at = new Map(m.history.map((p) => [p.at_ms, p[field]]));
+      return xs.map((x) => (at.has(x) ? at.get(x) : null));
+    });
+    lineChart(id, title, names, xs, ys, { unit });
+  }
 };
 
 pages.groups = async (page) => {
@@ -743,6 +825,301 @@ pages.sql = async (page, first) => {
   input.onkeydown = (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); run(); } };
 };
 
-window.addEventListener("hashchange", navigate);
-navigate();
-connect();
+// --- security: users, ACLs, quotas -------------------------------------------------------
+// Reads are what the principal may describe (the broker answers 403 otherwise); changes
+// also need --allow-admin. These pages render on navigation and after each change, not on
+// every live update, so forms keep what is typed.
+
+const ACL_TYPES = ["TOPIC", "GROUP", "CLUSTER", "TRANSACTIONAL_ID", "DELEGATION_TOKEN", "USER"];
+const ACL_OPERATIONS = ["ALL", "READ", "WRITE", "CREATE", "DELETE", "ALTER", "DESCRIBE", "CLUSTER_ACTION",
+  "DESCRIBE_CONFIGS", "ALTER_CONFIGS", "IDEMPOTENT_WRITE", "CREATE_TOKENS", "DESCRIBE_TOKENS"];
+const QUOTA_KEYS = ["producer_byte_rate", "consumer_byte_rate", "request_percentage"];
+
+function select(id, values, selected, any) {
+  const options = (any ? [""] : []).concat(values)
+    .map((v) => `<option value="${esc(v)}" ${v === selected ? "selected" : ""}>${esc(v || "any")}</option>`).join("");
+  return `<select id="${id}">${options}</select>`;
+}
+
+function adminNote() {
+  return sessionInfo.allow_admin ? "" : `<p class="muted">Changes are disabled: start the dashboard with --allow-admin.</p>`;
+}
+
+function showPageError(error) {
+  const box = document.getElementById("page-error");
+  if (box) box.innerHTML = error ? errorBox(error) : "";
+}
+
+pages.users = async (page, first) => {
+  if (!first) return;
+  app.innerHTML = `<h1>Users</h1><div id="page-error"></div>
+    <div class="panel"><h2 style="margin-top:0">SCRAM users</h2><div id="users-list"><p class="muted">Loading…</p></div></div>
+    ${sessionInfo.allow_admin ? `<div class="panel"><h2 style="margin-top:0">Add a user or set a password</h2>
+      <form class="inline" id="user-form">
+        <label class="field">Name <input id="user-name" required></label>
+        <label class="field">Password <input id="user-password" type="password" autocomplete="new-password" required></label>
+        <label class="field">Mechanism ${select("user-mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"], "", true)}</label>
+        <button type="submit">Save</button></form></div>` : adminNote()}`;
+  const load = async () => {
+    const list = document.getElementById("users-list");
+    try {
+      const body = await api("/api/users");
+      if (page !== current) return;
+      list.innerHTML = `<table id="users-table"><thead><tr><th>User</th><th>Mechanisms (iterations)</th><th></th></tr></thead><tbody>
+        ${body.users.map((u) => `<tr data-user="${esc(u.name)}"><td>${esc(u.name)}</td>
+          <td>${u.mechanisms.map((m) => `${esc(m.mechanism)} (${m.iterations})`).join(", ")}</td>
+          <td class="actions">${sessionInfo.allow_admin ? `<button class="secondary" data-delete="${esc(u.name)}">Delete</button>` : ""}</td></tr>`).join("")
+          || `<tr><td colspan="3" class="muted">No SCRAM users.</td></tr>`}</tbody></table>`;
+      for (const b of list.querySelectorAll("button[data-delete]")) {
+        b.onclick = async () => {
+          if (!confirm(`Delete user ${b.dataset.delete}?`)) return;
+          try { await send("DELETE", `/api/users/${encodeURIComponent(b.dataset.delete)}`, {}); showPageError(null); load(); } catch (e) { showPageError(e); }
+        };
+      }
+    } catch (error) {
+      list.innerHTML = "";
+      showPageError(error);
+    }
+  };
+  const form = document.getElementById("user-form");
+  if (form) {
+    form.onsubmit = async (event) => {
+      event.preventDefault();
+      const mechanism = document.getElementById("user-mechanism").value;
+      try {
+        await send("POST", "/api/users", {
+          name: document.getElementById("user-name").value,
+          password: document.getElementById("user-password").value,
+          ...(mechanism ? { mechanism } : {}),
+        });
+        document.getElementById("user-password").value = "";
+        showPageError(null);
+        load();
+      } catch (e) { showPageError(e); }
+    };
+  }
+  await load();
+};
+
+function aclForm(acl) {
+  const a = acl || { resource_type: "TOPIC", resource_name: "", pattern_type: "LITERAL", principal: "User:", host: "*", operation: "READ", permission: "ALLOW" };
+  return `<form class="inline" id="acl-form">
+    <label class="field">Resource type ${select("acl-type", ACL_TYPES, a.resource_type)}</label>
+    <label class="field">Resource name <input id="acl-name" value="${esc(a.resource_name)}" placeholder="name, prefix or *" required></label>
+    <label class="field">Pattern ${select("acl-pattern", ["LITERAL", "PREFIXED"], a.pattern_type)}</label>
+    <label class="field">Principal <input id="acl-principal" value="${esc(a.principal)}" required></label>
+    <label class="field">Host <input id="acl-host" value="${esc(a.host)}" size="10"></label>
+    <label class="field">Operation ${select("acl-operation", ACL_OPERATIONS, a.operation)}</label>
+    <label class="field">Permission ${select("acl-permission", ["ALLOW", "DENY"], a.permission)}</label>
+    <button type="submit" id="acl-submit">${acl ? "Save" : "Add"}</button>
+    ${acl ? `<button type="button" class="secondary" id="acl-cancel">Cancel</button>` : ""}
+  </form>`;
+}
+
+function aclFromForm() {
+  const v = (id) => document.getElementById(id).value;
+  return {
+    resource_type: v("acl-type"), resource_name: v("acl-name"), pattern_type: v("acl-pattern"),
+    principal: v("acl-principal"), host: v("acl-host") || "*", operation: v("acl-operation"), permission: v("acl-permission"),
+  };
+}
+
+pages.acls = async (page, first) => {
+  if (!first) return;
+  const f = page.state.filter || {};
+  app.innerHTML = `<h1>ACLs</h1><div id="page-error"></div>
+    <div class="panel">
+      <form class="inline" id="acl-filter">
+        <label class="field">Resource type ${select("filter-type", ACL_TYPES, f.resource_type || "", true)}</label>
+        <label class="field">Resource name <input id="filter-name" value="${esc(f.resource_name || "")}"></label>
+        <label class="field">Principal <input id="filter-principal" value="${esc(f.principal || "")}" placeholder="User:alice"></label>
+        <label class="field">Operation ${select("filter-operation", ACL_OPERATIONS, f.operation || "", true)}</label>
+        <button type="submit">Filter</button>
+      </form>
+      <div id="acls-list"><p class="muted">Loading…</p></div>
+    </div>
+    ${sessionInfo.allow_admin ? `<div class="panel"><h2 style="margin-top:0" id="acl-form-title">Add an ACL</h2><div id="acl-form-box">${aclForm(null)}</div>
+      <p class="muted">Editing adds the new ACL before removing the old one, so clients the old one lets in are never refused in between.</p></div>` : adminNote()}`;
+  let editing = null;
+  const bindForm = () => {
+    const form = document.getElementById("acl-form");
+    if (!form) return;
+    form.onsubmit = async (event) => {
+      event.preventDefault();
+      try {
+        if (editing) await send("PUT", "/api/acls", { old: editing, new: aclFromForm() });
+        else await send("POST", "/api/acls", aclFromForm());
+        showPageError(null);
+        setForm(null);
+        load();
+      } catch (e) { showPageError(e); }
+    };
+    const cancel = document.getElementById("acl-cancel");
+    if (cancel) cancel.onclick = () => setForm(null);
+  };
+  const setForm = (acl) => {
+    editing = acl;
+    const box = document.getElementById("acl-form-box");
+    if (!box) return;
+    box.innerHTML = aclForm(acl);
+    document.getElementById("acl-form-title").textContent = acl ? "Edit the ACL" : "Add an ACL";
+    bindForm();
+  };
+  let shown = [];
+  const load = async () => {
+    const list = document.getElementById("acls-list");
+    const params = new URLSearchParams(Object.entries(page.state.filter || {}).filter(([, v]) => v));
+    try {
+      const body = await api(`/api/acls${params.toString() ? "?" + params : ""}`);
+      if (page !== current) return;
+      shown = body.acls;
+      list.innerHTML = `<table id="acls-table"><thead><tr><th>Principal</th><th>Host</th><th>Operation</th><th>Permission</th><th>Resource type</th><th>Name</th><th>Pattern</th><th></th></tr></thead><tbody>
+        ${shown.map((a, i) => `<tr><td>${esc(a.principal)}</td><td>${esc(a.host)}</td><td>${esc(a.operation)}</td><td>${esc(a.permission)}</td>
+          <td>${esc(a.resource_type)}</td><td>${esc(a.resource_name)}</td><td>${esc(a.pattern_type)}</td>
+          <td class="actions">${sessionInfo.allow_admin ? `<button class="secondary" data-edit="${i}">Edit</button><button class="secondary" data-remove="${i}">Remove</button>` : ""}</td></tr>`).join("")
+          || `<tr><td colspan="8" class="muted">No ACLs match.</td></tr>`}</tbody></table>`;
+      for (const b of list.querySelectorAll("button[data-edit]")) b.onclick = () => setForm(shown[Number(b.dataset.edit)]);
+      for (const b of list.querySelectorAll("button[data-remove]")) {
+        b.onclick = async () => {
+          if (!confirm("Remove this ACL?")) return;
+          try { await send("DELETE", "/api/acls", shown[Number(b.dataset.remove)]); showPageError(null); load(); } catch (e) { showPageError(e); }
+        };
+      }
+    } catch (error) {
+      list.innerHTML = "";
+      showPageError(error);
+    }
+  };
+  document.getElementById("acl-filter").onsubmit = (event) => {
+    event.preventDefault();
+    page.state.filter = {
+      resource_type: document.getElementById("filter-type").value,
+      resource_name: document.getElementById("filter-name").value.trim(),
+      principal: document.getElementById("filter-principal").value.trim(),
+      operation: document.getElementById("filter-operation").value,
+    };
+    load();
+  };
+  bindForm();
+  await load();
+};
+
+function entityText(entity) {
+  return entity.map((p) => `${p.type}=${p.name === null ? "<default>" : p.name}`).join(", ");
+}
+
+pages.quotas = async (page, first) => {
+  if (!first) return;
+  app.innerHTML = `<h1>Quotas</h1><div id="page-error"></div>
+    <div class="panel"><div id="quotas-list"><p class="muted">Loading…</p></div></div>
+    ${sessionInfo.allow_admin ? `<div class="panel"><h2 style="margin-top:0">Set a quota</h2>
+      <form class="inline" id="quota-form">
+        <label class="field">Entity ${select("quota-type", ["user", "client-id"], "user")}</label>
+        <label class="field">Name <input id="quota-name" placeholder="empty: the default"></label>
+        <label class="field">Key ${select("quota-key", QUOTA_KEYS, "producer_byte_rate")}</label>
+        <label class="field">Value <input id="quota-value" type="number" min="1" step="any" required></label>
+        <button type="submit">Set</button></form></div>` : adminNote()}`;
+  let shown = [];
+  const load = async () => {
+    const list = document.getElementById("quotas-list");
+    try {
+      const body = await api("/api/quotas");
+      if (page !== current) return;
+      shown = body.quotas;
+      list.innerHTML = `<table id="quotas-table"><thead><tr><th>Entity</th><th>Quotas</th><th></th></tr></thead><tbody>
+        ${shown.map((q, i) => `<tr><td>${esc(entityText(q.entity))}</td>
+          <td>${Object.entries(q.values).map(([k, v]) => `${esc(k)}=${fmtNum(v)}`).join(", ")}</td>
+          <td class="actions">${sessionInfo.allow_admin ? `<button class="secondary" data-remove="${i}">Remove</button>` : ""}</td></tr>`).join("")
+          || `<tr><td colspan="3" class="muted">No quotas.</td></tr>`}</tbody></table>`;
+      for (const b of list.querySelectorAll("button[data-remove]")) {
+        b.onclick = async () => {
+          try { await send("DELETE", "/api/quotas", { entity: shown[Number(b.dataset.remove)].entity }); showPageError(null); load(); } catch (e) { showPageError(e); }
+        };
+      }
+    } catch (error) {
+      list.innerHTML = "";
+      showPageError(error);
+    }
+  };
+  const form = document.getElementById("quota-form");
+  if (form) {
+    form.onsubmit = async (event) => {
+      event.preventDefault();
+      const name = document.getElementById("quota-name").value.trim();
+      try {
+        await send("POST", "/api/quotas", {
+          entity: [{ type: document.getElementById("quota-type").value, name: name || null }],
+          set: { [document.getElementById("quota-key").value]: Number(document.getElementById("quota-value").value) },
+        });
+        showPageError(null);
+        load();
+      } catch (e) { showPageError(e); }
+    };
+  }
+  await load();
+};
+
+// --- login mode -------------------------------------------------------------------------
+
+let loginShown = false;
+
+function showLogin(message) {
+  loginShown = true;
+  statusEl.textContent = "not logged in";
+  statusEl.className = "status";
+  document.getElementById("user").hidden = true;
+  app.innerHTML = `
+    <h1>Log in</h1>
+    <div class="panel login">
+      <form id="login-form">
+        <label class="field">User <input id="login-user" name="username" autocomplete="username" required></label>
+        <label class="field">Password <input id="login-password" name="password" type="password" autocomplete="current-password" required></label>
+        <button type="submit" id="login-submit">Log in</button>
+      </form>
+      <p class="muted">A SASL user of the cluster: the console shows and does what that principal's ACLs allow.</p>
+      <div id="login-error">${message ? errorBox(message) : ""}</div>
+    </div>`;
+  document.getElementById("login-form").onsubmit = async (event) => {
+    event.preventDefault();
+    const username = document.getElementById("login-user").value;
+    const password = document.getElementById("login-password").value;
+    document.getElementById("login-submit").disabled = true;
+    try {
+      await send("POST", "/api/login", { username, password });
+      // A fresh start: the session's cookie is set, the live stream opens as that user.
+      location.reload();
+    } catch (error) {
+      document.getElementById("login-error").innerHTML = errorBox(error);
+      document.getElementById("login-submit").disabled = false;
+    }
+  };
+}
+
+function showUser() {
+  const el = document.getElementById("user");
+  if (!sessionInfo.user) return;
+  el.hidden = false;
+  el.innerHTML = `${esc(sessionInfo.user)}<button class="secondary" id="logout">Log out</button>`;
+  document.getElementById("logout").onclick = async () => {
+    await api("/api/logout", { method: "POST" }).catch(() => null);
+    location.reload();
+  };
+}
+
+async function start() {
+  try {
+    sessionInfo = await api("/api/session");
+  } catch (_) {
+    // Token mode without the token: the pages say so themselves.
+  }
+  if (sessionInfo.login && !sessionInfo.authenticated) {
+    showLogin();
+    return;
+  }
+  showUser();
+  window.addEventListener("hashchange", navigate);
+  navigate();
+  connect();
+}
+
+start();

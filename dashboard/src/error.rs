@@ -30,6 +30,9 @@ pub struct ApiError {
     pub status: StatusCode,
     /// What went wrong, for a person to read.
     pub message: String,
+    /// Kafka's name of the error code the cluster answered (`TOPIC_AUTHORIZATION_FAILED`),
+    /// when the error came from a broker.
+    pub kafka_error: Option<String>,
 }
 
 impl ApiError {
@@ -38,6 +41,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            kafka_error: None,
         }
     }
 
@@ -57,25 +61,44 @@ impl ApiError {
     }
 
     /// A client error as an answer: the caller's mistakes (unknown topic, topic exists,
-    /// invalid partitions or configs, a group still active) are 4xx; anything else means the
-    /// cluster failed us (502).
+    /// invalid partitions or configs, a group still active) are 4xx, refusals by the
+    /// broker's ACLs 403 and a failed authentication 401, each naming Kafka's error;
+    /// anything else means the cluster failed us (502).
     pub fn cluster(error: millrace_client::ClientError) -> Self {
         use millrace_client::ClientError;
         let status = match &error {
             ClientError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            ClientError::Authentication { .. } => StatusCode::UNAUTHORIZED,
             ClientError::Kafka { error: code, .. } => match code.code() {
-                // UNKNOWN_TOPIC_OR_PARTITION, GROUP_ID_NOT_FOUND
-                3 | 69 => StatusCode::NOT_FOUND,
+                // UNKNOWN_TOPIC_OR_PARTITION, GROUP_ID_NOT_FOUND, RESOURCE_NOT_FOUND
+                3 | 69 | 91 => StatusCode::NOT_FOUND,
                 // TOPIC_ALREADY_EXISTS, NON_EMPTY_GROUP, REBALANCE_IN_PROGRESS
                 36 | 68 | 27 => StatusCode::CONFLICT,
                 // INVALID_TOPIC_EXCEPTION, INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR,
-                // INVALID_CONFIG, INVALID_REQUEST, POLICY_VIOLATION
-                17 | 37 | 38 | 40 | 42 | 44 => StatusCode::BAD_REQUEST,
+                // INVALID_CONFIG, INVALID_REQUEST, POLICY_VIOLATION, UNSUPPORTED_SASL_MECHANISM,
+                // UNACCEPTABLE_CREDENTIAL, DUPLICATE_RESOURCE
+                17 | 37 | 38 | 40 | 42 | 44 | 33 | 93 | 92 => StatusCode::BAD_REQUEST,
+                // TOPIC_, GROUP_, CLUSTER_, TRANSACTIONAL_ID_, DELEGATION_TOKEN_AUTHORIZATION_FAILED
+                29 | 30 | 31 | 53 | 65 => StatusCode::FORBIDDEN,
+                // SECURITY_DISABLED: ACLs asked of a cluster without an authorizer.
+                54 => StatusCode::CONFLICT,
+                // SASL_AUTHENTICATION_FAILED
+                58 => StatusCode::UNAUTHORIZED,
                 _ => StatusCode::BAD_GATEWAY,
             },
             _ => StatusCode::BAD_GATEWAY,
         };
-        ApiError::new(status, format!("cluster error: {error}"))
+        match error.kafka_error() {
+            Some(code) => {
+                let name = kafka_error_name(code);
+                ApiError {
+                    status,
+                    message: format!("{name}: {error}"),
+                    kafka_error: Some(name),
+                }
+            }
+            None => ApiError::new(status, format!("cluster error: {error}")),
+        }
     }
 
     /// 504: the cluster did not answer within the dashboard's deadline.
@@ -89,7 +112,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.message });
+        let mut body = serde_json::json!({ "error": self.message });
+        if let Some(name) = self.kafka_error {
+            body["kafka_error"] = serde_json::Value::String(name);
+        }
         (self.status, Json(body)).into_response()
     }
 }
@@ -112,5 +138,61 @@ impl From<axum::extract::rejection::PathRejection> for ApiError {
     }
 }
 
+/// Kafka's name of an error code, as its documentation and tools print it
+/// (`TopicAuthorizationFailed` -> `TOPIC_AUTHORIZATION_FAILED`).
+pub fn kafka_error_name(error: millrace_client::ResponseError) -> String {
+    if let millrace_client::ResponseError::Unknown(code) = error {
+        return format!("UNKNOWN_SERVER_ERROR({code})");
+    }
+    let camel = format!("{error:?}");
+    let mut name = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
 /// The result of an API handler.
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use millrace_client::ResponseError;
+
+    #[test]
+    fn kafka_error_names_are_kafkas() {
+        assert_eq!(
+            kafka_error_name(ResponseError::TopicAuthorizationFailed),
+            "TOPIC_AUTHORIZATION_FAILED"
+        );
+        assert_eq!(
+            kafka_error_name(ResponseError::ClusterAuthorizationFailed),
+            "CLUSTER_AUTHORIZATION_FAILED"
+        );
+        assert_eq!(
+            kafka_error_name(ResponseError::Unknown(-7)),
+            "UNKNOWN_SERVER_ERROR(-7)"
+        );
+    }
+
+    #[test]
+    fn authorization_refusals_are_403_with_the_kafka_name() {
+        let error = millrace_client::ClientError::Kafka {
+            api: "DeleteTopics",
+            resource: "t".to_string(),
+            error: ResponseError::TopicAuthorizationFailed,
+            message: None,
+        };
+        let answer = ApiError::cluster(error);
+        assert_eq!(answer.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            answer.kafka_error.as_deref(),
+            Some("TOPIC_AUTHORIZATION_FAILED")
+        );
+        assert!(answer.message.starts_with("TOPIC_AUTHORIZATION_FAILED: "));
+    }
+}

@@ -26,10 +26,13 @@
 mod api;
 mod assets;
 mod auth;
+pub mod broker_metrics;
 pub mod error;
 pub mod results;
 pub mod sampler;
+mod session;
 pub mod sql;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,6 +46,7 @@ use tokio::sync::watch;
 
 pub use error::{ApiError, DashboardError};
 
+use crate::broker_metrics::BrokerMetricsCache;
 use crate::results::{ResultsCache, ResultsTopic};
 use crate::sampler::ClusterCache;
 
@@ -64,6 +68,26 @@ pub struct DashboardConfig {
     pub allow_admin: bool,
     /// Parquet export or sink directories, each a SQL table named after the directory.
     pub parquet_dirs: Vec<PathBuf>,
+    /// Kafka client settings for the dashboard's connections, with Kafka's names
+    /// (`security.protocol`, `ssl.ca.location`, `sasl.mechanism`, `sasl.username`, ...), as
+    /// `-X` gives them to every client command.
+    pub client_settings: Vec<(String, String)>,
+    /// Login mode: people log in with a SASL user of the cluster (`POST /api/login`) and
+    /// everything they do runs as that principal, so the broker's ACLs decide what they see.
+    /// The mechanism and the rest of the connection come from `client_settings`.
+    pub login: bool,
+    /// Serve HTTPS with this certificate chain and key instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The HTTPS certificate: a PEM chain and its private key. The key may sit in the chain's
+/// file (as in the broker's `ssl.keystore.location`); then `key` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, the server's certificate first (may also hold the key).
+    pub certificate: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1); `None`: read it from `certificate`.
+    pub key: Option<PathBuf>,
 }
 
 impl Default for DashboardConfig {
@@ -74,6 +98,9 @@ impl Default for DashboardConfig {
             token: None,
             allow_admin: false,
             parquet_dirs: Vec::new(),
+            client_settings: Vec::new(),
+            login: false,
+            tls: None,
         }
     }
 }
@@ -93,16 +120,54 @@ pub(crate) struct ConnectorEntry {
     pub(crate) metrics: Arc<SinkMetrics>,
 }
 
-/// What every handler shares.
+/// What every handler shares. A logged-in session has its own copy whose `cluster` is
+/// sampled with the session's client (see [`session`]); handlers get the right one through
+/// [`api::Ctx`].
 pub(crate) struct AppState {
     pub(crate) config: DashboardConfig,
     pub(crate) cluster: Arc<ClusterCache>,
+    /// The logged-in sessions (login mode).
+    pub(crate) sessions: Arc<session::Sessions>,
+    /// The user this state belongs to (a session's copy), `None` for the shared one.
+    pub(crate) user: Option<String>,
+    /// The client settings logins start from (their own user and password added).
+    pub(crate) login_template: ClientConfig,
+    /// When the session this state belongs to was last used (a session's copy only).
+    pub(crate) activity: Option<Arc<session::Activity>>,
     pub(crate) jobs: Vec<JobEntry>,
     pub(crate) connectors: Vec<ConnectorEntry>,
     /// The jobs' recent results, read from their output topics.
     pub(crate) results: Arc<ResultsCache>,
+    /// The brokers' own metrics endpoints, scraped.
+    pub(crate) broker_metrics: Arc<BrokerMetricsCache>,
     /// Turns true when the server shuts down: live streams (SSE) end so shutdown completes.
     pub(crate) stop: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// The state a logged-in session's requests see: everything shared, but the cluster as
+    /// `user`'s client sees it, and live streams that end with the session.
+    pub(crate) fn for_session(
+        &self,
+        user: &str,
+        cluster: Arc<ClusterCache>,
+        stop: watch::Receiver<bool>,
+        activity: Arc<session::Activity>,
+    ) -> AppState {
+        AppState {
+            config: self.config.clone(),
+            cluster,
+            sessions: self.sessions.clone(),
+            user: Some(user.to_string()),
+            login_template: self.login_template.clone(),
+            activity: Some(activity),
+            jobs: self.jobs.clone(),
+            connectors: self.connectors.clone(),
+            results: self.results.clone(),
+            broker_metrics: self.broker_metrics.clone(),
+            stop,
+        }
+    }
 }
 
 /// A dashboard being configured: add jobs and connectors, then [`Dashboard::bind`].
@@ -111,6 +176,7 @@ pub struct Dashboard {
     jobs: Vec<JobEntry>,
     connectors: Vec<ConnectorEntry>,
     results: Vec<ResultsTopic>,
+    broker_metrics: std::collections::BTreeMap<i32, String>,
 }
 
 impl Dashboard {
@@ -121,6 +187,7 @@ impl Dashboard {
             jobs: Vec::new(),
             connectors: Vec::new(),
             results: Vec::new(),
+            broker_metrics: std::collections::BTreeMap::new(),
         }
     }
 
@@ -154,6 +221,15 @@ impl Dashboard {
     }
 
     /// Shows a running connector's counters (on `/metrics` and the overview).
+    /// Scrapes broker `node_id`'s metrics at `url` (`http://HOST:PORT`) instead of the
+    /// endpoint the broker names in its `metrics.listener` (for a console that reaches the
+    /// brokers through other addresses).
+    #[must_use]
+    pub fn with_broker_metrics(mut self, node_id: i32, url: impl Into<String>) -> Self {
+        self.broker_metrics.insert(node_id, url.into());
+        self
+    }
+
     #[must_use]
     pub fn with_connector(mut self, name: impl Into<String>, metrics: Arc<SinkMetrics>) -> Self {
         self.connectors.push(ConnectorEntry {
@@ -163,8 +239,9 @@ impl Dashboard {
         self
     }
 
-    /// Checks the configuration and binds the HTTP address (so port 0 works and the real
-    /// address is known before serving). The cluster is not contacted yet.
+    /// Checks the configuration (client settings, login mode, the HTTPS certificate) and
+    /// binds the HTTP address (so port 0 works and the real address is known before
+    /// serving). The cluster is not contacted yet.
     pub async fn bind(self) -> Result<BoundDashboard, DashboardError> {
         if self
             .config
@@ -177,6 +254,11 @@ impl Dashboard {
         if let Some(token) = &self.config.token {
             auth::validate_token(token).map_err(DashboardError::Config)?;
         }
+        let (template, service) = client_configs(&self.config)?;
+        let tls = match &self.config.tls {
+            Some(files) => Some(tls::server_config(files)?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(self.config.http)
             .await
             .map_err(|source| DashboardError::Bind {
@@ -189,7 +271,6 @@ impl Dashboard {
                 addr: self.config.http,
                 source,
             })?;
-        let client = ClientConfig::new(&self.config.bootstrap);
         Ok(BoundDashboard {
             listener,
             local_addr,
@@ -197,8 +278,52 @@ impl Dashboard {
             jobs: self.jobs,
             connectors: self.connectors,
             results: self.results,
-            client,
+            broker_metrics: self.broker_metrics,
+            template,
+            service,
+            tls,
         })
+    }
+}
+
+/// The client settings logins start from, and the dashboard's own client (`None` in login
+/// mode when the settings name no user: then only logged-in sessions talk to the cluster).
+fn client_configs(
+    config: &DashboardConfig,
+) -> Result<(ClientConfig, Option<ClientConfig>), DashboardError> {
+    let mut template = ClientConfig::new(&config.bootstrap);
+    template.client_id = "millrace-dashboard".to_string();
+    for (name, value) in &config.client_settings {
+        template
+            .security
+            .set(name, value)
+            .map_err(|e| DashboardError::Config(format!("client setting: {e}")))?;
+    }
+    // Validation is the builder's: a config that builds is one the client accepts.
+    let validated = ClientConfig::builder(template.bootstrap_servers.clone())
+        .client_id(template.client_id.clone())
+        .security(template.security.clone())
+        .build();
+    if config.login {
+        if !template.security.protocol.uses_sasl() {
+            return Err(DashboardError::Config(
+                "login mode needs a SASL connection: set security.protocol=SASL_PLAINTEXT or \
+                 SASL_SSL (and sasl.mechanism) in the client settings"
+                    .to_string(),
+            ));
+        }
+        let has_user = template.security.sasl_username.is_some();
+        match validated {
+            Ok(service) if has_user => Ok((template, Some(service))),
+            Ok(_) => Ok((template, None)),
+            // Without a user of its own the settings cannot validate; a login adds one.
+            Err(_) if !has_user => Ok((template, None)),
+            Err(e) => Err(DashboardError::Config(format!("client settings: {e}"))),
+        }
+    } else {
+        let service =
+            validated.map_err(|e| DashboardError::Config(format!("client settings: {e}")))?;
+        Ok((template, Some(service)))
     }
 }
 
@@ -210,7 +335,13 @@ pub struct BoundDashboard {
     jobs: Vec<JobEntry>,
     connectors: Vec<ConnectorEntry>,
     results: Vec<ResultsTopic>,
-    client: ClientConfig,
+    broker_metrics: std::collections::BTreeMap<i32, String>,
+    /// What logins start from.
+    template: ClientConfig,
+    /// The dashboard's own client; `None` in login mode without a user of its own.
+    service: Option<ClientConfig>,
+    /// HTTPS, when configured.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl BoundDashboard {
@@ -219,9 +350,10 @@ impl BoundDashboard {
         self.local_addr
     }
 
-    /// The UI's URL, `http://HOST:PORT/`.
+    /// The UI's URL, `http://HOST:PORT/` (`https://` when serving HTTPS).
     pub fn url(&self) -> String {
-        format!("http://{}/", self.local_addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/", self.local_addr)
     }
 
     /// Samples the cluster and serves HTTP until `shutdown` completes; then stops the
@@ -230,37 +362,91 @@ impl BoundDashboard {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), DashboardError> {
+        let url = self.url();
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
         let results = Arc::new(ResultsCache::new(self.results));
-        let results_reader =
-            tokio::spawn(results.clone().run(self.client.clone(), stop_rx.clone()));
-        let cluster = Arc::new(ClusterCache::new(self.client));
-        let sampler = tokio::spawn(cluster.clone().run(stop_rx.clone()));
+        // Without a client of its own (login mode, no user in the settings) the dashboard
+        // samples nothing itself: each session samples what its principal may see.
+        let shared_client = self
+            .service
+            .clone()
+            .unwrap_or_else(|| self.template.clone());
+        let results_reader = self
+            .service
+            .clone()
+            .map(|client| tokio::spawn(results.clone().run(client, stop_rx.clone())));
+        let cluster = Arc::new(ClusterCache::new(shared_client));
+        let sampler = self
+            .service
+            .is_some()
+            .then(|| tokio::spawn(cluster.clone().run(stop_rx.clone())));
+        if self.service.is_none() {
+            tracing::info!(
+                "no client identity of the dashboard's own: the cluster is sampled per logged-in user"
+            );
+        }
+        let broker_metrics = Arc::new(BrokerMetricsCache::new(&self.broker_metrics));
+        // The scraper finds the brokers through the shared sample, so it needs one too.
+        let scraper = self
+            .service
+            .is_some()
+            .then(|| tokio::spawn(broker_metrics.clone().run(cluster.clone(), stop_rx.clone())));
+        let sessions = Arc::new(session::Sessions::new(self.tls.is_some()));
+        let reaper = tokio::spawn(sessions.clone().expire_idle(stop_rx.clone()));
         let state = Arc::new(AppState {
             config: self.config,
             cluster,
+            sessions: sessions.clone(),
+            user: None,
+            login_template: self.template,
+            activity: None,
             jobs: self.jobs,
             connectors: self.connectors,
             results,
+            broker_metrics,
             stop: stop_rx,
         });
         let router = api::router(state);
-        tracing::info!(url = %format!("http://{}/", self.local_addr), "dashboard listening");
+        tracing::info!(%url, "dashboard listening");
         let signal_stop = stop_tx.clone();
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                signal_stop.send_replace(true);
-            })
-            .await;
+        let graceful = async move {
+            shutdown.await;
+            signal_stop.send_replace(true);
+        };
+        let served = match self.tls {
+            Some(tls) => {
+                let listener = tls::TlsListener::new(self.listener, self.local_addr, tls);
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            }
+            None => {
+                axum::serve(self.listener, router)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            }
+        };
         // Also on a server error: the sampler must not outlive the server.
         stop_tx.send_replace(true);
-        if let Err(error) = sampler.await {
-            tracing::warn!(%error, "dashboard sampler ended abnormally");
+        sessions.end_all().await;
+        if let Err(error) = reaper.await {
+            tracing::warn!(%error, "the session reaper ended abnormally");
         }
-        if let Err(error) = results_reader.await {
-            tracing::warn!(%error, "the results reader ended abnormally");
+        if let Some(sampler) = sampler {
+            if let Err(error) = sampler.await {
+                tracing::warn!(%error, "dashboard sampler ended abnormally");
+            }
+        }
+        if let Some(results_reader) = results_reader {
+            if let Err(error) = results_reader.await {
+                tracing::warn!(%error, "the results reader ended abnormally");
+            }
+        }
+        if let Some(scraper) = scraper {
+            if let Err(error) = scraper.await {
+                tracing::warn!(%error, "the broker metrics scraper ended abnormally");
+            }
         }
         served.map_err(DashboardError::Serve)
     }

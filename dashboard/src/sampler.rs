@@ -7,7 +7,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use millrace_client::admin::{ClusterDescription, GroupDescription};
-use millrace_client::{Admin, ClientConfig, ClientError, OffsetSpec, TopicPartition};
+use millrace_client::{
+    Admin, ClientConfig, ClientError, IsolationLevel, OffsetSpec, TopicPartition,
+};
 use serde::Serialize;
 use tokio::sync::{watch, Mutex};
 
@@ -48,6 +50,9 @@ pub struct PartitionSample {
     pub start_offset: i64,
     /// Log end offset (high watermark).
     pub end_offset: i64,
+    /// Last stable offset: where a read_committed consumer stops (the first offset of the
+    /// oldest open transaction, else the high watermark).
+    pub last_stable_offset: i64,
     /// Bytes on disk (from DescribeLogDirs; `None` if the broker did not say).
     pub size_bytes: Option<i64>,
 }
@@ -274,6 +279,17 @@ impl ClusterCache {
         ClusterCache {
             client,
             admin: Mutex::new(None),
+            cached: RwLock::new(Cached::default()),
+            samples: watch::channel(0).0,
+        }
+    }
+
+    /// A cache whose admin client is already connected (a logged-in session's: the login
+    /// opened it, so the first sample needs no second SASL exchange).
+    pub(crate) fn connected(client: ClientConfig, admin: Admin) -> Self {
+        ClusterCache {
+            client,
+            admin: Mutex::new(Some(admin)),
             cached: RwLock::new(Cached::default()),
             samples: watch::channel(0).0,
         }
@@ -506,8 +522,8 @@ async fn sample(admin: &Admin) -> Result<Sample, ClientError> {
                 .map(|p| TopicPartition::new(t.name.as_str(), p.id))
         })
         .collect();
-    let (starts, ends) = if partitions.is_empty() {
-        (HashMap::new(), HashMap::new())
+    let (starts, ends, stable) = if partitions.is_empty() {
+        (HashMap::new(), HashMap::new(), HashMap::new())
     } else {
         let spec = |spec: OffsetSpec| -> Vec<(TopicPartition, OffsetSpec)> {
             partitions.iter().map(|tp| (tp.clone(), spec)).collect()
@@ -515,6 +531,21 @@ async fn sample(admin: &Admin) -> Result<Sample, ClientError> {
         (
             admin.list_offsets(&spec(OffsetSpec::Earliest)).await?,
             admin.list_offsets(&spec(OffsetSpec::Latest)).await?,
+            // The last stable offsets are a nicety too: a broker that cannot answer them
+            // (ListOffsets before v2) shows the high watermark in their place.
+            match admin
+                .list_offsets_with_isolation(
+                    &spec(OffsetSpec::Latest),
+                    IsolationLevel::ReadCommitted,
+                )
+                .await
+            {
+                Ok(stable) => stable,
+                Err(error) => {
+                    tracing::debug!(%error, "read_committed ListOffsets failed; LSO unknown");
+                    HashMap::new()
+                }
+            },
         )
     };
     let mut notes = Vec::new();
@@ -553,6 +584,11 @@ async fn sample(admin: &Admin) -> Result<Sample, ClientError> {
                     under_replicated: p.under_replicated(),
                     start_offset: starts.get(&tp).map(|o| o.offset).unwrap_or(0),
                     end_offset: ends.get(&tp).map(|o| o.offset).unwrap_or(0),
+                    last_stable_offset: stable
+                        .get(&tp)
+                        .or_else(|| ends.get(&tp))
+                        .map(|o| o.offset)
+                        .unwrap_or(0),
                     size_bytes: sizes.get(&tp).copied(),
                 }
             })
@@ -683,6 +719,7 @@ mod tests {
             under_replicated: isr.len() < replicas.len(),
             start_offset: 0,
             end_offset: 0,
+            last_stable_offset: 0,
             size_bytes: None,
         }
     }

@@ -49,6 +49,9 @@ pub struct DemoOptions {
     pub partitions: i32,
     /// How often jobs and the sink commit.
     pub commit_interval: Duration,
+    /// Run the embedded brokers with a SASL_SSL listener (a throw-away CA and certificate,
+    /// a PLAIN user) and every part of the pipeline as a client of it.
+    pub secure: bool,
 }
 
 impl Default for DemoOptions {
@@ -65,6 +68,7 @@ impl Default for DemoOptions {
             events: None,
             partitions: 3,
             commit_interval: Duration::from_secs(2),
+            secure: false,
         }
     }
 }
@@ -142,6 +146,10 @@ pub struct Demo {
     data_dir: PathBuf,
     bootstrap: String,
     dashboard_url: String,
+    /// The Kafka client settings of the demo's clients (empty unless secured).
+    client_settings: BTreeMap<String, String>,
+    /// The secured demo's client settings file.
+    client_properties: Option<PathBuf>,
     jobs: Vec<RunningJob>,
     shutdown: watch::Sender<bool>,
     stop_generating: Arc<AtomicBool>,
@@ -178,10 +186,24 @@ impl Demo {
         };
         let broker_dir = data_dir.join("broker");
         let export_dir = data_dir.join("export");
+        let security = match (options.secure, &options.bootstrap) {
+            (true, None) => Some(super::secure::DemoSecurity::create(
+                &data_dir.join("security"),
+                &options.listen.ip().to_string(),
+            )?),
+            (true, Some(_)) => anyhow::bail!(
+                "a secured demo runs its own brokers; give --security or a cluster, not both"
+            ),
+            (false, _) => None,
+        };
+        let client_settings = security
+            .as_ref()
+            .map(|s| s.client_settings())
+            .unwrap_or_default();
         let (brokers, bootstrap) = match &options.bootstrap {
             Some(bootstrap) => (Vec::new(), bootstrap.clone()),
             None => {
-                let brokers = start_brokers(&options, &broker_dir).await?;
+                let brokers = start_brokers(&options, &broker_dir, security.as_ref()).await?;
                 let bootstrap = brokers
                     .iter()
                     .map(|b| b.local_addr().to_string())
@@ -194,10 +216,12 @@ impl Demo {
             bootstrap: bootstrap.clone(),
             started: brokers.len(),
         });
-        let client = ClientConfig::builder(bootstrap.split(',').map(str::trim))
-            .client_id("millrace-demo")
-            .build()
-            .context("client settings")?;
+        let mut builder =
+            ClientConfig::builder(bootstrap.split(',').map(str::trim)).client_id("millrace-demo");
+        for (name, value) in &client_settings {
+            builder = builder.set(name, value).context("client settings")?;
+        }
+        let client = builder.build().context("client settings")?;
         let topics = super::create_topics(&client, options.partitions).await?;
         report(StartupStep::TopicsCreated {
             topics,
@@ -236,6 +260,7 @@ impl Demo {
             "time_field": "ts",
             "time_partitioning": "hour",
             "rolling": { "max_records": 200_000, "event_time_interval_ms": 600_000 },
+            "client": client_settings,
         }))
         .context("Parquet sink settings")?;
         let sink = ParquetSink::new(sink_config).context("Parquet sink")?;
@@ -254,6 +279,10 @@ impl Demo {
 
         let mut dashboard = Dashboard::new(DashboardConfig {
             bootstrap: bootstrap.clone(),
+            client_settings: client_settings
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             http: options.http,
             // One SQL table per exported topic, named after it (`page_views`).
             parquet_dirs: topics::RAW
@@ -299,6 +328,8 @@ impl Demo {
             data_dir,
             bootstrap,
             dashboard_url,
+            client_settings,
+            client_properties: security.as_ref().map(|s| s.client_properties.clone()),
             jobs,
             shutdown,
             stop_generating,
@@ -307,6 +338,17 @@ impl Demo {
             sink,
             dashboard,
         })
+    }
+
+    /// The Kafka client settings of the demo's clients: empty, or the secured demo's
+    /// `security.protocol`, `ssl.ca.location` and SASL user.
+    pub fn client_settings(&self) -> &BTreeMap<String, String> {
+        &self.client_settings
+    }
+
+    /// The secured demo's client settings file (`--command-config`), if secured.
+    pub fn client_properties(&self) -> Option<&Path> {
+        self.client_properties.as_deref()
     }
 
     /// The broker's address.
@@ -453,6 +495,7 @@ impl Demo {
 async fn start_brokers(
     options: &DemoOptions,
     broker_dir: &Path,
+    security: Option<&super::secure::DemoSecurity>,
 ) -> anyhow::Result<Vec<RunningBroker>> {
     // Every member of the demo's groups starts at once: no need to wait for more.
     let mut common = vec![
@@ -466,6 +509,10 @@ async fn start_brokers(
             format!("http://{}:0", options.listen.ip()),
         ),
     ];
+    if let Some(security) = security {
+        // The client listener (named PLAINTEXT, as without security) speaks SASL_SSL.
+        common.extend(security.broker_settings("PLAINTEXT"));
+    }
     if options.brokers <= 1 {
         let settings: BTreeMap<String, String> = common.into_iter().collect();
         let broker_config = BrokerConfig::from_settings(

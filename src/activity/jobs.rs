@@ -99,7 +99,10 @@ pub struct JobContext {
 
 impl JobContext {
     fn config(&self, job: &str) -> StreamsConfig {
+        // Exactly-once (the default, stated here because the demo shows it off): the Parquet
+        // sink exports the outputs with read_committed.
         StreamsConfig::new(application_id(job), self.client.clone())
+            .exactly_once()
             .commit_interval(self.commit_interval)
             .event_time(OUT_OF_ORDERNESS, Some(Duration::from_secs(30)))
             .dead_letter_topic(topics::DEAD_LETTERS)

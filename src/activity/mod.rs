@@ -7,6 +7,7 @@ pub mod demo;
 pub mod events;
 pub mod generator;
 pub mod jobs;
+pub mod secure;
 
 use anyhow::Context;
 use millrace_client::admin::{Admin, NewTopic};

@@ -313,6 +313,46 @@ fn check_ports(plans: &[BrokerPlan]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A base port P for `n` brokers whose client (P+i), controller (P+100+i) and metrics
+/// (P+200+i) ports are all free now. Chosen below Linux's ephemeral range (32768-60999 by
+/// default) so no outgoing connection can take one before its broker binds it.
+pub fn free_base_port(n: u16) -> anyhow::Result<u16> {
+    use rand::{Rng, SeedableRng};
+    const LOW: u16 = 20_000;
+    const HIGH: u16 = 32_768;
+    let span = HIGH
+        .checked_sub(LOW + 200 + n)
+        .filter(|span| *span > 0)
+        .with_context(|| format!("no room below port {HIGH} for {n} brokers"))?;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()).rotate_left(32);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for _ in 0..500 {
+        let base = LOW + rng.random_range(0..span);
+        let all_free = (0..n)
+            .flat_map(|i| [base + i, base + 100 + i, base + 200 + i])
+            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return Ok(base);
+        }
+    }
+    anyhow::bail!("found no free ports for {n} brokers; give --base-port")
+}
+
+/// The last `lines` lines of a broker's log, for an error that says why it died.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(error) => format!("(cannot read it: {error})"),
+    }
+}
+
 /// A running child: its id and pid.
 struct Running {
     id: u16,
@@ -402,16 +442,23 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 fn died(id: u16, status: std::io::Result<ExitStatus>, plans: &[BrokerPlan]) -> String {
-    let log = plans
-        .iter()
-        .find(|p| p.id == id)
-        .map(|p| p.log.display().to_string())
-        .unwrap_or_default();
     let status = match status {
         Ok(status) => status.to_string(),
         Err(error) => error.to_string(),
     };
-    format!("broker {id} exited unexpectedly ({status}); its log: {log}")
+    match plans.iter().find(|p| p.id == id) {
+        Some(plan) => died_message(id, &status, &plan.log),
+        None => format!("broker {id} exited unexpectedly ({status})"),
+    }
+}
+
+/// "broker N exited unexpectedly", with where its log is and how it ends.
+pub fn died_message(id: u16, status: &str, log: &Path) -> String {
+    format!(
+        "broker {id} exited unexpectedly ({status}); its log: {}, ending:\n{}",
+        log.display(),
+        log_tail(log, 20)
+    )
 }
 
 /// Starts one broker with its output going to its log; its exit is reported on `exits`.
@@ -562,6 +609,37 @@ mod tests {
                 ]
             );
         }
+    }
+
+    #[test]
+    fn a_free_base_port_is_below_the_ephemeral_range_with_every_port_free() {
+        let base = free_base_port(3).unwrap();
+        assert!((20_000..32_768 - 203).contains(&base), "{base}");
+        for port in [
+            base,
+            base + 2,
+            base + 100,
+            base + 102,
+            base + 200,
+            base + 202,
+        ] {
+            assert!(TcpListener::bind(("127.0.0.1", port)).is_ok(), "{port}");
+        }
+    }
+
+    #[test]
+    fn the_death_of_a_broker_is_reported_with_the_end_of_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("broker-2.log");
+        let lines: Vec<String> = (0..30).map(|i| format!("line {i}")).collect();
+        std::fs::write(&log, lines.join("\n")).unwrap();
+        let message = died_message(2, "exit status: 1", &log);
+        assert!(message.starts_with("broker 2 exited unexpectedly (exit status: 1)"));
+        assert!(
+            message.contains("line 29") && message.contains("line 10"),
+            "{message}"
+        );
+        assert!(!message.contains("line 9\n"), "{message}");
     }
 
     #[test]

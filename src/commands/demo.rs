@@ -51,6 +51,10 @@ pub struct DemoArgs {
     /// Seconds between progress reports (events generated, rate over the interval, lag).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     report_every: f64,
+    /// `sasl_ssl`: the brokers listen with TLS (a throw-away CA under DATA_DIR/security) and
+    /// SASL PLAIN; every part of the pipeline, and you, connect as the demo user.
+    #[arg(long, value_name = "PROTOCOL", value_parser = ["plaintext", "sasl_ssl"], default_value = "plaintext")]
+    security: String,
 }
 
 /// The periodic progress line: the rate is that of the last interval, not the average since
@@ -113,6 +117,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         speedup: args.speedup,
         events: args.events,
         partitions: args.partitions,
+        secure: args.security == "sasl_ssl",
         ..DemoOptions::default()
     };
     let started = Instant::now();
@@ -189,6 +194,13 @@ fn print_tour(demo: &Demo, speedup: f64) {
         demo.bootstrap()
     );
     println!("  data          {}", demo.data_dir().display());
+    if let Some(properties) = demo.client_properties() {
+        println!(
+            "  security      SASL_SSL; connect with --command-config {}  (kcat: -F {})",
+            properties.display(),
+            properties.display()
+        );
+    }
     for url in demo.metrics_urls() {
         println!("  metrics       {url}  (Prometheus; /health/ready beside it)");
     }

@@ -1,6 +1,7 @@
 //! One module per `millrace` subcommand. Each parses nothing itself (clap does) and holds no
 //! logic beyond calling the crates and printing their results.
 
+pub mod acls;
 pub mod bench;
 pub mod cluster;
 pub mod connect;
@@ -11,8 +12,11 @@ pub mod export;
 pub mod groups;
 pub mod produce;
 pub mod progress;
+pub mod quotas;
 pub mod sql;
 pub mod topics;
+pub mod transactions;
+pub mod users;
 
 use std::collections::BTreeMap;
 
@@ -34,15 +38,51 @@ pub struct ConnectArgs {
     /// saying what it answered meanwhile.
     #[arg(long, value_name = "SECONDS", default_value_t = 30, global = true)]
     pub timeout: u64,
+    /// A client setting with Kafka's name, as kcat's `-X`: `-X security.protocol=SASL_SSL
+    /// -X sasl.mechanism=SCRAM-SHA-512 -X sasl.username=alice -X sasl.password=...`.
+    /// Repeatable; wins over `--command-config`.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = key_value, global = true)]
+    pub properties: Vec<(String, String)>,
+    /// A file of client settings, one `key=value` per line (`#` comments), as Kafka's tools'
+    /// `--command-config`; keeps the password off the command line.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 impl ConnectArgs {
     /// The client configuration for these options.
     pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
-        let config = ClientConfig::builder(self.bootstrap.split(',').map(str::trim))
-            .client_id("millrace-cli")
-            .build()?;
-        Ok(config)
+        let mut builder = ClientConfig::builder(self.bootstrap.split(',').map(str::trim))
+            .client_id("millrace-cli");
+        for (name, value) in self.settings()? {
+            builder = builder.set(&name, &value)?;
+        }
+        Ok(builder.build()?)
+    }
+
+    /// The client settings of `--command-config`, then `-X`, in that order.
+    pub fn settings(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut settings = Vec::new();
+        if let Some(path) = &self.command_config {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--command-config {}: {e}", path.display()))?;
+            for (number, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                    continue;
+                }
+                let (name, value) = key_value(line).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--command-config {} line {}: {e}",
+                        path.display(),
+                        number + 1
+                    )
+                })?;
+                settings.push((name, value.trim().to_string()));
+            }
+        }
+        settings.extend(self.properties.iter().cloned());
+        Ok(settings)
     }
 
     /// How long a command waits without progress before it gives up.

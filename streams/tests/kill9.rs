@@ -41,6 +41,7 @@ fn job_process() {
         .unwrap();
     runtime.block_on(async move {
         let config = StreamsConfig::new(APP, ClientConfig::new(&address))
+            .at_least_once()
             .commit_interval(Duration::from_millis(150))
             .event_time(Duration::from_secs(3), Some(Duration::from_secs(2)))
             .session_timeout(Duration::from_secs(6));

@@ -115,3 +115,50 @@ impl TestClient {
         matches!(self.stream.read(&mut byte).await, Ok(0) | Err(_))
     }
 }
+
+/// Produces `records` to partition 0 of `topic` on the broker at `addr` with ProduceRequest
+/// v9 and `acks`, and returns the partition's (error code, base offset).
+///
+/// A broker named leader in the controller's metadata may not have applied its leadership
+/// yet; the answers that mean "nothing appended, not leader (yet)" (NOT_LEADER_OR_FOLLOWER,
+/// UNKNOWN_TOPIC_OR_PARTITION) are retried for up to ten seconds, as a client would, and
+/// returned as they are after that.
+pub async fn produce_to_leader(
+    addr: SocketAddr,
+    topic: &str,
+    records: &[kafka_protocol::records::Record],
+    acks: i16,
+) -> (i16, i64) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::ResponseError;
+    use std::time::Duration;
+
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(crate::records::batch(
+                    records,
+                    kafka_protocol::records::Compression::None,
+                )))])]);
+    let not_leader_yet = [
+        ResponseError::NotLeaderOrFollower.code(),
+        ResponseError::UnknownTopicOrPartition.code(),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut client = TestClient::connect(addr).await;
+    loop {
+        let response = client.call(9, &request).await;
+        let partition = &response.responses[0].partition_responses[0];
+        let answer = (partition.error_code, partition.base_offset);
+        if !not_leader_yet.contains(&answer.0) || tokio::time::Instant::now() > deadline {
+            return answer;
+        }
+        // Leadership arrives with the next metadata record; a short pause between attempts.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -17,4 +17,5 @@ mod kill_controller;
 mod kill_leader;
 mod paused_followers;
 mod rolling_restart;
+mod transactions;
 mod zombie_leader;

@@ -169,7 +169,10 @@ class Reader:
     def skip_tagged_fields(self) -> None:
         for _ in range(self.uvarint()):
             self.uvarint()
-            self.pos += self.uvarint()
+            # Read the size first: `self.pos += self.uvarint()` would add it to the position
+            # from before the size was read.
+            size = self.uvarint()
+            self.pos += size
 
     @property
     def remaining(self) -> int:

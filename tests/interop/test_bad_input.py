@@ -54,6 +54,9 @@ def test_api_versions_v3_lists_the_core_apis(node):
         assert key in resp.apis, f"api {key} not advertised: {sorted(resp.apis)}"
     lo, hi = resp.apis[wire.API_API_VERSIONS]
     assert lo <= 3 <= hi
+    # Transaction version 2 (KIP-890): EndTxn v5 and Produce v12 are advertised.
+    assert resp.apis[26][1] >= 5, resp.apis[26]
+    assert resp.apis[wire.API_PRODUCE][1] >= 12, resp.apis[wire.API_PRODUCE]
 
 
 def test_unsupported_api_versions_version_gets_v0_error_35_and_connection_stays_open(node):

@@ -23,11 +23,12 @@ proxy its one advertised address); the kafka-python round trip also runs against
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import pytest
 from confluent_kafka import Producer
@@ -49,7 +50,31 @@ MAX_OUTSTANDING = 2_000
 VALUE_PAD = "x" * 100
 
 
-def idempotent_producer(bootstrap: str) -> Producer:
+class RecentLog(logging.Handler):
+    """Keeps librdkafka's last debug lines, for the message of a stalled test."""
+
+    def __init__(self, lines: int = 200) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=lines)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        # A partition without a leader is re-queried every few ms: keep the first of those
+        # only, so the lines before (what led there) stay in view.
+        if "re-query" in message and any("re-query" in line for line in self.lines):
+            return
+        self.lines.append(message)
+
+
+def idempotent_producer(bootstrap: str, recent: RecentLog | None = None) -> Producer:
+    extra: dict = {}
+    if recent is not None:
+        logger = logging.getLogger(f"rdkafka-{id(recent)}")
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(recent)
+        # Producer id, leader and connection changes: what a stall would be stuck in.
+        extra = {"debug": "eos,topic,broker", "logger": logger}
     return Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -62,7 +87,9 @@ def idempotent_producer(bootstrap: str) -> Producer:
             "reconnect.backoff.ms": 50,
             "reconnect.backoff.max.ms": 500,
             "socket.timeout.ms": 10_000,
-        }
+            **({"debug": extra["debug"]} if extra else {}),
+        },
+        **({"logger": extra["logger"]} if extra else {}),
     )
 
 
@@ -88,28 +115,41 @@ def produce_with_disruptions(
     `triggers`, run `disrupt()` in a background thread (production continues meanwhile).
     Returns the delivery log and how many records were in flight at each disruption."""
     log = DeliveryLog()
-    p = idempotent_producer(bootstrap)
+    recent = RecentLog()
+    p = idempotent_producer(bootstrap, recent)
     seqs = [0] * KEYS
     produced = 0
     pending = [int(f * TOTAL) for f in triggers]
     in_flight_at: list[int] = []
     worker: threading.Thread | None = None
     worker_error: list[BaseException] = []
+    began = time.monotonic()
+    # When each disruption started and ended, and the acknowledged count then: a stall
+    # message says whether the producer or the disruption was stuck.
+    timeline: list[str] = []
+
+    def note(what: str) -> None:
+        timeline.append(f"{what} at {time.monotonic() - began:.1f}s with {len(log.acked)} acked")
 
     def run_disruption() -> None:
         try:
+            note("disruption began")
             disrupt()
+            note("disruption ended")
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
             worker_error.append(exc)
 
-    deadline = time.monotonic() + 100
+    deadline = began + 100
     while log.done < TOTAL:
         assert not worker_error, f"disruption failed: {worker_error[0]!r}"
         assert time.monotonic() < deadline, (
             f"stalled: {len(log.acked)} acknowledged, {len(log.failed)} failed of {produced} "
-            f"produced; failures {log.failed[:3]}"
+            f"produced; failures {log.failed[:3]}; {'; '.join(timeline)}\n"
+            "librdkafka's last lines:\n" + "\n".join(recent.lines)
         )
-        if pending and len(log.acked) >= pending[0] and (worker is None or not worker.is_alive()):
+        # Disrupt only with records in flight: that is the case under test.
+        if (pending and len(log.acked) >= pending[0] and produced > log.done
+                and (worker is None or not worker.is_alive())):
             pending.pop(0)
             in_flight_at.append(produced - log.done)
             worker = threading.Thread(target=run_disruption, daemon=True)

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 
+use super::access::Access;
 use super::{RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 use crate::group::OFFSETS_TOPIC;
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Answers an AddOffsetsToTxn request.
 pub async fn handle(
@@ -20,7 +22,19 @@ pub async fn handle(
     let request: AddOffsetsToTxnRequest = ctx.decode(&mut body)?;
     let transactional_id = request.transactional_id.0.to_string();
     let group_id = request.group_id.0.to_string();
-    let code = if group_id.is_empty() {
+    let access = Access::new(broker, ctx);
+    let txn_allowed = access.authorize(
+        AclOperation::Write,
+        Resource::transactional_id(&transactional_id),
+    );
+    let group_allowed =
+        txn_allowed && access.authorize(AclOperation::Read, Resource::group(&group_id));
+    drop(access);
+    let code = if !txn_allowed {
+        ResponseError::TransactionalIdAuthorizationFailed.code()
+    } else if !group_allowed {
+        ResponseError::GroupAuthorizationFailed.code()
+    } else if group_id.is_empty() {
         ResponseError::InvalidGroupId.code()
     } else {
         match broker.offsets.ensure_topic().await {
@@ -35,6 +49,7 @@ pub async fn handle(
                         request.producer_id.0,
                         request.producer_epoch,
                         &[(OFFSETS_TOPIC.to_string(), partition)],
+                        0,
                     )
                     .await
                 {

@@ -4,9 +4,11 @@ use bytes::Bytes;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
+use super::access::Access;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Answers a CreatePartitions request.
 pub async fn handle(
@@ -15,6 +17,7 @@ pub async fn handle(
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: CreatePartitionsRequest = ctx.decode(&mut body)?;
+    let access = Access::new(broker, ctx);
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let current = broker
@@ -32,6 +35,14 @@ pub async fn handle(
             })
             .collect();
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        if !access.authorize(AclOperation::Alter, Resource::topic(&topic.name)) {
+            results.push(
+                result
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_error_message(Some(str_bytes("no ALTER on the topic"))),
+            );
+            continue;
+        }
         let outcome = broker
             .controller
             .create_partitions(

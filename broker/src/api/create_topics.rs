@@ -8,11 +8,13 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
+use super::access::Access;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 use crate::metadata::controller::NewTopic;
 use crate::metadata::topic_config;
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Answers a CreateTopics request.
 pub async fn handle(
@@ -29,10 +31,33 @@ pub async fn handle(
         .map(|t| t.name.0.to_string())
         .collect();
 
+    // CREATE on the cluster allows every topic; otherwise CREATE on each topic.
+    let access = Access::new(broker, ctx);
+    let cluster_create = access.allowed(AclOperation::Create, Resource::cluster());
+    let denied: HashSet<String> = request
+        .topics
+        .iter()
+        .filter(|t| {
+            !cluster_create && !access.authorize(AclOperation::Create, Resource::topic(&t.name))
+        })
+        .map(|t| t.name.0.to_string())
+        .collect();
+    drop(access);
+
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let result = CreatableTopicResult::default().with_name(topic.name.clone());
+        if denied.contains(&name) {
+            results.push(
+                result
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_error_message(Some(str_bytes(format!(
+                        "no CREATE on topic `{name}` or on the cluster"
+                    )))),
+            );
+            continue;
+        }
         if duplicated.contains(&name) {
             results.push(
                 result

@@ -10,10 +10,12 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, TopicName};
 
+use super::access::Access;
 use super::{Reply, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 use crate::replica::{Partition, Refusal};
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// A partition's deletion on the leader: the replica, the offset, and the leader epoch.
 type Deleted = Result<(Arc<Partition>, i64, i32), Refusal>;
@@ -28,15 +30,22 @@ pub fn handle(
 ) -> Result<Reply, RequestError> {
     let request: DeleteRecordsRequest = ctx.decode(&mut body)?;
     let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
+    let access = Access::new(broker, ctx);
     let topics: Vec<(TopicName, Vec<(i32, Deleted)>)> = request
         .topics
         .into_iter()
         .map(|topic| {
+            let allowed = access.authorize(AclOperation::Delete, Resource::topic(&topic.name));
             let partitions = topic
                 .partitions
                 .iter()
                 .map(|p| {
-                    let deleted = match broker.replicas.replica(&topic.name, p.partition_index) {
+                    let replica = broker.replicas.replica(&topic.name, p.partition_index);
+                    let deleted = match replica {
+                        _ if !allowed => Err((
+                            ResponseError::TopicAuthorizationFailed,
+                            String::from("no DELETE on the topic"),
+                        )),
                         None => Err((
                             ResponseError::UnknownTopicOrPartition,
                             String::from("no such partition here"),

@@ -6,10 +6,12 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
+use super::access::Access;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 use crate::metadata::topic_config::{self, ConfigSource};
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Resource type codes of the protocol.
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -24,6 +26,7 @@ pub fn handle(
 ) -> Result<Bytes, RequestError> {
     let request: DescribeConfigsRequest = ctx.decode(&mut body)?;
     let with_docs = ctx.version >= 3 && request.include_documentation;
+    let access = Access::new(broker, ctx);
     let results = request
         .resources
         .into_iter()
@@ -37,6 +40,23 @@ pub fn handle(
                     .as_ref()
                     .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
             };
+            // DESCRIBE_CONFIGS on the topic, or on the cluster for a broker's settings.
+            let (target, denied) = match resource.resource_type {
+                RESOURCE_TOPIC => (
+                    Some(Resource::topic(&resource.resource_name)),
+                    ResponseError::TopicAuthorizationFailed,
+                ),
+                RESOURCE_BROKER => (
+                    Some(Resource::cluster()),
+                    ResponseError::ClusterAuthorizationFailed,
+                ),
+                _ => (None, ResponseError::InvalidRequest),
+            };
+            if target.is_some_and(|t| !access.authorize(AclOperation::DescribeConfigs, t)) {
+                return result
+                    .with_error_code(denied.code())
+                    .with_error_message(Some(str_bytes("no DESCRIBE_CONFIGS on the resource")));
+            }
             match resource.resource_type {
                 RESOURCE_TOPIC => {
                     let Some(topic) = broker.controller.topic(&resource.resource_name) else {
@@ -275,6 +295,26 @@ fn broker_settings(broker: &Broker) -> Vec<(String, String, i8)> {
         ),
     ];
     out.extend(cluster_settings(c));
+    // Where this broker's metrics and health endpoint is bound (consoles find it here).
+    if let Some(address) = broker.metrics.endpoint() {
+        out.push((
+            crate::config::metrics::METRICS_LISTENER.to_string(),
+            format!("http://{address}"),
+            2,
+        ));
+    }
+    out.push((
+        crate::config::metrics::PARTITION_LEVEL_ENABLE.to_string(),
+        c.metrics.partition_level.to_string(),
+        1,
+    ));
+    if let Some(ms) = c.metrics.slow_request_ms {
+        out.push((
+            crate::config::metrics::LOG_SLOW_REQUEST_MS.to_string(),
+            ms.to_string(),
+            5,
+        ));
+    }
     for def in topic_config::TOPIC_CONFIGS {
         let value = c
             .log_defaults

@@ -4,9 +4,11 @@ use bytes::Bytes;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
+use super::access::Access;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Answers a DescribeGroups request.
 pub fn handle(
@@ -15,11 +17,26 @@ pub fn handle(
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: DescribeGroupsRequest = ctx.decode(&mut body)?;
+    let access = Access::new(broker, ctx);
     let groups = request
         .groups
         .iter()
         .map(|group_id| {
             let described = DescribedGroup::default().with_group_id(group_id.clone());
+            let group = Resource::group(group_id);
+            if !access.authorize(AclOperation::Describe, group) {
+                return described
+                    .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+                    .with_authorized_operations(i32::MIN);
+            }
+            // KIP-430 (v3+): what the principal may do on the group, when asked.
+            let authorized_operations = if ctx.version >= 3 && request.include_authorized_operations
+            {
+                access.authorized_operations(group)
+            } else {
+                i32::MIN
+            };
+            let described = described.with_authorized_operations(authorized_operations);
             let Some(description) = broker.groups.describe(group_id) else {
                 // Kafka answers an unknown group as Dead; v6 adds an explicit error.
                 let dead = described.with_group_state(str_bytes("Dead"));

@@ -6,9 +6,11 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 };
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
 
+use super::access::Access;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
-use crate::error::NONE;
+use crate::error::{ResponseError, NONE};
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Answers a DescribeLogDirs request.
 pub fn handle(
@@ -17,6 +19,19 @@ pub fn handle(
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: DescribeLogDirsRequest = ctx.decode(&mut body)?;
+    if !Access::new(broker, ctx).authorize(AclOperation::Describe, Resource::cluster()) {
+        // v3+ says why; earlier versions just see no log dirs.
+        let error = if ctx.version >= 3 {
+            ResponseError::ClusterAuthorizationFailed.code()
+        } else {
+            NONE
+        };
+        return ctx.respond(
+            &DescribeLogDirsResponse::default()
+                .with_throttle_time_ms(0)
+                .with_error_code(error),
+        );
+    }
     let wanted: Vec<(String, Option<Vec<i32>>)> = match request.topics {
         None => broker
             .replicas

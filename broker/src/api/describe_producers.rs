@@ -9,9 +9,11 @@ use kafka_protocol::messages::describe_producers_response::{
 };
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
 
+use super::access::Access;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Answers a DescribeProducers request.
 pub fn handle(
@@ -20,15 +22,21 @@ pub fn handle(
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: DescribeProducersRequest = ctx.decode(&mut body)?;
+    let access = Access::new(broker, ctx);
     let topics = request
         .topics
         .iter()
         .map(|topic| {
+            let allowed = access.authorize(AclOperation::Read, Resource::topic(&topic.name));
             let partitions = topic
                 .partition_indexes
                 .iter()
                 .map(|&index| {
                     let response = PartitionResponse::default().with_partition_index(index);
+                    if !allowed {
+                        return response
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     let Some(replica) = broker.replicas.replica(&topic.name, index) else {
                         return response
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code());

@@ -9,9 +9,11 @@ use kafka_protocol::messages::{
     DescribeTransactionsRequest, DescribeTransactionsResponse, ProducerId, TopicName,
 };
 
+use super::access::Access;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
-use crate::error::NONE;
+use crate::error::{ResponseError, NONE};
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Answers a DescribeTransactions request.
 pub fn handle(
@@ -20,12 +22,22 @@ pub fn handle(
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: DescribeTransactionsRequest = ctx.decode(&mut body)?;
+    let access = Access::new(broker, ctx);
     let states = request
         .transactional_ids
         .iter()
         .map(|id| {
             let state = TransactionState::default().with_transactional_id(id.clone());
-            match broker.transactions.describe(broker, &id.0) {
+            let described =
+                if access.authorize(AclOperation::Describe, Resource::transactional_id(&id.0)) {
+                    broker.transactions.describe(broker, &id.0)
+                } else {
+                    Err((
+                        ResponseError::TransactionalIdAuthorizationFailed,
+                        String::new(),
+                    ))
+                };
+            match described {
                 Err((error, _)) => state
                     .with_error_code(error.code())
                     .with_producer_id(ProducerId(-1))

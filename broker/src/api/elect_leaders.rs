@@ -8,10 +8,12 @@ use bytes::Bytes;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 
+use super::access::Access;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 use crate::metadata::controller::partitions::ElectionOutcome;
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Kafka's election types.
 const PREFERRED: i8 = 0;
@@ -36,6 +38,21 @@ pub async fn handle(
             .collect()
     });
     let response = ElectLeadersResponse::default().with_throttle_time_ms(0);
+    if !Access::new(broker, ctx).authorize(AclOperation::Alter, Resource::cluster()) {
+        let results = per_topic(wanted.unwrap_or_default().into_iter().map(|(t, p)| {
+            (
+                t,
+                p,
+                ResponseError::ClusterAuthorizationFailed.code(),
+                Some("electing leaders needs ALTER on the cluster".to_string()),
+            )
+        }));
+        return ctx.respond(
+            &response
+                .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+                .with_replica_election_results(results),
+        );
+    }
     if election_type != PREFERRED {
         let results = per_topic(wanted.unwrap_or_default().into_iter().map(|(t, p)| {
             (

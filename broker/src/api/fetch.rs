@@ -4,6 +4,11 @@
 //! Two kinds of fetchers use it: consumers (replica id -1), served by the leader up to the
 //! high watermark, and followers (replica id = their broker id), served beyond it, whose fetch
 //! offset tells the leader how far they have come (and may put them back in the ISR).
+//!
+//! From v13 topics are named by id (an id this broker does not know gets UNKNOWN_TOPIC_ID,
+//! so a fetcher can never read a re-created topic of the same name by mistake); from v15 a
+//! follower sends its broker epoch (`ReplicaState`, KIP-903), and a fetch from an earlier
+//! incarnation of that broker gets STALE_BROKER_EPOCH.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +20,14 @@ use kafka_protocol::messages::fetch_response::{
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::time::Instant;
+use uuid::Uuid;
 
+use super::access::Access;
 use super::{Reply, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
-use crate::replica::{FollowerFetch, Partition};
+use crate::replica::{FollowerFetch, FollowerFetchRequest, Partition};
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Kafka's replica id of a debugging consumer: served by any replica, up to its high
 /// watermark.
@@ -34,7 +42,30 @@ struct Wanted {
     last_fetched_epoch: i32,
     /// A follower's log start offset (v5+; -1 otherwise).
     log_start_offset: i64,
-    replica: Option<Arc<Partition>>,
+    /// The partition, or why it cannot be read at all.
+    replica: Result<Arc<Partition>, ResponseError>,
+}
+
+/// One topic a fetch asks for: its name (resolved from the id from v13) and id.
+struct WantedTopic {
+    name: TopicName,
+    topic_id: Uuid,
+    partitions: Vec<Wanted>,
+}
+
+/// Who is fetching: a follower's broker id and epoch, or a consumer.
+#[derive(Clone, Copy)]
+struct Fetcher {
+    /// The follower's broker id, or -1 (consumer) or -2 (debugging consumer).
+    replica_id: i32,
+    /// The follower's broker epoch (v15+), -1 when not sent.
+    replica_epoch: i64,
+}
+
+impl Fetcher {
+    fn is_follower(self) -> bool {
+        self.replica_id >= 0
+    }
 }
 
 /// Handles a Fetch request. The response is always deferred: it may wait for data.
@@ -54,11 +85,44 @@ pub fn handle(
         return ctx.respond(&response).map(Reply::Now);
     }
 
-    let topics: Vec<(TopicName, Vec<Wanted>)> = request
+    // Followers say who they are (from v15 with their broker epoch); consumers send -1.
+    let fetcher = if ctx.version >= 15 {
+        Fetcher {
+            replica_id: request.replica_state.replica_id.0,
+            replica_epoch: request.replica_state.replica_epoch,
+        }
+    } else {
+        Fetcher {
+            replica_id: request.replica_id.0,
+            replica_epoch: -1,
+        }
+    };
+    let stale_epoch = fetcher.is_follower() && stale_broker_epoch(broker, fetcher);
+    let access = Access::new(broker, ctx);
+    // Followers need CLUSTER_ACTION on the cluster; consumers READ on each topic.
+    let follower_denied = fetcher.is_follower()
+        && !access.authorize(AclOperation::ClusterAction, Resource::cluster());
+    let by_id = ctx.version >= 13;
+    let topics: Vec<WantedTopic> = request
         .topics
         .into_iter()
         .map(|topic| {
-            let wanted = topic
+            let (name, topic_error) = if by_id {
+                match broker
+                    .controller
+                    .with_image(|i| i.topic_by_id(&topic.topic_id).map(|t| t.name.clone()))
+                {
+                    Some(name) => (TopicName(name.into()), None),
+                    None => (TopicName::default(), Some(ResponseError::UnknownTopicId)),
+                }
+            } else {
+                (topic.topic, None)
+            };
+            let denied = topic_error.is_none()
+                && (follower_denied
+                    || (!fetcher.is_follower()
+                        && !access.authorize(AclOperation::Read, Resource::topic(&name))));
+            let partitions = topic
                 .partitions
                 .iter()
                 .map(|p| Wanted {
@@ -80,10 +144,19 @@ pub fn handle(
                     } else {
                         -1
                     },
-                    replica: broker.replicas.replica(&topic.topic, p.partition),
+                    replica: match topic_error {
+                        Some(error) => Err(error),
+                        None if denied => Err(ResponseError::TopicAuthorizationFailed),
+                        None if stale_epoch => Err(ResponseError::StaleBrokerEpoch),
+                        None => locate(broker, &name, topic.topic_id, by_id, p.partition),
+                    },
                 })
                 .collect();
-            (topic.topic, wanted)
+            WantedTopic {
+                name,
+                topic_id: topic.topic_id,
+                partitions,
+            }
         })
         .collect();
 
@@ -91,8 +164,6 @@ pub fn handle(
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let response_max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
     let read_committed = request.isolation_level == 1;
-    // Followers say who they are; consumers send -1.
-    let replica_id = request.replica_id.0;
     let ctx = ctx.clone();
     let broker = broker.clone();
 
@@ -105,10 +176,10 @@ pub fn handle(
             // they are appended.
             let mut watches: FuturesUnordered<_> = topics
                 .iter()
-                .flat_map(|(_, ws)| ws.iter())
+                .flat_map(|t| t.partitions.iter())
                 .filter_map(|w| {
-                    w.replica.as_ref().map(|r| {
-                        if replica_id >= 0 {
+                    w.replica.as_ref().ok().map(|r| {
+                        if fetcher.is_follower() {
                             r.log().subscribe()
                         } else {
                             r.subscribe_high_watermark()
@@ -122,7 +193,7 @@ pub fn handle(
                 &topics,
                 response_max_bytes,
                 read_committed,
-                replica_id,
+                fetcher,
             );
             let done = gathered.bytes >= min_bytes
                 || gathered.has_error
@@ -132,9 +203,24 @@ pub fn handle(
                 broker
                     .metrics
                     .topics
-                    .fetch_answered(&gathered.responses, replica_id >= 0);
+                    .fetch_answered(&gathered.responses, fetcher.is_follower());
+                // Consumers' bytes count against their quota (replication is exempt, as
+                // in Kafka); an answer over it waits.
+                let throttle = if fetcher.is_follower() {
+                    Duration::ZERO
+                } else {
+                    crate::quota::delay_for(
+                        &broker,
+                        &ctx,
+                        crate::quota::QuotaType::Fetch,
+                        gathered.bytes,
+                    )
+                };
+                if !throttle.is_zero() {
+                    tokio::time::sleep(throttle).await;
+                }
                 let response = FetchResponse::default()
-                    .with_throttle_time_ms(0)
+                    .with_throttle_time_ms(crate::quota::throttle_ms(throttle))
                     .with_error_code(NONE)
                     .with_session_id(0)
                     .with_responses(gathered.responses);
@@ -158,33 +244,76 @@ struct Gathered {
     has_error: bool,
 }
 
+/// The hosted partition a fetch names; from v13 only if it is still the topic of that id
+/// (a topic re-created under the same name is another topic).
+fn locate(
+    broker: &Broker,
+    name: &TopicName,
+    topic_id: Uuid,
+    by_id: bool,
+    partition: i32,
+) -> Result<Arc<Partition>, ResponseError> {
+    match broker.replicas.replica(name, partition) {
+        Some(replica) if !by_id || replica.topic_id() == topic_id => Ok(replica),
+        Some(_) => Err(ResponseError::UnknownTopicId),
+        None => Err(ResponseError::UnknownTopicOrPartition),
+    }
+}
+
+/// Whether a follower's fetch comes from an earlier incarnation of its broker: its epoch is
+/// older than the registration the metadata holds (KIP-903). A newer epoch is a registration
+/// this broker has not applied yet, not a stale one.
+fn stale_broker_epoch(broker: &Broker, fetcher: Fetcher) -> bool {
+    fetcher.replica_epoch >= 0
+        && broker.controller.with_image(|i| {
+            i.broker(fetcher.replica_id)
+                .is_some_and(|b| b.epoch > fetcher.replica_epoch)
+        })
+}
+
+/// Whether a follower's fetch may bring it into an ISR: a fetch without a broker epoch (before
+/// v15) may; one with an epoch only if it is the registered one, so a broker whose
+/// registration this broker has not seen yet waits for it.
+fn isr_eligible(broker: &Broker, fetcher: Fetcher) -> bool {
+    fetcher.replica_epoch < 0
+        || broker.controller.with_image(|i| {
+            i.broker(fetcher.replica_id)
+                .is_some_and(|b| b.epoch == fetcher.replica_epoch)
+        })
+}
+
 fn gather(
     broker: &Broker,
-    topics: &[(TopicName, Vec<Wanted>)],
+    topics: &[WantedTopic],
     response_max_bytes: usize,
     read_committed: bool,
-    replica_id: i32,
+    fetcher: Fetcher,
 ) -> Gathered {
+    let replica_id = fetcher.replica_id;
     let mut remaining = response_max_bytes;
     let mut bytes = 0usize;
     let mut has_error = false;
     let mut responses = Vec::with_capacity(topics.len());
-    for (name, wanted) in topics {
-        let mut partitions = Vec::with_capacity(wanted.len());
-        for w in wanted {
+    for topic in topics {
+        let name = &topic.name;
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for w in &topic.partitions {
             let mut data = PartitionData::default()
                 .with_partition_index(w.partition)
                 .with_records(Some(Bytes::new()))
                 .with_aborted_transactions(read_committed.then(Vec::new));
-            let Some(replica) = &w.replica else {
-                has_error = true;
-                partitions.push(
-                    data.with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                        .with_high_watermark(-1)
-                        .with_last_stable_offset(-1)
-                        .with_log_start_offset(-1),
-                );
-                continue;
+            let replica = match &w.replica {
+                Ok(replica) => replica,
+                Err(error) => {
+                    has_error = true;
+                    partitions.push(
+                        data.with_error_code(error.code())
+                            .with_high_watermark(-1)
+                            .with_last_stable_offset(-1)
+                            .with_log_start_offset(-1),
+                    );
+                    continue;
+                }
             };
             let limit = w.max_bytes.min(remaining);
             // KIP-74: the first non-empty partition returns at least one whole batch, even
@@ -209,7 +338,7 @@ fn gather(
                 limit
             };
             let read = if replica_id >= 0 {
-                follower_read(broker, replica, w, replica_id, read_limit)
+                follower_read(broker, replica, w, fetcher, read_limit)
             } else if replica_id == DEBUGGING_CONSUMER_ID {
                 replica
                     .read_for_debugging(w.offset, read_limit)
@@ -293,6 +422,7 @@ fn gather(
         responses.push(
             FetchableTopicResponse::default()
                 .with_topic(name.clone())
+                .with_topic_id(topic.topic_id)
                 .with_partitions(partitions),
         );
     }
@@ -309,17 +439,18 @@ fn follower_read(
     broker: &Broker,
     replica: &Arc<Partition>,
     wanted: &Wanted,
-    replica_id: i32,
+    fetcher: Fetcher,
     max_bytes: usize,
 ) -> Result<(Bytes, i64, Option<EpochEndOffset>), crate::replica::Refusal> {
-    match replica.fetch_from_follower(
-        replica_id,
-        wanted.offset,
-        wanted.log_start_offset,
-        wanted.last_fetched_epoch,
-        wanted.current_leader_epoch,
+    match replica.fetch_from_follower(FollowerFetchRequest {
+        replica_id: fetcher.replica_id,
+        fetch_offset: wanted.offset,
+        log_start_offset: wanted.log_start_offset,
+        last_fetched_epoch: wanted.last_fetched_epoch,
+        current_leader_epoch: wanted.current_leader_epoch,
         max_bytes,
-    )? {
+        isr_eligible: isr_eligible(broker, fetcher),
+    })? {
         FollowerFetch::Records {
             records,
             high_watermark,

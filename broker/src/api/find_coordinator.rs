@@ -7,11 +7,13 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use super::access::Access;
 use super::metadata::client_endpoint;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{error_code, ResponseError};
 use crate::group::OFFSETS_TOPIC;
+use crate::security::authorizer::{AclOperation, Resource};
 use crate::txn::TRANSACTION_STATE_TOPIC;
 
 /// Key type of a consumer group.
@@ -32,7 +34,7 @@ pub async fn handle(
     let response = if ctx.version >= 4 {
         let mut coordinators = Vec::with_capacity(request.coordinator_keys.len());
         for key in &request.coordinator_keys {
-            let found = lookup(broker, request.key_type, key).await;
+            let found = lookup(broker, ctx, request.key_type, key).await;
             let (error, message) = found.clone().err().unzip();
             let (node, host, port) = found.unwrap_or((-1, str_bytes(""), -1));
             coordinators.push(
@@ -47,7 +49,7 @@ pub async fn handle(
         }
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
-        let found = lookup(broker, request.key_type, &request.key).await;
+        let found = lookup(broker, ctx, request.key_type, &request.key).await;
         let (error, message) = found.clone().err().unzip();
         let response = FindCoordinatorResponse::default().with_error_code(error_code(error));
         let response = if ctx.version >= 1 {
@@ -67,11 +69,26 @@ pub async fn handle(
 /// The coordinator of one key, or the error with its message.
 async fn lookup(
     broker: &Broker,
+    ctx: &RequestContext,
     key_type: i8,
     key: &str,
 ) -> Result<Found, (ResponseError, String)> {
     if key.is_empty() {
         return Err((ResponseError::InvalidRequest, "empty key".to_string()));
+    }
+    // DESCRIBE on the group or the transactional id.
+    let access = Access::new(broker, ctx);
+    let denied = match key_type {
+        KEY_TYPE_GROUP => (!access.authorize(AclOperation::Describe, Resource::group(key)))
+            .then_some(ResponseError::GroupAuthorizationFailed),
+        KEY_TYPE_TRANSACTION => (!access
+            .authorize(AclOperation::Describe, Resource::transactional_id(key)))
+        .then_some(ResponseError::TransactionalIdAuthorizationFailed),
+        _ => None,
+    };
+    drop(access);
+    if let Some(error) = denied {
+        return Err((error, format!("no DESCRIBE on `{key}`")));
     }
     // Creating the internal topic here, as Kafka does, makes the first request fast.
     let (topic, partition) = match key_type {
@@ -108,7 +125,7 @@ async fn lookup(
         let endpoint = image
             .broker(leader)
             .filter(|b| !b.fenced)
-            .and_then(client_endpoint);
+            .and_then(|b| client_endpoint(b, &ctx.session.listener_name));
         match endpoint {
             Some(e) => Ok((leader, str_bytes(e.host.clone()), i32::from(e.port))),
             None => Err((

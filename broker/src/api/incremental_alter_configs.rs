@@ -5,11 +5,13 @@ use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsRes
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
+use super::access::Access;
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 use crate::metadata::controller::ConfigOp;
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Answers an IncrementalAlterConfigs request.
 pub async fn handle(
@@ -19,7 +21,29 @@ pub async fn handle(
 ) -> Result<Bytes, RequestError> {
     let request: IncrementalAlterConfigsRequest = ctx.decode(&mut body)?;
     let mut responses = Vec::with_capacity(request.resources.len());
+    let access = Access::new(broker, ctx);
     for resource in request.resources {
+        // ALTER_CONFIGS on the topic, or on the cluster for a broker's settings.
+        let denied = match resource.resource_type {
+            RESOURCE_TOPIC => (!access.authorize(
+                AclOperation::AlterConfigs,
+                Resource::topic(&resource.resource_name),
+            ))
+            .then_some(ResponseError::TopicAuthorizationFailed),
+            RESOURCE_BROKER => (!access.authorize(AclOperation::AlterConfigs, Resource::cluster()))
+                .then_some(ResponseError::ClusterAuthorizationFailed),
+            _ => None,
+        };
+        if let Some(error) = denied {
+            responses.push(
+                AlterConfigsResourceResponse::default()
+                    .with_resource_type(resource.resource_type)
+                    .with_resource_name(resource.resource_name.clone())
+                    .with_error_code(error.code())
+                    .with_error_message(Some(str_bytes("no ALTER_CONFIGS on the resource"))),
+            );
+            continue;
+        }
         responses.push(alter_one(broker, resource, request.validate_only).await);
     }
     let response = IncrementalAlterConfigsResponse::default()

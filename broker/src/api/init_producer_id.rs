@@ -7,9 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
+use super::access::Access;
 use super::{RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
+use crate::security::authorizer::{AclOperation, Resource, ResourceType};
 
 /// Answers an InitProducerId request.
 pub async fn handle(
@@ -25,6 +27,25 @@ pub async fn handle(
         .as_ref()
         .map(|id| id.0.to_string())
         .filter(|id| !id.is_empty());
+    // A transactional producer needs WRITE on its id; an idempotent one IDEMPOTENT_WRITE on
+    // the cluster or WRITE on some topic (KIP-679).
+    let access = Access::new(broker, ctx);
+    let denied = match &transactional_id {
+        Some(id) => (!access.authorize(AclOperation::Write, Resource::transactional_id(id)))
+            .then_some(ResponseError::TransactionalIdAuthorizationFailed),
+        None => (!access.allowed(AclOperation::IdempotentWrite, Resource::cluster())
+            && !access.allowed_on_any(AclOperation::Write, ResourceType::Topic))
+        .then_some(ResponseError::ClusterAuthorizationFailed),
+    };
+    drop(access);
+    if let Some(error) = denied {
+        return ctx.respond(
+            &response
+                .with_error_code(error.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        );
+    }
     let response = if let Some(transactional_id) = transactional_id {
         let requested = if ctx.version >= 3 {
             (request.producer_id.0, request.producer_epoch)

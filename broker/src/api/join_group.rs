@@ -6,11 +6,13 @@ use bytes::Bytes;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
+use super::access::Access;
 use super::{str_bytes, Reply, RequestContext, RequestError};
 use crate::broker::Broker;
-use crate::error::error_code;
+use crate::error::{error_code, ResponseError};
 use crate::group::state::JoinOutcome;
 use crate::group::{GroupError, JoinRequest};
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Handles a JoinGroup request.
 pub fn handle(
@@ -19,6 +21,14 @@ pub fn handle(
     mut body: Bytes,
 ) -> Result<Reply, RequestError> {
     let request: JoinGroupRequest = ctx.decode(&mut body)?;
+    if !Access::new(broker, ctx).authorize(AclOperation::Read, Resource::group(&request.group_id)) {
+        let response = JoinGroupResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+            .with_generation_id(-1)
+            .with_protocol_name(Some(str_bytes("")))
+            .with_member_id(request.member_id.clone());
+        return ctx.respond(&response).map(Reply::Now);
+    }
     let join = JoinRequest {
         group_id: request.group_id.0.to_string(),
         member_id: request.member_id.to_string(),

@@ -4,9 +4,11 @@ use bytes::Bytes;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
+use super::access::Access;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
-use crate::error::{error_code, NONE};
+use crate::error::{error_code, ResponseError, NONE};
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Answers a LeaveGroup request.
 pub fn handle(
@@ -15,6 +17,12 @@ pub fn handle(
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: LeaveGroupRequest = ctx.decode(&mut body)?;
+    if !Access::new(broker, ctx).authorize(AclOperation::Read, Resource::group(&request.group_id)) {
+        return ctx.respond(
+            &LeaveGroupResponse::default()
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+        );
+    }
     let members: Vec<(String, Option<String>)> = if ctx.version >= 3 {
         request
             .members

@@ -4,9 +4,11 @@ use bytes::Bytes;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
+use super::access::Access;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::NONE;
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Answers a ListGroups request.
 pub fn handle(
@@ -25,10 +27,14 @@ pub fn handle(
         .iter()
         .map(|s| s.to_lowercase())
         .collect();
+    // DESCRIBE on the cluster lists every group; otherwise those the principal may DESCRIBE.
+    let access = Access::new(broker, ctx);
+    let all = access.allowed(AclOperation::Describe, Resource::cluster());
     let groups = broker
         .groups
         .list()
         .into_iter()
+        .filter(|(id, _, _)| all || access.allowed(AclOperation::Describe, Resource::group(id)))
         .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
         // Every group here is a classic group.
         .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))

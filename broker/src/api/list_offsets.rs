@@ -6,9 +6,11 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use super::access::Access;
 use super::{RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Special timestamps of the protocol.
 const LATEST: i64 = -1;
@@ -23,10 +25,12 @@ pub fn handle(
 ) -> Result<Bytes, RequestError> {
     let request: ListOffsetsRequest = ctx.decode(&mut body)?;
     let read_committed = ctx.version >= 2 && request.isolation_level == 1;
+    let access = Access::new(broker, ctx);
     let topics = request
         .topics
         .into_iter()
         .map(|topic| {
+            let allowed = access.authorize(AclOperation::Describe, Resource::topic(&topic.name));
             let partitions = topic
                 .partitions
                 .iter()
@@ -37,6 +41,11 @@ pub fn handle(
                         .with_offset(-1)
                         // The field exists from v4; setting it earlier fails the encoding.
                         .with_leader_epoch(if ctx.version >= 4 { 0 } else { -1 });
+                    if !allowed {
+                        return response
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                            .with_leader_epoch(-1);
+                    }
                     let Some(replica) = broker.replicas.replica(&topic.name, p.partition_index)
                     else {
                         return response

@@ -9,9 +9,11 @@ use kafka_protocol::messages::{
     ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
 };
 
+use super::access::Access;
 use super::{now_ms, str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::NONE;
+use crate::security::authorizer::{AclOperation, Resource};
 use crate::txn::TxnState;
 
 const STATES: [TxnState; 8] = [
@@ -40,10 +42,18 @@ pub fn handle(
         .cloned()
         .collect();
     let now = now_ms();
+    let access = Access::new(broker, ctx);
     let states = broker
         .transactions
         .transactions()
         .into_iter()
+        // Only the transactions the principal may DESCRIBE, as in Kafka.
+        .filter(|m| {
+            access.allowed(
+                AclOperation::Describe,
+                Resource::transactional_id(&m.transactional_id),
+            )
+        })
         .filter(|m| {
             request.state_filters.is_empty()
                 || request

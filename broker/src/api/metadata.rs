@@ -8,20 +8,27 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use super::access::Access;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 use crate::metadata::controller::{validate_topic_name, TopicError};
 use crate::metadata::{BrokerEndpoint, BrokerRegistration, MetadataImage, TopicImage};
+use crate::security::authorizer::{AclOperation, Resource};
 
-/// The listener clients reach the brokers on (the one Metadata answers with).
+/// The listener a broker-to-broker call uses when it has no other to go by.
 pub const CLIENT_LISTENER: &str = "PLAINTEXT";
 
-/// The endpoint of `broker` that clients use: the client listener, or (for a registration
-/// without one) its first listener.
-pub fn client_endpoint(broker: &BrokerRegistration) -> Option<&BrokerEndpoint> {
+/// The endpoint of `broker` on `listener`, the listener the asking client came in on (as in
+/// Kafka: a client on the SASL_SSL listener is sent to the other brokers' SASL_SSL
+/// listeners); failing that the PLAINTEXT listener, or its first.
+pub fn client_endpoint<'a>(
+    broker: &'a BrokerRegistration,
+    listener: &str,
+) -> Option<&'a BrokerEndpoint> {
     broker
-        .endpoint(CLIENT_LISTENER)
+        .endpoint(listener)
+        .or_else(|| broker.endpoint(CLIENT_LISTENER))
         .or_else(|| broker.listeners.first())
 }
 
@@ -42,28 +49,40 @@ pub async fn handle(
         Some(list) if !(list.is_empty() && version == 0) => Some(list),
         _ => None,
     };
+    let access = Access::new(broker, ctx);
     let mut topics = Vec::new();
     match requested {
         None => {
-            topics.extend(
-                broker
-                    .controller
-                    .with_image(|i| i.topics().map(|t| topic_response(t, i)).collect::<Vec<_>>()),
-            );
+            // All topics: those the principal may not DESCRIBE are left out, not refused.
+            topics.extend(broker.controller.with_image(|i| {
+                i.topics()
+                    .filter(|t| access.allowed(AclOperation::Describe, Resource::topic(&t.name)))
+                    .map(|t| topic_response(t, i))
+                    .collect::<Vec<_>>()
+            }));
         }
         Some(list) => {
             for wanted in list {
                 match wanted.name {
                     Some(name) => {
-                        topics.push(named_topic(broker, name.0, allow_auto_create).await);
+                        topics.push(named_topic(broker, &access, name.0, allow_auto_create).await);
                     }
                     None => {
                         let id = wanted.topic_id;
                         let found = broker.controller.with_image(|i| {
-                            i.topic_by_id(&id).map(|topic| topic_response(topic, i))
+                            i.topic_by_id(&id).map(|topic| {
+                                let allowed = access.authorize(
+                                    AclOperation::Describe,
+                                    Resource::topic(&topic.name),
+                                );
+                                allowed.then(|| topic_response(topic, i))
+                            })
                         });
                         topics.push(match found {
-                            Some(topic) => topic,
+                            Some(Some(topic)) => topic,
+                            Some(None) => {
+                                error_topic(None, id, ResponseError::TopicAuthorizationFailed)
+                            }
                             None => error_topic(None, id, ResponseError::UnknownTopicId),
                         });
                     }
@@ -71,13 +90,30 @@ pub async fn handle(
             }
         }
     }
+    // KIP-430: the operations the principal may do on each topic, when asked (v8+).
+    if version >= 8 && request.include_topic_authorized_operations {
+        for topic in &mut topics {
+            if topic.error_code == NONE {
+                if let Some(name) = &topic.name {
+                    topic.topic_authorized_operations =
+                        access.authorized_operations(Resource::topic(name));
+                }
+            }
+        }
+    }
 
-    // Fenced brokers are left out, as Kafka does: clients must not connect to them.
+    // Fenced brokers are left out, as Kafka does: clients must not connect to them. A broker
+    // in controlled shutdown still lists itself until it stops: it is fenced when its
+    // leaderships are gone but still answers, and a client told that the only broker it knows
+    // is gone (librdkafka) forgets it and waits minutes before bootstrapping again.
+    let node_id = broker.config.node_id;
+    let shutting_down = broker.lifecycle.shutting_down();
     let brokers = broker.controller.with_image(|image| {
         image
-            .unfenced_brokers()
+            .brokers()
+            .filter(|b| !b.fenced || (shutting_down && b.broker_id == node_id))
             .filter_map(|b| {
-                let endpoint = client_endpoint(b)?;
+                let endpoint = client_endpoint(b, &ctx.session.listener_name)?;
                 Some(
                     MetadataResponseBroker::default()
                         .with_node_id(BrokerId(b.broker_id))
@@ -99,9 +135,18 @@ pub async fn handle(
 
 async fn named_topic(
     broker: &Broker,
+    access: &Access<'_>,
     name: StrBytes,
     allow_auto_create: bool,
 ) -> MetadataResponseTopic {
+    // Without DESCRIBE, whether the topic exists is not revealed.
+    if !access.authorize(AclOperation::Describe, Resource::topic(&name)) {
+        return error_topic(
+            Some(name),
+            Uuid::nil(),
+            ResponseError::TopicAuthorizationFailed,
+        );
+    }
     let existing = broker
         .controller
         .with_image(|i| i.topic(&name).map(|topic| topic_response(topic, i)));
@@ -116,6 +161,16 @@ async fn named_topic(
             Some(name),
             Uuid::nil(),
             ResponseError::UnknownTopicOrPartition,
+        );
+    }
+    // Auto-creation needs CREATE on the cluster or on the topic, as CreateTopics does.
+    if !access.allowed(AclOperation::Create, Resource::cluster())
+        && !access.authorize(AclOperation::Create, Resource::topic(&name))
+    {
+        return error_topic(
+            Some(name),
+            Uuid::nil(),
+            ResponseError::TopicAuthorizationFailed,
         );
     }
     match broker.controller.auto_create(&name).await {

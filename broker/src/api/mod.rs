@@ -5,20 +5,28 @@
 //! before returning, and may leave waiting (fsync, long poll) to the returned future, so that
 //! a connection can pipeline requests while answering them in order.
 
+pub mod access;
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
+pub mod alter_client_quotas;
+pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
+pub mod describe_client_quotas;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_transactions;
+pub mod describe_user_scram_credentials;
 pub mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
@@ -38,6 +46,8 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod partition_reassignments;
 pub mod produce;
+pub mod sasl_authenticate;
+pub mod sasl_handshake;
 pub mod sync_group;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
@@ -51,6 +61,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::broker::Broker;
+use crate::security::Session;
 
 /// A response still being produced (waiting for fsync or new data). `None` closes the
 /// connection.
@@ -107,10 +118,12 @@ pub enum RequestError {
 
 /// The versions we advertise and implement, per API. Minimums follow librdkafka's feature
 /// checks (see shared/KAFKA-NOTES.md); maximums stop before versions whose semantics we do
-/// not implement (Produce/Fetch with topic ids, tiered-storage ListOffsets).
+/// not implement (Produce with topic ids, tiered-storage ListOffsets).
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
-    (ApiKey::Fetch, 4, 12),
+    // v10-11 only add answer fields and error codes we need not send; v12 is transaction
+    // version 2 (KIP-890: the partition joins the transaction on its first write).
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 15),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::OffsetCommit, 2, 8),
@@ -138,16 +151,27 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
-    // Transactions, version 1 (KIP-98 with KIP-890's server-side verification): the versions
-    // of transaction version 2 (EndTxn 5, TxnOffsetCommit 5, Produce 12) are not advertised.
-    (ApiKey::AddPartitionsToTxn, 0, 4),
-    (ApiKey::AddOffsetsToTxn, 0, 3),
-    (ApiKey::EndTxn, 0, 3),
+    // Transactions (KIP-98), with KIP-890's server-side verification, and transaction version
+    // 2 (the `transaction.version` feature, finalized at 2): EndTxn 5 ends each transaction at
+    // a new epoch, Produce 12 and TxnOffsetCommit 5 add partitions implicitly.
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 5),
     (ApiKey::WriteTxnMarkers, 1, 1),
-    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 5),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
+    // Security (KIP-152, KIP-368, KIP-554).
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// The advertised `[min, max]` versions of an API, if we implement it.
@@ -171,6 +195,8 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     /// The client's address (DescribeGroups shows it).
     pub client_host: String,
+    /// Who is asking, on which listener: the principal an authorizer checks.
+    pub session: Arc<Session>,
 }
 
 impl RequestContext {
@@ -221,12 +247,28 @@ pub fn encode_frame<T: Encodable>(
     Ok(buf.freeze())
 }
 
-/// Handles one request frame (without its 4-byte size).
+/// A request frame read as far as its header.
+pub enum Parsed {
+    /// Answered already: an ApiVersions of a version we do not speak (KIP-511).
+    Answered(Bytes),
+    /// A request to dispatch: its context and its body.
+    Request(RequestContext, Bytes),
+}
+
+/// Handles one request frame (without its 4-byte size) for `session`.
 pub async fn handle(
     broker: &Arc<Broker>,
     frame: Bytes,
-    client_host: &str,
+    session: &Arc<Session>,
 ) -> Result<Reply, RequestError> {
+    match parse(frame, session)? {
+        Parsed::Answered(bytes) => Ok(Reply::Now(bytes)),
+        Parsed::Request(ctx, body) => dispatch(broker, ctx, body).await,
+    }
+}
+
+/// Reads a frame's API key, version and header; refuses what we do not implement.
+pub fn parse(frame: Bytes, session: &Arc<Session>) -> Result<Parsed, RequestError> {
     let (Some(key), Some(ver), Some(corr)) = (frame.get(0..2), frame.get(2..4), frame.get(4..8))
     else {
         return Err(RequestError::Truncated(frame.len()));
@@ -243,9 +285,9 @@ pub async fn handle(
         if api_key == ApiKey::ApiVersions {
             // KIP-511: answer in the v0 format with UNSUPPORTED_VERSION and our versions, so
             // the client can retry with one we know.
-            return Ok(Reply::Now(api_versions::unsupported_version_response(
-                correlation_id,
-            )?));
+            return Ok(Parsed::Answered(
+                api_versions::unsupported_version_response(correlation_id)?,
+            ));
         }
         return Err(RequestError::UnsupportedVersion {
             api: api_key,
@@ -265,10 +307,24 @@ pub async fn handle(
         version,
         correlation_id,
         client_id: header.client_id.as_ref().map(|s| s.to_string()),
-        client_host: client_host.to_string(),
+        client_host: format!("/{}", session.client_address.ip()),
+        session: session.clone(),
     };
-    tracing::trace!(api = ?api_key, version, correlation_id, client_id = ?ctx.client_id, "request");
+    tracing::trace!(api = ?api_key, version, correlation_id, client_id = ?ctx.client_id, principal = %session.principal, "request");
+    Ok(Parsed::Request(ctx, body))
+}
 
+/// Runs the handler of a parsed request. SaslHandshake and SaslAuthenticate are the
+/// connection's business (`server/connection.rs`) and never get here; every request that does
+/// was admitted by the connection's authenticator and carries its `Session` in `ctx`, which is
+/// what an authorizer (ACLs) will check, here or in the handlers, per Kafka's operation table.
+pub async fn dispatch(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    body: Bytes,
+) -> Result<Reply, RequestError> {
+    let version = ctx.version;
+    let api_key = ctx.api_key;
     match api_key {
         ApiKey::ApiVersions => api_versions::handle(&ctx, body).map(Reply::Now),
         ApiKey::Metadata => metadata::handle(broker, &ctx, body).await.map(Reply::Now),
@@ -337,6 +393,27 @@ pub async fn handle(
             describe_transactions::handle(broker, &ctx, body).map(Reply::Now)
         }
         ApiKey::ListTransactions => list_transactions::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::DescribeUserScramCredentials => {
+            describe_user_scram_credentials::handle(broker, &ctx, body).map(Reply::Now)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            alter_user_scram_credentials::handle(broker, &ctx, body)
+                .await
+                .map(Reply::Now)
+        }
+        ApiKey::DescribeClientQuotas => {
+            describe_client_quotas::handle(broker, &ctx, body).map(Reply::Now)
+        }
+        ApiKey::AlterClientQuotas => alter_client_quotas::handle(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
+        ApiKey::CreateAcls => create_acls::handle(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
+        ApiKey::DescribeAcls => describe_acls::handle(broker, &ctx, body).map(Reply::Now),
+        ApiKey::DeleteAcls => delete_acls::handle(broker, &ctx, body)
+            .await
+            .map(Reply::Now),
         other => Err(RequestError::UnsupportedVersion {
             api: other,
             version,

@@ -9,9 +9,11 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
+use super::access::Access;
 use super::{now_ms, Reply, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{error_code, ResponseError};
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Handles an OffsetCommit request.
 pub fn handle(
@@ -21,12 +23,20 @@ pub fn handle(
 ) -> Result<Reply, RequestError> {
     let request: OffsetCommitRequest = ctx.decode(&mut body)?;
     let group_id = request.group_id.0.to_string();
-    let membership = broker.groups.check_commit(
-        &group_id,
-        request.generation_id_or_member_epoch,
-        &request.member_id,
-        request.group_instance_id.as_deref(),
-    );
+    let access = Access::new(broker, ctx);
+    let membership = if access.authorize(AclOperation::Read, Resource::group(&group_id)) {
+        broker
+            .groups
+            .check_commit(
+                &group_id,
+                request.generation_id_or_member_epoch,
+                &request.member_id,
+                request.group_instance_id.as_deref(),
+            )
+            .map_err(ResponseError::from)
+    } else {
+        Err(ResponseError::GroupAuthorizationFailed)
+    };
 
     // Per topic, per partition: Ok(value to store) or Err(why not).
     type Decision = Result<(i64, i32, String), ResponseError>;
@@ -35,6 +45,8 @@ pub fn handle(
     let mut to_store = Vec::new();
     for topic in &request.topics {
         let partitions = broker.controller.topic(&topic.name).map(|t| t.partitions);
+        let topic_allowed = membership.is_err()
+            || access.authorize(AclOperation::Read, Resource::topic(&topic.name));
         let mut list = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             let metadata = p
@@ -43,7 +55,8 @@ pub fn handle(
                 .map(|m| m.to_string())
                 .unwrap_or_default();
             let decision = match &membership {
-                Err(error) => Err((*error).into()),
+                Err(error) => Err(*error),
+                Ok(()) if !topic_allowed => Err(ResponseError::TopicAuthorizationFailed),
                 Ok(())
                     if partitions
                         .is_none_or(|n| p.partition_index < 0 || p.partition_index >= n) =>

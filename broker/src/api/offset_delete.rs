@@ -8,10 +8,12 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
+use super::access::Access;
 use super::{now_ms, Reply, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{error_code, ResponseError};
 use crate::group::GroupError;
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Handles an OffsetDelete request.
 pub fn handle(
@@ -21,6 +23,12 @@ pub fn handle(
 ) -> Result<Reply, RequestError> {
     let request: OffsetDeleteRequest = ctx.decode(&mut body)?;
     let group_id = request.group_id.0.to_string();
+    let access = Access::new(broker, ctx);
+    if !access.authorize(AclOperation::Delete, Resource::group(&group_id)) {
+        let response = OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+        return ctx.respond(&response).map(Reply::Now);
+    }
     // A group-level refusal (no such group) answers the whole request.
     let mut group_error: Option<GroupError> = None;
     let mut decisions = Vec::new();
@@ -28,6 +36,7 @@ pub fn handle(
     for topic in &request.topics {
         let subscribed = broker.groups.subscribed_to(&group_id, &topic.name);
         let partitions = broker.controller.topic(&topic.name).map(|t| t.partitions);
+        let topic_allowed = access.authorize(AclOperation::Read, Resource::topic(&topic.name));
         let mut list = Vec::new();
         for p in &topic.partitions {
             let error: Option<ResponseError> = match subscribed {
@@ -35,6 +44,7 @@ pub fn handle(
                     group_error = Some(error);
                     Some(error.into())
                 }
+                Ok(_) if !topic_allowed => Some(ResponseError::TopicAuthorizationFailed),
                 Ok(true) => Some(GroupError::GroupSubscribedToTopic.into()),
                 Ok(false) if partitions.is_none_or(|n| p.partition_index >= n) => {
                     Some(ResponseError::UnknownTopicOrPartition)

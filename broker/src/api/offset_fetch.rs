@@ -7,12 +7,15 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
+use super::access::Access;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
-use crate::error::{error_code, NONE};
+use crate::error::{error_code, ResponseError, NONE};
 use crate::group::CommittedOffset;
+use crate::security::authorizer::{AclOperation, Resource};
 
-type Committed = crate::group::state::TopicOffsets;
+/// Per topic: its name, whether the principal may DESCRIBE it, and its committed offsets.
+type Committed = Vec<(String, bool, Vec<(i32, Option<CommittedOffset>)>)>;
 
 /// Answers an OffsetFetch request.
 pub fn handle(
@@ -21,8 +24,31 @@ pub fn handle(
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: OffsetFetchRequest = ctx.decode(&mut body)?;
+    let access = Access::new(broker, ctx);
+    // Topics the principal may not DESCRIBE are left out of "all topics" and refused when
+    // named.
     let lookup = |group: &str, topics: Option<Vec<(String, Vec<i32>)>>| -> Committed {
-        broker.groups.committed(group, topics.as_deref())
+        let explicit = topics.is_some();
+        broker
+            .groups
+            .committed(group, topics.as_deref())
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let allowed = access.allowed(AclOperation::Describe, Resource::topic(&topic));
+                (topic, allowed, partitions)
+            })
+            .filter(|(_, allowed, _)| *allowed || explicit)
+            .collect()
+    };
+    let check_group = |group: &str| {
+        if access.authorize(AclOperation::Describe, Resource::group(group)) {
+            broker
+                .groups
+                .check_owned(group)
+                .map_err(ResponseError::from)
+        } else {
+            Err(ResponseError::GroupAuthorizationFailed)
+        }
     };
     let response = if ctx.version >= 8 {
         let groups = request
@@ -36,26 +62,27 @@ pub fn handle(
                 });
                 let topics = lookup(&g.group_id, wanted)
                     .into_iter()
-                    .map(|(topic, partitions)| {
+                    .map(|(topic, allowed, partitions)| {
                         OffsetFetchResponseTopics::default()
                             .with_name(TopicName(str_bytes(topic)))
                             .with_partitions(
                                 partitions
                                     .into_iter()
                                     .map(|(index, c)| {
-                                        let (offset, epoch, metadata) = unpack(c);
+                                        let (offset, epoch, metadata) =
+                                            unpack(c.filter(|_| allowed));
                                         OffsetFetchResponsePartitions::default()
                                             .with_partition_index(index)
                                             .with_committed_offset(offset)
                                             .with_committed_leader_epoch(epoch)
                                             .with_metadata(Some(str_bytes(metadata)))
-                                            .with_error_code(NONE)
+                                            .with_error_code(denied_code(allowed))
                                     })
                                     .collect(),
                             )
                     })
                     .collect();
-                let error = error_code(broker.groups.check_owned(&g.group_id).err());
+                let error = error_code(check_group(&g.group_id).err());
                 OffsetFetchResponseGroup::default()
                     .with_group_id(GroupId(g.group_id.0.clone()))
                     .with_topics(if error == NONE { topics } else { Vec::new() })
@@ -64,7 +91,7 @@ pub fn handle(
             .collect();
         OffsetFetchResponse::default().with_groups(groups)
     } else {
-        let owned = broker.groups.check_owned(&request.group_id);
+        let owned = check_group(&request.group_id);
         let wanted = request.topics.as_ref().map(|ts| {
             ts.iter()
                 .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
@@ -72,21 +99,24 @@ pub fn handle(
         });
         let topics = lookup(&request.group_id, wanted)
             .into_iter()
-            .map(|(topic, partitions)| {
+            .map(|(topic, allowed, partitions)| {
                 OffsetFetchResponseTopic::default()
                     .with_name(TopicName(str_bytes(topic)))
                     .with_partitions(
                         partitions
                             .into_iter()
                             .map(|(index, c)| {
-                                let (offset, epoch, metadata) = unpack(c);
+                                let (offset, epoch, metadata) = unpack(c.filter(|_| allowed));
                                 // A v1 client has only this error code to learn that the
                                 // offsets are not (yet) known here.
                                 let partition = OffsetFetchResponsePartition::default()
                                     .with_partition_index(index)
                                     .with_committed_offset(offset)
                                     .with_metadata(Some(str_bytes(metadata)))
-                                    .with_error_code(error_code(owned.err()));
+                                    .with_error_code(match owned {
+                                        Err(error) => error.code(),
+                                        Ok(()) => denied_code(allowed),
+                                    });
                                 if ctx.version >= 5 {
                                     partition.with_committed_leader_epoch(epoch)
                                 } else {
@@ -107,6 +137,15 @@ pub fn handle(
         }
     };
     ctx.respond(&response.with_throttle_time_ms(0))
+}
+
+/// NONE, or TOPIC_AUTHORIZATION_FAILED for a topic the principal may not DESCRIBE.
+fn denied_code(allowed: bool) -> i16 {
+    if allowed {
+        NONE
+    } else {
+        ResponseError::TopicAuthorizationFailed.code()
+    }
 }
 
 /// A committed offset as (offset, leader epoch, metadata); nothing committed is offset -1.

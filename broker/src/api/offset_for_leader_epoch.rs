@@ -9,9 +9,11 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
+use super::access::Access;
 use super::{RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Answers an OffsetForLeaderEpoch request.
 pub fn handle(
@@ -20,10 +22,20 @@ pub fn handle(
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: OffsetForLeaderEpochRequest = ctx.decode(&mut body)?;
+    // Followers (replica id >= 0, v3+) need CLUSTER_ACTION; clients DESCRIBE on the topic.
+    let access = Access::new(broker, ctx);
+    let follower = ctx.version >= 3 && request.replica_id.0 >= 0;
+    let cluster_action =
+        follower && access.authorize(AclOperation::ClusterAction, Resource::cluster());
     let topics = request
         .topics
         .into_iter()
         .map(|topic| {
+            let allowed = if follower {
+                cluster_action
+            } else {
+                access.authorize(AclOperation::Describe, Resource::topic(&topic.topic))
+            };
             let partitions = topic
                 .partitions
                 .iter()
@@ -32,6 +44,10 @@ pub fn handle(
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
+                    if !allowed {
+                        return answer
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     let Some(replica) = broker.replicas.replica(&topic.topic, p.partition) else {
                         return answer
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code());

@@ -17,10 +17,12 @@ use kafka_protocol::messages::{
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
 };
 
+use super::access::Access;
 use super::{str_bytes, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 use crate::metadata::controller::partitions::ReassignmentError;
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Answers an AlterPartitionReassignments request.
 pub async fn alter(
@@ -29,6 +31,15 @@ pub async fn alter(
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: AlterPartitionReassignmentsRequest = ctx.decode(&mut body)?;
+    if !Access::new(broker, ctx).authorize(AclOperation::Alter, Resource::cluster()) {
+        return ctx.respond(
+            &AlterPartitionReassignmentsResponse::default()
+                .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+                .with_error_message(Some(str_bytes(
+                    "reassigning partitions needs ALTER on the cluster",
+                ))),
+        );
+    }
     let moves: Vec<(String, i32, Option<Vec<i32>>)> = request
         .topics
         .iter()
@@ -88,6 +99,15 @@ pub async fn alter(
 /// Answers a ListPartitionReassignments request from the metadata.
 pub fn list(broker: &Broker, ctx: &RequestContext, mut body: Bytes) -> Result<Bytes, RequestError> {
     let request: ListPartitionReassignmentsRequest = ctx.decode(&mut body)?;
+    if !Access::new(broker, ctx).authorize(AclOperation::Describe, Resource::cluster()) {
+        return ctx.respond(
+            &ListPartitionReassignmentsResponse::default()
+                .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+                .with_error_message(Some(str_bytes(
+                    "listing reassignments needs DESCRIBE on the cluster",
+                ))),
+        );
+    }
     let wanted: Option<BTreeMap<String, Vec<i32>>> = request.topics.as_ref().map(|topics| {
         topics
             .iter()

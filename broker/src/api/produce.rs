@@ -9,11 +9,14 @@ use futures_util::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
+use super::access::Access;
 use super::{now_ms, str_bytes, Reply, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 use crate::log::AppendInfo;
+use crate::quota::QuotaType;
 use crate::replica::Partition;
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// One partition's outcome before durability: the replica, what was appended, and the
 /// leader epoch it was appended in.
@@ -34,26 +37,56 @@ pub async fn handle(
     ctx: &RequestContext,
     mut body: Bytes,
 ) -> Result<Reply, RequestError> {
+    // Kafka counts a produce request's size against the producer's byte-rate quota.
+    let produced_bytes = body.len();
     let request: ProduceRequest = ctx.decode(&mut body)?;
     let acks = request.acks;
     let now = now_ms();
     let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
 
+    let access = Access::new(broker, ctx);
     let refuse_all: Option<(ResponseError, String)> = if !(-1..=1).contains(&acks) {
         Some((
             ResponseError::InvalidRequiredAcks,
             format!("acks must be -1, 0 or 1, got {acks}"),
         ))
     } else {
-        None
+        match &request.transactional_id {
+            Some(id) if !access.authorize(AclOperation::Write, Resource::transactional_id(id)) => {
+                Some((
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    format!("no WRITE on transactional id {}", id.as_str()),
+                ))
+            }
+            _ => None,
+        }
     };
-    let refused = crate::txn::verification::verify_produce(broker, &request).await;
+    // Only partitions this request may write ask the transaction coordinator: on transaction
+    // version 2 the question adds the partition to the transaction, and a partition refused
+    // here (no WRITE, not led here) must not join it.
+    let writable = |topic: &str, partition: i32| {
+        refuse_all.is_none()
+            && access.allowed(AclOperation::Write, Resource::topic(topic))
+            && broker
+                .replicas
+                .replica(topic, partition)
+                .is_some_and(|r| r.role() == crate::replica::Role::Leader)
+    };
+    let refused =
+        crate::txn::verification::verify_produce(broker, &request, ctx.version, writable).await;
 
     let mut topics: Vec<(TopicName, Vec<Appended>)> = Vec::with_capacity(request.topic_data.len());
     let mut failures = 0usize;
     for topic in request.topic_data {
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         let counters = broker.metrics.topics.topic(&topic.name.0);
+        let unauthorized = (!access.authorize(AclOperation::Write, Resource::topic(&topic.name)))
+            .then(|| {
+                (
+                    ResponseError::TopicAuthorizationFailed,
+                    format!("no WRITE on topic {}", topic.name.0.as_str()),
+                )
+            });
         for data in topic.partition_data {
             let not_in_txn = if refused.is_empty() {
                 None // the common case: no key to build
@@ -62,7 +95,7 @@ pub async fn handle(
             };
             let bytes = data.records.as_ref().map_or(0, |r| r.len() as u64);
             let outcome = match (
-                refuse_all.as_ref().or(not_in_txn),
+                refuse_all.as_ref().or(unauthorized.as_ref()).or(not_in_txn),
                 broker.replicas.replica(&topic.name, data.index),
             ) {
                 (Some(refusal), _) => Err(refusal.clone()),
@@ -133,8 +166,15 @@ pub async fn handle(
         return Ok(Reply::Nothing);
     }
 
+    // The bytes count against the producer's quota when appended, as in Kafka, and the
+    // answer waits for whatever time the quota asks: until a deadline, not for a duration,
+    // because the answer future only starts once the connection's earlier answers are
+    // written and must not add its wait to theirs.
+    let throttle = crate::quota::delay_for(broker, ctx, QuotaType::Produce, produced_bytes);
+    let release = tokio::time::Instant::now() + throttle;
     let ctx = ctx.clone();
     Ok(Reply::Later(Box::pin(async move {
+        tokio::time::sleep_until(release).await;
         let mut responses = Vec::with_capacity(topics.len());
         for (name, partitions) in topics {
             let waits = partitions.into_iter().map(|appended| async move {
@@ -174,7 +214,7 @@ pub async fn handle(
         }
         let response = ProduceResponse::default()
             .with_responses(responses)
-            .with_throttle_time_ms(0);
+            .with_throttle_time_ms(crate::quota::throttle_ms(throttle));
         match ctx.respond(&response) {
             Ok(frame) => Some(frame),
             Err(error) => {

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
+use super::access::Access;
 use super::{str_bytes, Reply, RequestContext, RequestError};
 use crate::broker::Broker;
-use crate::error::error_code;
+use crate::error::{error_code, ResponseError};
 use crate::group::state::SyncOutcome;
 use crate::group::{GroupError, SyncRequest};
+use crate::security::authorizer::{AclOperation, Resource};
 
 /// Handles a SyncGroup request.
 pub fn handle(
@@ -18,6 +20,11 @@ pub fn handle(
     mut body: Bytes,
 ) -> Result<Reply, RequestError> {
     let request: SyncGroupRequest = ctx.decode(&mut body)?;
+    if !Access::new(broker, ctx).authorize(AclOperation::Read, Resource::group(&request.group_id)) {
+        let response = SyncGroupResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+        return ctx.respond(&response).map(Reply::Now);
+    }
     let sync = SyncRequest {
         group_id: request.group_id.0.to_string(),
         generation_id: request.generation_id,

@@ -9,12 +9,14 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
+use super::access::Access;
 use super::{now_ms, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::error::{ResponseError, NONE};
 use crate::group::txn_offsets::store_txn_offsets;
 use crate::group::{GroupError, OFFSETS_TOPIC};
-use crate::txn::verification::verify_partitions;
+use crate::security::authorizer::{AclOperation, Resource};
+use crate::txn::verification::{verify_partitions, Verification};
 
 /// Answers a TxnOffsetCommit request.
 pub async fn handle(
@@ -26,6 +28,61 @@ pub async fn handle(
     let group_id = request.group_id.0.to_string();
     let transactional_id = request.transactional_id.0.to_string();
     let (pid, epoch) = (request.producer_id.0, request.producer_epoch);
+    // WRITE on the transactional id and READ on the group refuse the whole request; READ on
+    // each topic refuses that topic's partitions, and the others are not attempted.
+    let access = Access::new(broker, ctx);
+    let refused_all = if !access.authorize(
+        AclOperation::Write,
+        Resource::transactional_id(&transactional_id),
+    ) {
+        Some(ResponseError::TransactionalIdAuthorizationFailed)
+    } else if !access.authorize(AclOperation::Read, Resource::group(&group_id)) {
+        Some(ResponseError::GroupAuthorizationFailed)
+    } else {
+        None
+    };
+    let denied_topics: Vec<String> = request
+        .topics
+        .iter()
+        .filter(|t| {
+            refused_all.is_none() && !access.authorize(AclOperation::Read, Resource::topic(&t.name))
+        })
+        .map(|t| t.name.0.to_string())
+        .collect();
+    drop(access);
+    if refused_all.is_some() || !denied_topics.is_empty() {
+        let topics = request
+            .topics
+            .iter()
+            .map(|topic| {
+                let code = match refused_all {
+                    Some(error) => error,
+                    None if denied_topics.contains(&topic.name.0.to_string()) => {
+                        ResponseError::TopicAuthorizationFailed
+                    }
+                    None => ResponseError::OperationNotAttempted,
+                };
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(topic.name.clone())
+                    .with_partitions(
+                        topic
+                            .partitions
+                            .iter()
+                            .map(|p| {
+                                TxnOffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code.code())
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return ctx.respond(
+            &TxnOffsetCommitResponse::default()
+                .with_throttle_time_ms(0)
+                .with_topics(topics),
+        );
+    }
 
     let mut to_store = Vec::new();
     let mut unknown = Vec::new();
@@ -82,6 +139,13 @@ pub async fn handle(
             pid,
             epoch,
             &[(OFFSETS_TOPIC.to_string(), partition)],
+            // v5 (transaction version 2): the offsets join the transaction here, without
+            // AddOffsetsToTxn.
+            if ctx.version >= 5 {
+                Verification::AddToTransaction
+            } else {
+                Verification::InTransaction
+            },
         )
         .await;
         if let Some(Some((error, message))) = verified.into_iter().next() {

@@ -9,9 +9,11 @@ use kafka_protocol::messages::write_txn_markers_response::{
 };
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 
+use super::access::Access;
 use super::{RequestContext, RequestError};
 use crate::broker::Broker;
-use crate::error::error_code;
+use crate::error::{error_code, ResponseError};
+use crate::security::authorizer::{AclOperation, Resource};
 use crate::txn::markers::write_local;
 
 /// Answers a WriteTxnMarkers request once every marker is on the in-sync replicas (or failed).
@@ -21,12 +23,23 @@ pub async fn handle(
     mut body: Bytes,
 ) -> Result<Bytes, RequestError> {
     let request: WriteTxnMarkersRequest = ctx.decode(&mut body)?;
+    // Only brokers (transaction coordinators) write markers: CLUSTER_ACTION on the cluster.
+    let denied =
+        !Access::new(broker, ctx).authorize(AclOperation::ClusterAction, Resource::cluster());
     let mut markers = Vec::with_capacity(request.markers.len());
     for marker in &request.markers {
         let mut topics = Vec::with_capacity(marker.topics.len());
         for topic in &marker.topics {
             let mut partitions = Vec::with_capacity(topic.partition_indexes.len());
             for &partition in &topic.partition_indexes {
+                if denied {
+                    partitions.push(
+                        WritableTxnMarkerPartitionResult::default()
+                            .with_partition_index(partition)
+                            .with_error_code(ResponseError::ClusterAuthorizationFailed.code()),
+                    );
+                    continue;
+                }
                 let error = write_local(
                     broker,
                     marker.producer_id.0,

@@ -65,17 +65,6 @@ pub(super) fn resolve(
         Some(v) => (parse_security_protocol_map(PROTOCOL_MAP, v)?, Some(v)),
         None => (default_security_protocol_map(), None),
     };
-    // A broker-only node dials the controllers with the protocol of the first controller
-    // listener name, so that name needs a protocol too.
-    let mut spoken: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
-    if !roles.is_controller() {
-        if let Some(first) = controller_listener_names.first() {
-            spoken.push(first);
-        }
-    }
-    for name in spoken {
-        check_protocol(name, &security_protocol_map, map_value, &listeners_value)?;
-    }
 
     if roles.is_controller() {
         if controller_names_set.is_some() {
@@ -157,6 +146,18 @@ pub(super) fn resolve(
             &inter_broker_listener_name,
             format!("listener `{inter_broker_listener_name}` is not defined in listeners ({listeners_value})"),
         ));
+    }
+
+    // A broker-only node dials the controllers with the protocol of the first controller
+    // listener name, so that name needs a protocol too.
+    let mut spoken: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+    if !roles.is_controller() {
+        if let Some(first) = controller_listener_names.first() {
+            spoken.push(first);
+        }
+    }
+    for name in spoken {
+        check_protocol(name, &security_protocol_map, map_value)?;
     }
 
     let advertised_listeners = resolve_advertised(get(ADVERTISED), &listeners, &listeners_value)?;
@@ -299,12 +300,12 @@ fn default_inter_broker_name(
         .map_or_else(|| PLAINTEXT.to_string(), |l| l.name.clone())
 }
 
-/// Every listener must speak a protocol from the map, and only PLAINTEXT is implemented.
+/// Every listener must speak a protocol from the map (any of the four: the controller
+/// listener's TLS and SASL are the quorum's, see `security::controller_security`).
 fn check_protocol(
     listener: &str,
     map: &BTreeMap<String, SecurityProtocol>,
     map_value: Option<&str>,
-    listeners_value: &str,
 ) -> Result<(), ConfigError> {
     match map.get(listener) {
         None => Err(invalid(
@@ -312,20 +313,7 @@ fn check_protocol(
             map_value.unwrap_or_default(),
             format!("no security protocol for listener {listener}; add {listener}:PLAINTEXT"),
         )),
-        Some(SecurityProtocol::Plaintext) => Ok(()),
-        Some(protocol) => {
-            // Name the setting the user wrote: the map if they set it, else the listener
-            // whose name picked the protocol from the default map.
-            let (name, value) = match map_value {
-                Some(v) => (PROTOCOL_MAP, v),
-                None => (LISTENERS, listeners_value),
-            };
-            Err(ConfigError::Unsupported {
-                name: name.to_string(),
-                value: value.to_string(),
-                what: format!("listener {listener} with security protocol {protocol}"),
-            })
-        }
+        Some(_) => Ok(()),
     }
 }
 
@@ -680,18 +668,42 @@ mod tests {
     }
 
     #[test]
-    fn security_protocols_other_than_plaintext_are_not_supported_yet() {
+    fn a_secure_listener_asks_for_what_its_protocol_needs() {
         let err = error(&["listeners=SSL://127.0.0.1:9093"]);
-        assert!(err.contains("not supported yet"), "{err}");
-        assert!(err.contains("`listeners`") && err.contains("SSL"), "{err}");
+        assert!(err.contains("ssl.keystore.location"), "{err}");
 
-        let err = error(&[
-            "listeners=INTERNAL://127.0.0.1:9093",
-            "listener.security.protocol.map=INTERNAL:SASL_SSL,CONTROLLER:PLAINTEXT",
-        ]);
-        assert!(err.contains("not supported yet"), "{err}");
-        assert!(err.contains("`listener.security.protocol.map`"), "{err}");
-        assert!(err.contains("SASL_SSL"), "{err}");
+        // The quorum's listener takes SASL too: its members need credentials to log in with,
+        // and voters log in with PLAIN (SCRAM credentials live in the metadata they agree on).
+        let controller_sasl = [
+            "listeners=CONTROLLER://127.0.0.1:19093,PLAINTEXT://127.0.0.1:9092",
+            "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        ];
+        let err = error(&controller_sasl);
+        assert!(
+            err.contains("listener.name.controller.plain.sasl.jaas.config"),
+            "{err}"
+        );
+        let jaas = r#"listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="c" password="p" user_c="p";"#;
+        let with_jaas = [controller_sasl[0], controller_sasl[1], jaas];
+        let config = config(&with_jaas).unwrap();
+        let security = config.controller_security.expect("the quorum speaks SASL");
+        assert_eq!(
+            security.login().map(|l| l.username.as_str()),
+            Some("c"),
+            "{security:?}"
+        );
+        let scram_voter = [
+            controller_sasl[0],
+            controller_sasl[1],
+            r#"listener.name.controller.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="c" password="p";"#,
+            "sasl.mechanism.controller.protocol=SCRAM-SHA-256",
+        ];
+        let err = error(&scram_voter);
+        assert!(
+            err.contains("`sasl.mechanism.controller.protocol`"),
+            "{err}"
+        );
+        assert!(err.contains("PLAIN"), "{err}");
 
         let err = error(&["listeners=INTERNAL://127.0.0.1:9093"]);
         assert!(err.contains("`listener.security.protocol.map`"), "{err}");

@@ -18,8 +18,12 @@ pub mod quorum_voters;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::metadata::topic_config;
+use crate::security::authorizer::{self, AuthorizerConfig};
+use crate::security::inter_broker::{InterBrokerSecurity, SASL_MECHANISM_INTER_BROKER_PROTOCOL};
+use crate::security::{ListenerSecurity, SaslMechanism};
 
 pub use listeners::{Listener, SecurityProtocol};
 pub use process_roles::ProcessRoles;
@@ -52,8 +56,8 @@ pub enum ConfigError {
     /// An override that is not `KEY=VALUE`.
     #[error("override `{0}` is not KEY=VALUE")]
     BadOverride(String),
-    /// A valid Kafka value for a feature Millrace does not implement yet (TLS, SASL).
-    #[error("`{name}` = `{value}`: {what} is not supported yet (only PLAINTEXT is)")]
+    /// A valid Kafka value for a feature Millrace does not implement yet.
+    #[error("`{name}` = `{value}`: {what} is not supported yet")]
     Unsupported {
         /// Setting name.
         name: String,
@@ -177,9 +181,21 @@ pub struct BrokerConfig {
     /// Broker-wide defaults of topic-level settings, keyed by the topic-level name
     /// (`segment.bytes`, `retention.ms`, ...), with the broker name it came from.
     pub log_defaults: BTreeMap<String, String>,
+    /// What each client listener asks of its connections (TLS, SASL), by listener name:
+    /// `ssl.*`, `sasl.*` and `connections.max.reauth.ms`, each also per listener as
+    /// `listener.name.<name>.<setting>`.
+    pub listener_security: BTreeMap<String, ListenerSecurity>,
     /// The metrics and health endpoint, and what it exposes (`metrics.listener`,
     /// `metrics.partition.level.enable`, `log.slow.request.ms`).
     pub metrics: metrics::MetricsConfig,
+    /// The authorizer (ACLs), when `authorizer.class.name` is set; `None` allows everything.
+    pub authorizer: Option<AuthorizerConfig>,
+    /// How this broker connects to the others: the inter-broker listener's TLS and SASL, with
+    /// `sasl.mechanism.inter.broker.protocol` and this broker's own credentials.
+    pub inter_broker: Arc<InterBrokerSecurity>,
+    /// TLS and SASL of the controller listener (the metadata quorum's), when it is mapped to
+    /// SSL, SASL_PLAINTEXT or SASL_SSL.
+    pub controller_security: Option<Arc<crate::security::controller_security::ControllerSecurity>>,
 }
 
 /// Broker-level settings that are not defaults of topic settings.
@@ -225,6 +241,11 @@ const BROKER_SETTINGS: &[&str] = &[
     metrics::METRICS_LISTENER,
     metrics::PARTITION_LEVEL_ENABLE,
     metrics::LOG_SLOW_REQUEST_MS,
+    authorizer::AUTHORIZER_CLASS_NAME,
+    authorizer::SUPER_USERS,
+    authorizer::ALLOW_EVERYONE_IF_NO_ACL_FOUND,
+    SASL_MECHANISM_INTER_BROKER_PROTOCOL,
+    crate::security::controller_security::SASL_MECHANISM_CONTROLLER_PROTOCOL,
 ];
 
 impl BrokerConfig {
@@ -238,7 +259,8 @@ impl BrokerConfig {
     ) -> Result<Self, ConfigError> {
         for name in settings.keys() {
             let known = BROKER_SETTINGS.contains(&name.as_str())
-                || topic_config::broker_setting(name).is_some();
+                || topic_config::broker_setting(name).is_some()
+                || crate::security::config::is_security_setting(name);
             if !known {
                 return Err(ConfigError::UnknownSetting(name.clone()));
             }
@@ -271,6 +293,16 @@ impl BrokerConfig {
             None => ProcessRoles::default(),
         };
         let network = cluster::resolve(settings, node_id, process_roles, listen)?;
+        let client_listeners: Vec<&Listener> = network
+            .listeners
+            .iter()
+            .filter(|l| !network.controller_listener_names.contains(&l.name))
+            .collect();
+        let listener_security = crate::security::config::resolve(
+            settings,
+            &client_listeners,
+            &network.security_protocol_map,
+        )?;
         let client = client_listener_index(&network.listeners, &network.controller_listener_names);
         let (listen, advertised_host, advertised_port) = match (
             network.listeners.get(client),
@@ -440,6 +472,18 @@ impl BrokerConfig {
             }
         }
 
+        let authorizer = resolve_authorizer(&get)?;
+        let controller_security =
+            resolve_controller_security(settings, &network, process_roles, authorizer.as_ref())?;
+        // Only a cluster has other brokers to connect to; a single node needs no credentials.
+        let inter_broker = match listener_security.get(&network.inter_broker_listener_name) {
+            Some(listener) if network.quorum_voters.len() > 1 || !process_roles.is_controller() => {
+                InterBrokerSecurity::resolve(settings, listener)
+                    .map_err(|e| login_setting_error(settings, e))?
+            }
+            _ => InterBrokerSecurity::default(),
+        };
+
         Ok(BrokerConfig {
             node_id,
             listen,
@@ -481,7 +525,11 @@ impl BrokerConfig {
             replica_fetch_max_bytes,
             replica_fetch_wait_max_ms,
             num_replica_fetchers,
+            listener_security,
             metrics,
+            authorizer,
+            inter_broker: Arc::new(inter_broker),
+            controller_security,
         })
     }
 
@@ -565,6 +613,26 @@ impl BrokerConfig {
         match self.log_defaults.get(name) {
             Some(value) => Some(value.as_str()),
             None => topic_config::def(name).map(|d| d.default),
+        }
+    }
+
+    /// What `listener` asks of its connections (PLAINTEXT when it is not a client listener).
+    pub fn security_of(&self, listener: &str) -> ListenerSecurity {
+        self.listener_security
+            .get(listener)
+            .cloned()
+            .unwrap_or_else(|| ListenerSecurity::plaintext(listener))
+    }
+
+    /// Records that `listener` (a client listener other than the first) bound `port`, when it
+    /// was configured as port 0, so that it is advertised dialable.
+    pub fn set_bound_port(&mut self, listener: &str, port: u16) {
+        if let Some(index) = self.listeners.iter().position(|l| l.name == listener) {
+            if let Some(advertised) = self.advertised_listeners.get_mut(index) {
+                if advertised.port == 0 {
+                    advertised.port = port;
+                }
+            }
         }
     }
 
@@ -687,7 +755,141 @@ pub fn parse_overrides(overrides: &[String]) -> Result<BTreeMap<String, String>,
     Ok(out)
 }
 
-fn invalid(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+/// A login setting's error (setting, reason) as a [`ConfigError`] naming its value, except a
+/// JAAS line's: it holds passwords.
+fn login_setting_error(
+    settings: &BTreeMap<String, String>,
+    (name, reason): crate::security::sasl_login::LoginSettingError,
+) -> ConfigError {
+    let value = if name.ends_with("sasl.jaas.config") {
+        "(hidden)".to_string()
+    } else {
+        settings.get(&name).cloned().unwrap_or_default()
+    };
+    ConfigError::InvalidValue {
+        value,
+        name,
+        reason,
+    }
+}
+
+/// Security of the controller listener (the first of `controller.listener.names`) unless the
+/// map says PLAINTEXT: its `ssl.*` and `sasl.*` settings, per listener or global, as for any
+/// listener, and the login of `sasl.mechanism.controller.protocol`.
+fn resolve_controller_security(
+    settings: &BTreeMap<String, String>,
+    network: &cluster::ClusterNetwork,
+    roles: ProcessRoles,
+    authorizer: Option<&AuthorizerConfig>,
+) -> Result<Option<Arc<crate::security::controller_security::ControllerSecurity>>, ConfigError> {
+    use crate::security::controller_security::{
+        ControllerSecurity, SASL_MECHANISM_CONTROLLER_PROTOCOL,
+    };
+    let Some(name) = network.controller_listener_names.first() else {
+        return Ok(None);
+    };
+    let protocol = network
+        .security_protocol_map
+        .get(name)
+        .copied()
+        .unwrap_or(SecurityProtocol::Plaintext);
+    if protocol == SecurityProtocol::Plaintext {
+        return Ok(None);
+    }
+    let listener = Listener {
+        name: name.clone(),
+        host: String::new(),
+        port: 0,
+    };
+    let resolved =
+        crate::security::config::resolve(settings, &[&listener], &network.security_protocol_map)?;
+    let Some(security) = resolved.get(name) else {
+        return Ok(None);
+    };
+    let login = match &security.sasl {
+        None => None,
+        Some(sasl) => {
+            if sasl
+                .enabled_mechanisms
+                .contains(&SaslMechanism::OAuthBearer)
+            {
+                return Err(ConfigError::Unsupported {
+                    name: format!("listener.name.{}.sasl.enabled.mechanisms", name.to_lowercase()),
+                    value: "OAUTHBEARER".into(),
+                    what: "OAUTHBEARER on the controller listener (its members log in with PLAIN or SCRAM)".into(),
+                });
+            }
+            let login = crate::security::sasl_login::SaslLogin::resolve(
+                settings,
+                name,
+                SASL_MECHANISM_CONTROLLER_PROTOCOL,
+            )
+            .map_err(|e| login_setting_error(settings, e))?;
+            // SCRAM credentials live in the metadata the voters have yet to agree on, so a
+            // voter could never log in to the others on a new cluster (Kafka bootstraps them
+            // with `kafka-storage format --add-scram`, which Millrace does not have).
+            if roles.is_controller() && login.mechanism != SaslMechanism::Plain {
+                return Err(ConfigError::Unsupported {
+                    name: SASL_MECHANISM_CONTROLLER_PROTOCOL.into(),
+                    value: login.mechanism.name().into(),
+                    what: "SCRAM between the quorum's voters: their SCRAM credentials live in the metadata they replicate to each other; voters log in with PLAIN (broker-only nodes may use SCRAM)".into(),
+                });
+            }
+            Some(login)
+        }
+    };
+    ControllerSecurity::new(security, login, authorizer.cloned())
+        .map(|security| Some(Arc::new(security)))
+        .map_err(|e| ConfigError::InvalidValue {
+            name: format!("listener.name.{}.ssl.*", name.to_lowercase()),
+            value: String::new(),
+            reason: e.to_string(),
+        })
+}
+
+/// The authorizer settings: on when `authorizer.class.name` is non-empty; `super.users` and
+/// `allow.everyone.if.no.acl.found` without it are refused, since they would do nothing.
+fn resolve_authorizer<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<Option<AuthorizerConfig>, ConfigError> {
+    let class = get(authorizer::AUTHORIZER_CLASS_NAME)
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    let super_users = match get(authorizer::SUPER_USERS) {
+        Some(v) => AuthorizerConfig::parse_super_users(v)
+            .map_err(|reason| invalid(authorizer::SUPER_USERS, v, reason))?,
+        None => Default::default(),
+    };
+    let allow_everyone = match get(authorizer::ALLOW_EVERYONE_IF_NO_ACL_FOUND) {
+        Some(v) => parse_bool(authorizer::ALLOW_EVERYONE_IF_NO_ACL_FOUND, v)?,
+        None => false,
+    };
+    if class.is_none() {
+        for name in [
+            authorizer::SUPER_USERS,
+            authorizer::ALLOW_EVERYONE_IF_NO_ACL_FOUND,
+        ] {
+            if let Some(v) = get(name) {
+                return Err(invalid(
+                    name,
+                    v,
+                    format!(
+                        "has no effect without {}",
+                        authorizer::AUTHORIZER_CLASS_NAME
+                    ),
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    Ok(Some(AuthorizerConfig {
+        super_users,
+        allow_everyone_if_no_acl_found: allow_everyone,
+    }))
+}
+
+/// An invalid-value error for setting `name`.
+pub(crate) fn invalid(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::InvalidValue {
         name: name.to_string(),
         value: value.to_string(),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::records::{BrokerEndpoint, MetadataRecord};
+use crate::security::{ScramCredential, ScramMechanism};
 
 /// A topic as the metadata describes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,6 +84,32 @@ pub struct MetadataImage {
     brokers: BTreeMap<i32, BrokerRegistration>,
     /// Highest broker epoch ever given, so that a new registration always gets a larger one.
     max_broker_epoch: i64,
+    /// SCRAM credentials per user and mechanism.
+    #[serde(default)]
+    scram_credentials: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+    /// Client quotas per entity (serialized as a list: the entity is not a string key).
+    #[serde(default, with = "quota_list")]
+    client_quotas: super::client_quotas::ClientQuotas,
+    /// The ACLs.
+    #[serde(default)]
+    acls: crate::security::authorizer::AclIndex,
+}
+
+/// Client quotas as a list of (entity, quotas) in the serialized image.
+mod quota_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::super::client_quotas::{ClientQuotas, QuotaEntity};
+
+    pub fn serialize<S: Serializer>(quotas: &ClientQuotas, s: S) -> Result<S::Ok, S::Error> {
+        quotas.iter().collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ClientQuotas, D::Error> {
+        let list: Vec<(QuotaEntity, std::collections::BTreeMap<String, f64>)> =
+            Vec::deserialize(d)?;
+        Ok(list.into_iter().collect())
+    }
 }
 
 impl MetadataImage {
@@ -182,6 +209,46 @@ impl MetadataImage {
                     self.brokers.remove(broker_id);
                 }
             }
+            MetadataRecord::UserScramCredential {
+                name,
+                mechanism,
+                credential,
+            } => {
+                self.scram_credentials
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(*mechanism, credential.clone());
+            }
+            MetadataRecord::ClientQuota { entity, key, value } => match value {
+                Some(value) => {
+                    self.client_quotas
+                        .entry(entity.clone())
+                        .or_default()
+                        .insert(key.clone(), *value);
+                }
+                None => {
+                    if let Some(quotas) = self.client_quotas.get_mut(entity) {
+                        quotas.remove(key);
+                        if quotas.is_empty() {
+                            self.client_quotas.remove(entity);
+                        }
+                    }
+                }
+            },
+            MetadataRecord::AccessControlEntry { id, acl } => {
+                self.acls.insert(*id, acl.clone());
+            }
+            MetadataRecord::RemoveAccessControlEntry { id } => {
+                self.acls.remove(id);
+            }
+            MetadataRecord::RemoveUserScramCredential { name, mechanism } => {
+                if let Some(credentials) = self.scram_credentials.get_mut(name) {
+                    credentials.remove(mechanism);
+                    if credentials.is_empty() {
+                        self.scram_credentials.remove(name);
+                    }
+                }
+            }
             MetadataRecord::Partition {
                 topic_id,
                 partition,
@@ -216,6 +283,32 @@ impl MetadataImage {
     fn topic_by_id_mut(&mut self, topic_id: &Uuid) -> Option<&mut TopicImage> {
         let name = self.names_by_id.get(topic_id)?;
         self.topics.get_mut(name)
+    }
+
+    /// A user's SCRAM credential for one mechanism.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<&ScramCredential> {
+        self.scram_credentials.get(user)?.get(&mechanism)
+    }
+
+    /// The ACLs.
+    pub fn acls(&self) -> &crate::security::authorizer::AclIndex {
+        &self.acls
+    }
+
+    /// Every entity's client quotas.
+    pub fn client_quotas(&self) -> &super::client_quotas::ClientQuotas {
+        &self.client_quotas
+    }
+
+    /// Every user with SCRAM credentials, and the mechanisms they have.
+    pub fn scram_users(
+        &self,
+    ) -> impl Iterator<Item = (&String, &BTreeMap<ScramMechanism, ScramCredential>)> {
+        self.scram_credentials.iter()
     }
 
     /// The cluster id, once written.

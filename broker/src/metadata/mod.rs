@@ -12,9 +12,11 @@
 //! - `placement.rs`: which brokers hold a new partition's replicas (rack-aware).
 //! - `publisher.rs`: each applied image made real on this broker's replicas.
 //! - `topic_config.rs`: topic-level settings, their broker-level defaults and validation.
+//! - `client_quotas.rs`: client quotas per user and client id, and which one applies.
 //! - `producer_ids.rs`: producer ids handed out from blocks the controller reserves.
 //! - `quorum/`: the records replicated by a Raft quorum (openraft), applied into the image.
 
+pub mod client_quotas;
 pub mod controller;
 pub mod image;
 pub mod log;

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::security::{ScramCredential, ScramMechanism};
+
 /// One change to the cluster metadata.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -84,6 +86,46 @@ pub enum MetadataRecord {
         broker_epoch: i64,
         /// Fenced (true) or unfenced (false).
         fenced: bool,
+    },
+    /// A user's SCRAM credential for one mechanism was set (Kafka's
+    /// UserScramCredentialRecord): salted and iterated, never the password.
+    UserScramCredential {
+        /// The user name.
+        name: String,
+        /// SCRAM-SHA-256 or SCRAM-SHA-512.
+        mechanism: ScramMechanism,
+        /// Salt, stored key, server key, iterations.
+        credential: ScramCredential,
+    },
+    /// A user's SCRAM credential for one mechanism was deleted
+    /// (RemoveUserScramCredentialRecord).
+    RemoveUserScramCredential {
+        /// The user name.
+        name: String,
+        /// The mechanism.
+        mechanism: ScramMechanism,
+    },
+    /// A client quota was set (`value`) or removed (`None`) for an entity (Kafka's
+    /// ClientQuotaRecord).
+    ClientQuota {
+        /// Who it applies to.
+        entity: super::client_quotas::QuotaEntity,
+        /// `producer_byte_rate`, `consumer_byte_rate` or `request_percentage`.
+        key: String,
+        /// The limit, or `None` to remove it.
+        value: Option<f64>,
+    },
+    /// An ACL was created (Kafka's AccessControlEntryRecord).
+    AccessControlEntry {
+        /// Its id, by which it is removed.
+        id: Uuid,
+        /// The ACL.
+        acl: crate::security::authorizer::AclBinding,
+    },
+    /// An ACL was deleted (RemoveAccessControlEntryRecord).
+    RemoveAccessControlEntry {
+        /// Its id.
+        id: Uuid,
     },
     /// A broker left the cluster for good (UnregisterBrokerRecord).
     UnregisterBroker {

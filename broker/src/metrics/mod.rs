@@ -25,6 +25,7 @@ pub mod slow_request;
 pub mod snapshot;
 pub mod socket_server;
 pub mod topic_metrics;
+pub mod transaction_metrics;
 
 use prometheus::{Encoder, TextEncoder};
 
@@ -38,6 +39,7 @@ pub use health::Readiness;
 pub use request_metrics::{RequestMetrics, RequestTimer};
 pub use socket_server::SocketServerMetrics;
 pub use topic_metrics::BrokerTopicMetrics;
+pub use transaction_metrics::TransactionMetrics;
 
 /// Why the metrics could not be set up (a bug: two metrics of one name).
 #[derive(Debug, thiserror::Error)]
@@ -62,10 +64,15 @@ pub struct BrokerMetrics {
     pub topics: BrokerTopicMetrics,
     /// `kafka.server:type=socket-server-metrics`: connections.
     pub sockets: SocketServerMetrics,
+    /// Transactions completed and timed out (ours).
+    pub transactions: TransactionMetrics,
     /// Gauges set from the broker's state at each scrape.
     snapshot: snapshot::SnapshotMetrics,
     /// `metrics.partition.level.enable`.
     partition_level: bool,
+    /// Where the endpoint serving these metrics listens, once bound (`metrics.listener` may
+    /// name port 0), for DescribeConfigs to tell consoles.
+    endpoint: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl BrokerMetrics {
@@ -79,6 +86,7 @@ impl BrokerMetrics {
         let requests = RequestMetrics::new(&registry, config.metrics.slow_request_ms, timed)?;
         let topics = BrokerTopicMetrics::new(&registry, exported)?;
         let sockets = SocketServerMetrics::new(&registry, &config.client_listener().name)?;
+        let transactions = TransactionMetrics::new(&registry)?;
         let snapshot = snapshot::SnapshotMetrics::new(&registry)?;
         log_flush::register(&registry)?;
         // Process-wide (one process may embed several brokers in tests; each shows the same).
@@ -90,9 +98,21 @@ impl BrokerMetrics {
             requests,
             topics,
             sockets,
+            transactions,
             snapshot,
             partition_level: config.metrics.partition_level,
+            endpoint: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Notes where the endpoint serving these metrics is bound (the first call counts).
+    pub fn set_endpoint(&self, address: std::net::SocketAddr) {
+        let _ = self.endpoint.set(address);
+    }
+
+    /// Where the endpoint serving these metrics is bound, if there is one.
+    pub fn endpoint(&self) -> Option<std::net::SocketAddr> {
+        self.endpoint.get().copied()
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every metric, with the state gauges

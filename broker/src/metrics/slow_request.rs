@@ -59,8 +59,14 @@ fn describe(frame: &Bytes, version: i16) -> (Option<String>, String) {
         ApiKey::Fetch => {
             if let Ok(request) = FetchRequest::decode(&mut body, version) {
                 for topic in request.topics {
+                    // From v13 topics are named by id only.
+                    let name = if version >= 13 {
+                        topic.topic_id.to_string()
+                    } else {
+                        topic.topic.0.to_string()
+                    };
                     for p in topic.partitions {
-                        partitions.push(format!("{}-{}", topic.topic.0, p.partition));
+                        partitions.push(format!("{name}-{}", p.partition));
                     }
                 }
             }

@@ -26,6 +26,7 @@ pub(crate) struct SnapshotMetrics {
     under_min_isr: IntGauge,
     isr_shrinks: IntCounter,
     isr_expands: IntCounter,
+    replication_bytes_in: IntCounter,
     pub(crate) controller: ControllerGauges,
     log_size: IntGaugeVec,
     log_start_offset: IntGaugeVec,
@@ -40,6 +41,7 @@ pub(crate) struct SnapshotMetrics {
     group_lag_sum: IntGaugeVec,
     dir_available: IntGaugeVec,
     dir_total: IntGaugeVec,
+    transactions: IntGaugeVec,
 }
 
 /// The active controller's view of the cluster. Kafka reports these on the active controller
@@ -165,6 +167,8 @@ impl SnapshotMetrics {
                 "ISR shrinks of partitions led here, by this leader or by the controller fencing a follower (Kafka: ReplicaManager IsrShrinksPerSec)")?,
             isr_expands: counter(r, "kafka_server_replicamanager_isrexpands_total",
                 "ISR expansions of partitions led here (Kafka: ReplicaManager IsrExpandsPerSec)")?,
+            replication_bytes_in: counter(r, "kafka_server_brokertopicmetrics_replicationbytesin_total",
+                "Record batch bytes this broker's followers appended from their leaders (Kafka: BrokerTopicMetrics ReplicationBytesInPerSec)")?,
             controller: ControllerGauges::new(r)?,
             log_size: gauge_vec(r, "kafka_log_log_size",
                 "Bytes of a partition's log on disk (Kafka: Log Size)", TP)?,
@@ -192,6 +196,8 @@ impl SnapshotMetrics {
                 "Bytes free to this broker on the file system of its data dir (log.dirs)", &["dir"])?,
             dir_total: gauge_vec(r, "millrace_log_dir_size_bytes",
                 "Size in bytes of the file system of this broker's data dir (log.dirs)", &["dir"])?,
+            transactions: gauge_vec(r, "millrace_transactions",
+                "Transactional ids this broker coordinates, by state (Kafka's: Empty, Ongoing, PrepareCommit, PrepareAbort, CompleteCommit, CompleteAbort, ...)", &["state"])?,
         })
     }
 
@@ -206,6 +212,10 @@ impl SnapshotMetrics {
         let (shrinks, expands) = broker.replicas.isr_changes();
         sync_counter(&self.isr_shrinks, shrinks);
         sync_counter(&self.isr_expands, expands);
+        sync_counter(
+            &self.replication_bytes_in,
+            broker.replicas.replicated_bytes(),
+        );
 
         for vec in [
             &self.log_size,
@@ -217,8 +227,14 @@ impl SnapshotMetrics {
             &self.group_lag,
             &self.group_lag_sum,
             &self.group_members,
+            &self.transactions,
         ] {
             vec.reset();
+        }
+        for transaction in broker.transactions.transactions() {
+            self.transactions
+                .with_label_values(&[transaction.state.name()])
+                .inc();
         }
         let image = broker.controller.image();
         let defaults = &broker.config.log_defaults;

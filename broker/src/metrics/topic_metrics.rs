@@ -144,6 +144,10 @@ impl BrokerTopicMetrics {
     /// long poll reads again until data arrives.)
     pub fn fetch_answered(&self, responses: &[FetchableTopicResponse], follower: bool) {
         for topic in responses {
+            // An unknown topic id leaves the name empty: nothing to count it under.
+            if topic.topic.0.is_empty() {
+                continue;
+            }
             let Some(counters) = self.topic(&topic.topic.0) else {
                 return;
             };

@@ -52,8 +52,9 @@ pub struct AlterPartitionManager {
 }
 
 impl AlterPartitionManager {
-    /// Starts the sender task. Must be called inside a tokio runtime.
-    pub fn start(send: SendAlterPartition) -> Self {
+    /// Starts the sender task. Must be called inside a tokio runtime. `broker_epoch` is where
+    /// the lifecycle keeps this broker's epoch (the replica fetchers read it too).
+    pub fn start(send: SendAlterPartition, broker_epoch: Arc<AtomicI64>) -> Self {
         let (queue, mut proposals) = mpsc::unbounded_channel::<(Arc<Partition>, AlterPartition)>();
         tokio::spawn(async move {
             while let Some((replica, proposal)) = proposals.recv().await {
@@ -70,7 +71,7 @@ impl AlterPartitionManager {
         });
         AlterPartitionManager {
             queue,
-            broker_epoch: Arc::new(AtomicI64::new(-1)),
+            broker_epoch,
         }
     }
 

@@ -1,5 +1,7 @@
 //! A connection from this broker to another one, for inter-broker requests (the replica
-//! fetcher's Fetch): Kafka framing, one request at a time, encoded with `kafka-protocol`.
+//! fetcher's Fetch): Kafka framing, one request at a time, encoded with `kafka-protocol`, over
+//! the inter-broker listener's TLS and SASL when it has them
+//! ([`crate::security::inter_broker`]).
 //!
 //! Answers from another broker are input like any other: a short, malformed or mismatched
 //! frame is an error that drops the connection, never a panic.
@@ -7,10 +9,19 @@
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::security::inter_broker::InterBrokerSecurity;
+use crate::security::sasl_login::SaslLogin;
+
+/// A byte stream to another broker: TCP, or TLS over TCP.
+trait BrokerIo: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> BrokerIo for T {}
 
 /// The largest answer accepted from another broker (a fetch answer is bounded by
 /// `replica.fetch.response.max.bytes`, 10 MiB by default; this leaves room).
@@ -30,6 +41,14 @@ pub enum ConnectionError {
     /// No answer in time.
     #[error("broker {0}: no answer in time")]
     Timeout(String),
+    /// The TLS handshake or the SASL login failed.
+    #[error("broker {broker}: {reason}")]
+    Authentication {
+        /// The other broker's address.
+        broker: String,
+        /// Why.
+        reason: String,
+    },
     /// The answer could not be read.
     #[error("broker {broker}: malformed answer: {reason}")]
     Malformed {
@@ -41,20 +60,29 @@ pub enum ConnectionError {
 }
 
 /// One connection to another broker.
-#[derive(Debug)]
 pub struct BrokerConnection {
     address: String,
-    stream: TcpStream,
+    stream: Box<dyn BrokerIo>,
     correlation_id: i32,
     client_id: StrBytes,
 }
 
+impl std::fmt::Debug for BrokerConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConnection")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
 impl BrokerConnection {
-    /// Connects to `address` (`host:port`) within `timeout`.
+    /// Connects to `address` (`host:port`) within `timeout`, with the TLS and SASL login of
+    /// `security`.
     pub async fn connect(
         address: &str,
         client_id: String,
         timeout: Duration,
+        security: &InterBrokerSecurity,
     ) -> Result<Self, ConnectionError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
             .await
@@ -65,12 +93,91 @@ impl BrokerConnection {
             })?;
         // Fetch answers are latency-sensitive (acks=all waits on them).
         let _ = stream.set_nodelay(true);
-        Ok(BrokerConnection {
+        let refused = |reason: String| ConnectionError::Authentication {
+            broker: address.to_string(),
+            reason,
+        };
+        let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+        let stream: Box<dyn BrokerIo> = match security.tls_for(host) {
+            None => Box::new(stream),
+            Some(tls) => {
+                let (connector, name) = tls.map_err(refused)?;
+                let tls = tokio::time::timeout(timeout, connector.connect(name, stream))
+                    .await
+                    .map_err(|_| ConnectionError::Timeout(address.to_string()))?
+                    .map_err(|e| refused(format!("TLS handshake: {e}")))?;
+                Box::new(tls)
+            }
+        };
+        let mut connection = BrokerConnection {
             address: address.to_string(),
             stream,
             correlation_id: 0,
             client_id: StrBytes::from_string(client_id),
-        })
+        };
+        if let Some(login) = &security.login {
+            connection.login(login, timeout).await?;
+        }
+        Ok(connection)
+    }
+
+    /// SaslHandshake v1 then SaslAuthenticate v2 (KIP-152) as this broker's own user.
+    async fn login(&mut self, login: &SaslLogin, timeout: Duration) -> Result<(), ConnectionError> {
+        let address = self.address.clone();
+        let refused = move |reason: String| ConnectionError::Authentication {
+            broker: address.clone(),
+            reason,
+        };
+        let mechanism = StrBytes::from_static_str(login.mechanism.name());
+        let handshake = self
+            .call(
+                1,
+                &SaslHandshakeRequest::default().with_mechanism(mechanism),
+                timeout,
+            )
+            .await?;
+        if handshake.error_code != 0 {
+            return Err(refused(format!(
+                "the broker does not take {} (error {}; it offers {:?})",
+                login.mechanism.name(),
+                handshake.error_code,
+                handshake.mechanisms
+            )));
+        }
+        let (mut exchange, mut token) = login.begin();
+        loop {
+            let answer = self.authenticate(token, timeout).await?;
+            match exchange.next(&answer).map_err(&refused)? {
+                Some(next) => token = next,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// One SaslAuthenticate round; the server's bytes, or the refusal.
+    async fn authenticate(
+        &mut self,
+        token: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Bytes, ConnectionError> {
+        let answer = self
+            .call(
+                2,
+                &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token)),
+                timeout,
+            )
+            .await?;
+        if answer.error_code != 0 {
+            return Err(ConnectionError::Authentication {
+                broker: self.address.clone(),
+                reason: format!(
+                    "SASL login refused (error {}): {}",
+                    answer.error_code,
+                    answer.error_message.as_deref().unwrap_or("no reason given")
+                ),
+            });
+        }
+        Ok(answer.auth_bytes)
     }
 
     /// Sends `request` at `version` and reads its answer within `timeout`.

@@ -13,6 +13,8 @@ pub mod replica_fetcher;
 pub mod replica_manager;
 
 pub use alter_partition::{AlterPartition, AlterPartitionManager};
-pub use partition::{FollowerFetch, ListOffsetsView, Partition, Refusal, Role, RoleChange};
+pub use partition::{
+    FollowerFetch, FollowerFetchRequest, ListOffsetsView, Partition, Refusal, Role, RoleChange,
+};
 pub use replica_fetcher::{FetcherConfig, ReplicaFetcherManager};
 pub use replica_manager::{HostedTopic, ReplicaManager};

@@ -97,6 +97,26 @@ impl ReplicaState {
     }
 }
 
+/// A follower's fetch of one partition, as its leader is asked it.
+#[derive(Clone, Copy, Debug)]
+pub struct FollowerFetchRequest {
+    /// The follower's broker id.
+    pub replica_id: i32,
+    /// The follower's (durable) log end.
+    pub fetch_offset: i64,
+    /// The follower's log start offset.
+    pub log_start_offset: i64,
+    /// The follower's latest leader epoch (-1: unknown), for the divergence check.
+    pub last_fetched_epoch: i32,
+    /// The leader epoch the follower believes current (-1: not checked).
+    pub current_leader_epoch: i32,
+    /// The most record bytes to return.
+    pub max_bytes: usize,
+    /// Whether this fetch may bring the follower into the ISR: not when it came from another
+    /// incarnation of the follower's broker than the one registered (KIP-903).
+    pub isr_eligible: bool,
+}
+
 /// A follower's fetch, as the leader answers it.
 #[derive(Debug)]
 pub enum FollowerFetch {
@@ -697,13 +717,17 @@ impl Partition {
     /// follower for the ISR.
     pub fn fetch_from_follower(
         &self,
-        replica_id: i32,
-        fetch_offset: i64,
-        follower_log_start: i64,
-        last_fetched_epoch: i32,
-        current_leader_epoch: i32,
-        max_bytes: usize,
+        fetch: FollowerFetchRequest,
     ) -> Result<FollowerFetch, Refusal> {
+        let FollowerFetchRequest {
+            replica_id,
+            fetch_offset,
+            log_start_offset: follower_log_start,
+            last_fetched_epoch,
+            current_leader_epoch,
+            max_bytes,
+            isr_eligible,
+        } = fetch;
         let mut st = self.lock();
         if st.role != Role::Leader {
             return Err(self.not_leader(&st));
@@ -764,7 +788,9 @@ impl Partition {
             }
             _ => false,
         };
-        let expand_isr = self.maybe_expand_isr(&mut st, replica_id, fetch_offset);
+        let expand_isr = isr_eligible
+            .then(|| self.maybe_expand_isr(&mut st, replica_id, fetch_offset))
+            .flatten();
         self.advance_high_watermark(&mut st);
         let high_watermark = st.high_watermark;
         drop(st);
@@ -952,7 +978,15 @@ mod tests {
     /// Broker 2 fetches from `offset`, its log starting at `log_start`.
     fn follower_fetches(partition: &Partition, offset: i64, log_start: i64) {
         partition
-            .fetch_from_follower(2, offset, log_start, -1, -1, 1 << 20)
+            .fetch_from_follower(FollowerFetchRequest {
+                replica_id: 2,
+                fetch_offset: offset,
+                log_start_offset: log_start,
+                last_fetched_epoch: -1,
+                current_leader_epoch: -1,
+                max_bytes: 1 << 20,
+                isr_eligible: true,
+            })
             .unwrap();
     }
 

@@ -2,7 +2,7 @@
 //! `ReplicaFetcherManager` and `ReplicaFetcherThread`).
 //!
 //! One task per leader broker fetches every partition this broker follows there, with Fetch
-//! v12 as a replica: the fetch offset is the follower's log end and `LastFetchedEpoch` its
+//! v15 as a replica (topics by id, this broker's epoch in `ReplicaState`, KIP-903): the fetch offset is the follower's log end and `LastFetchedEpoch` its
 //! latest leader epoch, so the leader can answer with the point where the logs diverge
 //! (KIP-320) and the follower truncates exactly there, after every epoch change (KAFKA-7164),
 //! never blindly to the high watermark. What it appends is fsynced (per `flush.policy`)
@@ -10,26 +10,34 @@
 //! the high watermark that survive a crash of this broker.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::{BrokerId, FetchRequest};
 use tokio::sync::{watch, Notify};
+use uuid::Uuid;
 
 use super::broker_connection::BrokerConnection;
 use super::partition::Partition;
 use crate::error::ResponseError;
 
-/// The Fetch version followers use: the first with `LastFetchedEpoch`/`DivergingEpoch`.
-pub const REPLICA_FETCH_VERSION: i16 = 12;
+/// The Fetch version followers use: `LastFetchedEpoch`/`DivergingEpoch` (v12), topic ids
+/// (v13), and the follower's broker epoch (v15), so a leader can tell an earlier incarnation.
+pub const REPLICA_FETCH_VERSION: i16 = 15;
 
 /// How followers fetch (`replica.fetch.*`).
 #[derive(Clone, Debug)]
 pub struct FetcherConfig {
     /// This broker's id, sent as the fetch's replica id.
     pub local_id: i32,
+    /// This broker's epoch once registered (-1 before), sent with every fetch; shared with
+    /// the lifecycle that registers.
+    pub broker_epoch: Arc<AtomicI64>,
+    /// Record bytes this broker's followers have appended from their leaders (Kafka's
+    /// ReplicationBytesInPerSec), for the metrics to read.
+    pub replicated_bytes: Arc<AtomicU64>,
     /// `replica.fetch.wait.max.ms`.
     pub max_wait: Duration,
     /// `replica.fetch.max.bytes` (per partition).
@@ -40,6 +48,8 @@ pub struct FetcherConfig {
     pub backoff: Duration,
     /// How long a connection attempt or an answer may take beyond `max_wait`.
     pub request_timeout: Duration,
+    /// TLS and SASL toward the leaders (the inter-broker listener's).
+    pub security: Arc<crate::security::inter_broker::InterBrokerSecurity>,
 }
 
 /// Finds the inter-broker address (`host:port`) of a broker id.
@@ -87,6 +97,11 @@ impl ReplicaFetcherManager {
             fetchers: Mutex::new(HashMap::new()),
             shutdown,
         }
+    }
+
+    /// Record bytes appended from leaders so far.
+    pub fn replicated_bytes(&self) -> u64 {
+        self.config.replicated_bytes.load(Ordering::Relaxed)
     }
 
     /// Follows `partition` at `leader` in leader epoch `epoch` (moving it from any other
@@ -219,6 +234,7 @@ async fn run_fetcher(
                 &address,
                 format!("replica-fetcher-{}", config.local_id),
                 config.request_timeout,
+                &config.security,
             )
             .await
             {
@@ -260,15 +276,24 @@ async fn run_fetcher(
         answers += 1;
         for topic in response.responses {
             for data in topic.partitions {
-                let key = (topic.topic.0.to_string(), data.partition_index);
-                let Some(followed) = active.iter().find(|(k, _)| *k == key).map(|(_, f)| f) else {
+                // Answers name topics by id; a partition of a topic re-created under the
+                // same name meanwhile matches nothing and is asked again.
+                let Some((key, followed)) = active.iter().find(|((_, index), f)| {
+                    *index == data.partition_index && f.partition.topic_id() == topic.topic_id
+                }) else {
                     continue;
                 };
-                if data.records.as_ref().is_some_and(|r| !r.is_empty()) {
+                let key = key.clone();
+                let fetched = data.records.as_ref().map_or(0, |r| r.len());
+                if fetched > 0 {
                     last_served.insert(key.clone(), answers);
                 }
                 match handle_partition(followed, data).await {
-                    Outcome::Continue => {}
+                    Outcome::Continue => {
+                        config
+                            .replicated_bytes
+                            .fetch_add(fetched as u64, Ordering::Relaxed);
+                    }
                     Outcome::BackOff => back_off = true,
                     Outcome::Pause => {
                         if let Some(f) = lock(&partitions).get_mut(&key) {
@@ -297,14 +322,12 @@ async fn pause(config: &FetcherConfig, shutdown: &mut watch::Receiver<bool>) {
 /// topic share a topic entry, and a topic may have several (our leaders serve entries in
 /// request order, whatever their names).
 fn build_request(config: &FetcherConfig, active: &[(PartitionKey, Followed)]) -> FetchRequest {
-    let mut topics: Vec<(&str, Vec<FetchPartition>)> = Vec::new();
-    for ((topic, index), followed) in active {
+    let mut topics: Vec<(Uuid, Vec<FetchPartition>)> = Vec::new();
+    for ((_, index), followed) in active {
         let log = followed.partition.log();
-        if topics
-            .last()
-            .is_none_or(|(name, _)| *name != topic.as_str())
-        {
-            topics.push((topic.as_str(), Vec::new()));
+        let topic_id = followed.partition.topic_id();
+        if topics.last().is_none_or(|(id, _)| *id != topic_id) {
+            topics.push((topic_id, Vec::new()));
         }
         let Some((_, partitions)) = topics.last_mut() else {
             continue;
@@ -320,7 +343,13 @@ fn build_request(config: &FetcherConfig, active: &[(PartitionKey, Followed)]) ->
         );
     }
     FetchRequest::default()
-        .with_replica_id(BrokerId(config.local_id))
+        // From v15 the replica id travels in `ReplicaState`; the old field must say -1.
+        .with_replica_id(BrokerId(-1))
+        .with_replica_state(
+            ReplicaState::default()
+                .with_replica_id(BrokerId(config.local_id))
+                .with_replica_epoch(config.broker_epoch.load(Ordering::Acquire)),
+        )
         .with_max_wait_ms(i32::try_from(config.max_wait.as_millis()).unwrap_or(i32::MAX))
         .with_min_bytes(1)
         .with_max_bytes(config.response_max_bytes)
@@ -330,9 +359,9 @@ fn build_request(config: &FetcherConfig, active: &[(PartitionKey, Followed)]) ->
         .with_topics(
             topics
                 .into_iter()
-                .map(|(name, partitions)| {
+                .map(|(topic_id, partitions)| {
                     FetchTopic::default()
-                        .with_topic(TopicName(StrBytes::from_string(name.to_string())))
+                        .with_topic_id(topic_id)
                         .with_partitions(partitions)
                 })
                 .collect(),

@@ -123,6 +123,11 @@ impl ReplicaManager {
         self.local_id
     }
 
+    /// Record bytes this broker's followers appended from their leaders so far.
+    pub fn replicated_bytes(&self) -> u64 {
+        self.fetchers.replicated_bytes()
+    }
+
     /// ISR shrinks and expansions of the partitions led here so far.
     pub fn isr_changes(&self) -> (u64, u64) {
         let [shrinks, expands] = &self.isr_changes;

@@ -23,6 +23,10 @@ use crate::metadata::Controller;
 /// How long a broker waits at start-up to be registered and unfenced.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long registration may keep failing before each failure is logged as a warning (and
+/// how often it is then).
+const REGISTRATION_WARN_AFTER: Duration = Duration::from_secs(5);
+
 /// The longest one controlled-shutdown step (a heartbeat asking to stop) may take.
 const SHUTDOWN_STEP: Duration = Duration::from_secs(2);
 
@@ -66,6 +70,8 @@ impl BrokerLifecycle {
             shutting_down: AtomicBool::new(false),
         });
         let started = tokio::time::timeout(STARTUP_TIMEOUT, async {
+            let trying_since = std::time::Instant::now();
+            let mut last_warned: Option<std::time::Instant> = None;
             loop {
                 match lifecycle.register().await {
                     Ok(()) => {}
@@ -73,7 +79,16 @@ impl BrokerLifecycle {
                         return Err(BrokerError::Storage(error.to_string()))
                     }
                     Err(error) => {
-                        tracing::debug!(%error, "registration failed; retrying");
+                        // A short wait is normal (the quorum electing); a long one has a cause
+                        // the operator should see (a refused login, a wrong address).
+                        let overdue = trying_since.elapsed() >= REGISTRATION_WARN_AFTER
+                            && last_warned.is_none_or(|at| at.elapsed() >= REGISTRATION_WARN_AFTER);
+                        if overdue {
+                            last_warned = Some(std::time::Instant::now());
+                            tracing::warn!(%error, "not registered with the controller yet; retrying");
+                        } else {
+                            tracing::debug!(%error, "registration failed; retrying");
+                        }
                         tokio::time::sleep(RETRY_BACKOFF).await;
                         continue;
                     }
@@ -103,6 +118,11 @@ impl BrokerLifecycle {
     /// This broker's current epoch.
     pub fn broker_epoch(&self) -> i64 {
         self.broker_epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether a controlled shutdown has started.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
     }
 
     /// Whether the controller counts this broker as fenced, as it changes.

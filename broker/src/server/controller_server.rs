@@ -106,7 +106,7 @@ pub async fn start_controller(config: BrokerConfig) -> Result<RunningController,
         config.data_dir.clone(),
         config.node_id,
         config.inter_broker_listener_name.clone(),
-        fetcher_config(&config),
+        fetcher_config(&config, Arc::new(std::sync::atomic::AtomicI64::new(-1))),
     ));
     let controller = Controller::start(config.clone(), quorum, replicas).await?;
     handler.bind(&controller);

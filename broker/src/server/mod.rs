@@ -24,11 +24,14 @@ use crate::config::{BrokerConfig, Listener};
 use crate::error::BrokerError;
 use crate::metrics::endpoint::MetricsEndpoint;
 use crate::metrics::{BrokerMetrics, Readiness};
+use crate::security::SecuredListener;
 
 /// A broker serving on a socket; dropping it does not stop it, [`RunningBroker::shutdown`] does.
 pub struct RunningBroker {
     broker: Arc<Broker>,
     local_addr: SocketAddr,
+    /// Every client listener's bound address, by listener name.
+    listener_addrs: Vec<(String, SocketAddr)>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     /// `metrics.listener`'s endpoint, when set.
@@ -39,6 +42,15 @@ impl RunningBroker {
     /// The address the listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address a client listener is bound to, by name (`SASL_SSL`, ...).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        let name = name.to_ascii_uppercase();
+        self.listener_addrs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, addr)| *addr)
     }
 
     /// The shared broker state.
@@ -100,6 +112,40 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, BrokerErro
     })?;
     // Listening on port 0 (tests, embedding): clients must be told the port actually bound.
     config.set_bound_client_port(local_addr.port());
+    let first_name = config.client_listener().name.clone();
+    // The other client listeners (a broker may serve PLAINTEXT and SASL_SSL side by side).
+    let mut bound = vec![(first_name, listener)];
+    let others: Vec<Listener> = config
+        .listeners
+        .iter()
+        .filter(|l| !config.controller_listener_names.contains(&l.name) && l.name != bound[0].0)
+        .cloned()
+        .collect();
+    for other in others {
+        let address = other.address();
+        let socket = TcpListener::bind(&address)
+            .await
+            .map_err(|source| BrokerError::Io {
+                context: format!("binding listener {other}"),
+                source,
+            })?;
+        if let Ok(addr) = socket.local_addr() {
+            config.set_bound_port(&other.name, addr.port());
+        }
+        bound.push((other.name.clone(), socket));
+    }
+    // TLS keys and certificates are read now, so a bad file stops the start with its name.
+    let mut served = Vec::with_capacity(bound.len());
+    let mut listener_addrs = Vec::with_capacity(bound.len());
+    for (name, socket) in bound {
+        let secured = SecuredListener::new(config.security_of(&name))
+            .map_err(|e| BrokerError::Storage(format!("listener {name}: {e}")))?;
+        if let Ok(addr) = socket.local_addr() {
+            tracing::info!(listener = %name, protocol = %secured.security.protocol, %addr, "listener bound");
+            listener_addrs.push((name, addr));
+        }
+        served.push((socket, Arc::new(secured)));
+    }
     // The quorum's own listener, when there are other voters to talk to.
     let controller_listener = match config.controller_listener() {
         Some(listener)
@@ -122,16 +168,20 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, BrokerErro
         ),
         None => None,
     };
+    if let Some(endpoint) = &metrics_endpoint {
+        metrics.set_endpoint(endpoint.local_addr());
+    }
     let broker = Broker::open_observed(config, controller_listener, metrics, readiness).await?;
     if let Some(endpoint) = &metrics_endpoint {
         endpoint.attach_broker(broker.clone());
     }
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let task = tokio::spawn(serve(broker.clone(), listener, shutdown_rx));
+    let task = tokio::spawn(serve(broker.clone(), served, shutdown_rx));
     tracing::info!(%local_addr, data_dir = %broker.config.data_dir.display(), cluster_id = %broker.controller.cluster_id(), "broker listening");
     Ok(RunningBroker {
         broker,
         local_addr,
+        listener_addrs,
         shutdown,
         task,
         metrics_endpoint,
@@ -156,7 +206,11 @@ const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for connections to flush their owed responses.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(10);
 
-async fn serve(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+async fn serve(
+    broker: Arc<Broker>,
+    listeners: Vec<(TcpListener, Arc<SecuredListener>)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     let maintenance = tokio::spawn(run_maintenance(broker.clone(), shutdown.clone()));
     let group_timer = tokio::spawn(run_group_timer(broker.clone(), shutdown.clone()));
@@ -165,29 +219,54 @@ async fn serve(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::
         Duration::from_millis(broker.config.replica_lag_time_max_ms),
         shutdown.clone(),
     );
+    // One accept loop per listener, all feeding one set of connections.
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel(64);
+    let mut acceptors = JoinSet::new();
+    for (listener, secured) in listeners {
+        let accepted_tx = accepted_tx.clone();
+        acceptors.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        if accepted_tx
+                            .send((stream, peer, secured.clone()))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off rather than spin.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+    drop(accepted_tx);
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
+            next = accepted.recv() => match next {
+                Some((stream, peer, secured)) => {
                     connections.spawn(connection::serve_connection(
                         broker.clone(),
                         stream,
                         peer,
+                        secured,
                         shutdown.clone(),
                     ));
                 }
-                Err(error) => {
-                    // Out of file descriptors and the like: back off rather than spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                None => break,
             },
             // Reap finished connections so the set does not grow without bound.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    drop(listener);
+    acceptors.abort_all();
+    drop(accepted);
     let drained = tokio::time::timeout(CONNECTION_DRAIN, async {
         while connections.join_next().await.is_some() {}
     })

@@ -14,14 +14,24 @@ use std::time::Duration;
 use kafka_protocol::protocol::Request;
 
 use crate::replica::broker_connection::BrokerConnection;
+use crate::security::inter_broker::InterBrokerSecurity;
 
 /// Open connections by `host:port`.
-#[derive(Default)]
 pub struct InterBrokerChannels {
     connections: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<BrokerConnection>>>>>,
+    /// TLS and SASL toward the other brokers (the inter-broker listener's).
+    security: Arc<InterBrokerSecurity>,
 }
 
 impl InterBrokerChannels {
+    /// Channels that connect with `security`.
+    pub fn new(security: Arc<InterBrokerSecurity>) -> Self {
+        InterBrokerChannels {
+            connections: Mutex::default(),
+            security,
+        }
+    }
+
     /// Sends `request` at `version` to `address` (connecting first if needed) and returns the
     /// answer, or the error as text.
     pub async fn call<R: Request>(
@@ -41,9 +51,10 @@ impl InterBrokerChannels {
             .clone();
         let mut connection = slot.lock().await;
         if connection.is_none() {
-            let fresh = BrokerConnection::connect(address, client_id.to_string(), timeout)
-                .await
-                .map_err(|e| e.to_string())?;
+            let fresh =
+                BrokerConnection::connect(address, client_id.to_string(), timeout, &self.security)
+                    .await
+                    .map_err(|e| e.to_string())?;
             *connection = Some(fresh);
         }
         let Some(open) = connection.as_mut() else {

@@ -92,7 +92,7 @@ impl TransactionCoordinator {
             ),
             slots: Mutex::new(HashMap::new()),
             led: Mutex::new(BTreeMap::new()),
-            channels: InterBrokerChannels::default(),
+            channels: InterBrokerChannels::new(config.inter_broker.clone()),
         }
     }
 
@@ -184,6 +184,21 @@ impl TransactionCoordinator {
 
     /// Writes `meta` to `__transaction_state` and waits for the in-sync replicas.
     async fn write_state(&self, replica: &Partition, meta: &TxnMetadata) -> Result<(), Refusal> {
+        let (last_offset, epoch) = Self::append_state(replica, meta)?;
+        replica
+            .log()
+            .wait_durable(last_offset)
+            .await
+            .map_err(|e| refusal(ResponseError::CoordinatorNotAvailable, e.to_string()))?;
+        replica
+            .wait_for_isr(last_offset, epoch, WRITE_TIMEOUT)
+            .await
+            .map_err(Self::not_coordinator)
+    }
+
+    /// Appends `meta` to `__transaction_state` without waiting for it to be durable: the
+    /// offset and leader epoch it was appended at.
+    fn append_state(replica: &Partition, meta: &TxnMetadata) -> Result<(i64, i32), Refusal> {
         let now = now_ms();
         let entry = (
             records::encode_key(&meta.transactional_id),
@@ -195,30 +210,25 @@ impl TransactionCoordinator {
                 "cannot encode state",
             )
         })?;
-        let not_coordinator = |(error, message): Refusal| {
-            let error = match error {
-                ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch => {
-                    ResponseError::NotCoordinator
-                }
-                _ => ResponseError::CoordinatorNotAvailable,
-            };
-            (
-                error,
-                format!("writing {TRANSACTION_STATE_TOPIC}: {message}"),
-            )
-        };
         let (info, epoch) = replica
             .append_as_leader(batch, -1, now)
-            .map_err(not_coordinator)?;
-        replica
-            .log()
-            .wait_durable(info.last_offset)
-            .await
-            .map_err(|e| refusal(ResponseError::CoordinatorNotAvailable, e.to_string()))?;
-        replica
-            .wait_for_isr(info.last_offset, epoch, WRITE_TIMEOUT)
-            .await
-            .map_err(not_coordinator)
+            .map_err(Self::not_coordinator)?;
+        Ok((info.last_offset, epoch))
+    }
+
+    /// A write refused because this broker no longer leads the state partition means it no
+    /// longer coordinates the id.
+    fn not_coordinator((error, message): Refusal) -> Refusal {
+        let error = match error {
+            ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch => {
+                ResponseError::NotCoordinator
+            }
+            _ => ResponseError::CoordinatorNotAvailable,
+        };
+        (
+            error,
+            format!("writing {TRANSACTION_STATE_TOPIC}: {message}"),
+        )
     }
 
     /// InitProducerId with a transactional id: the id's producer id and a bumped epoch. An
@@ -263,6 +273,9 @@ impl TransactionCoordinator {
                     partitions: BTreeSet::new(),
                     start_ms: -1,
                     last_update_ms: now,
+                    client_transaction_version: 0,
+                    previous_producer_id: -1,
+                    next_producer_id: -1,
                 }
             }
             Some(current) => {
@@ -377,7 +390,9 @@ impl TransactionCoordinator {
     }
 
     /// AddPartitionsToTxn (and the partition AddOffsetsToTxn adds): the partitions join the
-    /// transaction, which becomes Ongoing.
+    /// transaction, which becomes Ongoing. `client_transaction_version` 2: a partition leader
+    /// adds them on behalf of a producer on transaction version 2 (its Produce v12 or
+    /// TxnOffsetCommit v5 wrote to a partition not yet in the transaction).
     pub async fn add_partitions(
         &self,
         broker: &Broker,
@@ -385,6 +400,7 @@ impl TransactionCoordinator {
         producer_id: i64,
         producer_epoch: i16,
         partitions: &[(String, i32)],
+        client_transaction_version: i16,
     ) -> Result<(), Refusal> {
         let (replica, _) = self.owner(broker, transactional_id)?;
         let (slot, _) = self.current(transactional_id)?;
@@ -410,6 +426,9 @@ impl TransactionCoordinator {
         next.partitions.extend(partitions.iter().cloned());
         next.state = TxnState::Ongoing;
         next.last_update_ms = now;
+        next.client_transaction_version = next
+            .client_transaction_version
+            .max(client_transaction_version);
         self.write_state(&replica, &next).await?;
         slot.set(next);
         Ok(())
@@ -445,7 +464,14 @@ impl TransactionCoordinator {
 
     /// EndTxn: the transaction prepares to commit or abort (written to
     /// `__transaction_state`), its markers are written, then it completes. Answers once
-    /// prepared and, unless that takes longer than a few seconds, completed.
+    /// prepared and, unless that takes longer than a few seconds, completed: the producer id
+    /// and epoch the producer goes on with.
+    ///
+    /// With `transaction_version_2` (EndTxn v5, KIP-890) every transaction ends at a new
+    /// epoch: the markers carry it, so a late write of the ended transaction is fenced on
+    /// every partition, and the answer hands it to the producer (with a new producer id when
+    /// the epochs are used up). A retry of an EndTxn that went through (the producer never
+    /// got the answer) is recognised by the epoch before the bump and answered the same.
     pub async fn end_txn(
         &self,
         broker: &Arc<Broker>,
@@ -453,11 +479,17 @@ impl TransactionCoordinator {
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
-    ) -> Result<(), Refusal> {
+        transaction_version_2: bool,
+    ) -> Result<(i64, i16), Refusal> {
         let (replica, coordinator_epoch) = self.owner(broker, transactional_id)?;
         let (slot, _) = self.current(transactional_id)?;
         let _op = slot.op.lock().await;
         let (_, meta) = self.current(transactional_id)?;
+        if transaction_version_2 {
+            if let Some(continuation) = ended_already(&meta, producer_id, producer_epoch, commit) {
+                return Ok(continuation);
+            }
+        }
         Self::check_producer(&meta, producer_id, producer_epoch)?;
         let invalid = |what: &str| {
             Err(refusal(
@@ -466,6 +498,7 @@ impl TransactionCoordinator {
             ))
         };
         let what = if commit { "commit" } else { "abort" };
+        let current = (meta.producer_id, meta.producer_epoch);
         match (meta.state, commit) {
             (TxnState::Ongoing, _) => {}
             (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
@@ -474,8 +507,24 @@ impl TransactionCoordinator {
                     "the transaction is completing",
                 ))
             }
+            // A producer on transaction version 2 does not know whether a partition joined:
+            // a transaction that wrote nothing ends at a new epoch without markers.
+            (TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort, _)
+                if transaction_version_2 =>
+            {
+                let mut ending = meta.clone();
+                ending.client_transaction_version = 2;
+                self.advance_epoch(broker, &mut ending).await?;
+                let continuation = continuation_of(&ending);
+                let done = ending.completed(commit, now_ms());
+                self.write_state(&replica, &done).await?;
+                slot.set(done);
+                return Ok(continuation);
+            }
             // A retried EndTxn whose first attempt completed.
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => return Ok(()),
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
+                return Ok(current)
+            }
             _ => return invalid(what),
         }
         let mut prepared = meta.clone();
@@ -485,8 +534,14 @@ impl TransactionCoordinator {
             TxnState::PrepareAbort
         };
         prepared.last_update_ms = now_ms();
+        if transaction_version_2 {
+            prepared.client_transaction_version = 2;
+            self.advance_epoch(broker, &mut prepared).await?;
+        }
         self.write_state(&replica, &prepared).await?;
         slot.set(prepared.clone());
+        // On version 1 the prepared state keeps the producer's id and epoch.
+        let continuation = continuation_of(&prepared);
         let finished = tokio::time::timeout(
             MARKERS_INLINE_WAIT,
             self.finish(broker, &slot, &replica, coordinator_epoch, prepared),
@@ -494,6 +549,20 @@ impl TransactionCoordinator {
         .await;
         if !matches!(finished, Ok(Ok(_))) {
             self.finish_later(broker, transactional_id, slot.clone());
+        }
+        Ok(continuation)
+    }
+
+    /// Bumps the epoch of a transaction ending on transaction version 2; when that uses up
+    /// the epochs, the producer continues with a new producer id (`next_producer_id`).
+    async fn advance_epoch(&self, broker: &Broker, meta: &mut TxnMetadata) -> Result<(), Refusal> {
+        meta.producer_epoch = bump(meta.producer_epoch);
+        if meta.producer_epoch >= i16::MAX - 1 {
+            meta.next_producer_id = broker
+                .producer_ids
+                .next_id(&broker.controller)
+                .await
+                .map_err(|e| refusal(ResponseError::CoordinatorNotAvailable, e.to_string()))?;
         }
         Ok(())
     }
@@ -539,16 +608,14 @@ impl TransactionCoordinator {
                 }
             }
         }
-        let mut done = prepared;
-        done.state = if commit {
-            TxnState::CompleteCommit
-        } else {
-            TxnState::CompleteAbort
-        };
-        done.partitions.clear();
-        done.last_update_ms = now_ms();
-        self.write_state(replica, &done).await?;
+        let done = prepared.completed(commit, now_ms());
+        // Not waited for: the id's next state write waits for its own offset, which makes this
+        // one durable and replicated too, and a coordinator that loses it finds the
+        // transaction preparing and writes the (idempotent) markers again. Waiting would put
+        // one more fsync and replication round on every commit.
+        Self::append_state(replica, &done)?;
         slot.set(done.clone());
+        broker.metrics.transactions.completed(commit);
         Ok(done)
     }
 
@@ -609,6 +676,7 @@ impl TransactionCoordinator {
                     return;
                 };
                 tracing::info!(%transactional_id, producer_id = meta.producer_id, "aborting a transaction past its timeout");
+                broker.metrics.transactions.timed_out();
                 let mut aborting = meta;
                 aborting.producer_epoch = bump(aborting.producer_epoch);
                 aborting.state = TxnState::PrepareAbort;
@@ -786,4 +854,43 @@ impl TransactionCoordinator {
 /// id before that).
 fn bump(epoch: i16) -> i16 {
     epoch.saturating_add(1)
+}
+
+/// The producer id and epoch a producer on transaction version 2 continues with once `meta`
+/// (prepared or completed at the bumped epoch) is done.
+fn continuation_of(meta: &TxnMetadata) -> (i64, i16) {
+    if meta.next_producer_id >= 0 {
+        (meta.next_producer_id, 0)
+    } else {
+        (meta.producer_id, meta.producer_epoch)
+    }
+}
+
+/// Whether an EndTxn v5 from `(producer_id, producer_epoch)` asks again for an end that
+/// already happened (the producer missed the answer): the transaction is preparing or
+/// complete in the same direction, at the epoch after the producer's (or moved on to a new
+/// producer id). The answer is what the first attempt answered.
+fn ended_already(
+    meta: &TxnMetadata,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+) -> Option<(i64, i16)> {
+    if !meta.bumps_epoch_per_transaction() {
+        return None;
+    }
+    let same_direction = match meta.state {
+        TxnState::PrepareCommit | TxnState::CompleteCommit => commit,
+        TxnState::PrepareAbort | TxnState::CompleteAbort => !commit,
+        _ => return None,
+    };
+    let bumped_from_this =
+        producer_id == meta.producer_id && meta.producer_epoch == producer_epoch.saturating_add(1);
+    let moved_from_this = producer_id == meta.previous_producer_id
+        && meta.producer_epoch == 0
+        && matches!(
+            meta.state,
+            TxnState::CompleteCommit | TxnState::CompleteAbort
+        );
+    (same_direction && (bumped_from_this || moved_from_this)).then(|| continuation_of(meta))
 }

@@ -97,4 +97,46 @@ pub struct TxnMetadata {
     pub start_ms: i64,
     /// When this state was written.
     pub last_update_ms: i64,
+    /// The transaction version its producer uses (`ClientTransactionVersion`): 2 when it ends
+    /// transactions with EndTxn v5 and lets partitions join implicitly (KIP-890), so each
+    /// transaction ends at a new epoch; 0 before.
+    pub client_transaction_version: i16,
+    /// The producer id of the transaction before this one (`PreviousProducerId`), when ending
+    /// it exhausted the epochs and moved the id to a new producer id; -1 otherwise.
+    pub previous_producer_id: i64,
+    /// The producer id the producer continues with after this transaction
+    /// (`NextProducerId`), when ending it exhausts the epochs; -1 otherwise.
+    pub next_producer_id: i64,
+}
+
+impl TxnMetadata {
+    /// Whether the producer uses transaction version 2 (an epoch per transaction).
+    pub fn bumps_epoch_per_transaction(&self) -> bool {
+        self.client_transaction_version >= 2
+    }
+
+    /// The state once the transaction has ended (`commit` or abort) at `now_ms`: complete,
+    /// without partitions, on the producer id that comes next.
+    pub fn completed(mut self, commit: bool, now_ms: i64) -> Self {
+        self.state = if commit {
+            TxnState::CompleteCommit
+        } else {
+            TxnState::CompleteAbort
+        };
+        self.partitions.clear();
+        self.last_update_ms = now_ms;
+        self.finish_epoch_change();
+        self
+    }
+
+    /// Once a transaction that used up the epochs completes, the producer id moves on to the
+    /// one chosen for it (epoch 0), remembering the old one for a retried EndTxn.
+    pub fn finish_epoch_change(&mut self) {
+        if self.next_producer_id >= 0 {
+            self.previous_producer_id = self.producer_id;
+            self.producer_id = self.next_producer_id;
+            self.producer_epoch = 0;
+            self.next_producer_id = -1;
+        }
+    }
 }

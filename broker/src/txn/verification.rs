@@ -6,6 +6,10 @@
 //!
 //! Once a partition holds the producer's open transaction at its epoch, later writes of that
 //! transaction need no question: the first one was verified.
+//!
+//! On transaction version 2 (Produce v12, TxnOffsetCommit v5) the producer does not add
+//! partitions itself: the leader's question becomes "add it" (AddPartitionsToTxn v5 without
+//! `verify_only`), so the first write to a partition brings it into the transaction.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,14 +27,25 @@ use crate::error::{ResponseError, NONE};
 
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What a partition leader asks the transaction coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verification {
+    /// Is the partition in the open transaction? (transaction version 1)
+    InTransaction,
+    /// Add the partition to the transaction (transaction version 2).
+    AddToTransaction,
+}
+
 /// Asks the coordinator of `transactional_id` whether each partition is in the open
-/// transaction of `(producer_id, producer_epoch)`; one answer per partition, `None` for yes.
+/// transaction of `(producer_id, producer_epoch)` (or to add it); one answer per partition,
+/// `None` for yes.
 pub async fn verify_partitions(
     broker: &Arc<Broker>,
     transactional_id: &str,
     producer_id: i64,
     producer_epoch: i16,
     partitions: &[(String, i32)],
+    question: Verification,
 ) -> Vec<Option<Refusal>> {
     if partitions.is_empty() {
         return Vec::new();
@@ -47,6 +62,20 @@ pub async fn verify_partitions(
         .partition_of(transactional_id, topic.partitions);
     let leader = topic.partition(partition).map_or(-1, |p| p.leader);
     if leader == broker.replicas.local_id() {
+        if question == Verification::AddToTransaction {
+            let added = broker
+                .transactions
+                .add_partitions(
+                    broker,
+                    transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    partitions,
+                    2,
+                )
+                .await;
+            return vec![added.err(); partitions.len()];
+        }
         return broker.transactions.verify(
             broker,
             transactional_id,
@@ -62,6 +91,7 @@ pub async fn verify_partitions(
         producer_id,
         producer_epoch,
         partitions,
+        question,
     )
     .await
     {
@@ -78,14 +108,15 @@ async fn verify_remote(
     producer_id: i64,
     producer_epoch: i16,
     partitions: &[(String, i32)],
+    question: Verification,
 ) -> Result<Vec<Option<Refusal>>, String> {
-    // Clients reach the coordinator on its client listener; so do we, as Kafka's brokers do
-    // for verification (it is an ordinary request on any listener).
+    // Over the inter-broker listener, as Kafka's brokers do (which is PLAINTEXT: security on
+    // broker-to-broker connections is not built yet, see config/cluster.rs).
     let address = broker
         .controller
         .with_image(|i| {
             i.broker(leader)
-                .and_then(client_endpoint)
+                .and_then(|b| client_endpoint(b, &broker.config.inter_broker_listener_name))
                 .map(|e| format!("{}:{}", e.host, e.port))
         })
         .or_else(|| broker.replicas.broker_address(leader))
@@ -106,14 +137,19 @@ async fn verify_remote(
             .with_transactional_id(TransactionalId(str_bytes(transactional_id)))
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(producer_epoch)
-            .with_verify_only(true)
+            .with_verify_only(question == Verification::InTransaction)
             .with_topics(topics),
     ]);
     let client_id = format!("txn-verification-{}", broker.replicas.local_id());
+    // v5 says the producer is on transaction version 2.
+    let version = match question {
+        Verification::InTransaction => 4,
+        Verification::AddToTransaction => 5,
+    };
     let response = broker
         .transactions
         .channels
-        .call(&address, &client_id, 4, &request, VERIFY_TIMEOUT)
+        .call(&address, &client_id, version, &request, VERIFY_TIMEOUT)
         .await?;
     if let Some(error) = ResponseError::try_from_code(response.error_code) {
         return Ok(vec![
@@ -146,13 +182,22 @@ async fn verify_remote(
 }
 
 /// The partitions of a produce request whose transactional records may not be written, with
-/// why: records of a producer whose transaction there was not verified by the coordinator,
-/// or transactional records without a transactional id. Partitions already holding the
-/// producer's open transaction at its epoch need no question.
+/// why: records of a producer whose transaction there was not verified by the coordinator
+/// (or, at `version` 12 and later, that it would not add), or transactional records without
+/// a transactional id. Partitions already holding the producer's open transaction at its
+/// epoch need no question, and those the request may not write (`writable` false: refused
+/// for another reason) get none.
 pub async fn verify_produce(
     broker: &Arc<Broker>,
     request: &kafka_protocol::messages::ProduceRequest,
+    version: i16,
+    writable: impl Fn(&str, i32) -> bool,
 ) -> std::collections::HashMap<(String, i32), Refusal> {
+    let question = if version >= 12 {
+        Verification::AddToTransaction
+    } else {
+        Verification::InTransaction
+    };
     let mut refused = std::collections::HashMap::new();
     // (partition, producer id, epoch) of first batches that are transactional and unverified.
     let mut unverified: Vec<((String, i32), i64, i16)> = Vec::new();
@@ -166,6 +211,9 @@ pub async fn verify_produce(
                 continue;
             };
             let key = (topic.name.0.to_string(), data.index);
+            if !writable(&key.0, key.1) {
+                continue; // refused for another reason; never asked about, never added
+            }
             if request.transactional_id.is_none() {
                 refused.insert(
                     key,
@@ -198,7 +246,15 @@ pub async fn verify_produce(
             .filter(|(_, p, e)| (*p, *e) == (pid, epoch))
             .map(|(k, _, _)| k.clone())
             .collect();
-        let answers = verify_partitions(broker, &transactional_id.0, pid, epoch, &partitions).await;
+        let answers = verify_partitions(
+            broker,
+            &transactional_id.0,
+            pid,
+            epoch,
+            &partitions,
+            question,
+        )
+        .await;
         for (key, answer) in partitions.into_iter().zip(answers) {
             if let Some((error, message)) = answer {
                 // A fenced producer learns it the way Kafka tells produce requests.
@@ -211,7 +267,9 @@ pub async fn verify_produce(
                     ResponseError::NotEnoughReplicas
                     | ResponseError::NotCoordinator
                     | ResponseError::CoordinatorNotAvailable
-                    | ResponseError::CoordinatorLoadInProgress => ResponseError::NotEnoughReplicas,
+                    | ResponseError::CoordinatorLoadInProgress
+                    // The previous transaction is still writing its markers.
+                    | ResponseError::ConcurrentTransactions => ResponseError::NotEnoughReplicas,
                     _ => ResponseError::InvalidTxnState,
                 };
                 refused.insert(key, (error, message));

@@ -35,6 +35,7 @@ mod assignor;
 mod config;
 mod fetcher;
 mod group;
+mod group_metadata;
 pub(crate) mod protocol;
 #[cfg(test)]
 mod tests;
@@ -50,6 +51,7 @@ use tokio::task::JoinSet;
 pub use assignor::AssignmentStrategy;
 pub use config::{AutoOffsetReset, ConsumerConfig, ConsumerConfigBuilder};
 pub use group::GroupWatch;
+pub use group_metadata::ConsumerGroupMetadata;
 pub use protocol::Subscription;
 
 use crate::error::{ClientError, Result};
@@ -270,9 +272,12 @@ impl PartitionState {
     }
 
     /// Past compacted-away offsets or control batches, with nothing buffered, the position
-    /// follows the fetch position.
+    /// follows the fetch position. A fetch in flight does not hold it back: it starts at the
+    /// fetch position, so nothing before it is still to come (a log ending with a
+    /// transaction marker would otherwise keep the position before the marker for as long
+    /// as long polls are in flight, which is always).
     fn skip_to_fetch_position(&mut self) {
-        if self.buffered.is_empty() && !self.in_flight {
+        if self.buffered.is_empty() {
             if let Some(position) = self.position {
                 if self.next_fetch > position {
                     self.position = Some(self.next_fetch);
@@ -512,6 +517,34 @@ impl Consumer {
     pub fn group_generation(&self) -> Option<(String, i32)> {
         let identity = self.group.as_ref()?.state.identity();
         (identity.generation >= 0).then_some((identity.member_id, identity.generation))
+    }
+
+    /// This member's group metadata for a transactional producer's offsets (KIP-447):
+    /// `None` without a group id. Outside a generation the generation is -1.
+    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        let group_id = self.config.group_id.clone()?;
+        let (member_id, generation_id) = match &self.group {
+            Some(group) => {
+                let identity = group.state.identity();
+                (identity.member_id, identity.generation)
+            }
+            None => (String::new(), -1),
+        };
+        Some(ConsumerGroupMetadata {
+            group_id,
+            generation_id,
+            member_id,
+            group_instance_id: self.config.group_instance_id.clone(),
+        })
+    }
+
+    /// Rejoins the group at the next poll (Kafka's `enforceRebalance`): for an application
+    /// that learned its generation ended, for example from a transactional offset commit
+    /// refused with ILLEGAL_GENERATION.
+    pub fn enforce_rebalance(&self) {
+        if let Some(group) = &self.group {
+            group.request_rejoin();
+        }
     }
 
     /// The offset of the next record `poll` will return for `partition`, if known.

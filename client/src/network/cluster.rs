@@ -23,6 +23,11 @@ use crate::error::{ClientError, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Target {
     Node(i32),
+    /// A second connection to a broker, for a transaction's coordinator requests: a broker
+    /// answers one connection's requests in order, so an AddPartitionsToTxn sent behind
+    /// megabytes of Produce requests would wait for all of them (and their fsyncs) while the
+    /// partition's records wait for it.
+    Coordinator(i32),
     Bootstrap(String),
 }
 
@@ -196,8 +201,62 @@ impl Cluster {
         connection.send(request, self.config.request_timeout).await
     }
 
+    /// Like [`Cluster::send_to`], at most at version `max` (a version that changes meaning,
+    /// spoken only when the caller wants that meaning).
+    pub(crate) async fn send_to_capped<R: Request>(
+        &self,
+        node: i32,
+        request: &R,
+        max: i16,
+    ) -> Result<(i16, R::Response)> {
+        let connection = self.connection(node).await?;
+        Self::send_capped(&connection, request, max, self.config.request_timeout).await
+    }
+
+    /// [`Cluster::send_to_coordinator`] at most at version `max`.
+    pub(crate) async fn send_to_coordinator_capped<R: Request>(
+        &self,
+        node: i32,
+        request: &R,
+        max: i16,
+    ) -> Result<(i16, R::Response)> {
+        let addr = self.node_addr(node).await?;
+        let connection = self.connect_to(Target::Coordinator(node), &addr).await?;
+        Self::send_capped(&connection, request, max, self.config.request_timeout).await
+    }
+
+    /// Like [`Cluster::send_to`], on the connection to `node` kept for coordinator requests
+    /// (see [`Target::Coordinator`]).
+    pub(crate) async fn send_to_coordinator<R: Request>(
+        &self,
+        node: i32,
+        request: &R,
+    ) -> Result<(i16, R::Response)> {
+        self.send_to_coordinator_capped(node, request, i16::MAX)
+            .await
+    }
+
+    async fn send_capped<R: Request>(
+        connection: &BrokerConnection,
+        request: &R,
+        max: i16,
+        timeout: Duration,
+    ) -> Result<(i16, R::Response)> {
+        let version = connection
+            .version(crate::network::connection::api_key::<R>())?
+            .min(max);
+        let response = connection.send_at(request, version, timeout).await?;
+        Ok((version, response))
+    }
+
     /// The open connection to node `node`, opening one if needed.
     pub(crate) async fn connection(&self, node: i32) -> Result<Arc<BrokerConnection>> {
+        let addr = self.node_addr(node).await?;
+        self.connect_to(Target::Node(node), &addr).await
+    }
+
+    /// Node `node`'s address, from the metadata (refreshed once if it does not name it).
+    async fn node_addr(&self, node: i32) -> Result<String> {
         let addr = match self.metadata().brokers.get(&node) {
             Some(broker) => broker.addr(),
             None => {
@@ -213,7 +272,7 @@ impl Cluster {
                     })?
             }
         };
-        self.connect_to(Target::Node(node), &addr).await
+        Ok(addr)
     }
 
     /// The negotiated version of `api` with node `node`.
@@ -254,6 +313,8 @@ impl Cluster {
         for (target, addr) in candidates {
             match self.connect_to(target, &addr).await {
                 Ok(connection) => return Ok(connection),
+                // Wrong credentials stay wrong: say so now rather than retry forever.
+                Err(error @ ClientError::Authentication { .. }) => return Err(error),
                 Err(error) => last_error = Some(error),
             }
         }
@@ -308,6 +369,7 @@ impl Cluster {
             &self.config.client_id,
             self.config.connect_timeout,
             self.config.request_timeout,
+            &self.config.security,
         )
         .await;
         let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());

@@ -6,13 +6,15 @@
 //! once the code that builds and reads it handles every field it has.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
 use crate::error::{ClientError, Result};
 
 /// The versions this client can speak: (API, lowest, highest).
 pub(crate) const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
+    // v10-11 add only answer fields and error codes; v12 is transaction version 2 (a
+    // transactional producer on version 1 sends at most v11, see the sender).
+    (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 1, 12),
@@ -38,11 +40,28 @@ pub(crate) const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
-    // Transactions, version 1 (the producer adds partitions with AddPartitionsToTxn).
+    // Transactions: version 1 (the producer adds partitions with AddPartitionsToTxn, and
+    // speaks EndTxn and TxnOffsetCommit at most v3), and version 2 when the broker finalized
+    // `transaction.version` 2 (EndTxn v5, TxnOffsetCommit v5, Produce v12; KIP-890).
     (ApiKey::AddPartitionsToTxn, 0, 3),
     (ApiKey::AddOffsetsToTxn, 0, 3),
-    (ApiKey::EndTxn, 0, 3),
-    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::EndTxn, 0, 5),
+    (ApiKey::TxnOffsetCommit, 0, 5),
+    // Transactions for operators (`millrace transactions`).
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
+    // Security: SASL (KIP-152; SaslHandshake is sent at v1) and SCRAM users (KIP-554).
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
+    // Client quotas for operators (`millrace quotas`, KIP-546).
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// The version chosen per API for one broker, or the reason none could be.
@@ -52,9 +71,33 @@ pub(crate) struct ApiVersions {
     chosen: Vec<Option<i16>>,
     /// The broker's own ranges, for error messages.
     offered: Vec<Option<(i16, i16)>>,
+    /// The `transaction.version` the broker's cluster finalized (0: none).
+    transaction_version: i16,
 }
 
 impl ApiVersions {
+    /// Intersects the broker's advertised ranges with [`CLIENT_VERSIONS`], and notes the
+    /// finalized `transaction.version` of its answer.
+    pub(crate) fn from_response(response: &ApiVersionsResponse) -> Self {
+        let mut versions = Self::negotiate(&response.api_keys);
+        versions.transaction_version = response
+            .finalized_features
+            .iter()
+            .find(|f| f.name.as_str() == "transaction.version")
+            .map_or(0, |f| f.max_version_level);
+        versions
+    }
+
+    /// Whether a transactional producer may use transaction version 2 with this broker: the
+    /// feature is finalized and the versions of it are spoken both sides.
+    pub(crate) fn transaction_version_2(&self) -> bool {
+        let at_least = |api: ApiKey, version: i16| matches!(self.chosen.get(api as usize), Some(Some(v)) if *v >= version);
+        self.transaction_version >= 2
+            && at_least(ApiKey::EndTxn, 5)
+            && at_least(ApiKey::Produce, 12)
+            && at_least(ApiKey::TxnOffsetCommit, 5)
+    }
+
     /// Intersects the broker's advertised ranges with [`CLIENT_VERSIONS`].
     pub(crate) fn negotiate(broker: &[ApiVersion]) -> Self {
         let size = CLIENT_VERSIONS
@@ -79,7 +122,11 @@ impl ApiVersions {
                 chosen[index] = Some(high);
             }
         }
-        ApiVersions { chosen, offered }
+        ApiVersions {
+            chosen,
+            offered,
+            transaction_version: 0,
+        }
     }
 
     /// The version to use for `api` with this broker.
@@ -134,6 +181,15 @@ pub(crate) fn api_name(api: ApiKey) -> &'static str {
         ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::DescribeLogDirs => "DescribeLogDirs",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
+        ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
+        ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
+        ApiKey::AlterClientQuotas => "AlterClientQuotas",
+        ApiKey::CreateAcls => "CreateAcls",
+        ApiKey::DescribeAcls => "DescribeAcls",
+        ApiKey::DeleteAcls => "DeleteAcls",
         _ => "other API",
     }
 }

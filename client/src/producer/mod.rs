@@ -52,7 +52,8 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     /// The sender stops once everything is sent.
     pub(crate) closing: AtomicBool,
-    /// Producer id and epoch when idempotent.
+    /// Producer id and epoch when idempotent and not transactional (a transactional
+    /// producer's change with its transactions: see [`Shared::identity`]).
     pub(crate) producer_id: i64,
     pub(crate) producer_epoch: i16,
     /// The latest batch put back for another attempt, for [`Producer::last_retry`].
@@ -62,6 +63,23 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The producer id and epoch batches carry now.
+    pub(crate) fn identity(&self) -> (i64, i16) {
+        match &self.transaction {
+            Some(txn) => txn.identity(),
+            None => (self.producer_id, self.producer_epoch),
+        }
+    }
+
+    /// The highest Produce version to speak: a transactional producer on transaction version
+    /// 1 stays below 12, where a broker adds partitions to the transaction by itself.
+    pub(crate) fn max_produce_version(&self) -> i16 {
+        match &self.transaction {
+            Some(txn) if !txn.version_2() => 11,
+            _ => i16::MAX,
+        }
+    }
+
     /// The `transactional.id` Produce requests carry.
     pub(crate) fn transactional_id(&self) -> Option<kafka_protocol::messages::TransactionalId> {
         self.transaction.as_ref().map(|t| {
@@ -241,9 +259,8 @@ impl Producer {
             (None, Some(key)) => murmur2::partition_for_key(key, partition_count) as usize,
             (None, None) => topic.sticky.load(Ordering::Relaxed) % partition_count,
         };
-        // A transaction's first record to a partition adds the partition to it first.
-        self.add_to_transaction(&record.topic, partition as i32)
-            .await?;
+        // A transaction's first record to a partition queues the partition to join it.
+        self.add_to_transaction(&record.topic, partition as i32)?;
         // Back-pressure: memory first, so a full buffer makes the caller wait here.
         let permits = u32::try_from(size).unwrap_or(u32::MAX);
         match shared.memory.try_acquire_many(permits) {
@@ -405,7 +422,7 @@ impl Producer {
 
     /// The producer id from InitProducerId (-1 without idempotence).
     pub fn producer_id(&self) -> i64 {
-        self.inner.shared.producer_id
+        self.inner.shared.identity().0
     }
 
     async fn topic_queues(&self, topic: &str) -> Result<Arc<TopicQueues>> {

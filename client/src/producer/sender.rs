@@ -229,6 +229,20 @@ impl Sender {
                 if config.enable_idempotence && !queue.acknowledged && queue.in_flight > 0 {
                     continue;
                 }
+                // A transaction's partition is sent to once it is in the transaction; the
+                // AddPartitionsToTxn task wakes the sender then.
+                if let Some(txn) = &shared.transaction {
+                    match txn.may_send(&topic.name, index as i32) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(error) => {
+                            while let Some(batch) = queue.ready.pop_front() {
+                                failed.push((batch, error.clone()));
+                            }
+                            continue;
+                        }
+                    }
+                }
                 let Some(leader) = leader else {
                     need_metadata = true;
                     continue;
@@ -250,9 +264,10 @@ impl Sender {
                         let sequence = queue.next_sequence;
                         queue.next_sequence = sequence.wrapping_add(batch.record_count);
                         batch.base_sequence = sequence;
+                        let (producer_id, producer_epoch) = self.shared.identity();
                         BatchIdentity {
-                            producer_id: self.shared.producer_id,
-                            producer_epoch: self.shared.producer_epoch,
+                            producer_id,
+                            producer_epoch,
                             base_sequence: sequence,
                             transactional: self.shared.transaction.is_some(),
                         }
@@ -321,7 +336,7 @@ impl Sender {
             produce_request(config.acks.wire(), config.client.request_timeout, &batches);
         request.transactional_id = self.shared.transactional_id();
         let version = match connection.version(ApiKey::Produce) {
-            Ok(version) => version,
+            Ok(version) => version.min(self.shared.max_produce_version()),
             Err(error) => {
                 for batch in batches {
                     self.release_in_flight(&batch);

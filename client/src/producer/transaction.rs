@@ -2,32 +2,40 @@
 //!
 //! [`Producer::connect`] finds the transaction coordinator (FindCoordinator, key type 1) and
 //! gets the id's producer id and epoch (InitProducerId), fencing any previous producer with
-//! the same id. Then, per transaction: [`Producer::begin_transaction`]; each `send` to a
-//! partition new to the transaction first adds it (AddPartitionsToTxn, one round trip per new
-//! partition); [`Producer::send_offsets_to_transaction`] adds the group (AddOffsetsToTxn) and
+//! the same id. Then, per transaction: [`Producer::begin_transaction`]; a `send` to a partition
+//! new to the transaction queues the partition to be added and returns at once, as Kafka's
+//! producer does: one AddPartitionsToTxn at a time carries every partition queued meanwhile,
+//! and the sender holds a partition's batches until it is in the transaction (a partition
+//! the coordinator refuses fails its batches with the refusal);
+//! [`Producer::send_offsets_to_transaction`] adds the group (AddOffsetsToTxn) and
 //! writes the offsets (TxnOffsetCommit to the group coordinator);
 //! [`Producer::commit_transaction`] flushes and ends it (EndTxn), or
 //! [`Producer::abort_transaction`] does. A batch that failed during the transaction makes
 //! commit fail: the transaction can only be aborted. Fencing is the distinct
 //! [`ClientError::ProducerFenced`].
+//!
+//! With a coordinator that finalized `transaction.version` 2 (KIP-890, as Kafka 4's Java
+//! producer does): no AddPartitionsToTxn or AddOffsetsToTxn (Produce v12 and TxnOffsetCommit v5
+//! bring partitions and the group in on their first write), and EndTxn v5 answers the epoch of
+//! the next transaction, which starts its sequences again at 0.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::txn_offset_commit_request::{
     TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiKey, EndTxnRequest,
-    FindCoordinatorRequest, GroupId, InitProducerIdRequest, ProducerId, TopicName, TransactionalId,
-    TxnOffsetCommitRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, GroupId,
+    InitProducerIdRequest, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::Producer;
-use crate::coordinator::find_group_coordinator;
+use crate::consumer::ConsumerGroupMetadata;
+use crate::coordinator::{find_group_coordinator, find_transaction_coordinator};
 use crate::error::{ClientError, Result};
 use crate::network::cluster::Cluster;
 use crate::retry::with_retries;
@@ -39,6 +47,12 @@ struct TxnProgress {
     open: bool,
     /// Partitions already added to the open transaction.
     partitions: HashSet<(String, i32)>,
+    /// Partitions queued to be added by the next AddPartitionsToTxn.
+    queued: BTreeSet<(String, i32)>,
+    /// An AddPartitionsToTxn task is running (it takes what is queued until nothing is).
+    adding: bool,
+    /// Partitions the coordinator would not add, and why: their batches fail.
+    refused: HashMap<(String, i32), ClientError>,
     /// Whether a group's offsets joined the open transaction.
     offsets_added: bool,
     /// Batches failed since the transaction began: it can only abort.
@@ -51,8 +65,11 @@ struct TxnProgress {
 #[derive(Debug)]
 pub(crate) struct TransactionManager {
     pub(crate) transactional_id: String,
-    producer_id: i64,
-    producer_epoch: i16,
+    /// The producer id and epoch of the current transaction: on transaction version 2, each
+    /// EndTxn answers the next ones.
+    identity: Mutex<(i64, i16)>,
+    /// Transaction version 2 (see the module documentation).
+    version_2: bool,
     /// The coordinator's node id, looked up again when it moves.
     coordinator: Mutex<Option<i32>>,
     progress: Mutex<TxnProgress>,
@@ -78,7 +95,7 @@ impl TransactionManager {
         // The coordinator is looked up on each attempt: a retry usually follows its move.
         let (producer_id, producer_epoch, node) =
             with_retries(cluster, "InitProducerId", || async {
-                let node = find_txn_coordinator(cluster, transactional_id).await?;
+                let node = find_transaction_coordinator(cluster, transactional_id).await?;
                 let request = InitProducerIdRequest::default()
                     .with_transactional_id(Some(TransactionalId(s(transactional_id))))
                     .with_transaction_timeout_ms(timeout_ms)
@@ -91,16 +108,21 @@ impl TransactionManager {
                 }
             })
             .await?;
+        let version_2 = cluster
+            .connection(node)
+            .await
+            .is_ok_and(|c| c.transaction_version_2());
         tracing::debug!(
             transactional_id,
             producer_id,
             epoch = producer_epoch,
+            transaction_version = if version_2 { 2 } else { 1 },
             "transactional producer initialised"
         );
         Ok(TransactionManager {
             transactional_id: transactional_id.to_string(),
-            producer_id,
-            producer_epoch,
+            identity: Mutex::new((producer_id, producer_epoch)),
+            version_2,
             coordinator: Mutex::new(Some(node)),
             progress: Mutex::default(),
         })
@@ -108,7 +130,12 @@ impl TransactionManager {
 
     /// The producer id and epoch batches carry.
     pub(crate) fn identity(&self) -> (i64, i16) {
-        (self.producer_id, self.producer_epoch)
+        *self.identity.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the producer speaks transaction version 2.
+    pub(crate) fn version_2(&self) -> bool {
+        self.version_2
     }
 
     /// Notes a failed batch: fenced errors fence the producer, others make the open
@@ -136,11 +163,21 @@ impl TransactionManager {
         match known {
             Some(node) => Ok(node),
             None => {
-                let node = find_txn_coordinator(cluster, &self.transactional_id).await?;
+                let node = find_transaction_coordinator(cluster, &self.transactional_id).await?;
                 *self.coordinator.lock().unwrap_or_else(|p| p.into_inner()) = Some(node);
                 Ok(node)
             }
         }
+    }
+
+    /// Passes a request's outcome on, forgetting the coordinator when it could not be
+    /// reached: a halted coordinator's successor is found by the next attempt's lookup
+    /// instead of every retry going to the dead node.
+    fn forget_unreachable<T>(&self, sent: Result<T>) -> Result<T> {
+        if sent.is_err() {
+            *self.coordinator.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        sent
     }
 
     /// Turns a coordinator's error code into the client's error, forgetting the coordinator
@@ -190,60 +227,145 @@ impl TransactionManager {
         Ok(())
     }
 
-    /// Adds a partition to the open transaction unless it is in already.
-    pub(crate) async fn ensure_partition(
-        &self,
-        cluster: &Cluster,
-        topic: &str,
-        partition: i32,
-    ) -> Result<()> {
+    /// Queues a partition to be added to the open transaction unless it is in (or queued)
+    /// already. `true`: no AddPartitionsToTxn task is running, the caller starts one
+    /// ([`Self::add_queued`]).
+    pub(crate) fn queue_partition(&self, topic: &str, partition: i32) -> Result<bool> {
         self.check_open()?;
+        let mut progress = self.progress();
         let key = (topic.to_string(), partition);
-        if self.progress().partitions.contains(&key) {
-            return Ok(());
+        if self.version_2 {
+            // Its first Produce (v12) brings it in.
+            progress.partitions.insert(key);
+            return Ok(false);
         }
+        if progress.partitions.contains(&key)
+            || progress.queued.contains(&key)
+            || progress.refused.contains_key(&key)
+        {
+            return Ok(false);
+        }
+        progress.queued.insert(key);
+        let start = !progress.adding;
+        progress.adding = true;
+        Ok(start)
+    }
+
+    /// Whether the batches of a partition may be sent: `Ok(true)` once it is in the open
+    /// transaction (or the producer has none open), `Ok(false)` while it waits to be added,
+    /// and the refusal when the coordinator would not add it.
+    pub(crate) fn may_send(&self, topic: &str, partition: i32) -> Result<bool> {
+        let progress = self.progress();
+        // The sender asks for every partition with batches on every pass: answer without
+        // building a key when nothing waits to join and nothing was refused (always so on
+        // transaction version 2).
+        if !progress.open || (progress.queued.is_empty() && progress.refused.is_empty()) {
+            return Ok(true);
+        }
+        let key = (topic.to_string(), partition);
+        if let Some(error) = progress.refused.get(&key) {
+            return Err(error.clone());
+        }
+        Ok(!progress.queued.contains(&key) || progress.partitions.contains(&key))
+    }
+
+    /// Adds the queued partitions, one AddPartitionsToTxn for all that are queued, until none
+    /// are; `added` is called after each request (the sender has batches to send, or to fail).
+    pub(crate) async fn add_queued(&self, cluster: &Cluster, added: impl Fn()) {
+        loop {
+            let batch: Vec<(String, i32)> = {
+                let mut progress = self.progress();
+                if progress.queued.is_empty() {
+                    progress.adding = false;
+                    return;
+                }
+                progress.queued.iter().cloned().collect()
+            };
+            let outcome = self.add_partitions(cluster, &batch).await;
+            {
+                let mut progress = self.progress();
+                for key in batch {
+                    progress.queued.remove(&key);
+                    match &outcome {
+                        Ok(()) => {
+                            progress.partitions.insert(key);
+                        }
+                        Err(error) => {
+                            progress.refused.insert(key, error.clone());
+                        }
+                    }
+                }
+                if let Err(error) = &outcome {
+                    progress.failed.get_or_insert_with(|| error.to_string());
+                }
+            }
+            added();
+        }
+    }
+
+    /// One AddPartitionsToTxn for `partitions`, retried while retriable.
+    async fn add_partitions(&self, cluster: &Cluster, partitions: &[(String, i32)]) -> Result<()> {
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (topic, partition) in partitions {
+            by_topic.entry(topic).or_default().push(*partition);
+        }
+        let topics: Vec<AddPartitionsToTxnTopic> = by_topic
+            .into_iter()
+            .map(|(topic, partitions)| {
+                AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partitions(partitions)
+            })
+            .collect();
         with_retries(cluster, "AddPartitionsToTxn", || async {
             let node = self.coordinator(cluster).await?;
+            let (producer_id, producer_epoch) = self.identity();
             let request = AddPartitionsToTxnRequest::default()
                 .with_v3_and_below_transactional_id(TransactionalId(s(&self.transactional_id)))
-                .with_v3_and_below_producer_id(ProducerId(self.producer_id))
-                .with_v3_and_below_producer_epoch(self.producer_epoch)
-                .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
-                    .with_name(TopicName(s(topic)))
-                    .with_partitions(vec![partition])]);
-            let (_, response) = cluster.send_to(node, &request).await?;
+                .with_v3_and_below_producer_id(ProducerId(producer_id))
+                .with_v3_and_below_producer_epoch(producer_epoch)
+                .with_v3_and_below_topics(topics.clone());
+            let (_, response) =
+                self.forget_unreachable(cluster.send_to_coordinator(node, &request).await)?;
+            // A refusal of one partition fails the whole request (Kafka answers the others
+            // OPERATION_NOT_ATTEMPTED then); the first real error is the one that counts.
             let code = response
                 .results_by_topic_v3_and_below
                 .iter()
                 .flat_map(|t| t.results_by_partition.iter())
                 .map(|p| p.partition_error_code)
-                .find(|c| *c != 0)
+                .filter(|c| *c != 0)
+                .find(|c| *c != ResponseError::OperationNotAttempted.code())
                 .unwrap_or(0);
             self.coordinator_error("AddPartitionsToTxn", code)
         })
-        .await?;
-        self.progress().partitions.insert(key);
-        Ok(())
+        .await
     }
 
     async fn send_offsets(
         &self,
         cluster: &Cluster,
         offsets: &[(String, i32, i64)],
-        group_id: &str,
+        group: &ConsumerGroupMetadata,
     ) -> Result<()> {
         self.check_open()?;
-        with_retries(cluster, "AddOffsetsToTxn", || async {
-            let node = self.coordinator(cluster).await?;
-            let request = AddOffsetsToTxnRequest::default()
-                .with_transactional_id(TransactionalId(s(&self.transactional_id)))
-                .with_producer_id(ProducerId(self.producer_id))
-                .with_producer_epoch(self.producer_epoch)
-                .with_group_id(GroupId(s(group_id)));
-            let (_, response) = cluster.send_to(node, &request).await?;
-            self.coordinator_error("AddOffsetsToTxn", response.error_code)
-        })
-        .await?;
+        let group_id = group.group_id.as_str();
+        let (producer_id, producer_epoch) = self.identity();
+        // On transaction version 2, TxnOffsetCommit v5 brings the group in.
+        if !self.version_2 {
+            with_retries(cluster, "AddOffsetsToTxn", || async {
+                let node = self.coordinator(cluster).await?;
+                let request = AddOffsetsToTxnRequest::default()
+                    .with_transactional_id(TransactionalId(s(&self.transactional_id)))
+                    .with_producer_id(ProducerId(producer_id))
+                    .with_producer_epoch(producer_epoch)
+                    .with_group_id(GroupId(s(group_id)));
+                let (_, response) =
+                    self.forget_unreachable(cluster.send_to_coordinator(node, &request).await)?;
+                self.coordinator_error("AddOffsetsToTxn", response.error_code)
+            })
+            .await?;
+        }
         self.progress().offsets_added = true;
         let mut by_topic: BTreeMap<&str, Vec<TxnOffsetCommitRequestPartition>> = BTreeMap::new();
         for (topic, partition, offset) in offsets {
@@ -267,13 +389,19 @@ impl TransactionManager {
             let request = TxnOffsetCommitRequest::default()
                 .with_transactional_id(TransactionalId(s(&self.transactional_id)))
                 .with_group_id(GroupId(s(group_id)))
-                .with_producer_id(ProducerId(self.producer_id))
-                .with_producer_epoch(self.producer_epoch)
-                // No consumer generation: the transaction alone fences (KIP-447's check is
-                // for producers that pass their consumer's group metadata).
-                .with_generation_id(-1)
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(producer_epoch)
+                // KIP-447: with the consumer's generation the coordinator also refuses a
+                // member whose generation ended; with -1 the transaction alone fences.
+                .with_generation_id(group.generation_id)
+                .with_member_id(s(&group.member_id))
+                .with_group_instance_id(group.group_instance_id.as_deref().map(s))
                 .with_topics(topics.clone());
-            let (_, response) = cluster.send_to(node, &request).await?;
+            // v5 adds the group on transaction version 2; version 1 stays at v3 (a broker
+            // takes v5 as version 2).
+            let (_, response) = cluster
+                .send_to_capped(node, &request, if self.version_2 { 5 } else { 3 })
+                .await?;
             let code = response
                 .topics
                 .iter()
@@ -293,7 +421,9 @@ impl TransactionManager {
         .await
     }
 
-    async fn end(&self, cluster: &Cluster, commit: bool) -> Result<()> {
+    /// Ends the open transaction; `true` when the producer id or epoch changed with it
+    /// (transaction version 2).
+    async fn end(&self, cluster: &Cluster, commit: bool) -> Result<bool> {
         self.check_open()?;
         if commit {
             if let Some(failed) = self.progress().failed.clone() {
@@ -308,61 +438,49 @@ impl TransactionManager {
         };
         // The coordinator never heard of a transaction that added nothing (Kafka's clients
         // skip EndTxn then too: it would answer INVALID_TXN_STATE).
-        if touched {
-            self.end_at_coordinator(cluster, commit).await?;
-        }
+        let new_identity = touched && self.end_at_coordinator(cluster, commit).await?;
         let mut progress = self.progress();
         progress.open = false;
         progress.partitions.clear();
+        progress.refused.clear();
         progress.offsets_added = false;
         progress.failed = None;
-        Ok(())
+        Ok(new_identity)
     }
 
-    async fn end_at_coordinator(&self, cluster: &Cluster, commit: bool) -> Result<()> {
-        with_retries(cluster, "EndTxn", || async {
+    /// EndTxn, retried while retriable; on transaction version 2, takes up the producer id
+    /// and epoch it answers. `true`: they changed, so the producer's sequences start again.
+    async fn end_at_coordinator(&self, cluster: &Cluster, commit: bool) -> Result<bool> {
+        let (producer_id, producer_epoch) = self.identity();
+        let next = with_retries(cluster, "EndTxn", || async {
             let node = self.coordinator(cluster).await?;
             let request = EndTxnRequest::default()
                 .with_transactional_id(TransactionalId(s(&self.transactional_id)))
-                .with_producer_id(ProducerId(self.producer_id))
-                .with_producer_epoch(self.producer_epoch)
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(producer_epoch)
                 .with_committed(commit);
-            let (_, response) = cluster.send_to(node, &request).await?;
-            self.coordinator_error("EndTxn", response.error_code)
+            let max = if self.version_2 { 5 } else { 3 };
+            let (version, response) = self.forget_unreachable(
+                cluster
+                    .send_to_coordinator_capped(node, &request, max)
+                    .await,
+            )?;
+            self.coordinator_error("EndTxn", response.error_code)?;
+            Ok((version >= 5).then_some((response.producer_id.0, response.producer_epoch)))
         })
-        .await
+        .await?;
+        match next {
+            Some(next) if next.0 >= 0 && next != (producer_id, producer_epoch) => {
+                *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = next;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }
 
 fn kafka(api: &'static str, resource: &str, code: i16) -> ClientError {
     ClientError::kafka(api, resource.to_string(), code, None)
-}
-
-/// The node id of the transaction coordinator of `transactional_id`.
-async fn find_txn_coordinator(cluster: &Cluster, transactional_id: &str) -> Result<i32> {
-    with_retries(cluster, "FindCoordinator", || async {
-        let connection = cluster.any_connection().await?;
-        let version = connection.version(ApiKey::FindCoordinator)?;
-        let request = FindCoordinatorRequest::default()
-            .with_key(s(transactional_id))
-            .with_key_type(1);
-        let response = connection
-            .send_at(&request, version, cluster.config.request_timeout)
-            .await?;
-        if response.error_code != 0 {
-            return Err(kafka(
-                "FindCoordinator",
-                transactional_id,
-                response.error_code,
-            ));
-        }
-        let node = response.node_id.0;
-        if !cluster.metadata().brokers.contains_key(&node) {
-            cluster.refresh_interest().await?;
-        }
-        Ok(node)
-    })
-    .await
 }
 
 impl Producer {
@@ -385,8 +503,21 @@ impl Producer {
         offsets: &[(String, i32, i64)],
         group_id: &str,
     ) -> Result<()> {
+        self.send_offsets_to_transaction_for(offsets, &ConsumerGroupMetadata::new(group_id))
+            .await
+    }
+
+    /// [`Producer::send_offsets_to_transaction`] with the consumer's group metadata
+    /// ([`crate::consumer::Consumer::group_metadata`]): the offsets are refused
+    /// (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID) when that member's generation has ended, so a
+    /// zombie that lost its partitions cannot commit them (KIP-447).
+    pub async fn send_offsets_to_transaction_for(
+        &self,
+        offsets: &[(String, i32, i64)],
+        group: &ConsumerGroupMetadata,
+    ) -> Result<()> {
         let txn = self.transaction()?;
-        txn.send_offsets(&self.inner.shared.cluster, offsets, group_id)
+        txn.send_offsets(&self.inner.shared.cluster, offsets, group)
             .await
     }
 
@@ -396,7 +527,9 @@ impl Producer {
         let txn = self.transaction()?;
         txn.check_open()?;
         self.flush().await;
-        txn.end(&self.inner.shared.cluster, true).await
+        let new_identity = txn.end(&self.inner.shared.cluster, true).await?;
+        self.restart_sequences_if(new_identity);
+        Ok(())
     }
 
     /// Aborts the transaction: its records are never read by read_committed consumers, its
@@ -405,7 +538,32 @@ impl Producer {
         let txn = self.transaction()?;
         txn.check_open()?;
         self.flush().await;
-        txn.end(&self.inner.shared.cluster, false).await
+        let new_identity = txn.end(&self.inner.shared.cluster, false).await?;
+        self.restart_sequences_if(new_identity);
+        Ok(())
+    }
+
+    /// After a transaction ended at a new epoch (transaction version 2), every partition's
+    /// sequences start again at 0, and each partition sends one batch at a time until the
+    /// leader has acknowledged one at the new epoch. Nothing is in flight: the transaction's
+    /// end waited for every batch.
+    fn restart_sequences_if(&self, new_identity: bool) {
+        if !new_identity {
+            return;
+        }
+        let topics = self
+            .inner
+            .shared
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        for topic in topics.values() {
+            for queue in &topic.partitions {
+                let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+                queue.next_sequence = 0;
+                queue.acknowledged = false;
+            }
+        }
     }
 
     /// Whether a newer producer with the same transactional id fenced this one.
@@ -417,14 +575,21 @@ impl Producer {
             .is_some_and(|t| t.progress().fenced)
     }
 
-    /// Adds `topic`-`partition` to the open transaction before a record goes there.
-    pub(crate) async fn add_to_transaction(&self, topic: &str, partition: i32) -> Result<()> {
-        match &self.inner.shared.transaction {
-            Some(txn) => {
-                txn.ensure_partition(&self.inner.shared.cluster, topic, partition)
-                    .await
-            }
-            None => Ok(()),
+    /// Queues `topic`-`partition` to join the open transaction before a record goes there;
+    /// does not wait for it (see the module documentation).
+    pub(crate) fn add_to_transaction(&self, topic: &str, partition: i32) -> Result<()> {
+        let Some(txn) = &self.inner.shared.transaction else {
+            return Ok(());
+        };
+        if txn.queue_partition(topic, partition)? {
+            let shared = Arc::clone(&self.inner.shared);
+            tokio::spawn(async move {
+                if let Some(txn) = &shared.transaction {
+                    txn.add_queued(&shared.cluster, || shared.wake.notify_one())
+                        .await;
+                }
+            });
         }
+        Ok(())
     }
 }

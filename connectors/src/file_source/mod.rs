@@ -51,6 +51,11 @@ pub struct FileSourceConfig {
     pub name: String,
     /// Brokers to bootstrap from, comma-separated `HOST:PORT`.
     pub bootstrap: String,
+    /// Kafka client settings for its connections, as Kafka Connect's worker takes them
+    /// (`security.protocol`, `ssl.ca.location`, `sasl.mechanism`, `sasl.username`,
+    /// `sasl.password`, ...); empty for a plaintext cluster.
+    #[serde(default)]
+    pub client: std::collections::BTreeMap<String, String>,
     /// Topic to produce to.
     pub topic: String,
     /// A file to tail (it may not exist yet), or a directory whose files are read in name
@@ -83,6 +88,11 @@ pub struct FileSourceConfig {
     /// Topic for lines or rows that cannot be records; logged and skipped without one.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// `transactional.id`: write each chunk (up to `batch_records` lines) in one transaction,
+    /// so read_committed consumers see all of its lines or none (default: plain idempotent
+    /// writes). Give each file source its own.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -134,10 +144,10 @@ impl FileSourceConfig {
 
     /// Connection settings for the producer.
     pub fn client_config(&self) -> Result<ClientConfig> {
-        Ok(
-            ClientConfig::builder(self.bootstrap.split(',').map(str::trim))
-                .client_id(format!("millrace-file-source-{}", self.name))
-                .build()?,
+        crate::config::client_config(
+            &self.bootstrap,
+            format!("millrace-file-source-{}", self.name),
+            &self.client,
         )
     }
 }
@@ -169,7 +179,17 @@ impl FileSource {
         let name = self.config.name.clone();
         let dead_letter_topic = self.config.dead_letter_topic.clone();
         let metrics = self.metrics.clone();
-        run_source(self, name, client, dead_letter_topic, metrics, shutdown).await
+        let transactional_id = self.config.transactional_id.clone();
+        run_source(
+            self,
+            name,
+            client,
+            dead_letter_topic,
+            metrics,
+            transactional_id,
+            shutdown,
+        )
+        .await
     }
 }
 

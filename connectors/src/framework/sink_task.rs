@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerEvent};
-use millrace_client::{ClientConfig, TopicPartition};
+use millrace_client::{ClientConfig, IsolationLevel, TopicPartition};
 use serde::{Deserialize, Serialize};
 
 use super::{DeadLetterQueue, Shutdown, Sink};
@@ -45,6 +45,9 @@ pub struct SinkTaskSettings {
     pub start: StartFrom,
     /// Topic for records the sink cannot write (logged and counted without one).
     pub dead_letter_topic: Option<String>,
+    /// `isolation.level` of the consumer: read_committed never hands the sink a record of an
+    /// aborted transaction, nor one past the last stable offset.
+    pub isolation_level: IsolationLevel,
 }
 
 /// Runs `sink` as one member of its group until `shutdown` is triggered, then closes and
@@ -61,6 +64,7 @@ pub async fn run_sink_task<S: Sink>(
         // Kafka's rule of thumb: a third of the session timeout.
         .heartbeat_interval(settings.session_timeout / 3)
         .enable_auto_commit(false)
+        .isolation_level(settings.isolation_level)
         .auto_offset_reset(match settings.start {
             StartFrom::Earliest => AutoOffsetReset::Earliest,
             StartFrom::Latest => AutoOffsetReset::Latest,

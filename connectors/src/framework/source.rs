@@ -1,5 +1,10 @@
 //! What the framework gives a [`Source`](super::Source): a producer with acks=all behind a
 //! `send` that returns only when a whole batch is acknowledged, dead letters, and metrics.
+//!
+//! With a `transactional_id` each `send` (and each `reject`) is one transaction: its records
+//! are all committed or, if any fails, all aborted, so read_committed consumers see a file
+//! chunk or a request whole or not at all. One transaction is open at a time: concurrent
+//! sends (HTTP requests) take turns.
 
 use std::sync::Arc;
 
@@ -19,6 +24,8 @@ pub struct SourceContext {
 struct Inner {
     name: String,
     producer: Producer,
+    /// Set for a transactional producer: held for the length of each transaction.
+    transaction: Option<tokio::sync::Mutex<()>>,
     dead_letter_topic: Option<String>,
     metrics: Arc<SourceMetrics>,
 }
@@ -38,17 +45,26 @@ impl SourceContext {
     /// Connects the producer: acks=all, idempotent (a retried batch is not written twice)
     /// where the broker supports it; on a broker without InitProducerId the producer warns
     /// and goes on without idempotence.
+    ///
+    /// With `transactional_id` the producer is transactional (see the module documentation);
+    /// connecting fences an older producer with the same id and aborts what it left open.
     pub async fn connect(
         name: impl Into<String>,
         client: ClientConfig,
         dead_letter_topic: Option<String>,
         metrics: Arc<SourceMetrics>,
+        transactional_id: Option<String>,
     ) -> Result<Self> {
-        let config = ProducerConfig::builder(client).acks(Acks::All).build()?;
+        let mut config = ProducerConfig::builder(client).acks(Acks::All);
+        if let Some(id) = &transactional_id {
+            config = config.transactional_id(id.clone());
+        }
+        let config = config.build()?;
         Ok(SourceContext {
             inner: Arc::new(Inner {
                 name: name.into(),
                 producer: Producer::connect(config).await?,
+                transaction: transactional_id.map(|_| tokio::sync::Mutex::new(())),
                 dead_letter_topic,
                 metrics,
             }),
@@ -83,7 +99,35 @@ impl SourceContext {
     }
 
     async fn send_all(&self, records: Vec<ProducerRecord>) -> Result<Vec<RecordMetadata>> {
-        // Everything is handed to the producer first so it batches; then the acks are awaited.
+        let Some(transaction) = &self.inner.transaction else {
+            return self.send_and_wait(records).await;
+        };
+        let _turn = transaction.lock().await;
+        let producer = &self.inner.producer;
+        producer.begin_transaction()?;
+        let sent = self.send_and_wait(records).await;
+        let ended = match &sent {
+            Ok(_) => producer.commit_transaction().await,
+            Err(_) => Err(millrace_client::ClientError::TransactionState(
+                "a record of the transaction failed".into(),
+            )),
+        };
+        if let Err(error) = ended {
+            // Nothing of it is committed; a producer fenced meanwhile cannot even abort
+            // (its successor's initialisation did).
+            if let Err(abort) = producer.abort_transaction().await {
+                tracing::warn!(connector = %self.inner.name, %abort, "aborting a transaction");
+            }
+            return Err(match sent {
+                Err(send_error) => send_error,
+                Ok(_) => error.into(),
+            });
+        }
+        sent
+    }
+
+    /// Hands every record to the producer (so that it batches), then awaits every ack.
+    async fn send_and_wait(&self, records: Vec<ProducerRecord>) -> Result<Vec<RecordMetadata>> {
         let mut deliveries = Vec::with_capacity(records.len());
         for record in records {
             deliveries.push(self.inner.producer.send(record).await?);
@@ -113,16 +157,15 @@ impl SourceContext {
             }
             return Ok(());
         };
-        let mut deliveries = Vec::with_capacity(rejected.len());
-        for r in rejected {
-            let record = ProducerRecord::new(topic.clone(), r.value)
-                .header(ERROR_HEADER, r.reason.into_bytes())
-                .header(SOURCE_HEADER, r.origin.into_bytes());
-            deliveries.push(self.inner.producer.send(record).await?);
-        }
-        for delivery in deliveries {
-            delivery.await?;
-        }
+        let records = rejected
+            .into_iter()
+            .map(|r| {
+                ProducerRecord::new(topic.clone(), r.value)
+                    .header(ERROR_HEADER, r.reason.into_bytes())
+                    .header(SOURCE_HEADER, r.origin.into_bytes())
+            })
+            .collect();
+        self.send_all(records).await?;
         Ok(())
     }
 
@@ -140,9 +183,17 @@ pub async fn run_source<S: super::Source>(
     client: ClientConfig,
     dead_letter_topic: Option<String>,
     metrics: Arc<SourceMetrics>,
+    transactional_id: Option<String>,
     shutdown: super::Shutdown,
 ) -> Result<()> {
-    let ctx = SourceContext::connect(name, client, dead_letter_topic, metrics.clone()).await?;
+    let ctx = SourceContext::connect(
+        name,
+        client,
+        dead_letter_topic,
+        metrics.clone(),
+        transactional_id,
+    )
+    .await?;
     let result = source.run(ctx.clone(), shutdown).await;
     ctx.close().await;
     if result.is_err() {

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use millrace_client::ClientConfig;
+use millrace_client::{ClientConfig, IsolationLevel};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
@@ -62,6 +62,11 @@ pub struct ParquetSinkConfig {
     pub name: String,
     /// Brokers to bootstrap from, comma-separated `HOST:PORT`.
     pub bootstrap: String,
+    /// Kafka client settings for its connections, as Kafka Connect's worker takes them
+    /// (`security.protocol`, `ssl.ca.location`, `sasl.mechanism`, `sasl.username`,
+    /// `sasl.password`, ...); empty for a plaintext cluster.
+    #[serde(default)]
+    pub client: std::collections::BTreeMap<String, String>,
     /// Topics to read. Each topic's files go under `topic=<name>/`.
     pub topics: Vec<String>,
     /// Output root directory. Its `_millrace/` subdirectory holds the sink's commit logs:
@@ -180,10 +185,10 @@ impl ParquetSinkConfig {
 
     /// Connection settings for the consumer and the dead-letter producer.
     pub fn client_config(&self) -> Result<ClientConfig> {
-        Ok(
-            ClientConfig::builder(self.bootstrap.split(',').map(str::trim))
-                .client_id(format!("millrace-parquet-{}", self.name))
-                .build()?,
+        crate::config::client_config(
+            &self.bootstrap,
+            format!("millrace-parquet-{}", self.name),
+            &self.client,
         )
     }
 }
@@ -248,6 +253,9 @@ impl ParquetSink {
             topics: self.config.topics.clone(),
             start: self.config.start,
             dead_letter_topic: self.config.dead_letter_topic.clone(),
+            // An export holds what the topic's writers committed: never an aborted
+            // transaction's records, nor an open one's (they may still abort).
+            isolation_level: IsolationLevel::ReadCommitted,
         })
     }
 }

@@ -1,10 +1,9 @@
 //! Admin actions, only with `allow_admin` (`--allow-admin`); otherwise 403.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use millrace_client::admin::NewTopic;
@@ -12,11 +11,12 @@ use millrace_client::{OffsetSpec, TopicPartition};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::sampler::CLUSTER_WAIT;
 use crate::AppState;
 
-fn check_allowed(state: &AppState) -> ApiResult<()> {
+pub(crate) fn check_allowed(state: &AppState) -> ApiResult<()> {
     if state.config.allow_admin {
         Ok(())
     } else {
@@ -27,7 +27,7 @@ fn check_allowed(state: &AppState) -> ApiResult<()> {
     }
 }
 
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     what: &str,
     call: impl std::future::Future<Output = millrace_client::Result<T>>,
 ) -> ApiResult<T> {
@@ -54,7 +54,7 @@ pub struct CreateTopic {
 
 /// `POST /api/topics {"name", "partitions"?, "replication_factor"?, "configs"?}` -> 201.
 pub async fn create_topic(
-    State(state): State<Arc<AppState>>,
+    Ctx(state): Ctx,
     body: Result<Json<CreateTopic>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     check_allowed(&state)?;
@@ -78,7 +78,7 @@ pub async fn create_topic(
 
 /// `DELETE /api/topics/{name}`.
 pub async fn delete_topic(
-    State(state): State<Arc<AppState>>,
+    Ctx(state): Ctx,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     check_allowed(&state)?;
@@ -112,7 +112,7 @@ pub struct ResetOffsets {
 /// `POST /api/groups/{id}/reset-offsets {"to": "earliest"|"latest", "topic"?}`: the group must
 /// have no active members (else 409).
 pub async fn reset_offsets(
-    State(state): State<Arc<AppState>>,
+    Ctx(state): Ctx,
     id: Result<Path<String>, PathRejection>,
     body: Result<Json<ResetOffsets>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {

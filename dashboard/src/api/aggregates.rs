@@ -1,16 +1,15 @@
 //! Live aggregates: the state stores of the jobs handed to the dashboard, as tables with
 //! hints for charting them (a label column and a numeric column), whatever their shape.
 
-use std::sync::Arc;
-
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Ctx;
 use crate::error::{ApiError, ApiResult};
-use crate::{AppState, JobEntry};
+use crate::JobEntry;
 
 /// Rows per table when the request does not say.
 pub const DEFAULT_ROWS: usize = 500;
@@ -27,7 +26,7 @@ pub struct AggregateParams {
 /// `GET /api/aggregates`: per job, its counters and each state table (newest windows and
 /// largest values first).
 pub async fn aggregates(
-    State(state): State<Arc<AppState>>,
+    Ctx(state): Ctx,
     params: Result<Query<AggregateParams>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(params) = params?;

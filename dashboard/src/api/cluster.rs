@@ -1,19 +1,20 @@
 //! Cluster, topics and consumer groups, read from the sampler's cache.
 
-use std::sync::Arc;
-
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query};
 use axum::Json;
 use serde_json::{json, Value};
 
+use millrace_client::TopicPartition;
+
+use super::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::sampler::{GroupSample, Sample, TopicSample, SIZE_NOT_REPORTED};
 use crate::AppState;
 
 /// `GET /api/cluster`: cluster id, controller, brokers, counts, and what this dashboard
 /// shows (jobs, connectors, whether admin actions are allowed).
-pub async fn cluster(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+pub async fn cluster(Ctx(state): Ctx) -> ApiResult<Json<Value>> {
     let sample = state.cluster.latest().await?;
     // Counts leave out internal topics (`__consumer_offsets` alone has 50 partitions).
     let partitions: usize = sample
@@ -25,7 +26,7 @@ pub async fn cluster(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value
     Ok(Json(json!({
         "cluster_id": sample.cluster.cluster_id,
         "controller_id": sample.cluster.controller_id,
-        "brokers": brokers_json(&sample),
+        "brokers": brokers_json(&state, &sample),
         "under_replicated_partitions": sample.under_replicated_partitions(),
         "offline_partitions": sample.offline_partitions(),
         "topics": sample.topics.values().filter(|t| !t.internal).count(),
@@ -43,9 +44,11 @@ pub async fn cluster(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value
 
 /// The brokers with their state and what they lead: id, address, rack, whether fenced or
 /// the controller, and how many partitions each leads and of those how many are
-/// under-replicated (every topic, internal ones too).
-fn brokers_json(sample: &Sample) -> Vec<Value> {
+/// under-replicated (every topic, internal ones too); with what the broker's own metrics
+/// endpoint says (its links, readiness and latest request rate and latency), when it has one.
+fn brokers_json(state: &AppState, sample: &Sample) -> Vec<Value> {
     let leadership = sample.leadership();
+    let scraped = state.broker_metrics.views(false);
     sample
         .cluster
         .brokers
@@ -61,20 +64,41 @@ fn brokers_json(sample: &Sample) -> Vec<Value> {
                 "controller": b.id == sample.cluster.controller_id,
                 "leader_partitions": leaders,
                 "under_replicated_partitions": under_replicated,
+                "endpoint": scraped.iter().find(|m| m.id == b.id),
             })
         })
         .collect()
 }
 
 /// `GET /api/brokers`: the brokers of [`cluster`] alone, with the controller id.
-pub async fn brokers(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+pub async fn brokers(Ctx(state): Ctx) -> ApiResult<Json<Value>> {
     let sample = state.cluster.latest().await?;
     Ok(Json(json!({
         "controller_id": sample.cluster.controller_id,
-        "brokers": brokers_json(&sample),
+        "brokers": brokers_json(&state, &sample),
         "under_replicated_partitions": sample.under_replicated_partitions(),
         "offline_partitions": sample.offline_partitions(),
         "sampled_at_ms": sample.at_ms,
+    })))
+}
+
+/// Query of `GET /api/brokers/metrics`.
+#[derive(Debug, serde::Deserialize)]
+pub struct BrokerMetricsQuery {
+    /// Include each broker's history (default true).
+    history: Option<bool>,
+}
+
+/// `GET /api/brokers/metrics`: what each broker's metrics endpoint says, scraped every
+/// couple of seconds: links, readiness, and request rate, produce and fetch p99, bytes in
+/// and out, CPU and memory over the last minutes.
+pub async fn broker_metrics(
+    Ctx(state): Ctx,
+    Query(query): Query<BrokerMetricsQuery>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({
+        "scrape_interval_ms": crate::broker_metrics::SCRAPE_INTERVAL.as_millis() as u64,
+        "brokers": state.broker_metrics.views(query.history.unwrap_or(true)),
     })))
 }
 
@@ -108,7 +132,7 @@ pub(crate) fn topics_json(state: &AppState, sample: &Sample) -> Vec<Value> {
 
 /// `GET /api/topics`: name, partitions, messages, bytes and produce rate (records/s) per
 /// topic.
-pub async fn topics(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+pub async fn topics(Ctx(state): Ctx) -> ApiResult<Json<Value>> {
     let sample = state.cluster.latest().await?;
     Ok(Json(json!({
         "sampled_at_ms": sample.at_ms,
@@ -120,7 +144,7 @@ pub async fn topics(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>
 /// replicas, offsets and sizes, the produce rate,
 /// history, configs, and the groups reading it.
 pub async fn topic(
-    State(state): State<Arc<AppState>>,
+    Ctx(state): Ctx,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(name) = name?;
@@ -165,6 +189,41 @@ pub async fn topic(
             .collect::<Vec<_>>()),
         None => Value::Null,
     };
+    // Open transactions per partition, read live from the leaders (DescribeProducers): what
+    // holds each partition's last stable offset back. A broker without the API leaves them
+    // unknown (null), and the page says so.
+    let wanted: Vec<TopicPartition> = topic
+        .partitions
+        .iter()
+        .map(|p| TopicPartition::new(name.as_str(), p.partition))
+        .collect();
+    let producers = match state.cluster.admin().await {
+        Ok(admin) => tokio::time::timeout(
+            crate::sampler::CLUSTER_WAIT,
+            admin.describe_producers(&wanted),
+        )
+        .await
+        .map_err(|_| "DescribeProducers timed out".to_string())
+        .and_then(|r| r.map_err(|e| e.to_string())),
+        Err(e) => Err(e.message),
+    };
+    if let Some(partitions) = out["partitions"].as_array_mut() {
+        for (entry, tp) in partitions.iter_mut().zip(&wanted) {
+            let open: Option<Vec<i64>> = producers.as_ref().ok().map(|by_partition| {
+                by_partition
+                    .get(tp)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p.current_txn_start_offset)
+                    .filter(|offset| *offset >= 0)
+                    .collect()
+            });
+            entry["open_transactions"] = json!(open.as_ref().map(Vec::len));
+            entry["oldest_open_transaction_offset"] =
+                json!(open.and_then(|offsets| offsets.into_iter().min()));
+        }
+    }
+    out["transactions_note"] = json!(producers.err());
     out["sampled_at_ms"] = json!(sample.at_ms);
     Ok(Json(out))
 }
@@ -184,7 +243,7 @@ pub(crate) fn group_summary(group: &GroupSample) -> Value {
 }
 
 /// `GET /api/groups`: id, state, members, topics and total lag per group.
-pub async fn groups(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+pub async fn groups(Ctx(state): Ctx) -> ApiResult<Json<Value>> {
     let sample = state.cluster.latest().await?;
     Ok(Json(json!({
         "sampled_at_ms": sample.at_ms,
@@ -195,7 +254,7 @@ pub async fn groups(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>
 /// `GET /api/groups/{id}`: members and assignments, committed offset and lag per partition,
 /// and the lag history (one point a second, the last five minutes).
 pub async fn group(
-    State(state): State<Arc<AppState>>,
+    Ctx(state): Ctx,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(id) = id?;

@@ -2,14 +2,13 @@
 //! live aggregates, so open pages refresh without polling.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde_json::json;
 
+use super::Ctx;
 use crate::api::aggregates::aggregates_json;
 use crate::api::cluster::{group_summary, topics_json};
 use crate::sampler::now_ms;
@@ -19,9 +18,7 @@ use crate::AppState;
 const EVENT_ROWS: usize = 200;
 
 /// `GET /api/events`.
-pub async fn events(
-    State(state): State<Arc<AppState>>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub async fn events(Ctx(state): Ctx) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let stream =
@@ -32,6 +29,10 @@ pub async fn events(
             tokio::select! {
                 _ = interval.tick() => {}
                 _ = stop.wait_for(|stopped| *stopped) => return None,
+            }
+            // A page left open keeps its session alive.
+            if let Some(activity) = &state.activity {
+                activity.touch();
             }
             let event = Event::default()
                 .event("update")

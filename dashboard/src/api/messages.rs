@@ -2,11 +2,10 @@
 //! filtered by key, value or header, with a group-less consumer.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::Json;
 use millrace_client::consumer::{Consumer, ConsumerConfig};
 use millrace_client::record::ConsumerRecord;
@@ -14,6 +13,7 @@ use millrace_client::{OffsetSpec, TopicPartition};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
@@ -49,7 +49,7 @@ pub struct BrowseParams {
 
 /// `GET /api/topics/{name}/messages?partition=&offset=|timestamp=&limit=&key=&value=&header=`.
 pub async fn browse(
-    State(state): State<Arc<AppState>>,
+    Ctx(state): Ctx,
     name: Result<Path<String>, PathRejection>,
     params: Result<Query<BrowseParams>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {

@@ -2,17 +2,16 @@
 //! and sizes, group lag, and the counters of the jobs and connectors handed in.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 
-use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
+use super::Ctx;
 use crate::AppState;
 
 /// `GET /metrics`. Cluster series come from the last sample; when there is none yet they are
 /// absent and `millrace_dashboard_cluster_up` is 0.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub async fn metrics(Ctx(state): Ctx) -> Response {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         render(&state),

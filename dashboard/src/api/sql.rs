@@ -1,16 +1,13 @@
 //! `POST /api/sql` and `GET /api/tables`: the SQL console's endpoints (see [`crate::sql`]).
 
-use std::sync::Arc;
-
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::Ctx;
 use crate::error::{ApiError, ApiResult};
 use crate::sql::{QueryResult, DEFAULT_ROWS, MAX_ROWS};
-use crate::AppState;
 
 /// The body of `POST /api/sql`.
 #[derive(Debug, Deserialize)]
@@ -24,7 +21,7 @@ pub struct SqlRequest {
 
 /// `POST /api/sql {"sql": "..."}` -> `{"columns": [...], "rows": [[...]], "truncated", "elapsed_ms"}`.
 pub async fn query(
-    State(state): State<Arc<AppState>>,
+    Ctx(state): Ctx,
     body: Result<Json<SqlRequest>, JsonRejection>,
 ) -> ApiResult<Json<QueryResult>> {
     let Json(request) = body?;
@@ -49,7 +46,7 @@ pub async fn query(
 }
 
 /// `GET /api/tables`: the tables a query can use.
-pub async fn tables(State(state): State<Arc<AppState>>) -> Json<Value> {
+pub async fn tables(Ctx(state): Ctx) -> Json<Value> {
     Json(json!({
         "tables": crate::sql::tables(&state.jobs, &state.results, &state.config.parquet_dirs),
     }))

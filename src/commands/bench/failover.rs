@@ -9,7 +9,6 @@
 //! restarted and the next run waits until all three brokers are alive again.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +21,7 @@ use millrace_client::network::metadata::PartitionInfo;
 use millrace_client::{Acks, Admin, ClientConfig, Producer, ProducerConfig, ProducerRecord};
 use tokio::sync::watch;
 
-use crate::commands::cluster::{plan, BrokerPlan};
+use crate::commands::cluster::{died_message, free_base_port, plan, BrokerPlan};
 
 const BROKERS: u16 = 3;
 /// Partitions per run's topic: one led by each broker.
@@ -392,7 +391,7 @@ impl Brokers {
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         let base = match args.base_port {
             Some(port) => port,
-            None => free_base_port()?,
+            None => free_base_port(BROKERS)?,
         };
         let plans = plan(BROKERS, &root, base)?;
         let extra = args
@@ -504,15 +503,12 @@ impl Brokers {
 
     /// Fails naming the log of a broker that exited by itself.
     fn check_alive(&mut self) -> anyhow::Result<()> {
+        let plans = &self.plans;
         for (id, child) in &mut self.children {
             if let Ok(Some(status)) = child.try_wait() {
-                let log = self
-                    .plans
-                    .iter()
-                    .find(|p| p.id == *id)
-                    .map(|p| p.log.display().to_string())
-                    .unwrap_or_default();
-                anyhow::bail!("broker {id} exited unexpectedly ({status}); its log: {log}");
+                let log = plans.iter().find(|p| p.id == *id).map(|p| p.log.as_path());
+                let log = log.unwrap_or(std::path::Path::new("?"));
+                anyhow::bail!(died_message(*id, &status.to_string(), log));
             }
         }
         Ok(())
@@ -567,23 +563,6 @@ impl Drop for Brokers {
             let _ = child.wait();
         }
     }
-}
-
-/// A base port P with P..P+2 and P+100..P+102 free now.
-fn free_base_port() -> anyhow::Result<u16> {
-    for _ in 0..200 {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        if port.checked_add(100 + BROKERS).is_none() {
-            continue;
-        }
-        let all_free = (0..BROKERS)
-            .flat_map(|i| [port + i, port + 100 + i])
-            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if all_free {
-            return Ok(port);
-        }
-    }
-    anyhow::bail!("found no six free ports for the brokers; give --base-port")
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use millrace_client::consumer::{Consumer, ConsumerConfig};
-use millrace_client::{ClientConfig, OffsetSpec, TopicPartition};
+use millrace_client::{ClientConfig, IsolationLevel, OffsetSpec, TopicPartition};
 
 use crate::dsl::StoreChanges;
 use crate::error::StreamsError;
@@ -29,14 +29,18 @@ pub(crate) fn complete_commits(mut changes: Vec<Change>) -> Vec<Change> {
     }
 }
 
-/// Reads changelog partitions from the beginning to their current end.
+/// Reads changelog partitions from the beginning to their current end (the last stable
+/// offset: what committed transactions wrote).
 pub(crate) struct ChangelogReader {
     consumer: Consumer,
 }
 
 impl ChangelogReader {
     pub(crate) async fn connect(client: ClientConfig) -> Result<Self, StreamsError> {
+        // read_committed whatever the guarantee: an exactly-once job's aborted transactions
+        // hold changes of no commit (a job switched to at-least-once may still have some).
         let config = ConsumerConfig::builder(client)
+            .isolation_level(IsolationLevel::ReadCommitted)
             .fetch_max_wait(Duration::from_millis(50))
             .max_poll_records(100_000)
             .build()
@@ -79,6 +83,7 @@ impl ChangelogReader {
                     context()
                 )));
             }
+            tracing::trace!(%tp, position = ?self.consumer.position(&tp), end, "restoring");
             let records = self
                 .consumer
                 .poll(Duration::from_millis(200))

@@ -9,6 +9,12 @@
 //! the client may retry, is not fatal: the changelog already holds the state with its
 //! offsets, which the partition's next owner resumes from.
 //!
+//! Exactly-once (`exactly_once_v2`), the same steps happen inside the instance's open
+//! transaction, and step 3 is different: the input offsets go into the transaction
+//! (TxnOffsetCommit, with the consumer's generation so that a zombie's are refused), and the
+//! transaction commits. Nothing is skipped there: a refused offset commit fails the commit,
+//! and the caller aborts the transaction (see `exactly_once`).
+//!
 //! The Kafka clients are reached through [`CommitIo`], so that the order and the failure
 //! handling are tested here without a broker.
 
@@ -36,6 +42,7 @@ impl<K0: Data, V0: Data, K: Data, V: Data> Running<K0, V0, K, V> {
             pipeline_topics: &self.ingest.pipeline_topics,
             repartitioned: self.ingest.repartition.is_some(),
             forwarded: &self.forwarded,
+            exactly_once: self.config.is_exactly_once(),
         };
         let mut io = KafkaIo {
             producer: &self.producer,
@@ -43,6 +50,12 @@ impl<K0: Data, V0: Data, K: Data, V: Data> Running<K0, V0, K, V> {
             pending: &mut self.pending,
         };
         commit(&mut io, &mut self.tasks, &inputs).await?;
+        if inputs.exactly_once {
+            // The next commit interval's writes go into a new transaction.
+            self.producer
+                .begin_transaction()
+                .map_err(|e| StreamsError::client("beginning a transaction", e))?;
+        }
         self.metrics.commits.fetch_add(1, Ordering::Relaxed);
         self.metrics.last_commit_micros.store(
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
@@ -72,6 +85,16 @@ pub(super) trait CommitIo {
         &mut self,
         offsets: &HashMap<TopicPartition, i64>,
     ) -> Result<(), ClientError>;
+
+    /// Exactly-once: adds input offsets to the open transaction, with the consumer's group
+    /// metadata.
+    async fn send_offsets_to_transaction(
+        &mut self,
+        offsets: &HashMap<TopicPartition, i64>,
+    ) -> Result<(), ClientError>;
+
+    /// Exactly-once: commits the open transaction.
+    async fn commit_transaction(&mut self) -> Result<(), ClientError>;
 }
 
 /// What a commit needs to know about the job's input.
@@ -87,6 +110,8 @@ pub(super) struct Inputs<'a> {
     /// Next offset per source partition whose records were forwarded to the repartition
     /// topic.
     pub(super) forwarded: &'a HashMap<TopicPartition, i64>,
+    /// Whether the commit ends the instance's transaction (`exactly_once_v2`).
+    pub(super) exactly_once: bool,
 }
 
 /// One commit of `tasks` (see the module documentation).
@@ -139,6 +164,18 @@ pub(super) async fn commit<K0: Data, V0: Data, K: Data, V: Data>(
     // 3. The input offsets, of the partitions this instance still owns.
     let assigned = io.assignment();
     offsets.retain(|tp, _| assigned.contains(tp));
+    if inputs.exactly_once {
+        // 3'. The offsets join the transaction, which then commits: all or nothing.
+        if !offsets.is_empty() {
+            io.send_offsets_to_transaction(&offsets)
+                .await
+                .map_err(|e| StreamsError::client("adding input offsets to the transaction", e))?;
+        }
+        return io
+            .commit_transaction()
+            .await
+            .map_err(|e| StreamsError::client("committing the transaction", e));
+    }
     if !offsets.is_empty() {
         if let Err(error) = io.commit_offsets(&offsets).await {
             // Not fatal: a rebalance is under way (the next owner restores from the
@@ -188,6 +225,26 @@ impl CommitIo for KafkaIo<'_> {
     ) -> Result<(), ClientError> {
         self.consumer.commit_offsets(offsets).await
     }
+
+    async fn send_offsets_to_transaction(
+        &mut self,
+        offsets: &HashMap<TopicPartition, i64>,
+    ) -> Result<(), ClientError> {
+        let group = self.consumer.group_metadata().ok_or_else(|| {
+            ClientError::InvalidArgument("the job's consumer has no group".into())
+        })?;
+        let offsets: Vec<(String, i32, i64)> = offsets
+            .iter()
+            .map(|(tp, &offset)| (tp.topic.to_string(), tp.partition, offset))
+            .collect();
+        self.producer
+            .send_offsets_to_transaction_for(&offsets, &group)
+            .await
+    }
+
+    async fn commit_transaction(&mut self) -> Result<(), ClientError> {
+        self.producer.commit_transaction().await
+    }
 }
 
 /// Whether an offset commit failed because the group is rebalancing or this member's
@@ -223,6 +280,10 @@ mod tests {
         Acknowledged,
         /// Offsets committed.
         Committed(Vec<(String, i32, i64)>),
+        /// Offsets added to the transaction.
+        OffsetsInTransaction(Vec<(String, i32, i64)>),
+        /// The transaction committed.
+        TransactionCommitted,
     }
 
     /// Clients that record what a commit does, and fail where told.
@@ -271,14 +332,40 @@ mod tests {
                     message: None,
                 });
             }
-            let mut committed: Vec<_> = offsets
-                .iter()
-                .map(|(tp, &o)| (tp.topic.to_string(), tp.partition, o))
-                .collect();
-            committed.sort();
-            self.events.push(Event::Committed(committed));
+            self.events.push(Event::Committed(sorted(offsets)));
             Ok(())
         }
+
+        async fn send_offsets_to_transaction(
+            &mut self,
+            offsets: &HashMap<TopicPartition, i64>,
+        ) -> Result<(), ClientError> {
+            if let Some(error) = self.commit_error {
+                return Err(ClientError::Kafka {
+                    api: "TxnOffsetCommit",
+                    resource: "app".into(),
+                    error,
+                    message: None,
+                });
+            }
+            self.events
+                .push(Event::OffsetsInTransaction(sorted(offsets)));
+            Ok(())
+        }
+
+        async fn commit_transaction(&mut self) -> Result<(), ClientError> {
+            self.events.push(Event::TransactionCommitted);
+            Ok(())
+        }
+    }
+
+    fn sorted(offsets: &HashMap<TopicPartition, i64>) -> Vec<(String, i32, i64)> {
+        let mut sorted: Vec<_> = offsets
+            .iter()
+            .map(|(tp, &o)| (tp.topic.to_string(), tp.partition, o))
+            .collect();
+        sorted.sort();
+        sorted
     }
 
     type Counts = Task<String, (), Windowed<String>, u64>;
@@ -323,6 +410,7 @@ mod tests {
             pipeline_topics: topics,
             repartitioned: false,
             forwarded,
+            exactly_once: false,
         }
     }
 
@@ -344,6 +432,8 @@ mod tests {
                 Event::Sent(..) => "changelog",
                 Event::Acknowledged => "acknowledged",
                 Event::Committed(_) => "offsets",
+                Event::OffsetsInTransaction(_) => "offsets in transaction",
+                Event::TransactionCommitted => "transaction committed",
             })
             .collect();
         kinds.dedup();
@@ -526,5 +616,50 @@ mod tests {
             ("clicks".to_string(), 0, 9),
         ];
         assert_eq!(io.events.last(), Some(&Event::Committed(expected)));
+    }
+
+    #[test]
+    fn exactly_once_the_offsets_join_the_transaction_which_commits_last() {
+        let (topics, forwarded) = (topics(), HashMap::new());
+        let mut tasks = tasks(&[0], &[(0, 3)]);
+        let mut io = Recorder {
+            assigned: assignment(&topics, &[0]),
+            ..Recorder::default()
+        };
+        let inputs = Inputs {
+            exactly_once: true,
+            ..inputs(&topics, &forwarded)
+        };
+        run(&mut io, &mut tasks, &inputs).unwrap();
+        assert_eq!(
+            kinds(&io.events),
+            vec![
+                "changelog",
+                "acknowledged",
+                "offsets in transaction",
+                "transaction committed"
+            ]
+        );
+    }
+
+    #[test]
+    fn exactly_once_a_refused_offset_commit_fails_the_commit_before_the_transaction_commits() {
+        let (topics, forwarded) = (topics(), HashMap::new());
+        let mut tasks = tasks(&[0], &[(0, 1)]);
+        let mut io = Recorder {
+            assigned: assignment(&topics, &[0]),
+            commit_error: Some(ResponseError::IllegalGeneration),
+            ..Recorder::default()
+        };
+        let inputs = Inputs {
+            exactly_once: true,
+            ..inputs(&topics, &forwarded)
+        };
+        let result = run(&mut io, &mut tasks, &inputs);
+        assert!(
+            result.is_err() && !io.events.contains(&Event::TransactionCommitted),
+            "{result:?} {:?}",
+            io.events
+        );
     }
 }

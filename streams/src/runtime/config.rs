@@ -2,9 +2,26 @@
 
 use std::time::Duration;
 
-use millrace_client::ClientConfig;
+use millrace_client::{ClientConfig, IsolationLevel};
 
 use crate::state::backend::StateBackend;
+
+/// `processing.guarantee`: what a commit promises about output records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProcessingGuarantee {
+    /// `at_least_once`: output is sent as it is produced and input offsets are committed
+    /// after it is acknowledged, so a crash replays the input since the last commit and a
+    /// window emitted after that commit may be emitted again (with the same value).
+    AtLeastOnce,
+    /// `exactly_once_v2` (the default): per commit interval, everything the instance writes
+    /// (output, changelog, repartition, dead letter and late records) and its input offsets
+    /// commit in one transaction of one transactional producer per instance; a crash or a
+    /// fenced producer aborts it. Consumers reading the output with `read_committed` see
+    /// each result once. Output becomes visible at each commit, so the commit interval is
+    /// the output's latency.
+    #[default]
+    ExactlyOnceV2,
+}
 
 /// How a job runs. Build with [`StreamsConfig::new`] and the setters.
 #[derive(Debug, Clone)]
@@ -36,6 +53,20 @@ pub struct StreamsConfig {
     /// Where the tasks' state stores live (default: in memory). Set with
     /// [`StreamsConfig::state_dir`].
     pub state_backend: StateBackend,
+    /// `processing.guarantee` (default [`ProcessingGuarantee::ExactlyOnceV2`]).
+    pub processing_guarantee: ProcessingGuarantee,
+    /// The instance's stable id, part of its `transactional.id`
+    /// (`<application id>-<instance id>`) under exactly-once. Give each instance its own
+    /// and keep it across restarts: a restarted instance then aborts its predecessor's open
+    /// transaction at once. It is also the consumer's `group.instance.id` (static
+    /// membership, KIP-345), so a restarted instance takes its place in the group back
+    /// without a rebalance, at either guarantee. Without one a random id is used,
+    /// and a crashed instance's open transaction holds read_committed readers back until
+    /// [`StreamsConfig::transaction_timeout`] aborts it.
+    pub instance_id: Option<String>,
+    /// `transaction.timeout.ms` of the exactly-once producer (default 10 s, as Kafka
+    /// Streams sets it): how long a dead instance's transaction may stay open.
+    pub transaction_timeout: Duration,
 }
 
 impl StreamsConfig {
@@ -53,6 +84,60 @@ impl StreamsConfig {
             restore_timeout: Duration::from_secs(300),
             session_timeout: Duration::from_secs(45),
             state_backend: StateBackend::InMemory,
+            processing_guarantee: ProcessingGuarantee::default(),
+            instance_id: None,
+            transaction_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// `processing.guarantee = exactly_once_v2` (the default; see
+    /// [`ProcessingGuarantee::ExactlyOnceV2`]).
+    #[must_use]
+    pub fn exactly_once(mut self) -> Self {
+        self.processing_guarantee = ProcessingGuarantee::ExactlyOnceV2;
+        self
+    }
+
+    /// `processing.guarantee = at_least_once` (see [`ProcessingGuarantee::AtLeastOnce`]).
+    #[must_use]
+    pub fn at_least_once(mut self) -> Self {
+        self.processing_guarantee = ProcessingGuarantee::AtLeastOnce;
+        self
+    }
+
+    /// Sets `processing.guarantee`.
+    #[must_use]
+    pub fn processing_guarantee(mut self, guarantee: ProcessingGuarantee) -> Self {
+        self.processing_guarantee = guarantee;
+        self
+    }
+
+    /// Sets the instance's stable id (see [`StreamsConfig::instance_id`]).
+    #[must_use]
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// Sets the exactly-once producer's transaction timeout.
+    #[must_use]
+    pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.transaction_timeout = timeout;
+        self
+    }
+
+    /// Whether the job runs exactly-once.
+    pub fn is_exactly_once(&self) -> bool {
+        self.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2
+    }
+
+    /// How the job's consumers read: read_committed exactly-once (aborted transactions'
+    /// records are never input), read_uncommitted at-least-once.
+    pub fn isolation_level(&self) -> IsolationLevel {
+        if self.is_exactly_once() {
+            IsolationLevel::ReadCommitted
+        } else {
+            IsolationLevel::ReadUncommitted
         }
     }
 

@@ -18,6 +18,7 @@ use crate::query::QueryableState;
 use super::changelog::{changelog_topic, ChangelogReader};
 use super::config::StreamsConfig;
 use super::end::{EndOfInput, EndPhase};
+use super::exactly_once::{connect_transactional, random_instance_id, transactional_id};
 use super::metrics::JobMetrics;
 use super::repartition::{repartition_topic, Rekey, Repartition, ORIGINAL_KEY_HEADER};
 use super::running::Running;
@@ -261,13 +262,20 @@ where
             ?stores,
             "stream job starting"
         );
-        let consumer_config = ConsumerConfig::builder(self.config.client.clone())
+        let mut consumer_config = ConsumerConfig::builder(self.config.client.clone())
             .group_id(&self.config.application_id)
             .enable_auto_commit(false)
             .auto_offset_reset(AutoOffsetReset::Earliest)
             .fetch_max_wait(Duration::from_millis(100))
             .session_timeout(self.config.session_timeout)
             .heartbeat_interval((self.config.session_timeout / 3).min(Duration::from_secs(3)))
+            .isolation_level(self.config.isolation_level());
+        if let Some(instance) = &self.config.instance_id {
+            // A stable instance is a static member (KIP-345): restarted, it takes its own
+            // place in the group back without waiting for its old session to expire.
+            consumer_config = consumer_config.group_instance_id(instance);
+        }
+        let consumer_config = consumer_config
             .build()
             .map_err(|e| StreamsError::client("configuring the consumer", e))?;
         let mut consumer = Consumer::connect(consumer_config)
@@ -277,19 +285,35 @@ where
         consumer
             .subscribe(&topics)
             .map_err(|e| StreamsError::client("subscribing", e))?;
-        let producer = Producer::connect(
-            ProducerConfig::builder(self.config.client.clone())
-                .acks(Acks::All)
-                .linger_ms(5)
-                .build()
-                .map_err(|e| StreamsError::client("configuring the producer", e))?,
-        )
-        .await
-        .map_err(|e| StreamsError::client("connecting the producer", e))?;
+        let mut producer_config = ProducerConfig::builder(self.config.client.clone())
+            .acks(Acks::All)
+            .linger_ms(5);
+        if self.config.is_exactly_once() {
+            let instance = match &self.config.instance_id {
+                Some(id) => id.clone(),
+                None => random_instance_id(),
+            };
+            let id = transactional_id(&self.config.application_id, &instance);
+            tracing::info!(transactional_id = %id, "exactly-once processing");
+            producer_config = producer_config.transactional_id(id).transaction_timeout_ms(
+                u64::try_from(self.config.transaction_timeout.as_millis()).unwrap_or(u64::MAX),
+            );
+        }
+        let producer_config = producer_config
+            .build()
+            .map_err(|e| StreamsError::client("configuring the producer", e))?;
+        let producer = if self.config.is_exactly_once() {
+            connect_transactional(&producer_config).await?
+        } else {
+            Producer::connect(producer_config.clone())
+                .await
+                .map_err(|e| StreamsError::client("connecting the producer", e))?
+        };
         let reader = ChangelogReader::connect(self.config.client.clone()).await?;
         // Tables first: stream records are joined with a table loaded to its end.
         let loaders = table::TableLoaders::start(
             &self.config.client,
+            self.config.isolation_level(),
             tables,
             self.config.restore_timeout,
             self.metrics.clone(),
@@ -307,6 +331,8 @@ where
             source_partitions,
             consumer,
             producer,
+            producer_config,
+            last_recovery: None,
             reader,
             tasks: BTreeMap::new(),
             pending: Vec::new(),

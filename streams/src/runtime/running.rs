@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use millrace_client::consumer::{Consumer, ConsumerEvent};
 use millrace_client::record::ConsumerRecord;
-use millrace_client::{DeliveryFuture, Producer, ProducerRecord, TopicPartition};
+use millrace_client::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, TopicPartition};
 
 use crate::error::StreamsError;
 use crate::query::QueryableState;
@@ -19,6 +20,7 @@ use crate::time::{PartitionId, Timestamp};
 use super::changelog::ChangelogReader;
 use super::config::StreamsConfig;
 use super::end::{EndOfInput, EndPhase};
+use super::exactly_once::{is_retriable, is_task_migrated};
 use super::job::{Build, Ingest};
 use super::metrics::JobMetrics;
 use super::repartition::repartitioned;
@@ -52,6 +54,10 @@ pub(super) struct Running<K0, V0, K, V> {
     pub(super) source_partitions: Vec<i32>,
     pub(super) consumer: Consumer,
     pub(super) producer: Producer,
+    /// How `producer` was made: exactly-once replaces a fenced producer with a new one.
+    pub(super) producer_config: ProducerConfig,
+    /// When the last aborted transaction was recovered from (exactly-once).
+    pub(super) last_recovery: Option<Instant>,
     pub(super) reader: ChangelogReader,
     pub(super) tasks: BTreeMap<i32, Task<K0, V0, K, V>>,
     /// Deliveries (outputs, dead letters, late records) not yet confirmed; a commit waits
@@ -72,17 +78,51 @@ pub(super) fn now_ms() -> Timestamp {
 
 impl<K0: Data, V0: Data, K: Data, V: Data> Running<K0, V0, K, V> {
     /// Polls and processes until `shutdown` completes or an error stops the job; commits and
-    /// publishes state when their intervals pass.
+    /// publishes state when their intervals pass. Exactly-once, a fenced producer or a
+    /// refused generation aborts the transaction and the job goes on from its last commit;
+    /// any other error aborts it and stops the job.
     pub(super) async fn run(
         &mut self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), StreamsError> {
         tokio::pin!(shutdown);
+        loop {
+            let error = match self.process_until_error(shutdown.as_mut()).await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            if !self.config.is_exactly_once() {
+                return Err(error);
+            }
+            if is_task_migrated(&error, &self.producer) {
+                tracing::warn!(%error, "producer fenced or generation over: aborting and rejoining");
+                self.recover().await?;
+                continue;
+            }
+            if is_retriable(&error) {
+                // A broker or coordinator went away mid-transaction: abort it and go on
+                // from the last commit, as after a crash, without stopping the job.
+                tracing::warn!(%error, "transaction failed on a retriable error: aborting it");
+                self.recover().await?;
+                continue;
+            }
+            if let Err(abort) = self.abort_transaction().await {
+                tracing::warn!(%abort, "aborting the transaction of a failed job");
+            }
+            return Err(error);
+        }
+    }
+
+    /// The loop of [`Running::run`], up to its first error.
+    async fn process_until_error(
+        &mut self,
+        mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), StreamsError> {
         let mut next_commit = Instant::now() + self.config.commit_interval;
         let mut next_snapshot = Instant::now() + SNAPSHOT_INTERVAL;
         loop {
             let event = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
+                _ = shutdown.as_mut() => return Ok(()),
                 event = self.consumer.poll_event(Duration::from_millis(100)) => event,
             };
             match event.map_err(|e| StreamsError::client("polling the source topics", e))? {
@@ -90,11 +130,20 @@ impl<K0: Data, V0: Data, K: Data, V: Data> Running<K0, V0, K, V> {
                 Some(ConsumerEvent::Assigned(partitions)) => self.assigned(&partitions).await?,
                 Some(ConsumerEvent::Revoked(partitions)) => {
                     // Commit before the partitions go, so their next owner starts exactly
-                    // where this instance stopped.
-                    self.commit().await?;
+                    // where this instance stopped. Their tasks go even if it fails: they
+                    // must not write to changelogs another instance owns next.
+                    let committed = self.commit().await;
                     self.drop_tasks(&partitions);
+                    committed?;
                 }
-                Some(ConsumerEvent::Lost(partitions)) => self.drop_tasks(&partitions),
+                Some(ConsumerEvent::Lost(partitions)) => {
+                    self.drop_tasks(&partitions);
+                    if self.config.is_exactly_once() {
+                        // The open transaction holds the lost tasks' writes: it must abort,
+                        // and the other tasks go back to their last commit with it.
+                        self.recover().await?;
+                    }
+                }
                 None => {}
             }
             let now = now_ms();
@@ -116,9 +165,19 @@ impl<K0: Data, V0: Data, K: Data, V: Data> Running<K0, V0, K, V> {
 
     /// Commits (after a clean run) and closes the clients.
     pub(super) async fn shut_down(mut self, commit: bool) {
-        if commit {
-            if let Err(error) = self.commit().await {
+        let committed = if commit {
+            let committed = self.commit().await;
+            if let Err(error) = &committed {
                 tracing::warn!(%error, "final commit failed");
+            }
+            committed.is_ok()
+        } else {
+            false
+        };
+        if self.config.is_exactly_once() && !committed {
+            // Abort now rather than leave read_committed readers waiting for the timeout.
+            if self.producer.abort_transaction().await.is_err() {
+                tracing::debug!("no transaction to abort at shutdown");
             }
         }
         if let Err(error) = self.consumer.close().await {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use millrace_client::consumer::{Consumer, ConsumerConfig};
 use millrace_client::record::ConsumerRecord;
-use millrace_client::{ClientConfig, OffsetSpec, TopicPartition};
+use millrace_client::{ClientConfig, IsolationLevel, OffsetSpec, TopicPartition};
 
 use super::JobMetrics;
 use crate::error::StreamsError;
@@ -27,6 +27,7 @@ impl TableLoaders {
     /// task of its own.
     pub(crate) async fn start(
         client: &ClientConfig,
+        isolation: IsolationLevel,
         tables: Vec<Arc<dyn TableUpdates>>,
         timeout: Duration,
         metrics: Arc<JobMetrics>,
@@ -34,7 +35,7 @@ impl TableLoaders {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::with_capacity(tables.len());
         for table in tables {
-            let consumer = load(client, table.as_ref(), timeout, &metrics).await?;
+            let consumer = load(client, isolation, table.as_ref(), timeout, &metrics).await?;
             tasks.push(tokio::spawn(follow(
                 consumer,
                 table,
@@ -60,13 +61,16 @@ impl TableLoaders {
 /// positioned for the updates that follow.
 async fn load(
     client: &ClientConfig,
+    isolation: IsolationLevel,
     table: &dyn TableUpdates,
     timeout: Duration,
     metrics: &JobMetrics,
 ) -> Result<Consumer, StreamsError> {
     let topic = table.topic().to_string();
     let context = || format!("loading table {topic}");
+    // The job's isolation level: exactly-once, an aborted table update is never applied.
     let config = ConsumerConfig::builder(client.clone())
+        .isolation_level(isolation)
         .fetch_max_wait(Duration::from_millis(100))
         .build()
         .map_err(|e| StreamsError::client(context(), e))?;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use millrace_client::consumer::{Consumer, ConsumerConfig};
-use millrace_client::{Admin, ClientConfig, OffsetSpec, TopicPartition};
+use millrace_client::{Admin, ClientConfig, IsolationLevel, OffsetSpec, TopicPartition};
 use millrace_streams::runtime::{Job, Sink, Source, StreamsConfig};
 use millrace_streams::{EmitMode, Windows};
 use serde::de::DeserializeOwned;
@@ -105,9 +105,21 @@ pub fn batch(input: &[(String, Option<View>)]) -> BTreeMap<(String, i64), u64> {
 
 /// Every value of `topic` that parses as `T`, from the beginning to the end offsets of now.
 pub async fn read_json<T: DeserializeOwned>(client: &ClientConfig, topic: &str) -> Vec<T> {
-    let mut consumer = Consumer::connect(ConsumerConfig::new(client.clone()))
-        .await
+    read_json_with(client, topic, IsolationLevel::ReadUncommitted).await
+}
+
+/// [`read_json`] at an isolation level: read_committed reads up to the last stable offset and
+/// skips aborted transactions.
+pub async fn read_json_with<T: DeserializeOwned>(
+    client: &ClientConfig,
+    topic: &str,
+    isolation: IsolationLevel,
+) -> Vec<T> {
+    let config = ConsumerConfig::builder(client.clone())
+        .isolation_level(isolation)
+        .build()
         .unwrap();
+    let mut consumer = Consumer::connect(config).await.unwrap();
     let partitions: Vec<TopicPartition> = consumer
         .partitions_for(topic)
         .await

@@ -30,6 +30,7 @@ pub mod checker;
 pub mod history;
 pub mod replica_read;
 pub mod topology;
+pub mod transactions;
 pub mod workload;
 
 #[cfg(test)]

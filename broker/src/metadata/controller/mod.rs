@@ -11,10 +11,13 @@
 //! The active controller also watches broker heartbeats and fences brokers that go silent for
 //! `broker.session.timeout.ms`, moving their leaderships to other in-sync replicas.
 
+pub mod acls;
 pub mod brokers;
 pub mod partitions;
+pub mod quotas;
 pub mod rpc;
 pub mod topics;
+pub mod users;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -496,6 +499,67 @@ impl Controller {
         }
     }
 
+    /// Sets and removes client quotas (AlterClientQuotas); per entity, `None` if its changes
+    /// were committed (or, with `validate_only`, would be), else Kafka's error code and
+    /// message.
+    pub async fn alter_client_quotas(
+        &self,
+        alterations: Vec<quotas::QuotaAlteration>,
+        validate_only: bool,
+    ) -> Result<quotas::QuotaResults, TopicError> {
+        match self
+            .submit(ControllerRequest::AlterClientQuotas {
+                alterations,
+                validate_only,
+            })
+            .await
+        {
+            ControllerResponse::QuotaResults { results, .. } => Ok(results),
+            other => Err(topic_error(other)),
+        }
+    }
+
+    /// Creates ACLs (CreateAcls), validated already; an ACL that exists is not duplicated.
+    pub async fn create_acls(
+        &self,
+        acls: Vec<crate::security::authorizer::AclBinding>,
+    ) -> Result<(), TopicError> {
+        match self.submit(ControllerRequest::CreateAcls { acls }).await {
+            ControllerResponse::Done { .. } => Ok(()),
+            other => Err(topic_error(other)),
+        }
+    }
+
+    /// Deletes the ACLs each filter selects (DeleteAcls); per filter, the ACLs it deleted.
+    pub async fn delete_acls(
+        &self,
+        filters: Vec<crate::security::authorizer::AclBindingFilter>,
+    ) -> Result<Vec<Vec<crate::security::authorizer::AclBinding>>, TopicError> {
+        match self.submit(ControllerRequest::DeleteAcls { filters }).await {
+            ControllerResponse::AclsDeleted { results, .. } => Ok(results),
+            other => Err(topic_error(other)),
+        }
+    }
+
+    /// Sets and deletes SCRAM credentials (AlterUserScramCredentials); per user, `None` if its
+    /// changes were committed, else Kafka's error code and message.
+    pub async fn alter_scram_credentials(
+        &self,
+        upsertions: Vec<users::ScramUpsertion>,
+        deletions: Vec<users::ScramDeletion>,
+    ) -> Result<users::UserResults, TopicError> {
+        match self
+            .submit(ControllerRequest::AlterScramCredentials {
+                upsertions,
+                deletions,
+            })
+            .await
+        {
+            ControllerResponse::ScramResults { results, .. } => Ok(results),
+            other => Err(topic_error(other)),
+        }
+    }
+
     /// Registers this process as broker `node.id`; returns its broker epoch.
     pub async fn register_broker(
         &self,
@@ -760,6 +824,43 @@ impl Controller {
                 }
                 match self.commit(records).await {
                     Ok(index) => ControllerResponse::Elections { results, index },
+                    Err(answer) => answer,
+                }
+            }
+            ControllerRequest::AlterClientQuotas {
+                alterations,
+                validate_only,
+            } => {
+                let (records, results) = quotas::alter_client_quotas(&image, &alterations);
+                if validate_only || records.is_empty() {
+                    return ControllerResponse::QuotaResults {
+                        results,
+                        index: None,
+                    };
+                }
+                match self.commit(records).await {
+                    Ok(index) => ControllerResponse::QuotaResults { results, index },
+                    Err(answer) => answer,
+                }
+            }
+            ControllerRequest::CreateAcls { acls } => {
+                self.commit_done(acls::create_acls(&image, &acls)).await
+            }
+            ControllerRequest::DeleteAcls { filters } => {
+                let (records, results) = acls::delete_acls(&image, &filters);
+                match self.commit(records).await {
+                    Ok(index) => ControllerResponse::AclsDeleted { results, index },
+                    Err(answer) => answer,
+                }
+            }
+            ControllerRequest::AlterScramCredentials {
+                upsertions,
+                deletions,
+            } => {
+                let (records, results) =
+                    users::alter_scram_credentials(&image, &upsertions, &deletions);
+                match self.commit(records).await {
+                    Ok(index) => ControllerResponse::ScramResults { results, index },
                     Err(answer) => answer,
                 }
             }

@@ -13,9 +13,12 @@ use super::brokers::{
     BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRequestError,
 };
 use super::partitions::{ElectionOutcome, ReassignmentError};
+use super::quotas::{QuotaAlteration, QuotaResults};
+use super::users::{ScramDeletion, ScramUpsertion, UserResults};
 use super::{AlterPartitionError, ConfigOp, NewTopic, TopicError};
 use crate::metadata::TopicImage;
 use crate::replica::AlterPartition;
+use crate::security::authorizer::{AclBinding, AclBindingFilter};
 
 /// A request to the active controller.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -67,6 +70,30 @@ pub enum ControllerRequest {
     Reassign {
         /// The moves.
         moves: Vec<(String, i32, Option<Vec<i32>>)>,
+    },
+    /// AlterClientQuotas.
+    AlterClientQuotas {
+        /// Each entity's changes.
+        alterations: Vec<QuotaAlteration>,
+        /// Check only.
+        validate_only: bool,
+    },
+    /// AlterUserScramCredentials.
+    AlterScramCredentials {
+        /// Credentials to set.
+        upsertions: Vec<ScramUpsertion>,
+        /// Credentials to delete.
+        deletions: Vec<ScramDeletion>,
+    },
+    /// CreateAcls: ACLs checked by the broker that received them.
+    CreateAcls {
+        /// The ACLs.
+        acls: Vec<AclBinding>,
+    },
+    /// DeleteAcls.
+    DeleteAcls {
+        /// Which ACLs.
+        filters: Vec<AclBindingFilter>,
     },
     /// ElectLeaders (preferred): the given (topic, partition)s, or every partition.
     ElectPreferredLeaders {
@@ -133,6 +160,27 @@ pub enum ControllerResponse {
         /// Where the elections were committed.
         index: Option<u64>,
     },
+    /// Client quota changes, per entity.
+    QuotaResults {
+        /// Per entity: `None` if taken, else (error code, message).
+        results: QuotaResults,
+        /// Where they were committed.
+        index: Option<u64>,
+    },
+    /// SCRAM credential changes, per user.
+    ScramResults {
+        /// Per user: `None` if taken, else (error code, message).
+        results: UserResults,
+        /// Where they were committed.
+        index: Option<u64>,
+    },
+    /// ACLs deleted, per filter.
+    AclsDeleted {
+        /// The ACLs each filter deleted.
+        results: Vec<Vec<AclBinding>>,
+        /// Where the deletions were committed.
+        index: Option<u64>,
+    },
     /// A topic request was refused.
     TopicError(TopicError),
     /// An ISR change was refused.
@@ -159,7 +207,10 @@ impl ControllerResponse {
             | ControllerResponse::Registered { index, .. }
             | ControllerResponse::Heartbeat { index, .. }
             | ControllerResponse::Elections { index, .. }
-            | ControllerResponse::Reassignments { index, .. } => *index,
+            | ControllerResponse::Reassignments { index, .. }
+            | ControllerResponse::ScramResults { index, .. }
+            | ControllerResponse::QuotaResults { index, .. }
+            | ControllerResponse::AclsDeleted { index, .. } => *index,
             _ => None,
         }
     }

@@ -50,7 +50,7 @@ mod snapshot;
 mod state_machine;
 mod type_config;
 mod validate;
-mod wire;
+pub(crate) mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -172,6 +172,8 @@ pub struct QuorumConfig {
     /// A single-node broker's metadata log (`<data_dir>/__cluster_metadata-0/metadata.log`)
     /// to import on first start; see [`MetadataQuorum::import_legacy`].
     pub legacy_log: Option<PathBuf>,
+    /// TLS and SASL of the controller listener, when it speaks them.
+    pub security: Option<Arc<crate::security::controller_security::ControllerSecurity>>,
 }
 
 impl QuorumConfig {
@@ -194,6 +196,7 @@ impl QuorumConfig {
             rpc_timeout: Duration::from_secs(5),
             propose_timeout: Duration::from_secs(10),
             legacy_log: None,
+            security: None,
         }
     }
 
@@ -402,7 +405,8 @@ impl MetadataQuorum {
         let (log_store, storage_closed) = LogStore::open(&config.dir.join(LOG_FILE))?;
         let (state_machine, applied) = StateMachineStore::open(SnapshotFile::new(&config.dir))?;
         let voters = Arc::new(config.voters.clone());
-        let network = network::NetworkFactory::new(config.node_id, voters.clone());
+        let network =
+            network::NetworkFactory::new(config.node_id, voters.clone(), config.security.clone());
         let raft = Raft::new(
             config.node_id,
             raft_config,
@@ -432,6 +436,7 @@ impl MetadataQuorum {
             tasks.push(server::spawn(
                 listener,
                 server::Context {
+                    security: config.security.clone(),
                     raft: raft.clone(),
                     voters: voters.clone(),
                     app: app.clone(),
@@ -449,6 +454,7 @@ impl MetadataQuorum {
                 config.node_id,
                 config.voters.clone(),
                 config.rpc_timeout,
+                config.security.clone(),
             )),
             raft: Some(raft),
             applied,
@@ -483,6 +489,7 @@ impl MetadataQuorum {
             config.node_id,
             config.voters.clone(),
             config.rpc_timeout,
+            config.security.clone(),
         ));
         let (applied_tx, applied) = watch::channel(AppliedImage {
             image: Arc::new(MetadataImage::default()),

@@ -26,9 +26,12 @@ use tokio::net::TcpStream;
 
 use super::type_config::{LogIndex, NodeId, TypeConfig};
 use super::wire::{
-    read_frame, write_frame, MetadataFetchResponse, RequestFrame, RpcRequest, RpcResponse,
+    read_frame, write_frame, ControllerStream, MetadataFetchResponse, RequestFrame, RpcRequest,
+    RpcResponse,
 };
 use super::QuorumError;
+use crate::security::controller_security::ControllerSecurity;
+use crate::security::sasl_login::SaslLogin;
 
 /// Why one exchange failed, before it is mapped to openraft's or our error type.
 #[derive(Debug)]
@@ -42,21 +45,38 @@ enum SendError {
 }
 
 /// One lazily made, reused connection to a peer.
-#[derive(Debug)]
 struct Channel {
     from: NodeId,
     target: NodeId,
     addr: Option<SocketAddr>,
-    conn: Option<TcpStream>,
+    conn: Option<ControllerStream>,
+    security: Option<Arc<ControllerSecurity>>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("from", &self.from)
+            .field("target", &self.target)
+            .field("addr", &self.addr)
+            .field("connected", &self.conn.is_some())
+            .finish()
+    }
 }
 
 impl Channel {
-    fn new(from: NodeId, target: NodeId, addr: Option<SocketAddr>) -> Self {
+    fn new(
+        from: NodeId,
+        target: NodeId,
+        addr: Option<SocketAddr>,
+        security: Option<Arc<ControllerSecurity>>,
+    ) -> Self {
         Channel {
             from,
             target,
             addr,
             conn: None,
+            security,
         }
     }
 
@@ -71,12 +91,7 @@ impl Channel {
         body: RpcRequest,
         ttl: Duration,
     ) -> Result<RpcResponse, SendError> {
-        let frame = RequestFrame {
-            from: self.from,
-            body,
-        };
-        let bytes =
-            serde_json::to_vec(&frame).map_err(|e| SendError::Network(io::Error::other(e)))?;
+        let bytes = self.frame(body)?;
         let conn = self.conn.take();
         match tokio::time::timeout(ttl, self.exchange_on(conn, &bytes)).await {
             Ok(Ok((conn, response))) => {
@@ -91,49 +106,112 @@ impl Channel {
     /// One exchange on `conn` (or a new connection); returns the connection for reuse.
     async fn exchange_on(
         &self,
-        conn: Option<TcpStream>,
+        conn: Option<ControllerStream>,
         bytes: &[u8],
-    ) -> Result<(TcpStream, RpcResponse), SendError> {
+    ) -> Result<(ControllerStream, RpcResponse), SendError> {
         let mut conn = match conn {
             Some(conn) => conn,
-            None => {
-                let addr = self.addr.ok_or_else(|| {
-                    SendError::Unreachable(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("no address for node {}", self.target),
-                    ))
-                })?;
-                let stream = TcpStream::connect(addr)
-                    .await
-                    .map_err(SendError::Unreachable)?;
-                // Raft RPCs are small and latency-bound.
-                stream.set_nodelay(true).map_err(SendError::Unreachable)?;
-                stream
-            }
+            None => self.connect().await?,
         };
-        write_frame(&mut conn, bytes)
-            .await
-            .map_err(SendError::Network)?;
-        let body = read_frame(&mut conn)
-            .await
-            .map_err(SendError::Network)?
-            .ok_or_else(|| {
-                SendError::Network(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed before the answer",
-                ))
-            })?;
-        let response: RpcResponse = serde_json::from_slice(&body)
-            .map_err(|e| SendError::Network(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-        if let RpcResponse::Refused(why) = response {
-            // The server closes after refusing; back off as if it were unreachable.
-            return Err(SendError::Unreachable(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!("node {} refused: {why}", self.target),
-            )));
-        }
+        let response = round_trip(&mut conn, bytes, self.target).await?;
         Ok((conn, response))
     }
+
+    /// A new connection to the target, secured and logged in as the listener asks.
+    async fn connect(&self) -> Result<ControllerStream, SendError> {
+        let addr = self.addr.ok_or_else(|| {
+            SendError::Unreachable(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no address for node {}", self.target),
+            ))
+        })?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(SendError::Unreachable)?;
+        // Raft RPCs are small and latency-bound.
+        stream.set_nodelay(true).map_err(SendError::Unreachable)?;
+        let Some(security) = &self.security else {
+            return Ok(Box::new(stream));
+        };
+        let mut conn = security
+            .connect(addr, stream)
+            .await
+            .map_err(SendError::Unreachable)?;
+        if let Some(login) = security.login() {
+            self.login(&mut conn, login).await?;
+        }
+        Ok(conn)
+    }
+
+    /// The SASL login on a new connection: the handshake naming the mechanism, then its tokens
+    /// until the exchange completes. A refusal (wrong password, mechanism not enabled) is
+    /// `Unreachable`: openraft backs off, and the controller has logged why.
+    async fn login(&self, conn: &mut ControllerStream, login: &SaslLogin) -> Result<(), SendError> {
+        let refused = |why: String| {
+            SendError::Unreachable(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("login to node {} failed: {why}", self.target),
+            ))
+        };
+        let handshake = self.frame(RpcRequest::SaslHandshake {
+            mechanism: login.mechanism.name().to_string(),
+        })?;
+        match round_trip(conn, &handshake, self.target).await? {
+            RpcResponse::SaslHandshake => {}
+            _ => return Err(refused("answer of the wrong kind to the handshake".into())),
+        }
+        let (mut exchange, mut token) = login.begin();
+        loop {
+            let request = self.frame(RpcRequest::SaslAuthenticate(token))?;
+            let RpcResponse::SaslAuthenticate(answer) =
+                round_trip(conn, &request, self.target).await?
+            else {
+                return Err(refused("answer of the wrong kind to a login token".into()));
+            };
+            match exchange.next(&answer).map_err(refused)? {
+                Some(next) => token = next,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// `body` as this member's request frame.
+    fn frame(&self, body: RpcRequest) -> Result<Vec<u8>, SendError> {
+        serde_json::to_vec(&RequestFrame {
+            from: self.from,
+            body,
+        })
+        .map_err(|e| SendError::Network(io::Error::other(e)))
+    }
+}
+
+/// Writes one request and reads its answer; a refusal (the server then closes) is
+/// `Unreachable`.
+async fn round_trip(
+    conn: &mut ControllerStream,
+    bytes: &[u8],
+    target: NodeId,
+) -> Result<RpcResponse, SendError> {
+    write_frame(conn, bytes).await.map_err(SendError::Network)?;
+    let body = read_frame(conn)
+        .await
+        .map_err(SendError::Network)?
+        .ok_or_else(|| {
+            SendError::Network(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before the answer",
+            ))
+        })?;
+    let response: RpcResponse = serde_json::from_slice(&body)
+        .map_err(|e| SendError::Network(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+    if let RpcResponse::Refused(why) = response {
+        // The server closes after refusing; back off as if it were unreachable.
+        return Err(SendError::Unreachable(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("node {target} refused: {why}"),
+        )));
+    }
+    Ok(response)
 }
 
 /// Makes openraft's per-peer clients; knows every voter's address.
@@ -141,12 +219,22 @@ impl Channel {
 pub struct NetworkFactory {
     from: NodeId,
     voters: Arc<BTreeMap<NodeId, SocketAddr>>,
+    security: Option<Arc<ControllerSecurity>>,
 }
 
 impl NetworkFactory {
-    /// A factory for node `from` of the quorum `voters`.
-    pub fn new(from: NodeId, voters: Arc<BTreeMap<NodeId, SocketAddr>>) -> Self {
-        NetworkFactory { from, voters }
+    /// A factory for node `from` of the quorum `voters`, connecting with `security` when
+    /// given.
+    pub fn new(
+        from: NodeId,
+        voters: Arc<BTreeMap<NodeId, SocketAddr>>,
+        security: Option<Arc<ControllerSecurity>>,
+    ) -> Self {
+        NetworkFactory {
+            from,
+            voters,
+            security,
+        }
     }
 }
 
@@ -162,7 +250,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             .copied()
             .or_else(|| node.addr.parse().ok());
         PeerClient {
-            channel: Channel::new(self.from, target, addr),
+            channel: Channel::new(self.from, target, addr, self.security.clone()),
         }
     }
 }
@@ -276,16 +364,24 @@ pub struct ControllerClient {
     /// Metadata fetches are long polls: on connections of their own, so that they never hold
     /// up an application call queued behind them.
     fetch_channels: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Channel>>>>,
+    /// TLS and SASL toward the controllers, when their listener speaks them.
+    security: Option<Arc<ControllerSecurity>>,
 }
 
 impl ControllerClient {
     /// A client that calls as node `from`, to the controllers at `voters`, each call bounded by
     /// `timeout`.
-    pub fn new(from: NodeId, voters: BTreeMap<NodeId, SocketAddr>, timeout: Duration) -> Self {
+    pub fn new(
+        from: NodeId,
+        voters: BTreeMap<NodeId, SocketAddr>,
+        timeout: Duration,
+        security: Option<Arc<ControllerSecurity>>,
+    ) -> Self {
         ControllerClient {
             from,
             voters: Arc::new(voters),
             timeout,
+            security,
             channels: Mutex::new(HashMap::new()),
             fetch_channels: Mutex::new(HashMap::new()),
         }
@@ -358,6 +454,7 @@ impl ControllerClient {
                     self.from,
                     node,
                     Some(addr),
+                    self.security.clone(),
                 )))
             })
             .clone())
@@ -401,7 +498,7 @@ mod tests {
             l.local_addr().unwrap()
         };
         let mut client = PeerClient {
-            channel: Channel::new(1, 2, Some(closed)),
+            channel: Channel::new(1, 2, Some(closed), None),
         };
         let option = RPCOption::new(Duration::from_secs(2));
         match client.vote(vote_request(), option).await {
@@ -418,7 +515,7 @@ mod tests {
             drop(conn);
         });
         let mut client = PeerClient {
-            channel: Channel::new(1, 2, Some(addr)),
+            channel: Channel::new(1, 2, Some(addr), None),
         };
         let option = RPCOption::new(Duration::from_millis(200));
         match client.vote(vote_request(), option).await {
@@ -437,7 +534,7 @@ mod tests {
             drop(conn);
         });
         let mut client = PeerClient {
-            channel: Channel::new(1, 2, Some(addr)),
+            channel: Channel::new(1, 2, Some(addr), None),
         };
         let call = client.vote(vote_request(), RPCOption::new(Duration::from_secs(10)));
         assert!(tokio::time::timeout(Duration::from_millis(200), call)
@@ -455,7 +552,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(30)).await;
         });
         let mut client = PeerClient {
-            channel: Channel::new(1, 2, Some(addr)),
+            channel: Channel::new(1, 2, Some(addr), None),
         };
         match client
             .vote(vote_request(), RPCOption::new(Duration::from_secs(2)))

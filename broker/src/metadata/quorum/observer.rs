@@ -154,7 +154,7 @@ fn apply(
                 return Ok(());
             }
             applied.send_replace(AppliedImage {
-                image: Arc::new(image),
+                image: Arc::new(*image),
                 index: Some(index),
             });
             Ok(())
@@ -212,12 +212,20 @@ mod tests {
             Some(4),
             MetadataUpdate::Image {
                 index: 3,
-                image: image.clone(),
+                image: Box::new(image.clone()),
             },
         )
         .unwrap();
         assert_eq!(applied.borrow().index, None, "older than what we have");
-        apply(&applied, Some(4), MetadataUpdate::Image { index: 9, image }).unwrap();
+        apply(
+            &applied,
+            Some(4),
+            MetadataUpdate::Image {
+                index: 9,
+                image: Box::new(image),
+            },
+        )
+        .unwrap();
         assert_eq!(applied.borrow().index, Some(9));
         assert_eq!(applied.borrow().image.cluster_id(), Some("new"));
     }

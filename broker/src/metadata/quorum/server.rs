@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::raft::AppendEntriesResponse;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 use tokio::sync::watch;
@@ -24,10 +24,11 @@ use super::state_machine::StateMachineStore;
 use super::type_config::{LogIndex, NodeId, Raft};
 use super::validate::check_request;
 use super::wire::{
-    read_frame, write_frame, MetadataFetchResponse, MetadataUpdate, RequestFrame, RpcRequest,
-    RpcResponse,
+    read_frame, write_frame, ControllerStream, MetadataFetchResponse, MetadataUpdate, RequestFrame,
+    RpcRequest, RpcResponse,
 };
 use super::{LeaderContact, LeaderState};
+use crate::security::Authenticator;
 
 /// A boxed, sendable future: lets [`ControllerRpcHandler`] be a trait object without
 /// `async-trait`.
@@ -65,6 +66,8 @@ pub struct Context {
     pub state: StateMachineStore,
     /// The active leader as this voter knows it, told to observers.
     pub leader: watch::Receiver<LeaderState>,
+    /// TLS and SASL, when the controller listener speaks them.
+    pub security: Option<Arc<crate::security::controller_security::ControllerSecurity>>,
     /// Where accepted AppendEntries are noted (see [`LeaderContact`]).
     pub leader_contact: Arc<std::sync::Mutex<Option<LeaderContact>>>,
 }
@@ -72,6 +75,7 @@ pub struct Context {
 /// Serves the controller protocol on `listener` until the returned task is aborted; aborting it
 /// also closes every connection it accepted.
 pub fn spawn(listener: TcpListener, context: Context) -> JoinHandle<()> {
+    // (With TLS, each connection's handshake runs on its own task, bounded in time.)
     let context = Arc::new(context);
     tokio::spawn(async move {
         // Owned here so that aborting the accept loop drops (and so aborts) the connections.
@@ -81,7 +85,31 @@ pub fn spawn(listener: TcpListener, context: Context) -> JoinHandle<()> {
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let context = context.clone();
-                    connections.spawn(serve(stream, peer, context));
+                    connections.spawn(async move {
+                        let _ = stream.set_nodelay(true);
+                        let stream: ControllerStream = match &context.security {
+                            None => Box::new(stream),
+                            Some(security) => {
+                                let handshake = tokio::time::timeout(
+                                    crate::security::tls::HANDSHAKE_TIMEOUT,
+                                    security.accept(stream),
+                                )
+                                .await;
+                                match handshake {
+                                    Ok(Ok(stream)) => stream,
+                                    Ok(Err(e)) => {
+                                        tracing::warn!(%peer, error = %e, "controller connection refused: TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::warn!(%peer, "controller connection refused: no TLS handshake in time");
+                                        return;
+                                    }
+                                }
+                            }
+                        };
+                        serve(stream, peer, context).await;
+                    });
                 }
                 Err(e) => {
                     // Out of descriptors and the like: transient; don't spin.
@@ -93,8 +121,12 @@ pub fn spawn(listener: TcpListener, context: Context) -> JoinHandle<()> {
     })
 }
 
-async fn serve(mut stream: TcpStream, peer: SocketAddr, context: Arc<Context>) {
-    let _ = stream.set_nodelay(true);
+async fn serve(mut stream: ControllerStream, peer: SocketAddr, context: Arc<Context>) {
+    // On a SASL listener, nothing but the login is served until it completes.
+    let mut login = context
+        .security
+        .as_ref()
+        .and_then(|security| security.authenticator(peer));
     loop {
         let body = match read_frame(&mut stream).await {
             Ok(Some(body)) => body,
@@ -111,7 +143,10 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, context: Arc<Context>) {
                 return;
             }
         };
-        let (response, keep_open) = answer(&context, frame).await;
+        let (response, keep_open) = match authenticate(&context, login.as_mut(), &frame) {
+            Some(answer) => answer,
+            None => answer(&context, frame).await,
+        };
         let bytes = match serde_json::to_vec(&response) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -126,6 +161,73 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, context: Arc<Context>) {
         if !keep_open {
             return;
         }
+    }
+}
+
+/// The login's part in one request: the answer to a SASL frame, or a refusal for a request
+/// before the login completed; `None` when the request is to be served. `login` is the
+/// connection's SASL state (`None`: the listener does not speak SASL).
+fn authenticate(
+    context: &Context,
+    login: Option<&mut Authenticator>,
+    frame: &RequestFrame,
+) -> Option<(RpcResponse, bool)> {
+    let refuse = |why: String| Some((RpcResponse::Refused(why), false));
+    let Some(login) = login else {
+        return match frame.body {
+            RpcRequest::SaslHandshake { .. } | RpcRequest::SaslAuthenticate(_) => {
+                refuse("the controller listener does not speak SASL".into())
+            }
+            _ => None,
+        };
+    };
+    let security = context.security.as_ref()?;
+    match &frame.body {
+        RpcRequest::SaslHandshake { mechanism } => {
+            let outcome = login.handshake(mechanism, 1);
+            if outcome.error_code != 0 {
+                tracing::warn!(from = frame.from, %mechanism, "controller login refused: mechanism not enabled");
+                return refuse(format!(
+                    "SASL mechanism {mechanism} is not enabled on the controller listener (it offers {:?})",
+                    outcome.mechanisms
+                ));
+            }
+            Some((RpcResponse::SaslHandshake, true))
+        }
+        RpcRequest::SaslAuthenticate(token) => {
+            let image = context.state.subscribe().borrow().image.clone();
+            let outcome = login.authenticate(
+                token,
+                &security.credentials(&image),
+                std::time::Instant::now(),
+            );
+            if outcome.error_code != 0 {
+                // The authenticator logged who failed and why.
+                return refuse(
+                    outcome
+                        .error_message
+                        .unwrap_or_else(|| "SASL authentication failed".into()),
+                );
+            }
+            if outcome.completed {
+                let session = login.session();
+                if !security.may_serve(session, &image) {
+                    return refuse(format!(
+                        "{} is not authorized for CLUSTER_ACTION on the cluster",
+                        session.principal
+                    ));
+                }
+                tracing::debug!(from = frame.from, principal = %session.principal, "controller connection logged in");
+            }
+            Some((RpcResponse::SaslAuthenticate(outcome.auth_bytes), true))
+        }
+        _ => match login.admit(false, std::time::Instant::now()) {
+            Ok(()) => None,
+            Err(why) => {
+                tracing::warn!(from = frame.from, %why, "closing controller connection");
+                refuse(why.to_string())
+            }
+        },
     }
 }
 
@@ -170,6 +272,13 @@ async fn answer(context: &Context, frame: RequestFrame) -> (RpcResponse, bool) {
         RpcRequest::FetchMetadata { after, max_wait_ms } => {
             let wait = Duration::from_millis(max_wait_ms).min(MAX_FETCH_WAIT);
             RpcResponse::Metadata(fetch_metadata(context, after, wait).await)
+        }
+        // Answered by `authenticate` before a request gets here.
+        RpcRequest::SaslHandshake { .. } | RpcRequest::SaslAuthenticate(_) => {
+            return (
+                RpcResponse::Refused("a SASL frame out of place".into()),
+                false,
+            )
         }
     };
     (response, true)

@@ -142,7 +142,7 @@ impl StateMachineStore {
         }
         MetadataUpdate::Image {
             index: last,
-            image: (*applied.image).clone(),
+            image: Box::new((*applied.image).clone()),
         }
     }
 

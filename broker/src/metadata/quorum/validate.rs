@@ -75,7 +75,10 @@ pub fn check_request(from: NodeId, request: &RpcRequest) -> Result<(), String> {
             }
             Ok(())
         }
-        RpcRequest::Application(_) | RpcRequest::FetchMetadata { .. } => Ok(()),
+        RpcRequest::Application(_)
+        | RpcRequest::FetchMetadata { .. }
+        | RpcRequest::SaslHandshake { .. }
+        | RpcRequest::SaslAuthenticate(_) => Ok(()),
     }
 }
 

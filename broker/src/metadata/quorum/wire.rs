@@ -56,6 +56,15 @@ pub enum RpcRequest {
         /// How long the server may hold the request when there is nothing new.
         max_wait_ms: u64,
     },
+    /// On a SASL controller listener, the first request of a connection: the mechanism the
+    /// member logs in with (Kafka's SaslHandshake).
+    SaslHandshake {
+        /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+        mechanism: String,
+    },
+    /// One token of the login (Kafka's SaslAuthenticate); nothing else is served on the
+    /// connection until the login completes.
+    SaslAuthenticate(Vec<u8>),
 }
 
 /// The answer to an [`RpcRequest`] of the same name.
@@ -73,8 +82,14 @@ pub enum RpcResponse {
     Application(Vec<u8>),
     /// Answer to [`RpcRequest::FetchMetadata`].
     Metadata(MetadataFetchResponse),
-    /// The server will not serve this sender (not a voter, or no application handler); it
-    /// closes the connection after this answer.
+    /// Answer to [`RpcRequest::SaslHandshake`]: the mechanism is taken (a refusal is
+    /// [`RpcResponse::Refused`]).
+    SaslHandshake,
+    /// Answer to [`RpcRequest::SaslAuthenticate`]: the server's bytes for the client (a
+    /// failed login is [`RpcResponse::Refused`]).
+    SaslAuthenticate(Vec<u8>),
+    /// The server will not serve this sender (not a voter, not logged in, a failed login);
+    /// it closes the connection after this answer.
     Refused(String),
 }
 
@@ -104,10 +119,17 @@ pub enum MetadataUpdate {
     Image {
         /// The last index applied into `image`.
         index: LogIndex,
-        /// The image.
-        image: MetadataImage,
+        /// The image (boxed: it dwarfs the other variants).
+        image: Box<MetadataImage>,
     },
 }
+
+/// A connection of the controller protocol: TCP, or TLS over TCP (SSL controller listener).
+pub trait ControllerIo: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> ControllerIo for T {}
+
+/// A boxed [`ControllerIo`].
+pub type ControllerStream = Box<dyn ControllerIo>;
 
 /// Writes one frame: length and body in a single write, so a frame is never interleaved.
 pub async fn write_frame<W: AsyncWrite + Unpin>(out: &mut W, body: &[u8]) -> io::Result<()> {
