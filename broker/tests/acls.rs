@@ -571,11 +571,11 @@ async fn without_an_authorizer_everything_is_allowed_and_acl_apis_say_security_d
     );
 }
 
-#[tokio::test]
-async fn a_transactions_partition_without_write_fails_its_records_and_the_transaction_aborts() {
-    use millrace_client::{Producer, ProducerConfig, ProducerRecord};
-    let dir = tempfile::tempdir().unwrap();
-    let broker = broker(dir.path(), true).await;
+/// A broker with the authorizer on, topics `allowed` and `denied`, and a transactional
+/// producer (id `tx`) of alice, who may write to `allowed` and only describe `denied`.
+async fn transactional_alice(dir: &Path) -> (RunningBroker, Admin, millrace_client::Producer) {
+    use millrace_client::{Producer, ProducerConfig};
+    let broker = broker(dir, true).await;
     let admin = admin(&broker).await;
     for topic in ["allowed", "denied"] {
         admin.create_topic(NewTopic::new(topic, 1)).await.unwrap();
@@ -609,6 +609,14 @@ async fn a_transactions_partition_without_write_fails_its_records_and_the_transa
         .build()
         .unwrap();
     let producer = Producer::connect(config).await.unwrap();
+    (broker, admin, producer)
+}
+
+#[tokio::test]
+async fn a_transactions_partition_without_write_fails_its_records_and_the_transaction_aborts() {
+    use millrace_client::ProducerRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, admin, producer) = transactional_alice(dir.path()).await;
 
     producer.begin_transaction().unwrap();
     // The sends return at once: their partitions join the transaction in the background.
@@ -640,5 +648,69 @@ async fn a_transactions_partition_without_write_fails_its_records_and_the_transa
         .unwrap();
     producer.commit_transaction().await.unwrap();
     delivered.await.unwrap();
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn a_failed_send_of_a_transaction_committing_in_the_background_aborts_it_and_the_next() {
+    use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
+    use millrace_client::{IsolationLevel, ProducerRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, admin, producer) = transactional_alice(dir.path()).await;
+
+    producer.begin_transaction().unwrap();
+    let _to_allowed = producer
+        .send(ProducerRecord::new("allowed", "a"))
+        .await
+        .unwrap();
+    let to_denied = producer
+        .send(ProducerRecord::new("denied", "d"))
+        .await
+        .unwrap();
+    // Handed over before the refusal comes back (the batch is still lingering), so the
+    // background commit meets it; if it came first, nothing is handed over.
+    let outcome = match producer.commit_and_begin_transaction().await {
+        Ok(pending) => pending.await,
+        Err(error) => Err(error),
+    };
+    assert!(
+        outcome.is_err(),
+        "a transaction with a failed send committed"
+    );
+    assert!(to_denied.await.is_err());
+    // Whichever transaction is open now can only abort.
+    assert!(producer.commit_transaction().await.is_err());
+    producer.abort_transaction().await.unwrap();
+
+    producer.begin_transaction().unwrap();
+    let delivered = producer
+        .send(ProducerRecord::new("allowed", "b"))
+        .await
+        .unwrap();
+    producer.commit_transaction().await.unwrap();
+    delivered.await.unwrap();
+    assert_eq!(log_end(&admin, "denied").await, 0, "nothing was written");
+
+    let config = ConsumerConfig::builder(client_as(&broker, "admin"))
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .build()
+        .unwrap();
+    let mut consumer = Consumer::connect(config).await.unwrap();
+    let allowed = [TopicPartition::new("allowed", 0)];
+    consumer.assign(&allowed).unwrap();
+    consumer.seek_to_beginning(&allowed).unwrap();
+    let mut values = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while values.is_empty() && std::time::Instant::now() < deadline {
+        for record in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+            values.push(record.value.unwrap_or_default());
+        }
+    }
+    assert_eq!(
+        values,
+        [Bytes::from_static(b"b")],
+        "the aborted \"a\" was read"
+    );
     producer.close().await;
 }

@@ -58,7 +58,7 @@ pub mod consumer;
 pub use admin::Admin;
 pub mod producer;
 pub use producer::{
-    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    Acks, DeliveryFuture, PendingCommit, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
 pub use record::Compression;
 pub mod record;

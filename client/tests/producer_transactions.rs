@@ -374,3 +374,50 @@ async fn on_transaction_version_2_each_transaction_ends_at_a_new_epoch() {
     producer.close().await;
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_begun_while_the_one_before_commits_is_written_after_that_commit() {
+    let (broker, admin) = setup().await;
+    let producer = producer(&broker, "overlap").await;
+    producer.begin_transaction().unwrap();
+    send(&producer, "c1").await;
+    send(&producer, "c2").await;
+    let first = producer.commit_and_begin_transaction().await.unwrap();
+    // Sent while the first commits: they must wait for its end, or they would join it (the
+    // first write of a partition adds it to the coordinator's open transaction) and commit
+    // with it instead of being aborted here.
+    send(&producer, "a1").await;
+    send(&producer, "a2").await;
+    producer.abort_transaction().await.unwrap();
+    first.await.unwrap();
+    producer.begin_transaction().unwrap();
+    send(&producer, "c3").await;
+    let second = producer.commit_and_begin_transaction().await.unwrap();
+    send(&producer, "c4").await;
+    producer.commit_transaction().await.unwrap();
+    second.await.unwrap();
+
+    assert_eq!(
+        consume(&broker, IsolationLevel::ReadCommitted, 4).await,
+        ["c1", "c2", "c3", "c4"]
+    );
+    let (lso, hw, aborted) = read_committed(&broker).await;
+    // c1 c2 | commit | a1 a2 | abort | c3 | commit | c4 | commit
+    assert_eq!((lso, hw), (10, 10));
+    assert_eq!(aborted, vec![3]);
+    let t0 = TopicPartition::new("t", 0);
+    let producers = admin
+        .describe_producers(std::slice::from_ref(&t0))
+        .await
+        .unwrap();
+    let state = producers[&t0]
+        .iter()
+        .find(|p| p.producer_id == producer.producer_id())
+        .expect("the producer wrote to t-0");
+    assert_eq!(
+        state.producer_epoch, 4,
+        "four transactions ended: {state:?}"
+    );
+    producer.close().await;
+    broker.shutdown().await;
+}

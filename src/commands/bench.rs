@@ -132,6 +132,10 @@ pub struct ProduceBench {
     /// records become visible to read_committed consumers at each commit.
     #[arg(long, value_name = "RECORDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub transactional: Option<u64>,
+    /// With --transactional: begin each transaction while the one before it commits
+    /// (`commit_and_begin_transaction`) instead of waiting for the commit.
+    #[arg(long, requires = "transactional")]
+    pub overlap_commits: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -220,9 +224,12 @@ async fn produce(connect: &ConnectArgs, args: ProduceBench) -> anyhow::Result<()
         let value = value.clone();
         let bar = bar.clone();
         let watch = watch.clone();
-        let transaction_size = args.transactional;
+        let transactions = args.transactional.map(|size| Transactions {
+            size,
+            overlap_commits: args.overlap_commits,
+        });
         workers.push(tokio::spawn(async move {
-            produce_worker(config, topic, value, share, transaction_size, bar, &watch).await
+            produce_worker(config, topic, value, share, transactions, bar, &watch).await
         }));
     }
     // Says why when acknowledgements stop, and gives up after --timeout.
@@ -265,16 +272,25 @@ async fn produce(connect: &ConnectArgs, args: ProduceBench) -> anyhow::Result<()
 /// Delivery futures handed to the collector at a time.
 const CHUNK: usize = 1024;
 
+/// How a benchmark producer uses transactions.
+#[derive(Clone, Copy)]
+struct Transactions {
+    /// Records per transaction.
+    size: u64,
+    /// Begin each transaction while the one before it commits.
+    overlap_commits: bool,
+}
+
 /// One producer's share: sends as fast as buffer memory allows; a collector task awaits the
 /// delivery futures in order and records each record's latency (send to acknowledgement).
-/// With `transaction_size`, the records go in transactions of that many, each committed
-/// before the next begins.
+/// With `transactions`, the records go in transactions of that many, each committed before
+/// the next begins or while it fills.
 async fn produce_worker(
     config: ProducerConfig,
     topic: String,
     value: Bytes,
     count: u64,
-    transaction_size: Option<u64>,
+    transactions: Option<Transactions>,
     bar: Arc<ProgressBar>,
     watch: &ProduceWatch,
 ) -> anyhow::Result<Histogram<u64>> {
@@ -320,21 +336,33 @@ async fn produce_worker(
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut sent = Instant::now();
     let mut in_transaction = 0u64;
+    let mut open = false;
+    let mut pending_commit = None;
     for i in 0..count {
         if i % CLOCK_EVERY == 0 {
             sent = Instant::now();
         }
-        if transaction_size.is_some() && in_transaction == 0 {
+        if transactions.is_some() && !open {
             producer.begin_transaction()?;
+            open = true;
         }
         let future = producer
             .send(ProducerRecord::new(&topic, value.clone()))
             .await?;
-        if let Some(size) = transaction_size {
+        if let Some(transactions) = transactions {
             in_transaction += 1;
-            if in_transaction == size {
-                producer.commit_transaction().await?;
+            if in_transaction == transactions.size {
                 in_transaction = 0;
+                if transactions.overlap_commits {
+                    let pending = producer.commit_and_begin_transaction().await?;
+                    // Settled by the call above: its outcome is known.
+                    if let Some(previous) = pending_commit.replace(pending) {
+                        previous.await?;
+                    }
+                } else {
+                    producer.commit_transaction().await?;
+                    open = false;
+                }
             }
         }
         chunk.push((sent, future));
@@ -351,8 +379,11 @@ async fn produce_worker(
         let _ = tx.send(chunk).await;
     }
     drop(tx);
-    if in_transaction > 0 {
+    if open {
         producer.commit_transaction().await?;
+    }
+    if let Some(pending) = pending_commit {
+        pending.await?;
     }
     producer.flush().await;
     let histogram = collector.await??;

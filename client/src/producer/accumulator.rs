@@ -36,10 +36,13 @@ pub(crate) struct ProducerBatch {
     pub(crate) sent_to: Option<i32>,
     /// Bytes of `buffer_memory` this batch holds, given back on completion.
     pub(crate) memory: usize,
+    /// The transaction its records belong to (0 without transactions): a batch holds one
+    /// transaction's records, and goes only once the transaction before its own has ended.
+    pub(crate) generation: u64,
 }
 
 impl ProducerBatch {
-    pub(crate) fn new(topic: Arc<str>, partition: i32, capacity: usize) -> Self {
+    pub(crate) fn new(topic: Arc<str>, partition: i32, capacity: usize, generation: u64) -> Self {
         ProducerBatch {
             topic,
             partition,
@@ -54,6 +57,7 @@ impl ProducerBatch {
             last_error: None,
             sent_to: None,
             memory: 0,
+            generation,
         }
     }
 

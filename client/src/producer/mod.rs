@@ -25,6 +25,7 @@ use tokio::sync::{Notify, Semaphore};
 
 pub use config::{Acks, ProducerConfig, ProducerConfigBuilder};
 pub use record::{DeliveryFuture, ProducerRecord, RecordMetadata};
+pub use transaction::PendingCommit;
 
 use crate::error::{check, ClientError, Result};
 use crate::network::cluster::Cluster;
@@ -89,10 +90,30 @@ impl Shared {
         })
     }
 
-    /// A batch failed for good: a transaction it belonged to can only abort.
-    pub(crate) fn note_failed_batch(&self, error: &ClientError) {
+    /// The transaction new records belong to (0 without transactions).
+    pub(crate) fn generation(&self) -> u64 {
+        self.transaction.as_ref().map_or(0, |t| t.generation())
+    }
+
+    /// A batch failed for good: the transaction it belonged to can only abort.
+    pub(crate) fn note_failed_batch(&self, error: &ClientError, generation: u64) {
         if let Some(txn) = &self.transaction {
-            txn.note_failed_batch(error);
+            txn.note_failed_batch(error, generation);
+        }
+    }
+
+    /// Every partition's sequences start again at 0 (a transaction ended at a new epoch, on
+    /// transaction version 2), and each partition sends one batch at a time until the leader
+    /// has acknowledged one at the new epoch. Nothing of the producer is in flight then: a
+    /// transaction's end waits for its batches, and the next one's wait for its end.
+    pub(crate) fn restart_sequences(&self) {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        for topic in topics.values() {
+            for queue in &topic.partitions {
+                let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+                queue.next_sequence = 0;
+                queue.acknowledged = false;
+            }
         }
     }
 }
@@ -287,6 +308,21 @@ impl Producer {
             let mut queue = topic.partitions[partition]
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
+            // A batch holds one transaction's records: the first record of a transaction
+            // begun while the one before it commits closes that one's batch.
+            let generation = shared.generation();
+            if queue
+                .open
+                .as_ref()
+                .is_some_and(|b| b.generation != generation)
+            {
+                if let Some(previous) = queue.open.take() {
+                    queue.last_batch_bytes = previous.builder.as_ref().map_or(0, |b| b.size());
+                    queue.ready.push_back(previous);
+                    closed_batch = true;
+                    wake = true;
+                }
+            }
             let record_len = queue
                 .open
                 .as_ref()
@@ -322,8 +358,12 @@ impl Producer {
                     topic.name.clone(),
                     partition as i32,
                     capacity,
+                    generation,
                 ));
                 shared.incomplete.fetch_add(1, Ordering::AcqRel);
+                if let Some(txn) = &shared.transaction {
+                    txn.batch_created(generation);
+                }
                 wake = true;
             }
             let batch = match queue.open.as_mut() {

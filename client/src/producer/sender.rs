@@ -132,6 +132,7 @@ impl Sender {
         let flushing = self.shared.flushing.load(Ordering::Acquire) > 0
             || self.shared.closing.load(Ordering::Acquire)
             || self.shared.closed.load(Ordering::Acquire);
+        let current_generation = self.shared.generation();
         let metadata = self.shared.cluster.metadata();
         let topics: Vec<Arc<TopicQueues>> = self
             .shared
@@ -163,7 +164,9 @@ impl Sender {
                 if let Some(open) = &queue.open {
                     let due = open.created + config.linger;
                     let give_up = open.created + config.delivery_timeout;
-                    if !flushing && due > now {
+                    // A committing transaction's batches go without lingering.
+                    let ending = open.generation < current_generation;
+                    if !flushing && !ending && due > now {
                         wake_at(due);
                     } else if (queue.ready.is_empty() && sendable) || give_up <= now {
                         // Close the open batch only when it can go at once: while the
@@ -229,10 +232,15 @@ impl Sender {
                 if config.enable_idempotence && !queue.acknowledged && queue.in_flight > 0 {
                     continue;
                 }
-                // A transaction's partition is sent to once it is in the transaction; the
-                // AddPartitionsToTxn task wakes the sender then.
+                // A transaction's batches go once the transaction before it has ended, and a
+                // partition's once it is in the transaction; the end and the
+                // AddPartitionsToTxn task wake the sender then.
                 if let Some(txn) = &shared.transaction {
-                    match txn.may_send(&topic.name, index as i32) {
+                    let allowed = match txn.may_send_generation(head.generation) {
+                        Ok(true) => txn.may_send(&topic.name, index as i32),
+                        other => other,
+                    };
+                    match allowed {
                         Ok(true) => {}
                         Ok(false) => continue,
                         Err(error) => {
@@ -641,11 +649,14 @@ impl Sender {
     fn complete(&self, batch: ProducerBatch, outcome: Result<BatchAck>) {
         if let Err(error) = &outcome {
             tracing::warn!(topic = %batch.topic, partition = batch.partition, records = batch.record_count, %error, "batch failed");
-            self.shared.note_failed_batch(error);
+            self.shared.note_failed_batch(error, batch.generation);
         }
         batch.completion.complete(outcome);
         self.shared.memory.add_permits(batch.memory);
         self.shared.incomplete.fetch_sub(1, Ordering::AcqRel);
+        if let Some(txn) = &self.shared.transaction {
+            txn.batch_completed(batch.generation);
+        }
         self.shared.batch_done.notify_waiters();
     }
 

@@ -18,9 +18,22 @@
 //! producer does): no AddPartitionsToTxn or AddOffsetsToTxn (Produce v12 and TxnOffsetCommit v5
 //! bring partitions and the group in on their first write), and EndTxn v5 answers the epoch of
 //! the next transaction, which starts its sequences again at 0.
+//!
+//! [`Producer::commit_and_begin_transaction`] commits without waiting: the next transaction
+//! begins at once and its records fill batches while the commit goes on, and they are sent
+//! once it has ended (each batch carries its transaction's `generation`; the sender holds a
+//! batch until every earlier transaction has ended). A producer that waits for each commit
+//! leaves its pipeline empty for a commit's length; this one keeps filling it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use futures_util::future::{BoxFuture, Shared as SharedFuture};
+use futures_util::FutureExt;
 
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::txn_offset_commit_request::{
@@ -33,7 +46,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::Producer;
+use super::{Producer, Shared};
 use crate::consumer::ConsumerGroupMetadata;
 use crate::coordinator::{find_group_coordinator, find_transaction_coordinator};
 use crate::error::{ClientError, Result};
@@ -45,6 +58,8 @@ use crate::retry::with_retries;
 struct TxnProgress {
     /// Between `begin_transaction` and its end.
     open: bool,
+    /// Which transaction of the producer this is (the first is 1).
+    generation: u64,
     /// Partitions already added to the open transaction.
     partitions: HashSet<(String, i32)>,
     /// Partitions queued to be added by the next AddPartitionsToTxn.
@@ -73,6 +88,57 @@ pub(crate) struct TransactionManager {
     /// The coordinator's node id, looked up again when it moves.
     coordinator: Mutex<Option<i32>>,
     progress: Mutex<TxnProgress>,
+    /// The transaction begun last (0 before the first).
+    generation: AtomicU64,
+    /// Every transaction up to this one has ended: the batches of the next may go.
+    ended: AtomicU64,
+    /// Batches created and not yet completed, per transaction.
+    batches: Mutex<BTreeMap<u64, usize>>,
+    /// The transaction [`Producer::commit_and_begin_transaction`] is committing.
+    ending: Mutex<Option<Ending>>,
+    /// That commit's outcome, awaited before the next transaction ends or adds offsets.
+    pending_end: Mutex<Option<PendingCommit>>,
+}
+
+/// A transaction committing while the next one fills.
+#[derive(Debug)]
+struct Ending {
+    generation: u64,
+    /// Whether it wrote anything (without, the coordinator never heard of it).
+    touched: bool,
+    /// A batch of it that failed after it was handed over: it aborts instead.
+    failed: Option<String>,
+}
+
+/// The outcome of a commit started by [`Producer::commit_and_begin_transaction`]: resolves
+/// once the transaction has committed, or with why it did not (it was aborted then, and the
+/// transaction begun after it can only abort too). Clones share the outcome.
+#[derive(Clone)]
+pub struct PendingCommit(SharedFuture<BoxFuture<'static, Result<()>>>);
+
+impl PendingCommit {
+    fn done(outcome: Result<()>) -> Self {
+        PendingCommit(futures_util::future::ready(outcome).boxed().shared())
+    }
+}
+
+impl Future for PendingCommit {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.0.poll_unpin(cx)
+    }
+}
+
+impl std::fmt::Debug for PendingCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.0.peek() {
+            None => "committing",
+            Some(Ok(())) => "committed",
+            Some(Err(_)) => "failed",
+        };
+        f.debug_tuple("PendingCommit").field(&state).finish()
+    }
 }
 
 fn s(v: &str) -> StrBytes {
@@ -80,8 +146,59 @@ fn s(v: &str) -> StrBytes {
 }
 
 impl TransactionManager {
-    fn progress(&self) -> std::sync::MutexGuard<'_, TxnProgress> {
+    fn progress(&self) -> MutexGuard<'_, TxnProgress> {
         self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ending(&self) -> MutexGuard<'_, Option<Ending>> {
+        self.ending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn batches(&self) -> MutexGuard<'_, BTreeMap<u64, usize>> {
+        self.batches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The transaction new records belong to.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A batch of transaction `generation` was created.
+    pub(crate) fn batch_created(&self, generation: u64) {
+        *self.batches().entry(generation).or_insert(0) += 1;
+    }
+
+    /// A batch of transaction `generation` was acknowledged or failed.
+    pub(crate) fn batch_completed(&self, generation: u64) {
+        let mut batches = self.batches();
+        if let Some(count) = batches.get_mut(&generation) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                batches.remove(&generation);
+            }
+        }
+    }
+
+    /// Whether a batch of transaction `generation` or an earlier one is incomplete.
+    fn has_batches_up_to(&self, generation: u64) -> bool {
+        self.batches().range(..=generation).next().is_some()
+    }
+
+    /// Whether a batch of transaction `generation` may be sent: once every earlier
+    /// transaction has ended. A fenced producer's waiting batches fail.
+    pub(crate) fn may_send_generation(&self, generation: u64) -> Result<bool> {
+        if generation <= self.ended.load(Ordering::Acquire) + 1 {
+            return Ok(true);
+        }
+        if self.progress().fenced {
+            return Err(self.fenced());
+        }
+        Ok(false)
+    }
+
+    /// Notes that every transaction up to `generation` has ended.
+    fn note_ended(&self, generation: u64) {
+        self.ended.fetch_max(generation, Ordering::AcqRel);
     }
 
     /// Initialises transactions: the coordinator, then the producer id and epoch
@@ -125,6 +242,11 @@ impl TransactionManager {
             version_2,
             coordinator: Mutex::new(Some(node)),
             progress: Mutex::default(),
+            generation: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            batches: Mutex::default(),
+            ending: Mutex::default(),
+            pending_end: Mutex::default(),
         })
     }
 
@@ -138,9 +260,9 @@ impl TransactionManager {
         self.version_2
     }
 
-    /// Notes a failed batch: fenced errors fence the producer, others make the open
-    /// transaction abort-only.
-    pub(crate) fn note_failed_batch(&self, error: &ClientError) {
+    /// Notes a failed batch of transaction `generation`: fenced errors fence the producer,
+    /// others make that transaction abort-only.
+    pub(crate) fn note_failed_batch(&self, error: &ClientError, generation: u64) {
         let mut progress = self.progress();
         if matches!(
             error.kafka_error(),
@@ -148,7 +270,11 @@ impl TransactionManager {
         ) {
             progress.fenced = true;
         }
-        progress.failed.get_or_insert_with(|| error.to_string());
+        let mut ending = self.ending();
+        match ending.as_mut().filter(|e| e.generation == generation) {
+            Some(ending) => ending.failed.get_or_insert_with(|| error.to_string()),
+            None => progress.failed.get_or_insert_with(|| error.to_string()),
+        };
     }
 
     fn fenced(&self) -> ClientError {
@@ -209,9 +335,105 @@ impl TransactionManager {
         }
         *progress = TxnProgress {
             open: true,
+            generation: self.generation.fetch_add(1, Ordering::AcqRel) + 1,
             ..TxnProgress::default()
         };
         Ok(())
+    }
+
+    /// Hands the open transaction over to be committed in the background and begins the
+    /// next one; returns the generation handed over. Fails, handing nothing over, when the
+    /// transaction cannot commit.
+    fn hand_over(&self) -> Result<u64> {
+        let mut progress = self.progress();
+        if progress.fenced {
+            return Err(self.fenced());
+        }
+        if !progress.open {
+            return Err(ClientError::TransactionState(
+                "no transaction is open: call begin_transaction first".into(),
+            ));
+        }
+        if let Some(failed) = &progress.failed {
+            return Err(ClientError::TransactionState(format!(
+                "a send of this transaction failed ({failed}): it can only be aborted"
+            )));
+        }
+        let generation = progress.generation;
+        *self.ending() = Some(Ending {
+            generation,
+            touched: !progress.partitions.is_empty() || progress.offsets_added,
+            failed: None,
+        });
+        *progress = TxnProgress {
+            open: true,
+            generation: self.generation.fetch_add(1, Ordering::AcqRel) + 1,
+            ..TxnProgress::default()
+        };
+        Ok(generation)
+    }
+
+    /// Waits for the commit [`Producer::commit_and_begin_transaction`] started, if one is
+    /// going on: at most one is, and the next transaction may end or take offsets only after
+    /// it (a failed one has already made that transaction abort-only).
+    async fn settle_previous(&self) {
+        let pending = self
+            .pending_end
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(pending) = pending {
+            let _ = pending.await;
+        }
+    }
+
+    /// Ends the handed-over transaction once its batches are done: commits it, or aborts it
+    /// when one of them failed. `Ok(true)`: the producer id or epoch changed with it. Then
+    /// its successor's batches may go.
+    async fn end_handed_over(&self, shared: &Shared, generation: u64) -> Result<bool> {
+        loop {
+            let done = shared.batch_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if !self.has_batches_up_to(generation) {
+                break;
+            }
+            done.await;
+        }
+        let (touched, failed) = match self.ending().as_ref() {
+            Some(ending) => (ending.touched, ending.failed.clone()),
+            None => (false, None),
+        };
+        let ended = if touched {
+            self.end_at_coordinator(&shared.cluster, failed.is_none())
+                .await
+        } else {
+            Ok(false)
+        };
+        match (ended, failed) {
+            (Ok(new_identity), None) => Ok(new_identity),
+            (Ok(new_identity), Some(failed)) => {
+                if new_identity {
+                    shared.restart_sequences();
+                }
+                Err(ClientError::TransactionState(format!(
+                    "a send of the transaction failed ({failed}): it was aborted"
+                )))
+            }
+            (Err(error), _) => Err(error),
+        }
+    }
+
+    /// After a handed-over transaction's end: its successor may send, and can only abort if
+    /// it did not commit.
+    fn finish_hand_over(&self, generation: u64, outcome: &Result<()>) {
+        if let Err(error) = outcome {
+            self.progress().failed.get_or_insert_with(|| {
+                format!("the transaction before this one did not commit: {error}")
+            });
+        }
+        *self.ending() = None;
+        self.note_ended(generation);
     }
 
     fn check_open(&self) -> Result<()> {
@@ -348,6 +570,8 @@ impl TransactionManager {
         offsets: &[(String, i32, i64)],
         group: &ConsumerGroupMetadata,
     ) -> Result<()> {
+        // On transaction version 2 the offsets would join the transaction still committing.
+        self.settle_previous().await;
         self.check_open()?;
         let group_id = group.group_id.as_str();
         let (producer_id, producer_epoch) = self.identity();
@@ -440,6 +664,7 @@ impl TransactionManager {
         // skip EndTxn then too: it would answer INVALID_TXN_STATE).
         let new_identity = touched && self.end_at_coordinator(cluster, commit).await?;
         let mut progress = self.progress();
+        self.note_ended(progress.generation);
         progress.open = false;
         progress.partitions.clear();
         progress.refused.clear();
@@ -524,46 +749,72 @@ impl Producer {
     /// Sends everything of the transaction, then commits it. Fails, leaving the transaction
     /// open for [`Producer::abort_transaction`], if one of its sends failed.
     pub async fn commit_transaction(&self) -> Result<()> {
-        let txn = self.transaction()?;
-        txn.check_open()?;
-        self.flush().await;
-        let new_identity = txn.end(&self.inner.shared.cluster, true).await?;
-        self.restart_sequences_if(new_identity);
-        Ok(())
+        self.end_transaction(true).await
     }
 
     /// Aborts the transaction: its records are never read by read_committed consumers, its
     /// offsets never committed.
     pub async fn abort_transaction(&self) -> Result<()> {
+        self.end_transaction(false).await
+    }
+
+    async fn end_transaction(&self, commit: bool) -> Result<()> {
         let txn = self.transaction()?;
+        txn.settle_previous().await;
         txn.check_open()?;
         self.flush().await;
-        let new_identity = txn.end(&self.inner.shared.cluster, false).await?;
-        self.restart_sequences_if(new_identity);
+        if txn.end(&self.inner.shared.cluster, commit).await? {
+            self.inner.shared.restart_sequences();
+        }
         Ok(())
     }
 
-    /// After a transaction ended at a new epoch (transaction version 2), every partition's
-    /// sequences start again at 0, and each partition sends one batch at a time until the
-    /// leader has acknowledged one at the new epoch. Nothing is in flight: the transaction's
-    /// end waited for every batch.
-    fn restart_sequences_if(&self, new_identity: bool) {
-        if !new_identity {
-            return;
+    /// Commits the open transaction without waiting for it and begins the next one: records
+    /// sent from now on belong to the next transaction. They fill batches while the commit
+    /// goes on and are sent once it is over, so the producer's pipeline does not run dry at
+    /// every commit (with `commit_transaction`, a producer idles for the commit's length).
+    /// Waits only for a commit started earlier this way: one is going on at a time.
+    ///
+    /// The returned [`PendingCommit`] resolves with the commit's outcome. If it fails, the
+    /// transaction was aborted (or the producer fenced) and the one begun here can only be
+    /// aborted. On transaction version 1 (a broker without KIP-890) the commit is complete
+    /// when this returns: the next transaction's partitions could join only after it.
+    pub async fn commit_and_begin_transaction(&self) -> Result<PendingCommit> {
+        let txn = self.transaction()?;
+        txn.settle_previous().await;
+        if !txn.version_2() {
+            self.commit_transaction().await?;
+            self.begin_transaction()?;
+            return Ok(PendingCommit::done(Ok(())));
         }
-        let topics = self
-            .inner
-            .shared
-            .topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        for topic in topics.values() {
-            for queue in &topic.partitions {
-                let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
-                queue.next_sequence = 0;
-                queue.acknowledged = false;
-            }
+        let generation = txn.hand_over()?;
+        let shared = Arc::clone(&self.inner.shared);
+        // Closes the handed-over transaction's open batches (they go without lingering).
+        shared.wake.notify_one();
+        let commit = async move {
+            let Some(txn) = &shared.transaction else {
+                return Ok(());
+            };
+            let outcome = match txn.end_handed_over(&shared, generation).await {
+                Ok(new_identity) => {
+                    if new_identity {
+                        shared.restart_sequences();
+                    }
+                    Ok(())
+                }
+                Err(error) => Err(error),
+            };
+            txn.finish_hand_over(generation, &outcome);
+            shared.wake.notify_one();
+            outcome
         }
+        .boxed()
+        .shared();
+        // Driven to its end whether or not anyone awaits it.
+        tokio::spawn(commit.clone());
+        let pending = PendingCommit(commit);
+        *txn.pending_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(pending.clone());
+        Ok(pending)
     }
 
     /// Whether a newer producer with the same transactional id fenced this one.
