@@ -120,6 +120,10 @@ impl PartitionQueue {
 pub(crate) struct TopicQueues {
     pub(crate) name: Arc<str>,
     pub(crate) partitions: Vec<Mutex<PartitionQueue>>,
+    /// Per partition, the generation of the transaction it last joined (transactional
+    /// producers): only a transaction's first record to a partition goes to the
+    /// transaction manager.
+    pub(crate) joined: Vec<AtomicU64>,
     /// The partition unkeyed records currently stick to (KIP-480).
     pub(crate) sticky: AtomicUsize,
     /// State of a small xorshift generator for choosing the next sticky partition.
@@ -138,6 +142,7 @@ impl TopicQueues {
             partitions: (0..partitions)
                 .map(|_| Mutex::new(PartitionQueue::default()))
                 .collect(),
+            joined: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             sticky: AtomicUsize::new(0),
             rng: AtomicU64::new(seed),
         };

@@ -280,8 +280,16 @@ impl Producer {
             (None, Some(key)) => murmur2::partition_for_key(key, partition_count) as usize,
             (None, None) => topic.sticky.load(Ordering::Relaxed) % partition_count,
         };
-        // A transaction's first record to a partition queues the partition to join it.
-        self.add_to_transaction(&record.topic, partition as i32)?;
+        // A transaction's first record to a partition queues the partition to join it;
+        // later ones only compare generations.
+        if let Some(txn) = &shared.transaction {
+            let open = txn.open_generation();
+            let joined = &topic.joined[partition];
+            if open == 0 || joined.load(Ordering::Acquire) != open {
+                self.add_to_transaction(&record.topic, partition as i32)?;
+                joined.store(open, Ordering::Release);
+            }
+        }
         // Back-pressure: memory first, so a full buffer makes the caller wait here.
         let permits = u32::try_from(size).unwrap_or(u32::MAX);
         match shared.memory.try_acquire_many(permits) {

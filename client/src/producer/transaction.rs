@@ -90,6 +90,9 @@ pub(crate) struct TransactionManager {
     progress: Mutex<TxnProgress>,
     /// The transaction begun last (0 before the first).
     generation: AtomicU64,
+    /// The open transaction's generation; 0 while none is open or once fenced. A send to a
+    /// partition that already joined it checks only this (every record does).
+    open_generation: AtomicU64,
     /// Every transaction up to this one has ended: the batches of the next may go.
     ended: AtomicU64,
     /// Batches created and not yet completed, per transaction.
@@ -161,6 +164,17 @@ impl TransactionManager {
     /// The transaction new records belong to.
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// The open transaction's generation, 0 if none is open (or the producer is fenced).
+    pub(crate) fn open_generation(&self) -> u64 {
+        self.open_generation.load(Ordering::Acquire)
+    }
+
+    /// Notes that a newer producer fenced this one: nothing more is possible.
+    fn note_fenced(&self, progress: &mut TxnProgress) {
+        progress.fenced = true;
+        self.open_generation.store(0, Ordering::Release);
     }
 
     /// A batch of transaction `generation` was created.
@@ -243,6 +257,7 @@ impl TransactionManager {
             coordinator: Mutex::new(Some(node)),
             progress: Mutex::default(),
             generation: AtomicU64::new(0),
+            open_generation: AtomicU64::new(0),
             ended: AtomicU64::new(0),
             batches: Mutex::default(),
             ending: Mutex::default(),
@@ -268,7 +283,7 @@ impl TransactionManager {
             error.kafka_error(),
             Some(ResponseError::ProducerFenced | ResponseError::InvalidProducerEpoch)
         ) {
-            progress.fenced = true;
+            self.note_fenced(&mut progress);
         }
         let mut ending = self.ending();
         match ending.as_mut().filter(|e| e.generation == generation) {
@@ -312,7 +327,7 @@ impl TransactionManager {
         match ResponseError::try_from_code(code) {
             None => Ok(()),
             Some(ResponseError::ProducerFenced | ResponseError::InvalidProducerEpoch) => {
-                self.progress().fenced = true;
+                self.note_fenced(&mut self.progress());
                 Err(self.fenced())
             }
             Some(ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable) => {
@@ -338,6 +353,8 @@ impl TransactionManager {
             generation: self.generation.fetch_add(1, Ordering::AcqRel) + 1,
             ..TxnProgress::default()
         };
+        self.open_generation
+            .store(progress.generation, Ordering::Release);
         Ok(())
     }
 
@@ -370,6 +387,8 @@ impl TransactionManager {
             generation: self.generation.fetch_add(1, Ordering::AcqRel) + 1,
             ..TxnProgress::default()
         };
+        self.open_generation
+            .store(progress.generation, Ordering::Release);
         Ok(generation)
     }
 
@@ -635,7 +654,7 @@ impl TransactionManager {
                 .unwrap_or(0);
             match ResponseError::try_from_code(code) {
                 Some(ResponseError::ProducerFenced | ResponseError::InvalidProducerEpoch) => {
-                    self.progress().fenced = true;
+                    self.note_fenced(&mut self.progress());
                     Err(self.fenced())
                 }
                 Some(_) => Err(kafka("TxnOffsetCommit", group_id, code)),
@@ -665,6 +684,7 @@ impl TransactionManager {
         let new_identity = touched && self.end_at_coordinator(cluster, commit).await?;
         let mut progress = self.progress();
         self.note_ended(progress.generation);
+        self.open_generation.store(0, Ordering::Release);
         progress.open = false;
         progress.partitions.clear();
         progress.refused.clear();
