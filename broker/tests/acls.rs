@@ -612,22 +612,38 @@ async fn transactional_alice(dir: &Path) -> (RunningBroker, Admin, millrace_clie
     (broker, admin, producer)
 }
 
+/// Begins a transaction and sends "a" to `allowed` and "d" to `denied`.
+async fn send_to_allowed_and_denied(
+    producer: &millrace_client::Producer,
+) -> (
+    millrace_client::DeliveryFuture,
+    millrace_client::DeliveryFuture,
+) {
+    use millrace_client::ProducerRecord;
+    producer.begin_transaction().unwrap();
+    let send = |topic, value| producer.send(ProducerRecord::new(topic, value));
+    let to_allowed = send("allowed", "a").await.unwrap();
+    (to_allowed, send("denied", "d").await.unwrap())
+}
+
+/// The producer goes on: a transaction writing "b" to `allowed` commits.
+async fn commit_b(producer: &millrace_client::Producer) {
+    producer.begin_transaction().unwrap();
+    let delivered = producer
+        .send(millrace_client::ProducerRecord::new("allowed", "b"))
+        .await
+        .unwrap();
+    producer.commit_transaction().await.unwrap();
+    delivered.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_transactions_partition_without_write_fails_its_records_and_the_transaction_aborts() {
-    use millrace_client::ProducerRecord;
     let dir = tempfile::tempdir().unwrap();
     let (_broker, admin, producer) = transactional_alice(dir.path()).await;
 
-    producer.begin_transaction().unwrap();
     // The sends return at once: their partitions join the transaction in the background.
-    let to_allowed = producer
-        .send(ProducerRecord::new("allowed", "a"))
-        .await
-        .unwrap();
-    let to_denied = producer
-        .send(ProducerRecord::new("denied", "d"))
-        .await
-        .unwrap();
+    let (to_allowed, to_denied) = send_to_allowed_and_denied(&producer).await;
     let refused = to_denied.await.unwrap_err();
     assert_eq!(
         refused.kafka_error(),
@@ -640,33 +656,18 @@ async fn a_transactions_partition_without_write_fails_its_records_and_the_transa
     let _ = to_allowed.await;
     assert_eq!(log_end(&admin, "denied").await, 0, "nothing was written");
 
-    // The producer goes on with the next transaction.
-    producer.begin_transaction().unwrap();
-    let delivered = producer
-        .send(ProducerRecord::new("allowed", "b"))
-        .await
-        .unwrap();
-    producer.commit_transaction().await.unwrap();
-    delivered.await.unwrap();
+    commit_b(&producer).await;
     producer.close().await;
 }
 
 #[tokio::test]
 async fn a_failed_send_of_a_transaction_committing_in_the_background_aborts_it_and_the_next() {
     use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
-    use millrace_client::{IsolationLevel, ProducerRecord};
+    use millrace_client::IsolationLevel;
     let dir = tempfile::tempdir().unwrap();
     let (broker, admin, producer) = transactional_alice(dir.path()).await;
 
-    producer.begin_transaction().unwrap();
-    let _to_allowed = producer
-        .send(ProducerRecord::new("allowed", "a"))
-        .await
-        .unwrap();
-    let to_denied = producer
-        .send(ProducerRecord::new("denied", "d"))
-        .await
-        .unwrap();
+    let (_to_allowed, to_denied) = send_to_allowed_and_denied(&producer).await;
     // Handed over before the refusal comes back (the batch is still lingering), so the
     // background commit meets it; if it came first, nothing is handed over.
     let outcome = match producer.commit_and_begin_transaction().await {
@@ -682,13 +683,7 @@ async fn a_failed_send_of_a_transaction_committing_in_the_background_aborts_it_a
     assert!(producer.commit_transaction().await.is_err());
     producer.abort_transaction().await.unwrap();
 
-    producer.begin_transaction().unwrap();
-    let delivered = producer
-        .send(ProducerRecord::new("allowed", "b"))
-        .await
-        .unwrap();
-    producer.commit_transaction().await.unwrap();
-    delivered.await.unwrap();
+    commit_b(&producer).await;
     assert_eq!(log_end(&admin, "denied").await, 0, "nothing was written");
 
     let config = ConsumerConfig::builder(client_as(&broker, "admin"))
