@@ -116,15 +116,6 @@ impl Broker {
         handler.bind(&controller);
         meta_properties::check_or_write(&config.data_dir, controller.cluster_id(), config.node_id)?;
 
-        // The partitions on disk that the metadata does not put here are leftovers.
-        let image = quorum.image();
-        let node_id = config.node_id;
-        replicas.remove_stray_dirs(|topic, partition| {
-            image
-                .topic(topic)
-                .and_then(|t| t.partition(partition))
-                .is_some_and(|p| p.replicas.contains(&node_id))
-        });
         readiness.starting("recovering partition logs and registering with the controller");
         tokio::spawn(publisher::run(
             quorum.clone(),
@@ -157,6 +148,22 @@ impl Broker {
             shutdown,
         )
         .await?;
+        // The partitions on disk that the metadata does not put here are leftovers. Only now
+        // is that known: the registration above is in this node's image, so the image holds
+        // every record committed before it. Right after a restart it may not: the quorum's
+        // commit index is saved lazily, so the tail of the log is applied only once the
+        // leader commits again, and a topic created there looked deleted (after a kill -9,
+        // every `__consumer_offsets` partition was removed this way). The image is read per
+        // dir: the publisher already runs, and a dir it created holds a topic of an image at
+        // least that new.
+        let node_id = config.node_id;
+        replicas.remove_stray_dirs(|topic, partition| {
+            quorum
+                .image()
+                .topic(topic)
+                .and_then(|t| t.partition(partition))
+                .is_some_and(|p| p.replicas.contains(&node_id))
+        });
         // Now that this broker leads what it should, rebuild the groups of the offsets
         // partitions it leads.
         readiness.starting("catching up metadata and loading groups");
