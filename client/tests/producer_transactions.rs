@@ -57,6 +57,20 @@ async fn read_committed(broker: &TestBroker) -> (i64, i64, Vec<i64>) {
     (p.last_stable_offset, p.high_watermark, aborted)
 }
 
+/// The epoch of `producer`'s last write to t-0, as DescribeProducers reports it.
+async fn epoch_on_t0(admin: &Admin, producer: &Producer) -> i32 {
+    let t0 = TopicPartition::new("t", 0);
+    let producers = admin
+        .describe_producers(std::slice::from_ref(&t0))
+        .await
+        .unwrap();
+    let state = producers[&t0]
+        .iter()
+        .find(|p| p.producer_id == producer.producer_id())
+        .expect("the producer wrote to t-0");
+    state.producer_epoch
+}
+
 async fn setup() -> (TestBroker, Admin) {
     let broker = TestBroker::start(&[FAST_GROUPS]).await;
     let admin = Admin::connect(broker.client_config("txn-admin"))
@@ -358,16 +372,7 @@ async fn on_transaction_version_2_each_transaction_ends_at_a_new_epoch() {
 
     // Each marker carried the next epoch: a fresh id starts at 0, so three ends make 3. (The
     // writes at each new epoch were accepted, so their sequences started again at 0.)
-    let t0 = TopicPartition::new("t", 0);
-    let producers = admin
-        .describe_producers(std::slice::from_ref(&t0))
-        .await
-        .unwrap();
-    let state = producers[&t0]
-        .iter()
-        .find(|p| p.producer_id == producer.producer_id())
-        .expect("the producer wrote to t-0");
-    assert_eq!(state.producer_epoch, 3, "{state:?}");
+    assert_eq!(epoch_on_t0(&admin, &producer).await, 3);
     let (lso, hw, aborted) = read_committed(&broker).await;
     assert_eq!((lso, hw), (6, 6), "three records and three markers");
     assert_eq!(aborted, vec![2]);
@@ -405,19 +410,7 @@ async fn a_transaction_begun_while_the_one_before_commits_is_written_after_that_
     // c1 c2 | commit | a1 a2 | abort | c3 | commit | c4 | commit
     assert_eq!((lso, hw), (10, 10));
     assert_eq!(aborted, vec![3]);
-    let t0 = TopicPartition::new("t", 0);
-    let producers = admin
-        .describe_producers(std::slice::from_ref(&t0))
-        .await
-        .unwrap();
-    let state = producers[&t0]
-        .iter()
-        .find(|p| p.producer_id == producer.producer_id())
-        .expect("the producer wrote to t-0");
-    assert_eq!(
-        state.producer_epoch, 4,
-        "four transactions ended: {state:?}"
-    );
+    assert_eq!(epoch_on_t0(&admin, &producer).await, 4, "four ends");
     producer.close().await;
     broker.shutdown().await;
 }
