@@ -1029,32 +1029,11 @@ fn bench_errors_exit_non_zero_naming_the_problem() {
     assert_eq!(stored, 100);
 }
 
-#[test]
-fn bench_produce_in_transactions_commits_every_record() {
-    let (broker, _dir) = fast_group_broker();
-    let report = cli_ok(
-        &broker,
-        &[
-            "bench",
-            "produce",
-            "-t",
-            "txn-bench",
-            "--partitions",
-            "2",
-            "--records",
-            "2500",
-            "--transactional",
-            "1000",
-            "--json",
-        ],
-        "",
-    );
-    let report: serde_json::Value = serde_json::from_str(&report.join("\n")).unwrap();
-    assert_eq!(report["records"], 2500, "{report}");
-    // Three transactions (1,000 + 1,000 + 500), all committed: a read_committed consumer
-    // reads every record, and nothing is left open to hold the last stable offset back.
+/// How many records a read_committed consumer reads from `topic` (2 partitions), waiting up
+/// to 30 s for `expected`.
+fn read_committed_count(broker: &BrokerProcess, topic: &str, expected: usize) -> usize {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let read = runtime.block_on(async {
+    runtime.block_on(async {
         use millrace_client::consumer::{Consumer, ConsumerConfig};
         use millrace_client::{ClientConfig, IsolationLevel, TopicPartition};
         let config = ConsumerConfig::builder(ClientConfig::new(broker.addr.to_string()))
@@ -1062,15 +1041,12 @@ fn bench_produce_in_transactions_commits_every_record() {
             .build()
             .unwrap();
         let mut consumer = Consumer::connect(config).await.unwrap();
-        let partitions = [
-            TopicPartition::new("txn-bench", 0),
-            TopicPartition::new("txn-bench", 1),
-        ];
+        let partitions = [TopicPartition::new(topic, 0), TopicPartition::new(topic, 1)];
         consumer.assign(&partitions).unwrap();
         consumer.seek_to_beginning(&partitions).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut read = 0;
-        while read < 2500 && Instant::now() < deadline {
+        while read < expected && Instant::now() < deadline {
             read += consumer
                 .poll(Duration::from_millis(500))
                 .await
@@ -1079,8 +1055,42 @@ fn bench_produce_in_transactions_commits_every_record() {
         }
         consumer.close().await.unwrap();
         read
-    });
-    assert_eq!(read, 2500);
+    })
+}
+
+#[test]
+fn bench_produce_in_transactions_commits_every_record() {
+    let (broker, _dir) = fast_group_broker();
+    // Commits awaited, then each commit overlapping the next transaction's sends.
+    for (topic, extra) in [
+        ("txn-bench", None),
+        ("txn-bench-overlap", Some("--overlap-commits")),
+    ] {
+        let mut args = vec![
+            "bench",
+            "produce",
+            "-t",
+            topic,
+            "--partitions",
+            "2",
+            "--records",
+            "2500",
+            "--transactional",
+            "1000",
+            "--json",
+        ];
+        args.extend(extra);
+        let report = cli_ok(&broker, &args, "");
+        let report: serde_json::Value = serde_json::from_str(&report.join("\n")).unwrap();
+        assert_eq!(report["records"], 2500, "{report}");
+        // Three transactions (1,000 + 1,000 + 500), all committed: a read_committed consumer
+        // reads every record, and nothing is left open to hold the last stable offset back.
+        assert_eq!(
+            read_committed_count(&broker, topic, 2500),
+            2500,
+            "{extra:?}"
+        );
+    }
     let refused = cli(
         &broker,
         &["bench", "produce", "--transactional", "10", "--acks", "1"],
