@@ -76,6 +76,13 @@ struct TxnProgress {
     fenced: bool,
 }
 
+impl TxnProgress {
+    /// Whether the transaction wrote anything (without, the coordinator never heard of it).
+    fn touched(&self) -> bool {
+        !self.partitions.is_empty() || self.offsets_added
+    }
+}
+
 /// The transaction state of a transactional producer.
 #[derive(Debug)]
 pub(crate) struct TransactionManager {
@@ -348,13 +355,7 @@ impl TransactionManager {
                 "a transaction is already open".into(),
             ));
         }
-        *progress = TxnProgress {
-            open: true,
-            generation: self.generation.fetch_add(1, Ordering::AcqRel) + 1,
-            ..TxnProgress::default()
-        };
-        self.open_generation
-            .store(progress.generation, Ordering::Release);
+        self.open_next(&mut progress);
         Ok(())
     }
 
@@ -363,33 +364,27 @@ impl TransactionManager {
     /// transaction cannot commit.
     fn hand_over(&self) -> Result<u64> {
         let mut progress = self.progress();
-        if progress.fenced {
-            return Err(self.fenced());
-        }
-        if !progress.open {
-            return Err(ClientError::TransactionState(
-                "no transaction is open: call begin_transaction first".into(),
-            ));
-        }
-        if let Some(failed) = &progress.failed {
-            return Err(ClientError::TransactionState(format!(
-                "a send of this transaction failed ({failed}): it can only be aborted"
-            )));
-        }
+        self.check_open_in(&progress, true)?;
         let generation = progress.generation;
         *self.ending() = Some(Ending {
             generation,
-            touched: !progress.partitions.is_empty() || progress.offsets_added,
+            touched: progress.touched(),
             failed: None,
         });
+        self.open_next(&mut progress);
+        Ok(generation)
+    }
+
+    /// Opens the producer's next transaction in `progress` (a fresh one, fencing kept).
+    fn open_next(&self, progress: &mut TxnProgress) {
         *progress = TxnProgress {
             open: true,
             generation: self.generation.fetch_add(1, Ordering::AcqRel) + 1,
+            fenced: progress.fenced,
             ..TxnProgress::default()
         };
         self.open_generation
             .store(progress.generation, Ordering::Release);
-        Ok(generation)
     }
 
     /// Waits for the commit [`Producer::commit_and_begin_transaction`] started, if one is
@@ -407,9 +402,9 @@ impl TransactionManager {
     }
 
     /// Ends the handed-over transaction once its batches are done: commits it, or aborts it
-    /// when one of them failed. `Ok(true)`: the producer id or epoch changed with it. Then
-    /// its successor's batches may go.
-    async fn end_handed_over(&self, shared: &Shared, generation: u64) -> Result<bool> {
+    /// when one of them failed; sequences start again if the producer id or epoch changed
+    /// with it. Then its successor's batches may go.
+    async fn end_handed_over(&self, shared: &Shared, generation: u64) -> Result<()> {
         loop {
             let done = shared.batch_done.notified();
             tokio::pin!(done);
@@ -429,17 +424,14 @@ impl TransactionManager {
         } else {
             Ok(false)
         };
-        match (ended, failed) {
-            (Ok(new_identity), None) => Ok(new_identity),
-            (Ok(new_identity), Some(failed)) => {
-                if new_identity {
-                    shared.restart_sequences();
-                }
-                Err(ClientError::TransactionState(format!(
-                    "a send of the transaction failed ({failed}): it was aborted"
-                )))
-            }
-            (Err(error), _) => Err(error),
+        if ended? {
+            shared.restart_sequences();
+        }
+        match failed {
+            None => Ok(()),
+            Some(failed) => Err(ClientError::TransactionState(format!(
+                "a send of the transaction failed ({failed}): it was aborted"
+            ))),
         }
     }
 
@@ -456,7 +448,12 @@ impl TransactionManager {
     }
 
     fn check_open(&self) -> Result<()> {
-        let progress = self.progress();
+        self.check_open_in(&self.progress(), false)
+    }
+
+    /// Refuses when fenced or no transaction is open, and, with `committing`, when a send of
+    /// the open transaction failed.
+    fn check_open_in(&self, progress: &TxnProgress, committing: bool) -> Result<()> {
         if progress.fenced {
             return Err(self.fenced());
         }
@@ -465,7 +462,12 @@ impl TransactionManager {
                 "no transaction is open: call begin_transaction first".into(),
             ));
         }
-        Ok(())
+        match &progress.failed {
+            Some(failed) if committing => Err(ClientError::TransactionState(format!(
+                "a send of this transaction failed ({failed}): it can only be aborted"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Queues a partition to be added to the open transaction unless it is in (or queued)
@@ -667,17 +669,10 @@ impl TransactionManager {
     /// Ends the open transaction; `true` when the producer id or epoch changed with it
     /// (transaction version 2).
     async fn end(&self, cluster: &Cluster, commit: bool) -> Result<bool> {
-        self.check_open()?;
-        if commit {
-            if let Some(failed) = self.progress().failed.clone() {
-                return Err(ClientError::TransactionState(format!(
-                    "a send of this transaction failed ({failed}): it can only be aborted"
-                )));
-            }
-        }
         let touched = {
             let progress = self.progress();
-            !progress.partitions.is_empty() || progress.offsets_added
+            self.check_open_in(&progress, commit)?;
+            progress.touched()
         };
         // The coordinator never heard of a transaction that added nothing (Kafka's clients
         // skip EndTxn then too: it would answer INVALID_TXN_STATE).
@@ -815,15 +810,7 @@ impl Producer {
             let Some(txn) = &shared.transaction else {
                 return Ok(());
             };
-            let outcome = match txn.end_handed_over(&shared, generation).await {
-                Ok(new_identity) => {
-                    if new_identity {
-                        shared.restart_sequences();
-                    }
-                    Ok(())
-                }
-                Err(error) => Err(error),
-            };
+            let outcome = txn.end_handed_over(&shared, generation).await;
             txn.finish_hand_over(generation, &outcome);
             shared.wake.notify_one();
             outcome
