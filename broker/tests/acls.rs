@@ -348,6 +348,16 @@ async fn joining_a_group_needs_read_on_the_group() {
     );
 }
 
+/// DeleteTopics of `keep` (v6); its error code.
+async fn delete_keep(client: &mut TestClient) -> i16 {
+    let request = DeleteTopicsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![
+            DeleteTopicState::default().with_name(Some(TopicName(s("keep"))))
+        ]);
+    client.call(6, &request).await.responses[0].error_code
+}
+
 #[tokio::test]
 async fn delete_topics_needs_delete_and_acl_changes_need_a_super_user() {
     let dir = tempfile::tempdir().unwrap();
@@ -356,17 +366,7 @@ async fn delete_topics_needs_delete_and_acl_changes_need_a_super_user() {
     admin.create_topic(NewTopic::new("keep", 1)).await.unwrap();
     let mut alice = raw_as(&broker, "alice").await;
 
-    let deleted = alice
-        .call(
-            6,
-            &DeleteTopicsRequest::default()
-                .with_timeout_ms(5_000)
-                .with_topics(vec![
-                    DeleteTopicState::default().with_name(Some(TopicName(s("keep"))))
-                ]),
-        )
-        .await;
-    assert_eq!(deleted.responses[0].error_code, TOPIC_AUTHORIZATION_FAILED);
+    assert_eq!(delete_keep(&mut alice).await, TOPIC_AUTHORIZATION_FAILED);
     assert!(admin
         .list_topics(false)
         .await
@@ -442,17 +442,7 @@ async fn delete_topics_needs_delete_and_acl_changes_need_a_super_user() {
         )])
         .await
         .unwrap();
-    let deleted = alice
-        .call(
-            6,
-            &DeleteTopicsRequest::default()
-                .with_timeout_ms(5_000)
-                .with_topics(vec![
-                    DeleteTopicState::default().with_name(Some(TopicName(s("keep"))))
-                ]),
-        )
-        .await;
-    assert_eq!(deleted.responses[0].error_code, 0);
+    assert_eq!(delete_keep(&mut alice).await, 0);
 }
 
 #[tokio::test]
