@@ -558,6 +558,78 @@ async fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
     broker.shutdown().await;
 }
 
+/// DescribeTransactions of one id: its error code and state.
+async fn describe_one(client: &mut TestClient, tid: &str) -> (i16, String) {
+    let described = client
+        .call(
+            0,
+            &DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(s(tid))]),
+        )
+        .await;
+    let state = &described.transaction_states[0];
+    (state.error_code, state.transaction_state.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_transactional_id_expires_and_one_in_a_transaction_does_not() {
+    let dir = millrace_testkit::temp_dir();
+    let settings = [
+        "transactional.id.expiration.ms=400",
+        "transaction.remove.expired.transaction.cleanup.interval.ms=100",
+    ];
+    let broker = start_broker_in(dir.path(), &settings).await;
+    let addr = broker.local_addr();
+    let mut client = TestClient::connect(addr).await;
+    create_topic(&mut client).await;
+    find_coordinator(&mut client, "busy").await;
+    // "busy" opens a transaction before "idle" is even initialised, so by the time "idle"
+    // expires, "busy" has been silent longer.
+    let (_, busy_pid, busy_epoch) = init(&mut client, "busy", 60_000).await;
+    assert_eq!(
+        add_partition(&mut client, "busy", busy_pid, busy_epoch).await,
+        0
+    );
+    let (error, idle_pid, idle_epoch) = init(&mut client, "idle", 60_000).await;
+    assert_eq!(error, 0);
+    assert_eq!(describe_one(&mut client, "idle").await.0, 0);
+
+    eventually("the idle transactional id expired", || async move {
+        let mut client = TestClient::connect(addr).await;
+        describe_one(&mut client, "idle").await.0 == code(ResponseError::TransactionalIdNotFound)
+    })
+    .await;
+    assert_eq!(
+        describe_one(&mut client, "busy").await,
+        (0, "Ongoing".to_string())
+    );
+    // The expired id's producer is unknown now; the id starts afresh with a new producer id.
+    assert_eq!(
+        add_partition(&mut client, "idle", idle_pid, idle_epoch).await,
+        code(ResponseError::InvalidProducerIdMapping)
+    );
+
+    // The removal is durable: a restart replays the tombstone.
+    broker.shutdown().await;
+    let broker = start_broker_in(dir.path(), &settings).await;
+    let addr = broker.local_addr();
+    let mut client = TestClient::connect(addr).await;
+    find_coordinator(&mut client, "idle").await;
+    eventually("the coordinator loaded the state again", || async move {
+        let mut client = TestClient::connect(addr).await;
+        describe_one(&mut client, "busy").await == (0, "Ongoing".to_string())
+    })
+    .await;
+    assert_eq!(
+        describe_one(&mut client, "idle").await.0,
+        code(ResponseError::TransactionalIdNotFound)
+    );
+    let (error, new_pid, _) = init(&mut client, "idle", 60_000).await;
+    assert_eq!(error, 0);
+    assert_ne!(new_pid, idle_pid);
+    broker.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn txn_offset_commit_for_a_group_outside_the_transaction_is_refused() {
     use kafka_protocol::messages::txn_offset_commit_request::{

@@ -178,6 +178,12 @@ pub struct BrokerConfig {
     /// How often transactions past their timeout are looked for and aborted
     /// (`transaction.abort.timed.out.transaction.cleanup.interval.ms`).
     pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
+    /// How long a transactional id with no transaction going on is kept after its last
+    /// transaction (`transactional.id.expiration.ms`, 7 days as in Kafka).
+    pub transactional_id_expiration_ms: u64,
+    /// How often expired transactional ids are removed
+    /// (`transaction.remove.expired.transaction.cleanup.interval.ms`, 1 hour).
+    pub transaction_remove_expired_transaction_cleanup_interval_ms: u64,
     /// Broker-wide defaults of topic-level settings, keyed by the topic-level name
     /// (`segment.bytes`, `retention.ms`, ...), with the broker name it came from.
     pub log_defaults: BTreeMap<String, String>,
@@ -221,6 +227,8 @@ const BROKER_SETTINGS: &[&str] = &[
     "transaction.state.log.replication.factor",
     "transaction.max.timeout.ms",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+    "transactional.id.expiration.ms",
+    "transaction.remove.expired.transaction.cleanup.interval.ms",
     "process.roles",
     "controller.quorum.voters",
     "listener.security.protocol.map",
@@ -405,6 +413,12 @@ impl BrokerConfig {
             None => 3,
         };
         let replica_lag_time_max_ms = positive_or("replica.lag.time.max.ms", 30_000)?;
+        let transactional_id_expiration_ms =
+            positive_or("transactional.id.expiration.ms", 604_800_000)?;
+        let transaction_remove_expired_transaction_cleanup_interval_ms = positive_or(
+            "transaction.remove.expired.transaction.cleanup.interval.ms",
+            3_600_000,
+        )?;
         // Shorter than Kafka's 9 s / 2 s: the session timeout is most of the failover time
         // after a crash, and the target is a new leader within 3 s.
         let broker_session_timeout_ms = positive_or("broker.session.timeout.ms", 2_000)?;
@@ -505,6 +519,8 @@ impl BrokerConfig {
             transaction_state_log_replication_factor,
             transaction_max_timeout_ms,
             transaction_abort_timed_out_transaction_cleanup_interval_ms,
+            transactional_id_expiration_ms,
+            transaction_remove_expired_transaction_cleanup_interval_ms,
             log_defaults,
             process_roles,
             listeners: network.listeners,

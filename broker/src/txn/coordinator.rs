@@ -59,6 +59,11 @@ impl TxnSlot {
     fn set(&self, meta: TxnMetadata) {
         *self.meta.lock().unwrap_or_else(PoisonError::into_inner) = Some(meta);
     }
+
+    /// Forgets the id's state (it expired): the next InitProducerId starts it afresh.
+    fn clear(&self) {
+        *self.meta.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 /// Coordinates the transactional ids of the `__transaction_state` partitions this broker leads.
@@ -68,6 +73,10 @@ pub struct TransactionCoordinator {
     max_timeout_ms: i32,
     /// How often expired transactions are aborted.
     pub cleanup_interval: Duration,
+    /// `transactional.id.expiration.ms`: an id idle this long is removed.
+    id_expiration_ms: i64,
+    /// How often expired ids are looked for.
+    pub id_removal_interval: Duration,
     slots: Mutex<HashMap<String, Arc<TxnSlot>>>,
     /// The `__transaction_state` partitions loaded here, with the leader epoch they were
     /// loaded in (the coordinator epoch written into markers).
@@ -89,6 +98,11 @@ impl TransactionCoordinator {
             max_timeout_ms: config.transaction_max_timeout_ms,
             cleanup_interval: Duration::from_millis(
                 config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+            ),
+            id_expiration_ms: i64::try_from(config.transactional_id_expiration_ms)
+                .unwrap_or(i64::MAX),
+            id_removal_interval: Duration::from_millis(
+                config.transaction_remove_expired_transaction_cleanup_interval_ms,
             ),
             slots: Mutex::new(HashMap::new()),
             led: Mutex::new(BTreeMap::new()),
@@ -185,6 +199,15 @@ impl TransactionCoordinator {
     /// Writes `meta` to `__transaction_state` and waits for the in-sync replicas.
     async fn write_state(&self, replica: &Partition, meta: &TxnMetadata) -> Result<(), Refusal> {
         let (last_offset, epoch) = Self::append_state(replica, meta)?;
+        Self::wait_written(replica, last_offset, epoch).await
+    }
+
+    /// Waits until the state record at `last_offset` is durable and on the in-sync replicas.
+    async fn wait_written(
+        replica: &Partition,
+        last_offset: i64,
+        epoch: i32,
+    ) -> Result<(), Refusal> {
         replica
             .log()
             .wait_durable(last_offset)
@@ -199,11 +222,22 @@ impl TransactionCoordinator {
     /// Appends `meta` to `__transaction_state` without waiting for it to be durable: the
     /// offset and leader epoch it was appended at.
     fn append_state(replica: &Partition, meta: &TxnMetadata) -> Result<(i64, i32), Refusal> {
-        let now = now_ms();
-        let entry = (
-            records::encode_key(&meta.transactional_id),
+        Self::append_entry(
+            replica,
+            &meta.transactional_id,
             Some(records::encode_value(meta)),
-        );
+        )
+    }
+
+    /// Appends the id's state record, or with `None` its tombstone (compaction then removes
+    /// the id from the log).
+    fn append_entry(
+        replica: &Partition,
+        transactional_id: &str,
+        value: Option<bytes::Bytes>,
+    ) -> Result<(i64, i32), Refusal> {
+        let now = now_ms();
+        let entry = (records::encode_key(transactional_id), value);
         let batch = encode_batch(&[entry], now).ok_or_else(|| {
             refusal(
                 ResponseError::CoordinatorNotAvailable,
@@ -696,6 +730,73 @@ impl TransactionCoordinator {
         }
     }
 
+    /// Removes the transactional ids idle longer than `transactional.id.expiration.ms` (Kafka's
+    /// expired transactional id cleanup): an id whose last transaction ended that long ago, or
+    /// that never began one, gets a tombstone in `__transaction_state` and is forgotten. An id
+    /// with a transaction going on never expires. Its producer then starts afresh: a new
+    /// InitProducerId gets a new producer id, and the old producer's requests are refused
+    /// (INVALID_PRODUCER_ID_MAPPING).
+    pub fn remove_expired_ids(&self, broker: &Arc<Broker>) {
+        let expiration = self.id_expiration_ms;
+        let expired = move |meta: &TxnMetadata, now: i64| {
+            matches!(
+                meta.state,
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            ) && now.saturating_sub(meta.last_update_ms) > expiration
+        };
+        let now = now_ms();
+        let candidates: Vec<(String, Arc<TxnSlot>)> = self
+            .slots()
+            .iter()
+            .filter(|(_, slot)| slot.get().is_some_and(|m| expired(&m, now)))
+            .map(|(id, slot)| (id.clone(), slot.clone()))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let coordinator = &broker.transactions;
+            let mut removed = 0usize;
+            for (transactional_id, slot) in candidates {
+                let Ok((replica, _)) = coordinator.owner(&broker, &transactional_id) else {
+                    continue;
+                };
+                {
+                    let _op = slot.op.lock().await;
+                    // A request may have used the id since it was picked.
+                    if !slot.get().is_some_and(|m| expired(&m, now_ms())) {
+                        continue;
+                    }
+                    let written = match Self::append_entry(&replica, &transactional_id, None) {
+                        Ok((last_offset, epoch)) => {
+                            Self::wait_written(&replica, last_offset, epoch).await
+                        }
+                        Err(refused) => Err(refused),
+                    };
+                    if let Err((error, message)) = written {
+                        tracing::warn!(%transactional_id, %error, %message, "cannot remove an expired transactional id");
+                        continue;
+                    }
+                    slot.clear();
+                }
+                // The slot leaves the map only if no request holds it; one that does finds it
+                // empty and starts the id afresh, as a new one would.
+                let mut slots = coordinator.slots();
+                if slots
+                    .get(&transactional_id)
+                    .is_some_and(|s| Arc::ptr_eq(s, &slot) && Arc::strong_count(s) == 2)
+                {
+                    slots.remove(&transactional_id);
+                }
+                removed += 1;
+            }
+            if removed > 0 {
+                tracing::info!(removed, "removed expired transactional ids");
+            }
+        });
+    }
+
     /// Every transaction this broker coordinates (ListTransactions, DescribeTransactions).
     pub fn transactions(&self) -> Vec<TxnMetadata> {
         let mut all: Vec<TxnMetadata> = self.slots().values().filter_map(|s| s.get()).collect();
@@ -818,7 +919,8 @@ impl TransactionCoordinator {
     }
 
     /// The background work: follows leadership often, aborts expired transactions every
-    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`. Holds the broker only
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms` and removes expired ids
+    /// every `transaction.remove.expired.transaction.cleanup.interval.ms`. Holds the broker only
     /// weakly, so a closed broker is dropped.
     pub async fn run(
         broker: std::sync::Weak<Broker>,
@@ -827,8 +929,15 @@ impl TransactionCoordinator {
         let Some(interval) = broker.upgrade().map(|b| b.transactions.cleanup_interval) else {
             return;
         };
-        let tick = interval.min(Duration::from_millis(500));
+        let Some(removal_interval) = broker.upgrade().map(|b| b.transactions.id_removal_interval)
+        else {
+            return;
+        };
+        let tick = interval
+            .min(removal_interval)
+            .min(Duration::from_millis(500));
         let mut last_cleanup = tokio::time::Instant::now();
+        let mut last_removal = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
@@ -845,6 +954,10 @@ impl TransactionCoordinator {
             if last_cleanup.elapsed() >= interval {
                 last_cleanup = tokio::time::Instant::now();
                 broker.transactions.abort_timed_out(&broker);
+            }
+            if last_removal.elapsed() >= removal_interval {
+                last_removal = tokio::time::Instant::now();
+                broker.transactions.remove_expired_ids(&broker);
             }
         }
     }
