@@ -652,8 +652,6 @@ async fn a_transactions_partition_without_write_fails_its_records_and_the_transa
 
 #[tokio::test]
 async fn a_failed_send_of_a_transaction_committing_in_the_background_aborts_it_and_the_next() {
-    use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
-    use millrace_client::IsolationLevel;
     let dir = tempfile::tempdir().unwrap();
     let (broker, admin, producer) = transactional_alice(dir.path()).await;
 
@@ -675,8 +673,19 @@ async fn a_failed_send_of_a_transaction_committing_in_the_background_aborts_it_a
 
     commit_b(&producer).await;
     assert_eq!(log_end(&admin, "denied").await, 0, "nothing was written");
+    assert_eq!(
+        committed_values_of_allowed(&broker).await,
+        [Bytes::from_static(b"b")],
+        "the aborted \"a\" was read"
+    );
+    producer.close().await;
+}
 
-    let config = ConsumerConfig::builder(client_as(&broker, "admin"))
+/// What a read_committed consumer reads from `allowed`: the first records it gets.
+async fn committed_values_of_allowed(broker: &RunningBroker) -> Vec<Bytes> {
+    use millrace_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
+    use millrace_client::IsolationLevel;
+    let config = ConsumerConfig::builder(client_as(broker, "admin"))
         .auto_offset_reset(AutoOffsetReset::Earliest)
         .isolation_level(IsolationLevel::ReadCommitted)
         .build()
@@ -692,10 +701,51 @@ async fn a_failed_send_of_a_transaction_committing_in_the_background_aborts_it_a
             values.push(record.value.unwrap_or_default());
         }
     }
+    values
+}
+
+#[tokio::test]
+async fn a_failed_background_commit_aborts_the_transactions_handed_over_after_it() {
+    use millrace_client::ProducerRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, admin, producer) = transactional_alice(dir.path()).await;
+
+    let (_to_allowed, to_denied) = send_to_allowed_and_denied(&producer).await;
+    // Handed over while the refused batch still lingers (see the test above).
+    let first = producer
+        .commit_and_begin_transaction()
+        .await
+        .expect("handed over before the refusal came back");
+    // The next transaction writes "x" and is handed over too, before or after the first
+    // fails: either way it must not commit.
+    let to_x = producer
+        .send(ProducerRecord::new("allowed", "x"))
+        .await
+        .unwrap();
+    let second = match producer.commit_and_begin_transaction().await {
+        Ok(pending) => pending.await,
+        Err(refused) => Err(refused),
+    };
+    assert!(
+        first.await.is_err(),
+        "a transaction with a failed send committed"
+    );
+    assert!(
+        second.is_err(),
+        "the transaction after a failed one committed"
+    );
+    assert!(to_denied.await.is_err());
+    let _ = to_x.await;
+    // The transaction open now can only abort; then the producer goes on.
+    assert!(producer.commit_transaction().await.is_err());
+    producer.abort_transaction().await.unwrap();
+    commit_b(&producer).await;
+
+    assert_eq!(log_end(&admin, "denied").await, 0, "nothing was written");
     assert_eq!(
-        values,
+        committed_values_of_allowed(&broker).await,
         [Bytes::from_static(b"b")],
-        "the aborted \"a\" was read"
+        "a record of an aborted transaction was read"
     );
     producer.close().await;
 }

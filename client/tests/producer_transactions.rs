@@ -381,6 +381,47 @@ async fn on_transaction_version_2_each_transaction_ends_at_a_new_epoch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_commits_in_the_background_end_in_order_and_all_commit() {
+    let (broker, admin) = setup().await;
+    let producer = producer(&broker, "pipelined").await;
+    producer.begin_transaction().unwrap();
+    let mut pending = Vec::new();
+    let mut expected = Vec::new();
+    // More hand-overs than commits may go on at once: the call waits for room, never fails.
+    for t in 0..millrace_client::producer::MAX_COMMITS_IN_FLIGHT + 3 {
+        for r in 0..2 {
+            let value = format!("t{t}r{r}");
+            send(&producer, &value).await;
+            expected.push(value);
+        }
+        pending.push(producer.commit_and_begin_transaction().await.unwrap());
+    }
+    send(&producer, "last").await;
+    expected.push("last".to_string());
+    producer.commit_transaction().await.unwrap();
+    for commit in pending {
+        commit.await.unwrap();
+    }
+
+    assert_eq!(
+        consume(&broker, IsolationLevel::ReadCommitted, expected.len()).await,
+        expected
+    );
+    let ends = millrace_client::producer::MAX_COMMITS_IN_FLIGHT + 4;
+    assert_eq!(epoch_on_t0(&admin, &producer).await as usize, ends);
+    let (lso, hw, aborted) = read_committed(&broker).await;
+    assert_eq!(
+        hw,
+        (expected.len() + ends) as i64,
+        "the records and a marker per end"
+    );
+    assert_eq!(lso, hw);
+    assert!(aborted.is_empty());
+    producer.close().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_begun_while_the_one_before_commits_is_written_after_that_commit() {
     let (broker, admin) = setup().await;
     let producer = producer(&broker, "overlap").await;

@@ -337,7 +337,7 @@ async fn produce_worker(
     let mut sent = Instant::now();
     let mut in_transaction = 0u64;
     let mut open = false;
-    let mut pending_commit = None;
+    let mut pending_commits = std::collections::VecDeque::new();
     for i in 0..count {
         if i % CLOCK_EVERY == 0 {
             sent = Instant::now();
@@ -354,10 +354,14 @@ async fn produce_worker(
             if in_transaction == transactions.size {
                 in_transaction = 0;
                 if transactions.overlap_commits {
-                    let pending = producer.commit_and_begin_transaction().await?;
-                    // Settled by the call above: its outcome is known.
-                    if let Some(previous) = pending_commit.replace(pending) {
-                        previous.await?;
+                    pending_commits.push_back(producer.commit_and_begin_transaction().await?);
+                    // Outcomes are checked as they come, without waiting for them.
+                    while let Some(settled) = pending_commits
+                        .front_mut()
+                        .and_then(futures_util::FutureExt::now_or_never)
+                    {
+                        settled?;
+                        pending_commits.pop_front();
                     }
                 } else {
                     producer.commit_transaction().await?;
@@ -382,7 +386,7 @@ async fn produce_worker(
     if open {
         producer.commit_transaction().await?;
     }
-    if let Some(pending) = pending_commit {
+    for pending in pending_commits {
         pending.await?;
     }
     producer.flush().await;

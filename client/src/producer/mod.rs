@@ -25,7 +25,7 @@ use tokio::sync::{Notify, Semaphore};
 
 pub use config::{Acks, ProducerConfig, ProducerConfigBuilder};
 pub use record::{DeliveryFuture, ProducerRecord, RecordMetadata};
-pub use transaction::PendingCommit;
+pub use transaction::{PendingCommit, MAX_COMMITS_IN_FLIGHT};
 
 use crate::error::{check, ClientError, Result};
 use crate::network::cluster::Cluster;

@@ -22,10 +22,11 @@
 //! [`Producer::commit_and_begin_transaction`] commits without waiting: the next transaction
 //! begins at once and its records fill batches while the commit goes on, and they are sent
 //! once it has ended (each batch carries its transaction's `generation`; the sender holds a
-//! batch until every earlier transaction has ended). A producer that waits for each commit
-//! leaves its pipeline empty for a commit's length; this one keeps filling it.
+//! batch until every earlier transaction has ended; up to `MAX_COMMITS_IN_FLIGHT` commits wait
+//! their turn). A producer that waits for each commit leaves its pipeline empty for a commit's
+//! length; this one keeps filling it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,16 +105,23 @@ pub(crate) struct TransactionManager {
     ended: AtomicU64,
     /// Batches created and not yet completed, per transaction.
     batches: Mutex<BTreeMap<u64, usize>>,
-    /// The transaction [`Producer::commit_and_begin_transaction`] is committing.
-    ending: Mutex<Option<Ending>>,
-    /// That commit's outcome, awaited before the next transaction ends or adds offsets.
-    pending_end: Mutex<Option<PendingCommit>>,
+    /// The transactions [`Producer::commit_and_begin_transaction`] is committing, by
+    /// generation.
+    ending: Mutex<BTreeMap<u64, Ending>>,
+    /// Their commits' outcomes, oldest first: each commit begins after the one before it has
+    /// ended, so the newest settles last. All are awaited before a transaction ends or adds
+    /// offsets in the foreground.
+    pending_ends: Mutex<VecDeque<PendingCommit>>,
 }
 
-/// A transaction committing while the next one fills.
+/// How many commits [`Producer::commit_and_begin_transaction`] keeps going at once: the
+/// transactions behind the one committing fill meanwhile (their records wait in buffer
+/// memory), so a commit that takes longer than usual does not stall the producer.
+pub const MAX_COMMITS_IN_FLIGHT: usize = 4;
+
+/// A transaction committing while later ones fill.
 #[derive(Debug)]
 struct Ending {
-    generation: u64,
     /// Whether it wrote anything (without, the coordinator never heard of it).
     touched: bool,
     /// A batch of it that failed after it was handed over: it aborts instead.
@@ -160,7 +168,7 @@ impl TransactionManager {
         self.progress.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn ending(&self) -> MutexGuard<'_, Option<Ending>> {
+    fn ending(&self) -> MutexGuard<'_, BTreeMap<u64, Ending>> {
         self.ending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -268,7 +276,7 @@ impl TransactionManager {
             ended: AtomicU64::new(0),
             batches: Mutex::default(),
             ending: Mutex::default(),
-            pending_end: Mutex::default(),
+            pending_ends: Mutex::default(),
         })
     }
 
@@ -293,7 +301,7 @@ impl TransactionManager {
             self.note_fenced(&mut progress);
         }
         let mut ending = self.ending();
-        match ending.as_mut().filter(|e| e.generation == generation) {
+        match ending.get_mut(&generation) {
             Some(ending) => ending.failed.get_or_insert_with(|| error.to_string()),
             None => progress.failed.get_or_insert_with(|| error.to_string()),
         };
@@ -366,11 +374,13 @@ impl TransactionManager {
         let mut progress = self.progress();
         self.check_open_in(&progress, true)?;
         let generation = progress.generation;
-        *self.ending() = Some(Ending {
+        self.ending().insert(
             generation,
-            touched: progress.touched(),
-            failed: None,
-        });
+            Ending {
+                touched: progress.touched(),
+                failed: None,
+            },
+        );
         self.open_next(&mut progress);
         Ok(generation)
     }
@@ -387,17 +397,39 @@ impl TransactionManager {
             .store(progress.generation, Ordering::Release);
     }
 
-    /// Waits for the commit [`Producer::commit_and_begin_transaction`] started, if one is
-    /// going on: at most one is, and the next transaction may end or take offsets only after
-    /// it (a failed one has already made that transaction abort-only).
+    fn pending_ends(&self) -> MutexGuard<'_, VecDeque<PendingCommit>> {
+        self.pending_ends.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for every commit [`Producer::commit_and_begin_transaction`] started: the open
+    /// transaction may end or take offsets only after them (a failed one has already made it
+    /// abort-only).
     async fn settle_previous(&self) {
-        let pending = self
-            .pending_end
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(pending) = pending {
+        // The newest settles last: each commit waits for the one before it.
+        let newest = self.pending_ends().drain(..).next_back();
+        if let Some(pending) = newest {
             let _ = pending.await;
+        }
+    }
+
+    /// Waits until fewer than [`MAX_COMMITS_IN_FLIGHT`] commits are going on; returns the
+    /// newest, which the next commit waits for before it ends its own transaction.
+    async fn make_room_for_commit(&self) -> Option<PendingCommit> {
+        loop {
+            let oldest = {
+                let mut pending = self.pending_ends();
+                // Those already settled leave the queue without waiting.
+                while pending.front().is_some_and(|p| p.0.peek().is_some()) {
+                    pending.pop_front();
+                }
+                if pending.len() < MAX_COMMITS_IN_FLIGHT {
+                    return pending.back().cloned();
+                }
+                pending.pop_front()
+            };
+            if let Some(oldest) = oldest {
+                let _ = oldest.await;
+            }
         }
     }
 
@@ -414,7 +446,7 @@ impl TransactionManager {
             }
             done.await;
         }
-        let (touched, failed) = match self.ending().as_ref() {
+        let (touched, failed) = match self.ending().get(&generation) {
             Some(ending) => (ending.touched, ending.failed.clone()),
             None => (false, None),
         };
@@ -436,14 +468,18 @@ impl TransactionManager {
     }
 
     /// After a handed-over transaction's end: its successor may send, and can only abort if
-    /// it did not commit.
+    /// it did not commit (a successor handed over already aborts instead of committing).
     fn finish_hand_over(&self, generation: u64, outcome: &Result<()>) {
+        let mut progress = self.progress();
+        let mut ending = self.ending();
+        ending.remove(&generation);
         if let Err(error) = outcome {
-            self.progress().failed.get_or_insert_with(|| {
-                format!("the transaction before this one did not commit: {error}")
-            });
+            let why = format!("the transaction before this one did not commit: {error}");
+            match ending.get_mut(&(generation + 1)) {
+                Some(successor) => successor.failed.get_or_insert(why),
+                None => progress.failed.get_or_insert(why),
+            };
         }
-        *self.ending() = None;
         self.note_ended(generation);
     }
 
@@ -788,20 +824,22 @@ impl Producer {
     /// sent from now on belong to the next transaction. They fill batches while the commit
     /// goes on and are sent once it is over, so the producer's pipeline does not run dry at
     /// every commit (with `commit_transaction`, a producer idles for the commit's length).
-    /// Waits only for a commit started earlier this way: one is going on at a time.
+    /// Commits started this way end one after another, in order; up to
+    /// [`MAX_COMMITS_IN_FLIGHT`] (4) go on at once, and this waits only when that many do.
     ///
     /// The returned [`PendingCommit`] resolves with the commit's outcome. If it fails, the
-    /// transaction was aborted (or the producer fenced) and the one begun here can only be
-    /// aborted. On transaction version 1 (a broker without KIP-890) the commit is complete
-    /// when this returns: the next transaction's partitions could join only after it.
+    /// transaction was aborted (or the producer fenced), so were those handed over after it,
+    /// and the one open then can only be aborted. On transaction version 1 (a broker without
+    /// KIP-890) the commit is complete when this returns: the next transaction's partitions
+    /// could join only after it.
     pub async fn commit_and_begin_transaction(&self) -> Result<PendingCommit> {
         let txn = self.transaction()?;
-        txn.settle_previous().await;
         if !txn.version_2() {
             self.commit_transaction().await?;
             self.begin_transaction()?;
             return Ok(PendingCommit::done(Ok(())));
         }
+        let previous = txn.make_room_for_commit().await;
         let generation = txn.hand_over()?;
         let shared = Arc::clone(&self.inner.shared);
         // Closes the handed-over transaction's open batches (they go without lingering).
@@ -810,6 +848,10 @@ impl Producer {
             let Some(txn) = &shared.transaction else {
                 return Ok(());
             };
+            // Transactions end in order: a failed predecessor makes this one abort.
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
             let outcome = txn.end_handed_over(&shared, generation).await;
             txn.finish_hand_over(generation, &outcome);
             shared.wake.notify_one();
@@ -820,7 +862,7 @@ impl Producer {
         // Driven to its end whether or not anyone awaits it.
         tokio::spawn(commit.clone());
         let pending = PendingCommit(commit);
-        *txn.pending_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(pending.clone());
+        txn.pending_ends().push_back(pending.clone());
         Ok(pending)
     }
 
