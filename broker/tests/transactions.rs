@@ -663,6 +663,65 @@ async fn txn_offset_commit_for_a_group_outside_the_transaction_is_refused() {
     broker.shutdown().await;
 }
 
+/// OffsetFetch v7 of group "g" for the test topic's partition 0: (error code, offset).
+async fn offset_of_g(client: &mut TestClient, require_stable: bool) -> (i16, i64) {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(TopicName(s(TOPIC)))
+            .with_partition_indexes(vec![0])]))
+        .with_require_stable(require_stable);
+    let response = client.call(7, &request).await;
+    assert_eq!(response.error_code, 0);
+    let partition = &response.topics[0].partitions[0];
+    (partition.error_code, partition.committed_offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_an_open_transaction_writes_is_unstable_for_those_who_require_stable_offsets() {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    let broker = TestBroker::start(&[]).await;
+    let mut client = TestClient::connect(broker.addr()).await;
+    create_topic(&mut client).await;
+    find_coordinator(&mut client, "offs").await;
+    let (_, pid, epoch) = init(&mut client, "offs", 60_000).await;
+    let group = FindCoordinatorRequest::default().with_key(s("g"));
+    assert_eq!(client.call(3, &group).await.error_code, 0);
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(s("offs")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_group_id(GroupId(s("g")));
+    assert_eq!(client.call(3, &add).await.error_code, 0);
+    let commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(s("offs")))
+        .with_group_id(GroupId(s("g")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_generation_id(-1)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(TopicName(s(TOPIC)))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(5)])]);
+    let response = client.call(3, &commit).await;
+    assert_eq!(response.topics[0].partitions[0].error_code, 0);
+
+    // While the transaction is open: unstable for a read_committed consumer (KIP-447), the
+    // offset before it (none) for everyone else.
+    assert_eq!(
+        offset_of_g(&mut client, true).await,
+        (code(ResponseError::UnstableOffsetCommit), -1)
+    );
+    assert_eq!(offset_of_g(&mut client, false).await, (0, -1));
+    assert_eq!(end_txn(&mut client, "offs", pid, epoch, true).await, 0);
+    assert_eq!(offset_of_g(&mut client, true).await, (0, 5));
+    broker.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn markers_reach_the_new_leader_when_the_partition_leader_stops_before_the_commit() {
     let mut overrides = FAST_FAILOVER.to_vec();

@@ -624,7 +624,7 @@ impl Admin {
 
     /// The offsets `group` has committed (every partition it has one for).
     pub async fn list_group_offsets(&self, group: &str) -> Result<HashMap<TopicPartition, i64>> {
-        offsets::fetch_committed(&self.cluster, group, None).await
+        offsets::fetch_committed(&self.cluster, group, None, false).await
     }
 
     /// Sets a group's committed offsets (e.g. to reset them). The group must have no active

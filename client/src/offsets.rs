@@ -263,26 +263,36 @@ pub(crate) async fn offsets_for_leader_epochs(
 }
 
 /// The committed offsets of `group` (all partitions it has offsets for when `partitions` is
-/// `None`). Partitions without a committed offset are left out.
+/// `None`). Partitions without a committed offset are left out. `require_stable`: see
+/// [`fetch_committed_with_epochs`].
 pub(crate) async fn fetch_committed(
     cluster: &Cluster,
     group: &str,
     partitions: Option<&[TopicPartition]>,
+    require_stable: bool,
 ) -> Result<HashMap<TopicPartition, i64>> {
-    Ok(fetch_committed_with_epochs(cluster, group, partitions)
-        .await?
-        .into_iter()
-        .map(|(tp, (offset, _))| (tp, offset))
-        .collect())
+    Ok(
+        fetch_committed_with_epochs(cluster, group, partitions, require_stable)
+            .await?
+            .into_iter()
+            .map(|(tp, (offset, _))| (tp, offset))
+            .collect(),
+    )
 }
 
 /// Like [`fetch_committed`], with the leader epoch committed with each offset (OffsetFetch
 /// v5+; `None` when there is none): the consumer validates a committed position in that
 /// epoch before fetching from it (KIP-320).
+///
+/// With `require_stable` (a read_committed consumer, KIP-447; OffsetFetch v7+), a partition
+/// whose offset an open transaction is writing is answered UNSTABLE_OFFSET_COMMIT, and the
+/// fetch is retried until the transaction ends: starting from the offset before it would
+/// read again what the transaction's output already covers once it commits.
 pub(crate) async fn fetch_committed_with_epochs(
     cluster: &Cluster,
     group: &str,
     partitions: Option<&[TopicPartition]>,
+    require_stable: bool,
 ) -> Result<HashMap<TopicPartition, (i64, Option<i32>)>> {
     with_retries(cluster, "OffsetFetch", || async {
         let coordinator = find_group_coordinator(cluster, group).await?;
@@ -315,7 +325,8 @@ pub(crate) async fn fetch_committed_with_epochs(
         }
         let request = OffsetFetchRequest::default()
             .with_group_id(group_id(group))
-            .with_topics(topics);
+            .with_topics(topics)
+            .with_require_stable(require_stable && version >= 7);
         let response = connection
             .send_at(&request, version, cluster.config.request_timeout)
             .await?;

@@ -104,6 +104,48 @@ async fn committed_and_aborted_transactions_end_with_their_markers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_committed_consumer_waits_for_offsets_an_open_transaction_writes() {
+    let (broker, admin) = setup().await;
+    let producer = producer(&broker, "tx-stable").await;
+    producer.begin_transaction().unwrap();
+    producer
+        .send_offsets_to_transaction(&[("t".to_string(), 0, 7)], "g")
+        .await
+        .unwrap();
+    let config = |level| {
+        ConsumerConfig::builder(broker.client_config("stable-reader"))
+            .group_id("g")
+            .isolation_level(level)
+            .build()
+            .unwrap()
+    };
+    let t0 = [TopicPartition::new("t", 0)];
+    // read_uncommitted answers at once with the offset before the transaction (none)...
+    let uncommitted = Consumer::connect(config(IsolationLevel::ReadUncommitted))
+        .await
+        .unwrap();
+    assert!(uncommitted.committed(&t0).await.unwrap().is_empty());
+    // ...read_committed waits until the transaction has ended (KIP-447's require_stable).
+    let committed_reader = Consumer::connect(config(IsolationLevel::ReadCommitted))
+        .await
+        .unwrap();
+    let waiting = committed_reader.committed(&t0);
+    tokio::pin!(waiting);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut waiting)
+            .await
+            .is_err(),
+        "a read_committed consumer got an offset an open transaction is writing"
+    );
+    producer.commit_transaction().await.unwrap();
+    let offsets = waiting.await.unwrap();
+    assert_eq!(offsets.get(&t0[0]), Some(&7));
+    assert_eq!(admin.list_group_offsets("g").await.unwrap().len(), 1);
+    producer.close().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_sent_to_a_transaction_are_committed_with_it() {
     let (broker, admin) = setup().await;
     let producer = producer(&broker, "tx-offsets").await;

@@ -14,8 +14,13 @@ use crate::error::{error_code, ResponseError, NONE};
 use crate::group::CommittedOffset;
 use crate::security::authorizer::{AclOperation, Resource};
 
-/// Per topic: its name, whether the principal may DESCRIBE it, and its committed offsets.
-type Committed = Vec<(String, bool, Vec<(i32, Option<CommittedOffset>)>)>;
+/// Per topic: its name, whether the principal may DESCRIBE it, and per partition its committed
+/// offset or the error it is answered with instead.
+type Committed = Vec<(
+    String,
+    bool,
+    Vec<(i32, Result<Option<CommittedOffset>, i16>)>,
+)>;
 
 /// Answers an OffsetFetch request.
 pub fn handle(
@@ -25,6 +30,9 @@ pub fn handle(
 ) -> Result<Bytes, RequestError> {
     let request: OffsetFetchRequest = ctx.decode(&mut body)?;
     let access = Access::new(broker, ctx);
+    // KIP-447 (v7+): a read_committed consumer asks for stable offsets only, so that it never
+    // starts from an offset an open transaction is about to move past.
+    let require_stable = request.require_stable;
     // Topics the principal may not DESCRIBE are left out of "all topics" and refused when
     // named.
     let lookup = |group: &str, topics: Option<Vec<(String, Vec<i32>)>>| -> Committed {
@@ -35,6 +43,21 @@ pub fn handle(
             .into_iter()
             .map(|(topic, partitions)| {
                 let allowed = access.allowed(AclOperation::Describe, Resource::topic(&topic));
+                let partitions = partitions
+                    .into_iter()
+                    .map(|(index, committed)| {
+                        let outcome = if !allowed {
+                            Err(ResponseError::TopicAuthorizationFailed.code())
+                        } else if require_stable
+                            && broker.offsets.txn_offsets.is_pending(group, &topic, index)
+                        {
+                            Err(ResponseError::UnstableOffsetCommit.code())
+                        } else {
+                            Ok(committed)
+                        };
+                        (index, outcome)
+                    })
+                    .collect();
                 (topic, allowed, partitions)
             })
             .filter(|(_, allowed, _)| *allowed || explicit)
@@ -62,21 +85,20 @@ pub fn handle(
                 });
                 let topics = lookup(&g.group_id, wanted)
                     .into_iter()
-                    .map(|(topic, allowed, partitions)| {
+                    .map(|(topic, _, partitions)| {
                         OffsetFetchResponseTopics::default()
                             .with_name(TopicName(str_bytes(topic)))
                             .with_partitions(
                                 partitions
                                     .into_iter()
-                                    .map(|(index, c)| {
-                                        let (offset, epoch, metadata) =
-                                            unpack(c.filter(|_| allowed));
+                                    .map(|(index, outcome)| {
+                                        let (offset, epoch, metadata, error) = unpack(outcome);
                                         OffsetFetchResponsePartitions::default()
                                             .with_partition_index(index)
                                             .with_committed_offset(offset)
                                             .with_committed_leader_epoch(epoch)
                                             .with_metadata(Some(str_bytes(metadata)))
-                                            .with_error_code(denied_code(allowed))
+                                            .with_error_code(error)
                                     })
                                     .collect(),
                             )
@@ -99,14 +121,14 @@ pub fn handle(
         });
         let topics = lookup(&request.group_id, wanted)
             .into_iter()
-            .map(|(topic, allowed, partitions)| {
+            .map(|(topic, _, partitions)| {
                 OffsetFetchResponseTopic::default()
                     .with_name(TopicName(str_bytes(topic)))
                     .with_partitions(
                         partitions
                             .into_iter()
-                            .map(|(index, c)| {
-                                let (offset, epoch, metadata) = unpack(c.filter(|_| allowed));
+                            .map(|(index, outcome)| {
+                                let (offset, epoch, metadata, error) = unpack(outcome);
                                 // A v1 client has only this error code to learn that the
                                 // offsets are not (yet) known here.
                                 let partition = OffsetFetchResponsePartition::default()
@@ -115,7 +137,7 @@ pub fn handle(
                                     .with_metadata(Some(str_bytes(metadata)))
                                     .with_error_code(match owned {
                                         Err(error) => error.code(),
-                                        Ok(()) => denied_code(allowed),
+                                        Ok(()) => error,
                                     });
                                 if ctx.version >= 5 {
                                     partition.with_committed_leader_epoch(epoch)
@@ -139,19 +161,12 @@ pub fn handle(
     ctx.respond(&response.with_throttle_time_ms(0))
 }
 
-/// NONE, or TOPIC_AUTHORIZATION_FAILED for a topic the principal may not DESCRIBE.
-fn denied_code(allowed: bool) -> i16 {
-    if allowed {
-        NONE
-    } else {
-        ResponseError::TopicAuthorizationFailed.code()
-    }
-}
-
-/// A committed offset as (offset, leader epoch, metadata); nothing committed is offset -1.
-fn unpack(committed: Option<CommittedOffset>) -> (i64, i32, String) {
-    match committed {
-        Some(c) => (c.offset, c.leader_epoch, c.metadata),
-        None => (-1, -1, String::new()),
+/// A partition's answer as (offset, leader epoch, metadata, error code); nothing committed,
+/// or an error, is offset -1.
+fn unpack(outcome: Result<Option<CommittedOffset>, i16>) -> (i64, i32, String, i16) {
+    match outcome {
+        Ok(Some(c)) => (c.offset, c.leader_epoch, c.metadata, NONE),
+        Ok(None) => (-1, -1, String::new(), NONE),
+        Err(error) => (-1, -1, String::new(), error),
     }
 }

@@ -64,6 +64,20 @@ impl TxnOffsetStore {
         }
     }
 
+    /// Whether an open transaction holds an offset of `group` for `topic`-`partition`: an
+    /// OffsetFetch that requires stable offsets (KIP-447) is told UNSTABLE_OFFSET_COMMIT
+    /// rather than given the offset the transaction may be about to replace.
+    pub fn is_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .flatten()
+            .filter(|(g, _)| g == group)
+            .flat_map(|(_, offsets)| offsets)
+            .any(|((t, p), _)| t == topic && *p == partition)
+    }
+
     /// Forgets what partition `partition` held (its replay rebuilds it).
     pub fn forget_partition(&self, partition: i32) {
         self.pending

@@ -62,6 +62,7 @@ use crate::offsets::{
 };
 use crate::record::ConsumerRecord;
 use crate::types::{ListedOffset, OffsetSpec, TopicPartition};
+use crate::IsolationLevel;
 
 use fetcher::{FetchLimits, FetchOutcome, FetchTarget, PartitionFetch};
 use group::GroupMembership;
@@ -729,6 +730,7 @@ impl Consumer {
     }
 
     /// The group's committed offsets for `partitions` (partitions without one are left out).
+    /// A read_committed consumer waits for offsets an open transaction is writing (KIP-447).
     pub async fn committed(
         &self,
         partitions: &[TopicPartition],
@@ -738,7 +740,13 @@ impl Consumer {
                 "committed offsets need a group_id".to_string(),
             ));
         };
-        fetch_committed(&self.cluster, group, Some(partitions)).await
+        fetch_committed(
+            &self.cluster,
+            group,
+            Some(partitions),
+            self.config.isolation_level == IsolationLevel::ReadCommitted,
+        )
+        .await
     }
 
     /// The positions of all assigned partitions that have one.
@@ -1054,8 +1062,16 @@ impl Consumer {
             .map(|(tp, _)| tp.clone())
             .collect();
         if let (false, Some(group)) = (wants_committed.is_empty(), &self.config.group_id) {
-            let committed =
-                fetch_committed_with_epochs(&self.cluster, group, Some(&wants_committed)).await?;
+            // A read_committed consumer never starts before offsets a transaction is writing
+            // (KIP-447): it would read again what that transaction's output covers.
+            let require_stable = self.config.isolation_level == IsolationLevel::ReadCommitted;
+            let committed = fetch_committed_with_epochs(
+                &self.cluster,
+                group,
+                Some(&wants_committed),
+                require_stable,
+            )
+            .await?;
             for (tp, (offset, epoch)) in committed {
                 if let Some(epoch) = epoch {
                     committed_epochs.insert(tp.clone(), epoch);

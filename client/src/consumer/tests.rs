@@ -663,10 +663,14 @@ async fn a_commit_carries_the_position_epoch_and_a_resumed_position_is_validated
     );
     first.commit().await.expect("commit");
 
-    let committed =
-        crate::offsets::fetch_committed_with_epochs(&first.cluster, "epochs", Some(&[tp(0)]))
-            .await
-            .expect("committed");
+    let committed = crate::offsets::fetch_committed_with_epochs(
+        &first.cluster,
+        "epochs",
+        Some(&[tp(0)]),
+        false,
+    )
+    .await
+    .expect("committed");
     assert_eq!(committed[&tp(0)], (4, epoch));
 
     let mut second = broker.consumer(Some("epochs")).await;
