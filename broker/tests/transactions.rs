@@ -632,9 +632,6 @@ async fn an_idle_transactional_id_expires_and_one_in_a_transaction_does_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn txn_offset_commit_for_a_group_outside_the_transaction_is_refused() {
-    use kafka_protocol::messages::txn_offset_commit_request::{
-        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
-    };
     let broker = TestBroker::start(&[]).await;
     let mut client = TestClient::connect(broker.addr()).await;
     create_topic(&mut client).await;
@@ -644,6 +641,19 @@ async fn txn_offset_commit_for_a_group_outside_the_transaction_is_refused() {
     // The group's coordinator exists, but AddOffsetsToTxn never added the group.
     let group = FindCoordinatorRequest::default().with_key(s("g"));
     assert_eq!(client.call(3, &group).await.error_code, 0);
+    assert_eq!(
+        commit_offset_5_of_g(&mut client, pid, epoch).await,
+        code(ResponseError::InvalidTxnState)
+    );
+    broker.shutdown().await;
+}
+
+/// TxnOffsetCommit by "offs" of offset 5 for group "g" on the test topic's partition 0: the
+/// partition's error code.
+async fn commit_offset_5_of_g(client: &mut TestClient, pid: i64, epoch: i16) -> i16 {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
     let request = TxnOffsetCommitRequest::default()
         .with_transactional_id(TransactionalId(s("offs")))
         .with_group_id(GroupId(s("g")))
@@ -655,12 +665,7 @@ async fn txn_offset_commit_for_a_group_outside_the_transaction_is_refused() {
             .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
                 .with_partition_index(0)
                 .with_committed_offset(5)])]);
-    let response = client.call(3, &request).await;
-    assert_eq!(
-        response.topics[0].partitions[0].error_code,
-        code(ResponseError::InvalidTxnState)
-    );
-    broker.shutdown().await;
+    client.call(3, &request).await.topics[0].partitions[0].error_code
 }
 
 /// OffsetFetch v7 of group "g" for the test topic's partition 0: (error code, offset).
@@ -680,9 +685,6 @@ async fn offset_of_g(client: &mut TestClient, require_stable: bool) -> (i16, i64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offset_an_open_transaction_writes_is_unstable_for_those_who_require_stable_offsets() {
-    use kafka_protocol::messages::txn_offset_commit_request::{
-        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
-    };
     let broker = TestBroker::start(&[]).await;
     let mut client = TestClient::connect(broker.addr()).await;
     create_topic(&mut client).await;
@@ -696,19 +698,7 @@ async fn an_offset_an_open_transaction_writes_is_unstable_for_those_who_require_
         .with_producer_epoch(epoch)
         .with_group_id(GroupId(s("g")));
     assert_eq!(client.call(3, &add).await.error_code, 0);
-    let commit = TxnOffsetCommitRequest::default()
-        .with_transactional_id(TransactionalId(s("offs")))
-        .with_group_id(GroupId(s("g")))
-        .with_producer_id(ProducerId(pid))
-        .with_producer_epoch(epoch)
-        .with_generation_id(-1)
-        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
-            .with_name(TopicName(s(TOPIC)))
-            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
-                .with_partition_index(0)
-                .with_committed_offset(5)])]);
-    let response = client.call(3, &commit).await;
-    assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    assert_eq!(commit_offset_5_of_g(&mut client, pid, epoch).await, 0);
 
     // While the transaction is open: unstable for a read_committed consumer (KIP-447), the
     // offset before it (none) for everyone else.
