@@ -710,12 +710,23 @@ async fn a_failed_background_commit_aborts_the_transactions_handed_over_after_it
     let dir = tempfile::tempdir().unwrap();
     let (broker, admin, producer) = transactional_alice(dir.path()).await;
 
-    let (_to_allowed, to_denied) = send_to_allowed_and_denied(&producer).await;
-    // Handed over while the refused batch still lingers (see the test above).
-    let first = producer
-        .commit_and_begin_transaction()
-        .await
-        .expect("handed over before the refusal came back");
+    // Handed over while the refused batch still lingers (see the test above); should the
+    // refusal come back first on a slow machine, nothing is handed over: start again.
+    let mut attempts = 0;
+    let (first, to_denied) = loop {
+        let (_to_allowed, to_denied) = send_to_allowed_and_denied(&producer).await;
+        match producer.commit_and_begin_transaction().await {
+            Ok(first) => break (first, to_denied),
+            Err(_) => {
+                producer.abort_transaction().await.unwrap();
+                attempts += 1;
+                assert!(
+                    attempts < 5,
+                    "the refusal always came back before the hand-over"
+                );
+            }
+        }
+    };
     // The next transaction writes "x" and is handed over too, before or after the first
     // fails: either way it must not commit.
     let to_x = producer
