@@ -616,6 +616,14 @@ async fn send_to_allowed_and_denied(
     (to_allowed, send("denied", "d").await.unwrap())
 }
 
+/// Hands the open transaction over to commit in the background; the commit's outcome, or
+/// the refusal to hand it over.
+async fn commit_in_background(
+    producer: &millrace_client::Producer,
+) -> Result<(), millrace_client::ClientError> {
+    producer.commit_and_begin_transaction().await?.await
+}
+
 /// The producer goes on: a transaction writing "b" to `allowed` commits.
 async fn commit_b(producer: &millrace_client::Producer) {
     producer.begin_transaction().unwrap();
@@ -658,10 +666,7 @@ async fn a_failed_send_of_a_transaction_committing_in_the_background_aborts_it_a
     let (_to_allowed, to_denied) = send_to_allowed_and_denied(&producer).await;
     // Handed over before the refusal comes back (the batch is still lingering), so the
     // background commit meets it; if it came first, nothing is handed over.
-    let outcome = match producer.commit_and_begin_transaction().await {
-        Ok(pending) => pending.await,
-        Err(error) => Err(error),
-    };
+    let outcome = commit_in_background(&producer).await;
     assert!(
         outcome.is_err(),
         "a transaction with a failed send committed"
@@ -733,10 +738,7 @@ async fn a_failed_background_commit_aborts_the_transactions_handed_over_after_it
         .send(ProducerRecord::new("allowed", "x"))
         .await
         .unwrap();
-    let second = match producer.commit_and_begin_transaction().await {
-        Ok(pending) => pending.await,
-        Err(refused) => Err(refused),
-    };
+    let second = commit_in_background(&producer).await;
     assert!(
         first.await.is_err(),
         "a transaction with a failed send committed"

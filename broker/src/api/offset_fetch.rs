@@ -37,6 +37,11 @@ pub fn handle(
     // named.
     let lookup = |group: &str, topics: Option<Vec<(String, Vec<i32>)>>| -> Committed {
         let explicit = topics.is_some();
+        let unstable = if require_stable {
+            broker.offsets.txn_offsets.pending_partitions(group)
+        } else {
+            Default::default()
+        };
         broker
             .groups
             .committed(group, topics.as_deref())
@@ -48,9 +53,7 @@ pub fn handle(
                     .map(|(index, committed)| {
                         let outcome = if !allowed {
                             Err(ResponseError::TopicAuthorizationFailed.code())
-                        } else if require_stable
-                            && broker.offsets.txn_offsets.is_pending(group, &topic, index)
-                        {
+                        } else if unstable.contains(&(topic.clone(), index)) {
                             Err(ResponseError::UnstableOffsetCommit.code())
                         } else {
                             Ok(committed)

@@ -8,7 +8,7 @@
 //! commit applies them to the group coordinator, an abort drops them. Replaying the partition
 //! does the same: transactional records wait for their producer's marker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -64,18 +64,18 @@ impl TxnOffsetStore {
         }
     }
 
-    /// Whether an open transaction holds an offset of `group` for `topic`-`partition`: an
-    /// OffsetFetch that requires stable offsets (KIP-447) is told UNSTABLE_OFFSET_COMMIT
-    /// rather than given the offset the transaction may be about to replace.
-    pub fn is_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+    /// The partitions an open transaction holds an offset of `group` for: an OffsetFetch that
+    /// requires stable offsets (KIP-447) is told UNSTABLE_OFFSET_COMMIT for them rather than
+    /// given the offset the transaction may be about to replace.
+    pub fn pending_partitions(&self, group: &str) -> HashSet<(String, i32)> {
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
             .flatten()
             .filter(|(g, _)| g == group)
-            .flat_map(|(_, offsets)| offsets)
-            .any(|((t, p), _)| t == topic && *p == partition)
+            .flat_map(|(_, offsets)| offsets.iter().map(|(tp, _)| tp.clone()))
+            .collect()
     }
 
     /// Forgets what partition `partition` held (its replay rebuilds it).

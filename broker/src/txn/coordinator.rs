@@ -202,6 +202,12 @@ impl TransactionCoordinator {
         Self::wait_written(replica, last_offset, epoch).await
     }
 
+    /// Writes the id's tombstone and waits for the in-sync replicas, like [`Self::write_state`].
+    async fn write_tombstone(replica: &Partition, transactional_id: &str) -> Result<(), Refusal> {
+        let (last_offset, epoch) = Self::append_entry(replica, transactional_id, None)?;
+        Self::wait_written(replica, last_offset, epoch).await
+    }
+
     /// Waits until the state record at `last_offset` is durable and on the in-sync replicas.
     async fn wait_written(
         replica: &Partition,
@@ -768,13 +774,9 @@ impl TransactionCoordinator {
                     if !slot.get().is_some_and(|m| expired(&m, now_ms())) {
                         continue;
                     }
-                    let written = match Self::append_entry(&replica, &transactional_id, None) {
-                        Ok((last_offset, epoch)) => {
-                            Self::wait_written(&replica, last_offset, epoch).await
-                        }
-                        Err(refused) => Err(refused),
-                    };
-                    if let Err((error, message)) = written {
+                    if let Err((error, message)) =
+                        Self::write_tombstone(&replica, &transactional_id).await
+                    {
                         tracing::warn!(%transactional_id, %error, %message, "cannot remove an expired transactional id");
                         continue;
                     }
@@ -926,11 +928,12 @@ impl TransactionCoordinator {
         broker: std::sync::Weak<Broker>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        let Some(interval) = broker.upgrade().map(|b| b.transactions.cleanup_interval) else {
-            return;
-        };
-        let Some(removal_interval) = broker.upgrade().map(|b| b.transactions.id_removal_interval)
-        else {
+        let Some((interval, removal_interval)) = broker.upgrade().map(|b| {
+            (
+                b.transactions.cleanup_interval,
+                b.transactions.id_removal_interval,
+            )
+        }) else {
             return;
         };
         let tick = interval

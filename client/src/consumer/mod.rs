@@ -744,9 +744,16 @@ impl Consumer {
             &self.cluster,
             group,
             Some(partitions),
-            self.config.isolation_level == IsolationLevel::ReadCommitted,
+            self.requires_stable_offsets(),
         )
         .await
+    }
+
+    /// A read_committed consumer never starts before offsets a transaction is writing
+    /// (KIP-447's `require_stable`): it would read again what that transaction's output
+    /// covers once it commits.
+    fn requires_stable_offsets(&self) -> bool {
+        self.config.isolation_level == IsolationLevel::ReadCommitted
     }
 
     /// The positions of all assigned partitions that have one.
@@ -1062,14 +1069,11 @@ impl Consumer {
             .map(|(tp, _)| tp.clone())
             .collect();
         if let (false, Some(group)) = (wants_committed.is_empty(), &self.config.group_id) {
-            // A read_committed consumer never starts before offsets a transaction is writing
-            // (KIP-447): it would read again what that transaction's output covers.
-            let require_stable = self.config.isolation_level == IsolationLevel::ReadCommitted;
             let committed = fetch_committed_with_epochs(
                 &self.cluster,
                 group,
                 Some(&wants_committed),
-                require_stable,
+                self.requires_stable_offsets(),
             )
             .await?;
             for (tp, (offset, epoch)) in committed {
