@@ -204,6 +204,52 @@ def test_send_offsets_makes_consume_transform_produce_exact(broker):
     assert sorted(values(got)) == sorted(b"x" + v for v in inputs)
 
 
+def test_read_committed_consumer_waits_for_offsets_an_open_transaction_writes(broker):
+    """KIP-447: librdkafka's read_committed consumer fetches committed offsets with
+    require_stable. While an open transaction writes a group's offset, the broker answers
+    UNSTABLE_OFFSET_COMMIT, so that consumer never starts before the transaction; a
+    read_uncommitted one gets the offset from before it."""
+    topic = unique_topic("txn-stable")
+    group = unique_topic("txn-stable-group")
+    confluent_create_topic(broker.bootstrap, topic, partitions=1)
+    tp = TopicPartition(topic, 0)
+
+    def consumer(level: str) -> Consumer:
+        return Consumer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "group.id": group,
+                "isolation.level": level,
+                "enable.auto.commit": False,
+            }
+        )
+
+    member = consumer("read_committed")
+    producer = txn_producer(broker.bootstrap, f"{group}-tx")
+    producer.begin_transaction()
+    producer.send_offsets_to_transaction(
+        [TopicPartition(topic, 0, 7)], member.consumer_group_metadata(), 30
+    )
+
+    uncommitted = consumer("read_uncommitted")
+    before = uncommitted.committed([tp], timeout=10)[0]
+    assert before.error is None and before.offset < 0, before
+
+    waiting = consumer("read_committed")
+    try:
+        answer = waiting.committed([tp], timeout=2)[0]
+        # No exception: the partition must carry the refusal, not an offset.
+        assert answer.error is not None, f"got {answer.offset} while the transaction was open"
+    except KafkaException:
+        pass  # librdkafka retried UNSTABLE_OFFSET_COMMIT until the timeout
+
+    producer.commit_transaction(30)
+    after = waiting.committed([tp], timeout=10)[0]
+    assert after.error is None and after.offset == 7, after
+    for c in (member, uncommitted, waiting):
+        c.close()
+
+
 HANGING_PRODUCER = textwrap.dedent(
     """
     import os, sys
